@@ -1,0 +1,186 @@
+// Package authority is the mbot authority: it verifies join proofs against
+// join tokens' allow rules, signs SSH and X.509 certificates for bots, and
+// records every join in the audit log.
+package authority
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/authority/store"
+	"github.com/mbot-dev/mbot/authority/verify"
+)
+
+// Version is set at build time.
+var Version = "dev"
+
+// Authority is a running authority's state.
+type Authority struct {
+	cfg   *Config
+	store *store.Store
+	cas   *CAs
+	env   *verify.Env
+	log   *slog.Logger
+
+	// state is swapped whole when resources change, so joins never lock.
+	state    atomic.Pointer[state]
+	reloadMu sync.Mutex
+}
+
+// state is one consistent view of the resources with their join tokens compiled.
+type state struct {
+	set    *resources.Set
+	tokens map[string]*compiledToken
+}
+
+type compiledToken struct {
+	token    *resources.JoinToken
+	verifier verify.Verifier
+}
+
+// Options tune an authority beyond its config file; the zero value is production.
+type Options struct {
+	Logger *slog.Logger
+	// HTTPClient fetches OIDC discovery and keys; tests use one that trusts a loopback issuer.
+	HTTPClient *http.Client
+	// Now is the clock used to check proof lifetimes.
+	Now func() time.Time
+}
+
+// Open opens the store, creates the CAs on first start, applies the
+// config's resource files (they win over run-time edits of the same names)
+// and compiles every join token. Any error in a resource file is returned
+// with its file, line and field.
+func Open(ctx context.Context, cfg *Config, opts Options) (*Authority, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: 15 * time.Second}
+	}
+	st, err := store.OpenSQLite(ctx, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	a := &Authority{cfg: cfg, store: st, log: opts.Logger,
+		env: &verify.Env{Audience: cfg.Audience, HTTPClient: opts.HTTPClient, Now: opts.Now}}
+	if err := a.open(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *Authority) open(ctx context.Context) error {
+	var err error
+	if a.cas, err = LoadCAs(ctx, a.store, a.cfg.ClusterName); err != nil {
+		return err
+	}
+	var fromFiles []resources.Resource
+	for _, path := range a.cfg.Resources {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("reading resources: %w", err)
+		}
+		parsed, err := resources.Parse(path, data)
+		if err != nil {
+			return err
+		}
+		fromFiles = append(fromFiles, parsed...)
+	}
+	if err := a.Apply(ctx, fromFiles); err != nil {
+		return err
+	}
+	return a.store.PruneProofs(ctx, time.Now())
+}
+
+// Close releases the store.
+func (a *Authority) Close() error { return a.store.Close() }
+
+// CAs returns the authority's certificate authorities.
+func (a *Authority) CAs() *CAs { return a.cas }
+
+// Config returns the authority's configuration.
+func (a *Authority) Config() *Config { return a.cfg }
+
+// Store returns the authority's store.
+func (a *Authority) Store() *store.Store { return a.store }
+
+// Apply checks resources against everything already stored (references,
+// join token sections), stores them and makes them effective for the next join.
+func (a *Authority) Apply(ctx context.Context, add []resources.Resource) error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	stored, err := a.loadStored(ctx)
+	if err != nil {
+		return err
+	}
+	next, err := a.compile(append(stored, add...))
+	if err != nil {
+		return err
+	}
+	for _, r := range add {
+		if err := a.store.PutResource(ctx, store.StoredResource{Kind: r.Kind, Name: r.Name(), Body: r.Body}); err != nil {
+			return fmt.Errorf("storing %s/%s: %w", r.Kind, r.Name(), err)
+		}
+	}
+	a.state.Store(next)
+	return nil
+}
+
+func (a *Authority) loadStored(ctx context.Context) ([]resources.Resource, error) {
+	rows, err := a.store.Resources(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []resources.Resource
+	for _, row := range rows {
+		parsed, err := resources.Parse(fmt.Sprintf("stored %s/%s", row.Kind, row.Name), row.Body)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, parsed...)
+	}
+	return out, nil
+}
+
+func (a *Authority) compile(all []resources.Resource) (*state, error) {
+	set := resources.NewSet(all)
+	if err := set.CheckReferences(); err != nil {
+		return nil, err
+	}
+	s := &state{set: set, tokens: make(map[string]*compiledToken, len(set.JoinTokens))}
+	for name, tok := range set.JoinTokens {
+		method, ok := verify.Methods[tok.Spec.Method]
+		if !ok {
+			return nil, fmt.Errorf("%s: join_token %q: spec.method %q is not supported; supported methods: %v",
+				tok.Source, name, tok.Spec.Method, verify.MethodNames())
+		}
+		v, err := method.Compile(name, tok.Spec.Section(), a.env)
+		if err != nil {
+			return nil, withFile(tok.Source, fmt.Sprintf("join_token %q", name), err)
+		}
+		s.tokens[name] = &compiledToken{token: tok, verifier: v}
+	}
+	return s, nil
+}
+
+// withFile prefixes a "line N: msg" error from a method's section parser
+// with the resource file, as "file:N: what: msg".
+func withFile(src resources.Source, what string, err error) error {
+	var line int
+	var rest string
+	if n, _ := fmt.Sscanf(err.Error(), "line %d:", &line); n == 1 {
+		_, rest, _ = strings.Cut(err.Error(), ": ")
+		return fmt.Errorf("%s:%d: %s: %s", src.File, line, what, rest)
+	}
+	return fmt.Errorf("%s: %s: %w", src, what, err)
+}

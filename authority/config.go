@@ -1,0 +1,145 @@
+package authority
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/mbot-dev/mbot/authority/resources"
+	"gopkg.in/yaml.v3"
+)
+
+// Config is authority.yaml (SPEC §3).
+type Config struct {
+	ClusterName string `yaml:"cluster_name"`
+	// Audience is what joiners request their OIDC tokens for; default ClusterName.
+	Audience  string        `yaml:"audience"`
+	Listen    string        `yaml:"listen"`
+	DataDir   string        `yaml:"data_dir"`
+	Storage   StorageConfig `yaml:"storage"`
+	Resources []string      `yaml:"resources"`
+	SSH       SSHConfig     `yaml:"ssh"`
+	// TLSNames are extra DNS names and IPs for the serving certificate, for
+	// an authority reached by a name other than its listen address.
+	TLSNames []string `yaml:"tls_names"`
+
+	// path is the file the config was read from; relative paths are resolved against its directory.
+	path string
+}
+
+// StorageConfig selects the store.
+type StorageConfig struct {
+	Type string `yaml:"type"`
+	DSN  string `yaml:"dsn"`
+}
+
+// SSHConfig configures SSH outputs.
+type SSHConfig struct {
+	// HostPatterns are written into identities' known_hosts and ssh_config.
+	HostPatterns []string `yaml:"host_patterns"`
+}
+
+// LoadConfig reads authority.yaml, refusing unknown fields and bad values
+// with the file, line and field.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading authority config: %w", err)
+	}
+	cfg, err := ParseConfig(path, data)
+	if err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// ParseConfig reads an authority config from data; path names it in errors
+// and anchors relative paths.
+func ParseConfig(path string, data []byte) (*Config, error) {
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			msgs := make([]string, len(te.Errors))
+			for i, e := range te.Errors {
+				msgs[i] = path + ":" + strings.TrimPrefix(strings.ReplaceAll(e, "in type authority.", "in "), "line ")
+			}
+			return nil, errors.New(strings.Join(msgs, "\n"))
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var doc yaml.Node
+	_ = yaml.Unmarshal(data, &doc)
+	var root *yaml.Node
+	if len(doc.Content) > 0 {
+		root = doc.Content[0]
+	}
+	cfg.path = path
+	if err := cfg.checkAndSetDefaults(root); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func (c *Config) checkAndSetDefaults(root *yaml.Node) error {
+	fail := func(field, format string, args ...any) error {
+		line := 1
+		if n := resources.Lookup(root, strings.Split(field, ".")...); n != nil {
+			line = n.Line
+		}
+		return fmt.Errorf("%s:%d: %s: %s", c.path, line, field, fmt.Sprintf(format, args...))
+	}
+	if c.ClusterName == "" {
+		return fail("cluster_name", "is required (it names the CAs and is the default OIDC audience)")
+	}
+	if strings.ContainsAny(c.ClusterName, "/ \t") {
+		return fail("cluster_name", "%q may not contain '/' or spaces; it becomes the SPIFFE trust domain", c.ClusterName)
+	}
+	if c.Audience == "" {
+		c.Audience = c.ClusterName
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8443"
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fail("listen", "%q is not host:port (%v)", c.Listen, err)
+	}
+	if c.DataDir == "" {
+		c.DataDir = "/var/lib/mbot"
+	}
+	c.DataDir = c.resolve(c.DataDir)
+	switch c.Storage.Type {
+	case "", "sqlite":
+		c.Storage.Type = "sqlite"
+	case "postgres":
+		return fail("storage.type", "postgres storage is not part of this release yet; use sqlite")
+	default:
+		return fail("storage.type", "%q is not one of sqlite, postgres", c.Storage.Type)
+	}
+	for i, r := range c.Resources {
+		c.Resources[i] = c.resolve(r)
+	}
+	if len(c.SSH.HostPatterns) == 0 {
+		c.SSH.HostPatterns = []string{"*." + c.ClusterName}
+	}
+	for _, p := range c.SSH.HostPatterns {
+		if p == "" || strings.ContainsAny(p, " \t,") {
+			return fail("ssh.host_patterns", "%q must be one host pattern without spaces or commas", p)
+		}
+	}
+	return nil
+}
+
+func (c *Config) resolve(p string) string {
+	if filepath.IsAbs(p) || c.path == "" {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.path), p)
+}

@@ -1,0 +1,218 @@
+package authority
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/mbot-dev/mbot/authority/policy"
+	"github.com/mbot-dev/mbot/authority/store"
+	"github.com/mbot-dev/mbot/identity"
+	"golang.org/x/crypto/ssh"
+)
+
+// maxOutputs bounds the outputs one join may ask for.
+const maxOutputs = 16
+
+// Join admits or refuses one join request and records the outcome in the
+// audit log either way. A refusal is an *identity.Error.
+func (a *Authority) Join(ctx context.Context, req *identity.JoinRequest, remote string) (*identity.JoinResponse, error) {
+	ev := &store.AuditEvent{Event: "join", JoinToken: req.JoinToken, Method: req.Method, Remote: remote}
+	resp, err := a.join(ctx, req, ev)
+	if err != nil {
+		var refusal *identity.Error
+		if !errors.As(err, &refusal) {
+			refusal = &identity.Error{Code: identity.CodeInternal, Message: "the authority failed to complete the join; see its log", Err: err}
+		}
+		ev.Allowed, ev.Code, ev.Message = false, string(refusal.Code), refusal.Message
+		if aerr := a.store.Audit(context.WithoutCancel(ctx), ev); aerr != nil {
+			a.log.Error("recording refused join", "err", aerr)
+		}
+		a.log.Warn("join refused", "join_token", req.JoinToken, "method", req.Method, "bot", ev.Bot,
+			"code", refusal.Code, "reason", refusal.Message, "cause", refusal.Err, "remote", remote)
+		return nil, refusal
+	}
+	a.log.Info("join admitted", "join_token", req.JoinToken, "method", req.Method, "bot", ev.Bot,
+		"roles", ev.Roles, "not_after", ev.NotAfter, "remote", remote)
+	return resp, nil
+}
+
+// join is the whole path, top to bottom: request → join token → verify proof
+// → allow rules → bot, roles and TTL → sign → record → respond.
+func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *store.AuditEvent) (*identity.JoinResponse, error) {
+	keys, err := parseOutputKeys(req)
+	if err != nil {
+		return nil, err
+	}
+	st := a.state.Load()
+	tok, err := st.joinToken(req.JoinToken, req.Method)
+	if err != nil {
+		return nil, err
+	}
+	ev.Bot = tok.token.Spec.Bot
+
+	adm, err := tok.verifier.Verify(ctx, req.Proof)
+	if err != nil {
+		return nil, err
+	}
+	ev.Claims = adm.Claims.Flatten()
+	if ok, why := policy.MatchRules(tok.verifier.Rules(), adm.Claims); !ok {
+		return nil, identity.Errorf(identity.CodeRuleMismatch, "join token %q admits no token with these claims (%s): %s; change the join token's allow rules or run from a matching job",
+			req.JoinToken, adm.Claims, why)
+	}
+
+	bot := st.set.Bots[tok.token.Spec.Bot]
+	resp := &identity.JoinResponse{
+		ClusterName:  a.cfg.ClusterName,
+		Bot:          bot.Metadata.Name,
+		JoinToken:    req.JoinToken,
+		Method:       req.Method,
+		TLSCA:        string(a.cas.TLSCertPEM),
+		SSHHostCA:    AuthorizedKey(a.cas.SSHHost),
+		HostPatterns: a.cfg.SSH.HostPatterns,
+	}
+	for i, out := range req.Outputs {
+		grant, err := policy.ResolveGrant(st.set, bot, out.Roles, time.Duration(req.TTLSeconds)*time.Second, identity.MaxBotTTL)
+		if err != nil {
+			return nil, err
+		}
+		if grant.CapNote != "" {
+			resp.TTLCapped = true
+			resp.Warnings = append(resp.Warnings, fmt.Sprintf("output %q: %s", out.Name, grant.CapNote))
+		}
+		signed, err := a.signOutput(bot.Metadata.Name, req.JoinToken, out.Name, grant, keys[i])
+		if err != nil {
+			return nil, err
+		}
+		resp.Outputs = append(resp.Outputs, *signed)
+		ev.Roles = append(ev.Roles, grant.Roles...)
+		ev.Serials = append(ev.Serials, fmt.Sprintf("ssh:%d", signed.SSHSerial), "tls:"+signed.TLSSerial)
+		if ev.NotAfter.IsZero() || signed.NotAfter.After(ev.NotAfter) {
+			ev.NotAfter = signed.NotAfter
+		}
+	}
+
+	ev.Allowed = true
+	if err := a.store.RecordJoin(ctx, adm.ProofID, adm.UsableUntil, ev); err != nil {
+		if errors.Is(err, store.ErrReplay) {
+			return nil, identity.Errorf(identity.CodeProofReplayed, "join token %q: this token was already used to join; each token is accepted once, so fetch a fresh one from the platform",
+				req.JoinToken)
+		}
+		return nil, fmt.Errorf("recording join: %w", err)
+	}
+	return resp, nil
+}
+
+func (s *state) joinToken(name, method string) (*compiledToken, error) {
+	tok, ok := s.tokens[name]
+	if !ok {
+		return nil, identity.Errorf(identity.CodeUnknownJoinToken, "there is no join token named %q on this authority; check --token (MBOT_TOKEN) or create it with mbot apply", name)
+	}
+	if tok.token.Spec.Method != method {
+		return nil, identity.Errorf(identity.CodeMethodMismatch, "join token %q is for %s joins, but this client presented a %s proof; use a join token for %s, or pass --join-method %s from a %s job",
+			name, tok.token.Spec.Method, method, method, tok.token.Spec.Method, tok.token.Spec.Method)
+	}
+	return tok, nil
+}
+
+type outputKeys struct {
+	ssh ssh.PublicKey
+	tls any
+}
+
+// parseOutputKeys checks the request's shape and parses every output's keys.
+func parseOutputKeys(req *identity.JoinRequest) ([]outputKeys, error) {
+	switch {
+	case req.JoinToken == "":
+		return nil, identity.Errorf(identity.CodeBadRequest, "join_token is empty; pass --token (MBOT_TOKEN)")
+	case req.Proof == "":
+		return nil, identity.Errorf(identity.CodeBadRequest, "the request carries no proof of identity")
+	case len(req.Outputs) == 0 || len(req.Outputs) > maxOutputs:
+		return nil, identity.Errorf(identity.CodeBadRequest, "a join asks for 1 to %d outputs, not %d", maxOutputs, len(req.Outputs))
+	case req.TTLSeconds < 0:
+		return nil, identity.Errorf(identity.CodeBadRequest, "ttl must not be negative")
+	}
+	keys := make([]outputKeys, len(req.Outputs))
+	seen := map[string]bool{}
+	for i, out := range req.Outputs {
+		if seen[out.Name] {
+			return nil, identity.Errorf(identity.CodeBadRequest, "output %q appears twice", out.Name)
+		}
+		seen[out.Name] = true
+		sshKey, _, _, _, err := ssh.ParseAuthorizedKey([]byte(out.SSHPublicKey))
+		if err != nil {
+			return nil, identity.Errorf(identity.CodeBadRequest, "output %q: ssh_public_key is not an authorized_keys line: %v", out.Name, err)
+		}
+		if err := checkSSHKey(sshKey); err != nil {
+			return nil, identity.Errorf(identity.CodeBadRequest, "output %q: %v", out.Name, err)
+		}
+		tlsKey, err := identity.ParseTLSPublicKey(out.TLSPublicKey)
+		if err != nil {
+			return nil, identity.Errorf(identity.CodeBadRequest, "output %q: %v", out.Name, err)
+		}
+		keys[i] = outputKeys{ssh: sshKey, tls: tlsKey}
+	}
+	return keys, nil
+}
+
+func checkSSHKey(k ssh.PublicKey) error {
+	switch k.Type() {
+	case ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521:
+		return nil
+	case ssh.KeyAlgoRSA:
+		if ck, ok := k.(ssh.CryptoPublicKey); ok {
+			if bits := rsaBits(ck.CryptoPublicKey()); bits >= 2048 {
+				return nil
+			}
+		}
+		return errors.New("ssh_public_key: RSA keys must have at least 2048 bits")
+	}
+	return fmt.Errorf("ssh_public_key: key type %s is not accepted; use ed25519 or ecdsa", k.Type())
+}
+
+// signOutput certifies one output's keys for its grant.
+func (a *Authority) signOutput(bot, joinToken, output string, g *policy.Grant, keys outputKeys) (*identity.OutputResponse, error) {
+	notAfter := time.Now().Add(g.TTL).Truncate(time.Second)
+	serial := RandomSSHSerial()
+	principals := g.Logins
+	if len(principals) == 0 {
+		// OpenSSH reads a certificate without principals as valid for every
+		// login, so a bot with no logins gets one that matches no account.
+		principals = []string{"-mbot-nologin-" + bot}
+	}
+	sshCert, err := a.cas.SignSSHUser(SSHCertRequest{
+		Key:        keys.ssh,
+		KeyID:      fmt.Sprintf("bot=%s join_token=%s output=%s serial=%d", bot, joinToken, output, serial),
+		Principals: principals,
+		NotAfter:   notAfter,
+		Serial:     serial,
+	})
+	if err != nil {
+		return nil, err
+	}
+	tlsCert, err := a.cas.SignTLSClient(TLSClientRequest{PublicKey: keys.tls, Bot: bot, Cluster: a.cfg.ClusterName,
+		Roles: g.Roles, NotAfter: notAfter})
+	if err != nil {
+		return nil, err
+	}
+	return &identity.OutputResponse{
+		Name:           output,
+		Roles:          g.Roles,
+		Logins:         nonNil(g.Logins),
+		SSHCertificate: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshCert))),
+		TLSCertificate: CertPEM(tlsCert),
+		SSHSerial:      serial,
+		TLSSerial:      serialString(tlsCert.SerialNumber),
+		NotBefore:      tlsCert.NotBefore,
+		NotAfter:       notAfter,
+	}, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

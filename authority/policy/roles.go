@@ -1,0 +1,100 @@
+package policy
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/identity"
+)
+
+// DefaultTTL is the certificate lifetime when a joiner asks for none.
+const DefaultTTL = time.Hour
+
+// Grant is what one output of a bot receives.
+type Grant struct {
+	Roles  []string
+	Logins []string
+	TTL    time.Duration
+	// CapNote says why the TTL is lower than asked, when it is.
+	CapNote string
+}
+
+// ResolveGrant picks the roles an output asks for (all of the bot's when it
+// names none), refuses roles a bot may not use, expands their logins from
+// the bot's traits and caps the lifetime by the bot cap and every role's max_ttl.
+func ResolveGrant(set *resources.Set, bot *resources.Bot, requested []string, ttl, botCap time.Duration) (*Grant, error) {
+	name := bot.Metadata.Name
+	roles := requested
+	if len(roles) == 0 {
+		roles = bot.Spec.Roles
+	}
+	g := &Grant{TTL: ttl}
+	if g.TTL <= 0 {
+		g.TTL = DefaultTTL
+	}
+	limit, limitBy := botCap, "the authority's bot cap"
+	for _, rn := range roles {
+		if !slices.Contains(bot.Spec.Roles, rn) {
+			return nil, identity.Errorf(identity.CodeRoleDenied, "bot %q does not hold role %q; it holds %s. Ask for one of those roles or add %q to the bot's spec.roles",
+				name, rn, strings.Join(bot.Spec.Roles, ", "), rn)
+		}
+		role, ok := set.Roles[rn]
+		if !ok {
+			return nil, identity.Errorf(identity.CodeRoleDenied, "bot %q holds role %q, which is not defined on the authority; create the role or remove it from the bot", name, rn)
+		}
+		if role.Spec.RequireSessionMFA {
+			return nil, identity.Errorf(identity.CodeRoleDenied, "role %q sets require_session_mfa: true, which a bot cannot satisfy; keep per-session MFA on the roles people use and give bot %q a role without it",
+				rn, name)
+		}
+		if role.Spec.DeviceTrustMode == "required" {
+			return nil, identity.Errorf(identity.CodeRoleDenied, "role %q sets device_trust_mode: required, which a bot cannot satisfy; use device_trust_mode: required-for-humans on that role, or give bot %q a role without device trust",
+				rn, name)
+		}
+		if m := time.Duration(role.Spec.MaxTTL); m > 0 && m < limit {
+			limit, limitBy = m, fmt.Sprintf("role %q max_ttl", rn)
+		}
+		g.Roles = append(g.Roles, rn)
+		for _, login := range role.Spec.Logins {
+			for _, l := range ExpandTemplate(login, bot.Spec.Traits) {
+				if !slices.Contains(g.Logins, l) {
+					g.Logins = append(g.Logins, l)
+				}
+			}
+		}
+	}
+	if g.TTL > limit {
+		g.CapNote = fmt.Sprintf("requested TTL %s is above %s (%s); certificates are valid for %s", g.TTL, limitBy, limit, limit)
+		g.TTL = limit
+	}
+	return g, nil
+}
+
+var templateRe = regexp.MustCompile(`\{\{\s*(internal|external)\.([A-Za-z0-9_\-]+)\s*\}\}`)
+
+// ExpandTemplate expands "{{internal.<trait>}}" (with optional literal text
+// around it) once per trait value. A template whose trait is missing expands
+// to nothing, never to its literal text; a string without a template is itself.
+func ExpandTemplate(s string, traits map[string][]string) []string {
+	m := templateRe.FindStringSubmatchIndex(s)
+	if m == nil {
+		if strings.Contains(s, "{{") {
+			return nil // a malformed template grants nothing
+		}
+		return []string{s}
+	}
+	prefix, suffix, trait := s[:m[0]], s[m[1]:], s[m[4]:m[5]]
+	if strings.Contains(suffix, "{{") {
+		return nil // one template per value, as in Teleport
+	}
+	var out []string
+	for _, v := range traits[trait] {
+		if v != "" {
+			out = append(out, prefix+v+suffix)
+		}
+	}
+	return out
+}

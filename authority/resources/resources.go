@@ -1,0 +1,316 @@
+// Package resources defines the role, bot and join_token resources (SPEC §2)
+// and reads them from YAML, refusing bad files with file, line and field.
+package resources
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Kinds of resources.
+const (
+	KindRole      = "role"
+	KindBot       = "bot"
+	KindJoinToken = "join_token"
+)
+
+// Device Trust modes a role may ask for.
+var deviceTrustModes = []string{"", "off", "optional", "required-for-humans", "required"}
+
+// Metadata names a resource.
+type Metadata struct {
+	Name        string            `yaml:"name" json:"name"`
+	Description string            `yaml:"description,omitempty" json:"description,omitempty"`
+	Labels      map[string]string `yaml:"labels,omitempty" json:"labels,omitempty"`
+}
+
+// Source says where a resource was defined, for error messages.
+type Source struct {
+	File string
+	Line int
+}
+
+func (s Source) String() string {
+	if s.File == "" {
+		return fmt.Sprintf("line %d", s.Line)
+	}
+	return fmt.Sprintf("%s:%d", s.File, s.Line)
+}
+
+// RoleSpec grants SSH logins and bounds certificate lifetimes.
+type RoleSpec struct {
+	// Logins are SSH principals; "{{internal.<trait>}}" expands from the bot's traits.
+	Logins            []string `yaml:"logins" json:"logins"`
+	MaxTTL            Duration `yaml:"max_ttl,omitempty" json:"max_ttl,omitempty"`
+	RequireSessionMFA bool     `yaml:"require_session_mfa,omitempty" json:"require_session_mfa,omitempty"`
+	DeviceTrustMode   string   `yaml:"device_trust_mode,omitempty" json:"device_trust_mode,omitempty"`
+}
+
+// BotSpec is a machine identity: the roles it may use and its traits.
+type BotSpec struct {
+	Roles  []string            `yaml:"roles" json:"roles"`
+	Traits map[string][]string `yaml:"traits,omitempty" json:"traits,omitempty"`
+}
+
+// JoinTokenSpec says which bot a proof joins as, by which method, and under
+// which allow rules. The rules live in a section named after the method
+// (github:, gitlab:, ...), which the method's verifier reads.
+type JoinTokenSpec struct {
+	Bot    string `yaml:"bot" json:"bot"`
+	Method string `yaml:"method" json:"method"`
+	// Sections holds every other key; only the one named Method may be present.
+	Sections map[string]yaml.Node `yaml:",inline" json:"-"`
+}
+
+// Section returns the method's own section of the spec, or nil.
+func (s *JoinTokenSpec) Section() *yaml.Node {
+	if n, ok := s.Sections[s.Method]; ok {
+		return &n
+	}
+	return nil
+}
+
+// Role, Bot and JoinToken are the three resource kinds.
+type Role struct {
+	Metadata Metadata
+	Spec     RoleSpec
+	Source   Source
+}
+
+type Bot struct {
+	Metadata Metadata
+	Spec     BotSpec
+	Source   Source
+}
+
+type JoinToken struct {
+	Metadata Metadata
+	Spec     JoinTokenSpec
+	Source   Source
+}
+
+// Resource is one parsed YAML document; exactly one of Role, Bot, JoinToken is set.
+type Resource struct {
+	Kind      string
+	Role      *Role
+	Bot       *Bot
+	JoinToken *JoinToken
+	// Body is the document as written, kept so that storage can round-trip it.
+	Body []byte
+}
+
+// Name returns the resource's metadata name.
+func (r *Resource) Name() string {
+	switch {
+	case r.Role != nil:
+		return r.Role.Metadata.Name
+	case r.Bot != nil:
+		return r.Bot.Metadata.Name
+	case r.JoinToken != nil:
+		return r.JoinToken.Metadata.Name
+	}
+	return ""
+}
+
+// Source returns where the resource was defined.
+func (r *Resource) Source() Source {
+	switch {
+	case r.Role != nil:
+		return r.Role.Source
+	case r.Bot != nil:
+		return r.Bot.Source
+	case r.JoinToken != nil:
+		return r.JoinToken.Source
+	}
+	return Source{}
+}
+
+// Duration is a time.Duration written as "8h" or "90m" in YAML.
+type Duration time.Duration
+
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v < 0 {
+		return fmt.Errorf("line %d: %q is not a duration such as 30m or 8h", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+func (d Duration) MarshalText() ([]byte, error) {
+	return []byte(time.Duration(d).String()), nil
+}
+
+// envelope is the shape every document shares; Spec is decoded per kind.
+type envelope[S any] struct {
+	Kind     string   `yaml:"kind"`
+	Version  string   `yaml:"version"`
+	Metadata Metadata `yaml:"metadata"`
+	Spec     S        `yaml:"spec"`
+}
+
+// Parse reads every YAML document of data. file names the source in errors.
+func Parse(file string, data []byte) ([]Resource, error) {
+	var (
+		nodes []yaml.Node
+		dec   = yaml.NewDecoder(strings.NewReader(string(data)))
+	)
+	for {
+		var n yaml.Node
+		if err := dec.Decode(&n); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return nil, fmt.Errorf("%s: %w", file, err)
+		}
+		nodes = append(nodes, n)
+	}
+	// Second pass: decode each document into its kind's type with unknown
+	// fields refused. yaml.v3 offers that check only on a Decoder, and a
+	// Decoder over the whole stream keeps line numbers file-absolute.
+	strict := yaml.NewDecoder(strings.NewReader(string(data)))
+	strict.KnownFields(true)
+	var out []Resource
+	for i := range nodes {
+		doc := &nodes[i]
+		if isEmptyDocument(doc) {
+			var skip any
+			_ = strict.Decode(&skip)
+			continue
+		}
+		if doc.Kind != yaml.DocumentNode || doc.Content[0].Kind != yaml.MappingNode {
+			return nil, fmt.Errorf("%s:%d: a resource must be a mapping with kind, version, metadata and spec", file, doc.Line)
+		}
+		res, err := parseDocument(Source{File: file, Line: doc.Content[0].Line}, doc.Content[0], strict.Decode)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+func isEmptyDocument(doc *yaml.Node) bool {
+	return len(doc.Content) == 0 || (doc.Content[0].Kind == yaml.ScalarNode && doc.Content[0].Tag == "!!null")
+}
+
+func parseDocument(src Source, root *yaml.Node, decode func(any) error) (Resource, error) {
+	fail := func(n *yaml.Node, format string, args ...any) error {
+		line := src.Line
+		if n != nil {
+			line = n.Line
+		}
+		return fmt.Errorf("%s:%d: %s", src.File, line, fmt.Sprintf(format, args...))
+	}
+	kindNode := Lookup(root, "kind")
+	if kindNode == nil {
+		return Resource{}, fail(root, "missing field kind (one of role, bot, join_token)")
+	}
+	body, err := yaml.Marshal(root)
+	if err != nil {
+		return Resource{}, fail(root, "%v", err)
+	}
+	res := Resource{Kind: kindNode.Value, Body: body}
+	var meta Metadata
+	switch kindNode.Value {
+	case KindRole:
+		var e envelope[RoleSpec]
+		if err := decode(&e); err != nil {
+			return Resource{}, yamlError(src.File, err)
+		}
+		if !slices.Contains(deviceTrustModes, e.Spec.DeviceTrustMode) {
+			return Resource{}, fail(Lookup(root, "spec", "device_trust_mode"),
+				"spec.device_trust_mode %q is not one of off, optional, required-for-humans, required", e.Spec.DeviceTrustMode)
+		}
+		if time.Duration(e.Spec.MaxTTL) > 0 && time.Duration(e.Spec.MaxTTL) < time.Minute {
+			return Resource{}, fail(Lookup(root, "spec", "max_ttl"), "spec.max_ttl must be at least 1m")
+		}
+		meta = e.Metadata
+		res.Role = &Role{Metadata: e.Metadata, Spec: e.Spec, Source: src}
+	case KindBot:
+		var e envelope[BotSpec]
+		if err := decode(&e); err != nil {
+			return Resource{}, yamlError(src.File, err)
+		}
+		if len(e.Spec.Roles) == 0 {
+			return Resource{}, fail(Lookup(root, "spec"), "spec.roles: a bot needs at least one role")
+		}
+		meta = e.Metadata
+		res.Bot = &Bot{Metadata: e.Metadata, Spec: e.Spec, Source: src}
+	case KindJoinToken:
+		var e envelope[JoinTokenSpec]
+		if err := decode(&e); err != nil {
+			return Resource{}, yamlError(src.File, err)
+		}
+		if e.Spec.Bot == "" {
+			return Resource{}, fail(Lookup(root, "spec"), "spec.bot is required: name the bot this join token joins as")
+		}
+		if e.Spec.Method == "" {
+			return Resource{}, fail(Lookup(root, "spec"), "spec.method is required (github, gitlab, circleci, ...)")
+		}
+		for key := range e.Spec.Sections {
+			if key != e.Spec.Method {
+				return Resource{}, fail(Lookup(root, "spec", key),
+					"spec.%s does not belong to a join token with method %q; rename it to spec.%s or change spec.method", key, e.Spec.Method, e.Spec.Method)
+			}
+		}
+		meta = e.Metadata
+		res.JoinToken = &JoinToken{Metadata: e.Metadata, Spec: e.Spec, Source: src}
+	default:
+		return Resource{}, fail(kindNode, "unknown kind %q (expected role, bot or join_token)", kindNode.Value)
+	}
+	if v := Lookup(root, "version"); v != nil && v.Value != "v1" {
+		return Resource{}, fail(v, "version %q is not supported (expected v1)", v.Value)
+	}
+	if meta.Name == "" {
+		return Resource{}, fail(root, "metadata.name is required")
+	}
+	if strings.ContainsAny(meta.Name, "/ \t\n") {
+		return Resource{}, fail(Lookup(root, "metadata", "name"), "metadata.name %q may not contain '/' or spaces", meta.Name)
+	}
+	return res, nil
+}
+
+var typeNames = regexp.MustCompile(`not found in type resources\.(\w+)`)
+
+// yamlError turns yaml.v3's "line N: ..." messages into "file:N: ...".
+func yamlError(file string, err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		lines := make([]string, len(te.Errors))
+		for i, e := range te.Errors {
+			lines[i] = file + ":" + typeNames.ReplaceAllString(strings.TrimPrefix(e, "line "), "is not a field of $1")
+		}
+		return errors.New(strings.Join(lines, "\n"))
+	}
+	if msg, ok := strings.CutPrefix(err.Error(), "line "); ok {
+		return errors.New(file + ":" + msg)
+	}
+	return fmt.Errorf("%s: %w", file, err)
+}
+
+// Lookup follows a path of mapping keys from n and returns the value node, or nil.
+func Lookup(n *yaml.Node, path ...string) *yaml.Node {
+	for _, key := range path {
+		if n == nil || n.Kind != yaml.MappingNode {
+			return nil
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				next = n.Content[i+1]
+				break
+			}
+		}
+		n = next
+	}
+	return n
+}

@@ -1,0 +1,154 @@
+package authority
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/mbot-dev/mbot/authority/verify"
+	"github.com/mbot-dev/mbot/identity"
+)
+
+// maxBody bounds a request body: a join with every output's keys and a
+// proof fits in a few kilobytes.
+const maxBody = 256 << 10
+
+// Handler returns the HTTP API (SPEC §3).
+func (a *Authority) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+identity.PathPing, a.handlePing)
+	mux.HandleFunc("POST "+identity.PathJoin, a.handleJoin)
+	return mux
+}
+
+func (a *Authority) handlePing(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, identity.PingResponse{
+		ClusterName: a.cfg.ClusterName,
+		Audience:    a.cfg.Audience,
+		Version:     Version,
+		Methods:     verify.MethodNames(),
+	})
+}
+
+func (a *Authority) handleJoin(w http.ResponseWriter, r *http.Request) {
+	var req identity.JoinRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(&req); err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "the request body is not a join request: %v", err))
+		return
+	}
+	resp, err := a.Join(r.Context(), &req, r.RemoteAddr)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	var e *identity.Error
+	if !errors.As(err, &e) {
+		e = &identity.Error{Code: identity.CodeInternal, Message: "internal error; see the authority's log"}
+	}
+	writeJSON(w, e.Code.HTTPStatus(), identity.ErrorResponse{Code: e.Code, Message: e.Message})
+}
+
+// ServingTLS returns a TLS config with a fresh serving certificate for the
+// listen address and tls_names, signed by the authority's TLS CA. The CA
+// certificate is sent along so that clients can check it against their pin.
+func (a *Authority) ServingTLS() (*tls.Config, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := a.cas.SignTLSServer(key.Public(), a.servingNames(), time.Now().AddDate(0, 0, 90))
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		Certificates: []tls.Certificate{{
+			Certificate: [][]byte{cert.Raw, a.cas.TLSCert.Raw},
+			PrivateKey:  key,
+			Leaf:        cert,
+		}},
+	}, nil
+}
+
+// servingNames are the names the serving certificate is valid for: the
+// listen host (every local name when it listens on all addresses) and tls_names.
+func (a *Authority) servingNames() []string {
+	host, _, _ := net.SplitHostPort(a.cfg.Listen)
+	names := append([]string{}, a.cfg.TLSNames...)
+	if ip := net.ParseIP(host); ip == nil && host != "" {
+		names = append(names, host)
+	} else if ip != nil && !ip.IsUnspecified() {
+		names = append(names, host)
+	} else {
+		names = append(names, "localhost", "127.0.0.1", "::1")
+		if h, err := os.Hostname(); err == nil {
+			names = append(names, h)
+		}
+		if addrs, err := net.InterfaceAddrs(); err == nil {
+			for _, addr := range addrs {
+				if ipn, ok := addr.(*net.IPNet); ok && !ipn.IP.IsLoopback() {
+					names = append(names, ipn.IP.String())
+				}
+			}
+		}
+	}
+	return names
+}
+
+// Serve listens on the configured address and serves the API until ctx
+// ends, then shuts down gracefully. ready, if set, receives the bound address.
+func (a *Authority) Serve(ctx context.Context, ready func(addr net.Addr)) error {
+	tlsCfg, err := a.ServingTLS()
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", a.cfg.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          nil,
+	}
+	a.log.Info("authority serving", "cluster", a.cfg.ClusterName, "addr", ln.Addr().String(),
+		"ca_pin", a.cas.Pin(), "data_dir", a.cfg.DataDir, "join_tokens", len(a.state.Load().tokens))
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(tls.NewListener(ln, tlsCfg)) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = srv.Shutdown(shutdownCtx)
+	a.log.Info("authority stopped")
+	return err
+}

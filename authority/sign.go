@@ -1,0 +1,145 @@
+package authority
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/url"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// clockSkew backdates certificates so that a server whose clock is a little
+// behind still accepts them.
+const clockSkew = time.Minute
+
+// userExtensions are the permissions OpenSSH grants a user certificate by default.
+var userExtensions = map[string]string{
+	"permit-X11-forwarding":   "",
+	"permit-agent-forwarding": "",
+	"permit-port-forwarding":  "",
+	"permit-pty":              "",
+	"permit-user-rc":          "",
+}
+
+// SSHCertRequest describes one SSH certificate.
+type SSHCertRequest struct {
+	Key        ssh.PublicKey
+	KeyID      string
+	Principals []string
+	NotAfter   time.Time
+	Serial     uint64
+}
+
+// SignSSHUser certifies a user key for the given logins.
+func (c *CAs) SignSSHUser(r SSHCertRequest) (*ssh.Certificate, error) {
+	return signSSH(c.SSHUser, ssh.UserCert, r, userExtensions)
+}
+
+// SignSSHHost certifies a host key for the given host names.
+func (c *CAs) SignSSHHost(r SSHCertRequest) (*ssh.Certificate, error) {
+	return signSSH(c.SSHHost, ssh.HostCert, r, nil)
+}
+
+func signSSH(ca ssh.Signer, certType uint32, r SSHCertRequest, ext map[string]string) (*ssh.Certificate, error) {
+	cert := &ssh.Certificate{
+		Key:             r.Key,
+		Serial:          r.Serial,
+		CertType:        certType,
+		KeyId:           r.KeyID,
+		ValidPrincipals: r.Principals,
+		ValidAfter:      uint64(time.Now().Add(-clockSkew).Unix()),
+		ValidBefore:     uint64(r.NotAfter.Unix()),
+		Permissions:     ssh.Permissions{Extensions: ext},
+	}
+	if err := cert.SignCert(rand.Reader, ca); err != nil {
+		return nil, fmt.Errorf("signing SSH certificate: %w", err)
+	}
+	return cert, nil
+}
+
+// RandomSSHSerial returns a random non-zero SSH certificate serial.
+func RandomSSHSerial() uint64 {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return binary.BigEndian.Uint64(b[:])&(1<<63-1) | 1
+}
+
+// TLSClientRequest describes a bot's X.509 client certificate.
+type TLSClientRequest struct {
+	PublicKey any
+	Bot       string
+	Cluster   string
+	Roles     []string
+	NotAfter  time.Time
+}
+
+// SignTLSClient issues an mTLS client certificate: CN = bot name, URI SAN
+// spiffe://<cluster>/bot/<bot>, roles in OU.
+func (c *CAs) SignTLSClient(r TLSClientRequest) (*x509.Certificate, error) {
+	spiffe := &url.URL{Scheme: "spiffe", Host: r.Cluster, Path: "/bot/" + r.Bot}
+	return c.signTLS(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: r.Bot, Organization: []string{r.Cluster}, OrganizationalUnit: r.Roles},
+		URIs:        []*url.URL{spiffe},
+		NotAfter:    r.NotAfter,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, r.PublicKey)
+}
+
+// SignTLSServer issues a server certificate for DNS names and IP addresses.
+func (c *CAs) SignTLSServer(pub any, names []string, notAfter time.Time) (*x509.Certificate, error) {
+	tmpl := &x509.Certificate{
+		NotAfter:    notAfter,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
+	}
+	if len(names) > 0 {
+		tmpl.Subject = pkix.Name{CommonName: names[0]}
+	}
+	return c.signTLS(tmpl, pub)
+}
+
+func (c *CAs) signTLS(tmpl *x509.Certificate, pub any) (*x509.Certificate, error) {
+	tmpl.SerialNumber = randomSerial()
+	tmpl.NotBefore = time.Now().Add(-clockSkew)
+	if tmpl.NotAfter.After(c.TLSCert.NotAfter) {
+		tmpl.NotAfter = c.TLSCert.NotAfter
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.TLSCert, pub, c.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("signing TLS certificate: %w", err)
+	}
+	return x509.ParseCertificate(der)
+}
+
+// CertPEM encodes a certificate as PEM.
+func CertPEM(cert *x509.Certificate) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))
+}
+
+// serialString formats a serial the way openssl prints it.
+func serialString(n *big.Int) string { return fmt.Sprintf("%X", n) }
+
+func rsaBits(k any) int {
+	if rk, ok := k.(*rsa.PublicKey); ok {
+		return rk.N.BitLen()
+	}
+	return 0
+}

@@ -1,0 +1,268 @@
+// Package store keeps the authority's state: CA material, resources, the
+// proofs already used (for replay refusal) and the audit log. The embedded
+// default is SQLite (modernc.org/sqlite, pure Go) under data_dir.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// ErrNotFound is returned when a CA or resource does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrReplay is returned when a proof was already used.
+var ErrReplay = errors.New("proof already used")
+
+// AuditEvent is one record of the audit log. It never holds a token, key or
+// certificate body: only names, identifying claims and serial numbers.
+type AuditEvent struct {
+	ID        int64             `json:"id"`
+	Time      time.Time         `json:"time"`
+	Event     string            `json:"event"` // join, sign, resource
+	Allowed   bool              `json:"allowed"`
+	Code      string            `json:"code,omitempty"`
+	Message   string            `json:"message,omitempty"`
+	Bot       string            `json:"bot,omitempty"`
+	JoinToken string            `json:"join_token,omitempty"`
+	Method    string            `json:"method,omitempty"`
+	Claims    map[string]string `json:"claims,omitempty"`
+	Roles     []string          `json:"roles,omitempty"`
+	Serials   []string          `json:"serials,omitempty"`
+	NotAfter  time.Time         `json:"not_after,omitzero"`
+	Remote    string            `json:"remote,omitempty"`
+}
+
+// StoredResource is a resource document as kept in the store.
+type StoredResource struct {
+	Kind, Name string
+	Body       []byte
+}
+
+// AuditFilter narrows ListAudit.
+type AuditFilter struct {
+	Since      time.Time
+	Bot        string
+	DeniedOnly bool
+	Limit      int
+}
+
+// Store is the authority's persistent state.
+type Store struct {
+	write *sql.DB // one connection: SQLite has one writer at a time anyway
+	read  *sql.DB
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS cas (name TEXT PRIMARY KEY, pem BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS resources (kind TEXT NOT NULL, name TEXT NOT NULL, body BLOB NOT NULL,
+	updated INTEGER NOT NULL, PRIMARY KEY (kind, name));
+CREATE TABLE IF NOT EXISTS used_proofs (id TEXT PRIMARY KEY, expires INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS used_proofs_expires ON used_proofs (expires);
+CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL,
+	event TEXT NOT NULL, allowed INTEGER NOT NULL, bot TEXT NOT NULL, record TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
+`
+
+// OpenSQLite opens (creating if needed) the database at dataDir/mbot.db.
+func OpenSQLite(ctx context.Context, dataDir string) (*Store, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data_dir %s: %w", dataDir, err)
+	}
+	path := filepath.Join(dataDir, "mbot.db")
+	// WAL lets readers run beside the writer; synchronous=NORMAL keeps each
+	// commit durable against a process crash without an fsync per join.
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)"
+	write, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	write.SetMaxOpenConns(1)
+	if _, err := write.ExecContext(ctx, schema); err != nil {
+		write.Close()
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		write.Close()
+		return nil, err
+	}
+	read, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
+	if err != nil {
+		write.Close()
+		return nil, err
+	}
+	read.SetMaxOpenConns(4)
+	return &Store{write: write, read: read}, nil
+}
+
+// Close releases the database.
+func (s *Store) Close() error {
+	return errors.Join(s.read.Close(), s.write.Close())
+}
+
+// CA returns the PEM material stored under name, or ErrNotFound.
+func (s *Store) CA(ctx context.Context, name string) ([]byte, error) {
+	var pem []byte
+	err := s.read.QueryRowContext(ctx, `SELECT pem FROM cas WHERE name = ?`, name).Scan(&pem)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return pem, err
+}
+
+// CreateCA stores pem under name unless a CA of that name exists, and
+// returns whichever is stored, so that concurrent first starts agree.
+func (s *Store) CreateCA(ctx context.Context, name string, pem []byte) ([]byte, error) {
+	if _, err := s.write.ExecContext(ctx, `INSERT INTO cas (name, pem) VALUES (?, ?) ON CONFLICT (name) DO NOTHING`, name, pem); err != nil {
+		return nil, err
+	}
+	var stored []byte
+	err := s.write.QueryRowContext(ctx, `SELECT pem FROM cas WHERE name = ?`, name).Scan(&stored)
+	return stored, err
+}
+
+// PutResource creates or replaces a resource.
+func (s *Store) PutResource(ctx context.Context, r StoredResource) error {
+	_, err := s.write.ExecContext(ctx, `INSERT INTO resources (kind, name, body, updated) VALUES (?, ?, ?, ?)
+		ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body, updated = excluded.updated`,
+		r.Kind, r.Name, r.Body, time.Now().UnixNano())
+	return err
+}
+
+// DeleteResource removes a resource, or returns ErrNotFound.
+func (s *Store) DeleteResource(ctx context.Context, kind, name string) error {
+	res, err := s.write.ExecContext(ctx, `DELETE FROM resources WHERE kind = ? AND name = ?`, kind, name)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// Resources lists every stored resource.
+func (s *Store) Resources(ctx context.Context) ([]StoredResource, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT kind, name, body FROM resources ORDER BY kind, name`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []StoredResource
+	for rows.Next() {
+		var r StoredResource
+		if err := rows.Scan(&r.Kind, &r.Name, &r.Body); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// RecordJoin marks the proof proofID as used until expires and appends ev to
+// the audit log, in one transaction. If the proof was already used it
+// returns ErrReplay and records nothing; the caller records the refusal.
+func (s *Store) RecordJoin(ctx context.Context, proofID string, expires time.Time, ev *AuditEvent) error {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `INSERT INTO used_proofs (id, expires) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`,
+		proofID, expires.Unix())
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrReplay
+	}
+	if err := insertAudit(ctx, tx, ev); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Audit appends ev to the audit log.
+func (s *Store) Audit(ctx context.Context, ev *AuditEvent) error {
+	return insertAudit(ctx, s.write, ev)
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func insertAudit(ctx context.Context, db execer, ev *AuditEvent) error {
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
+	}
+	record, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	_, err = db.ExecContext(ctx, `INSERT INTO audit (time, event, allowed, bot, record) VALUES (?, ?, ?, ?, ?)`,
+		ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record)
+	return err
+}
+
+// ListAudit returns audit events, newest first.
+func (s *Store) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if !f.Since.IsZero() {
+		where, args = append(where, "time >= ?"), append(args, f.Since.UnixNano())
+	}
+	if f.Bot != "" {
+		where, args = append(where, "bot = ?"), append(args, f.Bot)
+	}
+	if f.DeniedOnly {
+		where = append(where, "allowed = 0")
+	}
+	q := `SELECT id, record FROM audit`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY id DESC"
+	if f.Limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	}
+	rows, err := s.read.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []AuditEvent
+	for rows.Next() {
+		var (
+			id     int64
+			record []byte
+			ev     AuditEvent
+		)
+		if err := rows.Scan(&id, &record); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(record, &ev); err != nil {
+			return nil, err
+		}
+		ev.ID = id
+		out = append(out, ev)
+	}
+	return out, rows.Err()
+}
+
+// PruneProofs forgets used proofs that have expired: an expired proof is
+// refused for its expiry anyway, so its replay record is no longer needed.
+func (s *Store) PruneProofs(ctx context.Context, now time.Time) error {
+	_, err := s.write.ExecContext(ctx, `DELETE FROM used_proofs WHERE expires < ?`, now.Unix())
+	return err
+}

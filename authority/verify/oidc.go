@@ -1,0 +1,290 @@
+package verify
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
+	"github.com/mbot-dev/mbot/authority/policy"
+	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/identity"
+	"gopkg.in/yaml.v3"
+)
+
+// asymmetricAlgs are the only signature algorithms accepted: a symmetric
+// (HS*) token could be forged by anyone holding the issuer's public key.
+var asymmetricAlgs = []string{
+	oidc.RS256, oidc.RS384, oidc.RS512, oidc.ES256, oidc.ES384, oidc.ES512,
+	oidc.PS256, oidc.PS384, oidc.PS512, oidc.EdDSA,
+}
+
+// oidcSection is the join token section shared by the OIDC-based methods.
+type oidcSection struct {
+	Issuer         string    `yaml:"issuer"`
+	StaticJWKS     string    `yaml:"static_jwks"`
+	Audience       string    `yaml:"audience"`
+	OrganizationID string    `yaml:"organization_id"`
+	Allow          yaml.Node `yaml:"allow"`
+}
+
+// oidcPlatform describes a CI platform whose proof is an OIDC ID token.
+type oidcPlatform struct {
+	name string
+	// label is how users call the platform, for messages.
+	label string
+	// sectionFields are keys the section may have besides issuer, static_jwks and allow.
+	sectionFields []string
+	ruleFields    []string
+	// issuer is the issuer URL the join token trusts.
+	issuer func(s *oidcSection) (string, error)
+	// audience is the aud the token must carry.
+	audience func(s *oidcSection, env *Env) string
+	// claims reads the platform's claims into allow-rule fields.
+	claims func(tok *oidc.IDToken) (policy.Claims, error)
+}
+
+func (p *oidcPlatform) Name() string { return p.name }
+
+func (p *oidcPlatform) Compile(tokenName string, section *yaml.Node, env *Env) (Verifier, error) {
+	if section == nil {
+		return nil, fmt.Errorf("join token %q has method %s but no spec.%s section with allow rules", tokenName, p.name, p.name)
+	}
+	if err := checkKeys(section, "spec."+p.name, append([]string{"issuer", "static_jwks", "allow"}, p.sectionFields...)); err != nil {
+		return nil, err
+	}
+	var s oidcSection
+	if err := section.Decode(&s); err != nil {
+		return nil, err
+	}
+	issuer, err := p.issuer(&s)
+	if err != nil {
+		return nil, fmt.Errorf("line %d: spec.%s: %v", section.Line, p.name, err)
+	}
+	rules, err := policy.ParseAllowRules(&s.Allow, p.ruleFields)
+	if s.Allow.Kind == 0 {
+		rules, err = nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(rules) == 0 {
+		return nil, fmt.Errorf("line %d: spec.%s.allow: a join token needs at least one allow rule (fields: %s)",
+			section.Line, p.name, strings.Join(p.ruleFields, ", "))
+	}
+	v := &oidcVerifier{platform: p, tokenName: tokenName, issuer: issuer, audience: p.audience(&s, env), env: env, rules: rules}
+	if s.StaticJWKS != "" {
+		keys, err := parseJWKS(s.StaticJWKS)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: spec.%s.static_jwks: %v", resources.Lookup(section, "static_jwks").Line, p.name, err)
+		}
+		v.static = oidc.NewVerifier(issuer, &oidc.StaticKeySet{PublicKeys: keys}, verifierConfig())
+	}
+	return v, nil
+}
+
+func parseJWKS(text string) ([]crypto.PublicKey, error) {
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal([]byte(text), &set); err != nil {
+		return nil, fmt.Errorf("not a JWKS document: %v", err)
+	}
+	var keys []crypto.PublicKey
+	for _, k := range set.Keys {
+		if !k.IsPublic() {
+			return nil, fmt.Errorf("key %q is private; put only public keys in static_jwks", k.KeyID)
+		}
+		keys = append(keys, k.Key)
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("the JWKS has no keys")
+	}
+	return keys, nil
+}
+
+// verifierConfig leaves audience and lifetime to oidcVerifier, which checks
+// them with its own leeway and error messages.
+func verifierConfig() *oidc.Config {
+	return &oidc.Config{SupportedSigningAlgs: asymmetricAlgs, SkipClientIDCheck: true, SkipExpiryCheck: true}
+}
+
+type oidcVerifier struct {
+	platform  *oidcPlatform
+	tokenName string
+	issuer    string
+	audience  string
+	env       *Env
+	rules     []policy.AllowRule
+	static    *oidc.IDTokenVerifier // set when the join token pins static_jwks
+}
+
+func (v *oidcVerifier) Rules() []policy.AllowRule { return v.rules }
+
+func (v *oidcVerifier) Verify(ctx context.Context, proof string) (*Admission, error) {
+	iss, err := unverifiedIssuer(proof)
+	if err != nil {
+		return nil, identity.Errorf(identity.CodeProofInvalid, "join token %q: the proof is not a %s OIDC token (%v)", v.tokenName, v.platform.label, err)
+	}
+	if iss != v.issuer {
+		return nil, identity.Errorf(identity.CodeWrongIssuer,
+			"join token %q trusts %s tokens from issuer %s, but this token was issued by %s; use a join token for that issuer or set spec.%s.issuer",
+			v.tokenName, v.platform.label, v.issuer, iss, v.platform.name)
+	}
+	verifier := v.static
+	if verifier == nil {
+		if verifier, err = v.env.remoteVerifier(ctx, v.issuer); err != nil {
+			return nil, &identity.Error{Code: identity.CodeIssuerUnavailable, Err: err,
+				Message: fmt.Sprintf("join token %q: cannot fetch the signing keys of %s (%v); check that the authority can reach it, or set static_jwks", v.tokenName, v.issuer, err)}
+		}
+	}
+	tok, err := verifier.Verify(ctx, proof)
+	if err != nil {
+		return nil, &identity.Error{Code: identity.CodeProofInvalid, Err: err,
+			Message: fmt.Sprintf("join token %q: the token's signature does not verify against %s's keys (%s); present a token freshly issued by the platform",
+				v.tokenName, v.issuer, strings.TrimPrefix(err.Error(), "oidc: "))}
+	}
+	if !slices.Contains(tok.Audience, v.audience) {
+		return nil, identity.Errorf(identity.CodeWrongAudience, "join token %q expects audience %q, but the token is for %q; request the token with audience %q",
+			v.tokenName, v.audience, strings.Join(tok.Audience, ","), v.audience)
+	}
+	var extra struct {
+		NotBefore *json.Number `json:"nbf"`
+		JTI       string       `json:"jti"`
+	}
+	if err := tok.Claims(&extra); err != nil {
+		return nil, identity.Errorf(identity.CodeProofInvalid, "join token %q: unreadable claims: %v", v.tokenName, err)
+	}
+	if err := v.checkLifetime(tok, extra.NotBefore); err != nil {
+		return nil, err
+	}
+	claims, err := v.platform.claims(tok)
+	if err != nil {
+		var missing missingClaimError
+		if errors.As(err, &missing) {
+			return nil, identity.Errorf(identity.CodeClaimMissing, "join token %q: the token has no %q claim, which every %s token carries; is this a %s token?",
+				v.tokenName, string(missing), v.platform.label, v.platform.label)
+		}
+		return nil, identity.Errorf(identity.CodeProofInvalid, "join token %q: %v", v.tokenName, err)
+	}
+	id := extra.JTI
+	if id == "" {
+		id = proof
+	}
+	sum := sha256.Sum256([]byte(v.issuer + "\x00" + id))
+	return &Admission{Claims: claims, ProofID: hex.EncodeToString(sum[:]), UsableUntil: tok.Expiry.Add(Leeway)}, nil
+}
+
+func (v *oidcVerifier) checkLifetime(tok *oidc.IDToken, nbf *json.Number) error {
+	now := v.env.now()
+	if tok.Expiry.IsZero() {
+		return identity.Errorf(identity.CodeProofInvalid, "join token %q: the token has no exp claim; only expiring tokens are accepted", v.tokenName)
+	}
+	if now.After(tok.Expiry.Add(Leeway)) {
+		return identity.Errorf(identity.CodeProofExpired, "join token %q: the token expired at %s (%s ago); fetch a fresh token in the same job step that runs mbot issue",
+			v.tokenName, tok.Expiry.UTC().Format(time.RFC3339), now.Sub(tok.Expiry).Round(time.Second))
+	}
+	if nbf != nil {
+		if f, err := nbf.Float64(); err == nil {
+			if start := time.Unix(int64(f), 0); now.Add(Leeway).Before(start) {
+				return identity.Errorf(identity.CodeProofNotYetValid, "join token %q: the token is not valid before %s; check the clocks of the authority and the issuer",
+					v.tokenName, start.UTC().Format(time.RFC3339))
+			}
+		}
+	}
+	if !tok.IssuedAt.IsZero() && now.Add(Leeway).Before(tok.IssuedAt) {
+		return identity.Errorf(identity.CodeProofNotYetValid, "join token %q: the token claims to be issued at %s, in the future; check the clocks of the authority and the issuer",
+			v.tokenName, tok.IssuedAt.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// unverifiedIssuer reads iss without checking the signature, only to choose
+// how to verify and to explain a wrong issuer; nothing is admitted on it.
+func unverifiedIssuer(token string) (string, error) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return "", errors.New("a JWT has three dot-separated parts")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return "", errors.New("the payload is not base64url")
+	}
+	var c struct {
+		Issuer string `json:"iss"`
+	}
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return "", errors.New("the payload is not JSON")
+	}
+	if c.Issuer == "" {
+		return "", errors.New("the token has no iss claim")
+	}
+	return c.Issuer, nil
+}
+
+// remoteIssuer is a discovered issuer whose keys are fetched and cached by go-oidc.
+type remoteIssuer struct {
+	verifier *oidc.IDTokenVerifier
+}
+
+// remoteVerifier discovers issuer once and reuses its verifier (and key
+// cache) for every join token that trusts it. A failed discovery is retried
+// on the next join.
+func (e *Env) remoteVerifier(ctx context.Context, issuer string) (*oidc.IDTokenVerifier, error) {
+	e.mu.Lock()
+	r, ok := e.verifiers[issuer]
+	e.mu.Unlock()
+	if ok {
+		return r.verifier, nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if e.HTTPClient != nil {
+		dctx = oidc.ClientContext(dctx, e.HTTPClient)
+	}
+	provider, err := oidc.NewProvider(dctx, issuer)
+	if err != nil {
+		return nil, err
+	}
+	r = &remoteIssuer{verifier: provider.Verifier(verifierConfig())}
+	e.mu.Lock()
+	if e.verifiers == nil {
+		e.verifiers = map[string]*remoteIssuer{}
+	}
+	if prev, ok := e.verifiers[issuer]; ok {
+		r = prev
+	} else {
+		e.verifiers[issuer] = r
+	}
+	e.mu.Unlock()
+	return r.verifier, nil
+}
+
+// missingClaimError names a claim every token of the platform must have.
+type missingClaimError string
+
+func (m missingClaimError) Error() string { return fmt.Sprintf("missing claim %q", string(m)) }
+
+// requireClaims turns a platform's claims, named as allow-rule fields, into
+// Claims; each field in required must be present.
+func requireClaims(fields map[string]string, required ...string) (policy.Claims, error) {
+	for _, name := range required {
+		if fields[name] == "" {
+			return nil, missingClaimError(name)
+		}
+	}
+	out := policy.Claims{}
+	for k, v := range fields {
+		if v != "" {
+			out[k] = []string{v}
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,99 @@
+// Package verify is the authority's half of each join method: it checks a
+// proof (signature, issuer, audience, lifetime) and turns it into the
+// identifying claims that a join token's allow rules are matched against.
+// Each platform is one file; the OIDC-based ones share oidc.go.
+package verify
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mbot-dev/mbot/authority/policy"
+	"gopkg.in/yaml.v3"
+)
+
+// Leeway is the clock skew tolerated on exp, nbf and iat.
+const Leeway = time.Minute
+
+// Admission is what a verified proof establishes.
+type Admission struct {
+	Claims policy.Claims
+	// ProofID identifies the proof for replay refusal.
+	ProofID string
+	// UsableUntil is when the proof stops being acceptable, leeway included;
+	// its replay record must be kept until then.
+	UsableUntil time.Time
+}
+
+// Method is the server half of one join method.
+type Method interface {
+	Name() string
+	// Compile reads the method's section of join token tokenName (nil when
+	// absent) and returns the verifier for it. Errors name the line.
+	Compile(tokenName string, section *yaml.Node, env *Env) (Verifier, error)
+}
+
+// Verifier checks proofs for one join token.
+type Verifier interface {
+	Verify(ctx context.Context, proof string) (*Admission, error)
+	// Rules are the join token's allow rules.
+	Rules() []policy.AllowRule
+}
+
+// Env is what verification needs from the authority.
+type Env struct {
+	// Audience is the authority's own audience (default: the cluster name).
+	Audience string
+	// HTTPClient fetches discovery documents and keys.
+	HTTPClient *http.Client
+	// Now is the clock; tests move it.
+	Now func() time.Time
+
+	mu        sync.Mutex
+	verifiers map[string]*remoteIssuer // by issuer URL
+}
+
+func (e *Env) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+// Methods are every join method the authority supports, by name.
+var Methods = map[string]Method{}
+
+func register(m Method) { Methods[m.Name()] = m }
+
+// MethodNames lists the supported methods in a stable order.
+func MethodNames() []string {
+	names := make([]string, 0, len(Methods))
+	for n := range Methods {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// checkKeys refuses keys of a mapping that are not in allowed.
+func checkKeys(n *yaml.Node, where string, allowed []string) error {
+	if n == nil {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: %s must be a mapping", n.Line, where)
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if !slices.Contains(allowed, k.Value) {
+			return fmt.Errorf("line %d: %s.%s is not a known field; known fields: %s", k.Line, where, k.Value, strings.Join(allowed, ", "))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,156 @@
+// Package client is mbot's side of the join: it talks to the authority,
+// runs the joiner for the job's platform and writes the identity outputs.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/mbot-dev/mbot/identity"
+)
+
+// API is a connection to an authority.
+type API struct {
+	base   *url.URL
+	client *http.Client
+}
+
+// NewAPI returns a client for the authority at authorityURL. With a CA pin
+// (sha256:<hex of the TLS CA's SubjectPublicKeyInfo>) the server must present
+// a chain to a CA with that key; without one, the system roots are used.
+func NewAPI(authorityURL, caPin string) (*API, error) {
+	u, err := url.Parse(authorityURL)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("--authority %q is not a URL such as https://auth.example.com:8443", authorityURL)
+	}
+	if u.Scheme != "https" {
+		return nil, fmt.Errorf("--authority %q must use https://", authorityURL)
+	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caPin != "" {
+		pin, err := parsePin(caPin)
+		if err != nil {
+			return nil, err
+		}
+		// The CA is not known before connecting, so Go's default verification
+		// (which needs roots up front) is replaced by verifyPinned, which does
+		// the same chain and hostname checks against the pinned CA.
+		tlsCfg.InsecureSkipVerify = true
+		tlsCfg.VerifyConnection = verifyPinned(pin, u.Hostname())
+	}
+	transport := &http.Transport{
+		TLSClientConfig:     tlsCfg,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
+		TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConnsPerHost: 1,
+		ForceAttemptHTTP2:   false,
+	}
+	return &API{base: u, client: &http.Client{Transport: transport, Timeout: 30 * time.Second}}, nil
+}
+
+func parsePin(pin string) ([]byte, error) {
+	hexPart, ok := strings.CutPrefix(pin, "sha256:")
+	sum, err := hex.DecodeString(hexPart)
+	if !ok || err != nil || len(sum) != sha256.Size {
+		return nil, fmt.Errorf("--ca-pin %q is not sha256:<64 hex digits>; get it with mbot authority export --type ca-pin", pin)
+	}
+	return sum, nil
+}
+
+// verifyPinned accepts the server if one certificate of its chain is a CA
+// whose key matches the pin and the leaf verifies up to it for serverName.
+func verifyPinned(pin []byte, serverName string) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("the authority presented no certificate")
+		}
+		roots := x509.NewCertPool()
+		found := false
+		for _, c := range cs.PeerCertificates {
+			sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+			if c.IsCA && bytes.Equal(sum[:], pin) {
+				roots.AddCert(c)
+				found = true
+			}
+		}
+		if !found {
+			return fmt.Errorf("the authority's CA does not match --ca-pin sha256:%s; check the pin (mbot authority export --type ca-pin) and that --authority points at the right server",
+				hex.EncodeToString(pin))
+		}
+		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
+			DNSName:   serverName,
+			Roots:     roots,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		})
+		if err != nil {
+			return fmt.Errorf("the authority's certificate is not valid for %s: %w; add the name to tls_names in authority.yaml", serverName, err)
+		}
+		return nil
+	}
+}
+
+// Ping asks the authority who it is and which audience to request.
+func (c *API) Ping(ctx context.Context) (*identity.PingResponse, error) {
+	var out identity.PingResponse
+	return &out, c.do(ctx, http.MethodGet, identity.PathPing, nil, &out)
+}
+
+// Join sends one join request.
+func (c *API) Join(ctx context.Context, req *identity.JoinRequest) (*identity.JoinResponse, error) {
+	var out identity.JoinResponse
+	return &out, c.do(ctx, http.MethodPost, identity.PathJoin, req, &out)
+}
+
+// CloseIdleConnections releases the connection to the authority.
+func (c *API) CloseIdleConnections() { c.client.CloseIdleConnections() }
+
+func (c *API) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		data, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base.JoinPath(path).String(), body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the authority at %s: %w", c.base.Host, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return fmt.Errorf("reading the authority's answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e identity.ErrorResponse
+		if json.Unmarshal(data, &e) == nil && e.Code != "" {
+			return &identity.Error{Code: e.Code, Message: e.Message}
+		}
+		return fmt.Errorf("the authority answered %s to %s; is %s an mbot authority?", resp.Status, path, c.base.Host)
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("the authority's answer to %s is not valid: %w", path, err)
+	}
+	return nil
+}

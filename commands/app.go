@@ -1,0 +1,68 @@
+// Package commands is mbot's command line: one file per command, each
+// reading flags and environment and making one call into the package that
+// does the work.
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/mbot-dev/mbot/authority"
+	"github.com/urfave/cli/v2"
+)
+
+// Build information, set with -ldflags by the release build.
+var (
+	version = "dev"
+	commit  = "none"
+	date    = "unknown"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1 // the operation failed: refusal, unreachable authority, bad input
+	exitUsage   = 2 // the command line itself is wrong
+)
+
+// App builds the mbot command tree.
+func App() *cli.App {
+	authority.Version = version
+	return &cli.App{
+		Name:    "mbot",
+		Usage:   "short-lived machine identities for CI jobs, with no stored secret",
+		Version: fmt.Sprintf("%s (commit %s, built %s)", version, commit, date),
+		Commands: []*cli.Command{
+			issueCommand(),
+			authorityCommand(),
+			signCommand(),
+			demoCommand(),
+		},
+		HideHelpCommand:      true,
+		EnableBashCompletion: true,
+	}
+}
+
+// Run runs the command line and returns the process exit code.
+func Run(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := App().RunContext(ctx, args); err != nil {
+		fmt.Fprintf(os.Stderr, "mbot: %v\n", err)
+		var usage usageError
+		if errors.As(err, &usage) {
+			return exitUsage
+		}
+		return exitFailure
+	}
+	return exitOK
+}
+
+// usageError marks a mistake in the command line.
+type usageError struct{ error }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }

@@ -1,0 +1,78 @@
+package commands
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mbot-dev/mbot/client"
+	"github.com/urfave/cli/v2"
+)
+
+func issueCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "issue",
+		Usage: "join the authority once and write short-lived SSH and TLS credentials",
+		Description: `Detects the CI platform (GitHub Actions, GitLab CI, CircleCI), fetches its OIDC
+token, exchanges it with the authority for certificates valid at most 24h, and
+writes them to --out. Example:
+
+   mbot issue --authority https://auth.acme.internal:8443 --ca-pin sha256:... \
+              --token github-deploy --out ./mbot
+   ssh -F ./mbot/ssh_config deploy@web1.acme.internal`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "authority", EnvVars: []string{"MBOT_AUTHORITY"}, Usage: "authority URL, https://host:port"},
+			&cli.StringFlag{Name: "ca-pin", EnvVars: []string{"MBOT_CA_PIN"}, Usage: "pin of the authority's TLS CA (mbot authority export --type ca-pin)"},
+			&cli.StringFlag{Name: "token", EnvVars: []string{"MBOT_TOKEN"}, Usage: "name of the join token to join with"},
+			&cli.StringFlag{Name: "join-method", EnvVars: []string{"MBOT_JOIN_METHOD"}, Value: "auto", Usage: "auto, github, gitlab or circleci"},
+			&cli.StringFlag{Name: "out", EnvVars: []string{"MBOT_OUT"}, Value: "./mbot", Usage: "directory to write the identity to"},
+			&cli.DurationFlag{Name: "ttl", EnvVars: []string{"MBOT_TTL"}, Value: time.Hour, Usage: "certificate lifetime (at most 24h)"},
+			&cli.StringFlag{Name: "roles", EnvVars: []string{"MBOT_ROLES"}, Usage: "comma-separated subset of the bot's roles (default: all)"},
+			&cli.StringFlag{Name: "config", EnvVars: []string{"MBOT_CONFIG"}, Usage: "mbot.yaml with several outputs"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("mbot issue takes no arguments, got %q", c.Args().Slice())
+			}
+			if c.String("config") != "" {
+				return usagef("--config (mbot.yaml with several outputs) is not supported by this version; use --out and --roles")
+			}
+			res, err := client.Issue(c.Context, client.IssueOptions{
+				Authority:  c.String("authority"),
+				CAPin:      c.String("ca-pin"),
+				Token:      c.String("token"),
+				JoinMethod: c.String("join-method"),
+				Out:        c.String("out"),
+				TTL:        c.Duration("ttl"),
+				Roles:      splitList(c.String("roles")),
+				Stdout:     os.Stdout,
+			})
+			if err != nil {
+				return err
+			}
+			for _, w := range res.Response.Warnings {
+				fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+				if os.Getenv("GITHUB_ACTIONS") == "true" {
+					fmt.Printf("::warning title=mbot::%s\n", w)
+				}
+			}
+			out := res.Response.Outputs[0]
+			fmt.Fprintf(os.Stderr, "mbot: %s join as bot %q: roles %s, logins %s, valid until %s\nmbot: wrote %s (use: ssh -F %s/ssh_config <host>)\n",
+				res.Method, res.Response.Bot, strings.Join(out.Roles, ","), strings.Join(out.Logins, ","),
+				out.NotAfter.UTC().Format(time.RFC3339), res.Dir, res.Dir)
+			return nil
+		},
+	}
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}

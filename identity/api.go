@@ -1,0 +1,136 @@
+// Package identity holds what the mbot client and authority share: the wire
+// types of the HTTP API, key generation, and the identity files written for
+// OpenSSH, TLS clients and scripts.
+package identity
+
+import (
+	"fmt"
+	"time"
+)
+
+// API paths served by the authority.
+const (
+	PathPing = "/v1/ping"
+	PathJoin = "/v1/join"
+)
+
+// MaxBotTTL is the longest lifetime a bot certificate may have, whatever is asked.
+const MaxBotTTL = 24 * time.Hour
+
+// PingResponse tells a joiner which cluster it reached and which audience to
+// request its OIDC token for.
+type PingResponse struct {
+	ClusterName string   `json:"cluster_name"`
+	Audience    string   `json:"audience"`
+	Version     string   `json:"version"`
+	Methods     []string `json:"methods"`
+}
+
+// JoinRequest carries one proof of identity and the public keys of every
+// output that should be certified by it.
+type JoinRequest struct {
+	JoinToken  string          `json:"join_token"`
+	Method     string          `json:"method"`
+	Proof      string          `json:"proof"`
+	TTLSeconds int64           `json:"ttl_seconds,omitempty"`
+	Outputs    []OutputRequest `json:"outputs"`
+}
+
+// OutputRequest asks for certificates on one output's keys.
+type OutputRequest struct {
+	Name string `json:"name"`
+	// Roles restricts the output to a subset of the bot's roles; empty means all.
+	Roles []string `json:"roles,omitempty"`
+	// SSHPublicKey is in authorized_keys format.
+	SSHPublicKey string `json:"ssh_public_key"`
+	// TLSPublicKey is a PEM "PUBLIC KEY" block (PKIX).
+	TLSPublicKey string `json:"tls_public_key"`
+}
+
+// JoinResponse carries every certificate of one join and the CA material
+// needed to trust the authority's servers.
+type JoinResponse struct {
+	ClusterName string           `json:"cluster_name"`
+	Bot         string           `json:"bot"`
+	JoinToken   string           `json:"join_token"`
+	Method      string           `json:"method"`
+	Outputs     []OutputResponse `json:"outputs"`
+	// TLSCA is the PEM bundle of the authority's TLS CA.
+	TLSCA string `json:"tls_ca"`
+	// SSHHostCA is the SSH host CA public key in authorized_keys format.
+	SSHHostCA    string   `json:"ssh_host_ca"`
+	HostPatterns []string `json:"host_patterns"`
+	// TTLCapped is set when the requested TTL was above a cap and was lowered.
+	TTLCapped bool     `json:"ttl_capped,omitempty"`
+	Warnings  []string `json:"warnings,omitempty"`
+}
+
+// OutputResponse is what one output was granted.
+type OutputResponse struct {
+	Name           string    `json:"name"`
+	Roles          []string  `json:"roles"`
+	Logins         []string  `json:"logins"`
+	SSHCertificate string    `json:"ssh_certificate"`
+	TLSCertificate string    `json:"tls_certificate"`
+	SSHSerial      uint64    `json:"ssh_serial"`
+	TLSSerial      string    `json:"tls_serial"`
+	NotBefore      time.Time `json:"not_before"`
+	NotAfter       time.Time `json:"not_after"`
+}
+
+// ErrorResponse is the body of every non-2xx answer.
+type ErrorResponse struct {
+	Code    ErrorCode `json:"code"`
+	Message string    `json:"message"`
+}
+
+// ErrorCode is a stable, machine-readable reason for a refusal.
+type ErrorCode string
+
+// The error codes the API returns. They are part of the contract: scripts
+// may match on them, so they never change meaning.
+const (
+	CodeBadRequest        ErrorCode = "bad_request"
+	CodeUnknownJoinToken  ErrorCode = "unknown_join_token"
+	CodeMethodMismatch    ErrorCode = "join_method_mismatch"
+	CodeProofInvalid      ErrorCode = "proof_invalid"
+	CodeProofExpired      ErrorCode = "proof_expired"
+	CodeProofNotYetValid  ErrorCode = "proof_not_yet_valid"
+	CodeWrongIssuer       ErrorCode = "wrong_issuer"
+	CodeWrongAudience     ErrorCode = "wrong_audience"
+	CodeClaimMissing      ErrorCode = "claim_missing"
+	CodeRuleMismatch      ErrorCode = "rule_mismatch"
+	CodeProofReplayed     ErrorCode = "proof_replayed"
+	CodeRoleDenied        ErrorCode = "role_denied"
+	CodeIssuerUnavailable ErrorCode = "issuer_unavailable"
+	CodeInternal          ErrorCode = "internal"
+)
+
+// HTTPStatus is the status code the authority answers a code with.
+func (c ErrorCode) HTTPStatus() int {
+	switch c {
+	case CodeBadRequest:
+		return 400
+	case CodeIssuerUnavailable:
+		return 503
+	case CodeInternal:
+		return 500
+	default:
+		return 403
+	}
+}
+
+// Error is a refusal with a stable code and a message a person can act on.
+type Error struct {
+	Code    ErrorCode
+	Message string
+	Err     error // the underlying cause, kept for logs; never sent
+}
+
+func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf builds an *Error with a formatted message.
+func Errorf(code ErrorCode, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}

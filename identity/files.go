@@ -1,0 +1,235 @@
+package identity
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Names of the files of an identity directory (SPEC §4).
+const (
+	FileSSHKey       = "key"
+	FileSSHPublicKey = "key.pub"
+	FileSSHCert      = "key-cert.pub"
+	FileTLSKey       = "tls.key"
+	FileTLSCert      = "tls.crt"
+	FileCA           = "ca.crt"
+	FileKnownHosts   = "known_hosts"
+	FileSSHConfig    = "ssh_config"
+	FileIdentityJSON = "identity.json"
+)
+
+// identityFiles lists every file mbot may write into an identity directory,
+// so that a stale identity can be removed without touching anything else.
+var identityFiles = []string{FileSSHKey, FileSSHPublicKey, FileSSHCert, FileTLSKey,
+	FileTLSCert, FileCA, FileKnownHosts, FileSSHConfig, FileIdentityJSON}
+
+// File is one file to write: secrets get mode 0600, public material 0644.
+type File struct {
+	Name string
+	Data []byte
+	Mode fs.FileMode
+}
+
+// Summary is the content of identity.json: what this identity is and when it expires.
+type Summary struct {
+	Cluster   string    `json:"cluster"`
+	Bot       string    `json:"bot"`
+	JoinToken string    `json:"join_token"`
+	Method    string    `json:"method"`
+	Output    string    `json:"output"`
+	Roles     []string  `json:"roles"`
+	Logins    []string  `json:"logins"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	Serials   struct {
+		SSH uint64 `json:"ssh"`
+		TLS string `json:"tls"`
+	} `json:"serials"`
+}
+
+// RenderIdentity lays out the default identity output of SPEC §4 for dir,
+// which must be the absolute path the files will finally live at (ssh_config
+// refers to the other files by it).
+func RenderIdentity(dir string, keys *Keys, resp *JoinResponse, out *OutputResponse) ([]File, error) {
+	sshKey, err := keys.SSHPrivateKeyPEM(resp.Bot)
+	if err != nil {
+		return nil, fmt.Errorf("encoding SSH key: %w", err)
+	}
+	tlsKey, err := keys.TLSPrivateKeyPEM()
+	if err != nil {
+		return nil, fmt.Errorf("encoding TLS key: %w", err)
+	}
+	sum := Summary{Cluster: resp.ClusterName, Bot: resp.Bot, JoinToken: resp.JoinToken, Method: resp.Method,
+		Output: out.Name, Roles: out.Roles, Logins: out.Logins, NotBefore: out.NotBefore, NotAfter: out.NotAfter}
+	sum.Serials.SSH, sum.Serials.TLS = out.SSHSerial, out.TLSSerial
+	sumJSON, err := json.MarshalIndent(sum, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return []File{
+		{FileSSHKey, sshKey, 0o600},
+		{FileSSHPublicKey, []byte(keys.SSHPublicKey()), 0o644},
+		{FileSSHCert, []byte(ensureNewline(out.SSHCertificate)), 0o644},
+		{FileTLSKey, tlsKey, 0o600},
+		{FileTLSCert, []byte(out.TLSCertificate), 0o644},
+		{FileCA, []byte(resp.TLSCA), 0o644},
+		{FileKnownHosts, []byte(KnownHosts(resp.HostPatterns, resp.SSHHostCA)), 0o644},
+		{FileSSHConfig, []byte(SSHConfig(dir, resp.HostPatterns, out.Logins, resp.Bot, out.NotAfter)), 0o644},
+		{FileIdentityJSON, append(sumJSON, '\n'), 0o600},
+	}, nil
+}
+
+// KnownHosts trusts the SSH host CA for each host pattern.
+func KnownHosts(patterns []string, hostCA string) string {
+	var b strings.Builder
+	for _, p := range patterns {
+		fmt.Fprintf(&b, "@cert-authority %s %s\n", p, strings.TrimSpace(hostCA))
+	}
+	return b.String()
+}
+
+// SSHConfig writes one Host block per host pattern that makes plain `ssh -F`
+// use this identity and trust only hosts certified by the authority.
+func SSHConfig(dir string, patterns, logins []string, bot string, notAfter time.Time) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Written by mbot for bot %q; the certificate expires %s.\n", bot, notAfter.UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, "# Use: ssh -F %s <host>\n", filepath.Join(dir, FileSSHConfig))
+	for _, p := range patterns {
+		fmt.Fprintf(&b, "\nHost %s\n", p)
+		if len(logins) > 0 {
+			fmt.Fprintf(&b, "    User %s\n", logins[0])
+		}
+		fmt.Fprintf(&b, "    IdentityFile \"%s\"\n", filepath.Join(dir, FileSSHKey))
+		fmt.Fprintf(&b, "    CertificateFile \"%s\"\n", filepath.Join(dir, FileSSHCert))
+		fmt.Fprintf(&b, "    UserKnownHostsFile \"%s\"\n", filepath.Join(dir, FileKnownHosts))
+		b.WriteString("    GlobalKnownHostsFile /dev/null\n")
+		b.WriteString("    IdentitiesOnly yes\n")
+		b.WriteString("    StrictHostKeyChecking yes\n")
+		b.WriteString("    PasswordAuthentication no\n")
+	}
+	return b.String()
+}
+
+func ensureNewline(s string) string {
+	if strings.HasSuffix(s, "\n") {
+		return s
+	}
+	return s + "\n"
+}
+
+// WriteDir replaces dir with exactly files, all at once: the files are
+// written and synced in a private temporary directory beside dir, which is
+// then renamed into place. A failure at any point leaves dir as it was.
+// An existing dir is replaced only if it holds nothing but files mbot
+// writes, so a mistyped --out never deletes someone's files.
+func WriteDir(dir string, files []File) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if err := checkReplaceable(dir, files); err != nil {
+		return err
+	}
+	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", parent, err)
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".new-")
+	if err != nil {
+		return fmt.Errorf("writing identity next to %s: %w", dir, err)
+	}
+	defer os.RemoveAll(tmp) // a no-op once tmp has been renamed into place
+	if err := os.Chmod(tmp, 0o700); err != nil {
+		return err
+	}
+	for _, f := range files {
+		if err := writeSynced(filepath.Join(tmp, f.Name), f.Data, f.Mode); err != nil {
+			return fmt.Errorf("writing %s: %w", f.Name, err)
+		}
+	}
+	if _, err := os.Stat(dir); err == nil {
+		old := tmp + ".old"
+		if err := os.Rename(dir, old); err != nil {
+			return fmt.Errorf("replacing %s: %w", dir, err)
+		}
+		defer os.RemoveAll(old)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return fmt.Errorf("moving identity into %s: %w", dir, err)
+	}
+	return syncDir(parent)
+}
+
+// RemoveStale deletes an identity that an earlier run left in dir, so that a
+// failed run never leaves credentials that later steps could mistake for
+// fresh ones. It removes only files mbot writes. It reports whether it removed any.
+func RemoveStale(dir string) (bool, error) {
+	if _, err := os.Stat(filepath.Join(dir, FileIdentityJSON)); err != nil {
+		return false, nil
+	}
+	for _, name := range identityFiles {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return true, err
+		}
+	}
+	_ = os.Remove(dir) // only succeeds if nothing else is in it
+	return true, nil
+}
+
+func checkReplaceable(dir string, files []File) error {
+	st, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%s exists and is not a directory; choose another --out", dir)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		ours := slices.Contains(identityFiles, e.Name()) ||
+			slices.ContainsFunc(files, func(f File) bool { return f.Name == e.Name() })
+		if !ours {
+			return fmt.Errorf("%s holds %s, which mbot did not write; choose an empty or new --out directory", dir, e.Name())
+		}
+	}
+	return nil
+}
+
+func writeSynced(path string, data []byte, mode fs.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func syncDir(path string) error {
+	d, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	_ = d.Sync() // not every filesystem supports syncing a directory
+	return nil
+}

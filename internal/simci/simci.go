@@ -1,0 +1,254 @@
+// Package simci simulates the OIDC side of CI platforms on loopback: an
+// issuer with discovery and JWKS that mints GitHub Actions, GitLab CI and
+// CircleCI shaped tokens with a real RSA key, and GitHub's runner token
+// endpoint. mbot demo, the tests and the benchmarks join against it.
+package simci
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// Issuer is a loopback OIDC issuer.
+type Issuer struct {
+	URL    string
+	Key    *rsa.PrivateKey
+	KeyID  string
+	signer jose.Signer
+	srv    *http.Server
+	// runnerToken guards the GitHub token endpoint, like ACTIONS_ID_TOKEN_REQUEST_TOKEN.
+	runnerToken string
+	// GitHubClaims are the claims the GitHub token endpoint puts in its tokens.
+	GitHubClaims map[string]any
+	// TTL is the lifetime of minted tokens.
+	TTL time.Duration
+}
+
+// Start serves a new issuer on 127.0.0.1 with a fresh 2048-bit RSA key.
+func Start() (*Issuer, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	iss := &Issuer{
+		URL:          "http://" + ln.Addr().String(),
+		Key:          key,
+		KeyID:        randomHex(8),
+		runnerToken:  randomHex(16),
+		GitHubClaims: GitHubClaims(),
+		TTL:          5 * time.Minute,
+	}
+	iss.signer, err = jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: iss.KeyID}},
+		(&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/openid-configuration", iss.discovery)
+	mux.HandleFunc("GET /.well-known/jwks", iss.jwks)
+	mux.HandleFunc("GET /github/token", iss.githubToken)
+	iss.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go iss.srv.Serve(ln)
+	return iss, nil
+}
+
+// Close stops the issuer.
+func (i *Issuer) Close() error { return i.srv.Close() }
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+func (i *Issuer) discovery(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, map[string]any{
+		"issuer":                                i.URL,
+		"jwks_uri":                              i.URL + "/.well-known/jwks",
+		"subject_types_supported":               []string{"public"},
+		"response_types_supported":              []string{"id_token"},
+		"id_token_signing_alg_values_supported": []string{"RS256"},
+		"claims_supported":                      []string{"sub", "aud", "exp", "iat", "iss", "jti", "nbf"},
+	})
+}
+
+// JWKS returns the issuer's public key set as JSON, for static_jwks.
+func (i *Issuer) JWKS() string {
+	data, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &i.Key.PublicKey, KeyID: i.KeyID, Algorithm: "RS256", Use: "sig"}}})
+	return string(data)
+}
+
+func (i *Issuer) jwks(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(i.JWKS()))
+}
+
+// githubToken is the runner's ACTIONS_ID_TOKEN_REQUEST_URL endpoint.
+func (i *Issuer) githubToken(w http.ResponseWriter, r *http.Request) {
+	want := "Bearer " + i.runnerToken
+	if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(want)) != 1 {
+		http.Error(w, `{"message":"bad request token"}`, http.StatusUnauthorized)
+		return
+	}
+	aud := r.URL.Query().Get("audience")
+	if aud == "" {
+		aud = "https://github.com/acme" // GitHub's default audience is the owner's URL
+	}
+	claims := maps.Clone(i.GitHubClaims)
+	claims["aud"] = aud
+	tok, err := i.Mint(claims)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, map[string]string{"value": tok})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// Mint signs claims as this issuer. iss, iat, nbf, exp and jti are filled
+// in unless claims sets them.
+func (i *Issuer) Mint(claims map[string]any) (string, error) {
+	c := maps.Clone(claims)
+	now := time.Now()
+	setDefault(c, "iss", i.URL)
+	setDefault(c, "iat", now.Unix())
+	setDefault(c, "nbf", now.Unix())
+	setDefault(c, "exp", now.Add(i.TTL).Unix())
+	setDefault(c, "jti", randomHex(16))
+	return jwt.Signed(i.signer).Claims(c).Serialize()
+}
+
+func setDefault(m map[string]any, k string, v any) {
+	if _, ok := m[k]; !ok {
+		m[k] = v
+	}
+}
+
+// GitHubEnv is the environment of a GitHub Actions job step with
+// `permissions: id-token: write` on this issuer.
+func (i *Issuer) GitHubEnv() map[string]string {
+	return map[string]string{
+		"GITHUB_ACTIONS":                 "true",
+		"ACTIONS_ID_TOKEN_REQUEST_URL":   i.URL + "/github/token?api-version=2.0",
+		"ACTIONS_ID_TOKEN_REQUEST_TOKEN": i.runnerToken,
+	}
+}
+
+// GitLabEnv is the environment of a GitLab CI job whose id_tokens: declares
+// MBOT_ID_TOKEN with audience aud.
+func (i *Issuer) GitLabEnv(aud string) (map[string]string, error) {
+	c := GitLabClaims()
+	c["aud"] = aud
+	tok, err := i.Mint(c)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"GITLAB_CI": "true", "CI": "true", "MBOT_ID_TOKEN": tok}, nil
+}
+
+// CircleCIEnv is the environment of a CircleCI job of organization orgID.
+func (i *Issuer) CircleCIEnv(orgID string) (map[string]string, error) {
+	c := CircleCIClaims(orgID)
+	c["aud"] = orgID
+	tok, err := i.Mint(c)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"CIRCLECI": "true", "CI": "true", "CIRCLE_OIDC_TOKEN_V2": tok}, nil
+}
+
+// GitHubClaims are the claims of a push to main of acme/app, shaped like
+// GitHub's documented example token.
+func GitHubClaims() map[string]any {
+	return map[string]any{
+		"sub":                   "repo:acme/app:ref:refs/heads/main",
+		"ref":                   "refs/heads/main",
+		"sha":                   "e1b4c8a5f9f5b4e1f2d5c8a9b7e6d5c4b3a29180",
+		"repository":            "acme/app",
+		"repository_owner":      "acme",
+		"repository_owner_id":   "1234567",
+		"repository_id":         "7654321",
+		"repository_visibility": "private",
+		"run_id":                "5566778899",
+		"run_number":            "42",
+		"run_attempt":           "1",
+		"actor":                 "octocat",
+		"actor_id":              "583231",
+		"workflow":              "deploy",
+		"workflow_ref":          "acme/app/.github/workflows/deploy.yml@refs/heads/main",
+		"job_workflow_ref":      "acme/app/.github/workflows/deploy.yml@refs/heads/main",
+		"head_ref":              "",
+		"base_ref":              "",
+		"event_name":            "push",
+		"ref_type":              "branch",
+		"runner_environment":    "github-hosted",
+	}
+}
+
+// GitLabClaims are the claims of a pipeline on main of acme/app, shaped like
+// GitLab's documented ID token.
+func GitLabClaims() map[string]any {
+	return map[string]any{
+		"sub":                   "project_path:acme/app:ref_type:branch:ref:main",
+		"namespace_id":          "72",
+		"namespace_path":        "acme",
+		"project_id":            "20",
+		"project_path":          "acme/app",
+		"user_id":               "1",
+		"user_login":            "sample-user",
+		"user_email":            "sample-user@example.com",
+		"pipeline_id":           "574",
+		"pipeline_source":       "push",
+		"job_id":                "302",
+		"ref":                   "main",
+		"ref_type":              "branch",
+		"ref_path":              "refs/heads/main",
+		"ref_protected":         "true",
+		"environment":           "production",
+		"environment_protected": "true",
+		"deployment_tier":       "production",
+		"runner_id":             "1",
+		"runner_environment":    "gitlab-hosted",
+		"sha":                   "714a629c0b401fdce83e847fc9589983fc6f46bc",
+		"project_visibility":    "private",
+		"ci_config_ref_uri":     "gitlab.com/acme/app//.gitlab-ci.yml@refs/heads/main",
+		"ci_config_sha":         "714a629c0b401fdce83e847fc9589983fc6f46bc",
+	}
+}
+
+// CircleCIClaims are the claims of a CircleCI V2 token of organization orgID.
+func CircleCIClaims(orgID string) map[string]any {
+	return map[string]any{
+		"sub":                           fmt.Sprintf("org/%s/project/8f2b3c4d-0000-4000-8000-000000000002/user/5f1e2d3c-0000-4000-8000-000000000003", orgID),
+		"oidc.circleci.com/project-id":  "8f2b3c4d-0000-4000-8000-000000000002",
+		"oidc.circleci.com/context-ids": []string{"0c1d2e3f-0000-4000-8000-000000000004"},
+		"oidc.circleci.com/vcs-origin":  "github.com/acme/app",
+		"oidc.circleci.com/vcs-ref":     "refs/heads/main",
+		"oidc.circleci.com/ssh-rerun":   false,
+		"oidc.circleci.com/pipeline-id": "6a7b8c9d-0000-4000-8000-000000000005",
+		"oidc.circleci.com/workflow-id": "7b8c9d0e-0000-4000-8000-000000000006",
+		"oidc.circleci.com/job-id":      "8c9d0e1f-0000-4000-8000-000000000007",
+	}
+}

@@ -1,0 +1,61 @@
+package joiners
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// gitHub fetches a GitHub Actions OIDC token from the runner's token endpoint.
+type gitHub struct{}
+
+func (gitHub) Method() string { return "github" }
+
+func (gitHub) Signals() string { return "GITHUB_ACTIONS=true" }
+
+func (gitHub) Detect(env Env) bool { return env("GITHUB_ACTIONS") == "true" }
+
+func (gitHub) Proof(ctx context.Context, env Env, audience string) (string, error) {
+	reqURL, reqToken := env("ACTIONS_ID_TOKEN_REQUEST_URL"), env("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
+	if reqURL == "" || reqToken == "" {
+		return "", errors.New("this GitHub Actions job cannot request an OIDC token: ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN are unset. " +
+			"Add `permissions: id-token: write` to the workflow or job")
+	}
+	u, err := url.Parse(reqURL)
+	if err != nil {
+		return "", fmt.Errorf("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL: %w", err)
+	}
+	q := u.Query()
+	q.Set("audience", audience)
+	u.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+reqToken)
+	req.Header.Set("Accept", "application/json")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("requesting the GitHub Actions OIDC token: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return "", fmt.Errorf("reading the GitHub Actions OIDC token: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("the GitHub Actions token endpoint answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	var out struct {
+		Value string `json:"value"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil || out.Value == "" {
+		return "", errors.New("the GitHub Actions token endpoint answered without a token value")
+	}
+	return out.Value, nil
+}
