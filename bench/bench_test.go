@@ -1,0 +1,261 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mbot-dev/mbot/authority"
+	"github.com/mbot-dev/mbot/identity"
+	"github.com/mbot-dev/mbot/internal/simci"
+)
+
+// concurrency is the number of clients joining at once in BenchmarkJoins.
+const concurrency = 64
+
+// env is an authority and a simulated GitHub Actions issuer on loopback.
+type env struct {
+	issuer *simci.Issuer
+	auth   *authority.Authority
+	url    string
+	pin    string
+}
+
+func startEnv(tb testing.TB) *env {
+	tb.Helper()
+	iss, err := simci.Start()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { iss.Close() })
+	dir := tb.TempDir()
+	bots := fmt.Sprintf(`kind: role
+version: v1
+metadata: {name: deploy}
+spec: {logins: ["{{internal.logins}}"]}
+---
+kind: bot
+version: v1
+metadata: {name: deployer}
+spec: {roles: [deploy], traits: {logins: [ci]}}
+---
+kind: join_token
+version: v1
+metadata: {name: github-deploy}
+spec:
+  bot: deployer
+  method: github
+  github:
+    issuer: %s
+    allow: [{repository: acme/app, ref: refs/heads/main}]
+`, iss.URL)
+	if err := os.WriteFile(filepath.Join(dir, "bots.yaml"), []byte(bots), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	cfg, err := authority.ParseConfig(filepath.Join(dir, "authority.yaml"), []byte(
+		"cluster_name: bench\nlisten: 127.0.0.1:0\ndata_dir: ./data\nresources: [bots.yaml]\n"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	a, err := authority.Open(context.Background(), cfg, authority.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc, errc := make(chan net.Addr, 1), make(chan error, 1)
+	go func() { errc <- a.Serve(ctx, func(addr net.Addr) { addrc <- addr }) }()
+	var addr net.Addr
+	select {
+	case addr = <-addrc:
+	case err := <-errc:
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cancel(); <-errc; a.Close() })
+	return &env{issuer: iss, auth: a, url: "https://" + addr.String(), pin: a.CAs().Pin()}
+}
+
+// mintTokens signs n GitHub-shaped tokens for the authority's audience on all cores.
+func (e *env) mintTokens(tb testing.TB, n int) []string {
+	claims := simci.GitHubClaims()
+	claims["aud"] = "bench"
+	tokens := make([]string, n)
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				tok, err := e.issuer.Mint(claims)
+				if err != nil {
+					panic(err)
+				}
+				tokens[i] = tok
+			}
+		})
+	}
+	wg.Wait()
+	return tokens
+}
+
+// BenchmarkJoins measures the authority's joins per second with 64
+// concurrent clients, each join on a fresh TLS connection, with GitHub-shaped
+// RS256 tokens verified, replay and audit records written.
+func BenchmarkJoins(b *testing.B) {
+	e := startEnv(b)
+	tokens := e.mintTokens(b, b.N)
+	keys, err := identity.NewKeys()
+	if err != nil {
+		b.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(e.auth.CAs().TLSCert)
+	tlsCfg := &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
+	host := e.url[len("https://"):]
+	latencies := make([]time.Duration, b.N)
+	var next atomic.Int64
+	var failures atomic.Int64
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range concurrency {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < b.N; i = int(next.Add(1)) - 1 {
+				t0 := time.Now()
+				if err := joinOnce(host, tlsCfg, tokens[i], keys); err != nil {
+					if failures.Add(1) == 1 {
+						b.Error(err)
+					}
+				}
+				latencies[i] = time.Since(t0)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	slices.Sort(latencies)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "joins/s")
+	b.ReportMetric(ms(latencies[len(latencies)/2]), "p50-ms")
+	b.ReportMetric(ms(latencies[len(latencies)*99/100]), "p99-ms")
+	b.ReportMetric(float64(failures.Load()), "failures")
+}
+
+// joinOnce dials a new TLS connection and sends one join request over it.
+func joinOnce(host string, tlsCfg *tls.Config, token string, keys *identity.Keys) error {
+	conn, err := tls.Dial("tcp", host, tlsCfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	body, _ := json.Marshal(identity.JoinRequest{
+		JoinToken: "github-deploy", Method: "github", Proof: token, TTLSeconds: 3600,
+		Outputs: []identity.OutputRequest{{Name: "identity", SSHPublicKey: keys.SSHPublicKey(), TLSPublicKey: keys.TLSPublicKeyPEM()}},
+	})
+	req, _ := http.NewRequest(http.MethodPost, "https://"+host+identity.PathJoin, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Close = true
+	if err := req.Write(conn); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(bufioReader(conn), req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("join answered %s: %s", resp.Status, data)
+	}
+	return nil
+}
+
+// BenchmarkIssue measures one-shot `mbot issue` end to end on loopback:
+// process start, GitHub token fetch, key generation, TLS, verify, sign, write.
+func BenchmarkIssue(b *testing.B) {
+	bin := buildMbot(b)
+	e := startEnv(b)
+	environ := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + b.TempDir(),
+		"MBOT_AUTHORITY=" + e.url, "MBOT_CA_PIN=" + e.pin, "MBOT_TOKEN=github-deploy"}
+	for k, v := range e.issuer.GitHubEnv() {
+		environ = append(environ, k+"="+v)
+	}
+	out := filepath.Join(b.TempDir(), "id")
+	latencies := make([]time.Duration, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		cmd := exec.Command(bin, "issue", "--out", out)
+		cmd.Env = environ
+		t0 := time.Now()
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("mbot issue: %v\n%s", err, msg)
+		}
+		latencies[i] = time.Since(t0)
+	}
+	b.StopTimer()
+	slices.Sort(latencies)
+	b.ReportMetric(ms(latencies[len(latencies)/2]), "p50-ms")
+	b.ReportMetric(ms(latencies[len(latencies)*99/100]), "p99-ms")
+}
+
+// BenchmarkStart measures process start: `mbot --version`.
+func BenchmarkStart(b *testing.B) {
+	bin := buildMbot(b)
+	latencies := make([]time.Duration, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		t0 := time.Now()
+		if msg, err := exec.Command(bin, "--version").CombinedOutput(); err != nil {
+			b.Fatalf("mbot --version: %v\n%s", err, msg)
+		}
+		latencies[i] = time.Since(t0)
+	}
+	b.StopTimer()
+	slices.Sort(latencies)
+	b.ReportMetric(ms(latencies[len(latencies)/2]), "p50-ms")
+	if st, err := os.Stat(bin); err == nil {
+		b.ReportMetric(float64(st.Size())/(1<<20), "binary-MB")
+	}
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// buildMbot builds the mbot binary the way a release does (stripped).
+func buildMbot(b *testing.B) string {
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "mbot-bench-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "mbot")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", binPath, "github.com/mbot-dev/mbot")
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, msg)
+		}
+	})
+	if buildErr != nil {
+		b.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
