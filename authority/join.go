@@ -27,6 +27,8 @@ func (a *Authority) Join(ctx context.Context, req *identity.JoinRequest, remote 
 			refusal = &identity.Error{Code: identity.CodeInternal, Message: "the authority failed to complete the join; see its log", Err: err}
 		}
 		ev.Allowed, ev.Code, ev.Message = false, string(refusal.Code), refusal.Message
+		// Certificates signed before a late refusal (replay) are never handed out.
+		ev.Serials, ev.NotAfter = nil, time.Time{}
 		if aerr := a.store.Audit(context.WithoutCancel(ctx), ev); aerr != nil {
 			a.log.Error("recording refused join", "err", aerr)
 		}
@@ -47,11 +49,16 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 		return nil, err
 	}
 	st := a.state.Load()
-	tok, err := st.joinToken(req.JoinToken, req.Method)
+	tok, err := st.joinToken(req.JoinToken)
 	if err != nil {
 		return nil, err
 	}
 	ev.Bot = tok.token.Spec.Bot
+	if tok.token.Spec.Method != req.Method {
+		m := tok.token.Spec.Method
+		return nil, identity.Errorf(identity.CodeMethodMismatch, "join token %q is for %s joins, but this client presented a %s proof; use a join token for %s, or pass --join-method %s from a %s job",
+			req.JoinToken, m, req.Method, req.Method, m, m)
+	}
 
 	adm, err := tok.verifier.Verify(ctx, req.Proof)
 	if err != nil {
@@ -105,14 +112,10 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 	return resp, nil
 }
 
-func (s *state) joinToken(name, method string) (*compiledToken, error) {
+func (s *state) joinToken(name string) (*compiledToken, error) {
 	tok, ok := s.tokens[name]
 	if !ok {
 		return nil, identity.Errorf(identity.CodeUnknownJoinToken, "there is no join token named %q on this authority; check --token (MBOT_TOKEN) or create it with mbot apply", name)
-	}
-	if tok.token.Spec.Method != method {
-		return nil, identity.Errorf(identity.CodeMethodMismatch, "join token %q is for %s joins, but this client presented a %s proof; use a join token for %s, or pass --join-method %s from a %s job",
-			name, tok.token.Spec.Method, method, method, tok.token.Spec.Method, tok.token.Spec.Method)
 	}
 	return tok, nil
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -132,7 +133,7 @@ func (a *Authority) Serve(ctx context.Context, ready func(addr net.Addr)) error 
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       60 * time.Second,
-		ErrorLog:          nil,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
 	a.log.Info("authority serving", "cluster", a.cfg.ClusterName, "addr", ln.Addr().String(),
 		"ca_pin", a.cas.Pin(), "data_dir", a.cfg.DataDir, "join_tokens", len(a.state.Load().tokens))

@@ -60,6 +60,9 @@ type AuditFilter struct {
 type Store struct {
 	write *sql.DB // one connection: SQLite has one writer at a time anyway
 	read  *sql.DB
+	// writes feeds the group committer (see commit.go).
+	writes chan *pendingWrite
+	done   chan struct{}
 }
 
 const schema = `
@@ -101,11 +104,15 @@ func OpenSQLite(ctx context.Context, dataDir string) (*Store, error) {
 		return nil, err
 	}
 	read.SetMaxOpenConns(4)
-	return &Store{write: write, read: read}, nil
+	st := &Store{write: write, read: read, writes: make(chan *pendingWrite, 1024), done: make(chan struct{})}
+	go st.commitLoop()
+	return st, nil
 }
 
 // Close releases the database.
 func (s *Store) Close() error {
+	close(s.writes)
+	<-s.done
 	return errors.Join(s.read.Close(), s.write.Close())
 }
 
@@ -169,31 +176,15 @@ func (s *Store) Resources(ctx context.Context) ([]StoredResource, error) {
 }
 
 // RecordJoin marks the proof proofID as used until expires and appends ev to
-// the audit log, in one transaction. If the proof was already used it
-// returns ErrReplay and records nothing; the caller records the refusal.
+// the audit log, atomically. If the proof was already used it returns
+// ErrReplay and records nothing; the caller records the refusal.
 func (s *Store) RecordJoin(ctx context.Context, proofID string, expires time.Time, ev *AuditEvent) error {
-	tx, err := s.write.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `INSERT INTO used_proofs (id, expires) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`,
-		proofID, expires.Unix())
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return ErrReplay
-	}
-	if err := insertAudit(ctx, tx, ev); err != nil {
-		return err
-	}
-	return tx.Commit()
+	return s.commit(ctx, &pendingWrite{proofID: proofID, expires: expires, event: ev})
 }
 
 // Audit appends ev to the audit log.
 func (s *Store) Audit(ctx context.Context, ev *AuditEvent) error {
-	return insertAudit(ctx, s.write, ev)
+	return s.commit(ctx, &pendingWrite{event: ev})
 }
 
 type execer interface {

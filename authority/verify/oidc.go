@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -32,7 +33,6 @@ var asymmetricAlgs = []string{
 type oidcSection struct {
 	Issuer         string    `yaml:"issuer"`
 	StaticJWKS     string    `yaml:"static_jwks"`
-	Audience       string    `yaml:"audience"`
 	OrganizationID string    `yaml:"organization_id"`
 	Allow          yaml.Node `yaml:"allow"`
 }
@@ -176,7 +176,13 @@ func (v *oidcVerifier) Verify(ctx context.Context, proof string) (*Admission, er
 	}
 	id := extra.JTI
 	if id == "" {
-		id = proof
+		// Key on the signed claims, not the token's text: other texts of the
+		// same token verify too (spare base64url bits, ECDSA's s and n-s).
+		var signed json.RawMessage
+		if err := tok.Claims(&signed); err != nil {
+			return nil, identity.Errorf(identity.CodeProofInvalid, "join token %q: unreadable claims: %v", v.tokenName, err)
+		}
+		id = string(signed)
 	}
 	sum := sha256.Sum256([]byte(v.issuer + "\x00" + id))
 	return &Admission{Claims: claims, ProofID: hex.EncodeToString(sum[:]), UsableUntil: tok.Expiry.Add(Leeway)}, nil
@@ -229,7 +235,7 @@ func unverifiedIssuer(token string) (string, error) {
 	return c.Issuer, nil
 }
 
-// remoteIssuer is a discovered issuer whose keys are fetched and cached by go-oidc.
+// remoteIssuer is a discovered issuer with its cached keys.
 type remoteIssuer struct {
 	verifier *oidc.IDTokenVerifier
 }
@@ -253,7 +259,17 @@ func (e *Env) remoteVerifier(ctx context.Context, issuer string) (*oidc.IDTokenV
 	if err != nil {
 		return nil, err
 	}
-	r = &remoteIssuer{verifier: provider.Verifier(verifierConfig())}
+	var meta struct {
+		JWKSURL string `json:"jwks_uri"`
+	}
+	if err := provider.Claims(&meta); err != nil || meta.JWKSURL == "" {
+		return nil, fmt.Errorf("the discovery document of %s has no jwks_uri", issuer)
+	}
+	client := e.HTTPClient
+	if client == nil {
+		client = http.DefaultClient
+	}
+	r = &remoteIssuer{verifier: oidc.NewVerifier(issuer, newJWKSCache(meta.JWKSURL, client), verifierConfig())}
 	e.mu.Lock()
 	if e.verifiers == nil {
 		e.verifiers = map[string]*remoteIssuer{}

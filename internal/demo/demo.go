@@ -120,7 +120,7 @@ func Run(ctx context.Context, w io.Writer, outDir string) error {
 
 	// A job from another repository presents a valid token that the join
 	// token's rules do not admit: refused, nothing written, audited.
-	platform.GitHubClaims["repository"] = "evil/app"
+	platform.SetGitHubClaim("repository", "evil/app")
 	_, refusal := client.Issue(ctx, client.IssueOptions{
 		Authority: authorityURL, CAPin: pin, Token: "github-deploy", Out: filepath.Join(work, "refused"), Env: lookup,
 	})

@@ -14,6 +14,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -29,8 +30,9 @@ type Issuer struct {
 	srv    *http.Server
 	// runnerToken guards the GitHub token endpoint, like ACTIONS_ID_TOKEN_REQUEST_TOKEN.
 	runnerToken string
-	// GitHubClaims are the claims the GitHub token endpoint puts in its tokens.
-	GitHubClaims map[string]any
+	mu          sync.Mutex
+	// githubClaims are the claims the GitHub token endpoint puts in its tokens.
+	githubClaims map[string]any
 	// TTL is the lifetime of minted tokens.
 	TTL time.Duration
 }
@@ -50,7 +52,7 @@ func Start() (*Issuer, error) {
 		Key:          key,
 		KeyID:        randomHex(8),
 		runnerToken:  randomHex(16),
-		GitHubClaims: GitHubClaims(),
+		githubClaims: GitHubClaims(),
 		TTL:          5 * time.Minute,
 	}
 	iss.signer, err = jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: iss.KeyID}},
@@ -112,7 +114,9 @@ func (i *Issuer) githubToken(w http.ResponseWriter, r *http.Request) {
 	if aud == "" {
 		aud = "https://github.com/acme" // GitHub's default audience is the owner's URL
 	}
-	claims := maps.Clone(i.GitHubClaims)
+	i.mu.Lock()
+	claims := maps.Clone(i.githubClaims)
+	i.mu.Unlock()
 	claims["aud"] = aud
 	tok, err := i.Mint(claims)
 	if err != nil {
@@ -125,6 +129,14 @@ func (i *Issuer) githubToken(w http.ResponseWriter, r *http.Request) {
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// SetGitHubClaim changes one claim of the tokens the GitHub token endpoint
+// mints from now on, to play a job of another repository or branch.
+func (i *Issuer) SetGitHubClaim(name string, value any) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.githubClaims[name] = value
 }
 
 // Mint signs claims as this issuer. iss, iat, nbf, exp and jti are filled

@@ -1,0 +1,93 @@
+package authority_test
+
+import (
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/mbot-dev/mbot/authority"
+)
+
+func TestParseConfigDefaults(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "authority.yaml")
+	cfg, err := authority.ParseConfig(path, []byte("cluster_name: acme\nresources: [bots.yaml, /etc/mbot/extra.yaml]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		field     string
+		got, want any
+	}{
+		{"audience", cfg.Audience, "acme"},
+		{"listen", cfg.Listen, "127.0.0.1:8443"},
+		{"data_dir", cfg.DataDir, "/var/lib/mbot"},
+		{"storage.type", cfg.Storage.Type, "sqlite"},
+		{"ssh.host_patterns", cfg.SSH.HostPatterns, []string{"*.acme"}},
+		{"resources", cfg.Resources, []string{filepath.Join(dir, "bots.yaml"), "/etc/mbot/extra.yaml"}},
+	}
+	for _, c := range checks {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s = %v, want %v", c.field, c.got, c.want)
+		}
+	}
+}
+
+func TestParseConfigExplicit(t *testing.T) {
+	dir := t.TempDir()
+	data := `cluster_name: acme
+audience: https://auth.acme.internal
+listen: 0.0.0.0:9443
+data_dir: state
+storage: {type: sqlite}
+ssh:
+  host_patterns: ["*.acme.internal", "10.0.0.*"]
+tls_names: [auth.acme.internal]
+`
+	cfg, err := authority.ParseConfig(filepath.Join(dir, "authority.yaml"), []byte(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Audience != "https://auth.acme.internal" || cfg.Listen != "0.0.0.0:9443" {
+		t.Errorf("audience/listen = %q/%q", cfg.Audience, cfg.Listen)
+	}
+	if want := filepath.Join(dir, "state"); cfg.DataDir != want {
+		t.Errorf("data_dir %q, want %q (relative to the config file)", cfg.DataDir, want)
+	}
+	if want := []string{"*.acme.internal", "10.0.0.*"}; !reflect.DeepEqual(cfg.SSH.HostPatterns, want) {
+		t.Errorf("host_patterns %v, want %v", cfg.SSH.HostPatterns, want)
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	cases := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"unknown field", "cluster_name: acme\nlisten_addr: 127.0.0.1:8443\n", []string{"authority.yaml:2:", "listen_addr"}},
+		{"unknown nested field", "cluster_name: acme\nssh:\n  host_pattern: ['*.acme']\n", []string{"authority.yaml:3:", "host_pattern"}},
+		{"unknown storage field", "cluster_name: acme\nstorage:\n  type: sqlite\n  path: /tmp/x\n", []string{"authority.yaml:4:", "path"}},
+		{"wrong type", "cluster_name: acme\nresources: bots.yaml\n", []string{"authority.yaml:2:"}},
+		{"no cluster name", "listen: 127.0.0.1:8443\n", []string{"authority.yaml:1:", "cluster_name", "is required"}},
+		{"empty file", "", []string{"cluster_name", "is required"}},
+		{"cluster name with a slash", "listen: 127.0.0.1:8443\ncluster_name: acme/prod\n", []string{"authority.yaml:2:", "cluster_name", "SPIFFE"}},
+		{"listen without port", "cluster_name: acme\nlisten: localhost\n", []string{"authority.yaml:2:", "listen", "host:port"}},
+		{"unknown storage", "cluster_name: acme\nstorage:\n  type: mysql\n", []string{"authority.yaml:3:", "storage.type", `"mysql"`}},
+		{"postgres not yet", "cluster_name: acme\nstorage: {type: postgres, dsn: 'postgres://x'}\n", []string{"authority.yaml:2:", "postgres"}},
+		{"host pattern with a space", "cluster_name: acme\nssh:\n  host_patterns: ['a b']\n", []string{"authority.yaml:3:", "ssh.host_patterns"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := authority.ParseConfig("authority.yaml", []byte(tc.yaml))
+			if err == nil {
+				t.Fatalf("accepted; want an error mentioning %q", tc.want)
+			}
+			for _, f := range tc.want {
+				if !strings.Contains(err.Error(), f) {
+					t.Errorf("error %q does not mention %q", err, f)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,95 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// maxBatch bounds how many joins share one transaction.
+const maxBatch = 256
+
+// pendingWrite is one join's (or refusal's) change to the store, waiting for its commit.
+type pendingWrite struct {
+	proofID string // empty for an audit record alone
+	expires time.Time
+	event   *AuditEvent
+	result  chan error
+}
+
+// commit hands w to the committer and waits until it is durable. Joins that
+// arrive while a transaction commits share the next one (group commit):
+// SQLite has one writer, so this is what lets it keep up with thousands of
+// joins per second, and each join still returns only after its commit.
+func (s *Store) commit(ctx context.Context, w *pendingWrite) error {
+	if w.event.Time.IsZero() {
+		w.event.Time = time.Now().UTC()
+	}
+	w.result = make(chan error, 1)
+	select {
+	case s.writes <- w:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Once queued, the write happens whatever the caller does; wait for it so
+	// that a replay is never reported as a success.
+	return <-w.result
+}
+
+func (s *Store) commitLoop() {
+	defer close(s.done)
+	batch := make([]*pendingWrite, 0, maxBatch)
+	for w := range s.writes {
+		batch = append(batch[:0], w)
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case w, ok := <-s.writes:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, w)
+			default:
+				break drain
+			}
+		}
+		s.commitBatch(batch)
+	}
+}
+
+// commitBatch writes a batch in one transaction. A replayed proof fails only
+// its own write; a database error fails the whole batch.
+func (s *Store) commitBatch(batch []*pendingWrite) {
+	results := make([]error, len(batch))
+	err := func() error {
+		ctx := context.Background()
+		tx, err := s.write.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		for i, w := range batch {
+			if w.proofID != "" {
+				res, err := tx.ExecContext(ctx, `INSERT INTO used_proofs (id, expires) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`,
+					w.proofID, w.expires.Unix())
+				if err != nil {
+					return err
+				}
+				if n, _ := res.RowsAffected(); n == 0 {
+					results[i] = ErrReplay
+					continue
+				}
+			}
+			if err := insertAudit(ctx, tx, w.event); err != nil {
+				return err
+			}
+		}
+		return tx.Commit()
+	}()
+	for i, w := range batch {
+		if err != nil {
+			results[i] = fmt.Errorf("writing to the store: %w", err)
+		}
+		w.result <- results[i]
+	}
+}

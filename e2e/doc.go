@@ -1,0 +1,2 @@
+// Package e2e holds mbot's end-to-end tests.
+package e2e
