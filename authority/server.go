@@ -2,8 +2,7 @@ package authority
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
@@ -72,8 +71,10 @@ func writeError(w http.ResponseWriter, err error) {
 // ServingTLS returns a TLS config with a fresh serving certificate for the
 // listen address and tls_names, signed by the authority's TLS CA. The CA
 // certificate is sent along so that clients can check it against their pin.
+// The serving key is Ed25519: only mbot clients and tools on TLS 1.3 talk to
+// the authority, and it signs each handshake in half the time of P-256.
 func (a *Authority) ServingTLS() (*tls.Config, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +83,11 @@ func (a *Authority) ServingTLS() (*tls.Config, error) {
 		return nil, err
 	}
 	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
+		MinVersion:       tls.VersionTLS12,
+		CurvePreferences: identity.TLSCurves,
+		// Clients are one-shot processes that never resume a session, so a
+		// ticket would be work and a write for nothing.
+		SessionTicketsDisabled: true,
 		Certificates: []tls.Certificate{{
 			Certificate: [][]byte{cert.Raw, a.cas.TLSCert.Raw},
 			PrivateKey:  key,
@@ -123,7 +128,10 @@ func (a *Authority) Serve(ctx context.Context, ready func(addr net.Addr)) error 
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", a.cfg.Listen)
+	// Joins are one short request per connection: TCP keepalive probes would
+	// never fire, and setting them up costs four syscalls per connection.
+	lc := net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{Enable: false}, KeepAlive: -1}
+	ln, err := lc.Listen(ctx, "tcp", a.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", a.cfg.Listen, err)
 	}

@@ -39,7 +39,7 @@ func NewAPI(authorityURL, caPin string) (*API, error) {
 	if u.Scheme != "https" {
 		return nil, fmt.Errorf("--authority %q must use https://", authorityURL)
 	}
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, CurvePreferences: identity.TLSCurves}
 	if caPin != "" {
 		pin, err := parsePin(caPin)
 		if err != nil {
@@ -53,7 +53,7 @@ func NewAPI(authorityURL, caPin string) (*API, error) {
 	}
 	transport := &http.Transport{
 		TLSClientConfig:     tlsCfg,
-		DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: -1}).DialContext,
 		TLSHandshakeTimeout: 10 * time.Second,
 		MaxIdleConnsPerHost: 1,
 		ForceAttemptHTTP2:   false,

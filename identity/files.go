@@ -125,8 +125,11 @@ func ensureNewline(s string) string {
 }
 
 // WriteDir replaces dir with exactly files, all at once: the files are
-// written and synced in a private temporary directory beside dir, which is
-// then renamed into place. A failure at any point leaves dir as it was.
+// written in a private temporary directory beside dir, which is then renamed
+// into place. A failure at any point leaves dir as it was. Files are not
+// fsynced one by one: the credentials are short-lived and re-issued by the
+// next run, so surviving a power cut is not worth ten fsyncs per run; only
+// the final rename is synced.
 // An existing dir is replaced only if it holds nothing but files mbot
 // writes, so a mistyped --out never deletes someone's files.
 func WriteDir(dir string, files []File) error {
@@ -150,7 +153,7 @@ func WriteDir(dir string, files []File) error {
 		return err
 	}
 	for _, f := range files {
-		if err := writeSynced(filepath.Join(tmp, f.Name), f.Data, f.Mode); err != nil {
+		if err := writeNew(filepath.Join(tmp, f.Name), f.Data, f.Mode); err != nil {
 			return fmt.Errorf("writing %s: %w", f.Name, err)
 		}
 	}
@@ -208,16 +211,12 @@ func checkReplaceable(dir string, files []File) error {
 	return nil
 }
 
-func writeSynced(path string, data []byte, mode fs.FileMode) error {
+func writeNew(path string, data []byte, mode fs.FileMode) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
 		return err
 	}
 	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
 		f.Close()
 		return err
 	}

@@ -68,10 +68,10 @@ func (s *Store) commitBatch(batch []*pendingWrite) {
 			return err
 		}
 		defer tx.Rollback()
+		useProof, addAudit := tx.StmtContext(ctx, s.useProof), tx.StmtContext(ctx, s.addAudit)
 		for i, w := range batch {
 			if w.proofID != "" {
-				res, err := tx.ExecContext(ctx, `INSERT INTO used_proofs (id, expires) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`,
-					w.proofID, w.expires.Unix())
+				res, err := useProof.ExecContext(ctx, w.proofID, w.expires.Unix())
 				if err != nil {
 					return err
 				}
@@ -80,7 +80,7 @@ func (s *Store) commitBatch(batch []*pendingWrite) {
 					continue
 				}
 			}
-			if err := insertAudit(ctx, tx, w.event); err != nil {
+			if err := insertAudit(ctx, addAudit, w.event); err != nil {
 				return err
 			}
 		}

@@ -60,6 +60,9 @@ type AuditFilter struct {
 type Store struct {
 	write *sql.DB // one connection: SQLite has one writer at a time anyway
 	read  *sql.DB
+	// useProof and addAudit are prepared once: SQLite parses a statement
+	// in about the time it takes to run it.
+	useProof, addAudit *sql.Stmt
 	// writes feeds the group committer (see commit.go).
 	writes chan *pendingWrite
 	done   chan struct{}
@@ -69,7 +72,7 @@ const schema = `
 CREATE TABLE IF NOT EXISTS cas (name TEXT PRIMARY KEY, pem BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS resources (kind TEXT NOT NULL, name TEXT NOT NULL, body BLOB NOT NULL,
 	updated INTEGER NOT NULL, PRIMARY KEY (kind, name));
-CREATE TABLE IF NOT EXISTS used_proofs (id TEXT PRIMARY KEY, expires INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS used_proofs (id TEXT PRIMARY KEY, expires INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS used_proofs_expires ON used_proofs (expires);
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL,
 	event TEXT NOT NULL, allowed INTEGER NOT NULL, bot TEXT NOT NULL, record TEXT NOT NULL);
@@ -82,6 +85,17 @@ func OpenSQLite(ctx context.Context, dataDir string) (*Store, error) {
 		return nil, fmt.Errorf("creating data_dir %s: %w", dataDir, err)
 	}
 	path := filepath.Join(dataDir, "mbot.db")
+	// Create the database 0600 before SQLite opens it: SQLite gives the -wal
+	// and -shm files, which hold recent writes (CA keys among them), the mode
+	// of the database file.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	f.Close()
+	if err := os.Chmod(path, 0o600); err != nil {
+		return nil, err
+	}
 	// WAL lets readers run beside the writer; synchronous=NORMAL keeps each
 	// commit durable against a process crash without an fsync per join.
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)"
@@ -94,10 +108,6 @@ func OpenSQLite(ctx context.Context, dataDir string) (*Store, error) {
 		write.Close()
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		write.Close()
-		return nil, err
-	}
 	read, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
 	if err != nil {
 		write.Close()
@@ -105,6 +115,14 @@ func OpenSQLite(ctx context.Context, dataDir string) (*Store, error) {
 	}
 	read.SetMaxOpenConns(4)
 	st := &Store{write: write, read: read, writes: make(chan *pendingWrite, 1024), done: make(chan struct{})}
+	if st.useProof, err = write.PrepareContext(ctx, `INSERT INTO used_proofs (id, expires) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`); err == nil {
+		st.addAudit, err = write.PrepareContext(ctx, `INSERT INTO audit (time, event, allowed, bot, record) VALUES (?, ?, ?, ?, ?)`)
+	}
+	if err != nil {
+		read.Close()
+		write.Close()
+		return nil, err
+	}
 	go st.commitLoop()
 	return st, nil
 }
@@ -187,11 +205,7 @@ func (s *Store) Audit(ctx context.Context, ev *AuditEvent) error {
 	return s.commit(ctx, &pendingWrite{event: ev})
 }
 
-type execer interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-}
-
-func insertAudit(ctx context.Context, db execer, ev *AuditEvent) error {
+func insertAudit(ctx context.Context, stmt *sql.Stmt, ev *AuditEvent) error {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now().UTC()
 	}
@@ -199,8 +213,7 @@ func insertAudit(ctx context.Context, db execer, ev *AuditEvent) error {
 	if err != nil {
 		return err
 	}
-	_, err = db.ExecContext(ctx, `INSERT INTO audit (time, event, allowed, bot, record) VALUES (?, ?, ?, ?, ?)`,
-		ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record)
+	_, err = stmt.ExecContext(ctx, ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record)
 	return err
 }
 
