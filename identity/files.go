@@ -137,6 +137,17 @@ func WriteDir(dir string, files []File) error {
 	if err != nil {
 		return err
 	}
+	// A symlinked --out means its target, existing or not: replace that, keep the link.
+	for range 8 {
+		target, err := os.Readlink(dir)
+		if err != nil {
+			break
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(dir), target)
+		}
+		dir = target
+	}
 	if err := checkReplaceable(dir, files); err != nil {
 		return err
 	}
@@ -157,15 +168,15 @@ func WriteDir(dir string, files []File) error {
 			return fmt.Errorf("writing %s: %w", f.Name, err)
 		}
 	}
-	if _, err := os.Stat(dir); err == nil {
-		old := tmp + ".old"
-		if err := os.Rename(dir, old); err != nil {
-			return fmt.Errorf("replacing %s: %w", dir, err)
+	if _, err := os.Stat(dir); err != nil {
+		if err := os.Rename(tmp, dir); err != nil {
+			return fmt.Errorf("moving identity into %s: %w", dir, err)
 		}
-		defer os.RemoveAll(old)
+		return syncDir(parent)
 	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return fmt.Errorf("moving identity into %s: %w", dir, err)
+	// tmp now holds the old identity, which the deferred RemoveAll deletes.
+	if err := swapDirs(tmp, dir); err != nil {
+		return fmt.Errorf("replacing %s: %w", dir, err)
 	}
 	return syncDir(parent)
 }

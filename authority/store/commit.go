@@ -9,6 +9,10 @@ import (
 // maxBatch bounds how many joins share one transaction.
 const maxBatch = 256
 
+// commitLinger is how long a commit waits for more joins to share it; it is
+// small next to a join's TLS handshake and signature checks.
+const commitLinger = time.Millisecond
+
 // pendingWrite is one join's (or refusal's) change to the store, waiting for its commit.
 type pendingWrite struct {
 	proofID string // empty for an audit record alone
@@ -39,20 +43,26 @@ func (s *Store) commit(ctx context.Context, w *pendingWrite) error {
 func (s *Store) commitLoop() {
 	defer close(s.done)
 	batch := make([]*pendingWrite, 0, maxBatch)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for w := range s.writes {
 		batch = append(batch[:0], w)
-	drain:
+		// Wait a moment for the joins running beside this one: one commit
+		// for many joins costs a few WAL writes instead of a few per join.
+		linger.Reset(commitLinger)
+	collect:
 		for len(batch) < maxBatch {
 			select {
 			case w, ok := <-s.writes:
 				if !ok {
-					break drain
+					break collect
 				}
 				batch = append(batch, w)
-			default:
-				break drain
+			case <-linger.C:
+				break collect
 			}
 		}
+		linger.Stop()
 		s.commitBatch(batch)
 	}
 }

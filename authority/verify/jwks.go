@@ -27,7 +27,8 @@ type jwksCache struct {
 
 	mu      sync.Mutex // held while fetching, so concurrent misses fetch once
 	keys    []jose.JSONWebKey
-	fetched time.Time
+	fetched time.Time // last fetch attempt, successful or not
+	lastErr error     // the error of that attempt
 }
 
 func newJWKSCache(url string, client *http.Client) *jwksCache {
@@ -69,9 +70,19 @@ func (c *jwksCache) refresh(ctx context.Context) ([]jose.JSONWebKey, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.fetched.IsZero() && time.Since(c.fetched) < minKeyRefresh {
-		return c.keys, nil
+		return c.keys, c.lastErr
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	keys, err := c.fetch(ctx)
+	c.fetched, c.lastErr = time.Now(), err
+	if err != nil {
+		return c.keys, err // keep the keys we had: the issuer may be down briefly
+	}
+	c.keys = keys
+	return keys, nil
+}
+
+func (c *jwksCache) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url, nil)
 	if err != nil {
@@ -93,8 +104,7 @@ func (c *jwksCache) refresh(ctx context.Context) ([]jose.JSONWebKey, error) {
 	if err := json.Unmarshal(body, &set); err != nil {
 		return nil, fmt.Errorf("fetching keys: %s is not a JWKS: %w", c.url, err)
 	}
-	c.keys, c.fetched = set.Keys, time.Now()
-	return c.keys, nil
+	return set.Keys, nil
 }
 
 func verifyWith(jws *jose.JSONWebSignature, keys []jose.JSONWebKey, kid string) ([]byte, bool) {

@@ -1,0 +1,90 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestCloseFinishesPendingWrites queues writes behind the committer and
+// closes at once: Close must return only after every queued write has been
+// committed and answered.
+func TestCloseFinishesPendingWrites(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	st, err := OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	pending := make([]*pendingWrite, n)
+	for i := range pending {
+		w := &pendingWrite{proofID: fmt.Sprintf("jti-%d", i),
+			expires: time.Now().Add(time.Hour), event: &AuditEvent{Event: "join", Allowed: true, Bot: "deployer", Time: time.Now()},
+			result: make(chan error, 1)}
+		pending[i] = w
+		st.writes <- w
+	}
+	if err := st.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	for i, w := range pending {
+		select {
+		case err := <-w.result:
+			if err != nil {
+				t.Errorf("write %d: %v", i, err)
+			}
+		default:
+			t.Fatalf("Close returned before write %d was answered", i)
+		}
+	}
+	st, err = OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	got, err := st.ListAudit(ctx, AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n {
+		t.Errorf("after Close the audit has %d records, want the %d queued", len(got), n)
+	}
+}
+
+// TestCommitBatch checks that a batch with a replay inside it fails only
+// that write, and a proof used twice in one batch is admitted once.
+func TestCommitBatch(t *testing.T) {
+	ctx := context.Background()
+	st, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	exp := time.Now().Add(time.Hour)
+	mk := func(id string) *pendingWrite {
+		return &pendingWrite{proofID: id, expires: exp, event: &AuditEvent{Event: "join", Allowed: true, Bot: id, Time: time.Now()},
+			result: make(chan error, 1)}
+	}
+	batch := []*pendingWrite{mk("a"), mk("b"), mk("a"), {event: &AuditEvent{Event: "join", Bot: "refusal", Time: time.Now()}, result: make(chan error, 1)}, mk("c")}
+	st.commitBatch(batch)
+	want := []error{nil, nil, ErrReplay, nil, nil}
+	for i, w := range batch {
+		if err := <-w.result; err != want[i] {
+			t.Errorf("write %d (%q): %v, want %v", i, w.proofID, err, want[i])
+		}
+	}
+	got, err := st.ListAudit(ctx, AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bots []string
+	for _, ev := range got {
+		bots = append(bots, ev.Bot)
+	}
+	if len(bots) != 4 || bots[0] != "c" || bots[1] != "refusal" || bots[2] != "b" || bots[3] != "a" {
+		t.Errorf("audit holds %v, want [c refusal b a]", bots)
+	}
+}

@@ -1,0 +1,285 @@
+package client_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mbot-dev/mbot/client"
+	"github.com/mbot-dev/mbot/identity"
+)
+
+// testCA is a TLS CA like the authority's: an ECDSA P-256 key and a
+// self-signed CA certificate.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+func newCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert: cert, key: key}
+}
+
+// pin is the CA pin of SPEC §3: sha256 of the DER SubjectPublicKeyInfo.
+func (ca *testCA) pin() string {
+	sum := sha256.Sum256(ca.cert.RawSubjectPublicKeyInfo)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// leaf is a serving certificate's shape; zero fields take working defaults.
+type leaf struct {
+	dnsNames []string
+	ips      []net.IP
+	eku      []x509.ExtKeyUsage
+	notAfter time.Time
+}
+
+// issue signs a serving certificate and returns the chain [leaf, CA] as a
+// server presents it.
+func (ca *testCA) issue(t *testing.T, l leaf) tls.Certificate {
+	t.Helper()
+	if l.eku == nil {
+		l.eku = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	}
+	if l.notAfter.IsZero() {
+		l.notAfter = time.Now().Add(time.Hour)
+	}
+	key := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "mbot authority"},
+		NotBefore:    time.Now().Add(-2 * time.Hour),
+		NotAfter:     l.notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  l.eku,
+		DNSNames:     l.dnsNames,
+		IPAddresses:  l.ips,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der, ca.cert.Raw}, PrivateKey: key}
+}
+
+var loopback = leaf{dnsNames: []string{"localhost"}, ips: []net.IP{net.IPv4(127, 0, 0, 1)}}
+
+// startAuthority serves handler over TLS with chain as its certificate.
+func startAuthority(t *testing.T, chain tls.Certificate, handler http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(handler)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{chain}}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// pingHandler answers /v1/ping like an authority of cluster acme.
+func pingHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+identity.PathPing, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(identity.PingResponse{ClusterName: "acme", Audience: "acme",
+			Version: "test", Methods: []string{"github", "gitlab"}})
+	})
+	return mux
+}
+
+func ping(t *testing.T, url, pin string) (*identity.PingResponse, error) {
+	t.Helper()
+	api, err := client.NewAPI(url, pin)
+	if err != nil {
+		t.Fatalf("NewAPI: %v", err)
+	}
+	defer api.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return api.Ping(ctx)
+}
+
+func TestNewAPIRefuses(t *testing.T) {
+	validPin := "sha256:" + strings.Repeat("ab", 32)
+	tests := []struct {
+		name, url, pin, want string
+	}{
+		{"plain http", "http://auth.acme.internal:8443", validPin, "must use https://"},
+		{"no scheme", "auth.acme.internal:8443", validPin, "is not a URL"},
+		{"empty", "", validPin, "is not a URL"},
+		{"pin without prefix", "https://auth.acme.internal:8443", strings.Repeat("ab", 32), "mbot authority export --type ca-pin"},
+		{"pin with another hash", "https://auth.acme.internal:8443", "sha1:" + strings.Repeat("ab", 20), "mbot authority export --type ca-pin"},
+		{"pin too short", "https://auth.acme.internal:8443", "sha256:" + strings.Repeat("ab", 31), "mbot authority export --type ca-pin"},
+		{"pin too long", "https://auth.acme.internal:8443", validPin + "ab", "mbot authority export --type ca-pin"},
+		{"pin not hex", "https://auth.acme.internal:8443", "sha256:" + strings.Repeat("zz", 32), "mbot authority export --type ca-pin"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			api, err := client.NewAPI(tc.url, tc.pin)
+			if err == nil {
+				api.CloseIdleConnections()
+				t.Fatalf("NewAPI(%q, %q) succeeded", tc.url, tc.pin)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestPinnedConnection(t *testing.T) {
+	ca := newCA(t, "acme TLS CA")
+	other := newCA(t, "another CA")
+	good := startAuthority(t, ca.issue(t, loopback), pingHandler())
+	localhostURL := strings.Replace(good.URL, "127.0.0.1", "localhost", 1)
+	// A leaf from another CA, presented with the pinned CA's (public) certificate.
+	impostorChain := other.issue(t, loopback)
+	impostorChain.Certificate = append(impostorChain.Certificate, ca.cert.Raw)
+	impostor := startAuthority(t, impostorChain, pingHandler())
+	leafPinned := startAuthority(t, ca.issue(t, loopback), pingHandler())
+	leafCert, _ := x509.ParseCertificate(leafPinned.TLS.Certificates[0].Certificate[0])
+	leafSum := sha256.Sum256(leafCert.RawSubjectPublicKeyInfo)
+
+	tests := []struct {
+		name string
+		url  string
+		pin  string
+		want string // "" means the ping succeeds
+	}{
+		{"right pin", good.URL, ca.pin(), ""},
+		{"right pin by host name", localhostURL, ca.pin(), ""},
+		{"right pin in upper case", good.URL, "sha256:" + strings.ToUpper(strings.TrimPrefix(ca.pin(), "sha256:")), ""},
+		{"wrong pin", good.URL, other.pin(), "does not match --ca-pin " + other.pin()},
+		{"pin of the leaf, not a CA", leafPinned.URL, "sha256:" + hex.EncodeToString(leafSum[:]), "does not match --ca-pin"},
+		{"leaf of another CA beside the pinned CA", impostor.URL, ca.pin(), "not valid for 127.0.0.1"},
+		{"leaf not for the host name", startAuthority(t, ca.issue(t, leaf{dnsNames: []string{"auth.acme.internal"}}), pingHandler()).URL,
+			ca.pin(), "not valid for 127.0.0.1"},
+		{"leaf expired", startAuthority(t, ca.issue(t, leaf{ips: loopback.ips, notAfter: time.Now().Add(-time.Minute)}), pingHandler()).URL,
+			ca.pin(), "not valid for 127.0.0.1"},
+		{"leaf for clients only", startAuthority(t, ca.issue(t, leaf{ips: loopback.ips, eku: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}), pingHandler()).URL,
+			ca.pin(), "not valid for 127.0.0.1"},
+		// Without a pin the system roots apply, which do not hold the test CA.
+		{"no pin", good.URL, "", "cannot reach the authority"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ping(t, tc.url, tc.pin)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Ping: %v", err)
+				}
+				if got.ClusterName != "acme" || got.Audience != "acme" || len(got.Methods) != 2 {
+					t.Errorf("Ping = %+v, want cluster acme", got)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Ping succeeded (%+v), want an error containing %q", got, tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestAPIErrors(t *testing.T) {
+	ca := newCA(t, "acme TLS CA")
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+identity.PathJoin, func(w http.ResponseWriter, r *http.Request) {
+		var req identity.JoinRequest
+		if r.Header.Get("Content-Type") != "application/json" || json.NewDecoder(r.Body).Decode(&req) != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			_ = json.NewEncoder(w).Encode(identity.ErrorResponse{Code: identity.CodeBadRequest, Message: "not JSON"})
+			return
+		}
+		if req.JoinToken == "github-deploy" {
+			_ = json.NewEncoder(w).Encode(identity.JoinResponse{ClusterName: "acme", Bot: "deployer", JoinToken: req.JoinToken})
+			return
+		}
+		w.WriteHeader(http.StatusForbidden)
+		_ = json.NewEncoder(w).Encode(identity.ErrorResponse{Code: identity.CodeUnknownJoinToken,
+			Message: `join token "` + req.JoinToken + `" does not exist`})
+	})
+	mux.HandleFunc("GET "+identity.PathPing, func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "upstream down", http.StatusBadGateway)
+	})
+	srv := startAuthority(t, ca.issue(t, loopback), mux)
+	api, err := client.NewAPI(srv.URL, ca.pin())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.CloseIdleConnections()
+	ctx := context.Background()
+
+	resp, err := api.Join(ctx, &identity.JoinRequest{JoinToken: "github-deploy", Method: "github", Proof: "jwt"})
+	if err != nil {
+		t.Fatalf("Join: %v", err)
+	}
+	if resp.Bot != "deployer" || resp.JoinToken != "github-deploy" {
+		t.Errorf("Join = %+v, want bot deployer", resp)
+	}
+
+	_, err = api.Join(ctx, &identity.JoinRequest{JoinToken: "nope", Method: "github", Proof: "jwt"})
+	var refusal *identity.Error
+	if !errors.As(err, &refusal) {
+		t.Fatalf("Join with an unknown token: %v (%T), want an *identity.Error", err, err)
+	}
+	if refusal.Code != identity.CodeUnknownJoinToken || refusal.Message != `join token "nope" does not exist` {
+		t.Errorf("refusal = %+v, want code %s and the authority's message", refusal, identity.CodeUnknownJoinToken)
+	}
+
+	_, err = api.Ping(ctx)
+	if err == nil || errors.As(err, &refusal) {
+		t.Fatalf("Ping of a non-JSON 502: %v, want a plain error", err)
+	}
+	for _, want := range []string{"502 Bad Gateway", identity.PathPing, "mbot authority"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
