@@ -93,7 +93,7 @@ func SignHost(ctx context.Context, st *store.Store, cas *CAs, names []string, tt
 		return nil, err
 	}
 	ev := &store.AuditEvent{Event: "sign.host", Allowed: true, Message: "host certificate for " + strings.Join(names, ","),
-		Serials: []string{fmt.Sprintf("ssh:%d", serial), "tls:" + serialString(tlsCert.SerialNumber)}, NotAfter: notAfter}
+		Serials: []string{fmt.Sprintf("ssh:%d", serial), "tls:" + serialString(tlsCert.Serial)}, NotAfter: notAfter}
 	if err := st.Audit(ctx, ev); err != nil {
 		return nil, fmt.Errorf("recording the signing in the audit log: %w", err)
 	}
@@ -102,7 +102,7 @@ func SignHost(ctx context.Context, st *store.Store, cas *CAs, names []string, tt
 		{Name: "key.pub", Data: []byte(keys.SSHPublicKey()), Mode: 0o644},
 		{Name: "key-cert.pub", Data: ssh.MarshalAuthorizedKey(hostCert), Mode: 0o644},
 		{Name: "tls.key", Data: tlsKeyPEM, Mode: 0o600},
-		{Name: "tls.crt", Data: []byte(CertPEM(tlsCert)), Mode: 0o644},
+		{Name: "tls.crt", Data: []byte(tlsCert.PEM()), Mode: 0o644},
 		{Name: "ca.crt", Data: cas.TLSCertPEM, Mode: 0o644},
 	}, nil
 }

@@ -205,9 +205,9 @@ func (a *Authority) signOutput(bot, joinToken, output string, g *policy.Grant, k
 		Roles:          g.Roles,
 		Logins:         nonNil(g.Logins),
 		SSHCertificate: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshCert))),
-		TLSCertificate: CertPEM(tlsCert),
+		TLSCertificate: tlsCert.PEM(),
 		SSHSerial:      serial,
-		TLSSerial:      serialString(tlsCert.SerialNumber),
+		TLSSerial:      serialString(tlsCert.Serial),
 		NotBefore:      tlsCert.NotBefore,
 		NotAfter:       notAfter,
 	}, nil

@@ -85,7 +85,7 @@ type TLSClientRequest struct {
 
 // SignTLSClient issues an mTLS client certificate: CN = bot name, URI SAN
 // spiffe://<cluster>/bot/<bot>, roles in OU.
-func (c *CAs) SignTLSClient(r TLSClientRequest) (*x509.Certificate, error) {
+func (c *CAs) SignTLSClient(r TLSClientRequest) (*SignedCert, error) {
 	spiffe := &url.URL{Scheme: "spiffe", Host: r.Cluster, Path: "/bot/" + r.Bot}
 	return c.signTLS(&x509.Certificate{
 		Subject:     pkix.Name{CommonName: r.Bot, Organization: []string{r.Cluster}, OrganizationalUnit: r.Roles},
@@ -97,7 +97,7 @@ func (c *CAs) SignTLSClient(r TLSClientRequest) (*x509.Certificate, error) {
 }
 
 // SignTLSServer issues a server certificate for DNS names and IP addresses.
-func (c *CAs) SignTLSServer(pub any, names []string, notAfter time.Time) (*x509.Certificate, error) {
+func (c *CAs) SignTLSServer(pub any, names []string, notAfter time.Time) (*SignedCert, error) {
 	tmpl := &x509.Certificate{
 		NotAfter:    notAfter,
 		KeyUsage:    x509.KeyUsageDigitalSignature,
@@ -116,7 +116,21 @@ func (c *CAs) SignTLSServer(pub any, names []string, notAfter time.Time) (*x509.
 	return c.signTLS(tmpl, pub)
 }
 
-func (c *CAs) signTLS(tmpl *x509.Certificate, pub any) (*x509.Certificate, error) {
+// SignedCert is a certificate just signed: its DER and the values chosen for
+// it, so that callers need not parse back what they built.
+type SignedCert struct {
+	DER       []byte
+	Serial    *big.Int
+	NotBefore time.Time
+	NotAfter  time.Time
+}
+
+// PEM encodes the certificate.
+func (s *SignedCert) PEM() string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.DER}))
+}
+
+func (c *CAs) signTLS(tmpl *x509.Certificate, pub any) (*SignedCert, error) {
 	tmpl.SerialNumber = randomSerial()
 	tmpl.NotBefore = time.Now().Add(-clockSkew)
 	if tmpl.NotAfter.After(c.TLSCert.NotAfter) {
@@ -126,12 +140,7 @@ func (c *CAs) signTLS(tmpl *x509.Certificate, pub any) (*x509.Certificate, error
 	if err != nil {
 		return nil, fmt.Errorf("signing TLS certificate: %w", err)
 	}
-	return x509.ParseCertificate(der)
-}
-
-// CertPEM encodes a certificate as PEM.
-func CertPEM(cert *x509.Certificate) string {
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))
+	return &SignedCert{DER: der, Serial: tmpl.SerialNumber, NotBefore: tmpl.NotBefore, NotAfter: tmpl.NotAfter}, nil
 }
 
 // serialString formats a serial the way openssl prints it.

@@ -15,14 +15,15 @@ const (
 	PathJoin = "/v1/join"
 )
 
-// TLSCurves are the key exchanges of the authority's API. The post-quantum
-// hybrid (X25519MLKEM768) is left out on purpose: it protects recorded
-// traffic from future decryption, and nothing on this connection outlives
-// the join (the proof is single-use and expires in minutes, certificates
-// and CA bundles are public, private keys never travel), while it doubles
-// the cost of every handshake. P-256 comes first: with Go's assembly it is
-// the cheaper of the two on amd64 and arm64.
-var TLSCurves = []tls.CurveID{tls.CurveP256, tls.X25519}
+// TLSCurves are the key exchanges of the authority's API: P-256 only, which
+// every TLS client must implement. The post-quantum hybrid (X25519MLKEM768)
+// is left out on purpose: it protects recorded traffic from future
+// decryption, and nothing on this connection outlives the join (the proof is
+// single-use and expires in minutes, certificates and CA bundles are public,
+// private keys never travel), while it doubles the cost of every handshake.
+// X25519 is left out because Go ignores preference order and would pick it,
+// and with Go's assembly P-256 is the cheaper of the two.
+var TLSCurves = []tls.CurveID{tls.CurveP256}
 
 // MaxBotTTL is the longest lifetime a bot certificate may have, whatever is asked.
 const MaxBotTTL = 24 * time.Hour

@@ -9,9 +9,13 @@ import (
 // maxBatch bounds how many joins share one transaction.
 const maxBatch = 256
 
-// commitLinger is how long a commit waits for more joins to share it; it is
-// small next to a join's TLS handshake and signature checks.
-const commitLinger = time.Millisecond
+// commitLinger is how long a commit waits for more joins to share it when
+// joins are arriving back to back; it is small next to a join's TLS
+// handshake and signature checks. An idle authority commits at once.
+const (
+	commitLinger = 3 * time.Millisecond
+	busyWindow   = 10 * time.Millisecond
+)
 
 // pendingWrite is one join's (or refusal's) change to the store, waiting for its commit.
 type pendingWrite struct {
@@ -45,11 +49,17 @@ func (s *Store) commitLoop() {
 	batch := make([]*pendingWrite, 0, maxBatch)
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
+	var lastCommit time.Time
 	for w := range s.writes {
 		batch = append(batch[:0], w)
-		// Wait a moment for the joins running beside this one: one commit
-		// for many joins costs a few WAL writes instead of a few per join.
-		linger.Reset(commitLinger)
+		// Under load, wait a moment for the joins running beside this one:
+		// one commit for many joins costs a few WAL writes instead of a few
+		// per join. Otherwise take only what is already queued.
+		if time.Since(lastCommit) < busyWindow {
+			linger.Reset(commitLinger)
+		} else {
+			linger.Reset(0)
+		}
 	collect:
 		for len(batch) < maxBatch {
 			select {
@@ -64,6 +74,7 @@ func (s *Store) commitLoop() {
 		}
 		linger.Stop()
 		s.commitBatch(batch)
+		lastCommit = time.Now()
 	}
 }
 
