@@ -33,13 +33,21 @@ type Authority struct {
 	// state is swapped whole when resources change, so joins never lock.
 	state    atomic.Pointer[state]
 	reloadMu sync.Mutex
+	// checked is when (UnixNano) the store's resources version was last compared.
+	checked atomic.Int64
 }
 
 // state is one consistent view of the resources with their join tokens compiled.
 type state struct {
 	set    *resources.Set
 	tokens map[string]*compiledToken
+	// version is the store's resources version this state was built from.
+	version int64
 }
+
+// reloadInterval bounds how stale a join's view of resources changed by
+// another process (mbot apply on the authority host, another replica) can be.
+const reloadInterval = 250 * time.Millisecond
 
 type compiledToken struct {
 	token    *resources.JoinToken
@@ -66,24 +74,54 @@ func Open(ctx context.Context, cfg *Config, opts Options) (*Authority, error) {
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Timeout: 15 * time.Second}
 	}
+	a, err := openStore(ctx, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.applyFiles(ctx); err != nil {
+		a.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// OpenLocal opens an authority's store for admin commands on its host (like
+// tctl): resources can be read and changed, and a running authority on the
+// same store picks the changes up. Resource files are not re-applied.
+func OpenLocal(ctx context.Context, cfg *Config, opts Options) (*Authority, error) {
+	a, err := openStore(ctx, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.reload(ctx); err != nil {
+		a.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func openStore(ctx context.Context, cfg *Config, opts Options) (*Authority, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: 15 * time.Second}
+	}
 	st, err := store.OpenSQLite(ctx, cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
 	a := &Authority{cfg: cfg, store: st, log: opts.Logger,
 		env: &verify.Env{Audience: cfg.Audience, HTTPClient: opts.HTTPClient, Now: opts.Now}}
-	if err := a.open(ctx); err != nil {
+	if a.cas, err = LoadCAs(ctx, st, cfg.ClusterName); err != nil {
 		st.Close()
 		return nil, err
 	}
 	return a, nil
 }
 
-func (a *Authority) open(ctx context.Context) error {
-	var err error
-	if a.cas, err = LoadCAs(ctx, a.store, a.cfg.ClusterName); err != nil {
-		return err
-	}
+// applyFiles applies the config's resource files, as every start does.
+func (a *Authority) applyFiles(ctx context.Context) error {
 	var fromFiles []resources.Resource
 	for _, path := range a.cfg.Resources {
 		data, err := os.ReadFile(path)
@@ -96,7 +134,7 @@ func (a *Authority) open(ctx context.Context) error {
 		}
 		fromFiles = append(fromFiles, parsed...)
 	}
-	if err := a.Apply(ctx, fromFiles); err != nil {
+	if err := a.Apply(ctx, fromFiles, "resources files at start"); err != nil {
 		return err
 	}
 	return a.store.PruneProofs(ctx, time.Now())
@@ -115,25 +153,113 @@ func (a *Authority) Config() *Config { return a.cfg }
 func (a *Authority) Store() *store.Store { return a.store }
 
 // Apply checks resources against everything already stored (references,
-// join token sections), stores them and makes them effective for the next join.
-func (a *Authority) Apply(ctx context.Context, add []resources.Resource) error {
+// join token sections), stores them and makes them effective for the next
+// join. actor names who applied them, for the audit log.
+func (a *Authority) Apply(ctx context.Context, add []resources.Resource, actor string) error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	stored, err := a.loadStored(ctx)
 	if err != nil {
 		return err
 	}
-	next, err := a.compile(append(stored, add...))
+	if _, err := a.compile(append(stored, add...), 0); err != nil {
+		return err
+	}
+	rows := make([]store.StoredResource, len(add))
+	names := make([]string, len(add))
+	for i, r := range add {
+		rows[i] = store.StoredResource{Kind: r.Kind, Name: r.Name(), Body: r.Body}
+		names[i] = r.Kind + "/" + r.Name()
+	}
+	if len(rows) > 0 {
+		if err := a.store.PutResources(ctx, rows); err != nil {
+			return fmt.Errorf("storing resources: %w", err)
+		}
+		a.audit(ctx, "resource.apply", actor, strings.Join(names, " "))
+	}
+	return a.reloadLocked(ctx)
+}
+
+// Delete removes a resource unless something still refers to it.
+func (a *Authority) Delete(ctx context.Context, kind, name, actor string) error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	stored, err := a.loadStored(ctx)
 	if err != nil {
 		return err
 	}
-	for _, r := range add {
-		if err := a.store.PutResource(ctx, store.StoredResource{Kind: r.Kind, Name: r.Name(), Body: r.Body}); err != nil {
-			return fmt.Errorf("storing %s/%s: %w", r.Kind, r.Name(), err)
+	found := false
+	rest := stored[:0:0]
+	for _, r := range stored {
+		if r.Kind == kind && r.Name() == name {
+			found = true
+			continue
 		}
+		rest = append(rest, r)
+	}
+	if !found {
+		return fmt.Errorf("there is no %s named %q", kind, name)
+	}
+	if _, err := a.compile(rest, 0); err != nil {
+		return fmt.Errorf("cannot remove %s/%s: %w", kind, name, err)
+	}
+	if err := a.store.DeleteResource(ctx, kind, name); err != nil {
+		return err
+	}
+	a.audit(ctx, "resource.rm", actor, kind+"/"+name)
+	return a.reloadLocked(ctx)
+}
+
+// Resources returns the resources in effect.
+func (a *Authority) Resources() *resources.Set { return a.state.Load().set }
+
+func (a *Authority) audit(ctx context.Context, event, actor, message string) {
+	ev := &store.AuditEvent{Event: event, Allowed: true, Message: message, Remote: actor}
+	if err := a.store.Audit(ctx, ev); err != nil {
+		a.log.Error("writing audit record", "event", event, "err", err)
+	}
+}
+
+// reload rebuilds the state from the store.
+func (a *Authority) reload(ctx context.Context) error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	return a.reloadLocked(ctx)
+}
+
+func (a *Authority) reloadLocked(ctx context.Context) error {
+	version, err := a.store.ResourcesVersion(ctx)
+	if err != nil {
+		return err
+	}
+	stored, err := a.loadStored(ctx)
+	if err != nil {
+		return err
+	}
+	next, err := a.compile(stored, version)
+	if err != nil {
+		return err
 	}
 	a.state.Store(next)
+	a.checked.Store(time.Now().UnixNano())
 	return nil
+}
+
+// refresh picks up resource changes made by other processes, checking the
+// store at most every reloadInterval. A bad change keeps the current state.
+func (a *Authority) refresh(ctx context.Context) {
+	now := time.Now().UnixNano()
+	last := a.checked.Load()
+	if now-last < int64(reloadInterval) || !a.checked.CompareAndSwap(last, now) {
+		return
+	}
+	version, err := a.store.ResourcesVersion(ctx)
+	if err != nil || version == a.state.Load().version {
+		return
+	}
+	if err := a.reload(ctx); err != nil {
+		a.log.Error("reloading resources changed in the store; keeping the previous ones", "err", err)
+	}
 }
 
 func (a *Authority) loadStored(ctx context.Context) ([]resources.Resource, error) {
@@ -152,12 +278,12 @@ func (a *Authority) loadStored(ctx context.Context) ([]resources.Resource, error
 	return out, nil
 }
 
-func (a *Authority) compile(all []resources.Resource) (*state, error) {
+func (a *Authority) compile(all []resources.Resource, version int64) (*state, error) {
 	set := resources.NewSet(all)
 	if err := set.CheckReferences(); err != nil {
 		return nil, err
 	}
-	s := &state{set: set, tokens: make(map[string]*compiledToken, len(set.JoinTokens))}
+	s := &state{set: set, tokens: make(map[string]*compiledToken, len(set.JoinTokens)), version: version}
 	for name, tok := range set.JoinTokens {
 		method, ok := verify.Methods[tok.Spec.Method]
 		if !ok {

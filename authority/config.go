@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/mbot-dev/mbot/authority/resources"
 	"gopkg.in/yaml.v3"
@@ -27,6 +28,14 @@ type Config struct {
 	// TLSNames are extra DNS names and IPs for the serving certificate, for
 	// an authority reached by a name other than its listen address.
 	TLSNames []string `yaml:"tls_names"`
+	// MaxAdminTTL caps credentials signed deliberately with mbot sign --user
+	// (default 8760h); bots never get more than 24h whatever it says.
+	MaxAdminTTL Duration `yaml:"max_admin_ttl"`
+	// RequireSessionMFA and DeviceTrustMode are cluster-wide settings for
+	// people. Bots cannot satisfy them: mbot lint reports every bot that
+	// would be blocked, instead of letting it break at connect time.
+	RequireSessionMFA bool   `yaml:"require_session_mfa"`
+	DeviceTrustMode   string `yaml:"device_trust_mode"`
 
 	// path is the file the config was read from; relative paths are resolved against its directory.
 	path string
@@ -126,6 +135,14 @@ func (c *Config) checkAndSetDefaults(root *yaml.Node) error {
 	for i, r := range c.Resources {
 		c.Resources[i] = c.resolve(r)
 	}
+	if c.MaxAdminTTL == 0 {
+		c.MaxAdminTTL = Duration(8760 * time.Hour)
+	}
+	switch c.DeviceTrustMode {
+	case "", "off", "optional", "required-for-humans", "required":
+	default:
+		return fail("device_trust_mode", "%q is not one of off, optional, required-for-humans, required", c.DeviceTrustMode)
+	}
 	if len(c.SSH.HostPatterns) == 0 {
 		c.SSH.HostPatterns = []string{"*." + c.ClusterName}
 	}
@@ -136,6 +153,9 @@ func (c *Config) checkAndSetDefaults(root *yaml.Node) error {
 	}
 	return nil
 }
+
+// Duration is a time.Duration written as "720h" in YAML.
+type Duration = resources.Duration
 
 func (c *Config) resolve(p string) string {
 	if filepath.IsAbs(p) || c.path == "" {

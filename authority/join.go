@@ -48,6 +48,7 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 	if err != nil {
 		return nil, err
 	}
+	a.refresh(ctx)
 	st := a.state.Load()
 	tok, err := st.joinToken(req.JoinToken)
 	if err != nil {

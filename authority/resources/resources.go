@@ -314,3 +314,5 @@ func Lookup(n *yaml.Node, path ...string) *yaml.Node {
 	}
 	return n
 }
+
+func (d Duration) String() string { return time.Duration(d).String() }

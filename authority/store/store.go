@@ -70,6 +70,8 @@ type Store struct {
 
 const schema = `
 CREATE TABLE IF NOT EXISTS cas (name TEXT PRIMARY KEY, pem BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('resources_version', 0);
 CREATE TABLE IF NOT EXISTS resources (kind TEXT NOT NULL, name TEXT NOT NULL, body BLOB NOT NULL,
 	updated INTEGER NOT NULL, PRIMARY KEY (kind, name));
 CREATE TABLE IF NOT EXISTS used_proofs (id TEXT PRIMARY KEY, expires INTEGER NOT NULL) WITHOUT ROWID;
@@ -155,24 +157,57 @@ func (s *Store) CreateCA(ctx context.Context, name string, pem []byte) ([]byte, 
 	return stored, err
 }
 
-// PutResource creates or replaces a resource.
-func (s *Store) PutResource(ctx context.Context, r StoredResource) error {
-	_, err := s.write.ExecContext(ctx, `INSERT INTO resources (kind, name, body, updated) VALUES (?, ?, ?, ?)
-		ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body, updated = excluded.updated`,
-		r.Kind, r.Name, r.Body, time.Now().UnixNano())
-	return err
+// PutResources creates or replaces resources in one transaction.
+func (s *Store) PutResources(ctx context.Context, rs []StoredResource) error {
+	return s.changeResources(ctx, func(tx *sql.Tx) error {
+		now := time.Now().UnixNano()
+		for _, r := range rs {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO resources (kind, name, body, updated) VALUES (?, ?, ?, ?)
+				ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body, updated = excluded.updated`,
+				r.Kind, r.Name, r.Body, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // DeleteResource removes a resource, or returns ErrNotFound.
 func (s *Store) DeleteResource(ctx context.Context, kind, name string) error {
-	res, err := s.write.ExecContext(ctx, `DELETE FROM resources WHERE kind = ? AND name = ?`, kind, name)
+	return s.changeResources(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM resources WHERE kind = ? AND name = ?`, kind, name)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+}
+
+// changeResources runs change and bumps the resources version in one
+// transaction, so that every authority process sharing the store notices.
+func (s *Store) changeResources(ctx context.Context, change func(*sql.Tx) error) error {
+	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return ErrNotFound
+	defer tx.Rollback()
+	if err := change(tx); err != nil {
+		return err
 	}
-	return nil
+	if _, err := tx.ExecContext(ctx, `UPDATE meta SET value = value + 1 WHERE key = 'resources_version'`); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// ResourcesVersion changes whenever a resource is put or deleted, by any process.
+func (s *Store) ResourcesVersion(ctx context.Context) (int64, error) {
+	var v int64
+	err := s.read.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'resources_version'`).Scan(&v)
+	return v, err
 }
 
 // Resources lists every stored resource.

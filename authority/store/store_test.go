@@ -159,7 +159,7 @@ func TestResources(t *testing.T) {
 		{Kind: "role", Name: "audit-read", Body: []byte("audit")},
 		{Kind: "role", Name: "deploy", Body: []byte("v2")}, // replaces v1
 	} {
-		if err := st.PutResource(ctx, r); err != nil {
+		if err := st.PutResources(ctx, []store.StoredResource{r}); err != nil {
 			t.Fatalf("PutResource %s/%s: %v", r.Kind, r.Name, err)
 		}
 	}

@@ -1,0 +1,43 @@
+// Package admin is what the admin commands (mbot apply, get, rm, bots add,
+// audit, lint) act on: an authority's resources and audit log, reached
+// either locally, with direct store access on the authority host (like
+// tctl), or remotely through the admin API with an admin identity.
+package admin
+
+import (
+	"context"
+
+	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/authority/store"
+)
+
+// Kinds of resources, as the admin commands spell them (mbot get roles).
+var Kinds = map[string]string{
+	"role": resources.KindRole, "roles": resources.KindRole,
+	"bot": resources.KindBot, "bots": resources.KindBot,
+	"join_token": resources.KindJoinToken, "join_tokens": resources.KindJoinToken,
+}
+
+// Settings are the cluster-wide settings that policy checks need.
+type Settings struct {
+	ClusterName       string `json:"cluster_name"`
+	RequireSessionMFA bool   `json:"require_session_mfa"`
+	DeviceTrustMode   string `json:"device_trust_mode"`
+	MaxAdminTTL       string `json:"max_admin_ttl"`
+}
+
+// Client is an authority as the admin commands see it.
+type Client interface {
+	// Apply parses YAML documents (file names them in errors) and applies
+	// them; it returns the kind/name of each applied resource.
+	Apply(ctx context.Context, file string, data []byte) ([]string, error)
+	// Resources returns every resource in effect.
+	Resources(ctx context.Context) (*resources.Set, error)
+	// Delete removes kind/name unless something refers to it.
+	Delete(ctx context.Context, kind, name string) error
+	// Audit lists audit records, newest first.
+	Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error)
+	// Settings returns the cluster-wide settings.
+	Settings(ctx context.Context) (*Settings, error)
+	Close() error
+}

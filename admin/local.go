@@ -1,0 +1,67 @@
+package admin
+
+import (
+	"context"
+	"os/user"
+
+	"github.com/mbot-dev/mbot/authority"
+	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/authority/store"
+)
+
+// Local acts on the store of the authority configured by cfg, on its host.
+// A running authority picks the changes up within a second.
+type Local struct {
+	auth  *authority.Authority
+	actor string
+}
+
+// OpenLocal opens the authority's store.
+func OpenLocal(ctx context.Context, cfg *authority.Config) (*Local, error) {
+	a, err := authority.OpenLocal(ctx, cfg, authority.Options{})
+	if err != nil {
+		return nil, err
+	}
+	actor := "local admin"
+	if u, err := user.Current(); err == nil {
+		actor = "local admin " + u.Username
+	}
+	return &Local{auth: a, actor: actor}, nil
+}
+
+func (l *Local) Apply(ctx context.Context, file string, data []byte) ([]string, error) {
+	parsed, err := resources.Parse(file, data)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.auth.Apply(ctx, parsed, l.actor); err != nil {
+		return nil, err
+	}
+	names := make([]string, len(parsed))
+	for i, r := range parsed {
+		names[i] = r.Kind + "/" + r.Name()
+	}
+	return names, nil
+}
+
+func (l *Local) Resources(context.Context) (*resources.Set, error) { return l.auth.Resources(), nil }
+
+func (l *Local) Delete(ctx context.Context, kind, name string) error {
+	return l.auth.Delete(ctx, kind, name, l.actor)
+}
+
+func (l *Local) Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {
+	return l.auth.Store().ListAudit(ctx, f)
+}
+
+func (l *Local) Settings(context.Context) (*Settings, error) {
+	return SettingsOf(l.auth.Config()), nil
+}
+
+func (l *Local) Close() error { return l.auth.Close() }
+
+// SettingsOf extracts the cluster-wide settings from an authority config.
+func SettingsOf(cfg *authority.Config) *Settings {
+	return &Settings{ClusterName: cfg.ClusterName, RequireSessionMFA: cfg.RequireSessionMFA,
+		DeviceTrustMode: cfg.DeviceTrustMode, MaxAdminTTL: cfg.MaxAdminTTL.String()}
+}
