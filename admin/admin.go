@@ -7,6 +7,7 @@ package admin
 import (
 	"context"
 
+	"github.com/mbot-dev/mbot/authority"
 	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/authority/store"
 )
@@ -19,12 +20,7 @@ var Kinds = map[string]string{
 }
 
 // Settings are the cluster-wide settings that policy checks need.
-type Settings struct {
-	ClusterName       string `json:"cluster_name"`
-	RequireSessionMFA bool   `json:"require_session_mfa"`
-	DeviceTrustMode   string `json:"device_trust_mode"`
-	MaxAdminTTL       string `json:"max_admin_ttl"`
-}
+type Settings = authority.AdminSettings
 
 // Client is an authority as the admin commands see it.
 type Client interface {

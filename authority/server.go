@@ -29,6 +29,7 @@ func (a *Authority) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+identity.PathPing, a.handlePing)
 	mux.HandleFunc("POST "+identity.PathJoin, a.handleJoin)
+	a.registerAdmin(mux)
 	return mux
 }
 
@@ -88,12 +89,18 @@ func (a *Authority) ServingTLS() (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	clientCAs := x509.NewCertPool()
+	clientCAs.AddCert(a.cas.TLSCert)
 	return &tls.Config{
 		MinVersion:       tls.VersionTLS12,
 		CurvePreferences: identity.TLSCurves,
 		// Clients are one-shot processes that never resume a session, so a
 		// ticket would be work and a write for nothing.
 		SessionTicketsDisabled: true,
+		// Joins come without a client certificate; the admin API checks
+		// for an admin one (adminName).
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		ClientCAs:  clientCAs,
 		Certificates: []tls.Certificate{{
 			Certificate: [][]byte{cert.Raw, a.cas.TLSCert.Raw},
 			PrivateKey:  key,
@@ -154,6 +161,10 @@ func (a *Authority) Serve(ctx context.Context, ready func(addr net.Addr)) error 
 	}
 	a.log.Info("authority serving", "cluster", a.cfg.ClusterName, "addr", ln.Addr().String(),
 		"ca_pin", a.cas.Pin(), "data_dir", a.cfg.DataDir, "join_tokens", len(a.state.Load().tokens))
+	if err := a.ensureAdminIdentity(ctx, ln.Addr()); err != nil {
+		ln.Close()
+		return err
+	}
 	if ready != nil {
 		ready(ln.Addr())
 	}

@@ -152,3 +152,7 @@ func rsaBits(k any) int {
 	}
 	return 0
 }
+
+func pkixName(cn, cluster string) pkix.Name {
+	return pkix.Name{CommonName: cn, Organization: []string{cluster}}
+}

@@ -114,6 +114,7 @@ const (
 	CodeProofReplayed     ErrorCode = "proof_replayed"
 	CodeRoleDenied        ErrorCode = "role_denied"
 	CodeIssuerUnavailable ErrorCode = "issuer_unavailable"
+	CodeAdminRequired     ErrorCode = "admin_required"
 	CodeInternal          ErrorCode = "internal"
 )
 
@@ -122,6 +123,8 @@ func (c ErrorCode) HTTPStatus() int {
 	switch c {
 	case CodeBadRequest:
 		return 400
+	case CodeAdminRequired:
+		return 401
 	case CodeIssuerUnavailable:
 		return 503
 	case CodeInternal:

@@ -1,0 +1,241 @@
+package authority
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/authority/store"
+	"github.com/mbot-dev/mbot/identity"
+)
+
+// Admin API paths. Every one needs a client certificate of an admin identity.
+const (
+	PathAdminResources = "/v1/admin/resources"
+	PathAdminAudit     = "/v1/admin/audit"
+	PathAdminSettings  = "/v1/admin/settings"
+)
+
+// AdminDirName is the directory under data_dir where the first start writes
+// an admin identity, like kubeadm's admin.conf.
+const AdminDirName = "admin"
+
+// AdminInfo is admin.json in an admin identity directory: where the
+// authority is and how to trust it.
+type AdminInfo struct {
+	Authority string `json:"authority"`
+	CAPin     string `json:"ca_pin"`
+	Name      string `json:"name"`
+}
+
+// AdminSettings are the cluster-wide settings the admin API reports.
+type AdminSettings struct {
+	ClusterName       string `json:"cluster_name"`
+	RequireSessionMFA bool   `json:"require_session_mfa"`
+	DeviceTrustMode   string `json:"device_trust_mode"`
+	MaxAdminTTL       string `json:"max_admin_ttl"`
+}
+
+// StoredDocument is one resource as the admin API lists it: its YAML as written.
+type StoredDocument struct {
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+	YAML string `json:"yaml"`
+}
+
+// ApplyRequest carries YAML documents to apply.
+type ApplyRequest struct {
+	File string `json:"file"`
+	YAML string `json:"yaml"`
+}
+
+// adminSPIFFE is the URI SAN prefix of admin client certificates.
+func (a *Authority) adminSPIFFE() string { return "spiffe://" + a.cfg.ClusterName + "/admin/" }
+
+// adminName returns the admin behind a request's verified client
+// certificate, or an error when the caller is not an admin. Bot
+// certificates, signed by the same CA, are refused.
+func (a *Authority) adminName(r *http.Request) (string, error) {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		return "", identity.Errorf(identity.CodeAdminRequired, "the admin API needs an admin identity: pass --auth DIR with the identity the authority wrote to <data_dir>/%s", AdminDirName)
+	}
+	leaf := r.TLS.VerifiedChains[0][0]
+	for _, u := range leaf.URIs {
+		if name, ok := strings.CutPrefix(u.String(), a.adminSPIFFE()); ok && name != "" {
+			return name, nil
+		}
+	}
+	return "", identity.Errorf(identity.CodeAdminRequired, "certificate %q is not an admin identity of cluster %s; bot identities cannot administer the authority", leaf.Subject.CommonName, a.cfg.ClusterName)
+}
+
+func (a *Authority) adminHandler(h func(w http.ResponseWriter, r *http.Request, actor string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		name, err := a.adminName(r)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		h(w, r, fmt.Sprintf("admin %s from %s", name, r.RemoteAddr))
+	}
+}
+
+func (a *Authority) registerAdmin(mux *http.ServeMux) {
+	mux.HandleFunc("GET "+PathAdminResources, a.adminHandler(a.handleListResources))
+	mux.HandleFunc("POST "+PathAdminResources, a.adminHandler(a.handleApply))
+	mux.HandleFunc("DELETE "+PathAdminResources+"/{kind}/{name}", a.adminHandler(a.handleDelete))
+	mux.HandleFunc("GET "+PathAdminAudit, a.adminHandler(a.handleAudit))
+	mux.HandleFunc("GET "+PathAdminSettings, a.adminHandler(a.handleSettings))
+}
+
+func (a *Authority) handleListResources(w http.ResponseWriter, r *http.Request, _ string) {
+	a.refresh(r.Context())
+	rows, err := a.store.Resources(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	docs := make([]StoredDocument, len(rows))
+	for i, row := range rows {
+		docs[i] = StoredDocument{Kind: row.Kind, Name: row.Name, YAML: string(row.Body)}
+	}
+	writeJSON(w, http.StatusOK, docs)
+}
+
+func (a *Authority) handleApply(w http.ResponseWriter, r *http.Request, actor string) {
+	var req ApplyRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<20)).Decode(&req); err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "the body is not an apply request: %v", err))
+		return
+	}
+	parsed, err := resources.Parse(req.File, []byte(req.YAML))
+	if err == nil {
+		err = a.Apply(r.Context(), parsed, actor)
+	}
+	if err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
+		return
+	}
+	applied := make([]string, len(parsed))
+	for i, p := range parsed {
+		applied[i] = p.Kind + "/" + p.Name()
+	}
+	writeJSON(w, http.StatusOK, map[string][]string{"applied": applied})
+}
+
+func (a *Authority) handleDelete(w http.ResponseWriter, r *http.Request, actor string) {
+	if err := a.Delete(r.Context(), r.PathValue("kind"), r.PathValue("name"), actor); err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *Authority) handleAudit(w http.ResponseWriter, r *http.Request, _ string) {
+	q := r.URL.Query()
+	f := store.AuditFilter{Bot: q.Get("bot"), DeniedOnly: q.Get("denied") == "true"}
+	if s := q.Get("since"); s != "" {
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			writeError(w, identity.Errorf(identity.CodeBadRequest, "since=%q is not an RFC 3339 time", s))
+			return
+		}
+		f.Since = t
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			writeError(w, identity.Errorf(identity.CodeBadRequest, "limit=%q is not a count", s))
+			return
+		}
+		f.Limit = n
+	}
+	events, err := a.store.ListAudit(r.Context(), f)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if events == nil {
+		events = []store.AuditEvent{}
+	}
+	writeJSON(w, http.StatusOK, events)
+}
+
+func (a *Authority) handleSettings(w http.ResponseWriter, _ *http.Request, _ string) {
+	writeJSON(w, http.StatusOK, AdminSettings{ClusterName: a.cfg.ClusterName, RequireSessionMFA: a.cfg.RequireSessionMFA,
+		DeviceTrustMode: a.cfg.DeviceTrustMode, MaxAdminTTL: a.cfg.MaxAdminTTL.String()})
+}
+
+// ensureAdminIdentity writes <data_dir>/admin (tls.key, tls.crt, ca.crt,
+// admin.json) unless a valid one is there, so that the first start leaves
+// an operator able to use the admin API remotely. It lives max_admin_ttl.
+func (a *Authority) ensureAdminIdentity(ctx context.Context, addr net.Addr) error {
+	dir := filepath.Join(a.cfg.DataDir, AdminDirName)
+	if data, err := os.ReadFile(filepath.Join(dir, identity.FileTLSCert)); err == nil {
+		if block, _ := pem.Decode(data); block != nil {
+			if cert, err := x509.ParseCertificate(block.Bytes); err == nil &&
+				time.Until(cert.NotAfter) > 30*24*time.Hour && cert.CheckSignatureFrom(a.cas.TLSCert) == nil {
+				return nil
+			}
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	const name = "admin"
+	notAfter := time.Now().Add(time.Duration(a.cfg.MaxAdminTTL))
+	spiffe, _ := url.Parse(a.adminSPIFFE() + name)
+	cert, err := a.cas.signTLS(&x509.Certificate{
+		Subject:     pkixName(name, a.cfg.ClusterName),
+		URIs:        []*url.URL{spiffe},
+		NotAfter:    notAfter,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, key.Public())
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	info, _ := json.MarshalIndent(AdminInfo{Authority: "https://" + dialable(addr), CAPin: a.cas.Pin(), Name: name}, "", "  ")
+	files := []identity.File{
+		{Name: identity.FileTLSKey, Data: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), Mode: 0o600},
+		{Name: identity.FileTLSCert, Data: []byte(cert.PEM()), Mode: 0o644},
+		{Name: identity.FileCA, Data: a.cas.TLSCertPEM, Mode: 0o644},
+		{Name: "admin.json", Data: append(info, '\n'), Mode: 0o644},
+	}
+	if err := identity.WriteDir(dir, files); err != nil {
+		return fmt.Errorf("writing the admin identity: %w", err)
+	}
+	a.audit(ctx, "sign.admin", "authority start", fmt.Sprintf("admin identity %q in %s until %s", name, dir, notAfter.UTC().Format(time.RFC3339)))
+	a.log.Info("wrote an admin identity", "dir", dir, "not_after", notAfter)
+	return nil
+}
+
+// dialable turns a listen address into one a local client can dial.
+func dialable(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return addr.String()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
