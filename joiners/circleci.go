@@ -8,6 +8,8 @@ import (
 // circleCI reads the OIDC token CircleCI puts into every job's environment.
 type circleCI struct{}
 
+func init() { register(circleCI{}, priorityCircleCI) }
+
 func (circleCI) Method() string { return "circleci" }
 
 func (circleCI) Signals() string { return "CIRCLECI=true" }

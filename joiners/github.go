@@ -14,6 +14,8 @@ import (
 // gitHub fetches a GitHub Actions OIDC token from the runner's token endpoint.
 type gitHub struct{}
 
+func init() { register(gitHub{}, priorityGitHub) }
+
 func (gitHub) Method() string { return "github" }
 
 func (gitHub) Signals() string { return "GITHUB_ACTIONS=true" }

@@ -15,6 +15,8 @@ const IDTokenVarEnv = "MBOT_ID_TOKEN_VAR"
 // gitLab reads the ID token that GitLab minted for the job (id_tokens:).
 type gitLab struct{}
 
+func init() { register(gitLab{}, priorityGitLab) }
+
 func (gitLab) Method() string { return "gitlab" }
 
 func (gitLab) Signals() string { return "GITLAB_CI=true" }

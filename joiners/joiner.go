@@ -29,20 +29,51 @@ type Joiner interface {
 	Proof(ctx context.Context, env Env, audience string) (string, error)
 }
 
-// detectionOrder is the order of SPEC §4: CI platforms first, then the
-// clouds, because a CI job often also runs on a cloud VM.
-var detectionOrder = []Joiner{gitHub{}, gitLab{}, circleCI{}}
+// Detection priorities, in the order of SPEC §4: CI platforms first, then
+// Kubernetes, then the clouds, because a CI job often also runs on a cloud VM.
+const (
+	priorityGitHub = 10 * (iota + 1)
+	priorityGitLab
+	priorityCircleCI
+	prioritySpacelift
+	priorityTerraformCloud
+	priorityBitbucket
+	priorityBuildkite
+	priorityKubernetes
+	priorityAWS
+	priorityGCP
+	priorityAzure
+)
+
+// detectionOrder lists the joiners by priority; each platform file adds
+// itself with register.
+var detectionOrder []Joiner
+
+var priorities = map[Joiner]int{}
+
+// register adds a joiner to auto-detection at the given priority (lower
+// is tried first). Joiners that cannot be detected (token, oidc) register
+// with priority 0 and are only used by --join-method.
+func register(j Joiner, priority int) {
+	priorities[j] = priority
+	detectionOrder = append(detectionOrder, j)
+	sort.SliceStable(detectionOrder, func(a, b int) bool {
+		return priorities[detectionOrder[a]] < priorities[detectionOrder[b]]
+	})
+}
 
 // Detect picks the joiner for the platform the job runs on.
 func Detect(env Env) (Joiner, error) {
 	for _, j := range detectionOrder {
-		if j.Detect(env) {
+		if priorities[j] > 0 && j.Detect(env) {
 			return j, nil
 		}
 	}
 	var looked []string
 	for _, j := range detectionOrder {
-		looked = append(looked, fmt.Sprintf("%s (%s)", j.Method(), j.Signals()))
+		if priorities[j] > 0 {
+			looked = append(looked, fmt.Sprintf("%s (%s)", j.Method(), j.Signals()))
+		}
 	}
 	return nil, fmt.Errorf("could not detect the CI platform; looked for %s. Run inside one of them or pass --join-method",
 		strings.Join(looked, ", "))
