@@ -36,6 +36,9 @@ type Config struct {
 	// would be blocked, instead of letting it break at connect time.
 	RequireSessionMFA bool   `yaml:"require_session_mfa"`
 	DeviceTrustMode   string `yaml:"device_trust_mode"`
+	// AuditRetention is how long audit records are kept (default 2160h, 90
+	// days); older ones are deleted every ten minutes.
+	AuditRetention Duration `yaml:"audit_retention"`
 
 	// path is the file the config was read from; relative paths are resolved against its directory.
 	path string
@@ -134,6 +137,12 @@ func (c *Config) checkAndSetDefaults(root *yaml.Node) error {
 	}
 	for i, r := range c.Resources {
 		c.Resources[i] = c.resolve(r)
+	}
+	if c.AuditRetention == 0 {
+		c.AuditRetention = Duration(2160 * time.Hour)
+	}
+	if time.Duration(c.AuditRetention) < time.Hour {
+		return fail("audit_retention", "%s is too short to investigate anything; keep at least 1h", time.Duration(c.AuditRetention))
 	}
 	if c.MaxAdminTTL == 0 {
 		c.MaxAdminTTL = Duration(8760 * time.Hour)

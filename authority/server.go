@@ -170,6 +170,7 @@ func (a *Authority) Serve(ctx context.Context, ready func(addr net.Addr)) error 
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(tls.NewListener(ln, tlsCfg)) }()
+	go a.pruneEvery(ctx, 10*time.Minute)
 	select {
 	case err := <-errc:
 		return err
@@ -180,4 +181,27 @@ func (a *Authority) Serve(ctx context.Context, ready func(addr net.Addr)) error 
 	err = srv.Shutdown(shutdownCtx)
 	a.log.Info("authority stopped")
 	return err
+}
+
+// pruneEvery forgets expired replay records and audit records past the
+// retention, until ctx ends.
+func (a *Authority) pruneEvery(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if err := a.store.PruneProofs(ctx, now); err != nil {
+				a.log.Error("pruning used proofs", "err", err)
+			}
+			n, err := a.store.PruneAudit(ctx, now.Add(-time.Duration(a.cfg.AuditRetention)))
+			if err != nil {
+				a.log.Error("pruning the audit log", "err", err)
+			} else if n > 0 {
+				a.log.Info("pruned audit records past the retention", "records", n, "audit_retention", a.cfg.AuditRetention)
+			}
+		}
+	}
 }

@@ -305,3 +305,12 @@ func (s *Store) PruneProofs(ctx context.Context, now time.Time) error {
 	_, err := s.write.ExecContext(ctx, `DELETE FROM used_proofs WHERE expires < ?`, now.Unix())
 	return err
 }
+
+// PruneAudit deletes audit records older than before.
+func (s *Store) PruneAudit(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.write.ExecContext(ctx, `DELETE FROM audit WHERE time < ?`, before.UnixNano())
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}

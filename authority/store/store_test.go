@@ -354,3 +354,22 @@ func TestCanceledContext(t *testing.T) {
 		t.Errorf("RecordJoin with a canceled context: %v", err)
 	}
 }
+
+func TestPruneAudit(t *testing.T) {
+	st, _ := open(t)
+	ctx := context.Background()
+	old := time.Now().Add(-48 * time.Hour)
+	for i, at := range []time.Time{old, old.Add(time.Minute), time.Now()} {
+		if err := st.Audit(ctx, &store.AuditEvent{Time: at, Event: "join", Bot: fmt.Sprint("b", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := st.PruneAudit(ctx, time.Now().Add(-24*time.Hour))
+	if err != nil || n != 2 {
+		t.Fatalf("PruneAudit = %d, %v; want 2 records older than a day removed", n, err)
+	}
+	evs, err := st.ListAudit(ctx, store.AuditFilter{})
+	if err != nil || len(evs) != 1 || evs[0].Bot != "b2" {
+		t.Fatalf("left %v, %v; want only the recent record", evs, err)
+	}
+}
