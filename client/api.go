@@ -32,12 +32,9 @@ type API struct {
 // (sha256:<hex of the TLS CA's SubjectPublicKeyInfo>) the server must present
 // a chain to a CA with that key; without one, the system roots are used.
 func NewAPI(authorityURL, caPin string) (*API, error) {
-	u, err := url.Parse(authorityURL)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("--authority %q is not a URL such as https://auth.example.com:8443", authorityURL)
-	}
-	if u.Scheme != "https" {
-		return nil, fmt.Errorf("--authority %q must use https://", authorityURL)
+	u, err := parseAuthorityURL(authorityURL)
+	if err != nil {
+		return nil, err
 	}
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, CurvePreferences: identity.TLSCurves}
 	if caPin != "" {
@@ -51,6 +48,32 @@ func NewAPI(authorityURL, caPin string) (*API, error) {
 		tlsCfg.InsecureSkipVerify = true
 		tlsCfg.VerifyConnection = verifyPinned(pin, u.Hostname())
 	}
+	return newAPI(u, tlsCfg), nil
+}
+
+// NewAPIWithIdentity returns a client that trusts roots and presents cert:
+// what admin commands use with an admin identity directory.
+func NewAPIWithIdentity(authorityURL string, roots *x509.CertPool, cert tls.Certificate) (*API, error) {
+	u, err := parseAuthorityURL(authorityURL)
+	if err != nil {
+		return nil, err
+	}
+	return newAPI(u, &tls.Config{MinVersion: tls.VersionTLS12, CurvePreferences: identity.TLSCurves,
+		RootCAs: roots, Certificates: []tls.Certificate{cert}}), nil
+}
+
+func parseAuthorityURL(authorityURL string) (*url.URL, error) {
+	u, err := url.Parse(authorityURL)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("--authority %q is not a URL such as https://auth.example.com:8443", authorityURL)
+	}
+	if u.Scheme != "https" {
+		return nil, fmt.Errorf("--authority %q must use https://", authorityURL)
+	}
+	return u, nil
+}
+
+func newAPI(u *url.URL, tlsCfg *tls.Config) *API {
 	transport := &http.Transport{
 		TLSClientConfig:     tlsCfg,
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: -1}).DialContext,
@@ -58,7 +81,7 @@ func NewAPI(authorityURL, caPin string) (*API, error) {
 		MaxIdleConnsPerHost: 1,
 		ForceAttemptHTTP2:   false,
 	}
-	return &API{base: u, client: &http.Client{Transport: transport, Timeout: 30 * time.Second}}, nil
+	return &API{base: u, client: &http.Client{Transport: transport, Timeout: 30 * time.Second}}
 }
 
 func parsePin(pin string) ([]byte, error) {
@@ -105,19 +128,21 @@ func verifyPinned(pin []byte, serverName string) func(tls.ConnectionState) error
 // Ping asks the authority who it is and which audience to request.
 func (c *API) Ping(ctx context.Context) (*identity.PingResponse, error) {
 	var out identity.PingResponse
-	return &out, c.do(ctx, http.MethodGet, identity.PathPing, nil, &out)
+	return &out, c.Do(ctx, http.MethodGet, identity.PathPing, nil, &out)
 }
 
 // Join sends one join request.
 func (c *API) Join(ctx context.Context, req *identity.JoinRequest) (*identity.JoinResponse, error) {
 	var out identity.JoinResponse
-	return &out, c.do(ctx, http.MethodPost, identity.PathJoin, req, &out)
+	return &out, c.Do(ctx, http.MethodPost, identity.PathJoin, req, &out)
 }
 
 // CloseIdleConnections releases the connection to the authority.
 func (c *API) CloseIdleConnections() { c.client.CloseIdleConnections() }
 
-func (c *API) do(ctx context.Context, method, path string, in, out any) error {
+// Do sends in as JSON to path (which may carry a query) and decodes the
+// answer into out (nil to ignore it). A refusal is an *identity.Error.
+func (c *API) Do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		data, err := json.Marshal(in)
@@ -126,7 +151,10 @@ func (c *API) do(ctx context.Context, method, path string, in, out any) error {
 		}
 		body = bytes.NewReader(data)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base.JoinPath(path).String(), body)
+	p, query, _ := strings.Cut(path, "?")
+	target := c.base.JoinPath(p) // keeps a path prefix of --authority (a reverse proxy)
+	target.RawQuery = query
+	req, err := http.NewRequestWithContext(ctx, method, target.String(), body)
 	if err != nil {
 		return err
 	}
@@ -142,12 +170,15 @@ func (c *API) do(ctx context.Context, method, path string, in, out any) error {
 	if err != nil {
 		return fmt.Errorf("reading the authority's answer: %w", err)
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode >= 300 {
 		var e identity.ErrorResponse
 		if json.Unmarshal(data, &e) == nil && e.Code != "" {
 			return &identity.Error{Code: e.Code, Message: e.Message}
 		}
 		return fmt.Errorf("the authority answered %s to %s; is %s an mbot authority?", resp.Status, path, c.base.Host)
+	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("the authority's answer to %s is not valid: %w", path, err)
