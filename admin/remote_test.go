@@ -1,15 +1,10 @@
 package admin_test
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,6 +17,7 @@ import (
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/client"
 	"github.com/mbot-dev/mbot/identity"
+	"github.com/mbot-dev/mbot/internal/authoritytest"
 	"github.com/mbot-dev/mbot/internal/simci"
 )
 
@@ -42,41 +38,15 @@ spec:
   bot: deployer
   method: github
   github:
-    issuer: %s
+    issuer: %[1]s
     allow: [{repository: acme/app}]
 `
 
 // startAuthority serves an authority on loopback and returns it with its data_dir.
 func startAuthority(t *testing.T) (*authority.Authority, string, *simci.Issuer) {
 	t.Helper()
-	iss, err := simci.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { iss.Close() })
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "bots.yaml"), fmt.Appendf(nil, botsYAML, iss.URL), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := authority.ParseConfig(filepath.Join(dir, "authority.yaml"), []byte(
-		"cluster_name: admin.test\nlisten: 127.0.0.1:0\ndata_dir: ./data\nresources: [bots.yaml]\nrequire_session_mfa: true\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := authority.Open(t.Context(), cfg, authority.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready, done := make(chan net.Addr, 1), make(chan error, 1)
-	go func() { done <- a.Serve(ctx, func(addr net.Addr) { ready <- addr }) }()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); <-done; a.Close() })
-	return a, cfg.DataDir, iss
+	e := authoritytest.Start(t, "admin.test", botsYAML, "require_session_mfa: true\n")
+	return e.Authority, e.DataDir, e.Issuer
 }
 
 func TestRemoteAdmin(t *testing.T) {

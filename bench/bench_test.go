@@ -2,12 +2,10 @@ package bench
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -20,31 +18,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mbot-dev/mbot/authority"
 	"github.com/mbot-dev/mbot/identity"
+	"github.com/mbot-dev/mbot/internal/authoritytest"
 	"github.com/mbot-dev/mbot/internal/simci"
 )
 
 // concurrency is the number of clients joining at once in BenchmarkJoins.
 const concurrency = 64
 
-// env is an authority and a simulated GitHub Actions issuer on loopback.
-type env struct {
-	issuer *simci.Issuer
-	auth   *authority.Authority
-	url    string
-	pin    string
-}
-
-func startEnv(tb testing.TB) *env {
-	tb.Helper()
-	iss, err := simci.Start()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { iss.Close() })
-	dir := tb.TempDir()
-	bots := fmt.Sprintf(`kind: role
+const botsYAML = `kind: role
 version: v1
 metadata: {name: deploy}
 spec: {logins: ["{{internal.logins}}"]}
@@ -61,32 +43,14 @@ spec:
   bot: deployer
   method: github
   github:
-    issuer: %s
+    issuer: %[1]s
     allow: [{repository: acme/app, ref: refs/heads/main}]
-`, iss.URL)
-	if err := os.WriteFile(filepath.Join(dir, "bots.yaml"), []byte(bots), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	cfg, err := authority.ParseConfig(filepath.Join(dir, "authority.yaml"), []byte(
-		"cluster_name: bench\nlisten: 127.0.0.1:0\ndata_dir: ./data\nresources: [bots.yaml]\n"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	a, err := authority.Open(context.Background(), cfg, authority.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc, errc := make(chan net.Addr, 1), make(chan error, 1)
-	go func() { errc <- a.Serve(ctx, func(addr net.Addr) { addrc <- addr }) }()
-	var addr net.Addr
-	select {
-	case addr = <-addrc:
-	case err := <-errc:
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { cancel(); <-errc; a.Close() })
-	return &env{issuer: iss, auth: a, url: "https://" + addr.String(), pin: a.CAs().Pin()}
+`
+
+type env struct{ *authoritytest.Env }
+
+func startEnv(tb testing.TB) *env {
+	return &env{authoritytest.Start(tb, "bench", botsYAML, "")}
 }
 
 // mintTokens signs n GitHub-shaped tokens for the authority's audience on all cores.
@@ -99,7 +63,7 @@ func (e *env) mintTokens(tb testing.TB, n int) []string {
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
 			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
-				tok, err := e.issuer.Mint(claims)
+				tok, err := e.Issuer.Mint(claims)
 				if err != nil {
 					panic(err)
 				}
@@ -124,7 +88,7 @@ func BenchmarkJoins(b *testing.B) {
 	// Request bodies are built before the clock starts: the load generator
 	// shares the cores with the authority, so it does no more than it must.
 	requests := make([][]byte, b.N)
-	host := e.url[len("https://"):]
+	host := e.URL[len("https://"):]
 	for i, tok := range tokens {
 		body, _ := json.Marshal(identity.JoinRequest{
 			JoinToken: "github-deploy", Method: "github", Proof: tok, TTLSeconds: 3600,
@@ -203,8 +167,8 @@ func BenchmarkIssue(b *testing.B) {
 	bin := buildMbot(b)
 	e := startEnv(b)
 	environ := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + b.TempDir(),
-		"MBOT_AUTHORITY=" + e.url, "MBOT_CA_PIN=" + e.pin, "MBOT_TOKEN=github-deploy"}
-	for k, v := range e.issuer.GitHubEnv() {
+		"MBOT_AUTHORITY=" + e.URL, "MBOT_CA_PIN=" + e.Pin, "MBOT_TOKEN=github-deploy"}
+	for k, v := range e.Issuer.GitHubEnv() {
 		environ = append(environ, k+"="+v)
 	}
 	out := filepath.Join(b.TempDir(), "id")

@@ -26,7 +26,7 @@ func BenchmarkJoinLogic(b *testing.B) {
 			i := next.Add(1) - 1
 			req := &identity.JoinRequest{JoinToken: "github-deploy", Method: "github", Proof: tokens[i], TTLSeconds: 3600,
 				Outputs: []identity.OutputRequest{out}}
-			if _, err := e.auth.Join(context.Background(), req, "bench"); err != nil {
+			if _, err := e.Authority.Join(context.Background(), req, "bench"); err != nil {
 				b.Error(err)
 				return
 			}
