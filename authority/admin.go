@@ -1,15 +1,27 @@
 package authority
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
+	"net/url"
+	"os"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/mbot-dev/mbot/authority/policy"
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/identity"
 	"golang.org/x/crypto/ssh"
@@ -117,4 +129,274 @@ func withLocalNames(names []string) []string {
 		out = append(out, n)
 	}
 	return out
+}
+
+// UserSignRequest is what mbot sign --user asks for: a long-lived identity
+// for a person or a service outside CI, signed deliberately by an admin on
+// the authority host (what tctl auth sign is to Teleport).
+type UserSignRequest struct {
+	User  string
+	Roles []string
+	// Logins is the user's logins trait: the values {{internal.logins}} in
+	// the roles' logins expands to. A user has no other traits.
+	Logins []string
+	TTL    time.Duration
+	// Dir is the absolute path the identity will be written to; its
+	// ssh_config refers to the other files by it.
+	Dir string
+	// OSUser is who ran the command, for the audit log; empty means the
+	// current OS user.
+	OSUser string
+}
+
+// SignedUser is an identity directory's files and what they grant.
+type SignedUser struct {
+	Files  []identity.File
+	Output identity.OutputResponse
+	// Warnings say what the signer may not have meant (a template that
+	// expanded to nothing, a role max_ttl this signing is above).
+	Warnings []string
+}
+
+// userSummary is identity.json of a signed user: the fields of a bot's
+// identity.json, with bot and join token empty, and who it is for and who signed it.
+type userSummary struct {
+	identity.Summary
+	User     string `json:"user"`
+	SignedBy string `json:"signed_by"`
+}
+
+var userNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$`)
+
+// SignUser issues an identity directory like mbot issue writes, for user
+// req.User with the logins of req.Roles, valid for req.TTL. Unlike a bot's,
+// its lifetime may exceed the 24h bot cap, up to max_admin_ttl; a longer
+// request is refused, never shortened. Roles that require per-session MFA
+// or Device Trust are refused: a credential in files satisfies neither.
+// Every signing, and every refused attempt, is recorded in the audit log.
+func (a *Authority) SignUser(ctx context.Context, req UserSignRequest) (*SignedUser, error) {
+	if req.OSUser == "" {
+		req.OSUser = currentOSUser()
+	}
+	ev := &store.AuditEvent{Event: "sign.user", Roles: req.Roles, Remote: "local admin " + req.OSUser,
+		Claims: map[string]string{"user": req.User, "os_user": req.OSUser, "ttl": shortDuration(req.TTL)}}
+	signed, err := a.signUser(ctx, req, ev)
+	if err != nil {
+		ev.Allowed, ev.Message = false, err.Error()
+		ev.Serials, ev.NotAfter = nil, time.Time{} // nothing was handed out
+		var refusal *identity.Error
+		if errors.As(err, &refusal) {
+			ev.Code, ev.Message = string(refusal.Code), refusal.Message
+		}
+		if aerr := a.store.Audit(context.WithoutCancel(ctx), ev); aerr != nil {
+			a.log.Error("recording refused user signing", "err", aerr)
+		}
+		return nil, err
+	}
+	return signed, nil
+}
+
+func (a *Authority) signUser(ctx context.Context, req UserSignRequest, ev *store.AuditEvent) (*SignedUser, error) {
+	if !userNameRe.MatchString(req.User) {
+		return nil, identity.Errorf(identity.CodeBadRequest, "--user %q is not a user name: use letters, digits and . _ @ - (at most 128), starting with a letter or digit", req.User)
+	}
+	if len(req.Roles) == 0 {
+		return nil, identity.Errorf(identity.CodeBadRequest, "--roles is required: name the roles whose logins user %q gets", req.User)
+	}
+	maxTTL := time.Duration(a.cfg.MaxAdminTTL)
+	switch {
+	case req.TTL <= 0:
+		return nil, identity.Errorf(identity.CodeBadRequest, "--ttl is required: say how long the credential for user %q lives (at most max_admin_ttl, %s)", req.User, shortDuration(maxTTL))
+	case req.TTL > maxTTL:
+		return nil, identity.Errorf(identity.CodeBadRequest, "--ttl %s is above max_admin_ttl (%s) in %s; ask for at most %s, or raise max_admin_ttl if credentials that long are really meant",
+			shortDuration(req.TTL), shortDuration(maxTTL), a.cfg.path, shortDuration(maxTTL))
+	}
+	// The cluster-wide settings are for people, and a signed user is one.
+	if a.cfg.RequireSessionMFA {
+		return nil, identity.Errorf(identity.CodeRoleDenied, "%s sets require_session_mfa: true, and a long-lived credential in files cannot do per-session MFA; user %q must log in interactively",
+			a.cfg.path, req.User)
+	}
+	if m := a.cfg.DeviceTrustMode; m == "required" || m == "required-for-humans" {
+		return nil, identity.Errorf(identity.CodeRoleDenied, "%s sets device_trust_mode: %s, and a credential in files is not bound to a trusted device; user %q must log in from a trusted device",
+			a.cfg.path, m, req.User)
+	}
+	if !filepath.IsAbs(req.Dir) {
+		return nil, fmt.Errorf("the identity directory %q must be an absolute path", req.Dir)
+	}
+
+	set := a.Resources()
+	traits := map[string][]string{"logins": req.Logins}
+	var logins, roles []string
+	out := &SignedUser{}
+	for _, rn := range req.Roles {
+		if slices.Contains(roles, rn) {
+			continue
+		}
+		role, ok := set.Roles[rn]
+		if !ok {
+			known := strings.Join(sortedNames(set.Roles), ", ")
+			if known == "" {
+				known = "none yet (resources: files are stored when the authority starts)"
+			}
+			return nil, identity.Errorf(identity.CodeRoleDenied, "there is no role named %q on this authority; its roles: %s", rn, known)
+		}
+		if role.Spec.RequireSessionMFA {
+			return nil, identity.Errorf(identity.CodeRoleDenied, "role %q sets require_session_mfa: true, and a long-lived credential in files cannot do per-session MFA; sign with a role without it, or have user %q log in interactively",
+				rn, req.User)
+		}
+		if m := role.Spec.DeviceTrustMode; m == "required" || m == "required-for-humans" {
+			return nil, identity.Errorf(identity.CodeRoleDenied, "role %q sets device_trust_mode: %s, and a credential in files is not bound to a trusted device; sign with a role without it",
+				rn, m)
+		}
+		if m := time.Duration(role.Spec.MaxTTL); m > 0 && m < req.TTL {
+			out.Warnings = append(out.Warnings, fmt.Sprintf("role %q has max_ttl %s, which caps bots; this deliberate signing is bounded by max_admin_ttl (%s) instead and lives %s",
+				rn, shortDuration(m), shortDuration(maxTTL), shortDuration(req.TTL)))
+		}
+		roles = append(roles, rn)
+		for _, tmpl := range role.Spec.Logins {
+			expanded := policy.ExpandTemplate(tmpl, traits)
+			if len(expanded) == 0 {
+				out.Warnings = append(out.Warnings, fmt.Sprintf("role %q: login %q expands to nothing for user %q; pass --logins to set the user's logins trait", rn, tmpl, req.User))
+			}
+			for _, l := range expanded {
+				if !slices.Contains(logins, l) {
+					logins = append(logins, l)
+				}
+			}
+		}
+	}
+	principals := logins
+	if len(principals) == 0 {
+		// As for bots: no principals would mean every login to OpenSSH.
+		principals = []string{"-mbot-nologin-user-" + req.User}
+		out.Warnings = append(out.Warnings, fmt.Sprintf("user %q gets no SSH logins from roles %s; the certificate logs in nowhere", req.User, strings.Join(roles, ", ")))
+	}
+
+	keys, err := identity.NewKeys()
+	if err != nil {
+		return nil, err
+	}
+	sshPub, err := ssh.NewPublicKey(keys.SSH.Public())
+	if err != nil {
+		return nil, err
+	}
+	notAfter := time.Now().Add(req.TTL).Truncate(time.Second)
+	if notAfter.After(a.cas.TLSCert.NotAfter) {
+		// Nothing signed by the TLS CA may outlive it; say so rather than hand
+		// out an SSH certificate that outlives its TLS twin.
+		return nil, identity.Errorf(identity.CodeBadRequest, "--ttl %s would outlive the authority's TLS CA, which expires %s; ask for less",
+			shortDuration(req.TTL), a.cas.TLSCert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	serial := RandomSSHSerial()
+	sshCert, err := a.cas.SignSSHUser(SSHCertRequest{
+		Key:        sshPub,
+		KeyID:      fmt.Sprintf("user=%s signed_by=%s serial=%d", req.User, req.OSUser, serial),
+		Principals: principals,
+		NotAfter:   notAfter,
+		Serial:     serial,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// CN = user and a SPIFFE ID under /user/, so that no user certificate
+	// can pass for a bot (/bot/) or an admin (/admin/).
+	tlsCert, err := a.cas.signTLS(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: req.User, Organization: []string{a.cfg.ClusterName}, OrganizationalUnit: roles},
+		URIs:        []*url.URL{{Scheme: "spiffe", Host: a.cfg.ClusterName, Path: "/user/" + req.User}},
+		NotAfter:    notAfter,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, keys.TLS.Public())
+	if err != nil {
+		return nil, err
+	}
+	out.Output = identity.OutputResponse{
+		Name:           "identity",
+		Roles:          roles,
+		Logins:         nonNil(logins),
+		SSHCertificate: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshCert))),
+		TLSCertificate: tlsCert.PEM(),
+		SSHSerial:      serial,
+		TLSSerial:      serialString(tlsCert.Serial),
+		NotBefore:      tlsCert.NotBefore,
+		NotAfter:       notAfter,
+	}
+	resp := &identity.JoinResponse{
+		ClusterName:  a.cfg.ClusterName,
+		Bot:          req.User, // names the key and ssh_config; identity.json says user below
+		Method:       "sign",
+		TLSCA:        string(a.cas.TLSCertPEM),
+		SSHHostCA:    AuthorizedKey(a.cas.SSHHost),
+		HostPatterns: a.cfg.SSH.HostPatterns,
+		Outputs:      []identity.OutputResponse{out.Output},
+	}
+	files, err := identity.RenderIdentity(req.Dir, keys, resp, &out.Output)
+	if err != nil {
+		return nil, err
+	}
+	sum := userSummary{User: req.User, SignedBy: req.OSUser, Summary: identity.Summary{
+		Cluster: a.cfg.ClusterName, Method: "sign", Output: out.Output.Name, Roles: roles, Logins: out.Output.Logins,
+		NotBefore: out.Output.NotBefore, NotAfter: notAfter}}
+	sum.Serials.SSH, sum.Serials.TLS = serial, out.Output.TLSSerial
+	sumJSON, err := json.MarshalIndent(sum, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	for i := range files {
+		switch files[i].Name {
+		case identity.FileIdentityJSON:
+			files[i].Data = append(sumJSON, '\n')
+		case identity.FileSSHConfig:
+			// RenderIdentity's header speaks of a bot.
+			files[i].Data = bytes.Replace(files[i].Data, fmt.Appendf(nil, "for bot %q", req.User), fmt.Appendf(nil, "for user %q", req.User), 1)
+		}
+	}
+
+	// Recorded before the files are handed out: no credential without its audit record.
+	ev.Allowed, ev.Roles, ev.NotAfter = true, roles, notAfter
+	ev.Serials = []string{fmt.Sprintf("ssh:%d", serial), "tls:" + out.Output.TLSSerial}
+	ev.Claims["logins"] = strings.Join(logins, ",")
+	ev.Message = fmt.Sprintf("long-lived identity for user %s (roles %s, logins %s) valid %s, signed by OS user %s",
+		req.User, strings.Join(roles, ","), strings.Join(logins, ","), shortDuration(req.TTL), req.OSUser)
+	if err := a.store.Audit(ctx, ev); err != nil {
+		return nil, fmt.Errorf("recording the signing in the audit log (no credential was handed out): %w", err)
+	}
+	out.Files = files
+	return out, nil
+}
+
+// shortDuration prints 720h rather than 720h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// currentOSUser names who runs the process, and through sudo whom.
+func currentOSUser() string {
+	name := os.Getenv("USER")
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	if name == "" {
+		name = fmt.Sprintf("uid %d", os.Getuid())
+	}
+	if sudo := os.Getenv("SUDO_USER"); sudo != "" && sudo != name {
+		name += " (sudo from " + sudo + ")"
+	}
+	return name
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return names
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,15 +15,29 @@ import (
 	"github.com/mbot-dev/mbot/joiners"
 )
 
-// IssueOptions are the inputs of mbot issue (SPEC §4).
+// DefaultTTL is the certificate lifetime asked for when neither --ttl nor mbot.yaml says.
+const DefaultTTL = time.Hour
+
+// DefaultOut is the identity directory when neither --out nor mbot.yaml names one.
+const DefaultOut = "./mbot"
+
+// IssueOptions are the inputs of mbot issue (SPEC §4). An empty field is
+// not set: it takes its value from Config (mbot.yaml), then the default.
 type IssueOptions struct {
 	Authority  string
 	CAPin      string
 	Token      string
 	JoinMethod string // "auto" or a method name
-	Out        string
-	TTL        time.Duration
-	Roles      []string
+	// Out and Roles describe the one output of a run without mbot.yaml; with
+	// one, they may override its only output.
+	Out   string
+	TTL   time.Duration
+	Roles []string
+	// Config is the path of mbot.yaml.
+	Config string
+	// Outputs are written by one join; when empty they come from Config,
+	// or are the single identity output of Out and Roles.
+	Outputs []Output
 	// Env is the job's environment; nil means the process environment.
 	Env joiners.Env
 	// Stdout receives GitHub Actions workflow commands (::add-mask::).
@@ -31,15 +46,26 @@ type IssueOptions struct {
 
 // IssueResult is what a successful issue wrote.
 type IssueResult struct {
+	// Dir is the first output's directory.
 	Dir      string
 	Method   string
 	Response *identity.JoinResponse
+	// Outputs are in the order asked, each with the directory it was written to.
+	Outputs []IssuedOutput
 }
 
-// Issue runs one join: detect the platform, fetch its proof, generate keys,
-// join once, and write the identity directory. On failure it writes nothing
-// and removes an earlier identity from the directory, so later steps cannot
-// pick up stale credentials.
+// IssuedOutput is one output written by a join.
+type IssuedOutput struct {
+	Dir   string
+	Grant *identity.OutputResponse
+}
+
+// Issue runs one join for every output: detect the platform, fetch its
+// proof, generate fresh keys per output, join once, and write each
+// output's directory. Outputs are written only if the join succeeds; if
+// any cannot be written, none is left behind. A failed run also removes
+// identities that earlier runs left in the destinations, so later steps
+// cannot pick up stale credentials.
 func Issue(ctx context.Context, o IssueOptions) (*IssueResult, error) {
 	if o.Env == nil {
 		o.Env = os.Getenv
@@ -47,33 +73,95 @@ func Issue(ctx context.Context, o IssueOptions) (*IssueResult, error) {
 	if o.Stdout == nil {
 		o.Stdout = io.Discard
 	}
-	if err := o.check(); err != nil {
+	if err := o.resolve(); err != nil {
 		return nil, err
 	}
-	dir, err := filepath.Abs(o.Out)
-	if err != nil {
-		return nil, err
+	dirs := make([]string, len(o.Outputs))
+	for i, out := range o.Outputs {
+		dir, err := filepath.Abs(out.Destination)
+		if err != nil {
+			return nil, err
+		}
+		dirs[i] = dir
 	}
-	res, err := issue(ctx, o, dir)
+	var written []string
+	res, err := issue(ctx, o, dirs, &written)
 	if err != nil {
-		if removed, rerr := identity.RemoveStale(dir); removed && rerr == nil {
-			err = fmt.Errorf("%w\n(removed the earlier identity in %s so that nothing uses stale credentials)", err, dir)
+		var stale, partial []string
+		for _, dir := range dirs {
+			if ok, rerr := identity.RemoveStale(dir); ok && rerr == nil {
+				if slices.Contains(written, dir) {
+					partial = append(partial, dir)
+				} else {
+					stale = append(stale, dir)
+				}
+			}
+		}
+		if len(partial) > 0 {
+			err = fmt.Errorf("%w\n(removed %s, written by this run, so that no output is used without the others)", err, strings.Join(partial, ", "))
+		}
+		if len(stale) > 0 {
+			err = fmt.Errorf("%w\n(removed the earlier identity in %s so that nothing uses stale credentials)", err, strings.Join(stale, ", "))
 		}
 		return nil, err
 	}
 	return res, nil
 }
 
+// resolve settles every option: set fields first, then mbot.yaml, then defaults.
+func (o *IssueOptions) resolve() error {
+	var cfg *Config
+	if o.Config != "" {
+		var err error
+		if cfg, err = LoadConfig(o.Config); err != nil {
+			return err
+		}
+		o.Authority = firstSet(o.Authority, cfg.Authority)
+		o.CAPin = firstSet(o.CAPin, cfg.CAPin)
+		o.Token = firstSet(o.Token, cfg.Token)
+		o.JoinMethod = firstSet(o.JoinMethod, cfg.JoinMethod)
+		if o.TTL == 0 {
+			o.TTL = time.Duration(cfg.TTL)
+		}
+	}
+	o.JoinMethod = firstSet(o.JoinMethod, "auto")
+	if o.TTL == 0 {
+		o.TTL = DefaultTTL
+	}
+	switch {
+	case len(o.Outputs) > 0:
+	case cfg == nil:
+		o.Outputs = []Output{{Type: OutputTypeIdentity, Name: OutputTypeIdentity, Destination: firstSet(o.Out, DefaultOut), Roles: o.Roles}}
+	case o.Out != "" || len(o.Roles) > 0:
+		if len(cfg.Outputs) > 1 {
+			return fmt.Errorf("--out (MBOT_OUT) and --roles (MBOT_ROLES) describe one output, but %s has %d; set destination: and roles: per output there, or unset them",
+				o.Config, len(cfg.Outputs))
+		}
+		only := cfg.Outputs[0]
+		only.Destination = firstSet(o.Out, only.Destination)
+		if len(o.Roles) > 0 {
+			only.Roles = o.Roles
+		}
+		o.Outputs = []Output{only}
+	default:
+		o.Outputs = cfg.Outputs
+	}
+	return o.check()
+}
+
 func (o *IssueOptions) check() error {
+	required := func(flag, env, field string) string {
+		if o.Config != "" {
+			return fmt.Sprintf("%s (%s, or %s: in %s)", flag, env, field, o.Config)
+		}
+		return fmt.Sprintf("%s (%s)", flag, env)
+	}
 	var missing []string
 	if o.Authority == "" {
-		missing = append(missing, "--authority (MBOT_AUTHORITY)")
+		missing = append(missing, required("--authority", "MBOT_AUTHORITY", "authority"))
 	}
 	if o.Token == "" {
-		missing = append(missing, "--token (MBOT_TOKEN)")
-	}
-	if o.Out == "" {
-		missing = append(missing, "--out (MBOT_OUT)")
+		missing = append(missing, required("--token", "MBOT_TOKEN", "token"))
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("missing %s", strings.Join(missing, ", "))
@@ -81,13 +169,37 @@ func (o *IssueOptions) check() error {
 	if o.TTL < 0 {
 		return fmt.Errorf("--ttl %s must be positive", o.TTL)
 	}
+	for i := range o.Outputs {
+		out := &o.Outputs[i]
+		if err := out.CheckAndSetDefaults(); err != nil {
+			return fmt.Errorf("output %d: %w", i+1, err)
+		}
+		for j := range i {
+			if o.Outputs[j].Name == out.Name {
+				return fmt.Errorf("outputs %d and %d are both named %q; give each its own name", j+1, i+1, out.Name)
+			}
+			if err := distinctDestinations(o.Outputs[j].Destination, out.Destination, fmt.Sprintf("output %d", j+1)); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 
-func issue(ctx context.Context, o IssueOptions, dir string) (*IssueResult, error) {
+func firstSet(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// issue joins and writes the outputs, adding each directory it writes to written.
+func issue(ctx context.Context, o IssueOptions, dirs []string, written *[]string) (*IssueResult, error) {
 	var joiner joiners.Joiner
 	var err error
-	if o.JoinMethod == "" || o.JoinMethod == "auto" {
+	if o.JoinMethod == "auto" {
 		joiner, err = joiners.Detect(o.Env)
 	} else {
 		joiner, err = joiners.ByMethod(o.JoinMethod)
@@ -111,22 +223,25 @@ func issue(ctx context.Context, o IssueOptions, dir string) (*IssueResult, error
 	if inGitHubActions(o.Env) {
 		fmt.Fprintf(o.Stdout, "::add-mask::%s\n", proof)
 	}
-	keys, err := identity.NewKeys()
-	if err != nil {
-		return nil, err
-	}
-	resp, err := api.Join(ctx, &identity.JoinRequest{
+	req := &identity.JoinRequest{
 		JoinToken:  o.Token,
 		Method:     joiner.Method(),
 		Proof:      proof,
 		TTLSeconds: int64(o.TTL / time.Second),
-		Outputs: []identity.OutputRequest{{
-			Name:         "identity",
-			Roles:        o.Roles,
-			SSHPublicKey: keys.SSHPublicKey(),
-			TLSPublicKey: keys.TLSPublicKeyPEM(),
-		}},
-	})
+	}
+	keys := make([]*identity.Keys, len(o.Outputs))
+	for i, out := range o.Outputs {
+		if keys[i], err = identity.NewKeys(); err != nil {
+			return nil, err
+		}
+		req.Outputs = append(req.Outputs, identity.OutputRequest{
+			Name:         out.Name,
+			Roles:        out.Roles,
+			SSHPublicKey: keys[i].SSHPublicKey(),
+			TLSPublicKey: keys[i].TLSPublicKeyPEM(),
+		})
+	}
+	resp, err := api.Join(ctx, req)
 	if err != nil {
 		var refusal *identity.Error
 		if errors.As(err, &refusal) {
@@ -134,26 +249,44 @@ func issue(ctx context.Context, o IssueOptions, dir string) (*IssueResult, error
 		}
 		return nil, err
 	}
-	if len(resp.Outputs) != 1 {
-		return nil, fmt.Errorf("the authority answered with %d outputs for 1 asked", len(resp.Outputs))
+	if len(resp.Outputs) != len(o.Outputs) {
+		return nil, fmt.Errorf("the authority answered with %d outputs for %d asked", len(resp.Outputs), len(o.Outputs))
 	}
-	files, err := identity.RenderIdentity(dir, keys, resp, &resp.Outputs[0])
-	if err != nil {
+
+	// Everything is rendered before anything is written, so that a bad
+	// answer leaves the destinations untouched.
+	res := &IssueResult{Dir: dirs[0], Method: joiner.Method(), Response: resp}
+	rendered := make([][]identity.File, len(o.Outputs))
+	for i, out := range o.Outputs {
+		grant := &resp.Outputs[i]
+		if grant.Name != out.Name {
+			return nil, fmt.Errorf("the authority answered output %q where %q was asked", grant.Name, out.Name)
+		}
+		if rendered[i], err = identity.RenderIdentity(dirs[i], keys[i], resp, grant); err != nil {
+			return nil, err
+		}
+		res.Outputs = append(res.Outputs, IssuedOutput{Dir: dirs[i], Grant: grant})
+	}
+	// Each directory is replaced atomically; if one fails, Issue removes
+	// the ones written before it along with every other stale identity.
+	for i := range o.Outputs {
+		if err := identity.WriteDir(dirs[i], rendered[i]); err != nil {
+			return nil, fmt.Errorf("output %q: %w", o.Outputs[i].Name, err)
+		}
+		*written = append(*written, dirs[i])
+	}
+	if err := writeGitHubOutputs(o.Env, res.Outputs); err != nil {
 		return nil, err
 	}
-	if err := identity.WriteDir(dir, files); err != nil {
-		return nil, err
-	}
-	if err := writeGitHubOutputs(o.Env, dir); err != nil {
-		return nil, err
-	}
-	return &IssueResult{Dir: dir, Method: joiner.Method(), Response: resp}, nil
+	return res, nil
 }
 
 func inGitHubActions(env joiners.Env) bool { return env("GITHUB_ACTIONS") == "true" }
 
-// writeGitHubOutputs sets step outputs naming the identity's files (never their contents).
-func writeGitHubOutputs(env joiners.Env, dir string) error {
+// writeGitHubOutputs sets step outputs naming the identity's files (never
+// their contents): unprefixed for a single output, as <name>-<key> for each
+// of several.
+func writeGitHubOutputs(env joiners.Env, outputs []IssuedOutput) error {
 	path := env("GITHUB_OUTPUT")
 	if !inGitHubActions(env) || path == "" {
 		return nil
@@ -163,18 +296,25 @@ func writeGitHubOutputs(env joiners.Env, dir string) error {
 		return fmt.Errorf("writing step outputs to GITHUB_OUTPUT: %w", err)
 	}
 	defer f.Close()
-	for _, kv := range [][2]string{
-		{"destination-dir", dir},
-		{"ssh-config", filepath.Join(dir, identity.FileSSHConfig)},
-		{"identity-file", filepath.Join(dir, identity.FileSSHKey)},
-		{"certificate-file", filepath.Join(dir, identity.FileSSHCert)},
-		{"known-hosts", filepath.Join(dir, identity.FileKnownHosts)},
-		{"tls-cert", filepath.Join(dir, identity.FileTLSCert)},
-		{"tls-key", filepath.Join(dir, identity.FileTLSKey)},
-		{"ca-file", filepath.Join(dir, identity.FileCA)},
-	} {
-		if _, err := fmt.Fprintf(f, "%s=%s\n", kv[0], kv[1]); err != nil {
-			return err
+	for _, out := range outputs {
+		prefix := ""
+		if len(outputs) > 1 {
+			prefix = out.Grant.Name + "-"
+		}
+		dir := out.Dir
+		for _, kv := range [][2]string{
+			{"destination-dir", dir},
+			{"ssh-config", filepath.Join(dir, identity.FileSSHConfig)},
+			{"identity-file", filepath.Join(dir, identity.FileSSHKey)},
+			{"certificate-file", filepath.Join(dir, identity.FileSSHCert)},
+			{"known-hosts", filepath.Join(dir, identity.FileKnownHosts)},
+			{"tls-cert", filepath.Join(dir, identity.FileTLSCert)},
+			{"tls-key", filepath.Join(dir, identity.FileTLSKey)},
+			{"ca-file", filepath.Join(dir, identity.FileCA)},
+		} {
+			if _, err := fmt.Fprintf(f, "%s%s=%s\n", prefix, kv[0], kv[1]); err != nil {
+				return err
+			}
 		}
 	}
 	return f.Close()

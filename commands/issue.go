@@ -20,23 +20,34 @@ writes them to --out. Example:
 
    mbot issue --authority https://auth.acme.internal:8443 --ca-pin sha256:... \
               --token github-deploy --out ./mbot
-   ssh -F ./mbot/ssh_config deploy@web1.acme.internal`,
+   ssh -F ./mbot/ssh_config deploy@web1.acme.internal
+
+Several outputs, each with its own keys, roles and directory, from one join:
+
+   mbot issue --config mbot.yaml
+
+   # mbot.yaml
+   authority: https://auth.acme.internal:8443
+   ca_pin: sha256:...
+   token: github-deploy
+   outputs:
+     - {type: identity, destination: ./mbot-deploy, roles: [deploy]}
+     - {type: identity, destination: ./mbot-readonly, roles: [audit-read]}
+
+Flags and MBOT_* variables override mbot.yaml.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "authority", EnvVars: []string{"MBOT_AUTHORITY"}, Usage: "authority URL, https://host:port"},
 			&cli.StringFlag{Name: "ca-pin", EnvVars: []string{"MBOT_CA_PIN"}, Usage: "pin of the authority's TLS CA (mbot authority export --type ca-pin)"},
 			&cli.StringFlag{Name: "token", EnvVars: []string{"MBOT_TOKEN"}, Usage: "name of the join token to join with"},
-			&cli.StringFlag{Name: "join-method", EnvVars: []string{"MBOT_JOIN_METHOD"}, Value: "auto", Usage: "auto, github, gitlab or circleci"},
-			&cli.StringFlag{Name: "out", EnvVars: []string{"MBOT_OUT"}, Value: "./mbot", Usage: "directory to write the identity to"},
-			&cli.DurationFlag{Name: "ttl", EnvVars: []string{"MBOT_TTL"}, Value: time.Hour, Usage: "certificate lifetime (at most 24h)"},
+			&cli.StringFlag{Name: "join-method", EnvVars: []string{"MBOT_JOIN_METHOD"}, Usage: "auto (default), github, gitlab or circleci"},
+			&cli.StringFlag{Name: "out", EnvVars: []string{"MBOT_OUT"}, Usage: "directory to write the identity to (default " + client.DefaultOut + ")"},
+			&cli.DurationFlag{Name: "ttl", EnvVars: []string{"MBOT_TTL"}, Usage: "certificate lifetime, at most 24h (default " + client.DefaultTTL.String() + ")"},
 			&cli.StringFlag{Name: "roles", EnvVars: []string{"MBOT_ROLES"}, Usage: "comma-separated subset of the bot's roles (default: all)"},
-			&cli.StringFlag{Name: "config", EnvVars: []string{"MBOT_CONFIG"}, Usage: "mbot.yaml with several outputs"},
+			&cli.StringFlag{Name: "config", EnvVars: []string{"MBOT_CONFIG"}, Usage: "mbot.yaml: connection settings and several outputs"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef("mbot issue takes no arguments, got %q", c.Args().Slice())
-			}
-			if c.String("config") != "" {
-				return usagef("--config (mbot.yaml with several outputs) is not supported by this version; use --out and --roles")
 			}
 			res, err := client.Issue(c.Context, client.IssueOptions{
 				Authority:  c.String("authority"),
@@ -46,6 +57,7 @@ writes them to --out. Example:
 				Out:        c.String("out"),
 				TTL:        c.Duration("ttl"),
 				Roles:      splitList(c.String("roles")),
+				Config:     c.String("config"),
 				Stdout:     os.Stdout,
 			})
 			if err != nil {
@@ -57,10 +69,12 @@ writes them to --out. Example:
 					fmt.Printf("::warning title=mbot::%s\n", w)
 				}
 			}
-			out := res.Response.Outputs[0]
-			fmt.Fprintf(os.Stderr, "mbot: %s join as bot %q: roles %s, logins %s, valid until %s\nmbot: wrote %s (use: ssh -F %s/ssh_config <host>)\n",
-				res.Method, res.Response.Bot, strings.Join(out.Roles, ","), strings.Join(out.Logins, ","),
-				out.NotAfter.UTC().Format(time.RFC3339), res.Dir, res.Dir)
+			fmt.Fprintf(os.Stderr, "mbot: %s join as bot %q\n", res.Method, res.Response.Bot)
+			for _, out := range res.Outputs {
+				fmt.Fprintf(os.Stderr, "mbot: wrote %s: roles %s, logins %s, valid until %s (use: ssh -F %s/ssh_config <host>)\n",
+					out.Dir, strings.Join(out.Grant.Roles, ","), strings.Join(out.Grant.Logins, ","),
+					out.Grant.NotAfter.UTC().Format(time.RFC3339), out.Dir)
+			}
 			return nil
 		},
 	}

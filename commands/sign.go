@@ -3,6 +3,8 @@ package commands
 import (
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/mbot-dev/mbot/authority"
@@ -17,35 +19,107 @@ func signCommand() *cli.Command {
 		Description: `Host credentials for a server that mbot identities connect to:
 
    mbot sign --config authority.yaml --host web1.acme.internal,10.0.0.5 --out ./web1
-   # sshd_config: HostKey ./web1/key, HostCertificate ./web1/key-cert.pub`,
+   # sshd_config: HostKey ./web1/key, HostCertificate ./web1/key-cert.pub
+
+A long-lived identity for a user, on purpose (bots never get one through
+mbot issue). It is written like mbot issue's identity directory, may live
+longer than the 24h bot cap up to max_admin_ttl in authority.yaml, and is
+recorded in the audit log:
+
+   mbot sign --config authority.yaml --user alice --roles deploy --logins alice --ttl 720h --out ./alice
+   ssh -F ./alice/ssh_config web1.acme.internal`,
 		Flags: []cli.Flag{authorityConfigFlag(),
-			&cli.StringFlag{Name: "host", Usage: "comma-separated host names and addresses"},
+			&cli.StringFlag{Name: "host", Usage: "comma-separated host names and addresses (host credentials)"},
+			&cli.StringFlag{Name: "user", Usage: "user name (a long-lived user identity)"},
+			&cli.StringFlag{Name: "roles", Usage: "with --user: comma-separated roles whose logins the user gets"},
+			&cli.StringFlag{Name: "logins", Usage: "with --user: the user's logins trait, for {{internal.logins}} in the roles"},
 			&cli.StringFlag{Name: "out", Required: true, Usage: "directory to write the credentials to"},
-			&cli.DurationFlag{Name: "ttl", Value: 8760 * time.Hour, Usage: "certificate lifetime"},
+			&cli.DurationFlag{Name: "ttl", Usage: "certificate lifetime (--host: default 8760h; --user: required, at most max_admin_ttl)"},
 		},
 		Action: func(c *cli.Context) error {
-			names := splitList(c.String("host"))
-			if len(names) == 0 {
-				return usagef("mbot sign needs --host NAME[,NAME]")
+			if c.NArg() > 0 {
+				return usagef("mbot sign takes no arguments, got %q", c.Args().Slice())
 			}
-			cfg, err := authority.LoadConfig(c.String("config"))
-			if err != nil {
-				return err
+			switch {
+			case c.IsSet("host") && c.IsSet("user"):
+				return usagef("mbot sign takes --host or --user, not both")
+			case c.IsSet("user"):
+				return signUser(c)
+			case c.IsSet("host"):
+				if c.IsSet("roles") || c.IsSet("logins") {
+					return usagef("--roles and --logins go with --user, not --host")
+				}
+				return signHost(c)
 			}
-			st, cas, err := authority.OpenAdmin(c.Context, cfg)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			files, err := authority.SignHost(c.Context, st, cas, names, c.Duration("ttl"))
-			if err != nil {
-				return err
-			}
-			if err := identity.WriteDir(c.String("out"), files); err != nil {
-				return err
-			}
-			fmt.Fprintf(os.Stderr, "mbot: wrote host credentials for %v to %s\n", names, c.String("out"))
-			return nil
+			return usagef("mbot sign needs --host NAME[,NAME] or --user NAME")
 		},
 	}
+}
+
+func signHost(c *cli.Context) error {
+	names := splitList(c.String("host"))
+	if len(names) == 0 {
+		return usagef("mbot sign needs --host NAME[,NAME]")
+	}
+	ttl := c.Duration("ttl")
+	if !c.IsSet("ttl") {
+		ttl = 8760 * time.Hour
+	}
+	cfg, err := authority.LoadConfig(c.String("config"))
+	if err != nil {
+		return err
+	}
+	st, cas, err := authority.OpenAdmin(c.Context, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	files, err := authority.SignHost(c.Context, st, cas, names, ttl)
+	if err != nil {
+		return err
+	}
+	if err := identity.WriteDir(c.String("out"), files); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "mbot: wrote host credentials for %v to %s\n", names, c.String("out"))
+	return nil
+}
+
+func signUser(c *cli.Context) error {
+	if !c.IsSet("ttl") {
+		return usagef("mbot sign --user needs --ttl: a long-lived credential is never given by default")
+	}
+	dir, err := filepath.Abs(c.String("out"))
+	if err != nil {
+		return err
+	}
+	cfg, err := authority.LoadConfig(c.String("config"))
+	if err != nil {
+		return err
+	}
+	a, err := authority.OpenLocal(c.Context, cfg, authority.Options{})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	signed, err := a.SignUser(c.Context, authority.UserSignRequest{
+		User:   c.String("user"),
+		Roles:  splitList(c.String("roles")),
+		Logins: splitList(c.String("logins")),
+		TTL:    c.Duration("ttl"),
+		Dir:    dir,
+	})
+	if err != nil {
+		return err
+	}
+	for _, w := range signed.Warnings {
+		fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+	}
+	if err := identity.WriteDir(dir, signed.Files); err != nil {
+		return err
+	}
+	out := signed.Output
+	fmt.Fprintf(os.Stderr, "mbot: signed user %q: roles %s, logins %s, valid until %s (recorded in the audit log)\nmbot: wrote %s (use: ssh -F %s/ssh_config <host>)\n",
+		c.String("user"), strings.Join(out.Roles, ","), strings.Join(out.Logins, ","), out.NotAfter.UTC().Format(time.RFC3339), dir, dir)
+	return nil
 }

@@ -1,0 +1,302 @@
+package client
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mbot-dev/mbot/joiners"
+	"gopkg.in/yaml.v3"
+)
+
+// OutputTypeIdentity is the identity directory of SPEC §4 (SSH and TLS
+// keys and certificates, known_hosts, ssh_config, identity.json).
+const OutputTypeIdentity = "identity"
+
+// laterOutputTypes are the output types mbot.yaml will accept in a later
+// version; naming one today is refused with that said.
+var laterOutputTypes = []string{"kubernetes", "database", "application", "ssh_host"}
+
+// Config is mbot.yaml: how to join and which outputs one join writes.
+// Flags and MBOT_* variables override its values.
+//
+//	authority: https://auth.acme.internal:8443
+//	ca_pin: sha256:...
+//	token: github-deploy
+//	ttl: 1h
+//	outputs:
+//	  - type: identity
+//	    destination: ./mbot-deploy
+//	    roles: [deploy]
+type Config struct {
+	Authority  string   `yaml:"authority"`
+	CAPin      string   `yaml:"ca_pin"`
+	Token      string   `yaml:"token"`
+	JoinMethod string   `yaml:"join_method"`
+	TTL        Duration `yaml:"ttl"`
+	Outputs    []Output `yaml:"outputs"`
+}
+
+// Output is one output of a join: its own fresh keys, roles and destination.
+type Output struct {
+	// Type is what is written; only "identity" in this version (the default).
+	Type string `yaml:"type"`
+	// Destination is the directory the output is written to; a relative
+	// path is relative to the working directory, like --out.
+	Destination string `yaml:"destination"`
+	// Roles is the subset of the bot's roles this output carries; empty means all.
+	Roles []string `yaml:"roles"`
+	// Name names the output in identity.json, the audit log and GitHub step
+	// outputs; default the destination's base name.
+	Name string `yaml:"name"`
+}
+
+// Duration is a time.Duration written as "1h" or "90m".
+type Duration time.Duration
+
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v <= 0 {
+		return fmt.Errorf("line %d: ttl: %q is not a positive duration such as 30m or 1h", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// LoadConfig reads mbot.yaml, refusing unknown fields and bad values with
+// the file, line and field.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading --config (MBOT_CONFIG): %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+// ParseConfig reads mbot.yaml from data; path names it in errors.
+func ParseConfig(path string, data []byte) (*Config, error) {
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s is empty; it needs at least outputs:", path)
+		}
+		return nil, configYAMLError(path, err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, configYAMLError(path, err)
+	}
+	if err := cfg.checkAndSetDefaults(path, doc.Content[0]); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+var (
+	outputNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	notInName    = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
+)
+
+func (c *Config) checkAndSetDefaults(path string, root *yaml.Node) error {
+	fail := func(at []string, format string, args ...any) error {
+		line := root.Line
+		for i := len(at); i > 0; i-- { // the deepest node of at that exists
+			if n := lookup(root, at[:i]...); n != nil {
+				line = n.Line
+				break
+			}
+		}
+		field := at[0]
+		for _, seg := range at[1:] {
+			if _, err := strconv.Atoi(seg); err == nil {
+				field += "[" + seg + "]"
+			} else {
+				field += "." + seg
+			}
+		}
+		return fmt.Errorf("%s:%d: %s: %s", path, line, field, fmt.Sprintf(format, args...))
+	}
+	if c.JoinMethod != "" && c.JoinMethod != "auto" {
+		if _, err := joiners.ByMethod(c.JoinMethod); err != nil {
+			return fail([]string{"join_method"}, "%v", err)
+		}
+	}
+	if len(c.Outputs) == 0 {
+		return fail([]string{"outputs"}, "is required: list at least one output, such as {type: identity, destination: ./mbot}")
+	}
+	for i := range c.Outputs {
+		o := &c.Outputs[i]
+		at := func(field string) []string { return []string{"outputs", strconv.Itoa(i), field} }
+		named := o.Name != ""
+		if err := o.CheckAndSetDefaults(); err != nil {
+			var fe *fieldError
+			if errors.As(err, &fe) {
+				return fail(at(fe.field), "%s", fe.msg)
+			}
+			return fail(at("type"), "%v", err)
+		}
+		for j := range i {
+			if err := distinctDestinations(c.Outputs[j].Destination, o.Destination, fmt.Sprintf("outputs[%d]", j)); err != nil {
+				return fail(at("destination"), "%v", err)
+			}
+		}
+		taken := func(name string) int {
+			return slices.IndexFunc(c.Outputs[:i], func(p Output) bool { return p.Name == name })
+		}
+		if j := taken(o.Name); j >= 0 {
+			if named {
+				return fail(at("name"), "output name %q is already used by outputs[%d]; give each output its own name", o.Name, j)
+			}
+			// A name derived from the destination (./a/mbot, ./b/mbot) gets a number.
+			base := o.Name
+			for n := 2; taken(o.Name) >= 0; n++ {
+				o.Name = fmt.Sprintf("%s-%d", base, n)
+			}
+		}
+	}
+	return nil
+}
+
+// fieldError is a bad value of one field of an output.
+type fieldError struct{ field, msg string }
+
+func (e *fieldError) Error() string { return e.field + ": " + e.msg }
+
+func badField(field, format string, args ...any) error {
+	return &fieldError{field: field, msg: fmt.Sprintf(format, args...)}
+}
+
+// CheckAndSetDefaults checks one output and fills in its type and name.
+func (o *Output) CheckAndSetDefaults() error {
+	switch {
+	case o.Type == "":
+		o.Type = OutputTypeIdentity
+	case o.Type == OutputTypeIdentity:
+	case slices.Contains(laterOutputTypes, o.Type):
+		return badField("type", "output type %q is not supported yet; this version writes %q outputs only", o.Type, OutputTypeIdentity)
+	default:
+		return badField("type", "%q is not an output type; use %q (%s come later)", o.Type, OutputTypeIdentity, strings.Join(laterOutputTypes, ", "))
+	}
+	if o.Destination == "" {
+		return badField("destination", "is required: the directory this output is written to")
+	}
+	if o.Name == "" {
+		o.Name = outputNameFrom(o.Destination)
+	}
+	if !outputNameRe.MatchString(o.Name) {
+		return badField("name", "%q may hold only letters, digits and _ . - and must start with a letter or digit", o.Name)
+	}
+	for _, r := range o.Roles {
+		if r == "" || strings.ContainsAny(r, ", \t") {
+			return badField("roles", "%q is not a role name", r)
+		}
+	}
+	return nil
+}
+
+// outputNameFrom names an output after its destination directory.
+func outputNameFrom(dest string) string {
+	base := filepath.Base(filepath.Clean(dest))
+	name := strings.TrimLeft(notInName.ReplaceAllString(base, "-"), "-._")
+	if name == "" {
+		return OutputTypeIdentity
+	}
+	return name
+}
+
+// distinctDestinations refuses output b when it would write the same
+// directory as output a (named other), or one inside it or around it
+// (writing the outer one would replace the inner).
+func distinctDestinations(a, b, other string) error {
+	ca, cb := canonicalDir(a), canonicalDir(b)
+	switch {
+	case ca == cb:
+		return fmt.Errorf("%s is already the destination of %s; give each output its own directory", b, other)
+	case strings.HasPrefix(cb, ca+string(filepath.Separator)), strings.HasPrefix(ca, cb+string(filepath.Separator)):
+		return fmt.Errorf("%s and the destination of %s, %s, are nested; give each output a directory of its own, side by side", b, other, a)
+	}
+	return nil
+}
+
+// canonicalDir is dir as an absolute path, through symbolic links where it exists.
+func canonicalDir(dir string) string {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return filepath.Clean(dir)
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		return real
+	}
+	return abs
+}
+
+// lookup follows mapping keys and sequence indexes from n; nil if absent.
+func lookup(n *yaml.Node, path ...string) *yaml.Node {
+	for _, key := range path {
+		switch {
+		case n == nil:
+			return nil
+		case n.Kind == yaml.SequenceNode:
+			i, err := strconv.Atoi(key)
+			if err != nil || i < 0 || i >= len(n.Content) {
+				return nil
+			}
+			n = n.Content[i]
+		case n.Kind == yaml.MappingNode:
+			var next *yaml.Node
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == key {
+					next = n.Content[i+1]
+					break
+				}
+			}
+			n = next
+		default:
+			return nil
+		}
+	}
+	return n
+}
+
+var fieldNotFound = regexp.MustCompile(`field (\S+) not found in type client\.(\w+)`)
+
+// configYAMLError turns yaml.v3's "line N: ..." messages into "file:N: ...",
+// naming the fields that are allowed where an unknown one was found.
+func configYAMLError(path string, err error) error {
+	known := map[string]string{
+		"Config": "authority, ca_pin, token, join_method, ttl, outputs",
+		"Output": "type, destination, roles, name",
+	}
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msgs := make([]string, len(te.Errors))
+		for i, e := range te.Errors {
+			e = fieldNotFound.ReplaceAllStringFunc(e, func(m string) string {
+				sub := fieldNotFound.FindStringSubmatch(m)
+				where := "mbot.yaml's top level"
+				if sub[2] == "Output" {
+					where = "an output"
+				}
+				return fmt.Sprintf("unknown field %q in %s (known fields: %s)", sub[1], where, known[sub[2]])
+			})
+			e = strings.ReplaceAll(e, "into []string", "into a list (write [a, b])")
+			msgs[i] = path + ":" + strings.TrimPrefix(e, "line ")
+		}
+		return errors.New(strings.Join(msgs, "\n"))
+	}
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		return errors.New(path + ":" + rest)
+	}
+	return fmt.Errorf("%s: %s", path, msg)
+}
