@@ -1,0 +1,238 @@
+package admin_test
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/mbot-dev/mbot/admin"
+	"github.com/mbot-dev/mbot/authority/resources"
+)
+
+// parseSet reads YAML documents into a set, failing the test on errors.
+func parseSet(t *testing.T, docs string) *resources.Set {
+	t.Helper()
+	parsed, err := resources.Parse("test.yaml", []byte(docs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := resources.NewSet(parsed)
+	if err := set.CheckReferences(); err != nil {
+		t.Fatal(err)
+	}
+	return set
+}
+
+func role(name, spec string) string {
+	return "kind: role\nversion: v1\nmetadata: {name: " + name + "}\nspec: " + spec + "\n---\n"
+}
+
+func bot(name, spec string) string {
+	return "kind: bot\nversion: v1\nmetadata: {name: " + name + "}\nspec: " + spec + "\n---\n"
+}
+
+func TestBotLogins(t *testing.T) {
+	cases := []struct {
+		name string
+		docs string
+		want []admin.RoleLogins
+	}{
+		{
+			name: "literal and template",
+			docs: role("deploy", `{logins: ["{{internal.logins}}", deploy]}`) +
+				bot("deployer", `{roles: [deploy], traits: {logins: [ubuntu, deploy]}}`),
+			want: []admin.RoleLogins{{Role: "deploy", Defined: true, Logins: []admin.Login{
+				// deploy is listed literally by the role, so it is no pitfall.
+				{Name: "ubuntu", Template: "{{internal.logins}}", TraitOnly: true},
+				{Name: "deploy", Template: "{{internal.logins}}"},
+			}}},
+		},
+		{
+			name: "login listed literally by another role",
+			docs: role("ops", `{logins: [root]}`) + role("deploy", `{logins: ["{{internal.logins}}"]}`) +
+				bot("deployer", `{roles: [deploy], traits: {logins: [root, ci]}}`),
+			want: []admin.RoleLogins{{Role: "deploy", Defined: true, Logins: []admin.Login{
+				{Name: "root", Template: "{{internal.logins}}"},
+				{Name: "ci", Template: "{{internal.logins}}", TraitOnly: true},
+			}}},
+		},
+		{
+			name: "missing trait expands to nothing",
+			docs: role("db", `{logins: ["{{internal.db_users}}", "svc-{{internal.team}}", reader]}`) +
+				bot("deployer", `{roles: [db], traits: {logins: [ubuntu]}}`),
+			want: []admin.RoleLogins{{Role: "db", Defined: true,
+				Logins: []admin.Login{{Name: "reader"}},
+				Empty:  []string{"{{internal.db_users}}", "svc-{{internal.team}}"}}},
+		},
+		{
+			name: "one row per role, in the bot's order",
+			docs: role("a", `{logins: [x]}`) + role("b", `{logins: ["{{internal.logins}}"]}`) +
+				bot("deployer", `{roles: [b, a]}`),
+			want: []admin.RoleLogins{
+				{Role: "b", Defined: true, Logins: []admin.Login{}, Empty: []string{"{{internal.logins}}"}},
+				{Role: "a", Defined: true, Logins: []admin.Login{{Name: "x"}}},
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			set := parseSet(t, tc.docs)
+			got := admin.BotLogins(set, set.Bots["deployer"])
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("BotLogins:\n got %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestBotLoginsUndefinedRole(t *testing.T) {
+	set := resources.NewSet(nil)
+	b := &resources.Bot{Metadata: resources.Metadata{Name: "orphan"}, Spec: resources.BotSpec{Roles: []string{"gone"}}}
+	set.Bots["orphan"] = b
+	got := admin.BotLogins(set, b)
+	if len(got) != 1 || got[0].Defined || got[0].Role != "gone" {
+		t.Errorf("BotLogins of a bot with an undefined role = %+v", got)
+	}
+	report := admin.Lint(set, &admin.Settings{})
+	if report.Blocking() != 1 || !strings.Contains(report.Findings[0].Message, `role "gone", which is not defined`) {
+		t.Errorf("Lint: %+v", report.Findings)
+	}
+}
+
+func TestLint(t *testing.T) {
+	okRole := role("deploy", `{logins: ["{{internal.logins}}"]}`)
+	okBot := bot("deployer", `{roles: [deploy], traits: {logins: [ubuntu]}}`)
+	type want struct {
+		severity admin.Severity
+		bot      string
+		role     string
+		says     []string // the message names these
+	}
+	cases := []struct {
+		name     string
+		docs     string
+		settings admin.Settings
+		want     []want
+	}{
+		{
+			name: "clean",
+			docs: okRole + okBot,
+		},
+		{
+			name: "role with per-session MFA",
+			docs: okRole + role("prod", `{logins: [root], require_session_mfa: true}`) +
+				bot("deployer", `{roles: [deploy, prod], traits: {logins: [ubuntu]}}`),
+			want: []want{{admin.Blocking, "deployer", "prod",
+				[]string{`role "prod"`, "require_session_mfa: true", "issue time", "roles people use"}}},
+		},
+		{
+			name: "role requiring device trust",
+			docs: role("prod", `{logins: [root], device_trust_mode: required}`) + bot("deployer", `{roles: [prod]}`),
+			want: []want{{admin.Blocking, "deployer", "prod",
+				[]string{`role "prod"`, "device_trust_mode: required", "required-for-humans"}}},
+		},
+		{
+			name: "device trust only for humans is fine",
+			docs: role("prod", `{logins: [root], device_trust_mode: required-for-humans}`) + bot("deployer", `{roles: [prod]}`),
+		},
+		{
+			name:     "cluster-wide per-session MFA",
+			docs:     okRole + okBot + bot("other", `{roles: [deploy], traits: {logins: [ci]}}`),
+			settings: admin.Settings{RequireSessionMFA: true},
+			want: []want{
+				{admin.Blocking, "deployer", "", []string{"authority.yaml", "require_session_mfa: true", `bot "deployer"`, "roles people use"}},
+				{admin.Blocking, "other", "", []string{"authority.yaml", `bot "other"`}},
+			},
+		},
+		{
+			name:     "cluster-wide device trust",
+			docs:     okRole + okBot,
+			settings: admin.Settings{DeviceTrustMode: "required"},
+			want: []want{{admin.Blocking, "deployer", "",
+				[]string{"authority.yaml", "device_trust_mode: required", "required-for-humans", "deploy"}}},
+		},
+		{
+			name: "cluster-wide device trust with a role opting out",
+			docs: role("deploy", `{logins: ["{{internal.logins}}"], device_trust_mode: required-for-humans}`) +
+				role("ops", `{logins: [ops]}`) + bot("deployer", `{roles: [deploy, ops], traits: {logins: [ubuntu]}}`),
+			settings: admin.Settings{DeviceTrustMode: "required"},
+		},
+		{
+			name:     "cluster-wide device trust for humans only",
+			docs:     okRole + okBot,
+			settings: admin.Settings{DeviceTrustMode: "required-for-humans"},
+		},
+		{
+			name: "template whose trait is missing",
+			docs: okRole + role("db", `{logins: ["{{internal.db_users}}"]}`) +
+				bot("deployer", `{roles: [deploy, db], traits: {logins: [ubuntu]}}`),
+			want: []want{{admin.Warning, "deployer", "db",
+				[]string{"{{internal.db_users}}", "expands to nothing", "no trait db_users", "it has logins", "db_users: [...]"}}},
+		},
+		{
+			name: "logins trait missing altogether",
+			docs: okRole + bot("deployer", `{roles: [deploy]}`),
+			want: []want{
+				{admin.Warning, "deployer", "deploy", []string{"{{internal.logins}}", "no trait logins", "mbot bots add deployer --roles deploy --logins"}},
+				{admin.Warning, "deployer", "", []string{"no SSH login"}},
+			},
+		},
+		{
+			name: "malformed template",
+			docs: role("deploy", `{logins: ["{{internal.logins}}{{internal.team}}", ci]}`) + okBot,
+			want: []want{{admin.Warning, "deployer", "deploy", []string{"malformed"}}},
+		},
+		{
+			name: "max_ttl above the bot cap",
+			docs: role("deploy", `{logins: ["{{internal.logins}}"], max_ttl: 48h}`) + okBot,
+			want: []want{{admin.Warning, "", "deploy", []string{"max_ttl: 48h0m0s", "24h0m0s"}}},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			set := parseSet(t, tc.docs)
+			report := admin.Lint(set, &tc.settings)
+			if len(report.Findings) != len(tc.want) {
+				t.Fatalf("%d findings, want %d: %+v", len(report.Findings), len(tc.want), report.Findings)
+			}
+			blocking := 0
+			for i, w := range tc.want {
+				f := report.Findings[i]
+				if f.Severity != w.severity || f.Bot != w.bot || f.Role != w.role {
+					t.Errorf("finding %d is %s for bot %q role %q, want %s for bot %q role %q: %s",
+						i, f.Severity, f.Bot, f.Role, w.severity, w.bot, w.role, f.Message)
+				}
+				for _, s := range w.says {
+					if !strings.Contains(f.Message, s) {
+						t.Errorf("finding %d does not say %q: %s", i, s, f.Message)
+					}
+				}
+				if w.severity == admin.Blocking {
+					blocking++
+				}
+			}
+			if report.Blocking() != blocking {
+				t.Errorf("Blocking() = %d, want %d", report.Blocking(), blocking)
+			}
+			if len(report.Bots) != len(set.Bots) {
+				t.Errorf("report lists %d bots, want %d", len(report.Bots), len(set.Bots))
+			}
+		})
+	}
+}
+
+func TestLintReportsEveryBotsLogins(t *testing.T) {
+	set := parseSet(t, role("deploy", `{logins: ["{{internal.logins}}", deploy]}`)+
+		bot("b", `{roles: [deploy], traits: {logins: [ci]}}`)+bot("a", `{roles: [deploy], traits: {logins: [root]}}`))
+	report := admin.Lint(set, nil)
+	if len(report.Bots) != 2 || report.Bots[0].Bot != "a" || report.Bots[1].Bot != "b" {
+		t.Fatalf("bots not listed by name: %+v", report.Bots)
+	}
+	var got []string
+	for _, l := range report.Bots[0].Roles[0].Logins {
+		got = append(got, l.Name)
+	}
+	if !reflect.DeepEqual(got, []string{"root", "deploy"}) {
+		t.Errorf("bot a's deploy role grants %v, want [root deploy]", got)
+	}
+}

@@ -1,0 +1,112 @@
+package commands
+
+import (
+	"encoding/json"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/mbot-dev/mbot/admin"
+	"github.com/mbot-dev/mbot/authority"
+	"github.com/urfave/cli/v2"
+)
+
+// adminFlags are how the admin commands (apply, get, rm, bots add, audit,
+// lint) reach an authority.
+func adminFlags() []cli.Flag {
+	return []cli.Flag{authorityConfigFlag()}
+}
+
+// openAdmin opens the authority an admin command acts on: on the authority
+// host, its store directly, as configured by --config.
+func openAdmin(c *cli.Context) (admin.Client, error) {
+	cfg, err := authority.LoadConfig(c.String("config"))
+	if err != nil {
+		return nil, err
+	}
+	local, err := admin.OpenLocal(c.Context, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return local, nil
+}
+
+// outputFlag is -o for commands that print resources or records.
+func outputFlag(formats ...string) *cli.StringFlag {
+	return &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: formats[0],
+		Usage: "output format: " + strings.Join(formats, ", ")}
+}
+
+// outputFormat returns -o, refusing a format the command does not know.
+func outputFormat(c *cli.Context, formats ...string) (string, error) {
+	f := c.String("output")
+	if !slices.Contains(formats, f) {
+		return "", usagef("-o %q is not one of %s", f, strings.Join(formats, ", "))
+	}
+	return f, nil
+}
+
+// parseKind turns roles, bot, join_tokens, ... into a resource kind.
+func parseKind(s string) (string, error) {
+	if kind, ok := admin.Kinds[s]; ok {
+		return kind, nil
+	}
+	return "", usagef("unknown resource kind %q; use roles, bots or join_tokens", s)
+}
+
+// positionalArgs returns the command's arguments after applying the flags
+// written among them, as in "mbot get bots -o json": urfave/cli stops
+// reading flags at the first argument.
+func positionalArgs(c *cli.Context) ([]string, error) {
+	var args []string
+	rest := c.Args().Slice()
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		if a == "--" {
+			return append(args, rest[i+1:]...), nil
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			args = append(args, a)
+			continue
+		}
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		flag := lookupFlag(c.Command.Flags, name)
+		if flag == nil {
+			return nil, usagef("flag provided but not defined: %s", a)
+		}
+		if flag == cli.HelpFlag {
+			cli.HelpPrinter(c.App.Writer, cli.CommandHelpTemplate, c.Command)
+			return nil, cli.Exit("", 0) // urfave/cli exits 0 on it; nothing is open yet
+		}
+		if _, isBool := flag.(*cli.BoolFlag); isBool && !hasValue {
+			value, hasValue = "true", true
+		}
+		if !hasValue {
+			if i+1 == len(rest) {
+				return nil, usagef("flag needs an argument: %s", a)
+			}
+			i++
+			value = rest[i]
+		}
+		if err := c.Set(flag.Names()[0], value); err != nil {
+			return nil, usagef("invalid value %q for flag %s: %v", value, a, err)
+		}
+	}
+	return args, nil
+}
+
+func lookupFlag(flags []cli.Flag, name string) cli.Flag {
+	for _, f := range flags {
+		if slices.Contains(f.Names(), name) {
+			return f
+		}
+	}
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}

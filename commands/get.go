@@ -1,0 +1,209 @@
+package commands
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mbot-dev/mbot/admin"
+	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/urfave/cli/v2"
+	"gopkg.in/yaml.v3"
+)
+
+func getCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "get",
+		Usage:     "list roles, bots or join tokens",
+		ArgsUsage: "roles|bots|join_tokens [NAME]",
+		Description: `Lists the resources in effect. For bots, the table shows what each role
+grants the bot once "{{internal.<trait>}}" templates expand from its traits,
+and marks logins that only a trait grants. -o yaml and -o json print the
+resources in a form that mbot apply -f reads back. Examples:
+
+   mbot get bots --config authority.yaml
+   mbot get roles deploy -o yaml
+   mbot get join_tokens -o json > tokens.json && mbot apply -f tokens.json`,
+		Flags: append(adminFlags(), outputFlag("text", "yaml", "json")),
+		Action: func(c *cli.Context) error {
+			args, err := positionalArgs(c)
+			if err != nil {
+				return err
+			}
+			format, err := outputFormat(c, "text", "yaml", "json")
+			if err != nil {
+				return err
+			}
+			if len(args) < 1 || len(args) > 2 {
+				return usagef("usage: mbot get roles|bots|join_tokens [NAME]")
+			}
+			kind, err := parseKind(args[0])
+			if err != nil {
+				return err
+			}
+			name := ""
+			if len(args) == 2 {
+				name = args[1]
+			}
+			client, err := openAdmin(c)
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			set, err := client.Resources(c.Context)
+			if err != nil {
+				return err
+			}
+			docs := set.Documents(kind)
+			if name != "" {
+				docs = selectDocument(docs, name)
+				if len(docs) == 0 {
+					return admin.NotFound(set, kind, name)
+				}
+			}
+			switch format {
+			case "yaml":
+				out, err := resources.MarshalYAMLDocuments(docs)
+				if err != nil {
+					return err
+				}
+				_, err = os.Stdout.Write(out)
+				return err
+			case "json":
+				if name != "" {
+					return writeJSON(os.Stdout, docs[0])
+				}
+				if docs == nil {
+					docs = []resources.Document{}
+				}
+				return writeJSON(os.Stdout, docs)
+			}
+			return writeTable(os.Stdout, set, kind, docs)
+		},
+	}
+}
+
+func selectDocument(docs []resources.Document, name string) []resources.Document {
+	for _, d := range docs {
+		if d.Metadata.Name == name {
+			return []resources.Document{d}
+		}
+	}
+	return nil
+}
+
+// writeTable prints docs of kind as a table.
+func writeTable(w io.Writer, set *resources.Set, kind string, docs []resources.Document) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	switch kind {
+	case resources.KindRole:
+		fmt.Fprintln(tw, "NAME\tLOGINS\tMAX TTL\tSESSION MFA\tDEVICE TRUST")
+		for _, d := range docs {
+			spec := set.Roles[d.Metadata.Name].Spec
+			maxTTL, mfa, trust := "-", "-", "-"
+			if spec.MaxTTL > 0 {
+				maxTTL = time.Duration(spec.MaxTTL).String()
+			}
+			if spec.RequireSessionMFA {
+				mfa = "required"
+			}
+			if spec.DeviceTrustMode != "" {
+				trust = spec.DeviceTrustMode
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Metadata.Name, orNone(strings.Join(spec.Logins, ", ")), maxTTL, mfa, trust)
+		}
+	case resources.KindBot:
+		traitOnly := false
+		fmt.Fprintln(tw, "NAME\tROLE\tLOGINS (templates expanded)")
+		for _, d := range docs {
+			bot := set.Bots[d.Metadata.Name]
+			for i, rl := range admin.BotLogins(set, bot) {
+				name := ""
+				if i == 0 {
+					name = bot.Metadata.Name
+				}
+				logins, marked := formatLogins(rl)
+				traitOnly = traitOnly || marked
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", name, rl.Role, logins)
+			}
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if traitOnly {
+			fmt.Fprint(w, traitOnlyNote)
+		}
+		return nil
+	case resources.KindJoinToken:
+		fmt.Fprintln(tw, "NAME\tBOT\tMETHOD\tALLOW")
+		for _, d := range docs {
+			tok := set.JoinTokens[d.Metadata.Name]
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.Metadata.Name, tok.Spec.Bot, tok.Spec.Method, orNone(allowRules(tok.Spec.Section())))
+		}
+	}
+	return tw.Flush()
+}
+
+// traitOnlyNote explains the "*" of formatLogins.
+const traitOnlyNote = `
+* granted only through a trait template such as {{internal.logins}}: no role lists this
+  login itself, so every role of the bot that uses the template grants it
+`
+
+// formatLogins lists what a role grants a bot, marking trait-only logins
+// with "*"; marked says whether it marked any.
+func formatLogins(rl admin.RoleLogins) (text string, marked bool) {
+	if !rl.Defined {
+		return "(role not defined)", false
+	}
+	var parts []string
+	for _, l := range rl.Logins {
+		if l.TraitOnly {
+			parts = append(parts, l.Name+"*")
+			marked = true
+		} else {
+			parts = append(parts, l.Name)
+		}
+	}
+	for _, tmpl := range rl.Empty {
+		parts = append(parts, tmpl+" (expands to nothing)")
+	}
+	return orNone(strings.Join(parts, ", ")), marked
+}
+
+// allowRules summarizes a join token's allow rules as field=value lists,
+// rules separated by " | ".
+func allowRules(section *yaml.Node) string {
+	allow := resources.Lookup(section, "allow")
+	if allow == nil || allow.Kind != yaml.SequenceNode {
+		return ""
+	}
+	var rules []string
+	for _, rule := range allow.Content {
+		var fields []string
+		for i := 0; i+1 < len(rule.Content); i += 2 {
+			val := rule.Content[i+1]
+			v := val.Value
+			if val.Kind == yaml.SequenceNode {
+				var items []string
+				for _, item := range val.Content {
+					items = append(items, item.Value)
+				}
+				v = strings.Join(items, ",")
+			}
+			fields = append(fields, rule.Content[i].Value+"="+v)
+		}
+		rules = append(rules, strings.Join(fields, " "))
+	}
+	return strings.Join(rules, " | ")
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}

@@ -1,0 +1,85 @@
+package commands
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/mbot-dev/mbot/admin"
+	"github.com/urfave/cli/v2"
+)
+
+func lintCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "lint",
+		Usage: "check what every bot is granted and what would block it",
+		Description: `For each bot, lists its roles and the logins each grants once templates such
+as "{{internal.logins}}" expand from the bot's traits, then reports:
+
+   error    roles with require_session_mfa: true or device_trust_mode: required
+            (their joins are refused at issue time), and cluster-wide
+            require_session_mfa or device_trust_mode: required in authority.yaml,
+            which no bot can satisfy
+   warning  templates that expand to nothing because the bot lacks the trait,
+            bots without any login, role max_ttl above the 24h bot cap
+
+Exits 1 when there is an error. Example:
+
+   mbot lint --config authority.yaml`,
+		Flags: adminFlags(),
+		Action: func(c *cli.Context) error {
+			args, err := positionalArgs(c)
+			if err != nil {
+				return err
+			}
+			if len(args) > 0 {
+				return usagef("mbot lint takes no arguments, got %q", args)
+			}
+			client, err := openAdmin(c)
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			set, err := client.Resources(c.Context)
+			if err != nil {
+				return err
+			}
+			settings, err := client.Settings(c.Context)
+			if err != nil {
+				return err
+			}
+			report := admin.Lint(set, settings)
+			writeLintReport(os.Stdout, report)
+			if n := report.Blocking(); n > 0 {
+				return fmt.Errorf("lint found %d blocking problem(s)", n)
+			}
+			return nil
+		},
+	}
+}
+
+func writeLintReport(w io.Writer, r *admin.Report) {
+	traitOnly := false
+	for _, b := range r.Bots {
+		fmt.Fprintf(w, "bot %s\n", b.Bot)
+		for _, rl := range b.Roles {
+			logins, marked := formatLogins(rl)
+			traitOnly = traitOnly || marked
+			fmt.Fprintf(w, "  role %s: %s\n", rl.Role, logins)
+		}
+	}
+	if len(r.Bots) == 0 {
+		fmt.Fprintln(w, "no bots")
+	}
+	if traitOnly {
+		fmt.Fprint(w, traitOnlyNote)
+	}
+	if len(r.Findings) > 0 {
+		fmt.Fprintln(w)
+	}
+	for _, f := range r.Findings {
+		fmt.Fprintf(w, "%s: %s\n", f.Severity, f.Message)
+	}
+	warnings := len(r.Findings) - r.Blocking()
+	fmt.Fprintf(w, "\n%d error(s), %d warning(s)\n", r.Blocking(), warnings)
+}
