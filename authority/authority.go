@@ -188,17 +188,14 @@ func (a *Authority) Delete(ctx context.Context, kind, name, actor string) error 
 	if err != nil {
 		return err
 	}
-	found := false
+	if err := resources.NewSet(stored).CheckRemovable(kind, name); err != nil {
+		return err
+	}
 	rest := stored[:0:0]
 	for _, r := range stored {
-		if r.Kind == kind && r.Name() == name {
-			found = true
-			continue
+		if r.Kind != kind || r.Name() != name {
+			rest = append(rest, r)
 		}
-		rest = append(rest, r)
-	}
-	if !found {
-		return fmt.Errorf("there is no %s named %q", kind, name)
 	}
 	if _, err := a.compile(rest, 0); err != nil {
 		return fmt.Errorf("cannot remove %s/%s: %w", kind, name, err)

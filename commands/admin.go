@@ -12,14 +12,23 @@ import (
 )
 
 // adminFlags are how the admin commands (apply, get, rm, bots add, audit,
-// lint) reach an authority.
+// lint) reach an authority: locally with --config, or remotely with --auth.
 func adminFlags() []cli.Flag {
-	return []cli.Flag{authorityConfigFlag()}
+	return []cli.Flag{authorityConfigFlag(),
+		&cli.StringFlag{Name: "auth", EnvVars: []string{"MBOT_ADMIN_IDENTITY"},
+			Usage: "admin identity directory (the authority writes one to <data_dir>/admin); uses the admin API instead of --config"},
+		&cli.StringFlag{Name: "authority", EnvVars: []string{"MBOT_AUTHORITY"},
+			Usage: "authority URL for --auth (default: the one recorded in the identity's admin.json)"},
+	}
 }
 
-// openAdmin opens the authority an admin command acts on: on the authority
-// host, its store directly, as configured by --config.
+// openAdmin opens the authority an admin command acts on: remotely through
+// the admin API with --auth, otherwise its store directly, on the authority
+// host, as configured by --config.
 func openAdmin(c *cli.Context) (admin.Client, error) {
+	if dir := c.String("auth"); dir != "" {
+		return admin.OpenRemote(dir, c.String("authority"))
+	}
 	cfg, err := authority.LoadConfig(c.String("config"))
 	if err != nil {
 		return nil, err

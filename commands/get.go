@@ -61,7 +61,7 @@ resources in a form that mbot apply -f reads back. Examples:
 			if name != "" {
 				docs = selectDocument(docs, name)
 				if len(docs) == 0 {
-					return admin.NotFound(set, kind, name)
+					return set.NotFound(kind, name)
 				}
 			}
 			switch format {

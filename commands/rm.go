@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/mbot-dev/mbot/admin"
 	"github.com/urfave/cli/v2"
 )
 
@@ -51,7 +50,7 @@ at the next start. Example:
 				if err != nil {
 					return err
 				}
-				if err := admin.CheckRemovable(set, t.kind, t.name); err != nil {
+				if err := set.CheckRemovable(t.kind, t.name); err != nil {
 					return fmt.Errorf("cannot remove %s/%s: %w", t.kind, t.name, err)
 				}
 				if err := client.Delete(c.Context, t.kind, t.name); err != nil {

@@ -1,15 +1,33 @@
-package admin_test
+package resources_test
 
 import (
 	"strings"
 	"testing"
 
-	"github.com/mbot-dev/mbot/admin"
+	"github.com/mbot-dev/mbot/authority/resources"
 )
 
+// removalSet reads YAML documents into a set, failing the test on errors.
+func removalSet(t *testing.T, docs string) *resources.Set {
+	t.Helper()
+	parsed, err := resources.Parse("test.yaml", []byte(docs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resources.NewSet(parsed)
+}
+
+func roleDoc(name, spec string) string {
+	return "kind: role\nversion: v1\nmetadata: {name: " + name + "}\nspec: " + spec + "\n---\n"
+}
+
+func botDoc(name, spec string) string {
+	return "kind: bot\nversion: v1\nmetadata: {name: " + name + "}\nspec: " + spec + "\n---\n"
+}
+
 func TestCheckRemovable(t *testing.T) {
-	set := parseSet(t, role("deploy", `{logins: [deploy]}`)+role("unused", `{logins: [x]}`)+
-		bot("b1", `{roles: [deploy]}`)+bot("b2", `{roles: [unused, deploy]}`)+bot("lonely", `{roles: [unused]}`)+
+	set := removalSet(t, roleDoc("deploy", `{logins: [deploy]}`)+roleDoc("unused", `{logins: [x]}`)+
+		botDoc("b1", `{roles: [deploy]}`)+botDoc("b2", `{roles: [unused, deploy]}`)+botDoc("lonely", `{roles: [unused]}`)+
 		`kind: join_token
 version: v1
 metadata: {name: gh}
@@ -30,7 +48,7 @@ spec: {bot: b1, method: github, github: {allow: [{repository: acme/app}]}}
 	}
 	for _, tc := range cases {
 		t.Run(tc.kind+"/"+tc.name, func(t *testing.T) {
-			err := admin.CheckRemovable(set, tc.kind, tc.name)
+			err := set.CheckRemovable(tc.kind, tc.name)
 			if len(tc.wantErr) == 0 {
 				if err != nil {
 					t.Errorf("refused: %v", err)
