@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mbot-dev/mbot/client"
+	"github.com/mbot-dev/mbot/joiners"
 	"github.com/urfave/cli/v2"
 )
 
@@ -39,7 +40,7 @@ Flags and MBOT_* variables override mbot.yaml.`,
 			&cli.StringFlag{Name: "authority", EnvVars: []string{"MBOT_AUTHORITY"}, Usage: "authority URL, https://host:port"},
 			&cli.StringFlag{Name: "ca-pin", EnvVars: []string{"MBOT_CA_PIN"}, Usage: "pin of the authority's TLS CA (mbot authority export --type ca-pin)"},
 			&cli.StringFlag{Name: "token", EnvVars: []string{"MBOT_TOKEN"}, Usage: "name of the join token to join with"},
-			&cli.StringFlag{Name: "join-method", EnvVars: []string{"MBOT_JOIN_METHOD"}, Usage: "auto (default), github, gitlab or circleci"},
+			&cli.StringFlag{Name: "join-method", EnvVars: []string{"MBOT_JOIN_METHOD"}, Usage: "auto (default) or one of: " + strings.Join(joiners.Methods(), ", ")},
 			&cli.StringFlag{Name: "out", EnvVars: []string{"MBOT_OUT"}, Usage: "directory to write the identity to (default " + client.DefaultOut + ")"},
 			&cli.DurationFlag{Name: "ttl", EnvVars: []string{"MBOT_TTL"}, Usage: "certificate lifetime, at most 24h (default " + client.DefaultTTL.String() + ")"},
 			&cli.StringFlag{Name: "roles", EnvVars: []string{"MBOT_ROLES"}, Usage: "comma-separated subset of the bot's roles (default: all)"},
