@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/sha256"
@@ -10,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,10 +34,13 @@ var asymmetricAlgs = []string{
 
 // oidcSection is the join token section shared by the OIDC-based methods.
 type oidcSection struct {
-	Issuer         string    `yaml:"issuer"`
-	StaticJWKS     string    `yaml:"static_jwks"`
-	OrganizationID string    `yaml:"organization_id"`
-	Allow          yaml.Node `yaml:"allow"`
+	Issuer              string    `yaml:"issuer"`
+	StaticJWKS          string    `yaml:"static_jwks"`
+	OrganizationID      string    `yaml:"organization_id"`
+	Hostname            string    `yaml:"hostname"`
+	IdentityProviderURL string    `yaml:"identity_provider_url"`
+	Audience            string    `yaml:"audience"`
+	Allow               yaml.Node `yaml:"allow"`
 }
 
 // oidcPlatform describes a CI platform whose proof is an OIDC ID token.
@@ -44,7 +50,14 @@ type oidcPlatform struct {
 	label string
 	// sectionFields are keys the section may have besides issuer, static_jwks and allow.
 	sectionFields []string
-	ruleFields    []string
+	// ruleFields are the allow-rule field names; nil means any claim name
+	// (the generic oidc method, whose claims are whatever the issuer sends).
+	ruleFields []string
+	// checkRules refuses rules that would admit too much (optional).
+	checkRules func(rules []policy.AllowRule) error
+	// issuerField is the section key a user changes to trust another
+	// issuer, for messages (default "issuer").
+	issuerField string
 	// issuer is the issuer URL the join token trusts.
 	issuer func(s *oidcSection) (string, error)
 	// audience is the aud the token must carry.
@@ -54,6 +67,13 @@ type oidcPlatform struct {
 }
 
 func (p *oidcPlatform) Name() string { return p.name }
+
+func (p *oidcPlatform) issuerKey() string {
+	if p.issuerField != "" {
+		return p.issuerField
+	}
+	return "issuer"
+}
 
 func (p *oidcPlatform) Compile(tokenName string, section *yaml.Node, env *Env) (Verifier, error) {
 	if section == nil {
@@ -70,7 +90,11 @@ func (p *oidcPlatform) Compile(tokenName string, section *yaml.Node, env *Env) (
 	if err != nil {
 		return nil, fmt.Errorf("line %d: spec.%s: %v", section.Line, p.name, err)
 	}
-	rules, err := policy.ParseAllowRules(&s.Allow, p.ruleFields)
+	known, fields := p.ruleFields, strings.Join(p.ruleFields, ", ")
+	if known == nil {
+		known, fields = ruleFieldNames(&s.Allow), "any claim of the token"
+	}
+	rules, err := policy.ParseAllowRules(&s.Allow, known)
 	if s.Allow.Kind == 0 {
 		rules, err = nil, nil
 	}
@@ -79,7 +103,12 @@ func (p *oidcPlatform) Compile(tokenName string, section *yaml.Node, env *Env) (
 	}
 	if len(rules) == 0 {
 		return nil, fmt.Errorf("line %d: spec.%s.allow: a join token needs at least one allow rule (fields: %s)",
-			section.Line, p.name, strings.Join(p.ruleFields, ", "))
+			section.Line, p.name, fields)
+	}
+	if p.checkRules != nil {
+		if err := p.checkRules(rules); err != nil {
+			return nil, err
+		}
 	}
 	v := &oidcVerifier{platform: p, tokenName: tokenName, issuer: issuer, audience: p.audience(&s, env), env: env, rules: rules}
 	if s.StaticJWKS != "" {
@@ -135,8 +164,8 @@ func (v *oidcVerifier) Verify(ctx context.Context, proof string) (*Admission, er
 	}
 	if iss != v.issuer {
 		return nil, identity.Errorf(identity.CodeWrongIssuer,
-			"join token %q trusts %s tokens from issuer %s, but this token was issued by %s; use a join token for that issuer or set spec.%s.issuer",
-			v.tokenName, v.platform.label, v.issuer, iss, v.platform.name)
+			"join token %q trusts %s tokens from issuer %s, but this token was issued by %s; use a join token for that issuer or set spec.%s.%s",
+			v.tokenName, v.platform.label, v.issuer, iss, v.platform.name, v.platform.issuerKey())
 	}
 	verifier := v.static
 	if verifier == nil {
@@ -303,4 +332,135 @@ func requireClaims(fields map[string]string, required ...string) (policy.Claims,
 		}
 	}
 	return out, nil
+}
+
+// requireJWTClaims returns a missingClaimError for the first claim whose
+// value is empty; pairs alternate the claim's name in the token and its value.
+func requireJWTClaims(pairs ...string) error {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if pairs[i+1] == "" {
+			return missingClaimError(pairs[i])
+		}
+	}
+	return nil
+}
+
+// rulesMustSet refuses a rule that sets none of fields: on an issuer that
+// serves every customer of a platform, such a rule admits all of them.
+func rulesMustSet(why string, fields ...string) func([]policy.AllowRule) error {
+	return func(rules []policy.AllowRule) error {
+		for i, r := range rules {
+			if !slices.ContainsFunc(r.Fields, func(f policy.RuleField) bool { return slices.Contains(fields, f.Name) }) {
+				return fmt.Errorf("line %d: allow[%d] must set %s: %s", r.Line, i, strings.Join(fields, " or "), why)
+			}
+		}
+		return nil
+	}
+}
+
+// ruleFieldNames lists the field names the allow rules use, which are the
+// known fields of a method that takes any claim name.
+func ruleFieldNames(allow *yaml.Node) []string {
+	names := []string{}
+	for _, rule := range allow.Content {
+		for i := 0; i+1 < len(rule.Content); i += 2 {
+			names = append(names, rule.Content[i].Value)
+		}
+	}
+	return names
+}
+
+// registeredClaims are left out of a generic token's claims: the verifier
+// checks them already or they differ in every token, so a rule on them
+// would be a mistake, and they would only clutter the audit record.
+var registeredClaims = []string{"iss", "aud", "exp", "iat", "nbf", "jti"}
+
+// refuseRegisteredClaims explains why a rule on iss, aud, exp... cannot match.
+func refuseRegisteredClaims(rules []policy.AllowRule) error {
+	for i, r := range rules {
+		for _, f := range r.Fields {
+			if slices.Contains(registeredClaims, f.Name) {
+				return fmt.Errorf("line %d: allow[%d].%s: rules cannot test %s; the join token's issuer and audience are checked on every token, "+
+					"and the others change with every token", r.Line, i, f.Name, strings.Join(registeredClaims, ", "))
+			}
+		}
+	}
+	return nil
+}
+
+// flattenClaims turns every top-level string, boolean and number claim, and
+// every list of strings, into a rule field of the same name. Objects and
+// mixed lists are left out. sub is required, as OpenID Connect requires it.
+func flattenClaims(tok *oidc.IDToken) (policy.Claims, error) {
+	var raw map[string]json.RawMessage
+	if err := tok.Claims(&raw); err != nil {
+		return nil, err
+	}
+	out := policy.Claims{}
+	for name, text := range raw {
+		if slices.Contains(registeredClaims, name) {
+			continue
+		}
+		dec := json.NewDecoder(bytes.NewReader(text))
+		dec.UseNumber() // keep 12345678901234567 as sent, not as a float
+		var value any
+		if err := dec.Decode(&value); err != nil {
+			return nil, fmt.Errorf("claim %q: %v", name, err)
+		}
+		switch v := value.(type) {
+		case string:
+			if v != "" {
+				out[name] = []string{v}
+			}
+		case bool:
+			out[name] = []string{strconv.FormatBool(v)}
+		case json.Number:
+			out[name] = []string{v.String()}
+		case []any:
+			var list []string
+			for _, item := range v {
+				s, ok := item.(string)
+				if !ok {
+					list = nil
+					break
+				}
+				list = append(list, s)
+			}
+			if len(list) > 0 {
+				out[name] = list
+			}
+		}
+	}
+	if len(out["sub"]) == 0 {
+		return nil, missingClaimError("sub")
+	}
+	return out, nil
+}
+
+// The generic method trusts any OIDC issuer the join token names (Jenkins
+// with the OpenID Connect Provider plugin, Forgejo or Gitea Actions,
+// TeamCity), with rules over whatever claims it sends.
+func init() {
+	register(&oidcPlatform{
+		name:          "oidc",
+		label:         "generic",
+		sectionFields: []string{"audience"},
+		checkRules:    refuseRegisteredClaims,
+		issuer: func(s *oidcSection) (string, error) {
+			if s.Issuer == "" {
+				return "", errors.New("issuer is required: the URL of the OIDC issuer, whose discovery document is <issuer>/.well-known/openid-configuration")
+			}
+			if u, err := url.Parse(s.Issuer); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				return "", fmt.Errorf("issuer %q is not an https:// URL", s.Issuer)
+			}
+			return s.Issuer, nil
+		},
+		audience: func(s *oidcSection, env *Env) string {
+			if s.Audience != "" {
+				return s.Audience
+			}
+			return env.Audience
+		},
+		claims: flattenClaims,
+	})
 }

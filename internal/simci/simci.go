@@ -264,3 +264,80 @@ func CircleCIClaims(orgID string) map[string]any {
 		"oidc.circleci.com/job-id":      "8c9d0e1f-0000-4000-8000-000000000007",
 	}
 }
+
+// SpaceliftClaims are the claims of a tracked run of stack infra in space
+// legacy, shaped like Spacelift's documented standard claims.
+func SpaceliftClaims() map[string]any {
+	return map[string]any{
+		"sub":        "space:legacy:stack:infra:run_type:TRACKED:scope:write",
+		"spaceId":    "legacy",
+		"callerType": "stack",
+		"callerId":   "infra",
+		"runType":    "TRACKED",
+		"runId":      "01GQ2Z9M6VHK9V0R4J6Q4K6Z3N",
+		"scope":      "write",
+	}
+}
+
+// TerraformCloudClaims are the claims of an apply in workspace
+// app-production of organization acme, shaped like HCP Terraform's
+// documented workload identity token.
+func TerraformCloudClaims() map[string]any {
+	return map[string]any{
+		"sub":                         "organization:acme:project:Default Project:workspace:app-production:run_phase:apply",
+		"terraform_organization_id":   "org-GRNbCjYNpBB6NEH9",
+		"terraform_organization_name": "acme",
+		"terraform_project_id":        "prj-vegSA59s1XPwMr2t",
+		"terraform_project_name":      "Default Project",
+		"terraform_workspace_id":      "ws-mbsd5E3Ktt5Rg2Xm",
+		"terraform_workspace_name":    "app-production",
+		"terraform_full_workspace":    "organization:acme:project:Default Project:workspace:app-production",
+		"terraform_run_id":            "run-X3n1AUXNGWbfECsJ",
+		"terraform_run_phase":         "apply",
+	}
+}
+
+// BitbucketClaims are the claims of a deployment step on main, shaped like
+// Bitbucket Pipelines' documented OIDC token.
+func BitbucketClaims() map[string]any {
+	return map[string]any{
+		"sub":                       "{6a0e5b1c-4f3d-4c2b-9a8e-7d6c5b4a3f21}:{d2c4e6f8-1a3b-4c5d-8e7f-9a0b1c2d3e4f}:{8b7a6c5d-2e1f-4a3b-9c8d-7e6f5a4b3c2d}",
+		"stepUuid":                  "{8b7a6c5d-2e1f-4a3b-9c8d-7e6f5a4b3c2d}",
+		"pipelineUuid":              "{1f2e3d4c-5b6a-4978-8a9b-0c1d2e3f4a5b}",
+		"workspaceUuid":             "{3c9d7e2a-8b1f-4e6d-a5c4-2b3a1d0e9f8c}",
+		"repositoryUuid":            "{6a0e5b1c-4f3d-4c2b-9a8e-7d6c5b4a3f21}",
+		"deploymentEnvironmentUuid": "{d2c4e6f8-1a3b-4c5d-8e7f-9a0b1c2d3e4f}",
+		"branchName":                "main",
+	}
+}
+
+// BuildkiteClaims are the claims of step build of a main build of pipeline
+// super-duper-app, shaped like Buildkite's documented OIDC token.
+func BuildkiteClaims() map[string]any {
+	return map[string]any{
+		"sub":                "organization:acme-inc:pipeline:super-duper-app:ref:refs/heads/main:commit:9f3182061f1e2cca4702c368cbc039b7dc9d4485:step:build",
+		"organization_slug":  "acme-inc",
+		"pipeline_slug":      "super-duper-app",
+		"build_number":       1,
+		"build_branch":       "main",
+		"build_commit":       "9f3182061f1e2cca4702c368cbc039b7dc9d4485",
+		"step_key":           "build",
+		"job_id":             "0184990a-477b-4fa8-9968-496074483cee",
+		"agent_id":           "0184990a-4782-42b5-afc1-16715b10b8ff",
+		"build_source":       "ui",
+		"runner_environment": "buildkite-hosted",
+	}
+}
+
+// JenkinsClaims are the claims of build 42 of job app/main, shaped like a
+// token of Jenkins' OpenID Connect Provider plugin (sub and build_number by
+// default, and claim templates an administrator added), for the generic
+// oidc method.
+func JenkinsClaims() map[string]any {
+	return map[string]any{
+		"sub":          "https://jenkins.acme.internal/job/app/job/main/",
+		"build_number": 42,
+		"branch_name":  "main",
+		"production":   true,
+	}
+}

@@ -1,0 +1,115 @@
+package commands
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/mbot-dev/mbot/admin"
+	"github.com/mbot-dev/mbot/authority"
+	"github.com/mbot-dev/mbot/authority/verify"
+	"github.com/mbot-dev/mbot/joiners"
+	"github.com/urfave/cli/v2"
+	"gopkg.in/yaml.v3"
+)
+
+func tokensCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "tokens",
+		Usage: "manage single-use join secrets for hosts with no identity provider",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "add",
+				Usage: "create a single-use join token with a random secret, printed once",
+				Description: `Creates a join token of method token for --bot. Only the secret's SHA-256
+hash is stored; the secret is printed once, here, and cannot be shown again.
+It admits one join before --ttl runs out. Example:
+
+   mbot tokens add --bot deployer --ttl 1h --config authority.yaml
+   # on the host, with the printed values:
+   MBOT_JOIN_SECRET=... mbot issue --join-method token --token NAME ...`,
+				Flags: []cli.Flag{authorityConfigFlag(),
+					&cli.StringFlag{Name: "bot", Required: true, Usage: "bot the join token joins as"},
+					&cli.StringFlag{Name: "name", Usage: "join token name (default: <bot>-token-<random>)"},
+					&cli.DurationFlag{Name: "ttl", Value: time.Hour, Usage: "how long the secret may be used"},
+				},
+				Action: func(c *cli.Context) error {
+					if c.NArg() > 0 {
+						return usagef("mbot tokens add takes no arguments, got %q", c.Args().Slice())
+					}
+					ttl := c.Duration("ttl")
+					if ttl <= 0 {
+						return usagef("--ttl %s must be positive", ttl)
+					}
+					bot, name := c.String("bot"), c.String("name")
+					if name == "" {
+						name = bot + "-token-" + randomHex(4)
+					}
+					cfg, err := authority.LoadConfig(c.String("config"))
+					if err != nil {
+						return err
+					}
+					local, err := admin.OpenLocal(c.Context, cfg)
+					if err != nil {
+						return err
+					}
+					defer local.Close()
+					set, err := local.Resources(c.Context)
+					if err != nil {
+						return err
+					}
+					if _, exists := set.JoinTokens[name]; exists {
+						return usagef("a join token named %q exists already; pick another --name, or remove it first with mbot rm join_token/%s", name, name)
+					}
+					secret := randomHex(32)
+					expires := time.Now().Add(ttl).UTC().Truncate(time.Second)
+					doc, err := tokenDocument(name, bot, verify.HashTokenSecret(secret), expires)
+					if err != nil {
+						return err
+					}
+					if _, err := local.Apply(c.Context, "mbot tokens add", doc); err != nil {
+						return err
+					}
+					fmt.Fprintf(os.Stdout, "# join token %q for bot %q: single use, expires %s.\n"+
+						"# The secret is shown only this once. Put it in %s of the job (from the CI system's secret store),\n"+
+						"# and run: mbot issue --join-method token --token %s ...\n"+
+						"MBOT_TOKEN=%s\n%s=%s\n",
+						name, bot, expires.Format(time.RFC3339), joiners.JoinSecretEnv, name, name, joiners.JoinSecretEnv, secret)
+					return nil
+				},
+			},
+		},
+	}
+}
+
+// tokenDocument is the join_token resource of a token join: the secret's
+// hash and expiry, never the secret.
+func tokenDocument(name, bot, secretHash string, expires time.Time) ([]byte, error) {
+	type section struct {
+		SecretHash string `yaml:"secret_hash"`
+		Expires    string `yaml:"expires"`
+	}
+	type spec struct {
+		Bot    string  `yaml:"bot"`
+		Method string  `yaml:"method"`
+		Token  section `yaml:"token"`
+	}
+	type document struct {
+		Kind     string            `yaml:"kind"`
+		Version  string            `yaml:"version"`
+		Metadata map[string]string `yaml:"metadata"`
+		Spec     spec              `yaml:"spec"`
+	}
+	return yaml.Marshal(document{Kind: "join_token", Version: "v1", Metadata: map[string]string{"name": name},
+		Spec: spec{Bot: bot, Method: "token", Token: section{SecretHash: secretHash, Expires: expires.Format(time.RFC3339)}}})
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return hex.EncodeToString(b)
+}
