@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/mbot-dev/mbot/authority"
@@ -36,7 +37,8 @@ func Start(tb testing.TB, clusterName, botsYAML, extraConfig string) *Env {
 	}
 	tb.Cleanup(func() { iss.Close() })
 	dir := tb.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "bots.yaml"), fmt.Appendf(nil, botsYAML, iss.URL), 0o600); err != nil {
+	resourcesYAML := strings.ReplaceAll(botsYAML, "%[1]s", iss.URL)
+	if err := os.WriteFile(filepath.Join(dir, "bots.yaml"), []byte(resourcesYAML), 0o600); err != nil {
 		tb.Fatal(err)
 	}
 	cfg, err := authority.ParseConfig(filepath.Join(dir, "authority.yaml"), fmt.Appendf(nil,
