@@ -62,6 +62,9 @@ func (s *Set) Documents(kind string) []Document {
 
 // MarshalYAMLDocuments renders docs as YAML documents separated by "---".
 func MarshalYAMLDocuments(docs []Document) ([]byte, error) {
+	if len(docs) == 0 {
+		return nil, nil // an empty stream: yaml.v3 cannot close an encoder that wrote nothing
+	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)

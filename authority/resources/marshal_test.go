@@ -233,3 +233,10 @@ func canonical(n *yaml.Node) string {
 	}
 	return fmt.Sprintf("%q", n.Value)
 }
+
+func TestMarshalNoDocuments(t *testing.T) {
+	out, err := resources.MarshalYAMLDocuments(nil)
+	if err != nil || len(out) != 0 {
+		t.Errorf("MarshalYAMLDocuments(nil) = %q, %v; want nothing", out, err)
+	}
+}
