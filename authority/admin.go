@@ -166,7 +166,9 @@ type userSummary struct {
 	SignedBy string `json:"signed_by"`
 }
 
-var userNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$`)
+// userNameRe is compiled without a {0,127} bound: a counted repetition
+// compiles to 127 copies and cost 2 ms at every process start.
+var userNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]*$`)
 
 // SignUser issues an identity directory like mbot issue writes, for user
 // req.User with the logins of req.Roles, valid for req.TTL. Unlike a bot's,
@@ -197,7 +199,7 @@ func (a *Authority) SignUser(ctx context.Context, req UserSignRequest) (*SignedU
 }
 
 func (a *Authority) signUser(ctx context.Context, req UserSignRequest, ev *store.AuditEvent) (*SignedUser, error) {
-	if !userNameRe.MatchString(req.User) {
+	if len(req.User) > 128 || !userNameRe.MatchString(req.User) {
 		return nil, identity.Errorf(identity.CodeBadRequest, "--user %q is not a user name: use letters, digits and . _ @ - (at most 128), starting with a letter or digit", req.User)
 	}
 	if len(req.Roles) == 0 {
