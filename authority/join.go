@@ -2,12 +2,14 @@ package authority
 
 import (
 	"context"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/mbot-dev/mbot/authority/policy"
+	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/identity"
 	"golang.org/x/crypto/ssh"
@@ -22,16 +24,7 @@ func (a *Authority) Join(ctx context.Context, req *identity.JoinRequest, remote 
 	ev := &store.AuditEvent{Event: "join", JoinToken: req.JoinToken, Method: req.Method, Remote: remote}
 	resp, err := a.join(ctx, req, ev)
 	if err != nil {
-		var refusal *identity.Error
-		if !errors.As(err, &refusal) {
-			refusal = &identity.Error{Code: identity.CodeInternal, Message: "the authority failed to complete the join; see its log", Err: err}
-		}
-		ev.Allowed, ev.Code, ev.Message = false, string(refusal.Code), refusal.Message
-		// Certificates signed before a late refusal (replay) are never handed out.
-		ev.Serials, ev.NotAfter = nil, time.Time{}
-		if aerr := a.store.Audit(context.WithoutCancel(ctx), ev); aerr != nil {
-			a.log.Error("recording refused join", "err", aerr)
-		}
+		refusal := a.recordRefusal(ctx, ev, err)
 		a.log.Warn("join refused", "join_token", req.JoinToken, "method", req.Method, "bot", ev.Bot,
 			"code", refusal.Code, "reason", refusal.Message, "cause", refusal.Err, "remote", remote)
 		return nil, refusal
@@ -41,8 +34,24 @@ func (a *Authority) Join(ctx context.Context, req *identity.JoinRequest, remote 
 	return resp, nil
 }
 
+// recordRefusal records a refused join or renewal in the audit log and
+// returns the refusal to answer with.
+func (a *Authority) recordRefusal(ctx context.Context, ev *store.AuditEvent, err error) *identity.Error {
+	var refusal *identity.Error
+	if !errors.As(err, &refusal) {
+		refusal = &identity.Error{Code: identity.CodeInternal, Message: "the authority failed to complete the " + ev.Event + "; see its log", Err: err}
+	}
+	ev.Allowed, ev.Code, ev.Message = false, string(refusal.Code), refusal.Message
+	// Certificates signed before a late refusal (replay) are never handed out.
+	ev.Serials, ev.NotAfter = nil, time.Time{}
+	if aerr := a.store.Audit(context.WithoutCancel(ctx), ev); aerr != nil {
+		a.log.Error("recording refused "+ev.Event, "err", aerr)
+	}
+	return refusal
+}
+
 // join is the whole path, top to bottom: request → join token → verify proof
-// → allow rules → bot, roles and TTL → sign → record → respond.
+// → allow rules → bot (not locked), roles and TTL → sign → record → respond.
 func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *store.AuditEvent) (*identity.JoinResponse, error) {
 	keys, err := parseOutputKeys(req)
 	if err != nil {
@@ -72,34 +81,13 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 	}
 
 	bot := st.set.Bots[tok.token.Spec.Bot]
-	resp := &identity.JoinResponse{
-		ClusterName:  a.cfg.ClusterName,
-		Bot:          bot.Metadata.Name,
-		JoinToken:    req.JoinToken,
-		Method:       req.Method,
-		TLSCA:        string(a.cas.TLSCertPEM),
-		SSHHostCA:    AuthorizedKey(a.cas.SSHHost),
-		HostPatterns: a.cfg.SSH.HostPatterns,
+	if err := a.checkNotLocked(ctx, bot.Metadata.Name); err != nil {
+		return nil, err
 	}
-	for i, out := range req.Outputs {
-		grant, err := policy.ResolveGrant(st.set, bot, out.Roles, time.Duration(req.TTLSeconds)*time.Second, identity.MaxBotTTL)
-		if err != nil {
-			return nil, err
-		}
-		if grant.CapNote != "" {
-			resp.TTLCapped = true
-			resp.Warnings = append(resp.Warnings, fmt.Sprintf("output %q: %s", out.Name, grant.CapNote))
-		}
-		signed, err := a.signOutput(bot.Metadata.Name, req.JoinToken, out.Name, grant, keys[i])
-		if err != nil {
-			return nil, err
-		}
-		resp.Outputs = append(resp.Outputs, *signed)
-		ev.Roles = append(ev.Roles, grant.Roles...)
-		ev.Serials = append(ev.Serials, fmt.Sprintf("ssh:%d", signed.SSHSerial), "tls:"+signed.TLSSerial)
-		if ev.NotAfter.IsZero() || signed.NotAfter.After(ev.NotAfter) {
-			ev.NotAfter = signed.NotAfter
-		}
+	lineage := newLineage(req)
+	resp, err := a.grant(st, bot, req.JoinToken, req.Method, req.Outputs, req.TTLSeconds, keys, lineage, ev)
+	if err != nil {
+		return nil, err
 	}
 
 	ev.Allowed = true
@@ -109,6 +97,48 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 				req.JoinToken)
 		}
 		return nil, fmt.Errorf("recording join: %w", err)
+	}
+	if lineage.Generation > 0 {
+		if err := a.store.StartChain(ctx, bot.Metadata.Name, req.JoinToken, lineage.Chain); err != nil {
+			return nil, fmt.Errorf("recording the renewal chain: %w", err)
+		}
+	}
+	return resp, nil
+}
+
+// grant resolves every output's roles and TTL and signs its certificates:
+// the part of a join that a renewal repeats. Certificates of a renewal
+// chain carry its lineage (zero for joins that renew by joining again).
+func (a *Authority) grant(st *state, bot *resources.Bot, joinToken, method string, outputs []identity.OutputRequest,
+	ttlSeconds int64, keys []outputKeys, lineage identity.Lineage, ev *store.AuditEvent) (*identity.JoinResponse, error) {
+	resp := &identity.JoinResponse{
+		ClusterName:  a.cfg.ClusterName,
+		Bot:          bot.Metadata.Name,
+		JoinToken:    joinToken,
+		Method:       method,
+		TLSCA:        string(a.cas.TLSCertPEM),
+		SSHHostCA:    AuthorizedKey(a.cas.SSHHost),
+		HostPatterns: a.cfg.SSH.HostPatterns,
+	}
+	for i, out := range outputs {
+		grant, err := policy.ResolveGrant(st.set, bot, out.Roles, time.Duration(ttlSeconds)*time.Second, identity.MaxBotTTL)
+		if err != nil {
+			return nil, err
+		}
+		if grant.CapNote != "" {
+			resp.TTLCapped = true
+			resp.Warnings = append(resp.Warnings, fmt.Sprintf("output %q: %s", out.Name, grant.CapNote))
+		}
+		signed, err := a.signOutput(bot.Metadata.Name, joinToken, out.Name, grant, keys[i], lineage)
+		if err != nil {
+			return nil, err
+		}
+		resp.Outputs = append(resp.Outputs, *signed)
+		ev.Roles = append(ev.Roles, grant.Roles...)
+		ev.Serials = append(ev.Serials, fmt.Sprintf("ssh:%d", signed.SSHSerial), "tls:"+signed.TLSSerial)
+		if ev.NotAfter.IsZero() || signed.NotAfter.After(ev.NotAfter) {
+			ev.NotAfter = signed.NotAfter
+		}
 	}
 	return resp, nil
 }
@@ -133,14 +163,21 @@ func parseOutputKeys(req *identity.JoinRequest) ([]outputKeys, error) {
 		return nil, identity.Errorf(identity.CodeBadRequest, "join_token is empty; pass --token (MBOT_TOKEN)")
 	case req.Proof == "":
 		return nil, identity.Errorf(identity.CodeBadRequest, "the request carries no proof of identity")
-	case len(req.Outputs) == 0 || len(req.Outputs) > maxOutputs:
-		return nil, identity.Errorf(identity.CodeBadRequest, "a join asks for 1 to %d outputs, not %d", maxOutputs, len(req.Outputs))
-	case req.TTLSeconds < 0:
+	}
+	return parseKeys("join", req.Outputs, req.TTLSeconds)
+}
+
+// parseKeys checks the outputs and TTL of a join or renewal and parses every output's keys.
+func parseKeys(what string, outputs []identity.OutputRequest, ttlSeconds int64) ([]outputKeys, error) {
+	switch {
+	case len(outputs) == 0 || len(outputs) > maxOutputs:
+		return nil, identity.Errorf(identity.CodeBadRequest, "a %s asks for 1 to %d outputs, not %d", what, maxOutputs, len(outputs))
+	case ttlSeconds < 0:
 		return nil, identity.Errorf(identity.CodeBadRequest, "ttl must not be negative")
 	}
-	keys := make([]outputKeys, len(req.Outputs))
+	keys := make([]outputKeys, len(outputs))
 	seen := map[string]bool{}
-	for i, out := range req.Outputs {
+	for i, out := range outputs {
 		if seen[out.Name] {
 			return nil, identity.Errorf(identity.CodeBadRequest, "output %q appears twice", out.Name)
 		}
@@ -177,7 +214,7 @@ func checkSSHKey(k ssh.PublicKey) error {
 }
 
 // signOutput certifies one output's keys for its grant.
-func (a *Authority) signOutput(bot, joinToken, output string, g *policy.Grant, keys outputKeys) (*identity.OutputResponse, error) {
+func (a *Authority) signOutput(bot, joinToken, output string, g *policy.Grant, keys outputKeys, lineage identity.Lineage) (*identity.OutputResponse, error) {
 	notAfter := time.Now().Add(g.TTL).Truncate(time.Second)
 	serial := RandomSSHSerial()
 	principals := g.Logins
@@ -186,9 +223,19 @@ func (a *Authority) signOutput(bot, joinToken, output string, g *policy.Grant, k
 		// login, so a bot with no logins gets one that matches no account.
 		principals = []string{"-mbot-nologin-" + bot}
 	}
+	keyID := fmt.Sprintf("bot=%s join_token=%s output=%s serial=%d", bot, joinToken, output, serial)
+	var extensions []pkix.Extension
+	if lineage.Generation > 0 {
+		keyID += fmt.Sprintf(" generation=%d", lineage.Generation)
+		ext, err := lineage.Extension()
+		if err != nil {
+			return nil, err
+		}
+		extensions = append(extensions, ext)
+	}
 	sshCert, err := a.cas.SignSSHUser(SSHCertRequest{
 		Key:        keys.ssh,
-		KeyID:      fmt.Sprintf("bot=%s join_token=%s output=%s serial=%d", bot, joinToken, output, serial),
+		KeyID:      keyID,
 		Principals: principals,
 		NotAfter:   notAfter,
 		Serial:     serial,
@@ -197,7 +244,7 @@ func (a *Authority) signOutput(bot, joinToken, output string, g *policy.Grant, k
 		return nil, err
 	}
 	tlsCert, err := a.cas.SignTLSClient(TLSClientRequest{PublicKey: keys.tls, Bot: bot, Cluster: a.cfg.ClusterName,
-		Roles: g.Roles, NotAfter: notAfter})
+		Roles: g.Roles, NotAfter: notAfter, Extensions: extensions})
 	if err != nil {
 		return nil, err
 	}

@@ -29,6 +29,7 @@ func (a *Authority) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+identity.PathPing, a.handlePing)
 	mux.HandleFunc("POST "+identity.PathJoin, a.handleJoin)
+	a.registerRenew(mux)
 	a.registerAdmin(mux)
 	return mux
 }

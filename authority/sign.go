@@ -81,6 +81,8 @@ type TLSClientRequest struct {
 	Cluster   string
 	Roles     []string
 	NotAfter  time.Time
+	// Extensions are added as they are (the renewal lineage of token joins).
+	Extensions []pkix.Extension
 }
 
 // SignTLSClient issues an mTLS client certificate: CN = bot name, URI SAN
@@ -88,11 +90,12 @@ type TLSClientRequest struct {
 func (c *CAs) SignTLSClient(r TLSClientRequest) (*SignedCert, error) {
 	spiffe := &url.URL{Scheme: "spiffe", Host: r.Cluster, Path: "/bot/" + r.Bot}
 	return c.signTLS(&x509.Certificate{
-		Subject:     pkix.Name{CommonName: r.Bot, Organization: []string{r.Cluster}, OrganizationalUnit: r.Roles},
-		URIs:        []*url.URL{spiffe},
-		NotAfter:    r.NotAfter,
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		Subject:         pkix.Name{CommonName: r.Bot, Organization: []string{r.Cluster}, OrganizationalUnit: r.Roles},
+		URIs:            []*url.URL{spiffe},
+		NotAfter:        r.NotAfter,
+		KeyUsage:        x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		ExtraExtensions: r.Extensions,
 	}, r.PublicKey)
 }
 

@@ -43,6 +43,8 @@ type Config struct {
 	JoinMethod string   `yaml:"join_method"`
 	TTL        Duration `yaml:"ttl"`
 	Outputs    []Output `yaml:"outputs"`
+	// RenewalInterval is how often mbot start renews; mbot issue ignores it.
+	RenewalInterval RenewalInterval `yaml:"renewal_interval"`
 }
 
 // Output is one output of a join: its own fresh keys, roles and destination.
@@ -274,7 +276,7 @@ var fieldNotFound = regexp.MustCompile(`field (\S+) not found in type client\.(\
 // naming the fields that are allowed where an unknown one was found.
 func configYAMLError(path string, err error) error {
 	known := map[string]string{
-		"Config": "authority, ca_pin, token, join_method, ttl, outputs",
+		"Config": "authority, ca_pin, token, join_method, ttl, renewal_interval, outputs",
 		"Output": "type, destination, roles, name",
 	}
 	var te *yaml.TypeError

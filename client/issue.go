@@ -229,18 +229,11 @@ func issue(ctx context.Context, o IssueOptions, dirs []string, written *[]string
 		Proof:      proof,
 		TTLSeconds: int64(o.TTL / time.Second),
 	}
-	keys := make([]*identity.Keys, len(o.Outputs))
-	for i, out := range o.Outputs {
-		if keys[i], err = identity.NewKeys(); err != nil {
-			return nil, err
-		}
-		req.Outputs = append(req.Outputs, identity.OutputRequest{
-			Name:         out.Name,
-			Roles:        out.Roles,
-			SSHPublicKey: keys[i].SSHPublicKey(),
-			TLSPublicKey: keys[i].TLSPublicKeyPEM(),
-		})
+	keys, requests, err := newOutputKeys(o.Outputs)
+	if err != nil {
+		return nil, err
 	}
+	req.Outputs = requests
 	resp, err := api.Join(ctx, req)
 	if err != nil {
 		var refusal *identity.Error
@@ -249,36 +242,67 @@ func issue(ctx context.Context, o IssueOptions, dirs []string, written *[]string
 		}
 		return nil, err
 	}
-	if len(resp.Outputs) != len(o.Outputs) {
-		return nil, fmt.Errorf("the authority answered with %d outputs for %d asked", len(resp.Outputs), len(o.Outputs))
+	issued, err := writeOutputs(o.Outputs, dirs, keys, resp, written)
+	if err != nil {
+		return nil, err
 	}
-
-	// Everything is rendered before anything is written, so that a bad
-	// answer leaves the destinations untouched.
-	res := &IssueResult{Dir: dirs[0], Method: joiner.Method(), Response: resp}
-	rendered := make([][]identity.File, len(o.Outputs))
-	for i, out := range o.Outputs {
-		grant := &resp.Outputs[i]
-		if grant.Name != out.Name {
-			return nil, fmt.Errorf("the authority answered output %q where %q was asked", grant.Name, out.Name)
-		}
-		if rendered[i], err = identity.RenderIdentity(dirs[i], keys[i], resp, grant); err != nil {
-			return nil, err
-		}
-		res.Outputs = append(res.Outputs, IssuedOutput{Dir: dirs[i], Grant: grant})
-	}
-	// Each directory is replaced atomically; if one fails, Issue removes
-	// the ones written before it along with every other stale identity.
-	for i := range o.Outputs {
-		if err := identity.WriteDir(dirs[i], rendered[i]); err != nil {
-			return nil, fmt.Errorf("output %q: %w", o.Outputs[i].Name, err)
-		}
-		*written = append(*written, dirs[i])
-	}
+	res := &IssueResult{Dir: dirs[0], Method: joiner.Method(), Response: resp, Outputs: issued}
 	if err := writeGitHubOutputs(o.Env, res.Outputs); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// newOutputKeys generates fresh keys for every output and the request
+// entries that carry their public halves.
+func newOutputKeys(outputs []Output) ([]*identity.Keys, []identity.OutputRequest, error) {
+	keys := make([]*identity.Keys, len(outputs))
+	requests := make([]identity.OutputRequest, len(outputs))
+	for i, out := range outputs {
+		var err error
+		if keys[i], err = identity.NewKeys(); err != nil {
+			return nil, nil, err
+		}
+		requests[i] = identity.OutputRequest{
+			Name:         out.Name,
+			Roles:        out.Roles,
+			SSHPublicKey: keys[i].SSHPublicKey(),
+			TLSPublicKey: keys[i].TLSPublicKeyPEM(),
+		}
+	}
+	return keys, requests, nil
+}
+
+// writeOutputs writes each output's directory from the authority's answer,
+// adding each directory it writes to written.
+func writeOutputs(outputs []Output, dirs []string, keys []*identity.Keys, resp *identity.JoinResponse, written *[]string) ([]IssuedOutput, error) {
+	if len(resp.Outputs) != len(outputs) {
+		return nil, fmt.Errorf("the authority answered with %d outputs for %d asked", len(resp.Outputs), len(outputs))
+	}
+	// Everything is rendered before anything is written, so that a bad
+	// answer leaves the destinations untouched.
+	var issued []IssuedOutput
+	rendered := make([][]identity.File, len(outputs))
+	for i, out := range outputs {
+		grant := &resp.Outputs[i]
+		if grant.Name != out.Name {
+			return nil, fmt.Errorf("the authority answered output %q where %q was asked", grant.Name, out.Name)
+		}
+		var err error
+		if rendered[i], err = identity.RenderIdentity(dirs[i], keys[i], resp, grant); err != nil {
+			return nil, err
+		}
+		issued = append(issued, IssuedOutput{Dir: dirs[i], Grant: grant})
+	}
+	// Each directory is replaced atomically; if one fails, Issue removes
+	// the ones written before it along with every other stale identity.
+	for i := range outputs {
+		if err := identity.WriteDir(dirs[i], rendered[i]); err != nil {
+			return nil, fmt.Errorf("output %q: %w", outputs[i].Name, err)
+		}
+		*written = append(*written, dirs[i])
+	}
+	return issued, nil
 }
 
 func inGitHubActions(env joiners.Env) bool { return env("GITHUB_ACTIONS") == "true" }

@@ -38,6 +38,7 @@ func App() *cli.App {
 		Version: fmt.Sprintf("%s (commit %s, built %s)", version, commit, date),
 		Commands: []*cli.Command{
 			issueCommand(),
+			startCommand(),
 			authorityCommand(),
 			signCommand(),
 			applyCommand(),
@@ -48,7 +49,6 @@ func App() *cli.App {
 			auditCommand(),
 			lintCommand(),
 			demoCommand(),
-			completionCommand(),
 		},
 		HideHelpCommand:      true,
 		EnableBashCompletion: true,

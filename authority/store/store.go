@@ -79,6 +79,18 @@ CREATE INDEX IF NOT EXISTS used_proofs_expires ON used_proofs (expires);
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL,
 	event TEXT NOT NULL, allowed INTEGER NOT NULL, bot TEXT NOT NULL, record TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
+CREATE TABLE IF NOT EXISTS bot_generations (bot TEXT NOT NULL, join_token TEXT NOT NULL, chain TEXT NOT NULL,
+	generation INTEGER NOT NULL, last_keys TEXT NOT NULL, updated INTEGER NOT NULL,
+	PRIMARY KEY (bot, join_token)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bot_locks (bot TEXT PRIMARY KEY, time INTEGER NOT NULL, join_token TEXT NOT NULL,
+	reason TEXT NOT NULL) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS bot_removed AFTER DELETE ON resources WHEN old.kind = 'bot' BEGIN
+	DELETE FROM bot_locks WHERE bot = old.name;
+	DELETE FROM bot_generations WHERE bot = old.name;
+END;
+CREATE TRIGGER IF NOT EXISTS join_token_removed AFTER DELETE ON resources WHEN old.kind = 'join_token' BEGIN
+	DELETE FROM bot_generations WHERE join_token = old.name;
+END;
 `
 
 // OpenSQLite opens (creating if needed) the database at dataDir/mbot.db.

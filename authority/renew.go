@@ -1,0 +1,197 @@
+package authority
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mbot-dev/mbot/authority/store"
+	"github.com/mbot-dev/mbot/identity"
+)
+
+// tokenMethod is the join method whose single-use secret cannot be
+// presented twice: its bots renew with their certificate instead.
+const tokenMethod = "token"
+
+func (a *Authority) registerRenew(mux *http.ServeMux) {
+	mux.HandleFunc("POST "+identity.PathRenew, a.handleRenew)
+}
+
+func (a *Authority) handleRenew(w http.ResponseWriter, r *http.Request) {
+	var req identity.RenewRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(&req); err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "the request body is not a renewal request: %v", err))
+		return
+	}
+	var cert *x509.Certificate
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		cert = r.TLS.VerifiedChains[0][0]
+	}
+	resp, err := a.Renew(r.Context(), &req, cert, r.RemoteAddr)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// Renew certifies new keys for the bot of cert, the client certificate of
+// a token join or of an earlier renewal, and records the outcome in the
+// audit log either way. A refusal is an *identity.Error.
+func (a *Authority) Renew(ctx context.Context, req *identity.RenewRequest, cert *x509.Certificate, remote string) (*identity.JoinResponse, error) {
+	ev := &store.AuditEvent{Event: "renew", Method: tokenMethod, Remote: remote}
+	resp, err := a.renew(ctx, req, cert, ev)
+	if err == nil {
+		if err = a.store.Audit(ctx, ev); err != nil {
+			err = fmt.Errorf("recording renewal: %w", err)
+		}
+	}
+	if err != nil {
+		refusal := a.recordRefusal(ctx, ev, err)
+		a.log.Warn("renewal refused", "bot", ev.Bot, "join_token", ev.JoinToken, "generation", ev.Claims["generation"],
+			"code", refusal.Code, "reason", refusal.Message, "cause", refusal.Err, "remote", remote)
+		return nil, refusal
+	}
+	a.log.Info("renewal admitted", "bot", ev.Bot, "join_token", ev.JoinToken, "generation", ev.Claims["generation"],
+		"roles", ev.Roles, "not_after", ev.NotAfter, "remote", remote)
+	return resp, nil
+}
+
+// renew is the renewal path: certificate → bot and lineage → join token
+// and bot still there, bot not locked → roles and TTL → sign the next
+// generation → advance the counter (or lock the bot) → respond.
+func (a *Authority) renew(ctx context.Context, req *identity.RenewRequest, cert *x509.Certificate, ev *store.AuditEvent) (*identity.JoinResponse, error) {
+	keys, err := parseKeys("renewal", req.Outputs, req.TTLSeconds)
+	if err != nil {
+		return nil, err
+	}
+	botName, lineage, err := a.renewingBot(cert)
+	if err != nil {
+		return nil, err
+	}
+	ev.Bot, ev.JoinToken = botName, lineage.JoinToken
+	ev.Claims = map[string]string{"generation": strconv.FormatUint(lineage.Generation, 10), "tls_serial": serialString(cert.SerialNumber)}
+
+	a.refresh(ctx)
+	st := a.state.Load()
+	tok, ok := st.tokens[lineage.JoinToken]
+	if !ok || tok.token.Spec.Bot != botName {
+		return nil, identity.Errorf(identity.CodeRenewalRefused, "join token %q, which bot %q joined with, no longer exists on this authority, so identities from it are not renewed; "+
+			"have an admin run mbot tokens add --bot %s and join again with the new secret", lineage.JoinToken, botName, botName)
+	}
+	bot := st.set.Bots[botName] // the join token's bot exists: references are checked
+	if err := a.checkNotLocked(ctx, botName); err != nil {
+		return nil, err
+	}
+	presented := lineage.Generation
+	lineage.Generation++
+	resp, err := a.grant(st, bot, lineage.JoinToken, tok.token.Spec.Method, req.Outputs, req.TTLSeconds, keys, lineage, ev)
+	if err != nil {
+		return nil, err
+	}
+	// Signing comes first so that a refused grant never advances the
+	// counter; the certificates are dropped if the counter refuses.
+	err = a.store.AdvanceGeneration(ctx, store.Renewal{Bot: botName, JoinToken: lineage.JoinToken, Chain: lineage.Chain,
+		Generation: presented, Keys: keysFingerprint(req.Outputs)})
+	var mismatch *store.GenerationMismatch
+	switch {
+	case errors.Is(err, store.ErrUnknownChain):
+		return nil, identity.Errorf(identity.CodeRenewalRefused, "this identity of bot %q is no longer renewed: join token %q was removed or used to join again since it was issued; "+
+			"join again with a new secret (mbot tokens add --bot %s)", botName, lineage.JoinToken, botName)
+	case errors.As(err, &mismatch):
+		a.log.Error("locked a bot: a stale certificate generation was presented, so its identity was copied",
+			"bot", botName, "join_token", lineage.JoinToken, "presented", mismatch.Presented, "current", mismatch.Current, "remote", ev.Remote)
+		return nil, lockedError(mismatch.Lock)
+	case err != nil:
+		return nil, fmt.Errorf("advancing the generation counter: %w", err)
+	}
+	ev.Allowed = true
+	return resp, nil
+}
+
+// renewingBot checks that cert is a current bot certificate of this
+// cluster, signed by its TLS CA, and reads its bot name and lineage.
+func (a *Authority) renewingBot(cert *x509.Certificate) (string, identity.Lineage, error) {
+	if cert == nil {
+		return "", identity.Lineage{}, identity.Errorf(identity.CodeIdentityRequired,
+			"a renewal is authenticated by the bot's current certificate: present the tls.crt and tls.key of the identity to renew (mbot start does)")
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(a.cas.TLSCert)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return "", identity.Lineage{}, identity.Errorf(identity.CodeIdentityRequired,
+			"certificate %q is not a current certificate of this authority (%v); join again", cert.Subject.CommonName, err)
+	}
+	prefix := "spiffe://" + a.cfg.ClusterName + "/bot/"
+	var bot string
+	for _, u := range cert.URIs {
+		if name, ok := strings.CutPrefix(u.String(), prefix); ok && name != "" {
+			bot = name
+		}
+	}
+	if bot == "" {
+		return "", identity.Lineage{}, identity.Errorf(identity.CodeIdentityRequired,
+			"certificate %q is not a bot identity of cluster %s; renew with the tls.crt of the bot's identity", cert.Subject.CommonName, a.cfg.ClusterName)
+	}
+	lineage, err := identity.LineageOf(cert)
+	if errors.Is(err, identity.ErrNoLineage) {
+		return "", identity.Lineage{}, identity.Errorf(identity.CodeRenewalRefused,
+			"this certificate of bot %q comes from a join that renews by joining again with a fresh proof from its platform; only token joins renew with their certificate", bot)
+	}
+	if err != nil {
+		return "", identity.Lineage{}, identity.Errorf(identity.CodeRenewalRefused, "certificate of bot %q: %v", bot, err)
+	}
+	return bot, lineage, nil
+}
+
+// newLineage starts a renewal chain for a token join: its single-use
+// secret cannot be presented again, so its daemon renews with its
+// certificate. Other methods renew by joining again with a fresh proof.
+func newLineage(req *identity.JoinRequest) identity.Lineage {
+	if req.Method != tokenMethod {
+		return identity.Lineage{}
+	}
+	chain := make([]byte, 16)
+	if _, err := rand.Read(chain); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return identity.Lineage{JoinToken: req.JoinToken, Chain: hex.EncodeToString(chain), Generation: 1}
+}
+
+// checkNotLocked refuses a locked bot.
+func (a *Authority) checkNotLocked(ctx context.Context, bot string) error {
+	lock, err := a.store.BotLock(ctx, bot)
+	if err != nil {
+		return fmt.Errorf("reading bot locks: %w", err)
+	}
+	if lock != nil {
+		return lockedError(lock)
+	}
+	return nil
+}
+
+func lockedError(l *store.BotLock) error {
+	return identity.Errorf(identity.CodeBotLocked, "bot %q is locked since %s: %s, so a copy of its identity is in use elsewhere. "+
+		"Every join and renewal of the bot is refused until an admin removes it and creates it again: mbot rm each of its join tokens, "+
+		"mbot rm bot/%s, mbot apply the bot and join tokens again, and mbot tokens add --bot %s for new secrets",
+		l.Bot, l.Time.Format(time.RFC3339), l.Reason, l.Bot, l.Bot)
+}
+
+// keysFingerprint identifies the public keys a renewal asks certificates
+// for, so that a retry of a renewal whose answer was lost is recognised.
+func keysFingerprint(outputs []identity.OutputRequest) string {
+	h := sha256.New()
+	for _, o := range outputs {
+		fmt.Fprintf(h, "%s\x00%s\x00%s\x00", o.Name, o.SSHPublicKey, o.TLSPublicKey)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}

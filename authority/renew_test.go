@@ -1,0 +1,364 @@
+package authority_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mbot-dev/mbot/authority"
+	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/authority/verify"
+	"github.com/mbot-dev/mbot/client"
+	"github.com/mbot-dev/mbot/identity"
+	"github.com/mbot-dev/mbot/internal/authoritytest"
+	"golang.org/x/crypto/ssh"
+)
+
+// renewBotsYAML has two token join tokens of bot deployer (secrets
+// "secret-1" and "secret-2") and a GitHub one; %[1]s is the issuer.
+const renewBotsYAML = `kind: role
+version: v1
+metadata: {name: deploy}
+spec:
+  logins: [deploy]
+---
+kind: role
+version: v1
+metadata: {name: audit-read}
+spec:
+  logins: [auditor]
+  max_ttl: 8h
+---
+kind: bot
+version: v1
+metadata: {name: deployer}
+spec:
+  roles: [deploy, audit-read]
+---
+kind: join_token
+version: v1
+metadata: {name: github-deploy}
+spec:
+  bot: deployer
+  method: github
+  github:
+    issuer: %[1]s
+    allow:
+      - repository: acme/app
+`
+
+func tokenJoinTokenYAML(name, secret string) string {
+	return `---
+kind: join_token
+version: v1
+metadata: {name: ` + name + `}
+spec:
+  bot: deployer
+  method: token
+  token:
+    secret_hash: ` + verify.HashTokenSecret(secret) + `
+    expires: ` + time.Now().Add(time.Hour).UTC().Format(time.RFC3339) + `
+`
+}
+
+func startRenewAuthority(t *testing.T) *authoritytest.Env {
+	t.Helper()
+	return authoritytest.Start(t, "acme", renewBotsYAML+tokenJoinTokenYAML("runner-1", "secret-1")+tokenJoinTokenYAML("runner-2", "secret-2"), "")
+}
+
+// held is an output's keys with the certificates the authority gave them.
+type held struct {
+	out  output
+	cert *x509.Certificate
+	resp *identity.JoinResponse
+}
+
+func (h held) tlsCertificate() tls.Certificate {
+	return tls.Certificate{Certificate: [][]byte{h.cert.Raw}, PrivateKey: h.out.keys.TLS, Leaf: h.cert}
+}
+
+func heldFrom(t *testing.T, out output, resp *identity.JoinResponse) held {
+	t.Helper()
+	cert, err := x509.ParseCertificate(pemBlock(t, resp.Outputs[0].TLSCertificate))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return held{out: out, cert: cert, resp: resp}
+}
+
+func tokenJoin(t *testing.T, a *authority.Authority, joinToken, secret string) held {
+	t.Helper()
+	out := newOutput(t, "identity")
+	resp, err := a.Join(t.Context(), joinRequest(joinToken, "token", secret, time.Hour, out), "test")
+	if err != nil {
+		t.Fatalf("token join: %v", err)
+	}
+	return heldFrom(t, out, resp)
+}
+
+// renewOverTLS presents h's certificate on a real mTLS connection and asks
+// for certificates on out's keys.
+func renewOverTLS(t *testing.T, env *authoritytest.Env, h held, out output, ttl time.Duration) (*identity.JoinResponse, error) {
+	t.Helper()
+	roots := x509.NewCertPool()
+	roots.AddCert(env.Authority.CAs().TLSCert)
+	api, err := client.NewAPIWithIdentity(env.URL, roots, h.tlsCertificate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.CloseIdleConnections()
+	var resp identity.JoinResponse
+	err = api.Do(t.Context(), http.MethodPost, identity.PathRenew,
+		&identity.RenewRequest{TTLSeconds: int64(ttl / time.Second), Outputs: []identity.OutputRequest{out.req}}, &resp)
+	return &resp, err
+}
+
+func lineage(t *testing.T, h held) identity.Lineage {
+	t.Helper()
+	l, err := identity.LineageOf(h.cert)
+	if err != nil {
+		t.Fatalf("certificate %s: %v", h.cert.SerialNumber, err)
+	}
+	return l
+}
+
+func wantCode(t *testing.T, what string, err error, code identity.ErrorCode, hints ...string) {
+	t.Helper()
+	var refusal *identity.Error
+	if !errors.As(err, &refusal) || refusal.Code != code {
+		t.Fatalf("%s: %v, want %s", what, err, code)
+	}
+	for _, h := range hints {
+		if !strings.Contains(refusal.Message, h) {
+			t.Errorf("%s: message %q does not mention %q", what, refusal.Message, h)
+		}
+	}
+}
+
+// TestRenewGenerations renews a token-joined identity over mTLS, then
+// presents a stale copy: the bot is locked for every renewal and join
+// until it is removed and created again.
+func TestRenewGenerations(t *testing.T) {
+	env := startRenewAuthority(t)
+	a := env.Authority
+	ctx := t.Context()
+
+	gen1 := tokenJoin(t, a, "runner-1", "secret-1")
+	l1 := lineage(t, gen1)
+	if l1.Generation != 1 || l1.JoinToken != "runner-1" || len(l1.Chain) != 32 {
+		t.Errorf("token join certificate lineage = %+v, want generation 1 of runner-1", l1)
+	}
+	sshCert, _, _, _, err := ssh.ParseAuthorizedKey([]byte(gen1.resp.Outputs[0].SSHCertificate))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := sshCert.(*ssh.Certificate).KeyId; !strings.Contains(id, "join_token=runner-1") || !strings.HasSuffix(id, " generation=1") {
+		t.Errorf("SSH key ID %q does not name the generation", id)
+	}
+
+	out2 := newOutput(t, "identity")
+	resp, err := renewOverTLS(t, env, gen1, out2, 2*time.Hour)
+	if err != nil {
+		t.Fatalf("renewal of generation 1: %v", err)
+	}
+	gen2 := heldFrom(t, out2, resp)
+	if l := lineage(t, gen2); l.Generation != 2 || l.Chain != l1.Chain {
+		t.Errorf("renewed lineage = %+v, want generation 2 of chain %s", l, l1.Chain)
+	}
+	if resp.Bot != "deployer" || resp.JoinToken != "runner-1" || resp.Method != "token" || resp.ClusterName != "acme" || resp.TLSCA == "" {
+		t.Errorf("renewal answer names bot %q, join token %q, method %q, cluster %q", resp.Bot, resp.JoinToken, resp.Method, resp.ClusterName)
+	}
+	if d := time.Until(resp.Outputs[0].NotAfter); d < 2*time.Hour-time.Minute || d > 2*time.Hour+time.Minute {
+		t.Errorf("renewed for %s, want the 2h asked", d)
+	}
+	if gen2.cert.URIs[0].String() != "spiffe://acme/bot/deployer" || gen2.cert.Subject.CommonName != "deployer" {
+		t.Errorf("renewed certificate is %q %v", gen2.cert.Subject.CommonName, gen2.cert.URIs)
+	}
+	ev := lastAudit(t, a)
+	if ev.Event != "renew" || !ev.Allowed || ev.Bot != "deployer" || ev.JoinToken != "runner-1" || ev.Claims["generation"] != "1" || len(ev.Serials) != 2 {
+		t.Errorf("audit record of the renewal = %+v", ev)
+	}
+
+	// The answer to the first renewal was lost: the daemon asks again with
+	// the same keys and the same certificate, and is served again.
+	resp, err = renewOverTLS(t, env, gen1, out2, time.Hour)
+	if err != nil {
+		t.Fatalf("retry of the renewal with the same keys: %v", err)
+	}
+	if l := lineage(t, heldFrom(t, out2, resp)); l.Generation != 2 {
+		t.Errorf("retry answered generation %d, want 2", l.Generation)
+	}
+
+	out3 := newOutput(t, "identity")
+	resp, err = renewOverTLS(t, env, gen2, out3, time.Hour)
+	if err != nil {
+		t.Fatalf("renewal of generation 2: %v", err)
+	}
+	gen3 := heldFrom(t, out3, resp)
+
+	// A copy of generation 1 with keys of its own gives itself away.
+	_, err = renewOverTLS(t, env, gen1, newOutput(t, "identity"), time.Hour)
+	wantCode(t, "renewal with a stale generation", err, identity.CodeBotLocked, `bot "deployer" is locked`, "generation 1", "generation 3", "mbot rm bot/deployer", "mbot tokens add")
+	ev = lastAudit(t, a)
+	if ev.Event != "renew" || ev.Allowed || ev.Code != "bot_locked" || ev.Claims["generation"] != "1" || !strings.Contains(ev.Message, "generation 1") {
+		t.Errorf("audit record of the lockout = %+v", ev)
+	}
+
+	// Locked: the daemon's current generation, every join token of the bot.
+	_, err = renewOverTLS(t, env, gen3, newOutput(t, "identity"), time.Hour)
+	wantCode(t, "renewal of the current generation of a locked bot", err, identity.CodeBotLocked)
+	_, err = a.Join(ctx, joinRequest("github-deploy", "github", githubToken(t, env.Issuer, nil), time.Hour, newOutput(t, "identity")), "test")
+	wantCode(t, "github join of a locked bot", err, identity.CodeBotLocked, "locked")
+	if ev := lastAudit(t, a); ev.Event != "join" || ev.Code != "bot_locked" {
+		t.Errorf("audit record of the refused join = %+v", ev)
+	}
+	_, err = a.Join(ctx, joinRequest("runner-2", "token", "secret-2", time.Hour, newOutput(t, "identity")), "test")
+	wantCode(t, "token join of a locked bot", err, identity.CodeBotLocked)
+
+	// Removing the bot and creating it again lifts the lock; the refused
+	// join did not use runner-2's secret up.
+	for _, kn := range [][2]string{{"join_token", "runner-1"}, {"join_token", "runner-2"}, {"join_token", "github-deploy"}, {"bot", "deployer"}} {
+		if err := a.Delete(ctx, kn[0], kn[1], "test"); err != nil {
+			t.Fatalf("removing %s/%s: %v", kn[0], kn[1], err)
+		}
+	}
+	again, err := resources.Parse("again.yaml", []byte(strings.ReplaceAll(renewBotsYAML, "%[1]s", env.Issuer.URL)+tokenJoinTokenYAML("runner-2", "secret-2")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Apply(ctx, again, "test"); err != nil {
+		t.Fatal(err)
+	}
+	fresh := tokenJoin(t, a, "runner-2", "secret-2")
+	if l := lineage(t, fresh); l.Generation != 1 || l.JoinToken != "runner-2" {
+		t.Errorf("lineage after unlocking = %+v", l)
+	}
+	// The identities of before stay refused: their join token is gone.
+	_, err = renewOverTLS(t, env, gen3, newOutput(t, "identity"), time.Hour)
+	wantCode(t, "renewal from a removed join token", err, identity.CodeRenewalRefused, "runner-1", "no longer exists")
+}
+
+// lineageExtension copies cert's lineage extension, for a forgery that has everything but the CA.
+func lineageExtension(t *testing.T, cert *x509.Certificate) []pkix.Extension {
+	t.Helper()
+	for _, ext := range cert.Extensions {
+		if ext.Id.Equal(identity.OIDLineage) {
+			return []pkix.Extension{ext}
+		}
+	}
+	t.Fatal("the certificate has no lineage extension")
+	return nil
+}
+
+func TestRenewRefusals(t *testing.T) {
+	env := startRenewAuthority(t)
+	a := env.Authority
+	ctx := t.Context()
+	renew := func(cert *x509.Certificate, outs ...output) error {
+		req := &identity.RenewRequest{TTLSeconds: 3600}
+		for _, o := range outs {
+			req.Outputs = append(req.Outputs, o.req)
+		}
+		_, err := a.Renew(ctx, req, cert, "test")
+		return err
+	}
+	h := tokenJoin(t, a, "runner-1", "secret-1")
+
+	t.Run("no-certificate", func(t *testing.T) {
+		wantCode(t, "renewal without a certificate", renew(nil, newOutput(t, "identity")), identity.CodeIdentityRequired, "tls.crt")
+		// Over HTTP, a connection without a client certificate.
+		api, err := client.NewAPI(env.URL, env.Pin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = api.Do(ctx, http.MethodPost, identity.PathRenew, &identity.RenewRequest{Outputs: []identity.OutputRequest{newOutput(t, "identity").req}}, nil)
+		wantCode(t, "renewal over TLS without a client certificate", err, identity.CodeIdentityRequired)
+	})
+
+	t.Run("admin-certificate", func(t *testing.T) {
+		cert, err := tls.LoadX509KeyPair(filepath.Join(env.DataDir, authority.AdminDirName, "tls.crt"), filepath.Join(env.DataDir, authority.AdminDirName, "tls.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, "renewal with an admin certificate", renew(cert.Leaf, newOutput(t, "identity")), identity.CodeIdentityRequired, "not a bot identity")
+	})
+
+	t.Run("other-ca", func(t *testing.T) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spiffe, _ := url.Parse("spiffe://acme/bot/deployer")
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "deployer"}, URIs: []*url.URL{spiffe},
+			NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+			ExtraExtensions: lineageExtension(t, h.cert)}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		forged, _ := x509.ParseCertificate(der)
+		wantCode(t, "renewal with a certificate of another CA", renew(forged, newOutput(t, "identity")), identity.CodeIdentityRequired, "not a current certificate")
+	})
+
+	t.Run("oidc-joined", func(t *testing.T) {
+		out := newOutput(t, "identity")
+		resp, err := a.Join(ctx, joinRequest("github-deploy", "github", githubToken(t, env.Issuer, nil), time.Hour, out), "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		oidc := heldFrom(t, out, resp)
+		if _, err := identity.LineageOf(oidc.cert); !errors.Is(err, identity.ErrNoLineage) {
+			t.Errorf("an OIDC join's certificate has a lineage: %v", err)
+		}
+		wantCode(t, "renewal of an OIDC join's certificate", renew(oidc.cert, newOutput(t, "identity")), identity.CodeRenewalRefused, "joining again")
+	})
+
+	t.Run("bad-request", func(t *testing.T) {
+		wantCode(t, "renewal without outputs", renew(h.cert), identity.CodeBadRequest, "outputs")
+	})
+
+	t.Run("role-denied-does-not-advance", func(t *testing.T) {
+		bad := newOutput(t, "identity", "root")
+		wantCode(t, "renewal asking for a role the bot lacks", renew(h.cert, bad), identity.CodeRoleDenied, "root")
+		// Generation 1 is still current: a renewal with other keys is no stale copy.
+		out := newOutput(t, "identity", "audit-read")
+		req := &identity.RenewRequest{TTLSeconds: int64(24 * time.Hour / time.Second), Outputs: []identity.OutputRequest{out.req}}
+		resp, err := a.Renew(ctx, req, h.cert, "test")
+		if err != nil {
+			t.Fatalf("renewal after a refused one: %v", err)
+		}
+		if !resp.TTLCapped || time.Until(resp.Outputs[0].NotAfter) > 8*time.Hour+time.Minute || resp.Outputs[0].Roles[0] != "audit-read" {
+			t.Errorf("renewal is not capped by the role's max_ttl: capped %v, not after %s, roles %v", resp.TTLCapped, resp.Outputs[0].NotAfter, resp.Outputs[0].Roles)
+		}
+	})
+
+	t.Run("join-token-removed", func(t *testing.T) {
+		h2 := tokenJoin(t, a, "runner-2", "secret-2")
+		if err := a.Delete(ctx, "join_token", "runner-2", "test"); err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, "renewal after its join token was removed", renew(h2.cert, newOutput(t, "identity")), identity.CodeRenewalRefused, "runner-2", "mbot tokens add")
+		if lock, err := a.Store().BotLock(context.Background(), "deployer"); err != nil || lock != nil {
+			t.Errorf("a refused renewal locked the bot: %v %v", lock, err)
+		}
+	})
+
+	t.Run("audited", func(t *testing.T) {
+		ev := lastAudit(t, a)
+		if ev.Event != "renew" || ev.Allowed || ev.Code != "renewal_refused" || ev.Bot != "deployer" || ev.JoinToken != "runner-2" {
+			t.Errorf("last audit record = %+v", ev)
+		}
+	})
+}
