@@ -242,6 +242,20 @@ func (a *Authority) reloadLocked(ctx context.Context) error {
 	return nil
 }
 
+// refreshNow reloads the resources at once if another process changed them,
+// and reports whether it did.
+func (a *Authority) refreshNow(ctx context.Context) bool {
+	version, err := a.store.ResourcesVersion(ctx)
+	if err != nil || version == a.state.Load().version {
+		return false
+	}
+	if err := a.reload(ctx); err != nil {
+		a.log.Error("reloading resources changed in the store; keeping the previous ones", "err", err)
+		return false
+	}
+	return true
+}
+
 // refresh picks up resource changes made by other processes, checking the
 // store at most every reloadInterval. A bad change keeps the current state.
 func (a *Authority) refresh(ctx context.Context) {
@@ -250,13 +264,7 @@ func (a *Authority) refresh(ctx context.Context) {
 	if now-last < int64(reloadInterval) || !a.checked.CompareAndSwap(last, now) {
 		return
 	}
-	version, err := a.store.ResourcesVersion(ctx)
-	if err != nil || version == a.state.Load().version {
-		return
-	}
-	if err := a.reload(ctx); err != nil {
-		a.log.Error("reloading resources changed in the store; keeping the previous ones", "err", err)
-	}
+	a.refreshNow(ctx)
 }
 
 func (a *Authority) loadStored(ctx context.Context) ([]resources.Resource, error) {

@@ -60,6 +60,12 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 	a.refresh(ctx)
 	st := a.state.Load()
 	tok, err := st.joinToken(req.JoinToken)
+	if err != nil && a.refreshNow(ctx) {
+		// A join token applied a moment ago by another process (mbot tokens
+		// add, mbot apply) may not be loaded yet: look once more.
+		st = a.state.Load()
+		tok, err = st.joinToken(req.JoinToken)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +99,7 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 	ev.Allowed = true
 	if err := a.store.RecordJoin(ctx, adm.ProofID, adm.UsableUntil, ev); err != nil {
 		if errors.Is(err, store.ErrReplay) {
-			return nil, identity.Errorf(identity.CodeProofReplayed, "join token %q: this token was already used to join; each token is accepted once, so fetch a fresh one from the platform",
+			return nil, identity.Errorf(identity.CodeProofReplayed, "join token %q: this proof was already used to join; each is accepted once, so fetch a fresh one from the platform (for a token join: mbot tokens add prints a new secret)",
 				req.JoinToken)
 		}
 		return nil, fmt.Errorf("recording join: %w", err)

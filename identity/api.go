@@ -116,6 +116,14 @@ const (
 	CodeIssuerUnavailable ErrorCode = "issuer_unavailable"
 	CodeAdminRequired     ErrorCode = "admin_required"
 	CodeInternal          ErrorCode = "internal"
+	// CodeIdentityRequired: a renewal came without a bot certificate of this cluster.
+	CodeIdentityRequired ErrorCode = "identity_required"
+	// CodeRenewalRefused: the certificate cannot be renewed (its join token or
+	// bot is gone, or it came from a join that does not renew itself).
+	CodeRenewalRefused ErrorCode = "renewal_refused"
+	// CodeBotLocked: a stale certificate generation was presented, so a copy
+	// of the bot's identity is in use elsewhere; the bot is locked.
+	CodeBotLocked ErrorCode = "bot_locked"
 )
 
 // HTTPStatus is the status code the authority answers a code with.
@@ -123,7 +131,7 @@ func (c ErrorCode) HTTPStatus() int {
 	switch c {
 	case CodeBadRequest:
 		return 400
-	case CodeAdminRequired:
+	case CodeAdminRequired, CodeIdentityRequired:
 		return 401
 	case CodeIssuerUnavailable:
 		return 503

@@ -20,19 +20,6 @@ type RenewRequest struct {
 	Outputs    []OutputRequest `json:"outputs"`
 }
 
-// Error codes of renewals and of locked bots. They are part of the API
-// contract like those in api.go.
-const (
-	// CodeIdentityRequired: the renewal came without a bot certificate of this cluster.
-	CodeIdentityRequired ErrorCode = "identity_required"
-	// CodeRenewalRefused: the certificate cannot be renewed (its join token or
-	// bot is gone, or it came from a join that does not renew itself).
-	CodeRenewalRefused ErrorCode = "renewal_refused"
-	// CodeBotLocked: a stale certificate generation was presented, so a copy
-	// of the bot's identity is in use elsewhere; the bot is locked.
-	CodeBotLocked ErrorCode = "bot_locked"
-)
-
 // OIDLineage identifies the X.509 extension that places a bot certificate
 // in its renewal chain. It is on an unregistered private arc (1.3.9999,
 // where Teleport keeps its own extensions too) and never critical, so other
