@@ -49,6 +49,7 @@ func App() *cli.App {
 			auditCommand(),
 			lintCommand(),
 			demoCommand(),
+			completionCommand(),
 		},
 		HideHelpCommand:      true,
 		EnableBashCompletion: true,

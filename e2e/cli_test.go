@@ -1,0 +1,109 @@
+package e2e
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestCompletion checks `mbot completion bash|zsh|fish`: each script is
+// valid for its shell, and the bash one completes commands, flags and the
+// completion command's own argument by asking the binary.
+func TestCompletion(t *testing.T) {
+	env := withVars(nil, map[string]string{"PATH": pathWithMbot(mbotBin), "HOME": t.TempDir()})
+	scripts := map[string]string{}
+	for _, shell := range []string{"bash", "zsh", "fish"} {
+		res := mbot(t, env, "completion", shell)
+		if res.code != 0 || res.stderr != "" {
+			t.Fatalf("mbot completion %s: %s", shell, res)
+		}
+		scripts[shell] = res.stdout
+	}
+	for shell, want := range map[string]string{
+		"bash": "complete -o bashdefault -o default -o nospace -F _mbot_complete mbot",
+		"zsh":  "compdef _mbot_complete mbot",
+		"fish": "complete -c mbot ",
+	} {
+		if !strings.Contains(scripts[shell], want) {
+			t.Errorf("the %s script lacks %q", shell, want)
+		}
+	}
+	if !strings.HasPrefix(scripts["zsh"], "#compdef mbot\n") {
+		t.Errorf("the zsh script does not start with #compdef mbot, so compinit would not load it from fpath")
+	}
+	if !strings.Contains(scripts["fish"], "-a 'completion'") || !strings.Contains(scripts["fish"], "-l ttl") {
+		t.Errorf("the fish script does not list the completion command and issue's --ttl:\n%s", scripts["fish"])
+	}
+	for _, shell := range []string{"zsh", "fish"} {
+		if path, err := exec.LookPath(shell); err == nil {
+			if res := run(t, env, path, "-n", "-c", scripts[shell]); res.code != 0 {
+				t.Errorf("%s -n rejects the %s script: %s", shell, shell, res)
+			}
+		} else {
+			t.Logf("%s is not installed: its script is not syntax-checked", shell)
+		}
+	}
+
+	complete := func(words ...string) string {
+		t.Helper()
+		script := scripts["bash"] + `
+COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1))
+_mbot_complete
+printf '%s\n' "${COMPREPLY[@]}"
+`
+		res := run(t, env, "bash", append([]string{"--noprofile", "--norc", "-c", script, "bash"}, words...)...)
+		if res.code != 0 {
+			t.Fatalf("bash completion of %q: %s", words, res)
+		}
+		return strings.TrimSpace(res.stdout)
+	}
+	for _, tc := range []struct {
+		words []string
+		want  string
+	}{
+		{[]string{"mbot", "iss"}, "issue"},
+		{[]string{"mbot", "compl"}, "completion"},
+		{[]string{"mbot", "issue", "--ca"}, "--ca-pin"},
+		{[]string{"mbot", "completion", "z"}, "zsh"},
+	} {
+		if got := complete(tc.words...); got != tc.want {
+			t.Errorf("completing %q gave %q, want %q", tc.words, got, tc.want)
+		}
+	}
+}
+
+// TestPlainOutput checks that mbot writes no terminal escape sequences,
+// whatever the terminal claims (NO_COLOR needs nothing), and the exit codes
+// the README documents.
+func TestPlainOutput(t *testing.T) {
+	env := withVars(baseEnv(t.TempDir()), map[string]string{"TERM": "xterm-256color", "CLICOLOR_FORCE": "1", "FORCE_COLOR": "1", "COLORTERM": "truecolor"})
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"--help"}, 0},
+		{[]string{"--version"}, 0},
+		{[]string{"issue", "--help"}, 0},
+		{[]string{"completion", "--help"}, 0},
+		{[]string{"completion", "bash"}, 0},
+		{[]string{"issue"}, 1}, // no authority: the operation fails
+		{[]string{"issue", "--authority", "https://127.0.0.1:1", "--token", "x"}, 1}, // no CI platform detected
+		{[]string{"issue", "unexpected"}, 2},
+		{[]string{"completion"}, 2},
+		{[]string{"completion", "tcsh"}, 2},
+	} {
+		res := mbot(t, env, tc.args...)
+		if res.code != tc.code {
+			t.Errorf("mbot %s: exit %d, want %d\n%s", strings.Join(tc.args, " "), res.code, tc.code, res)
+		}
+		if strings.ContainsRune(res.stdout+res.stderr, '\x1b') {
+			t.Errorf("mbot %s wrote an escape sequence:\n%q", strings.Join(tc.args, " "), res.stdout+res.stderr)
+		}
+	}
+	if res := mbot(t, env, "--version"); !strings.HasPrefix(res.stdout, "mbot version ") || !strings.Contains(res.stdout, "(commit ") || !strings.Contains(res.stdout, ", built ") {
+		t.Errorf("mbot --version should print version, commit and build date: %q", res.stdout)
+	}
+	if res := mbot(t, env, "--help"); !strings.Contains(res.stdout, "completion") {
+		t.Errorf("mbot --help does not list the completion command:\n%s", res.stdout)
+	}
+}
