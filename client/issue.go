@@ -149,6 +149,9 @@ func (o *IssueOptions) resolve() error {
 	return o.check()
 }
 
+// ErrMissingSettings is wrapped by the error for settings that were not given.
+var ErrMissingSettings = errors.New("missing")
+
 func (o *IssueOptions) check() error {
 	required := func(flag, env, field string) string {
 		if o.Config != "" {
@@ -164,7 +167,7 @@ func (o *IssueOptions) check() error {
 		missing = append(missing, required("--token", "MBOT_TOKEN", "token"))
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("missing %s", strings.Join(missing, ", "))
+		return fmt.Errorf("%w: %s", ErrMissingSettings, strings.Join(missing, ", "))
 	}
 	if o.TTL < 0 {
 		return fmt.Errorf("--ttl %s must be positive", o.TTL)

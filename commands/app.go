@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/mbot-dev/mbot/authority"
+	"github.com/mbot-dev/mbot/client"
 	"github.com/urfave/cli/v2"
 )
 
@@ -32,7 +34,7 @@ const (
 // App builds the mbot command tree.
 func App() *cli.App {
 	authority.Version = version
-	return &cli.App{
+	app := &cli.App{
 		Name:    "mbot",
 		Usage:   "short-lived machine identities for CI jobs, with no stored secret",
 		Version: fmt.Sprintf("%s (commit %s, built %s)", version, commit, date),
@@ -51,9 +53,28 @@ func App() *cli.App {
 			demoCommand(),
 			completionCommand(),
 		},
-		HideHelpCommand:      true,
+		HideHelpCommand: true,
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageError{err}
+		},
+		CommandNotFound: func(_ *cli.Context, name string) {
+			fmt.Fprintf(os.Stderr, "mbot: there is no command %q; see mbot --help\n", name)
+			os.Exit(exitUsage)
+		},
 		EnableBashCompletion: true,
 	}
+	// urfave/cli calls a command's own OnUsageError for its flags.
+	var setUsage func(cmds []*cli.Command)
+	setUsage = func(cmds []*cli.Command) {
+		for _, c := range cmds {
+			if c.OnUsageError == nil {
+				c.OnUsageError = app.OnUsageError
+			}
+			setUsage(c.Subcommands)
+		}
+	}
+	setUsage(app.Commands)
+	return app
 }
 
 // Run runs the command line and returns the process exit code.
@@ -63,7 +84,8 @@ func Run(args []string) int {
 	if err := App().RunContext(ctx, args); err != nil {
 		fmt.Fprintf(os.Stderr, "mbot: %v\n", err)
 		var usage usageError
-		if errors.As(err, &usage) {
+		if errors.As(err, &usage) || errors.Is(err, client.ErrMissingSettings) ||
+			strings.HasPrefix(err.Error(), "Required flag") { // urfave/cli's unexported error for Required flags
 			return exitUsage
 		}
 		return exitFailure

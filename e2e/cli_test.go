@@ -86,7 +86,10 @@ func TestPlainOutput(t *testing.T) {
 		{[]string{"issue", "--help"}, 0},
 		{[]string{"completion", "--help"}, 0},
 		{[]string{"completion", "bash"}, 0},
-		{[]string{"issue"}, 1}, // no authority: the operation fails
+		{[]string{"issue"}, 2}, // no authority: a setting is missing
+		{[]string{"issue", "--no-such-flag"}, 2},
+		{[]string{"no-such-command"}, 2},
+		{[]string{"authority", "export"}, 2}, // --type is required
 		{[]string{"issue", "--authority", "https://127.0.0.1:1", "--token", "x"}, 1}, // no CI platform detected
 		{[]string{"issue", "unexpected"}, 2},
 		{[]string{"completion"}, 2},
