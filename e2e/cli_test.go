@@ -89,7 +89,7 @@ func TestPlainOutput(t *testing.T) {
 		{[]string{"issue"}, 2}, // no authority: a setting is missing
 		{[]string{"issue", "--no-such-flag"}, 2},
 		{[]string{"no-such-command"}, 2},
-		{[]string{"authority", "export"}, 2}, // --type is required
+		{[]string{"authority", "export"}, 2},                                         // --type is required
 		{[]string{"issue", "--authority", "https://127.0.0.1:1", "--token", "x"}, 1}, // no CI platform detected
 		{[]string{"issue", "unexpected"}, 2},
 		{[]string{"completion"}, 2},

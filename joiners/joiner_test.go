@@ -125,7 +125,7 @@ func TestByMethod(t *testing.T) {
 			t.Errorf("ByMethod(%q) returned the %s joiner, want an error", name, j.Method())
 			continue
 		}
-		for _, want := range []string{`"` + name + `"`, "auto", "circleci, github, gitlab"} {
+		for _, want := range []string{`"` + name + `"`, "auto", "circleci", "github", "gitlab", "gcp", "azure", "kubernetes"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("ByMethod(%q) error %q does not mention %q", name, err, want)
 			}

@@ -40,6 +40,8 @@ type oidcSection struct {
 	Hostname            string    `yaml:"hostname"`
 	IdentityProviderURL string    `yaml:"identity_provider_url"`
 	Audience            string    `yaml:"audience"`
+	TenantID            string    `yaml:"tenant_id"`
+	Type                string    `yaml:"type"`
 	Allow               yaml.Node `yaml:"allow"`
 }
 
@@ -55,6 +57,10 @@ type oidcPlatform struct {
 	ruleFields []string
 	// checkRules refuses rules that would admit too much (optional).
 	checkRules func(rules []policy.AllowRule) error
+	// foldCaseFields are rule fields whose values the platform compares
+	// case-insensitively; their patterns are lower-cased, and claims must
+	// lower-case the same fields (Azure resource groups).
+	foldCaseFields []string
 	// issuerField is the section key a user changes to trust another
 	// issuer, for messages (default "issuer").
 	issuerField string
@@ -89,6 +95,9 @@ func (p *oidcPlatform) Compile(tokenName string, section *yaml.Node, env *Env) (
 	issuer, err := p.issuer(&s)
 	if err != nil {
 		return nil, fmt.Errorf("line %d: spec.%s: %v", section.Line, p.name, err)
+	}
+	if len(p.foldCaseFields) > 0 {
+		s.Allow = lowerRuleValues(s.Allow, p.foldCaseFields)
 	}
 	known, fields := p.ruleFields, strings.Join(p.ruleFields, ", ")
 	if known == nil {
@@ -356,6 +365,44 @@ func rulesMustSet(why string, fields ...string) func([]policy.AllowRule) error {
 		}
 		return nil
 	}
+}
+
+// lowerRuleValues returns allow with the values of fields lower-cased in
+// every rule. It changes a copy: the nodes are the stored resource's.
+func lowerRuleValues(allow yaml.Node, fields []string) yaml.Node {
+	allow = copyNode(allow)
+	if allow.Kind != yaml.SequenceNode {
+		return allow
+	}
+	for _, rule := range allow.Content {
+		for i := 0; i+1 < len(rule.Content); i += 2 {
+			if !slices.Contains(fields, rule.Content[i].Value) {
+				continue
+			}
+			values := []*yaml.Node{rule.Content[i+1]}
+			if rule.Content[i+1].Kind == yaml.SequenceNode {
+				values = rule.Content[i+1].Content
+			}
+			for _, v := range values {
+				if v.Kind == yaml.ScalarNode {
+					v.Value = strings.ToLower(v.Value)
+				}
+			}
+		}
+	}
+	return allow
+}
+
+func copyNode(n yaml.Node) yaml.Node {
+	if len(n.Content) > 0 {
+		content := make([]*yaml.Node, len(n.Content))
+		for i, c := range n.Content {
+			cc := copyNode(*c)
+			content[i] = &cc
+		}
+		n.Content = content
+	}
+	return n
 }
 
 // ruleFieldNames lists the field names the allow rules use, which are the
