@@ -108,7 +108,7 @@ func (s *Store) AdvanceGeneration(ctx context.Context, r Renewal) error {
 func (s *Store) BotLock(ctx context.Context, bot string) (*BotLock, error) {
 	l := BotLock{Bot: bot}
 	var at int64
-	err := s.read.QueryRowContext(ctx, `SELECT time, join_token, reason FROM bot_locks WHERE bot = ?`, bot).Scan(&at, &l.JoinToken, &l.Reason)
+	err := s.botLock.QueryRowContext(ctx, bot).Scan(&at, &l.JoinToken, &l.Reason)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
