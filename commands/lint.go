@@ -26,7 +26,7 @@ as "{{internal.logins}}" expand from the bot's traits, then reports:
 Exits 1 when there is an error. Example:
 
    mbot lint --config authority.yaml`,
-		Flags: adminFlags(),
+		Flags: append(adminFlags(), outputFlag("text", "json")),
 		Action: func(c *cli.Context) error {
 			args, err := positionalArgs(c)
 			if err != nil {
@@ -34,6 +34,10 @@ Exits 1 when there is an error. Example:
 			}
 			if len(args) > 0 {
 				return usagef("mbot lint takes no arguments, got %q", args)
+			}
+			format, err := outputFormat(c, "text", "json")
+			if err != nil {
+				return err
 			}
 			client, err := openAdmin(c)
 			if err != nil {
@@ -49,7 +53,13 @@ Exits 1 when there is an error. Example:
 				return err
 			}
 			report := admin.Lint(set, settings)
-			writeLintReport(os.Stdout, report)
+			if format == "json" {
+				if err := writeJSON(os.Stdout, report); err != nil {
+					return err
+				}
+			} else {
+				writeLintReport(os.Stdout, report)
+			}
 			if n := report.Blocking(); n > 0 {
 				return fmt.Errorf("lint found %d blocking problem(s)", n)
 			}

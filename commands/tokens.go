@@ -30,7 +30,7 @@ It admits one join before --ttl runs out. Example:
    mbot tokens add --bot deployer --ttl 1h --config authority.yaml
    # on the host, with the printed values:
    MBOT_JOIN_SECRET=... mbot issue --join-method token --token NAME ...`,
-				Flags: []cli.Flag{authorityConfigFlag(),
+				Flags: []cli.Flag{authorityConfigFlag(), outputFlag("env", "json"),
 					&cli.StringFlag{Name: "bot", Required: true, Usage: "bot the join token joins as"},
 					&cli.StringFlag{Name: "name", Usage: "join token name (default: <bot>-token-<random>)"},
 					&cli.DurationFlag{Name: "ttl", Value: time.Hour, Usage: "how long the secret may be used"},
@@ -63,6 +63,10 @@ It admits one join before --ttl runs out. Example:
 					if _, exists := set.JoinTokens[name]; exists {
 						return usagef("a join token named %q exists already; pick another --name, or remove it first with mbot rm join_token/%s", name, name)
 					}
+					format, err := outputFormat(c, "env", "json")
+					if err != nil {
+						return err
+					}
 					secret := randomHex(32)
 					expires := time.Now().Add(ttl).UTC().Truncate(time.Second)
 					doc, err := tokenDocument(name, bot, verify.HashTokenSecret(secret), expires)
@@ -71,6 +75,10 @@ It admits one join before --ttl runs out. Example:
 					}
 					if _, err := local.Apply(c.Context, "mbot tokens add", doc); err != nil {
 						return err
+					}
+					if format == "json" {
+						return writeJSON(os.Stdout, map[string]string{"join_token": name, "bot": bot,
+							"secret": secret, "expires": expires.Format(time.RFC3339)})
 					}
 					fmt.Fprintf(os.Stdout, "# join token %q for bot %q: single use, expires %s.\n"+
 						"# The secret is shown only this once. Put it in %s of the job (from the CI system's secret store),\n"+
