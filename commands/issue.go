@@ -50,17 +50,9 @@ Flags and MBOT_* variables override mbot.yaml.`,
 			if c.NArg() > 0 {
 				return usagef("mbot issue takes no arguments, got %q", c.Args().Slice())
 			}
-			res, err := client.Issue(c.Context, client.IssueOptions{
-				Authority:  c.String("authority"),
-				CAPin:      c.String("ca-pin"),
-				Token:      c.String("token"),
-				JoinMethod: c.String("join-method"),
-				Out:        c.String("out"),
-				TTL:        c.Duration("ttl"),
-				Roles:      splitList(c.String("roles")),
-				Config:     c.String("config"),
-				Stdout:     os.Stdout,
-			})
+			opts := issueOptions(c)
+			opts.Stdout = os.Stdout
+			res, err := client.Issue(c.Context, opts)
 			if err != nil {
 				return err
 			}
@@ -78,6 +70,20 @@ Flags and MBOT_* variables override mbot.yaml.`,
 			}
 			return nil
 		},
+	}
+}
+
+// issueOptions reads the flags (and MBOT_* variables) issue and start share.
+func issueOptions(c *cli.Context) client.IssueOptions {
+	return client.IssueOptions{
+		Authority:  c.String("authority"),
+		CAPin:      c.String("ca-pin"),
+		Token:      c.String("token"),
+		JoinMethod: c.String("join-method"),
+		Out:        c.String("out"),
+		TTL:        c.Duration("ttl"),
+		Roles:      splitList(c.String("roles")),
+		Config:     c.String("config"),
 	}
 }
 

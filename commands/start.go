@@ -46,16 +46,7 @@ daemon (exit 0) and leave the outputs in place.`,
 			signal.Notify(reload, syscall.SIGHUP)
 			defer signal.Stop(reload)
 			return client.RunDaemon(c.Context, client.DaemonOptions{
-				IssueOptions: client.IssueOptions{
-					Authority:  c.String("authority"),
-					CAPin:      c.String("ca-pin"),
-					Token:      c.String("token"),
-					JoinMethod: c.String("join-method"),
-					Out:        c.String("out"),
-					TTL:        c.Duration("ttl"),
-					Roles:      splitList(c.String("roles")),
-					Config:     c.String("config"),
-				},
+				IssueOptions:    issueOptions(c),
 				RenewalInterval: c.Duration("renewal-interval"),
 				HealthAddr:      c.String("health-addr"),
 				Reload:          reload,
