@@ -132,12 +132,16 @@ func Run(ctx context.Context, w io.Writer, outDir string) error {
 	}
 	fmt.Fprintf(w, "5. Audit log: %d records\n", len(events))
 	for _, ev := range events {
+		if ev.Event != "join" {
+			fmt.Fprintf(w, "   %s %s: %s\n", ev.Time.Format(time.TimeOnly), ev.Event, ev.Message)
+			continue
+		}
 		outcome := "admitted"
 		if !ev.Allowed {
 			outcome = "refused (" + ev.Code + ")"
 		}
-		fmt.Fprintf(w, "   %s %s join_token=%s bot=%s repository=%s %s\n", ev.Time.Format(time.TimeOnly), ev.Event,
-			ev.JoinToken, ev.Bot, ev.Claims["repository"], outcome)
+		fmt.Fprintf(w, "   %s join join_token=%s bot=%s repository=%s ref=%s: %s\n", ev.Time.Format(time.TimeOnly),
+			ev.JoinToken, ev.Bot, ev.Claims["repository"], ev.Claims["ref"], outcome)
 	}
 	fmt.Fprintf(w, `
 Use it:
