@@ -102,6 +102,22 @@ type cluster struct {
 // shut down cleanly.
 func startCluster(t *testing.T) *cluster {
 	t.Helper()
+	c, _ := startClusterWith(t, defaultResources)
+	return c
+}
+
+// defaultResources is the role, bot and three join tokens of botsYAML.
+func defaultResources(c *cluster) string {
+	projectID := simci.CircleCIClaims(circleOrgID)["oidc.circleci.com/project-id"].(string)
+	return fmt.Sprintf(botsYAML, roleName, botName, c.login,
+		tokenGitHub, tokenGitLab, tokenCircleCI, c.ci.URL, circleOrgID, projectID)
+}
+
+// startClusterWith is startCluster with the resources file that resources
+// returns for the cluster (its issuer URL and OS login are set); it also
+// hands back the running authority, whose output some tests search.
+func startClusterWith(t *testing.T, resources func(c *cluster) string) (*cluster, *background) {
+	t.Helper()
 	u, err := user.Current()
 	if err != nil {
 		t.Fatal(err)
@@ -115,10 +131,8 @@ func startCluster(t *testing.T) *cluster {
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	c := &cluster{ci: ci, config: filepath.Join(dir, "authority.yaml"), url: "https://" + addr, login: u.Username, home: t.TempDir()}
-	projectID := simci.CircleCIClaims(circleOrgID)["oidc.circleci.com/project-id"].(string)
 	writeFile(t, c.config, fmt.Sprintf(authorityYAML, clusterName, addr, filepath.Join(dir, "data")), 0o600)
-	writeFile(t, filepath.Join(dir, "bots.yaml"), fmt.Sprintf(botsYAML, roleName, botName, c.login,
-		tokenGitHub, tokenGitLab, tokenCircleCI, ci.URL, circleOrgID, projectID), 0o600)
+	writeFile(t, filepath.Join(dir, "bots.yaml"), resources(c), 0o600)
 
 	auth := startBackground(t, baseEnv(c.home), true, mbotBin, "authority", "start", "--config", c.config)
 	waitForPort(t, addr, auth.exited, auth.logs)
@@ -128,7 +142,7 @@ func startCluster(t *testing.T) *cluster {
 	if !strings.HasPrefix(c.pin, "sha256:") || len(c.pin) != len("sha256:")+64 {
 		t.Fatalf("mbot authority export --type ca-pin printed %q, not sha256:<64 hex digits>", c.pin)
 	}
-	return c
+	return c, auth
 }
 
 // issue runs `mbot issue` for join token token into out, in env.

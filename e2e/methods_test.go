@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -108,25 +107,9 @@ spec:
 // startMethodsCluster is startCluster with the join tokens of methodsBotsYAML.
 func startMethodsCluster(t *testing.T) *cluster {
 	t.Helper()
-	u, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ci, err := simci.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ci.Close() })
-
-	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	c := &cluster{ci: ci, config: filepath.Join(dir, "authority.yaml"), url: "https://" + addr, login: u.Username, home: t.TempDir()}
-	writeFile(t, c.config, fmt.Sprintf(authorityYAML, clusterName, addr, filepath.Join(dir, "data")), 0o600)
-	writeFile(t, filepath.Join(dir, "bots.yaml"), fmt.Sprintf(methodsBotsYAML, roleName, botName, ci.URL, c.login), 0o600)
-
-	auth := startBackground(t, baseEnv(c.home), true, mbotBin, "authority", "start", "--config", c.config)
-	waitForPort(t, addr, auth.exited, auth.logs)
-	c.pin = strings.TrimSpace(mustMbot(t, baseEnv(c.home), "authority", "export", "--type", "ca-pin", "--config", c.config).stdout)
+	c, _ := startClusterWith(t, func(c *cluster) string {
+		return fmt.Sprintf(methodsBotsYAML, roleName, botName, c.ci.URL, c.login)
+	})
 	return c
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/mbot-dev/mbot/authority/store"
-	"github.com/mbot-dev/mbot/internal/simci"
 	_ "modernc.org/sqlite" // the audit log is read straight from the store
 )
 
@@ -79,29 +77,11 @@ type multiCluster struct {
 // one account a non-root sshd can log in to; role B's is another account.
 func startMultiCluster(t *testing.T) *multiCluster {
 	t.Helper()
-	u, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ci, err := simci.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ci.Close() })
-
-	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	c := &cluster{ci: ci, config: filepath.Join(dir, "authority.yaml"), url: "https://" + addr, login: u.Username, home: t.TempDir()}
-	mc := &multiCluster{cluster: c, loginA: c.login, loginB: otherLogin(c.login)}
-	projectID := simci.CircleCIClaims(circleOrgID)["oidc.circleci.com/project-id"].(string)
-	writeFile(t, c.config, fmt.Sprintf(authorityYAML, clusterName, addr, filepath.Join(dir, "data")), 0o600)
-	writeFile(t, filepath.Join(dir, "bots.yaml"), fmt.Sprintf(botsYAML, roleName, botName, c.login,
-		tokenGitHub, tokenGitLab, tokenCircleCI, ci.URL, circleOrgID, projectID)+
-		fmt.Sprintf(multiRolesYAML, mc.loginA, mc.loginB, ci.URL), 0o600)
-
-	auth := startBackground(t, baseEnv(c.home), true, mbotBin, "authority", "start", "--config", c.config)
-	waitForPort(t, addr, auth.exited, auth.logs)
-	c.pin = strings.TrimSpace(mustMbot(t, baseEnv(c.home), "authority", "export", "--type", "ca-pin", "--config", c.config).stdout)
+	mc := &multiCluster{}
+	mc.cluster, _ = startClusterWith(t, func(c *cluster) string {
+		mc.loginA, mc.loginB = c.login, otherLogin(c.login)
+		return defaultResources(c) + fmt.Sprintf(multiRolesYAML, mc.loginA, mc.loginB, c.ci.URL)
+	})
 	return mc
 }
 

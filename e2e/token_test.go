@@ -2,41 +2,18 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/mbot-dev/mbot/internal/simci"
 )
 
 // startClusterWithLogs is startCluster that also hands back the running
 // authority, whose output the token tests search for the secret.
 func startClusterWithLogs(t *testing.T) (*cluster, *background) {
 	t.Helper()
-	u, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ci, err := simci.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ci.Close() })
-	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	c := &cluster{ci: ci, config: filepath.Join(dir, "authority.yaml"), url: "https://" + addr, login: u.Username, home: t.TempDir()}
-	projectID := simci.CircleCIClaims(circleOrgID)["oidc.circleci.com/project-id"].(string)
-	writeFile(t, c.config, fmt.Sprintf(authorityYAML, clusterName, addr, filepath.Join(dir, "data")), 0o600)
-	writeFile(t, filepath.Join(dir, "bots.yaml"), fmt.Sprintf(botsYAML, roleName, botName, c.login,
-		tokenGitHub, tokenGitLab, tokenCircleCI, ci.URL, circleOrgID, projectID), 0o600)
-	auth := startBackground(t, baseEnv(c.home), true, mbotBin, "authority", "start", "--config", c.config)
-	waitForPort(t, addr, auth.exited, auth.logs)
-	c.pin = strings.TrimSpace(c.export(t, "ca-pin"))
-	return c, auth
+	return startClusterWith(t, defaultResources)
 }
 
 // addToken runs mbot tokens add and reads the join token name and secret
