@@ -70,6 +70,9 @@ func runSectionRuleCases(t *testing.T, p platform, head func(issuer string) stri
 			if ok != tc.wantMatch {
 				t.Fatalf("MatchRules = %t (%s), want %t; claims %s", ok, why, tc.wantMatch, adm.Claims)
 			}
+			if ok && why != "" {
+				t.Errorf("admitted with a reason: %s", why)
+			}
 			for _, f := range tc.wantInReason {
 				if !strings.Contains(why, f) {
 					t.Errorf("reason does not mention %q: %s", f, why)

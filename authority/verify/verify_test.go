@@ -696,38 +696,11 @@ type ruleCase struct {
 
 func runRuleCases(t *testing.T, p platform, alg jose.SignatureAlgorithm, cases []ruleCase) {
 	t.Helper()
-	iss := startIssuer(t, alg)
-	head := "issuer: " + iss.URL + "\n"
-	if p.name == "circleci" {
-		head += "organization_id: " + circleciOrg + "\n"
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			v := mustCompile(t, p.name, head+"allow:\n"+tc.allow, newEnv(iss.Client))
-			claims := tokenClaims(t, p.name, iss.URL, p.audience)
-			if tc.edit != nil {
-				tc.edit(claims)
-			}
-			adm, err := v.Verify(t.Context(), iss.Sign(t, claims))
-			if tc.wantCode != "" {
-				wantRefusal(t, err, tc.wantCode, tc.wantInReason...)
-				return
-			}
-			if err != nil {
-				t.Fatalf("refused: %v", err)
-			}
-			ok, why := policy.MatchRules(v.Rules(), adm.Claims)
-			if ok != tc.wantMatch {
-				t.Fatalf("MatchRules = %t (%s), want %t; claims %s", ok, why, tc.wantMatch, adm.Claims)
-			}
-			if ok && why != "" {
-				t.Errorf("admitted with a reason: %s", why)
-			}
-			for _, f := range tc.wantInReason {
-				if !strings.Contains(why, f) {
-					t.Errorf("reason does not mention %q: %s", f, why)
-				}
-			}
-		})
-	}
+	runSectionRuleCases(t, p, func(issuer string) string {
+		head := "issuer: " + issuer + "\n"
+		if p.name == "circleci" {
+			head += "organization_id: " + circleciOrg + "\n"
+		}
+		return head
+	}, alg, cases)
 }
