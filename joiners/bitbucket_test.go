@@ -3,8 +3,6 @@ package joiners_test
 import (
 	"strings"
 	"testing"
-
-	"github.com/mbot-dev/mbot/joiners"
 )
 
 // bitbucketEnv is the environment of a Bitbucket Pipelines step with `oidc: true`.
@@ -21,11 +19,7 @@ var bitbucketEnv = map[string]string{
 func TestBitbucketDetect(t *testing.T) {
 	withoutOIDC := merge(bitbucketEnv)
 	delete(withoutOIDC, "BITBUCKET_STEP_OIDC_TOKEN")
-	tests := []struct {
-		name string
-		env  map[string]string
-		want string
-	}{
+	tests := []detectCase{
 		{"step with oidc: true", bitbucketEnv, "bitbucket"},
 		// Detected, so that Proof can say to add `oidc: true`.
 		{"step without oidc: true", withoutOIDC, "bitbucket"},
@@ -37,17 +31,7 @@ func TestBitbucketDetect(t *testing.T) {
 		{"Terraform Cloud token in a Bitbucket step", merge(bitbucketEnv, tfcEnv), "terraform_cloud"},
 		{"Bitbucket self-hosted runner on AWS", merge(bitbucketEnv, awsEnv), "bitbucket"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			j, err := joiners.Detect(envOf(tc.env))
-			if err != nil {
-				t.Fatalf("Detect: %v", err)
-			}
-			if j.Method() != tc.want {
-				t.Errorf("Detect picked %s, want %s", j.Method(), tc.want)
-			}
-		})
-	}
+	runDetectCases(t, tests)
 }
 
 func TestBitbucketProof(t *testing.T) {

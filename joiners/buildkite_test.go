@@ -22,28 +22,14 @@ var buildkiteEnv = map[string]string{
 }
 
 func TestBuildkiteDetect(t *testing.T) {
-	tests := []struct {
-		name string
-		env  map[string]string
-		want string
-	}{
+	tests := []detectCase{
 		{"Buildkite job", buildkiteEnv, "buildkite"},
 		{"Buildkite agent on AWS", merge(buildkiteEnv, awsEnv), "buildkite"},
 		{"Bitbucket variables in a Buildkite job", merge(buildkiteEnv, map[string]string{"BITBUCKET_BUILD_NUMBER": "7"}), "bitbucket"},
 		{"GitHub Actions job with BUILDKITE=true", merge(githubEnv, buildkiteEnv), "github"},
 		{"CircleCI job with BUILDKITE=true", merge(circleciEnv, buildkiteEnv), "circleci"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			j, err := joiners.Detect(envOf(tc.env))
-			if err != nil {
-				t.Fatalf("Detect: %v", err)
-			}
-			if j.Method() != tc.want {
-				t.Errorf("Detect picked %s, want %s", j.Method(), tc.want)
-			}
-		})
-	}
+	runDetectCases(t, tests)
 	if j, err := joiners.Detect(envOf(map[string]string{"BUILDKITE": "1"})); err == nil && j.Method() == "buildkite" {
 		t.Error("BUILDKITE=1 detected as Buildkite; the agent sets BUILDKITE=true")
 	}

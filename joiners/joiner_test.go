@@ -54,11 +54,7 @@ func merge(envs ...map[string]string) map[string]string {
 }
 
 func TestDetect(t *testing.T) {
-	tests := []struct {
-		name string
-		env  map[string]string
-		want string
-	}{
+	tests := []detectCase{
 		{"GitHub Actions", githubEnv, "github"},
 		{"GitLab CI", gitlabEnv, "gitlab"},
 		{"CircleCI", circleciEnv, "circleci"},
@@ -70,17 +66,7 @@ func TestDetect(t *testing.T) {
 		{"GitHub runner on AWS with credentials", merge(githubEnv, awsEnv), "github"},
 		{"CircleCI on AWS with credentials", merge(circleciEnv, awsEnv), "circleci"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			j, err := joiners.Detect(envOf(tc.env))
-			if err != nil {
-				t.Fatalf("Detect: %v", err)
-			}
-			if j.Method() != tc.want {
-				t.Errorf("Detect picked %s, want %s", j.Method(), tc.want)
-			}
-		})
-	}
+	runDetectCases(t, tests)
 }
 
 func TestDetectNothing(t *testing.T) {
@@ -153,4 +139,26 @@ func proof(t *testing.T, method string, env map[string]string, audience string) 
 		t.Fatal(err)
 	}
 	return j.Proof(context.Background(), envOf(env), audience)
+}
+
+// detectCase is a job environment and the joiner Detect must pick for it.
+type detectCase struct {
+	name string
+	env  map[string]string
+	want string
+}
+
+func runDetectCases(t *testing.T, cases []detectCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			j, err := joiners.Detect(envOf(tc.env))
+			if err != nil {
+				t.Fatalf("Detect: %v", err)
+			}
+			if j.Method() != tc.want {
+				t.Errorf("Detect picked %s, want %s", j.Method(), tc.want)
+			}
+		})
+	}
 }

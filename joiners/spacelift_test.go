@@ -3,8 +3,6 @@ package joiners_test
 import (
 	"strings"
 	"testing"
-
-	"github.com/mbot-dev/mbot/joiners"
 )
 
 // spaceliftEnv is the environment of a Spacelift run of stack infra.
@@ -16,11 +14,7 @@ var spaceliftEnv = map[string]string{
 }
 
 func TestSpaceliftDetect(t *testing.T) {
-	tests := []struct {
-		name string
-		env  map[string]string
-		want string
-	}{
+	tests := []detectCase{
 		{"Spacelift run", spaceliftEnv, "spacelift"},
 		{"Spacelift on AWS with credentials", merge(spaceliftEnv, awsEnv), "spacelift"},
 		// SPEC §4 order: the CI platforms first, then Spacelift.
@@ -29,17 +23,7 @@ func TestSpaceliftDetect(t *testing.T) {
 		// Spacelift comes before Terraform Cloud, whose token a run may also carry.
 		{"Spacelift run with a TFC token", merge(spaceliftEnv, map[string]string{"TFC_WORKLOAD_IDENTITY_TOKEN": "tfc-jwt"}), "spacelift"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			j, err := joiners.Detect(envOf(tc.env))
-			if err != nil {
-				t.Fatalf("Detect: %v", err)
-			}
-			if j.Method() != tc.want {
-				t.Errorf("Detect picked %s, want %s", j.Method(), tc.want)
-			}
-		})
-	}
+	runDetectCases(t, tests)
 }
 
 func TestSpaceliftProof(t *testing.T) {
