@@ -37,7 +37,9 @@ ssh:
   host_patterns: [localhost]
 `
 
-const botsYAML = `kind: role
+// roleAndBotYAML is the role (%[1]s) whose logins come from the bot's
+// trait, and the bot (%[2]s) whose login trait is %[3]q.
+const roleAndBotYAML = `kind: role
 version: v1
 metadata: {name: %[1]s}
 spec:
@@ -50,7 +52,9 @@ spec:
   roles: [%[1]s]
   traits: {logins: [%[3]q]}
 ---
-kind: join_token
+`
+
+const botsYAML = roleAndBotYAML + `kind: join_token
 version: v1
 metadata: {name: %[4]s}
 spec:

@@ -24,22 +24,9 @@ const (
 	tfcTag            = "MBOT"
 )
 
-// methodsBotsYAML is the bot of bots.yaml with one join token per method
-// of this file, each trusting the simulated issuer %[3]s.
-const methodsBotsYAML = `kind: role
-version: v1
-metadata: {name: %[1]s}
-spec:
-  logins: ["{{internal.logins}}"]
----
-kind: bot
-version: v1
-metadata: {name: %[2]s}
-spec:
-  roles: [%[1]s]
-  traits: {logins: [%[4]q]}
----
-kind: join_token
+// methodsTokensYAML is one join token per method of this file for bot
+// %[2]s, each trusting the simulated issuer %[3]s.
+const methodsTokensYAML = `kind: join_token
 version: v1
 metadata: {name: ` + tokenSpacelift + `}
 spec:
@@ -104,11 +91,12 @@ spec:
         production: true
 `
 
-// startMethodsCluster is startCluster with the join tokens of methodsBotsYAML.
+// startMethodsCluster is startCluster with the join tokens of methodsTokensYAML.
 func startMethodsCluster(t *testing.T) *cluster {
 	t.Helper()
 	c, _ := startClusterWith(t, func(c *cluster) string {
-		return fmt.Sprintf(methodsBotsYAML, roleName, botName, c.ci.URL, c.login)
+		return fmt.Sprintf(roleAndBotYAML, roleName, botName, c.login) +
+			fmt.Sprintf(methodsTokensYAML, roleName, botName, c.ci.URL)
 	})
 	return c
 }
