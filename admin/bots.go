@@ -31,7 +31,7 @@ func BotDocument(set *resources.Set, name string, roles, logins []string) ([]byt
 	if len(unknown) > 0 {
 		existing := "there are no roles yet"
 		if len(set.Roles) > 0 {
-			existing = "existing roles: " + strings.Join(sortedNames(set.Roles), ", ")
+			existing = "existing roles: " + strings.Join(slices.Sorted(maps.Keys(set.Roles)), ", ")
 		}
 		return nil, fmt.Errorf("role %s not defined (%s); create it with mbot apply -f or pick an existing one",
 			quoteList(unknown), existing)

@@ -2,8 +2,8 @@ package admin
 
 import (
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -131,13 +131,13 @@ func (r *Report) Blocking() int {
 // settings that no bot can satisfy, and templates that expand to nothing.
 func Lint(set *resources.Set, settings *Settings) *Report {
 	r := &Report{Bots: []BotReport{}, Findings: []Finding{}}
-	for _, name := range sortedNames(set.Bots) {
+	for _, name := range slices.Sorted(maps.Keys(set.Bots)) {
 		bot := set.Bots[name]
 		roles := BotLogins(set, bot)
 		r.Bots = append(r.Bots, BotReport{Bot: name, Roles: roles})
 		r.Findings = append(r.Findings, lintBot(set, bot, roles, settings)...)
 	}
-	for _, name := range sortedNames(set.Roles) {
+	for _, name := range slices.Sorted(maps.Keys(set.Roles)) {
 		if m := time.Duration(set.Roles[name].Spec.MaxTTL); m > identity.MaxBotTTL {
 			r.Findings = append(r.Findings, Finding{Severity: Warning, Role: name, Message: fmt.Sprintf(
 				"role %q sets max_ttl: %s, above the %s that bot certificates never exceed; bots get %s. Set max_ttl to %s or less",
@@ -234,20 +234,11 @@ func emptyTemplateFix(tmpl string, bot *resources.Bot) string {
 	case ok && len(vals) > 0:
 		why = fmt.Sprintf("its trait %s has only empty values", trait)
 	case len(bot.Spec.Traits) > 0:
-		why += fmt.Sprintf(" (it has %s)", strings.Join(sortedNames(bot.Spec.Traits), ", "))
+		why += fmt.Sprintf(" (it has %s)", strings.Join(slices.Sorted(maps.Keys(bot.Spec.Traits)), ", "))
 	}
 	fix := fmt.Sprintf("add traits: {%s: [...]} to bot %q", trait, name)
 	if trait == LoginsTrait {
 		fix = fmt.Sprintf("set it with mbot bots add %s --roles %s --logins ...", name, strings.Join(bot.Spec.Roles, ","))
 	}
 	return why + ". To grant logins through it, " + fix + "; otherwise remove the template from the role"
-}
-
-func sortedNames[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

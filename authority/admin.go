@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -236,7 +237,7 @@ func (a *Authority) signUser(ctx context.Context, req UserSignRequest, ev *store
 		}
 		role, ok := set.Roles[rn]
 		if !ok {
-			known := strings.Join(sortedNames(set.Roles), ", ")
+			known := strings.Join(slices.Sorted(maps.Keys(set.Roles)), ", ")
 			if known == "" {
 				known = "none yet (resources: files are stored when the authority starts)"
 			}
@@ -392,13 +393,4 @@ func currentOSUser() string {
 		name += " (sudo from " + sudo + ")"
 	}
 	return name
-}
-
-func sortedNames[V any](m map[string]V) []string {
-	names := make([]string, 0, len(m))
-	for k := range m {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	return names
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 
 	"gopkg.in/yaml.v3"
@@ -43,17 +45,17 @@ func (t *JoinToken) Document() Document {
 func (s *Set) Documents(kind string) []Document {
 	var docs []Document
 	if kind == "" || kind == KindRole {
-		for _, name := range sortedKeys(s.Roles) {
+		for _, name := range slices.Sorted(maps.Keys(s.Roles)) {
 			docs = append(docs, s.Roles[name].Document())
 		}
 	}
 	if kind == "" || kind == KindBot {
-		for _, name := range sortedKeys(s.Bots) {
+		for _, name := range slices.Sorted(maps.Keys(s.Bots)) {
 			docs = append(docs, s.Bots[name].Document())
 		}
 	}
 	if kind == "" || kind == KindJoinToken {
-		for _, name := range sortedKeys(s.JoinTokens) {
+		for _, name := range slices.Sorted(maps.Keys(s.JoinTokens)) {
 			docs = append(docs, s.JoinTokens[name].Document())
 		}
 	}
@@ -106,7 +108,7 @@ func (s joinTokenSpecDocument) MarshalJSON() ([]byte, error) {
 	writeJSONString(&buf, s.Bot)
 	buf.WriteString(`,"method":`)
 	writeJSONString(&buf, s.Method)
-	for _, k := range sortedKeys(s.Sections) {
+	for _, k := range slices.Sorted(maps.Keys(s.Sections)) {
 		n := s.Sections[k]
 		buf.WriteByte(',')
 		writeJSONString(&buf, k)

@@ -2,7 +2,8 @@ package resources
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -33,7 +34,7 @@ func NewSet(all []Resource) *Set {
 // CheckReferences reports every bot whose role does not exist and every
 // join token whose bot does not exist.
 func (s *Set) CheckReferences() error {
-	for _, name := range sortedKeys(s.Bots) {
+	for _, name := range slices.Sorted(maps.Keys(s.Bots)) {
 		b := s.Bots[name]
 		for _, role := range b.Spec.Roles {
 			if _, ok := s.Roles[role]; !ok {
@@ -42,7 +43,7 @@ func (s *Set) CheckReferences() error {
 			}
 		}
 	}
-	for _, name := range sortedKeys(s.JoinTokens) {
+	for _, name := range slices.Sorted(maps.Keys(s.JoinTokens)) {
 		t := s.JoinTokens[name]
 		if _, ok := s.Bots[t.Spec.Bot]; !ok {
 			return fmt.Errorf("%s: join_token %q names bot %q, which is not defined; add a bot resource named %q",
@@ -50,15 +51,6 @@ func (s *Set) CheckReferences() error {
 		}
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // CheckRemovable refuses to remove kind/name while another resource refers
@@ -71,7 +63,7 @@ func (set *Set) CheckRemovable(kind, name string) error {
 		if _, ok := set.Roles[name]; !ok {
 			return set.NotFound(kind, name)
 		}
-		for _, b := range sortedKeys(set.Bots) {
+		for _, b := range slices.Sorted(maps.Keys(set.Bots)) {
 			for _, r := range set.Bots[b].Spec.Roles {
 				if r == name {
 					users = append(users, b)
@@ -86,7 +78,7 @@ func (set *Set) CheckRemovable(kind, name string) error {
 		if _, ok := set.Bots[name]; !ok {
 			return set.NotFound(kind, name)
 		}
-		for _, t := range sortedKeys(set.JoinTokens) {
+		for _, t := range slices.Sorted(maps.Keys(set.JoinTokens)) {
 			if set.JoinTokens[t].Spec.Bot == name {
 				users = append(users, "join_token/"+t)
 			}
