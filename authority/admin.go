@@ -1,7 +1,6 @@
 package authority
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -333,7 +332,7 @@ func (a *Authority) signUser(ctx context.Context, req UserSignRequest, ev *store
 		HostPatterns: a.cfg.SSH.HostPatterns,
 		Outputs:      []identity.OutputResponse{out.Output},
 	}
-	files, err := identity.RenderIdentity(req.Dir, keys, resp, &out.Output)
+	files, err := identity.RenderIdentityOf(fmt.Sprintf("user %q", req.User), req.Dir, keys, resp, &out.Output)
 	if err != nil {
 		return nil, err
 	}
@@ -346,12 +345,8 @@ func (a *Authority) signUser(ctx context.Context, req UserSignRequest, ev *store
 		return nil, err
 	}
 	for i := range files {
-		switch files[i].Name {
-		case identity.FileIdentityJSON:
+		if files[i].Name == identity.FileIdentityJSON {
 			files[i].Data = append(sumJSON, '\n')
-		case identity.FileSSHConfig:
-			// RenderIdentity's header speaks of a bot.
-			files[i].Data = bytes.Replace(files[i].Data, fmt.Appendf(nil, "for bot %q", req.User), fmt.Appendf(nil, "for user %q", req.User), 1)
 		}
 	}
 

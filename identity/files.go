@@ -58,6 +58,12 @@ type Summary struct {
 // which must be the absolute path the files will finally live at (ssh_config
 // refers to the other files by it).
 func RenderIdentity(dir string, keys *Keys, resp *JoinResponse, out *OutputResponse) ([]File, error) {
+	return RenderIdentityOf(fmt.Sprintf("bot %q", resp.Bot), dir, keys, resp, out)
+}
+
+// RenderIdentityOf is RenderIdentity for an identity described by subject
+// (`bot "deployer"`, `user "alice"`) in the files' headers.
+func RenderIdentityOf(subject, dir string, keys *Keys, resp *JoinResponse, out *OutputResponse) ([]File, error) {
 	sshKey, err := keys.SSHPrivateKeyPEM(resp.Bot)
 	if err != nil {
 		return nil, fmt.Errorf("encoding SSH key: %w", err)
@@ -81,7 +87,7 @@ func RenderIdentity(dir string, keys *Keys, resp *JoinResponse, out *OutputRespo
 		{FileTLSCert, []byte(out.TLSCertificate), 0o644},
 		{FileCA, []byte(resp.TLSCA), 0o644},
 		{FileKnownHosts, []byte(KnownHosts(resp.HostPatterns, resp.SSHHostCA)), 0o644},
-		{FileSSHConfig, []byte(SSHConfig(dir, resp.HostPatterns, out.Logins, resp.Bot, out.NotAfter)), 0o644},
+		{FileSSHConfig, []byte(SSHConfig(dir, resp.HostPatterns, out.Logins, subject, out.NotAfter)), 0o644},
 		{FileIdentityJSON, append(sumJSON, '\n'), 0o600},
 	}, nil
 }
@@ -97,9 +103,10 @@ func KnownHosts(patterns []string, hostCA string) string {
 
 // SSHConfig writes one Host block per host pattern that makes plain `ssh -F`
 // use this identity and trust only hosts certified by the authority.
-func SSHConfig(dir string, patterns, logins []string, bot string, notAfter time.Time) string {
+// subject says whose identity it is, as `bot "deployer"`.
+func SSHConfig(dir string, patterns, logins []string, subject string, notAfter time.Time) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Written by mbot for bot %q; the certificate expires %s.\n", bot, notAfter.UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, "# Written by mbot for %s; the certificate expires %s.\n", subject, notAfter.UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "# Use: ssh -F %s <host>\n", filepath.Join(dir, FileSSHConfig))
 	for _, p := range patterns {
 		fmt.Fprintf(&b, "\nHost %s\n", p)
