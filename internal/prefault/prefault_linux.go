@@ -1,0 +1,58 @@
+//go:build linux
+
+package prefault
+
+import (
+	"syscall"
+	"unsafe"
+)
+
+const (
+	madvPopulateRead  = 22 // Linux 5.14
+	madvPopulateWrite = 23
+
+	// maxZeroed bounds the executable's zeroed data (.bss) populated: the
+	// Go runtime reserves a 32 MiB buffer there that a run never touches.
+	maxZeroed = 1 << 20
+	// maxHeap bounds the Go heap populated; a one-shot run allocates less.
+	maxHeap = 8 << 20
+	// maxMetadata is the size of the largest anonymous mapping (runtime
+	// metadata, thread stacks) populated whole.
+	maxMetadata = 1 << 20
+)
+
+// heapProbe is a heap allocation whose address tells where the heap is.
+var heapProbe *[64]byte
+
+func init() {
+	if v, _ := syscall.Getenv("MBOT_PREFAULT"); v == "off" {
+		return
+	}
+	heapProbe = new([64]byte)
+	var buf [16 << 10]byte
+	maps := readMaps(buf[:])
+	for _, r := range plan(maps, uintptr(unsafe.Pointer(heapProbe))) {
+		// Errors are ignored: an old kernel refuses the advice, and a
+		// region that cannot be populated simply faults in as before.
+		_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, r.lo, r.hi-r.lo, r.advice)
+	}
+}
+
+// readMaps reads /proc/self/maps into buf; a static Go binary has about
+// thirty mappings at this point, well within 16 KiB.
+func readMaps(buf []byte) []byte {
+	fd, err := syscall.Open("/proc/self/maps", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	defer syscall.Close(fd)
+	n := 0
+	for n < len(buf) {
+		m, err := syscall.Read(fd, buf[n:])
+		if err != nil || m <= 0 {
+			break
+		}
+		n += m
+	}
+	return buf[:n]
+}
