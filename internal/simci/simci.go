@@ -35,6 +35,8 @@ type Issuer struct {
 	githubClaims map[string]any
 	// TTL is the lifetime of minted tokens.
 	TTL time.Duration
+	// signed are GitHub tokens signed ahead of time by SignAhead, by audience.
+	signed map[string][]string
 }
 
 // Start serves a new issuer on 127.0.0.1 with a fresh 2048-bit RSA key.
@@ -116,9 +118,16 @@ func (i *Issuer) githubToken(w http.ResponseWriter, r *http.Request) {
 	}
 	i.mu.Lock()
 	claims := maps.Clone(i.githubClaims)
+	tok, ahead := "", i.signed[aud]
+	if len(ahead) > 0 {
+		tok, i.signed[aud] = ahead[len(ahead)-1], ahead[:len(ahead)-1]
+	}
 	i.mu.Unlock()
 	claims["aud"] = aud
-	tok, err := i.Mint(claims)
+	var err error
+	if tok == "" {
+		tok, err = i.Mint(claims)
+	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -137,6 +146,33 @@ func (i *Issuer) SetGitHubClaim(name string, value any) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	i.githubClaims[name] = value
+	clear(i.signed) // they carry the old claims
+}
+
+// SignAhead signs n GitHub tokens for audience now, for the GitHub token
+// endpoint to hand out (each once) before it signs new ones. A benchmark
+// of mbot issue uses it so that it measures mbot, not the simulator's RSA
+// signing (about 1.5 ms a token on 2 cores, CPU taken from the run).
+// They expire after TTL like any other.
+func (i *Issuer) SignAhead(n int, audience string) error {
+	i.mu.Lock()
+	claims := maps.Clone(i.githubClaims)
+	i.mu.Unlock()
+	claims["aud"] = audience
+	tokens := make([]string, n)
+	for k := range tokens {
+		var err error
+		if tokens[k], err = i.Mint(claims); err != nil {
+			return err
+		}
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.signed == nil {
+		i.signed = make(map[string][]string)
+	}
+	i.signed[audience] = append(i.signed[audience], tokens...)
+	return nil
 }
 
 // Mint signs claims as this issuer. iss, iat, nbf, exp and jti are filled
