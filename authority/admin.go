@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"github.com/mbot-dev/mbot/authority/policy"
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/identity"
+	"github.com/mbot-dev/mbot/internal/lazyregexp"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -168,7 +168,7 @@ type userSummary struct {
 
 // userNameRe is compiled without a {0,127} bound: a counted repetition
 // compiles to 127 copies and cost 2 ms at every process start.
-var userNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]*$`)
+var userNameRe = lazyregexp.New(`^[A-Za-z0-9][A-Za-z0-9._@-]*$`)
 
 // SignUser issues an identity directory like mbot issue writes, for user
 // req.User with the logins of req.Roles, valid for req.TTL. Unlike a bot's,

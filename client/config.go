@@ -7,12 +7,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/mbot-dev/mbot/internal/lazyregexp"
 	"github.com/mbot-dev/mbot/joiners"
 	"gopkg.in/yaml.v3"
 )
@@ -105,8 +105,8 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 }
 
 var (
-	outputNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-	notInName    = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
+	outputNameRe = lazyregexp.New(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	notInName    = lazyregexp.New(`[^A-Za-z0-9_.-]+`)
 )
 
 func (c *Config) checkAndSetDefaults(path string, root *yaml.Node) error {
@@ -270,7 +270,7 @@ func lookup(n *yaml.Node, path ...string) *yaml.Node {
 	return n
 }
 
-var fieldNotFound = regexp.MustCompile(`field (\S+) not found in type client\.(\w+)`)
+var fieldNotFound = lazyregexp.New(`field (\S+) not found in type client\.(\w+)`)
 
 // configYAMLError turns yaml.v3's "line N: ..." messages into "file:N: ...",
 // naming the fields that are allowed where an unknown one was found.

@@ -3,7 +3,8 @@ package joiners
 import (
 	"context"
 	"fmt"
-	"regexp"
+
+	"github.com/mbot-dev/mbot/internal/lazyregexp"
 )
 
 // TFCTagEnv names the variable that selects a tagged workload identity
@@ -14,7 +15,7 @@ const TFCTagEnv = "MBOT_TFC_TAG"
 
 const tfcTokenVar = "TFC_WORKLOAD_IDENTITY_TOKEN"
 
-var tfcTag = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
+var tfcTag = lazyregexp.New(`^[A-Za-z0-9_]+$`)
 
 // terraformCloud reads the workload identity token HCP Terraform or
 // Terraform Enterprise puts into a run's environment.

@@ -2,13 +2,13 @@ package policy
 
 import (
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/identity"
+	"github.com/mbot-dev/mbot/internal/lazyregexp"
 )
 
 // DefaultTTL is the certificate lifetime when a joiner asks for none.
@@ -73,7 +73,7 @@ func ResolveGrant(set *resources.Set, bot *resources.Bot, requested []string, tt
 	return g, nil
 }
 
-var templateRe = regexp.MustCompile(`\{\{\s*(internal|external)\.([A-Za-z0-9_\-]+)\s*\}\}`)
+var templateRe = lazyregexp.New(`\{\{\s*(internal|external)\.([A-Za-z0-9_\-]+)\s*\}\}`)
 
 // ExpandTemplate expands "{{internal.<trait>}}" (with optional literal text
 // around it) once per trait value. A template whose trait is missing expands

@@ -6,12 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/mbot-dev/mbot/internal/lazyregexp"
 )
 
 // Kinds of resources.
@@ -279,7 +280,7 @@ func parseDocument(src Source, root *yaml.Node, decode func(any) error) (Resourc
 	return res, nil
 }
 
-var typeNames = regexp.MustCompile(`not found in type resources\.(\w+)`)
+var typeNames = lazyregexp.New(`not found in type resources\.(\w+)`)
 
 // yamlError turns yaml.v3's "line N: ..." messages into "file:N: ...".
 func yamlError(file string, err error) error {

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/mbot-dev/mbot/authority/policy"
 	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/identity"
+	"github.com/mbot-dev/mbot/internal/lazyregexp"
 	"gopkg.in/yaml.v3"
 )
 
@@ -46,7 +46,7 @@ const (
 // awsRegion matches the shape of AWS region names (us-east-1,
 // ap-southeast-5, us-gov-west-1, cn-north-1), so that only hosts AWS serves
 // STS on pass as STS endpoints.
-var awsRegion = regexp.MustCompile(`^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}$`)
+var awsRegion = lazyregexp.New(`^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}$`)
 
 // iamSection is spec.iam of a join token.
 type iamSection struct {
@@ -362,9 +362,9 @@ type stsError struct {
 }
 
 // headerName is what net/http would send as a header name.
-var headerName = regexp.MustCompile(`^[A-Za-z0-9-]+$`)
+var headerName = lazyregexp.New(`^[A-Za-z0-9-]+$`)
 
-var awsAccount = regexp.MustCompile(`^[0-9]{12}$`)
+var awsAccount = lazyregexp.New(`^[0-9]{12}$`)
 
 // callSTS sends the checked request to STS and reads who signed it.
 func (v *iamVerifier) callSTS(ctx context.Context, req *http.Request) (*stsCaller, error) {

@@ -3,11 +3,11 @@ package verify
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/mbot-dev/mbot/authority/policy"
+	"github.com/mbot-dev/mbot/internal/lazyregexp"
 )
 
 // azureClaims are the claims of a managed identity's access token, as
@@ -22,7 +22,7 @@ type azureClaims struct {
 }
 
 // azureTenant is a directory (tenant) id: a GUID.
-var azureTenant = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+var azureTenant = lazyregexp.New(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 func init() {
 	register(&oidcPlatform{

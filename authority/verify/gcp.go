@@ -4,11 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"regexp"
 	"strconv"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/mbot-dev/mbot/authority/policy"
+	"github.com/mbot-dev/mbot/internal/lazyregexp"
 )
 
 // GCPIssuer issues the ID tokens of GCE instances and GKE workloads.
@@ -34,12 +34,12 @@ type gcpClaims struct {
 var (
 	// gcpUserManagedAccount is a service account a project created:
 	// NAME@PROJECT_ID.iam.gserviceaccount.com.
-	gcpUserManagedAccount = regexp.MustCompile(`^[^@]+@([a-z][-a-z0-9]*)\.iam\.gserviceaccount\.com$`)
+	gcpUserManagedAccount = lazyregexp.New(`^[^@]+@([a-z][-a-z0-9]*)\.iam\.gserviceaccount\.com$`)
 	// gcpDefaultComputeAccount is PROJECT_NUMBER-compute@developer.gserviceaccount.com,
 	// which every project's instances share.
-	gcpDefaultComputeAccount = regexp.MustCompile(`^[^@]+@developer\.gserviceaccount\.com$`)
+	gcpDefaultComputeAccount = lazyregexp.New(`^[^@]+@developer\.gserviceaccount\.com$`)
 	// gcpZone is REGION-LETTER, such as us-central1-a or europe-west4-b.
-	gcpZone = regexp.MustCompile(`^([a-z]+-[a-z]+[0-9]+)-[a-z]$`)
+	gcpZone = lazyregexp.New(`^([a-z]+-[a-z]+[0-9]+)-[a-z]$`)
 )
 
 func init() {
