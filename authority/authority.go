@@ -35,6 +35,7 @@ type Authority struct {
 	reloadMu sync.Mutex
 	// checked is when (UnixNano) the store's resources version was last compared.
 	checked atomic.Int64
+	locks   botLocks
 }
 
 // state is one consistent view of the resources with their join tokens compiled.
@@ -116,6 +117,10 @@ func openStore(ctx context.Context, cfg *Config, opts Options) (*Authority, erro
 	if a.cas, err = LoadCAs(ctx, st, cfg.ClusterName); err != nil {
 		st.Close()
 		return nil, err
+	}
+	if err := a.locks.reload(ctx, st); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("reading bot locks: %w", err)
 	}
 	return a, nil
 }
@@ -237,6 +242,10 @@ func (a *Authority) reloadLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Removing a bot lifts its lock: read them again with the resources.
+	if err := a.locks.reload(ctx, a.store); err != nil {
+		return fmt.Errorf("reading bot locks: %w", err)
+	}
 	a.state.Store(next)
 	a.checked.Store(time.Now().UnixNano())
 	return nil
@@ -256,13 +265,17 @@ func (a *Authority) refreshNow(ctx context.Context) bool {
 	return true
 }
 
-// refresh picks up resource changes made by other processes, checking the
-// store at most every reloadInterval. A bad change keeps the current state.
+// refresh picks up resource changes and bot locks made by other processes,
+// checking the store at most every reloadInterval. A bad change keeps the
+// current state.
 func (a *Authority) refresh(ctx context.Context) {
 	now := time.Now().UnixNano()
 	last := a.checked.Load()
 	if now-last < int64(reloadInterval) || !a.checked.CompareAndSwap(last, now) {
 		return
+	}
+	if err := a.locks.reload(ctx, a.store); err != nil {
+		a.log.Error("reading bot locks from the store; keeping the previous ones", "err", err)
 	}
 	a.refreshNow(ctx)
 }

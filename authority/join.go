@@ -87,7 +87,7 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 	}
 
 	bot := st.set.Bots[tok.token.Spec.Bot]
-	if err := a.checkNotLocked(ctx, bot.Metadata.Name); err != nil {
+	if err := a.checkNotLocked(bot.Metadata.Name); err != nil {
 		return nil, err
 	}
 	lineage := newLineage(req)

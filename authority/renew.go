@@ -89,7 +89,7 @@ func (a *Authority) renew(ctx context.Context, req *identity.RenewRequest, cert 
 			"have an admin run mbot tokens add --bot %s and join again with the new secret", lineage.JoinToken, botName, botName)
 	}
 	bot := st.set.Bots[botName] // the join token's bot exists: references are checked
-	if err := a.checkNotLocked(ctx, botName); err != nil {
+	if err := a.checkNotLocked(botName); err != nil {
 		return nil, err
 	}
 	presented := lineage.Generation
@@ -108,6 +108,7 @@ func (a *Authority) renew(ctx context.Context, req *identity.RenewRequest, cert 
 		return nil, identity.Errorf(identity.CodeRenewalRefused, "this identity of bot %q is no longer renewed: join token %q was removed or used to join again since it was issued; "+
 			"join again with a new secret (mbot tokens add --bot %s)", botName, lineage.JoinToken, botName)
 	case errors.As(err, &mismatch):
+		a.locks.add(mismatch.Lock)
 		a.log.Error("locked a bot: a stale certificate generation was presented, so its identity was copied",
 			"bot", botName, "join_token", lineage.JoinToken, "presented", mismatch.Presented, "current", mismatch.Current, "remote", ev.Remote)
 		return nil, lockedError(mismatch.Lock)
@@ -168,12 +169,8 @@ func newLineage(req *identity.JoinRequest) identity.Lineage {
 }
 
 // checkNotLocked refuses a locked bot.
-func (a *Authority) checkNotLocked(ctx context.Context, bot string) error {
-	lock, err := a.store.BotLock(ctx, bot)
-	if err != nil {
-		return fmt.Errorf("reading bot locks: %w", err)
-	}
-	if lock != nil {
+func (a *Authority) checkNotLocked(bot string) error {
+	if lock := a.locks.lookup(bot); lock != nil {
 		return lockedError(lock)
 	}
 	return nil

@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"io"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"net/url"
@@ -361,4 +363,91 @@ func TestRenewRefusals(t *testing.T) {
 			t.Errorf("last audit record = %+v", ev)
 		}
 	})
+}
+
+// TestBotLocksSharedStore checks the bot locks a serving authority keeps in
+// memory: its own lock refuses the very next join, and a lock written or
+// lifted by another process on the same store (another replica, mbot rm in
+// local mode) counts from its next reload.
+func TestBotLocksSharedStore(t *testing.T) {
+	env := startRenewAuthority(t)
+	a := env.Authority
+	ctx := t.Context()
+	other, err := authority.OpenLocal(ctx, a.Config(), authority.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	githubJoin := func() error {
+		_, err := a.Join(ctx, joinRequest("github-deploy", "github", githubToken(t, env.Issuer, nil), time.Hour, newOutput(t, "identity")), "test")
+		return err
+	}
+	// eventually retries join for a few reload intervals until it answers as want does.
+	eventually := func(what string, join func() error, want func(error) bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for err := join(); !want(err); err = join() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: still %v", what, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	// withNewKeys asks for certificates on keys never presented before, as a copy of an identity does.
+	withNewKeys := func() *identity.RenewRequest {
+		return &identity.RenewRequest{TTLSeconds: 3600, Outputs: []identity.OutputRequest{newOutput(t, "identity").req}}
+	}
+	locked := func(err error) bool {
+		var refusal *identity.Error
+		return errors.As(err, &refusal) && refusal.Code == identity.CodeBotLocked
+	}
+
+	// This authority locks the bot: the next join is refused at once.
+	gen1 := tokenJoin(t, a, "runner-1", "secret-1")
+	if _, err := a.Renew(ctx, withNewKeys(), gen1.cert, "test"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.Renew(ctx, withNewKeys(), gen1.cert, "test")
+	wantCode(t, "renewal with a stale generation", err, identity.CodeBotLocked)
+	wantCode(t, "join right after the lock", githubJoin(), identity.CodeBotLocked, `bot "deployer" is locked`)
+
+	// Another process removes the bot and creates it again: the lock is lifted.
+	recreate := func(by *authority.Authority, tokens ...string) {
+		t.Helper()
+		for _, name := range tokens {
+			if err := by.Delete(ctx, "join_token", name, "test"); err != nil {
+				t.Fatalf("removing join_token/%s: %v", name, err)
+			}
+		}
+		if err := by.Delete(ctx, "bot", "deployer", "test"); err != nil {
+			t.Fatal(err)
+		}
+		again, err := resources.Parse("again.yaml", []byte(strings.ReplaceAll(renewBotsYAML, "%[1]s", env.Issuer.URL)+
+			tokenJoinTokenYAML("runner-1", "secret-1b")+tokenJoinTokenYAML("runner-2", "secret-2")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := by.Apply(ctx, again, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recreate(other, "github-deploy", "runner-1", "runner-2")
+	eventually("join after another process lifted the lock", githubJoin, func(err error) bool { return err == nil })
+
+	// Another process locks the bot: this one refuses it from its next reload.
+	gen1 = tokenJoin(t, a, "runner-2", "secret-2")
+	if _, err := other.Renew(ctx, withNewKeys(), gen1.cert, "replica"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = other.Renew(ctx, withNewKeys(), gen1.cert, "replica")
+	wantCode(t, "renewal with a stale generation on another replica", err, identity.CodeBotLocked)
+	eventually("join after another process locked the bot", githubJoin, locked)
+	_, err = a.Renew(ctx, withNewKeys(), gen1.cert, "test")
+	wantCode(t, "renewal after another process locked the bot", err, identity.CodeBotLocked)
+
+	// This authority lifts its own copy of the lock when it removes the bot.
+	recreate(a, "github-deploy", "runner-1", "runner-2")
+	if err := githubJoin(); err != nil {
+		t.Fatalf("join right after the bot was created again: %v", err)
+	}
 }

@@ -108,7 +108,7 @@ func (s *Store) AdvanceGeneration(ctx context.Context, r Renewal) error {
 func (s *Store) BotLock(ctx context.Context, bot string) (*BotLock, error) {
 	l := BotLock{Bot: bot}
 	var at int64
-	err := s.botLock.QueryRowContext(ctx, bot).Scan(&at, &l.JoinToken, &l.Reason)
+	err := s.read.QueryRowContext(ctx, `SELECT time, join_token, reason FROM bot_locks WHERE bot = ?`, bot).Scan(&at, &l.JoinToken, &l.Reason)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -117,4 +117,27 @@ func (s *Store) BotLock(ctx context.Context, bot string) (*BotLock, error) {
 	}
 	l.Time = time.Unix(0, at).UTC()
 	return &l, nil
+}
+
+// BotLocks returns every bot lock by bot name. Locked bots are few: a lock
+// stays until an admin removes the bot.
+func (s *Store) BotLocks(ctx context.Context) (map[string]*BotLock, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT bot, time, join_token, reason FROM bot_locks`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	locks := map[string]*BotLock{}
+	for rows.Next() {
+		var (
+			l  BotLock
+			at int64
+		)
+		if err := rows.Scan(&l.Bot, &at, &l.JoinToken, &l.Reason); err != nil {
+			return nil, err
+		}
+		l.Time = time.Unix(0, at).UTC()
+		locks[l.Bot] = &l
+	}
+	return locks, rows.Err()
 }

@@ -67,6 +67,10 @@ func TestGenerationCounter(t *testing.T) {
 	if other, err := st.BotLock(ctx, "other-bot"); err != nil || other != nil {
 		t.Errorf("BotLock of another bot = %v, %v; want none", other, err)
 	}
+	all, err := st.BotLocks(ctx)
+	if err != nil || len(all) != 1 || *all[bot] != *lock {
+		t.Errorf("BotLocks = %v, %v; want only %+v", all, err, lock)
+	}
 }
 
 // TestStaleGenerationLocks is the stolen copy: the daemon renewed from

@@ -63,8 +63,6 @@ type Store struct {
 	// useProof and addAudit are prepared once: SQLite parses a statement
 	// in about the time it takes to run it.
 	useProof, addAudit *sql.Stmt
-	// botLock is read on every join.
-	botLock *sql.Stmt
 	// writes feeds the group committer (see commit.go).
 	writes chan *pendingWrite
 	done   chan struct{}
@@ -133,9 +131,6 @@ func OpenSQLite(ctx context.Context, dataDir string) (*Store, error) {
 	st := &Store{write: write, read: read, writes: make(chan *pendingWrite, 1024), done: make(chan struct{})}
 	if st.useProof, err = write.PrepareContext(ctx, `INSERT INTO used_proofs (id, expires) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`); err == nil {
 		st.addAudit, err = write.PrepareContext(ctx, `INSERT INTO audit (time, event, allowed, bot, record) VALUES (?, ?, ?, ?, ?)`)
-	}
-	if err == nil {
-		st.botLock, err = read.PrepareContext(ctx, `SELECT time, join_token, reason FROM bot_locks WHERE bot = ?`)
 	}
 	if err != nil {
 		read.Close()
