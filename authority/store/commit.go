@@ -10,10 +10,13 @@ import (
 const maxBatch = 256
 
 // commitLinger is how long a commit waits for more joins to share it when
-// joins are arriving back to back; it is small next to a join's TLS
-// handshake and signature checks. An idle authority commits at once.
+// joins are arriving back to back. Every commit writes the pages beside the
+// joins' own rows (indexes, interior pages, the autoincrement counter) once,
+// so a commit of more joins costs less per join: at 2,000 joins/s 8 ms
+// gathers about twice as many as 3 ms did. Under such load a join already
+// queues for the CPU for tens of milliseconds; an idle authority commits at once.
 const (
-	commitLinger = 3 * time.Millisecond
+	commitLinger = 8 * time.Millisecond
 	busyWindow   = 10 * time.Millisecond
 )
 
