@@ -11,9 +11,6 @@ const (
 	madvPopulateRead  = 22 // Linux 5.14
 	madvPopulateWrite = 23
 
-	// maxZeroed bounds the executable's zeroed data (.bss) populated: the
-	// Go runtime reserves a 32 MiB buffer there that a run never touches.
-	maxZeroed = 1 << 20
 	// maxHeap bounds the Go heap populated; a one-shot run allocates less.
 	maxHeap = 8 << 20
 	// maxMetadata is the size of the largest anonymous mapping (runtime

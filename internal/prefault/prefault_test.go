@@ -32,9 +32,7 @@ func TestPlan(t *testing.T) {
 	got := plan([]byte(sampleMaps), heap)
 	want := []region{
 		{0x00400000, 0x00d62000, madvPopulateRead},                    // code
-		{0x00d62000, 0x016bb000, madvPopulateRead},                    // read-only data
 		{0x016bb000, 0x01755000, madvPopulateWrite},                   // data
-		{0x01755000, 0x01755000 + maxZeroed, madvPopulateWrite},       // zeroed data, bounded
 		{0x1d4008400000, 0x1d4008400000 + maxHeap, madvPopulateWrite}, // heap, bounded
 		{0x7f0fe8ca0000, 0x7f0fe8d00000, madvPopulateWrite},           // small runtime metadata
 	}
