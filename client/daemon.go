@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -53,7 +55,8 @@ func (d *RenewalInterval) UnmarshalYAML(n *yaml.Node) error {
 // A join token of method token is joined once with its single-use secret;
 // after that the daemon renews with its current certificate (POST
 // /v1/renew), also after a restart while that certificate is valid. Other
-// methods join again with a fresh proof from the platform each time.
+// methods join again with a fresh proof from the platform each time, and
+// wait for one while the platform hands out the proof already used.
 //
 // A failed renewal is logged and retried with backoff; credentials that
 // are still valid are never removed. The daemon does not exit because
@@ -141,6 +144,26 @@ type daemon struct {
 	// pending holds the keys of a renewal that has not been answered yet;
 	// its retries ask for the same keys (see store.Renewal.Keys).
 	pending *pendingKeys
+	// lastProof is the fingerprint of the last proof the authority saw.
+	lastProof [sha256.Size]byte
+}
+
+// errSameProof is what a renewal waits on when the platform hands out the
+// proof the authority has already seen: it accepts each proof once.
+var errSameProof = errors.New("waiting for a fresh proof")
+
+// checkProof refuses to send the proof the authority saw last: it would be
+// refused as a replay (and audited as one). Platforms hand out the same
+// token for a while: the kubelet rewrites a projected service account
+// token only at 80% of its lifetime, and metadata servers cache theirs.
+// The renewal is retried until the platform issues a fresh one; with a
+// token lifetime below the certificates' this is before they expire.
+func (d *daemon) checkProof(method string, fingerprint [sha256.Size]byte) error {
+	if method == tokenMethod || fingerprint != d.lastProof {
+		return nil
+	}
+	return fmt.Errorf("%w: the %s proof is the one the last join used, and the authority accepts a proof once; "+
+		"retrying until the platform issues a new one (a Kubernetes projected token is rewritten at 80%% of its expirationSeconds)", errSameProof, method)
 }
 
 // resume takes up valid credentials that an earlier run of the same
@@ -236,7 +259,10 @@ func (d *daemon) refresh(ctx context.Context) (*IssueResult, error) {
 func (d *daemon) join(ctx context.Context) (*IssueResult, error) {
 	d.pending = nil
 	var written []string
-	res, err := issue(ctx, d.set.issue, d.set.dirs, &written)
+	o := d.set.issue
+	o.checkProof = d.checkProof
+	o.sentProof = func(fingerprint [sha256.Size]byte) { d.lastProof = fingerprint }
+	res, err := issue(ctx, o, d.set.dirs, &written)
 	if err != nil {
 		return nil, err
 	}
@@ -278,9 +304,15 @@ func (d *daemon) renewed(res *IssueResult) time.Duration {
 
 // failed logs a failed attempt; what is written stays.
 func (d *daemon) failed(err error, retryIn time.Duration) {
-	d.health.failed(err)
 	validUntil := d.health.validUntil()
+	waiting := errors.Is(err, errSameProof) && time.Now().Before(validUntil)
+	if !waiting { // waiting for the platform is not a failure
+		d.health.failed(err)
+	}
 	switch {
+	case waiting:
+		d.log.Info("the current credentials stay in place and valid, retrying", "reason", err,
+			"valid_until", validUntil.UTC(), "retry_in", retryIn.Round(time.Millisecond))
 	case validUntil.IsZero():
 		d.log.Error("join failed; retrying", "err", err, "retry_in", retryIn.Round(time.Millisecond))
 	case time.Now().Before(validUntil):

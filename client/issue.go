@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -42,6 +43,12 @@ type IssueOptions struct {
 	Env joiners.Env
 	// Stdout receives GitHub Actions workflow commands (::add-mask::).
 	Stdout io.Writer
+	// checkProof, when set, sees the proof's fingerprint before it is sent
+	// and may stop the join (mbot start: a proof the authority has seen).
+	checkProof func(method string, fingerprint [sha256.Size]byte) error
+	// sentProof, when set, receives the fingerprint of a proof the
+	// authority accepted, or refused as a replay.
+	sentProof func(fingerprint [sha256.Size]byte)
 }
 
 // IssueResult is what a successful issue wrote.
@@ -236,6 +243,12 @@ func issue(ctx context.Context, o IssueOptions, dirs []string, written *[]string
 	if err != nil {
 		return nil, fmt.Errorf("%s join: %w", joiner.Method(), err)
 	}
+	fingerprint := sha256.Sum256([]byte(proof))
+	if o.checkProof != nil {
+		if err := o.checkProof(joiner.Method(), fingerprint); err != nil {
+			return nil, err
+		}
+	}
 	if inGitHubActions(o.Env) {
 		fmt.Fprintf(o.Stdout, "::add-mask::%s\n", proof)
 	}
@@ -254,9 +267,15 @@ func issue(ctx context.Context, o IssueOptions, dirs []string, written *[]string
 	if err != nil {
 		var refusal *identity.Error
 		if errors.As(err, &refusal) {
+			if refusal.Code == identity.CodeProofReplayed && o.sentProof != nil {
+				o.sentProof(fingerprint)
+			}
 			return nil, fmt.Errorf("the authority refused the join (%s): %s", refusal.Code, refusal.Message)
 		}
 		return nil, err
+	}
+	if o.sentProof != nil {
+		o.sentProof(fingerprint)
 	}
 	issued, err := writeOutputs(o.Outputs, dirs, g.keys, resp, written)
 	if err != nil {

@@ -670,3 +670,60 @@ func TestDaemonRefusesBadSettings(t *testing.T) {
 		})
 	}
 }
+
+// TestDaemonWaitsForFreshProof renews a pod's identity: the kubelet hands
+// out the same projected token until it rewrites it, and the authority
+// accepts a token once. The daemon does not send the token its last join
+// used (which would be refused and audited as a replay); it keeps the
+// valid credentials, says why it waits, and joins as soon as the token is
+// rewritten.
+func TestDaemonWaitsForFreshProof(t *testing.T) {
+	dc := startDaemonCluster(t)
+	file := filepath.Join(t.TempDir(), "cloud.yaml")
+	writeFile(t, file, fmt.Sprintf(cloudTokensYAML, botName, dc.ci.URL, simci.AzureTenantID, simci.AzureSubscriptionID, dc.ci.JWKS()), 0o600)
+	mustMbot(t, baseEnv(dc.home), "apply", "--config", dc.config, "-f", file)
+	time.Sleep(300 * time.Millisecond) // the running authority looks for changes every 250ms
+
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	rewrite := func() {
+		writeFile(t, tokenFile, mint(t, dc.cluster, simci.KubernetesClaims(), clusterName, nil)+"\n", 0o600)
+	}
+	rewrite()
+	env := dc.jobEnv(map[string]string{
+		"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443", "MBOT_KUBERNETES_TOKEN_PATH": tokenFile,
+	})
+	out := filepath.Join(t.TempDir(), "mbot")
+	d, health := dc.startDaemon(t, env, "kubernetes-e2e", out)
+	first := waitForRenewal(t, d, out, "")
+	checkIdentity(t, dc.cluster, out, "kubernetes-e2e", "kubernetes")
+
+	const waiting = "the kubernetes proof is the one the last join used"
+	waitFor(t, "the daemon to say it waits for a fresh token", d, func() bool { return strings.Contains(d.logs.String(), waiting) })
+	if now := tlsSerial(out); now != first {
+		t.Errorf("the identity changed from %s to %s with no new token", first, now)
+	}
+	if code, r := healthz(t, health); code != http.StatusOK || r.Status != client.HealthOK {
+		t.Errorf("/healthz answered %d %+v while the credentials are valid", code, r)
+	}
+
+	rewrite() // the kubelet rewrites the token
+	waitForRenewal(t, d, out, first)
+	checkIdentity(t, dc.cluster, out, "kubernetes-e2e", "kubernetes")
+
+	var joins int
+	for _, ev := range auditEvents(t, dc.cluster, "join") {
+		if ev.JoinToken != "kubernetes-e2e" {
+			continue
+		}
+		if !ev.Allowed {
+			t.Errorf("audit log: a refused join (%s): %s", ev.Code, ev.Message)
+		}
+		joins++
+	}
+	if joins != 2 {
+		t.Errorf("audit log: %d joins of kubernetes-e2e, want 2 (one per token)", joins)
+	}
+	if code := d.stop(t, syscall.SIGTERM); code != 0 {
+		t.Errorf("mbot start exited %d on SIGTERM:\n%s", code, d.logs)
+	}
+}
