@@ -108,11 +108,17 @@ spec:
 func startCloudCluster(t *testing.T) *cluster {
 	t.Helper()
 	c := startCluster(t)
+	applyCloudTokens(t, c)
+	return c
+}
+
+// applyCloudTokens applies cloudTokensYAML to the running authority of c.
+func applyCloudTokens(t *testing.T, c *cluster) {
+	t.Helper()
 	file := filepath.Join(t.TempDir(), "cloud.yaml")
 	writeFile(t, file, fmt.Sprintf(cloudTokensYAML, botName, c.ci.URL, simci.AzureTenantID, simci.AzureSubscriptionID, c.ci.JWKS()), 0o600)
 	mustMbot(t, baseEnv(c.home), "apply", "--config", c.config, "-f", file)
 	time.Sleep(300 * time.Millisecond) // the running authority looks for changes every 250ms
-	return c
 }
 
 // wantJoined runs mbot issue in env for token and checks that it joined by

@@ -679,10 +679,7 @@ func TestDaemonRefusesBadSettings(t *testing.T) {
 // rewritten.
 func TestDaemonWaitsForFreshProof(t *testing.T) {
 	dc := startDaemonCluster(t)
-	file := filepath.Join(t.TempDir(), "cloud.yaml")
-	writeFile(t, file, fmt.Sprintf(cloudTokensYAML, botName, dc.ci.URL, simci.AzureTenantID, simci.AzureSubscriptionID, dc.ci.JWKS()), 0o600)
-	mustMbot(t, baseEnv(dc.home), "apply", "--config", dc.config, "-f", file)
-	time.Sleep(300 * time.Millisecond) // the running authority looks for changes every 250ms
+	applyCloudTokens(t, dc.cluster)
 
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	rewrite := func() {
