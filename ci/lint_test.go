@@ -769,3 +769,23 @@ func TestGoreleaserConfig(t *testing.T) {
 		t.Log("goreleaser is not on PATH; .ci/run runs goreleaser check")
 	}
 }
+
+// TestReleaseTargetsCompile type-checks every package, tests included, for
+// the other operating systems a release builds for: code behind a Linux
+// build tag must not leave them with undefined names. (.ci/run's snapshot
+// build covers only this machine's target.)
+func TestReleaseTargetsCompile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cross-compiling takes a while; not in -short")
+	}
+	for _, target := range [][2]string{{"darwin", "arm64"}, {"windows", "amd64"}} {
+		t.Run(target[0]+"/"+target[1], func(t *testing.T) {
+			cmd := exec.Command("go", "vet", "./...")
+			cmd.Dir = root
+			cmd.Env = append(os.Environ(), "GOOS="+target[0], "GOARCH="+target[1], "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("GOOS=%s GOARCH=%s go vet ./...: %v\n%s", target[0], target[1], err, out)
+			}
+		})
+	}
+}

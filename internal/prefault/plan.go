@@ -1,5 +1,16 @@
 package prefault
 
+const (
+	madvPopulateRead  = 22 // Linux 5.14
+	madvPopulateWrite = 23
+
+	// maxHeap bounds the Go heap populated; a one-shot run allocates less.
+	maxHeap = 8 << 20
+	// maxMetadata is the size of the largest anonymous mapping (runtime
+	// metadata, thread stacks) populated whole.
+	maxMetadata = 1 << 20
+)
+
 // region is one madvise call: populate [lo, hi) for reading or writing.
 type region struct {
 	lo, hi, advice uintptr

@@ -7,17 +7,6 @@ import (
 	"unsafe"
 )
 
-const (
-	madvPopulateRead  = 22 // Linux 5.14
-	madvPopulateWrite = 23
-
-	// maxHeap bounds the Go heap populated; a one-shot run allocates less.
-	maxHeap = 8 << 20
-	// maxMetadata is the size of the largest anonymous mapping (runtime
-	// metadata, thread stacks) populated whole.
-	maxMetadata = 1 << 20
-)
-
 // heapProbe is a heap allocation whose address tells where the heap is.
 var heapProbe *[64]byte
 
