@@ -12,13 +12,22 @@ import (
 // with their own certificate): every certificate of a renewal chain carries
 // its generation, the store keeps the current one per (bot, join token),
 // and a renewal must present exactly that one. Presenting an older one means
-// two copies of the identity are in use, and the bot is locked. Removing
-// the bot (mbot rm bot/NAME) removes its lock and counters; removing a join
-// token removes its counter (triggers in the schema).
+// two copies of the identity are in use, and the bot is locked. Unlocking
+// the bot (mbot unlock) lifts its lock and ends its chains, since either
+// holder could be the copy. Removing the bot (mbot rm bot/NAME) removes its
+// lock and counters; removing a join token removes its counter (triggers in
+// the schema).
 
 // ErrUnknownChain is returned for a renewal whose chain the store does not
 // know: its join token was removed, or used to join again since.
 var ErrUnknownChain = errors.New("no such renewal chain")
+
+// ErrUnlockedChain is returned for a renewal whose chain was ended when an
+// admin unlocked its bot.
+var ErrUnlockedChain = errors.New("renewal chain ended when its bot was unlocked")
+
+// ErrNotLocked is returned by UnlockBot for a bot that is not locked.
+var ErrNotLocked = errors.New("bot is not locked")
 
 // BotLock refuses every join and renewal of a bot.
 type BotLock struct {
@@ -61,7 +70,8 @@ func (s *Store) StartChain(ctx context.Context, bot, joinToken, chain string) er
 // AdvanceGeneration admits r if it presents the current generation of its
 // chain, which then moves to the next one (the generation of the renewed
 // certificates), or if it retries the renewal that moved it there. It
-// fails with ErrUnknownChain, or with a *GenerationMismatch after locking the bot.
+// fails with ErrUnknownChain or ErrUnlockedChain, or with a
+// *GenerationMismatch after locking the bot.
 func (s *Store) AdvanceGeneration(ctx context.Context, r Renewal) error {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
@@ -75,6 +85,14 @@ func (s *Store) AdvanceGeneration(ctx context.Context, r Renewal) error {
 	err = tx.QueryRowContext(ctx, `SELECT chain, generation, last_keys FROM bot_generations WHERE bot = ? AND join_token = ?`,
 		r.Bot, r.JoinToken).Scan(&chain, &current, &lastKeys)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && chain != r.Chain) {
+		var unlocked int
+		err := tx.QueryRowContext(ctx, `SELECT count(*) FROM unlocked_chains WHERE chain = ? AND bot = ?`, r.Chain, r.Bot).Scan(&unlocked)
+		switch {
+		case err != nil:
+			return err
+		case unlocked > 0:
+			return ErrUnlockedChain
+		}
 		return ErrUnknownChain
 	}
 	if err != nil {
@@ -106,9 +124,15 @@ func (s *Store) AdvanceGeneration(ctx context.Context, r Renewal) error {
 
 // BotLock returns the lock on bot, or nil if it is not locked.
 func (s *Store) BotLock(ctx context.Context, bot string) (*BotLock, error) {
+	return botLock(ctx, s.read, bot)
+}
+
+func botLock(ctx context.Context, db interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, bot string) (*BotLock, error) {
 	l := BotLock{Bot: bot}
 	var at int64
-	err := s.read.QueryRowContext(ctx, `SELECT time, join_token, reason FROM bot_locks WHERE bot = ?`, bot).Scan(&at, &l.JoinToken, &l.Reason)
+	err := db.QueryRowContext(ctx, `SELECT time, join_token, reason FROM bot_locks WHERE bot = ?`, bot).Scan(&at, &l.JoinToken, &l.Reason)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -120,7 +144,7 @@ func (s *Store) BotLock(ctx context.Context, bot string) (*BotLock, error) {
 }
 
 // BotLocks returns every bot lock by bot name. Locked bots are few: a lock
-// stays until an admin removes the bot.
+// stays until an admin unlocks or removes the bot.
 func (s *Store) BotLocks(ctx context.Context) (map[string]*BotLock, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT bot, time, join_token, reason FROM bot_locks`)
 	if err != nil {
@@ -140,4 +164,61 @@ func (s *Store) BotLocks(ctx context.Context) (map[string]*BotLock, error) {
 		locks[l.Bot] = &l
 	}
 	return locks, rows.Err()
+}
+
+// Unlock is what UnlockBot lifted and ended.
+type Unlock struct {
+	Lock *BotLock
+	// JoinTokens are those whose renewal chains of the bot were ended.
+	JoinTokens []string
+}
+
+// UnlockBot lifts the lock on bot and, in the same transaction, ends every
+// renewal chain of the bot: a copy of its identity is in use and the store
+// cannot tell the copy from the original, so neither renews again; both
+// join again with a new secret. It returns ErrNotLocked, changing nothing,
+// if bot is not locked.
+func (s *Store) UnlockBot(ctx context.Context, bot string) (*Unlock, error) {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	lock, err := botLock(ctx, tx, bot)
+	if err != nil {
+		return nil, err
+	}
+	if lock == nil {
+		return nil, ErrNotLocked
+	}
+	u := &Unlock{Lock: lock}
+	rows, err := tx.QueryContext(ctx, `SELECT join_token FROM bot_generations WHERE bot = ? ORDER BY join_token`, bot)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var tok string
+		if err := rows.Scan(&tok); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		u.JoinTokens = append(u.JoinTokens, tok)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, err
+	}
+	// The ended chains are kept so that their renewals are refused as
+	// unlocked rather than as unknown.
+	if _, err := tx.ExecContext(ctx, `INSERT INTO unlocked_chains (chain, bot, join_token, time)
+		SELECT chain, bot, join_token, ? FROM bot_generations WHERE bot = ? ON CONFLICT (chain) DO NOTHING`,
+		time.Now().UnixNano(), bot); err != nil {
+		return nil, err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM bot_generations WHERE bot = ?`, bot); err != nil {
+		return nil, err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM bot_locks WHERE bot = ?`, bot); err != nil {
+		return nil, err
+	}
+	return u, tx.Commit()
 }

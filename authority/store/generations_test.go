@@ -170,6 +170,77 @@ func TestRemovingResourcesClearsRenewalState(t *testing.T) {
 	}
 }
 
+// TestUnlockBot: unlocking lifts the lock and ends every chain of the bot,
+// whose renewals are then refused as unlocked; a new join starts a new
+// chain; other bots are untouched; a bot that is not locked is refused.
+func TestUnlockBot(t *testing.T) {
+	st, _ := open(t)
+	ctx := context.Background()
+	if err := st.PutResources(ctx, []store.StoredResource{{Kind: "bot", Name: "b", Body: []byte("bot")}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range [][3]string{{"b", "t1", "c1"}, {"b", "t2", "c2"}, {"other", "o1", "co"}} {
+		if err := st.StartChain(ctx, c[0], c[1], c[2]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.UnlockBot(ctx, "b"); !errors.Is(err, store.ErrNotLocked) {
+		t.Fatalf("unlocking a bot that is not locked: %v, want ErrNotLocked", err)
+	}
+	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t1", Chain: "c1", Generation: 1, Keys: "k"}); err != nil {
+		t.Fatalf("a refused unlock ended a chain: %v", err)
+	}
+	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t2", Chain: "c2", Generation: 4, Keys: "k"}); err == nil {
+		t.Fatal("a generation that was never issued was admitted")
+	}
+
+	u, err := st.UnlockBot(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Lock == nil || u.Lock.Bot != "b" || u.Lock.JoinToken != "t2" || !strings.Contains(u.Lock.Reason, "generation 4") ||
+		strings.Join(u.JoinTokens, ",") != "t1,t2" {
+		t.Errorf("UnlockBot = %+v (lock %+v), want the lock from t2 and the chains of t1 and t2", u, u.Lock)
+	}
+	if lock, err := st.BotLock(ctx, "b"); err != nil || lock != nil {
+		t.Errorf("lock after unlocking = %v, %v; want none", lock, err)
+	}
+	for _, r := range []store.Renewal{
+		{Bot: "b", JoinToken: "t1", Chain: "c1", Generation: 2, Keys: "daemon"}, // the current generation
+		{Bot: "b", JoinToken: "t1", Chain: "c1", Generation: 1, Keys: "k"},      // the retry of the last renewal
+		{Bot: "b", JoinToken: "t2", Chain: "c2", Generation: 1, Keys: "thief"},
+	} {
+		if err := st.AdvanceGeneration(ctx, r); !errors.Is(err, store.ErrUnlockedChain) {
+			t.Errorf("renewal of generation %d of ended chain %s: %v, want ErrUnlockedChain", r.Generation, r.Chain, err)
+		}
+	}
+	if lock, _ := st.BotLock(ctx, "b"); lock != nil {
+		t.Errorf("a renewal of an ended chain locked the bot again: %+v", lock)
+	}
+	if _, err := st.UnlockBot(ctx, "b"); !errors.Is(err, store.ErrNotLocked) {
+		t.Errorf("unlocking twice: %v, want ErrNotLocked", err)
+	}
+	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "other", JoinToken: "o1", Chain: "co", Generation: 1, Keys: "k"}); err != nil {
+		t.Errorf("renewal of another bot's chain: %v", err)
+	}
+
+	// A join with a new secret starts a new chain, which renews.
+	if err := st.StartChain(ctx, "b", "t3", "c3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t3", Chain: "c3", Generation: 1, Keys: "k"}); err != nil {
+		t.Errorf("renewal of a chain started after the unlock: %v", err)
+	}
+
+	// Removing the bot forgets its ended chains too.
+	if err := st.DeleteResource(ctx, "bot", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t1", Chain: "c1", Generation: 2, Keys: "k"}); !errors.Is(err, store.ErrUnknownChain) {
+		t.Errorf("renewal of an ended chain of a removed bot: %v, want ErrUnknownChain", err)
+	}
+}
+
 // TestRenewalStateSurvivesReopen: a restarted authority keeps counters and locks.
 func TestRenewalStateSurvivesReopen(t *testing.T) {
 	ctx := context.Background()
