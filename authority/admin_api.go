@@ -28,6 +28,8 @@ const (
 	PathAdminResources = "/v1/admin/resources"
 	PathAdminAudit     = "/v1/admin/audit"
 	PathAdminSettings  = "/v1/admin/settings"
+	// PathAdminBots + "/NAME/unlock" lifts a bot's lock (POST).
+	PathAdminBots = "/v1/admin/bots"
 )
 
 // AdminDirName is the directory under data_dir where the first start writes
@@ -99,6 +101,7 @@ func (a *Authority) registerAdmin(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE "+PathAdminResources+"/{kind}/{name}", a.adminHandler(a.handleDelete))
 	mux.HandleFunc("GET "+PathAdminAudit, a.adminHandler(a.handleAudit))
 	mux.HandleFunc("GET "+PathAdminSettings, a.adminHandler(a.handleSettings))
+	mux.HandleFunc("POST "+PathAdminBots+"/{name}/unlock", a.adminHandler(a.handleUnlock))
 }
 
 func (a *Authority) handleListResources(w http.ResponseWriter, r *http.Request, _ string) {
@@ -142,6 +145,15 @@ func (a *Authority) handleDelete(w http.ResponseWriter, r *http.Request, actor s
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *Authority) handleUnlock(w http.ResponseWriter, r *http.Request, actor string) {
+	u, err := a.Unlock(r.Context(), r.PathValue("name"), actor)
+	if err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, u)
 }
 
 func (a *Authority) handleAudit(w http.ResponseWriter, r *http.Request, _ string) {

@@ -216,9 +216,14 @@ func (a *Authority) Delete(ctx context.Context, kind, name, actor string) error 
 func (a *Authority) Resources() *resources.Set { return a.state.Load().set }
 
 func (a *Authority) audit(ctx context.Context, event, actor, message string) {
-	ev := &store.AuditEvent{Event: event, Allowed: true, Message: message, Remote: actor}
+	a.auditAdmin(ctx, &store.AuditEvent{Event: event, Allowed: true, Message: message, Remote: actor})
+}
+
+// auditAdmin records an admin action that has already taken effect: a
+// failure to record it is logged, not returned.
+func (a *Authority) auditAdmin(ctx context.Context, ev *store.AuditEvent) {
 	if err := a.store.Audit(ctx, ev); err != nil {
-		a.log.Error("writing audit record", "event", event, "err", err)
+		a.log.Error("writing audit record", "event", ev.Event, "err", err)
 	}
 }
 

@@ -104,6 +104,9 @@ func (a *Authority) renew(ctx context.Context, req *identity.RenewRequest, cert 
 		Generation: presented, Keys: keysFingerprint(req.Outputs)})
 	var mismatch *store.GenerationMismatch
 	switch {
+	case errors.Is(err, store.ErrUnlockedChain):
+		return nil, identity.Errorf(identity.CodeRenewalRefused, "this identity of bot %q is no longer renewed: an admin unlocked the bot (mbot unlock) after a copy of its identity was presented, "+
+			"which ends the renewals of every identity of the bot from before, the copy's and the original's alike; join again with a new secret (mbot tokens add --bot %s)", botName, botName)
 	case errors.Is(err, store.ErrUnknownChain):
 		return nil, identity.Errorf(identity.CodeRenewalRefused, "this identity of bot %q is no longer renewed: join token %q was removed or used to join again since it was issued; "+
 			"join again with a new secret (mbot tokens add --bot %s)", botName, lineage.JoinToken, botName)
@@ -178,8 +181,8 @@ func (a *Authority) checkNotLocked(bot string) error {
 
 func lockedError(l *store.BotLock) error {
 	return identity.Errorf(identity.CodeBotLocked, "bot %q is locked since %s: %s, so a copy of its identity is in use elsewhere. "+
-		"Every join and renewal of the bot is refused until an admin removes it and creates it again: mbot rm each of its join tokens, "+
-		"mbot rm bot/%s, mbot apply the bot and join tokens again, and mbot tokens add --bot %s for new secrets",
+		"Every join and renewal of the bot is refused until an admin unlocks it with mbot unlock %s, which also stops every identity of the bot "+
+		"from renewing; its token joins then need new secrets: mbot tokens add --bot %s",
 		l.Bot, l.Time.Format(time.RFC3339), l.Reason, l.Bot, l.Bot)
 }
 

@@ -212,7 +212,7 @@ func TestRenewGenerations(t *testing.T) {
 
 	// A copy of generation 1 with keys of its own gives itself away.
 	_, err = renewOverTLS(t, env, gen1, newOutput(t, "identity"), time.Hour)
-	wantCode(t, "renewal with a stale generation", err, identity.CodeBotLocked, `bot "deployer" is locked`, "generation 1", "generation 3", "mbot rm bot/deployer", "mbot tokens add")
+	wantCode(t, "renewal with a stale generation", err, identity.CodeBotLocked, `bot "deployer" is locked`, "generation 1", "generation 3", "mbot unlock deployer", "mbot tokens add --bot deployer")
 	ev = lastAudit(t, a)
 	if ev.Event != "renew" || ev.Allowed || ev.Code != "bot_locked" || ev.Claims["generation"] != "1" || !strings.Contains(ev.Message, "generation 1") {
 		t.Errorf("audit record of the lockout = %+v", ev)
@@ -365,6 +365,18 @@ func TestRenewRefusals(t *testing.T) {
 	})
 }
 
+// eventually retries join for a few reload intervals until it answers as want does.
+func eventually(t *testing.T, what string, join func() error, want func(error) bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for err := join(); !want(err); err = join() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // TestBotLocksSharedStore checks the bot locks a serving authority keeps in
 // memory: its own lock refuses the very next join, and a lock written or
 // lifted by another process on the same store (another replica, mbot rm in
@@ -381,17 +393,6 @@ func TestBotLocksSharedStore(t *testing.T) {
 	githubJoin := func() error {
 		_, err := a.Join(ctx, joinRequest("github-deploy", "github", githubToken(t, env.Issuer, nil), time.Hour, newOutput(t, "identity")), "test")
 		return err
-	}
-	// eventually retries join for a few reload intervals until it answers as want does.
-	eventually := func(what string, join func() error, want func(error) bool) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for err := join(); !want(err); err = join() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: still %v", what, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
 	}
 	// withNewKeys asks for certificates on keys never presented before, as a copy of an identity does.
 	withNewKeys := func() *identity.RenewRequest {
@@ -432,7 +433,7 @@ func TestBotLocksSharedStore(t *testing.T) {
 		}
 	}
 	recreate(other, "github-deploy", "runner-1", "runner-2")
-	eventually("join after another process lifted the lock", githubJoin, func(err error) bool { return err == nil })
+	eventually(t, "join after another process lifted the lock", githubJoin, func(err error) bool { return err == nil })
 
 	// Another process locks the bot: this one refuses it from its next reload.
 	gen1 = tokenJoin(t, a, "runner-2", "secret-2")
@@ -441,7 +442,7 @@ func TestBotLocksSharedStore(t *testing.T) {
 	}
 	_, err = other.Renew(ctx, withNewKeys(), gen1.cert, "replica")
 	wantCode(t, "renewal with a stale generation on another replica", err, identity.CodeBotLocked)
-	eventually("join after another process locked the bot", githubJoin, locked)
+	eventually(t, "join after another process locked the bot", githubJoin, locked)
 	_, err = a.Renew(ctx, withNewKeys(), gen1.cert, "test")
 	wantCode(t, "renewal after another process locked the bot", err, identity.CodeBotLocked)
 
@@ -450,4 +451,97 @@ func TestBotLocksSharedStore(t *testing.T) {
 	if err := githubJoin(); err != nil {
 		t.Fatalf("join right after the bot was created again: %v", err)
 	}
+}
+
+// TestUnlock lifts a lock with Unlock: the lock is gone at once for this
+// process and from the next reload for another; every identity of the bot
+// from before stops renewing, the daemon's and the copy's, while a join with
+// a new secret works and renews. A bot that is not locked is left alone.
+func TestUnlock(t *testing.T) {
+	env := startRenewAuthority(t)
+	a := env.Authority
+	ctx := t.Context()
+	githubJoin := func() error {
+		_, err := a.Join(ctx, joinRequest("github-deploy", "github", githubToken(t, env.Issuer, nil), time.Hour, newOutput(t, "identity")), "test")
+		return err
+	}
+	// renewed renews h over mTLS and returns the new identity.
+	renewed := func(what string, h held) held {
+		t.Helper()
+		out := newOutput(t, "identity")
+		resp, err := renewOverTLS(t, env, h, out, time.Hour)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return heldFrom(t, out, resp)
+	}
+	// lockWith renews h, then presents h again with other keys, as a copy does.
+	lockWith := func(h held) held {
+		t.Helper()
+		next := renewed("renewal before the copy", h)
+		_, err := renewOverTLS(t, env, h, newOutput(t, "identity"), time.Hour)
+		wantCode(t, "renewal of a copied identity", err, identity.CodeBotLocked)
+		return next
+	}
+
+	gen1 := tokenJoin(t, a, "runner-1", "secret-1")
+	daemon := lockWith(gen1)
+
+	if _, err := a.Unlock(ctx, "nobody", "test admin"); err == nil || !strings.Contains(err.Error(), `no bot named "nobody"`) {
+		t.Errorf("unlocking an unknown bot: %v", err)
+	}
+	u, err := a.Unlock(ctx, "deployer", "test admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Bot != "deployer" || u.LockedBy != "runner-1" || !strings.Contains(u.Reason, "generation 1") || u.LockedSince.IsZero() ||
+		strings.Join(u.EndedJoinTokens, ",") != "runner-1" {
+		t.Errorf("Unlock = %+v", u)
+	}
+	ev := lastAudit(t, a)
+	if ev.Event != "bot.unlock" || !ev.Allowed || ev.Bot != "deployer" || ev.JoinToken != "runner-1" || ev.Remote != "test admin" ||
+		!strings.Contains(ev.Message, "runner-1") || !strings.Contains(ev.Message, "generation 1") {
+		t.Errorf("audit record of the unlock = %+v", ev)
+	}
+	if err := githubJoin(); err != nil {
+		t.Fatalf("join right after the unlock: %v", err)
+	}
+
+	// Neither holder of the copied identity renews, and neither locks the bot again.
+	for _, h := range []struct {
+		name string
+		held held
+	}{{"the daemon's identity", daemon}, {"the copy", gen1}} {
+		_, err := renewOverTLS(t, env, h.held, newOutput(t, "identity"), time.Hour)
+		wantCode(t, "renewal of "+h.name+" after the unlock", err, identity.CodeRenewalRefused,
+			`bot "deployer"`, "unlocked", "mbot tokens add --bot deployer")
+	}
+	if ev := lastAudit(t, a); ev.Event != "renew" || ev.Code != "renewal_refused" || ev.JoinToken != "runner-1" {
+		t.Errorf("audit record of the refused renewal = %+v", ev)
+	}
+	if lock, err := a.Store().BotLock(ctx, "deployer"); err != nil || lock != nil {
+		t.Errorf("the bot is locked again: %v %v", lock, err)
+	}
+
+	// A new secret joins, and its identity renews; unlocking a bot that is
+	// not locked is refused and ends no renewals.
+	fresh := tokenJoin(t, a, "runner-2", "secret-2")
+	if _, err := a.Unlock(ctx, "deployer", "test admin"); err == nil || !strings.Contains(err.Error(), `bot "deployer" is not locked`) {
+		t.Errorf("unlocking a bot that is not locked: %v", err)
+	}
+	fresh = renewed("renewal of a join after the unlock", fresh)
+
+	// Another process on the same store unlocks: this one reads it at its next reload.
+	daemon = lockWith(fresh)
+	other, err := authority.OpenLocal(ctx, a.Config(), authority.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	if _, err := other.Unlock(ctx, "deployer", "local admin"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "join after another process unlocked the bot", githubJoin, func(err error) bool { return err == nil })
+	_, err = renewOverTLS(t, env, daemon, newOutput(t, "identity"), time.Hour)
+	wantCode(t, "renewal after another process unlocked the bot", err, identity.CodeRenewalRefused, "unlocked")
 }

@@ -529,7 +529,7 @@ func TestDaemonLockout(t *testing.T) {
 		if !errors.As(err, &refusal) || refusal.Code != identity.CodeBotLocked {
 			t.Fatalf("renewal with the stale copy: %v, want bot_locked", err)
 		}
-		for _, want := range []string{botName, fmt.Sprintf("generation %d", stolenGen), "mbot rm", "mbot tokens add"} {
+		for _, want := range []string{botName, fmt.Sprintf("generation %d", stolenGen), "mbot unlock " + botName, "mbot tokens add --bot " + botName} {
 			if !strings.Contains(refusal.Message, want) {
 				t.Errorf("refusal %q does not mention %q", refusal.Message, want)
 			}
