@@ -1,7 +1,8 @@
 // Package admin is what the admin commands (mbot apply, get, rm, bots add,
-// audit, lint) act on: an authority's resources and audit log, reached
-// either locally, with direct store access on the authority host (like
-// tctl), or remotely through the admin API with an admin identity.
+// unlock, audit, lint) act on: an authority's resources, bot locks and
+// audit log, reached either locally, with direct store access on the
+// authority host (like tctl), or remotely through the admin API with an
+// admin identity.
 package admin
 
 import (
@@ -22,6 +23,9 @@ var Kinds = map[string]string{
 // Settings are the cluster-wide settings that policy checks need.
 type Settings = authority.AdminSettings
 
+// Unlocked is what Unlock lifted.
+type Unlocked = authority.Unlocked
+
 // Client is an authority as the admin commands see it.
 type Client interface {
 	// Apply parses YAML documents (file names them in errors) and applies
@@ -31,6 +35,8 @@ type Client interface {
 	Resources(ctx context.Context) (*resources.Set, error)
 	// Delete removes kind/name unless something refers to it.
 	Delete(ctx context.Context, kind, name string) error
+	// Unlock lifts the lock on bot and ends the renewals of its identities.
+	Unlock(ctx context.Context, bot string) (*Unlocked, error)
 	// Audit lists audit records, newest first.
 	Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error)
 	// Settings returns the cluster-wide settings.

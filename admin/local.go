@@ -50,6 +50,10 @@ func (l *Local) Delete(ctx context.Context, kind, name string) error {
 	return l.auth.Delete(ctx, kind, name, l.actor)
 }
 
+func (l *Local) Unlock(ctx context.Context, bot string) (*Unlocked, error) {
+	return l.auth.Unlock(ctx, bot, l.actor)
+}
+
 func (l *Local) Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {
 	return l.auth.Store().ListAudit(ctx, f)
 }

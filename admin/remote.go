@@ -88,6 +88,14 @@ func (r *Remote) Delete(ctx context.Context, kind, name string) error {
 	return r.api.Do(ctx, http.MethodDelete, authority.PathAdminResources+"/"+url.PathEscape(kind)+"/"+url.PathEscape(name), nil, nil)
 }
 
+func (r *Remote) Unlock(ctx context.Context, bot string) (*Unlocked, error) {
+	var u Unlocked
+	if err := r.api.Do(ctx, http.MethodPost, authority.PathAdminBots+"/"+url.PathEscape(bot)+"/unlock", nil, &u); err != nil {
+		return nil, err
+	}
+	return &u, nil
+}
+
 func (r *Remote) Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {
 	q := url.Values{}
 	if !f.Since.IsZero() {

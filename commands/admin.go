@@ -11,8 +11,9 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// adminFlags are how the admin commands (apply, get, rm, bots add, audit,
-// lint) reach an authority: locally with --config, or remotely with --auth.
+// adminFlags are how the admin commands (apply, get, rm, bots add, unlock,
+// audit, lint) reach an authority: locally with --config, or remotely with
+// --auth.
 func adminFlags() []cli.Flag {
 	return []cli.Flag{authorityConfigFlag(),
 		&cli.StringFlag{Name: "auth", EnvVars: []string{"MBOT_ADMIN_IDENTITY"},
