@@ -506,8 +506,9 @@ func TestDaemonSignals(t *testing.T) {
 
 // TestDaemonLockout copies a daemon's identity, lets the daemon renew, and
 // presents the copy: the authority locks the bot, refuses the daemon's
-// next renewal and every join of the bot, and records why; removing the
-// bot and applying it again lifts the lock.
+// next renewal and every join of the bot, and records why; mbot unlock
+// lifts the lock, after which neither the daemon nor the copy renews, and
+// a new secret joins.
 func TestDaemonLockout(t *testing.T) {
 	dc := startDaemonCluster(t)
 	name, secret := addToken(t, dc.cluster, "--name", "runner-lockout")
@@ -577,17 +578,56 @@ func TestDaemonLockout(t *testing.T) {
 	})
 
 	t.Run("unlock", func(t *testing.T) {
+		env := baseEnv(dc.home)
+		adminDir := filepath.Join(filepath.Dir(dc.config), "data", "admin")
+		if res := mbot(t, env, "unlock", "--auth", adminDir, "nobody"); res.code != 1 || !strings.Contains(res.stderr, `no bot named "nobody"`) {
+			t.Errorf("mbot unlock of an unknown bot: %s", res)
+		}
+		res := mustMbot(t, env, "unlock", "--config", dc.config, botName)
+		for _, want := range []string{"unlocked bot " + botName, "join tokens " + name, "mbot tokens add --bot " + botName} {
+			if !strings.Contains(res.stdout, want) {
+				t.Errorf("mbot unlock printed %q, which does not mention %q", res.stdout, want)
+			}
+		}
+		if res := mbot(t, env, "unlock", "--auth", adminDir, "-o", "json", botName); res.code != 1 || !strings.Contains(res.stderr, "is not locked") {
+			t.Errorf("mbot unlock of a bot that is not locked: %s", res)
+		}
+
+		// Neither the daemon nor the copy renews; the running authority
+		// read the unlock from the store.
+		waitFor(t, "the daemon's renewal to be refused as unlocked", d, func() bool {
+			_, r := healthz(t, health)
+			return r.Status == client.HealthRetrying && strings.Contains(r.LastError, "renewal_refused") && strings.Contains(r.LastError, "unlocked")
+		})
+		err := renewWith(t, dc.cluster, stolen)
+		var refusal *identity.Error
+		if !errors.As(err, &refusal) || refusal.Code != identity.CodeRenewalRefused || !strings.Contains(refusal.Message, "mbot tokens add --bot "+botName) {
+			t.Errorf("renewal with the stale copy after the unlock: %v, want renewal_refused", err)
+		}
 		if code := d.stop(t, syscall.SIGTERM); code != 0 {
 			t.Errorf("mbot start exited %d on SIGTERM", code)
 		}
-		env := baseEnv(dc.home)
-		mustMbot(t, env, "rm", "--config", dc.config, "join_token/"+name, "join_token/"+tokenGitHub,
-			"join_token/"+tokenGitLab, "join_token/"+tokenCircleCI, "bot/"+botName)
-		mustMbot(t, env, "apply", "--config", dc.config, "-f", filepath.Join(filepath.Dir(dc.config), "bots.yaml"))
-		time.Sleep(300 * time.Millisecond) // the running authority rereads changed resources every 250ms
+		var unlocked bool
+		for _, ev := range auditEvents(t, dc.cluster, "bot.unlock") {
+			unlocked = unlocked || (ev.Bot == botName && ev.JoinToken == name && strings.HasPrefix(ev.Remote, "local admin"))
+		}
+		if !unlocked {
+			t.Errorf("the audit log lacks the unlock: %+v", auditEvents(t, dc.cluster, "bot.unlock"))
+		}
+		if res := mustMbot(t, env, "audit", "--config", dc.config, "--bot", botName); !strings.Contains(res.stdout, "bot.unlock") {
+			t.Errorf("mbot audit does not list the unlock:\n%s", res.stdout)
+		}
+
+		// A new secret joins and renews; other methods join again.
+		name, secret := addToken(t, dc.cluster, "--name", "runner-after-unlock")
 		out := filepath.Join(t.TempDir(), "mbot")
-		if res := dc.issue(t, dc.jobEnv(gitHubJob(t, dc.cluster)), tokenGitHub, out); res.code != 0 {
-			t.Fatalf("mbot issue after removing and applying the bot again: %s", res)
+		d, _ := dc.startDaemon(t, tokenJobEnv(dc.cluster, secret), name, out, "--join-method", "token")
+		waitForRenewal(t, d, out, waitForRenewal(t, d, out, ""))
+		if code := d.stop(t, syscall.SIGTERM); code != 0 {
+			t.Errorf("mbot start exited %d on SIGTERM", code)
+		}
+		if res := dc.issue(t, dc.jobEnv(gitHubJob(t, dc.cluster)), tokenGitHub, filepath.Join(t.TempDir(), "mbot")); res.code != 0 {
+			t.Fatalf("mbot issue after the unlock: %s", res)
 		}
 	})
 }
