@@ -25,7 +25,7 @@ type mapping struct {
 
 // plan chooses what to populate from the text of /proc/self/maps and the
 // address of a heap object: the executable's code and data (the first
-// mapping names the executable), the heap's first chunk and the small
+// file mapped is the executable), the heap's first chunk and the small
 // anonymous mappings of the runtime. Measured on the CI VM, read-only data
 // (type and function tables, 10 MB of which a run reads little) and zeroed
 // data (.bss, with the runtime's untouched 32 MiB buffer) cost more to
@@ -45,8 +45,8 @@ func plan(maps []byte, heap uintptr) []region {
 		if !ok {
 			continue
 		}
-		if exe == "" {
-			exe = m.path
+		if exe == "" && len(m.path) > 0 && m.path[0] == '/' {
+			exe = m.path // the first file mapped is the executable, PIE or not
 		}
 		isExe := m.path != "" && m.path == exe
 		switch {

@@ -3,8 +3,11 @@ package prefault
 import (
 	"bufio"
 	"fmt"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -38,6 +41,50 @@ func TestPlan(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("plan:\n got %x\nwant %x", got, want)
+	}
+}
+
+// TestPlanPIE reads the layout of a position-independent executable: the
+// Go heap's reservation may sit below the executable.
+func TestPlanPIE(t *testing.T) {
+	maps := `0c4000000000-0c4000400000 rw-p 00000000 00:00 0 
+0c4000400000-0c4004000000 ---p 00000000 00:00 0 
+55d0c0000000-55d0c0962000 r-xp 00000000 fe:00 42                         /usr/bin/mbot
+55d0c0962000-55d0c12bb000 r--p 00962000 fe:00 42                         /usr/bin/mbot
+55d0c12bb000-55d0c1355000 rw-p 012bb000 fe:00 42                         /usr/bin/mbot
+55d0c1355000-55d0c33a1000 rw-p 00000000 00:00 0 
+`
+	got := plan([]byte(maps), 0x0c4000000040)
+	want := []region{
+		{0x0c4000000000, 0x0c4000400000, madvPopulateWrite},
+		{0x55d0c0000000, 0x55d0c0962000, madvPopulateRead},
+		{0x55d0c12bb000, 0x55d0c1355000, madvPopulateWrite},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("plan:\n got %x\nwant %x", got, want)
+	}
+}
+
+// TestImportsOnlySyscall keeps the initializer early: Go initializes a
+// package only after everything it imports (see doc.go).
+func TestImportsOnlySyscall(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), name, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range f.Imports {
+			if path, _ := strconv.Unquote(imp.Path.Value); path != "syscall" && path != "unsafe" {
+				t.Errorf("%s imports %s; the package may import only syscall and unsafe", name, path)
+			}
+		}
 	}
 }
 
