@@ -94,21 +94,7 @@ func runCompileCases(t *testing.T, method string, cases []compileCase) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			v, err := compile(t, method, tc.section, newEnv(iss.Client))
-			if tc.want == "" {
-				if err != nil {
-					t.Fatalf("refused: %v", err)
-				}
-				if len(v.Rules()) == 0 {
-					t.Error("compiled without rules")
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("compiled; want error containing %q", tc.want)
-			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("error %q does not contain %q", err, tc.want)
-			}
+			checkCompiled(t, v, err, tc.want)
 		})
 	}
 }

@@ -299,6 +299,27 @@ func compile(t *testing.T, method, section string, env *verify.Env) (verify.Veri
 	return verify.Methods[method].Compile(tokenName, res[0].JoinToken.Spec.Section(), env)
 }
 
+// checkCompiled checks the outcome of compile: a verifier with rules when
+// want is empty, else an error containing want.
+func checkCompiled(t *testing.T, v verify.Verifier, err error, want string) {
+	t.Helper()
+	if want == "" {
+		if err != nil {
+			t.Fatalf("refused: %v", err)
+		}
+		if len(v.Rules()) == 0 {
+			t.Error("compiled without rules")
+		}
+		return
+	}
+	if err == nil {
+		t.Fatalf("compiled; want error containing %q", want)
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not contain %q", err, want)
+	}
+}
+
 func mustCompile(t *testing.T, method, section string, env *verify.Env) verify.Verifier {
 	t.Helper()
 	v, err := compile(t, method, section, env)
@@ -642,21 +663,7 @@ func TestCompile(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			v, err := compile(t, tc.method, tc.section, newEnv(iss.Client))
-			if tc.want == "" {
-				if err != nil {
-					t.Fatalf("refused: %v", err)
-				}
-				if len(v.Rules()) == 0 {
-					t.Error("compiled without rules")
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("compiled; want error containing %q", tc.want)
-			}
-			if !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("error %q does not contain %q", err, tc.want)
-			}
+			checkCompiled(t, v, err, tc.want)
 		})
 	}
 	t.Run("no section", func(t *testing.T) {
