@@ -8,6 +8,7 @@ import (
 
 	"github.com/mbot-dev/mbot/admin"
 	"github.com/mbot-dev/mbot/authority"
+	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/urfave/cli/v2"
 )
 
@@ -39,6 +40,16 @@ func openAdmin(c *cli.Context) (admin.Client, error) {
 		return nil, err
 	}
 	return local, nil
+}
+
+// openCAs opens the store and CAs of the authority that --config names,
+// for commands that sign or export on the authority host.
+func openCAs(c *cli.Context) (*store.Store, *authority.CAs, error) {
+	cfg, err := authority.LoadConfig(c.String("config"))
+	if err != nil {
+		return nil, nil, err
+	}
+	return authority.OpenAdmin(c.Context, cfg)
 }
 
 // outputFlag is -o for commands that print resources or records.

@@ -50,11 +50,7 @@ func authorityCommand() *cli.Command {
 				Flags: []cli.Flag{authorityConfigFlag(),
 					&cli.StringFlag{Name: "type", Required: true, Usage: "ca-pin, tls-ca, ssh-user-ca or ssh-host-ca"}},
 				Action: func(c *cli.Context) error {
-					cfg, err := authority.LoadConfig(c.String("config"))
-					if err != nil {
-						return err
-					}
-					st, cas, err := authority.OpenAdmin(c.Context, cfg)
+					st, cas, err := openCAs(c)
 					if err != nil {
 						return err
 					}

@@ -65,11 +65,7 @@ func signHost(c *cli.Context) error {
 	if !c.IsSet("ttl") {
 		ttl = 8760 * time.Hour
 	}
-	cfg, err := authority.LoadConfig(c.String("config"))
-	if err != nil {
-		return err
-	}
-	st, cas, err := authority.OpenAdmin(c.Context, cfg)
+	st, cas, err := openCAs(c)
 	if err != nil {
 		return err
 	}
