@@ -279,10 +279,12 @@ func (a *Authority) refresh(ctx context.Context) {
 	if now-last < int64(reloadInterval) || !a.checked.CompareAndSwap(last, now) {
 		return
 	}
+	if a.refreshNow(ctx) {
+		return // reloading the resources read the locks too
+	}
 	if err := a.locks.reload(ctx, a.store); err != nil {
 		a.log.Error("reading bot locks from the store; keeping the previous ones", "err", err)
 	}
-	a.refreshNow(ctx)
 }
 
 func (a *Authority) loadStored(ctx context.Context) ([]resources.Resource, error) {
