@@ -124,13 +124,21 @@ const (
 	// CodeBotLocked: a stale certificate generation was presented, so a copy
 	// of the bot's identity is in use elsewhere; the bot is locked.
 	CodeBotLocked ErrorCode = "bot_locked"
+	// CodeUnsupportedKey: an output's public key is of a type or size the
+	// authority does not certify (RSA below 2048 bits, an unknown curve).
+	CodeUnsupportedKey ErrorCode = "unsupported_key"
+	// CodeRateLimited: too many refused requests came from the caller's
+	// address; the answer carries Retry-After.
+	CodeRateLimited ErrorCode = "rate_limited"
 )
 
 // HTTPStatus is the status code the authority answers a code with.
 func (c ErrorCode) HTTPStatus() int {
 	switch c {
-	case CodeBadRequest:
+	case CodeBadRequest, CodeUnsupportedKey:
 		return 400
+	case CodeRateLimited:
+		return 429
 	case CodeAdminRequired, CodeIdentityRequired:
 		return 401
 	case CodeIssuerUnavailable:
