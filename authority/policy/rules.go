@@ -115,10 +115,11 @@ func scalarList(n *yaml.Node) ([]string, error) {
 }
 
 // globRegexp compiles a pattern where * matches any run of characters
-// (including /) and ? any one character; everything else is literal.
+// (including / and newlines) and ? any one character; everything else is
+// literal. The whole value must match.
 func globRegexp(pattern string) *regexp.Regexp {
 	var b strings.Builder
-	b.WriteString("^")
+	b.WriteString("(?s)^")
 	for _, r := range pattern {
 		switch r {
 		case '*':
