@@ -289,7 +289,7 @@ func TestLintUnscopedJoinToken(t *testing.T) {
 	if f.JoinToken != "github-any" || f.Bot != "deployer" || f.Message != stored {
 		t.Errorf("finding %+v\nwant the authority's message %q", f, stored)
 	}
-	for _, says := range []string{"- ref: refs/heads/main", "add to it:\n      repository_owner: <your org or user>"} {
+	for _, says := range []string{"- ref: refs/heads/main", "- ref: refs/heads/main\n      repository_owner: <your org or user>   # add"} {
 		if !strings.Contains(f.Message, says) {
 			t.Errorf("finding does not show %q: %s", says, f.Message)
 		}

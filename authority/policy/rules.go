@@ -358,15 +358,24 @@ func (s *OwnerScope) explain(i int, r AllowRule) string {
 			shapes[j] = fmt.Sprintf("%s (%s)", f.Name, f.Shape)
 		}
 		b.WriteString(strings.Join(shapes, ", "))
+		globbed := false
 		for _, f := range r.Fields {
 			for _, of := range s.Fields {
 				if of.Name == f.Name {
-					fmt.Fprintf(&b, "; %s: %s does not pin it: a glob may narrow within an owner, never stand for it", f.Name, yamlValue(f.Patterns))
+					fmt.Fprintf(&b, "; %s: %s does not pin it", f.Name, yamlValue(f.Patterns))
+					globbed = globbed || slices.ContainsFunc(f.Patterns, func(p string) bool { return !IsLiteral(p) })
 				}
 			}
 		}
+		if globbed {
+			b.WriteString("; a glob may narrow within an owner (acme/*), never stand for it")
+		}
 	}
-	b.WriteString(". The rule:\n")
+	if len(s.Fields) > 0 {
+		b.WriteString(". The rule, and a line to add:\n")
+	} else {
+		b.WriteString(". The rule:\n")
+	}
 	for j, f := range r.Fields {
 		lead := "  "
 		if j == 0 {
@@ -376,7 +385,7 @@ func (s *OwnerScope) explain(i int, r AllowRule) string {
 	}
 	if len(s.Fields) > 0 {
 		f := s.Fields[0]
-		fmt.Fprintf(&b, "add to it:\n      %s: %s", f.Name, f.Example)
+		fmt.Fprintf(&b, "      %s: %s   # add", f.Name, f.Example)
 	}
 	return strings.TrimRight(b.String(), "\n")
 }

@@ -137,16 +137,19 @@ func TestOwnerScopeMessage(t *testing.T) {
 		{"github", "allow:\n  - ref: refs/heads/main\n    environment: production\n", []string{
 			"line 9: allow[0] does not pin the owner: GitHub's issuer signs tokens for every repository",
 			"repository_owner (acme), repository (acme/app or acme/*)",
-			"The rule:\n    - ref: refs/heads/main\n      environment: production\n",
-			"add to it:\n      repository_owner: <your org or user>",
+			"The rule, and a line to add:\n    - ref: refs/heads/main\n      environment: production\n      repository_owner: <your org or user>   # add",
 		}},
 		{"gitlab", "allow:\n  - project_path: \"*\"\n", []string{
-			`project_path: "*" does not pin it: a glob may narrow within an owner, never stand for it`,
-			"add to it:\n      namespace_path: <your group>",
+			`project_path: "*" does not pin it; a glob may narrow within an owner (acme/*), never stand for it`,
+			"    - project_path: \"*\"\n      namespace_path: <your group>   # add",
+		}},
+		{"iam", "allow:\n  - aws_account: \"1234\"\n", []string{
+			"aws_account (a 12-digit account id, no globs)",
+			"aws_account: 1234 does not pin it. The rule, and a line to add:",
 		}},
 		{"iam", "allow:\n  - aws_arn: \"arn:aws:sts::*:assumed-role/ci/*\"\n", []string{
 			`- aws_arn: "arn:aws:sts::*:assumed-role/ci/*"`,
-			"add to it:\n      aws_account: <your 12-digit account id>",
+			"      aws_account: <your 12-digit account id>   # add",
 		}},
 	}
 	for _, tc := range cases {
