@@ -1,14 +1,17 @@
 package admin
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/mbot-dev/mbot/authority"
 	"github.com/mbot-dev/mbot/authority/policy"
 	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/authority/verify"
 	"github.com/mbot-dev/mbot/identity"
 )
 
@@ -99,7 +102,9 @@ type Finding struct {
 	Severity Severity `json:"severity"`
 	Bot      string   `json:"bot,omitempty"`
 	Role     string   `json:"role,omitempty"`
-	Message  string   `json:"message"`
+	// JoinToken names the join token a finding is about.
+	JoinToken string `json:"join_token,omitempty"`
+	Message   string `json:"message"`
 }
 
 // BotReport is a bot's roles and what each grants it.
@@ -137,6 +142,11 @@ func Lint(set *resources.Set, settings *Settings) *Report {
 		r.Bots = append(r.Bots, BotReport{Bot: name, Roles: roles})
 		r.Findings = append(r.Findings, lintBot(set, bot, roles, settings)...)
 	}
+	for _, name := range slices.Sorted(maps.Keys(set.JoinTokens)) {
+		if f, ok := lintJoinToken(name, set.JoinTokens[name]); ok {
+			r.Findings = append(r.Findings, f)
+		}
+	}
 	for _, name := range slices.Sorted(maps.Keys(set.Roles)) {
 		if m := time.Duration(set.Roles[name].Spec.MaxTTL); m > identity.MaxBotTTL {
 			r.Findings = append(r.Findings, Finding{Severity: Warning, Role: name, Message: fmt.Sprintf(
@@ -145,6 +155,20 @@ func Lint(set *resources.Set, settings *Settings) *Report {
 		}
 	}
 	return r
+}
+
+// lintJoinToken reports a join token whose allow rules pin no owner, with
+// the message the authority refuses it with at start and at mbot apply: a
+// store written before that rule holds such tokens, and the authority will
+// not start until they are fixed. Other compile errors need the
+// authority's environment (its cluster, its files) and are its to report.
+func lintJoinToken(name string, tok *resources.JoinToken) (Finding, bool) {
+	_, err := authority.CompileJoinToken(name, tok, &verify.Env{})
+	var unscoped *policy.UnscopedRuleError
+	if !errors.As(err, &unscoped) {
+		return Finding{}, false
+	}
+	return Finding{Severity: Blocking, Bot: tok.Spec.Bot, JoinToken: name, Message: err.Error()}, true
 }
 
 func lintBot(set *resources.Set, bot *resources.Bot, roles []RoleLogins, settings *Settings) []Finding {

@@ -6,7 +6,10 @@ import (
 	"testing"
 
 	"github.com/mbot-dev/mbot/admin"
+	"github.com/mbot-dev/mbot/authority"
 	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/authority/store"
+	"github.com/mbot-dev/mbot/internal/authoritytest"
 )
 
 // parseSet reads YAML documents into a set, failing the test on errors.
@@ -235,4 +238,83 @@ func TestLintReportsEveryBotsLogins(t *testing.T) {
 	if !reflect.DeepEqual(got, []string{"root", "deploy"}) {
 		t.Errorf("bot a's deploy role grants %v, want [root deploy]", got)
 	}
+}
+
+// unscopedTokenYAML is a join token from before allow rules had to pin an
+// owner: it admits a main-branch job of any repository on GitHub.
+const unscopedTokenYAML = `kind: join_token
+version: v1
+metadata: {name: github-any}
+spec:
+  bot: deployer
+  method: github
+  github:
+    allow:
+      - ref: refs/heads/main
+`
+
+// TestLintUnscopedJoinToken: a store written before allow rules had to pin
+// an owner still opens for admin commands; mbot lint reports each such join
+// token with the message the authority refuses it with at start and at
+// mbot apply, and mbot apply of the fixed rule clears it.
+func TestLintUnscopedJoinToken(t *testing.T) {
+	e := authoritytest.Start(t, "admin.test", botsYAML, "")
+	ctx := t.Context()
+	wantMsg := "github-any.yaml:9: join_token \"github-any\": allow[0] does not pin the owner"
+
+	applyErr := e.Authority.Apply(ctx, mustParse(t, "github-any.yaml", unscopedTokenYAML), "test")
+	if applyErr == nil || !strings.HasPrefix(applyErr.Error(), wantMsg) {
+		t.Fatalf("apply of an unscoped rule: %v, want %q", applyErr, wantMsg)
+	}
+
+	// The old version stored it without the check.
+	if err := e.Authority.Store().PutResources(ctx, []store.StoredResource{{Kind: "join_token", Name: "github-any", Body: []byte(unscopedTokenYAML)}}); err != nil {
+		t.Fatal(err)
+	}
+	local, err := admin.OpenLocal(ctx, e.Authority.Config())
+	if err != nil {
+		t.Fatalf("the admin is locked out of a store with an unscoped join token: %v", err)
+	}
+	defer local.Close()
+	set, err := local.Resources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := admin.Lint(set, nil)
+	if len(report.Findings) != 1 || report.Blocking() != 1 {
+		t.Fatalf("findings %+v, want one blocking finding", report.Findings)
+	}
+	f := report.Findings[0]
+	stored := strings.Replace(applyErr.Error(), "github-any.yaml:9:", "stored join_token/github-any:9:", 1)
+	if f.JoinToken != "github-any" || f.Bot != "deployer" || f.Message != stored {
+		t.Errorf("finding %+v\nwant the authority's message %q", f, stored)
+	}
+	for _, says := range []string{"- ref: refs/heads/main", "- ref: refs/heads/main\n      repository_owner: <your org or user>   # add"} {
+		if !strings.Contains(f.Message, says) {
+			t.Errorf("finding does not show %q: %s", says, f.Message)
+		}
+	}
+	if _, err := authority.Open(ctx, e.Authority.Config(), authority.Options{}); err == nil || err.Error() != stored {
+		t.Errorf("authority start with the stored token: %v\nwant %q", err, stored)
+	}
+
+	fixed := strings.Replace(unscopedTokenYAML, "- ref:", "- repository_owner: acme\n        ref:", 1)
+	if _, err := local.Apply(ctx, "github-any.yaml", []byte(fixed)); err != nil {
+		t.Fatalf("applying the fix: %v", err)
+	}
+	if set, err = local.Resources(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if report := admin.Lint(set, nil); len(report.Findings) != 0 {
+		t.Errorf("findings after the fix: %+v", report.Findings)
+	}
+}
+
+func mustParse(t *testing.T, file, docs string) []resources.Resource {
+	t.Helper()
+	parsed, err := resources.Parse(file, []byte(docs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return parsed
 }

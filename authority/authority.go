@@ -5,6 +5,7 @@ package authority
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mbot-dev/mbot/authority/policy"
 	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/authority/verify"
@@ -36,6 +38,11 @@ type Authority struct {
 	// checked is when (UnixNano) the store's resources version was last compared.
 	checked atomic.Int64
 	locks   botLocks
+	// adminOnly is set by OpenLocal: the store is opened for admin commands,
+	// never to serve joins, so a join token stored before allow rules had to
+	// pin an owner is left out instead of locking the admin out; mbot lint
+	// reports it and mbot apply replaces it. Open and Apply still refuse it.
+	adminOnly bool
 }
 
 // state is one consistent view of the resources with their join tokens compiled.
@@ -94,6 +101,7 @@ func OpenLocal(ctx context.Context, cfg *Config, opts Options) (*Authority, erro
 	if err != nil {
 		return nil, err
 	}
+	a.adminOnly = true
 	if err := a.reload(ctx); err != nil {
 		a.Close()
 		return nil, err
@@ -167,7 +175,7 @@ func (a *Authority) Apply(ctx context.Context, add []resources.Resource, actor s
 	if err != nil {
 		return err
 	}
-	if _, err := a.compile(append(stored, add...), 0); err != nil {
+	if _, err := a.compile(append(stored, add...), 0, false); err != nil {
 		return err
 	}
 	rows := make([]store.StoredResource, len(add))
@@ -202,7 +210,7 @@ func (a *Authority) Delete(ctx context.Context, kind, name, actor string) error 
 			rest = append(rest, r)
 		}
 	}
-	if _, err := a.compile(rest, 0); err != nil {
+	if _, err := a.compile(rest, 0, false); err != nil {
 		return fmt.Errorf("cannot remove %s/%s: %w", kind, name, err)
 	}
 	if err := a.store.DeleteResource(ctx, kind, name); err != nil {
@@ -243,7 +251,7 @@ func (a *Authority) reloadLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	next, err := a.compile(stored, version)
+	next, err := a.compile(stored, version, a.adminOnly)
 	if err != nil {
 		return err
 	}
@@ -303,25 +311,43 @@ func (a *Authority) loadStored(ctx context.Context) ([]resources.Resource, error
 	return out, nil
 }
 
-func (a *Authority) compile(all []resources.Resource, version int64) (*state, error) {
+// compile checks every resource and compiles every join token. With
+// skipUnscoped, a join token whose allow rules pin no owner is left out
+// instead of failing the whole state (see Authority.adminOnly).
+func (a *Authority) compile(all []resources.Resource, version int64, skipUnscoped bool) (*state, error) {
 	set := resources.NewSet(all)
 	if err := set.CheckReferences(); err != nil {
 		return nil, err
 	}
 	s := &state{set: set, tokens: make(map[string]*compiledToken, len(set.JoinTokens)), version: version}
 	for name, tok := range set.JoinTokens {
-		method, ok := verify.Methods[tok.Spec.Method]
-		if !ok {
-			return nil, fmt.Errorf("%s: join_token %q: spec.method %q is not supported; supported methods: %v",
-				tok.Source, name, tok.Spec.Method, verify.MethodNames())
+		v, err := CompileJoinToken(name, tok, a.env)
+		var unscoped *policy.UnscopedRuleError
+		if err != nil && skipUnscoped && errors.As(err, &unscoped) {
+			continue
 		}
-		v, err := method.Compile(name, tok.Spec.Section(), a.env)
 		if err != nil {
-			return nil, withFile(tok.Source, fmt.Sprintf("join_token %q", name), err)
+			return nil, err
 		}
 		s.tokens[name] = &compiledToken{token: tok, verifier: v}
 	}
 	return s, nil
+}
+
+// CompileJoinToken compiles tok's method section into its verifier. Errors
+// name the file and line, as at start and at mbot apply; mbot lint reports
+// the same for join tokens already stored.
+func CompileJoinToken(name string, tok *resources.JoinToken, env *verify.Env) (verify.Verifier, error) {
+	method, ok := verify.Methods[tok.Spec.Method]
+	if !ok {
+		return nil, fmt.Errorf("%s: join_token %q: spec.method %q is not supported; supported methods: %v",
+			tok.Source, name, tok.Spec.Method, verify.MethodNames())
+	}
+	v, err := method.Compile(name, tok.Spec.Section(), env)
+	if err != nil {
+		return nil, withFile(tok.Source, fmt.Sprintf("join_token %q", name), err)
+	}
+	return v, nil
 }
 
 // withFile prefixes a "line N: msg" error from a method's section parser
@@ -331,7 +357,17 @@ func withFile(src resources.Source, what string, err error) error {
 	var rest string
 	if n, _ := fmt.Sscanf(err.Error(), "line %d:", &line); n == 1 {
 		_, rest, _ = strings.Cut(err.Error(), ": ")
-		return fmt.Errorf("%s:%d: %s: %s", src.File, line, what, rest)
+		return &fileError{msg: fmt.Sprintf("%s:%d: %s: %s", src.File, line, what, rest), err: err}
 	}
 	return fmt.Errorf("%s: %s: %w", src, what, err)
 }
+
+// fileError is a section error with its file in front; it unwraps to the
+// section's error, so that mbot lint can tell an unscoped rule.
+type fileError struct {
+	msg string
+	err error
+}
+
+func (e *fileError) Error() string { return e.msg }
+func (e *fileError) Unwrap() error { return e.err }

@@ -42,6 +42,10 @@ func (a *Authority) recordRefusal(ctx context.Context, ev *store.AuditEvent, err
 		refusal = &identity.Error{Code: identity.CodeInternal, Message: "the authority failed to complete the " + ev.Event + "; see its log", Err: err}
 	}
 	ev.Allowed, ev.Code, ev.Message = false, string(refusal.Code), refusal.Message
+	var detail auditDetail
+	if errors.As(refusal.Err, &detail) {
+		ev.Message = string(detail)
+	}
 	// Certificates signed before a late refusal (replay) are never handed out.
 	ev.Serials, ev.NotAfter = nil, time.Time{}
 	if aerr := a.store.Audit(context.WithoutCancel(ctx), ev); aerr != nil {
@@ -49,6 +53,12 @@ func (a *Authority) recordRefusal(ctx context.Context, ev *store.AuditEvent, err
 	}
 	return refusal
 }
+
+// auditDetail is a refusal's full reason, for the audit record and the log:
+// the caller gets only the refusal's Message.
+type auditDetail string
+
+func (d auditDetail) Error() string { return string(d) }
 
 // join is the whole path, top to bottom: request → join token → verify proof
 // → allow rules → bot (not locked), roles and TTL → sign → record → respond.
@@ -82,8 +92,13 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 	}
 	ev.Claims = adm.Claims.Flatten()
 	if ok, why := policy.MatchRules(tok.verifier.Rules(), adm.Claims); !ok {
-		return nil, identity.Errorf(identity.CodeRuleMismatch, "join token %q admits no token with these claims (%s): %s; change the join token's allow rules or run from a matching job",
-			req.JoinToken, adm.Claims, why)
+		// The caller learns which fields failed, not the patterns they failed:
+		// those are for the admins who read the audit record.
+		return nil, &identity.Error{Code: identity.CodeRuleMismatch,
+			Message: fmt.Sprintf("join token %q admits no token with these claims (%s): %s; run from a job the join token's allow rules name, or ask its admins to change them",
+				req.JoinToken, adm.Claims, why.Public()),
+			Err: auditDetail(fmt.Sprintf("join token %q admits no token with these claims (%s): %s; change the join token's allow rules or run from a matching job",
+				req.JoinToken, adm.Claims, why))}
 	}
 
 	bot := st.set.Bots[tok.token.Spec.Bot]

@@ -97,6 +97,8 @@ spec:
   github:
     issuer: ISSUER
     allow:
+      - repository: acme/app
+        ref: refs/heads/release-*-secret
       - repository: acme/other
 ---
 kind: join_token
@@ -449,12 +451,15 @@ func TestJoinRefusals(t *testing.T) {
 	proof := func(tok string) string { proofs = append(proofs, tok); return tok }
 
 	cases := []struct {
-		name       string
-		req        *identity.JoinRequest
-		wantCode   identity.ErrorCode
-		wantInMsg  []string
-		wantBot    string
-		wantClaims bool // the record carries the token's identifying claims
+		name      string
+		req       *identity.JoinRequest
+		wantCode  identity.ErrorCode
+		wantInMsg []string
+		// wantNotInMsg must not reach the caller; wantInAudit are in the
+		// audit record instead of the caller's message.
+		wantNotInMsg, wantInAudit []string
+		wantBot                   string
+		wantClaims                bool // the record carries the token's identifying claims
 	}{
 		{
 			name:     "replayed token",
@@ -482,7 +487,13 @@ func TestJoinRefusals(t *testing.T) {
 		{
 			name:     "rule mismatch",
 			req:      joinRequest("github-other", "github", proof(githubToken(t, ci, nil)), time.Hour, newOutput(t, "identity")),
-			wantCode: identity.CodeRuleMismatch, wantInMsg: []string{`"github-other"`, "repository wants acme/other, token has acme/app"},
+			wantCode: identity.CodeRuleMismatch,
+			wantInMsg: []string{`"github-other"`, "rule 1 (line 10) does not match ref (token has refs/heads/main)",
+				"rule 2 (line 12) does not match repository (token has acme/app)"},
+			// The join token's patterns are for its admins, not for whoever presents a token.
+			wantNotInMsg: []string{"release-", "secret", "acme/other"},
+			wantInAudit: []string{"ref wants refs/heads/release-*-secret, token has refs/heads/main",
+				"repository wants acme/other, token has acme/app"},
 			wantBot: "deployer", wantClaims: true,
 		},
 		{
@@ -543,9 +554,19 @@ func TestJoinRefusals(t *testing.T) {
 					t.Errorf("message does not mention %q: %s", f, ie.Message)
 				}
 			}
+			for _, f := range tc.wantNotInMsg {
+				if strings.Contains(ie.Message, f) {
+					t.Errorf("message tells the caller %q: %s", f, ie.Message)
+				}
+			}
 			ev := lastAudit(t, a)
-			if ev.Allowed || ev.Code != string(tc.wantCode) || ev.Message != ie.Message {
+			if ev.Allowed || ev.Code != string(tc.wantCode) || (tc.wantInAudit == nil && ev.Message != ie.Message) {
 				t.Errorf("audit record allowed=%t code=%q message=%q; want the refusal", ev.Allowed, ev.Code, ev.Message)
+			}
+			for _, f := range tc.wantInAudit {
+				if !strings.Contains(ev.Message, f) {
+					t.Errorf("audit message does not mention %q: %s", f, ev.Message)
+				}
 			}
 			if ev.JoinToken != tc.req.JoinToken || ev.Method != tc.req.Method || ev.Bot != tc.wantBot || ev.Remote != "test" {
 				t.Errorf("audit record names join token %q, method %q, bot %q, remote %q", ev.JoinToken, ev.Method, ev.Bot, ev.Remote)

@@ -17,9 +17,11 @@ func lintCommand() *cli.Command {
 as "{{internal.logins}}" expand from the bot's traits, then reports:
 
    error    roles with require_session_mfa: true or device_trust_mode: required
-            (their joins are refused at issue time), and cluster-wide
+            (their joins are refused at issue time), cluster-wide
             require_session_mfa or device_trust_mode: required in authority.yaml,
-            which no bot can satisfy
+            which no bot can satisfy, and join tokens whose allow rules do not
+            pin the owner (organization, project, account): the authority
+            refuses to start with them, and the message says what to add
    warning  templates that expand to nothing because the bot lacks the trait,
             bots without any login, role max_ttl above the 24h bot cap
 

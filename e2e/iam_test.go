@@ -70,7 +70,7 @@ func TestIAMJoin(t *testing.T) {
 	})
 
 	t.Run("rule-mismatch", func(t *testing.T) {
-		wantRefused(t, c, env, "iam-e2e-other-account", "rule_mismatch", "aws_account wants 210987654321", simci.STSAccount)
+		wantRefused(t, c, env, "iam-e2e-other-account", "rule_mismatch", "does not match aws_account (token has "+simci.STSAccount+")")
 	})
 
 	t.Run("endpoint-not-listed", func(t *testing.T) {

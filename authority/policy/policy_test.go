@@ -293,14 +293,14 @@ func TestMatchRules(t *testing.T) {
 				t.Fatalf("MatchRules = %t (%s), want %t", ok, why, tc.want)
 			}
 			for _, f := range tc.reason {
-				if !strings.Contains(why, f) {
+				if !strings.Contains(why.String(), f) {
 					t.Errorf("reason does not mention %q: %s", f, why)
 				}
 			}
 		})
 	}
 	t.Run("no rules admit nothing", func(t *testing.T) {
-		if ok, why := policy.MatchRules(nil, policy.Claims{"repository": {"acme/app"}}); ok || !strings.Contains(why, "no allow rules") {
+		if ok, why := policy.MatchRules(nil, policy.Claims{"repository": {"acme/app"}}); ok || !strings.Contains(why.String(), "no allow rules") {
 			t.Errorf("MatchRules(nil) = %t, %q", ok, why)
 		}
 	})

@@ -64,6 +64,29 @@ func (iamMethod) Name() string { return "iam" }
 
 var iamRuleFields = []string{"aws_account", "aws_arn"}
 
+// awsAccountID is an AWS account id: twelve digits.
+var awsAccountID = lazyregexp.New(`^[0-9]{12}$`)
+
+// iamScope: STS answers for every AWS account, so a rule names the account,
+// alone or as the account part of an ARN.
+var iamScope = &policy.OwnerScope{
+	Issuer: "STS vouches for the callers of every AWS account",
+	Fields: []policy.OwnerField{
+		{Name: "aws_account", Pins: awsAccountID.MatchString, Shape: "a 12-digit account id, no globs", Example: "<your 12-digit account id>"},
+		{Name: "aws_arn", Pins: arnPinsAccount, Shape: "arn:aws:iam::123456789012:role/deploy or arn:aws:sts::123456789012:assumed-role/deploy/*"},
+	},
+}
+
+// arnPinsAccount accepts an ARN pattern whose partition, service, region and
+// account parts are written out before any glob, the account as 12 digits.
+func arnPinsAccount(p string) bool {
+	if policy.IsLiteral(p) {
+		return true
+	}
+	parts := strings.SplitN(policy.LiteralPrefix(p), ":", 6)
+	return len(parts) == 6 && parts[0] == "arn" && awsAccountID.MatchString(parts[4])
+}
+
 func (iamMethod) Compile(tokenName string, section *yaml.Node, env *Env) (Verifier, error) {
 	if section == nil {
 		return nil, fmt.Errorf("join token %q has method iam but no spec.iam section with allow rules", tokenName)
@@ -85,6 +108,9 @@ func (iamMethod) Compile(tokenName string, section *yaml.Node, env *Env) (Verifi
 	if len(rules) == 0 {
 		return nil, fmt.Errorf("line %d: spec.iam.allow: a join token needs at least one allow rule (fields: %s)",
 			section.Line, strings.Join(iamRuleFields, ", "))
+	}
+	if err := iamScope.Check(rules); err != nil {
+		return nil, err
 	}
 	v := &iamVerifier{tokenName: tokenName, env: env, rules: rules}
 	for i, e := range s.STSEndpoints {

@@ -33,8 +33,14 @@ func init() {
 		// Azure compares subscription ids and resource group names without case,
 		// and tokens spell resource groups as they were created.
 		foldCaseFields: []string{"subscription", "resource_groups", "oid"},
-		checkRules: rulesMustSet("any identity of the tenant can get a token for the authority's audience, so a rule must name the subscriptions or the identity it trusts",
-			"subscription", "oid"),
+		// Any identity of the tenant can get a token for the authority's audience.
+		scope: &policy.OwnerScope{
+			Issuer: "any identity of the tenant can get a token for the authority's audience",
+			Fields: []policy.OwnerField{
+				{Name: "subscription", Shape: "a subscription id, no globs", Example: "<your subscription id>"},
+				{Name: "oid", Shape: "the managed identity's object id, no globs"},
+			},
+		},
 		issuer: func(s *oidcSection) (string, error) {
 			if s.TenantID == "" {
 				return "", errors.New("tenant_id is required: the directory (tenant) id of your Microsoft Entra ID, such as 72f988bf-86f1-41af-91ab-2d7cd011db47")

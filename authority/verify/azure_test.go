@@ -174,7 +174,7 @@ func TestAzureCompile(t *testing.T) {
 		{"tenant by domain name", "tenant_id: acme.onmicrosoft.com\nallow:\n  - subscription: " + azureSubscription + "\n",
 			`tenant_id "acme.onmicrosoft.com" is not a directory (tenant) id`},
 		{"resource group alone admits the whole tenant", "tenant_id: " + azureTenant + "\nallow:\n  - resource_groups: ci-runners\n",
-			"line 10: allow[0] must set subscription or oid"},
+			"line 10: allow[0] does not pin the owner: any identity of the tenant"},
 		{"resource_group in the singular", "tenant_id: " + azureTenant + "\nallow:\n  - subscription: x\n    resource_group: ci-runners\n",
 			`unknown field "resource_group"; fields for this method are: subscription, resource_groups, oid`},
 	})

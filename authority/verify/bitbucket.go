@@ -2,6 +2,7 @@ package verify
 
 import (
 	"errors"
+	"strings"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/mbot-dev/mbot/authority/policy"
@@ -28,9 +29,13 @@ func init() {
 		ruleFields:    []string{"workspace_uuid", "repository_uuid", "deployment_environment_uuid", "branch_name"},
 		issuerField:   "identity_provider_url",
 		// Each workspace is its own issuer and audience; both are on the
-		// repository's Pipelines > OpenID Connect settings page.
+		// repository's Pipelines > OpenID Connect settings page. They pin
+		// the workspace, so rules need no scope; both are required and
+		// compared exactly, never as globs.
 		issuer: func(s *oidcSection) (string, error) {
 			switch {
+			case strings.ContainsAny(s.IdentityProviderURL+s.Audience, "*?"):
+				return "", errors.New("identity_provider_url and audience are compared exactly: write them as the OpenID Connect settings page shows them, without * or ?")
 			case s.Issuer != "":
 				return "", errors.New("set the issuer as identity_provider_url, not issuer")
 			case s.IdentityProviderURL == "":

@@ -36,7 +36,10 @@ func init() {
 		label:      "Buildkite",
 		ruleFields: []string{"organization_slug", "pipeline_slug", "build_branch"},
 		// Any Buildkite job can ask for a token with our audience.
-		checkRules: rulesMustSet("agent.buildkite.com issues tokens to every Buildkite organization", "organization_slug"),
+		scope: &policy.OwnerScope{
+			Issuer: "agent.buildkite.com issues tokens to every Buildkite organization",
+			Fields: []policy.OwnerField{{Name: "organization_slug", Shape: "acme", Example: "<your organization slug>"}},
+		},
 		issuer: func(s *oidcSection) (string, error) {
 			if s.Issuer != "" {
 				return s.Issuer, nil

@@ -109,7 +109,7 @@ func TestBuildkiteCompile(t *testing.T) {
 		{"organization and pipeline", "allow:\n  - organization_slug: acme-inc\n    pipeline_slug: super-duper-app\n", ""},
 		// Every Buildkite organization can mint a token for our audience.
 		{"rule without organization_slug", "allow:\n  - pipeline_slug: super-duper-app\n",
-			"line 9: allow[0] must set organization_slug: agent.buildkite.com issues tokens to every Buildkite organization"},
+			"line 9: allow[0] does not pin the owner: agent.buildkite.com issues tokens to every Buildkite organization"},
 		{"rule field Buildkite does not offer here", "allow:\n  - organization_slug: acme-inc\n    step_key: build\n",
 			`unknown field "step_key"; fields for this method are: organization_slug, pipeline_slug, build_branch`},
 		{"no allow rules", "issuer: https://agent.buildkite.com\n", "needs at least one allow rule (fields: organization_slug, pipeline_slug, build_branch)"},

@@ -7,7 +7,11 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/mbot-dev/mbot/authority/policy"
+	"github.com/mbot-dev/mbot/internal/lazyregexp"
 )
+
+// uuidShape is a UUID in its usual 8-4-4-4-12 hex form.
+var uuidShape = lazyregexp.New(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 // circleciClaims are the claims of a CircleCI OIDC token, as documented in
 // "Using OpenID Connect tokens in jobs".
@@ -25,9 +29,15 @@ func init() {
 		label:         "CircleCI",
 		sectionFields: []string{"organization_id"},
 		ruleFields:    []string{"project_id", "context_id"},
+		// No scope on rules: the required organization_id, a literal UUID,
+		// makes both the issuer and the audience the organization's own.
 		issuer: func(s *oidcSection) (string, error) {
 			if s.OrganizationID == "" {
 				return "", errors.New("organization_id is required: the CircleCI organization id, the audience of its tokens")
+			}
+			if !uuidShape.MatchString(s.OrganizationID) {
+				return "", fmt.Errorf("organization_id %q is not a CircleCI organization id: a UUID such as 6d4d8d6e-2b61-4b59-a3e2-3c4f7f1f0c51, "+
+					"shown under Organization Settings > Overview", s.OrganizationID)
 			}
 			if s.Issuer != "" {
 				return s.Issuer, nil

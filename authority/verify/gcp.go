@@ -50,8 +50,13 @@ func init() {
 		// accounts.google.com signs tokens for any audience a caller asks for:
 		// a rule without a project or service account admits every Google
 		// Cloud customer's instances.
-		checkRules: rulesMustSet("Google signs instance tokens for every Google Cloud project, so a rule must name the projects or service accounts it trusts",
-			"project_ids", "service_accounts"),
+		scope: &policy.OwnerScope{
+			Issuer: "Google signs instance tokens for every Google Cloud project",
+			Fields: []policy.OwnerField{
+				{Name: "project_ids", Shape: "acme-prod, no globs", Example: "<your project id>"},
+				{Name: "service_accounts", Shape: "deploy@acme-prod.iam.gserviceaccount.com, no globs"},
+			},
+		},
 		issuer: func(s *oidcSection) (string, error) {
 			if s.Issuer != "" {
 				return s.Issuer, nil

@@ -188,7 +188,7 @@ func TestGCPCompile(t *testing.T) {
 		{"service account", "allow:\n  - service_accounts: mbot-ci@acme-ci.iam.gserviceaccount.com\n", ""},
 		{"issuer override", "issuer: http://127.0.0.1:9\nallow:\n  - project_ids: acme-ci\n    locations: [us-central1, europe-west4-b]\n", ""},
 		{"location alone admits every project", "allow:\n  - project_ids: acme-ci\n  - locations: us-central1\n",
-			"line 10: allow[1] must set project_ids or service_accounts"},
+			"line 10: allow[1] does not pin the owner: Google signs instance tokens for every Google Cloud project"},
 		{"claim name instead of rule field", "allow:\n  - project_id: acme-ci\n",
 			`unknown field "project_id"; fields for this method are: project_ids, locations, service_accounts`},
 		{"audience is the authority's", "audience: acme\nallow:\n  - project_ids: acme-ci\n", "spec.gcp.audience is not a known field"},

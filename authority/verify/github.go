@@ -29,12 +29,30 @@ type githubClaims struct {
 	SHA                  string `json:"sha"`
 }
 
+// githubScope: GitHub's issuer signs a token for any repository that asks,
+// so a rule names the owner, by name or id. job_workflow_ref does not:
+// any repository can call a public reusable workflow.
+var githubScope = &policy.OwnerScope{
+	Issuer: "GitHub's issuer signs tokens for every repository (on github.com, every repository in the world)",
+	Fields: []policy.OwnerField{
+		{Name: "repository_owner", Shape: "acme", Example: "<your org or user>"},
+		{Name: "repository", Pins: firstSegment("", "/"), Shape: "acme/app or acme/*"},
+		{Name: "repository_owner_id", Shape: "the owner's numeric id"},
+		{Name: "repository_id", Shape: "the repository's numeric id"},
+		// The default sub is repo:<owner>/<repo>:...; an owner can customize
+		// it to start with its own name or id instead.
+		{Name: "sub", Pins: anyOf(firstSegment("repo:", "/"), firstSegment("repository_owner:", ":"), firstSegment("repository_owner_id:", ":")),
+			Shape: "repo:acme/app:ref:refs/heads/main or repo:acme/*"},
+	},
+}
+
 func init() {
 	register(&oidcPlatform{
 		name:  "github",
 		label: "GitHub Actions",
 		ruleFields: []string{"sub", "repository", "repository_owner", "workflow", "environment", "actor",
-			"ref", "ref_type", "job_workflow_ref", "repository_id"},
+			"ref", "ref_type", "job_workflow_ref", "repository_id", "repository_owner_id"},
+		scope: githubScope,
 		issuer: func(s *oidcSection) (string, error) {
 			if s.Issuer != "" {
 				return s.Issuer, nil
@@ -51,7 +69,8 @@ func init() {
 				"sub": c.Sub, "repository": c.Repository, "repository_owner": c.RepositoryOwner,
 				"workflow": c.Workflow, "environment": c.Environment, "actor": c.Actor, "ref": c.Ref,
 				"ref_type": c.RefType, "job_workflow_ref": c.JobWorkflowRef, "repository_id": c.RepositoryID,
-				"event_name": c.EventName, "run_id": c.RunID, "sha": c.SHA,
+				"repository_owner_id": c.RepositoryOwnerID,
+				"event_name":          c.EventName, "run_id": c.RunID, "sha": c.SHA,
 			}, "sub", "repository", "repository_owner", "ref", "actor")
 		},
 	})

@@ -39,24 +39,24 @@ func TestGitHubRules(t *testing.T) {
 		},
 		{
 			name:      "? matches one character",
-			allow:     "  - ref: refs/heads/release-?\n",
+			allow:     "  - repository_owner: acme\n    ref: refs/heads/release-?\n",
 			edit:      func(c map[string]any) { c["ref"] = "refs/heads/release-7" },
 			wantMatch: true,
 		},
 		{
 			name:         "? does not match two characters",
-			allow:        "  - ref: refs/heads/release-?\n",
+			allow:        "  - repository_owner: acme\n    ref: refs/heads/release-?\n",
 			edit:         func(c map[string]any) { c["ref"] = "refs/heads/release-10" },
 			wantInReason: []string{"ref wants refs/heads/release-?, token has refs/heads/release-10"},
 		},
 		{
 			name:         "regexp metacharacters are literal",
-			allow:        "  - ref: refs/heads/ma.n\n",
+			allow:        "  - repository_owner: acme\n    ref: refs/heads/ma.n\n",
 			wantInReason: []string{"ref wants refs/heads/ma.n"},
 		},
 		{
 			name:      "any of several patterns",
-			allow:     "  - ref: [refs/heads/develop, refs/heads/main]\n",
+			allow:     "  - repository_owner: acme\n    ref: [refs/heads/develop, refs/heads/main]\n",
 			wantMatch: true,
 		},
 		{

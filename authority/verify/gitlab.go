@@ -29,6 +29,18 @@ type gitlabClaims struct {
 	SHA                  string `json:"sha"`
 }
 
+// gitlabScope: gitlab.com signs a token for any project that asks, so a
+// rule names the top-level group (or user namespace) that owns the project.
+var gitlabScope = &policy.OwnerScope{
+	Issuer: "a GitLab instance signs tokens for every project on it (on gitlab.com, every project in the world)",
+	Fields: []policy.OwnerField{
+		{Name: "namespace_path", Pins: firstSegment("", "/"), Shape: "acme or acme/*", Example: "<your group>"},
+		{Name: "project_path", Pins: firstSegment("", "/"), Shape: "acme/app or acme/*"},
+		{Name: "ci_config_ref_uri", Pins: segments("", "/", 2), Shape: "gitlab.com/acme/app//.gitlab-ci.yml@refs/heads/main or gitlab.com/acme/*"},
+		{Name: "sub", Pins: firstSegment("project_path:", "/"), Shape: "project_path:acme/app:ref_type:branch:ref:main or project_path:acme/*"},
+	},
+}
+
 func init() {
 	register(&oidcPlatform{
 		name:  "gitlab",
@@ -36,6 +48,7 @@ func init() {
 		ruleFields: []string{"sub", "ref", "ref_type", "namespace_path", "project_path", "pipeline_source",
 			"environment", "user_login", "ref_protected", "environment_protected", "ci_config_ref_uri",
 			"deployment_tier", "project_visibility"},
+		scope: gitlabScope,
 		issuer: func(s *oidcSection) (string, error) {
 			if s.Issuer != "" {
 				return s.Issuer, nil

@@ -70,7 +70,9 @@ func init() {
 		label:         "Kubernetes service account",
 		sectionFields: []string{"type"},
 		ruleFields:    []string{"service_account"},
-		issuer:        kubernetesIssuer,
+		// No scope on rules: the cluster's own keys (static_jwks, its
+		// issuer's, or its API server's TokenReview) admit only its tokens.
+		issuer: kubernetesIssuer,
 		// The projected token is minted for the authority:
 		// serviceAccountToken.audience in the pod's volume.
 		audience: func(_ *oidcSection, env *Env) string { return env.Audience },

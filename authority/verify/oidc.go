@@ -57,6 +57,9 @@ type oidcPlatform struct {
 	ruleFields []string
 	// checkRules refuses rules that would admit too much (optional).
 	checkRules func(rules []policy.AllowRule) error
+	// scope says how a rule pins the tenant that owns a token, for an issuer
+	// that serves many; nil when the issuer is the tenant's own.
+	scope *policy.OwnerScope
 	// foldCaseFields are rule fields whose values the platform compares
 	// case-insensitively; their patterns are lower-cased, and claims must
 	// lower-case the same fields (Azure resource groups).
@@ -118,6 +121,9 @@ func (p *oidcPlatform) Compile(tokenName string, section *yaml.Node, env *Env) (
 		if err := p.checkRules(rules); err != nil {
 			return nil, err
 		}
+	}
+	if err := p.scope.Check(rules); err != nil {
+		return nil, err
 	}
 	v := &oidcVerifier{platform: p, tokenName: tokenName, issuer: issuer, audience: p.audience(&s, env), env: env, rules: rules}
 	if s.StaticJWKS != "" {
@@ -354,19 +360,6 @@ func requireJWTClaims(pairs ...string) error {
 	return nil
 }
 
-// rulesMustSet refuses a rule that sets none of fields: on an issuer that
-// serves every customer of a platform, such a rule admits all of them.
-func rulesMustSet(why string, fields ...string) func([]policy.AllowRule) error {
-	return func(rules []policy.AllowRule) error {
-		for i, r := range rules {
-			if !slices.ContainsFunc(r.Fields, func(f policy.RuleField) bool { return slices.Contains(fields, f.Name) }) {
-				return fmt.Errorf("line %d: allow[%d] must set %s: %s", r.Line, i, strings.Join(fields, " or "), why)
-			}
-		}
-		return nil
-	}
-}
-
 // lowerRuleValues returns allow with the values of fields lower-cased in
 // every rule. It changes a copy: the nodes are the stored resource's.
 func lowerRuleValues(allow yaml.Node, fields []string) yaml.Node {
@@ -484,6 +477,32 @@ func flattenClaims(tok *oidc.IDToken) (policy.Claims, error) {
 	return out, nil
 }
 
+// sharedIssuers are public issuers that sign tokens for every customer of a
+// platform, by host, with the method that knows how to scope their rules.
+var sharedIssuers = map[string]string{
+	"token.actions.githubusercontent.com": "github",
+	"gitlab.com":                          "gitlab",
+	"agent.buildkite.com":                 "buildkite",
+	"app.terraform.io":                    "terraform_cloud",
+	"oidc.circleci.com":                   "circleci",
+	"accounts.google.com":                 "gcp",
+	"sts.windows.net":                     "azure",
+	"login.microsoftonline.com":           "azure",
+	"api.bitbucket.org":                   "bitbucket",
+}
+
+// refuseSharedIssuer keeps the generic method off the issuers of platforms
+// mbot has a method for: the generic method cannot tell which of the
+// platform's customers a rule must pin, so a rule such as sub: "*" would
+// admit all of them.
+func refuseSharedIssuer(u *url.URL) error {
+	if m, ok := sharedIssuers[strings.ToLower(u.Hostname())]; ok {
+		return fmt.Errorf("issuer %s signs tokens for every customer of its platform; use method: %s instead of oidc, whose rules must name your organization or project",
+			u, m)
+	}
+	return nil
+}
+
 // The generic method trusts any OIDC issuer the join token names (Jenkins
 // with the OpenID Connect Provider plugin, Forgejo or Gitea Actions,
 // TeamCity), with rules over whatever claims it sends.
@@ -493,12 +512,19 @@ func init() {
 		label:         "generic",
 		sectionFields: []string{"audience"},
 		checkRules:    refuseRegisteredClaims,
+		// The issuer is the admin's own (refuseSharedIssuer), yet a rule of
+		// globs only would admit any workload it serves.
+		scope: &policy.OwnerScope{Issuer: "the join token's issuer", AnyLiteral: true},
 		issuer: func(s *oidcSection) (string, error) {
 			if s.Issuer == "" {
 				return "", errors.New("issuer is required: the URL of the OIDC issuer, whose discovery document is <issuer>/.well-known/openid-configuration")
 			}
-			if u, err := url.Parse(s.Issuer); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			u, err := url.Parse(s.Issuer)
+			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 				return "", fmt.Errorf("issuer %q is not an https:// URL", s.Issuer)
+			}
+			if err := refuseSharedIssuer(u); err != nil {
+				return "", err
 			}
 			return s.Issuer, nil
 		},

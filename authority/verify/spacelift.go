@@ -28,12 +28,15 @@ func init() {
 		sectionFields: []string{"hostname"},
 		ruleFields:    []string{"space_id", "caller_id", "caller_type", "scope"},
 		issuerField:   "hostname",
+		// No scope on rules: each Spacelift account is its own issuer and
+		// audience (its host name), so hostname, required and glob-free,
+		// pins the account.
 		issuer: func(s *oidcSection) (string, error) {
 			if s.Hostname == "" {
 				return "", errors.New("hostname is required: your Spacelift account's host, such as acme.app.spacelift.io")
 			}
-			if strings.ContainsAny(s.Hostname, ":/") {
-				return "", fmt.Errorf("hostname %q must be a bare host name such as acme.app.spacelift.io, without https:// or a path", s.Hostname)
+			if strings.ContainsAny(s.Hostname, ":/*? ") {
+				return "", fmt.Errorf("hostname %q must be a bare host name such as acme.app.spacelift.io, without https://, a path or globs", s.Hostname)
 			}
 			if s.Issuer != "" {
 				return s.Issuer, nil

@@ -35,7 +35,13 @@ func init() {
 		ruleFields: []string{"organization_name", "organization_id", "project_name", "project_id",
 			"workspace_name", "workspace_id", "run_phase"},
 		// Every HCP Terraform organization can ask for a token with our audience.
-		checkRules:  rulesMustSet("app.terraform.io issues tokens to every HCP Terraform organization", "organization_id", "organization_name"),
+		scope: &policy.OwnerScope{
+			Issuer: "app.terraform.io issues tokens to every HCP Terraform organization",
+			Fields: []policy.OwnerField{
+				{Name: "organization_name", Shape: "acme", Example: "<your organization>"},
+				{Name: "organization_id", Shape: "org-..."},
+			},
+		},
 		issuerField: "hostname",
 		issuer: func(s *oidcSection) (string, error) {
 			if strings.ContainsAny(s.Hostname, ":/") {

@@ -132,7 +132,7 @@ func TestTerraformCloudCompile(t *testing.T) {
 		{"Terraform Enterprise", "hostname: tfe.acme.internal\naudience: mbot\nallow:\n  - organization_name: acme\n", ""},
 		// Every HCP Terraform organization can mint a token for our audience.
 		{"rule without an organization", "allow:\n  - organization_name: acme\n  - workspace_name: app-production\n",
-			"line 10: allow[1] must set organization_id or organization_name: app.terraform.io issues tokens to every HCP Terraform organization"},
+			"line 10: allow[1] does not pin the owner: app.terraform.io issues tokens to every HCP Terraform organization"},
 		{"hostname as a URL", "hostname: https://tfe.acme.internal\nallow:\n  - organization_name: acme\n", "must be the bare host name"},
 		{"claim name instead of rule field", "allow:\n  - terraform_organization_name: acme\n", `unknown field "terraform_organization_name"`},
 		{"unknown section field", "organization: acme\nallow:\n  - organization_name: acme\n", "spec.terraform_cloud.organization is not a known field"},

@@ -97,3 +97,24 @@ func checkKeys(n *yaml.Node, where string, allowed []string) error {
 	}
 	return nil
 }
+
+// firstSegment pins an owner written as the first sep-ended part after
+// prefix: firstSegment("", "/") accepts acme/app and acme/*, not */app.
+func firstSegment(prefix, sep string) func(string) bool { return segments(prefix, sep, 1) }
+
+// segments pins an owner written as the first n sep-ended parts after prefix.
+func segments(prefix, sep string, n int) func(string) bool {
+	return func(p string) bool { return policy.OwnerLiteral(p, prefix, sep, n) }
+}
+
+// anyOf pins an owner when any of pins does.
+func anyOf(pins ...func(string) bool) func(string) bool {
+	return func(p string) bool {
+		for _, pin := range pins {
+			if pin(p) {
+				return true
+			}
+		}
+		return false
+	}
+}
