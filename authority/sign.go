@@ -2,7 +2,6 @@ package authority
 
 import (
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/binary"
@@ -148,13 +147,6 @@ func (c *CAs) signTLS(tmpl *x509.Certificate, pub any) (*SignedCert, error) {
 
 // serialString formats a serial the way openssl prints it.
 func serialString(n *big.Int) string { return fmt.Sprintf("%X", n) }
-
-func rsaBits(k any) int {
-	if rk, ok := k.(*rsa.PublicKey); ok {
-		return rk.N.BitLen()
-	}
-	return 0
-}
 
 func pkixName(cn, cluster string) pkix.Name {
 	return pkix.Name{CommonName: cn, Organization: []string{cluster}}
