@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -95,6 +94,19 @@ func (p *oidcPlatform) Compile(tokenName string, section *yaml.Node, env *Env) (
 	issuer, err := p.issuer(&s)
 	if err != nil {
 		return nil, fmt.Errorf("line %d: spec.%s: %v", section.Line, p.name, err)
+	}
+	if s.StaticJWKS == "" {
+		// The authority will fetch the issuer's discovery document and keys.
+		if err := checkRemoteURL(issuer); err != nil {
+			line, key := section.Line, p.name
+			for _, k := range []string{"issuer", p.issuerKey()} {
+				if n := resources.Lookup(section, k); n != nil {
+					line, key = n.Line, p.name+"."+k
+					break
+				}
+			}
+			return nil, fmt.Errorf("line %d: spec.%s: the issuer %v", line, key, err)
+		}
 	}
 	if len(p.foldCaseFields) > 0 {
 		s.Allow = lowerRuleValues(s.Allow, p.foldCaseFields)
@@ -496,9 +508,6 @@ func init() {
 		issuer: func(s *oidcSection) (string, error) {
 			if s.Issuer == "" {
 				return "", errors.New("issuer is required: the URL of the OIDC issuer, whose discovery document is <issuer>/.well-known/openid-configuration")
-			}
-			if u, err := url.Parse(s.Issuer); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-				return "", fmt.Errorf("issuer %q is not an https:// URL", s.Issuer)
 			}
 			return s.Issuer, nil
 		},
