@@ -13,7 +13,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/mbot-dev/mbot/authority/policy"
@@ -57,8 +56,7 @@ type Env struct {
 	// Now is the clock; tests move it.
 	Now func() time.Time
 
-	mu        sync.Mutex
-	verifiers map[string]*remoteIssuer // by issuer URL
+	issuers issuers
 }
 
 func (e *Env) now() time.Time {
