@@ -314,6 +314,12 @@ func (v *kubernetesInClusterVerifier) Verify(ctx context.Context, proof string) 
 	if err != nil {
 		return nil, err
 	}
+	return v.admit(payload, st)
+}
+
+// admit judges the API server's review st of a token whose payload is
+// payload: the part of Verify after the network, fuzzed on its own.
+func (v *kubernetesInClusterVerifier) admit(payload []byte, st *tokenReviewStatus) (*Admission, error) {
 	if !st.Authenticated {
 		reason := st.Error
 		if reason == "" {
