@@ -247,6 +247,7 @@ func (a *Authority) signOutput(bot, joinToken, output string, g *policy.Grant, k
 		Principals: principals,
 		NotAfter:   notAfter,
 		Serial:     serial,
+		Extensions: g.SSHExtensions,
 	})
 	if err != nil {
 		return nil, err
