@@ -30,6 +30,7 @@ type oidcServer struct {
 	hugeDoc     atomic.Bool  // the discovery document is larger than maxDocument
 	jwksURI     atomic.Value // string; default <URL>/.well-known/jwks
 	issuerName  atomic.Value // string; default URL
+	redirect    atomic.Value // string; discovery redirects there
 }
 
 func startOIDC(t *testing.T, keys ...jose.JSONWebKey) *oidcServer {
@@ -39,9 +40,13 @@ func startOIDC(t *testing.T, keys ...jose.JSONWebKey) *oidcServer {
 	s.srv = httptest.NewServer(mux)
 	t.Cleanup(s.srv.Close)
 	s.URL = s.srv.URL
-	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
 		s.discoveries.Add(1)
 		time.Sleep(time.Duration(s.delay.Load()))
+		if to, ok := s.redirect.Load().(string); ok {
+			http.Redirect(w, r, to, http.StatusFound)
+			return
+		}
 		if s.down.Load() {
 			http.Error(w, "unavailable", http.StatusServiceUnavailable)
 			return
@@ -198,6 +203,8 @@ func TestDiscoveryRefusals(t *testing.T) {
 		{"oversized JWKS", func(s *oidcServer) { s.huge.Store(true) }, "answered with more than 1048576 bytes"},
 		{"oversized discovery document", func(s *oidcServer) { s.hugeDoc.Store(true) }, "answered with more than 1048576 bytes"},
 		{"jwks_uri over plain http", func(s *oidcServer) { s.jwksURI.Store("http://keys.example.com/jwks") }, "plain http is allowed only for a loopback address"},
+		{"redirect to plain http", func(s *oidcServer) { s.redirect.Store("http://issuer.example.com/.well-known/openid-configuration") },
+			"plain http is allowed only for a loopback address"},
 		{"document of another issuer", func(s *oidcServer) { s.issuerName.Store("https://evil.example.com") }, `names issuer "https://evil.example.com"`},
 	}
 	for _, tc := range tests {

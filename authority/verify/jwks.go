@@ -151,7 +151,15 @@ func getDocument(ctx context.Context, client *http.Client, url string, timeout t
 	if err != nil {
 		return nil, err
 	}
-	resp, err := client.Do(req)
+	// A redirect must not lead where an issuer URL may not point.
+	c := *client
+	c.CheckRedirect = func(next *http.Request, via []*http.Request) error {
+		if len(via) >= 5 {
+			return errors.New("more than 5 redirects")
+		}
+		return checkRemoteURL(next.URL.String())
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		return nil, err
 	}
