@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/mbot-dev/mbot/authority/policy"
+	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/identity"
 	"github.com/mbot-dev/mbot/internal/lazyregexp"
@@ -229,6 +230,7 @@ func (a *Authority) signUser(ctx context.Context, req UserSignRequest, ev *store
 	set := a.Resources()
 	traits := map[string][]string{"logins": req.Logins}
 	var logins, roles []string
+	var specs []*resources.RoleSpec
 	out := &SignedUser{}
 	for _, rn := range req.Roles {
 		if slices.Contains(roles, rn) {
@@ -255,6 +257,7 @@ func (a *Authority) signUser(ctx context.Context, req UserSignRequest, ev *store
 				rn, shortDuration(m), shortDuration(maxTTL), shortDuration(req.TTL)))
 		}
 		roles = append(roles, rn)
+		specs = append(specs, &role.Spec)
 		for _, tmpl := range role.Spec.Logins {
 			expanded := policy.ExpandTemplate(tmpl, traits)
 			if len(expanded) == 0 {
@@ -296,6 +299,9 @@ func (a *Authority) signUser(ctx context.Context, req UserSignRequest, ev *store
 		Principals: principals,
 		NotAfter:   notAfter,
 		Serial:     serial,
+		// A signed user gets what the roles grant, as a bot does: the
+		// roles are the one place that says what a session may do.
+		Extensions: policy.SSHExtensions(specs...),
 	})
 	if err != nil {
 		return nil, err

@@ -208,30 +208,32 @@ func parseKeys(what string, outputs []identity.OutputRequest, ttlSeconds int64) 
 			return nil, identity.Errorf(identity.CodeBadRequest, "output %q: ssh_public_key is not an authorized_keys line: %v", out.Name, err)
 		}
 		if err := checkSSHKey(sshKey); err != nil {
-			return nil, identity.Errorf(identity.CodeBadRequest, "output %q: %v", out.Name, err)
+			return nil, identity.Errorf(identity.CodeUnsupportedKey, "output %q: ssh_public_key: %v", out.Name, err)
 		}
 		tlsKey, err := identity.ParseTLSPublicKey(out.TLSPublicKey)
 		if err != nil {
 			return nil, identity.Errorf(identity.CodeBadRequest, "output %q: %v", out.Name, err)
+		}
+		// Checked here, before the proof is verified and consumed, so that a
+		// refused key leaves the proof usable with a good one.
+		if err := identity.CheckPublicKey(tlsKey); err != nil {
+			return nil, identity.Errorf(identity.CodeUnsupportedKey, "output %q: tls_public_key: %v", out.Name, err)
 		}
 		keys[i] = outputKeys{ssh: sshKey, tls: tlsKey}
 	}
 	return keys, nil
 }
 
+// checkSSHKey applies the key policy of identity.CheckPublicKey to an SSH
+// key; security-key (sk-*) types are refused, as a bot has no token to touch.
 func checkSSHKey(k ssh.PublicKey) error {
 	switch k.Type() {
-	case ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521:
-		return nil
-	case ssh.KeyAlgoRSA:
+	case ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521, ssh.KeyAlgoRSA:
 		if ck, ok := k.(ssh.CryptoPublicKey); ok {
-			if bits := rsaBits(ck.CryptoPublicKey()); bits >= 2048 {
-				return nil
-			}
+			return identity.CheckPublicKey(ck.CryptoPublicKey())
 		}
-		return errors.New("ssh_public_key: RSA keys must have at least 2048 bits")
 	}
-	return fmt.Errorf("ssh_public_key: key type %s is not accepted; use ed25519 or ecdsa", k.Type())
+	return fmt.Errorf("key type %s is not accepted; use an Ed25519 key, an ECDSA key on P-256 or P-384, or RSA of at least 2048 bits", k.Type())
 }
 
 // signOutput certifies one output's keys for its grant.
@@ -260,6 +262,7 @@ func (a *Authority) signOutput(bot, joinToken, output string, g *policy.Grant, k
 		Principals: principals,
 		NotAfter:   notAfter,
 		Serial:     serial,
+		Extensions: g.SSHExtensions,
 	})
 	if err != nil {
 		return nil, err

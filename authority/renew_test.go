@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -329,6 +330,18 @@ func TestRenewRefusals(t *testing.T) {
 
 	t.Run("bad-request", func(t *testing.T) {
 		wantCode(t, "renewal without outputs", renew(h.cert), identity.CodeBadRequest, "outputs")
+	})
+
+	t.Run("unsupported-key", func(t *testing.T) {
+		// Refused before anything advances: role-denied-does-not-advance,
+		// next, renews generation 1.
+		short, err := rsa.GenerateKey(rand.Reader, 1024)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := newOutput(t, "identity")
+		bad.req.TLSPublicKey = tlsPEM(t, &short.PublicKey)
+		wantCode(t, "renewal with an RSA-1024 TLS key", renew(h.cert, bad), identity.CodeUnsupportedKey, "tls_public_key", "2048")
 	})
 
 	t.Run("role-denied-does-not-advance", func(t *testing.T) {

@@ -2,7 +2,6 @@ package authority
 
 import (
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/binary"
@@ -20,15 +19,6 @@ import (
 // behind still accepts them.
 const clockSkew = time.Minute
 
-// userExtensions are the permissions OpenSSH grants a user certificate by default.
-var userExtensions = map[string]string{
-	"permit-X11-forwarding":   "",
-	"permit-agent-forwarding": "",
-	"permit-port-forwarding":  "",
-	"permit-pty":              "",
-	"permit-user-rc":          "",
-}
-
 // SSHCertRequest describes one SSH certificate.
 type SSHCertRequest struct {
 	Key        ssh.PublicKey
@@ -36,11 +26,14 @@ type SSHCertRequest struct {
 	Principals []string
 	NotAfter   time.Time
 	Serial     uint64
+	// Extensions are a user certificate's permit-* permissions; OpenSSH
+	// allows a session only what its certificate lists.
+	Extensions map[string]string
 }
 
 // SignSSHUser certifies a user key for the given logins.
 func (c *CAs) SignSSHUser(r SSHCertRequest) (*ssh.Certificate, error) {
-	return signSSH(c.SSHUser, ssh.UserCert, r, userExtensions)
+	return signSSH(c.SSHUser, ssh.UserCert, r, r.Extensions)
 }
 
 // SignSSHHost certifies a host key for the given host names.
@@ -148,13 +141,6 @@ func (c *CAs) signTLS(tmpl *x509.Certificate, pub any) (*SignedCert, error) {
 
 // serialString formats a serial the way openssl prints it.
 func serialString(n *big.Int) string { return fmt.Sprintf("%X", n) }
-
-func rsaBits(k any) int {
-	if rk, ok := k.(*rsa.PublicKey); ok {
-		return rk.N.BitLen()
-	}
-	return 0
-}
 
 func pkixName(cn, cluster string) pkix.Name {
 	return pkix.Name{CommonName: cn, Organization: []string{cluster}}

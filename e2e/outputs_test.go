@@ -21,12 +21,13 @@ const (
 	roleA      = "deploy-a"
 	roleB      = "ops-b"
 	roleMFA    = "admin-mfa"
+	roleTunnel = "tunnel-a"
 	tokenMulti = "github-multi"
 )
 
 // multiRolesYAML adds to the cluster's resources a bot with two roles whose
-// logins differ (%[1]s is role A's login, %[2]s role B's) and a role that
-// requires per-session MFA.
+// logins differ (%[1]s is role A's login, %[2]s role B's), a role that
+// requires per-session MFA and one that permits port forwarding.
 const multiRolesYAML = `
 ---
 kind: role
@@ -47,6 +48,13 @@ metadata: {name: ` + roleMFA + `}
 spec:
   logins: [%[1]s]
   require_session_mfa: true
+---
+kind: role
+version: v1
+metadata: {name: ` + roleTunnel + `}
+spec:
+  logins: [%[1]s]
+  permit_port_forwarding: true
 ---
 kind: bot
 version: v1

@@ -109,6 +109,20 @@ func TestSignUser(t *testing.T) {
 			t.Errorf("sshd did not log a certificate login of user=alice:\n%s", srv.logs)
 		}
 		wantDenied(t, srv.connect(t, c, "-F", filepath.Join(out, "ssh_config"), "-l", mc.loginB), "the signed identity as "+mc.loginB)
+
+		// sshd allows a session only the permit-* extensions its roles grant:
+		// a remote forward is refused unless a role permits port forwarding.
+		forward := []string{"-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:9"}
+		res = srv.connect(t, c, slices.Concat([]string{"-F", filepath.Join(out, "ssh_config")}, forward)...)
+		if res.code == 0 || !strings.Contains(res.stderr, "remote port forwarding failed") {
+			t.Errorf("a remote forward without permit_port_forwarding: %s\nsshd:\n%s", res, srv.logs)
+		}
+		tunnel := filepath.Join(t.TempDir(), "dave")
+		mustMbot(t, env, "sign", "--config", c.config, "--user", "dave", "--roles", roleA+","+roleTunnel, "--ttl", "1h", "--out", tunnel)
+		res = srv.connect(t, c, slices.Concat([]string{"-F", filepath.Join(tunnel, "ssh_config")}, forward)...)
+		if res.code != 0 || strings.TrimSpace(res.stdout) != "mbot-ok" {
+			t.Errorf("a remote forward with role %s (permit_port_forwarding: true): %s\nsshd:\n%s", roleTunnel, res, srv.logs)
+		}
 	})
 
 	t.Run("logins-trait", func(t *testing.T) {

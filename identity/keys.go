@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -75,4 +76,44 @@ func ParseTLSPublicKey(pemText string) (any, error) {
 		return nil, fmt.Errorf("tls_public_key is not a PEM PUBLIC KEY block")
 	}
 	return x509.ParsePKIXPublicKey(block.Bytes)
+}
+
+// MinRSABits is the smallest RSA modulus the authority certifies.
+const MinRSABits = 2048
+
+// CheckPublicKey applies the authority's key policy, the same for SSH and
+// TLS keys: Ed25519, ECDSA on P-256, P-384 or P-521, or RSA of at least
+// MinRSABits. P-521 is kept because OpenSSH has long offered it and it is
+// no weaker than the others; everything else (short RSA, P-224, DSA,
+// X25519, which cannot sign) is refused with a sentence saying what to use.
+func CheckPublicKey(key any) error {
+	const use = "use an Ed25519 key, an ECDSA key on P-256 or P-384, or RSA of at least 2048 bits"
+	switch k := key.(type) {
+	case ed25519.PublicKey:
+		return nil
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256(), elliptic.P384(), elliptic.P521():
+			return nil
+		}
+		return fmt.Errorf("ECDSA keys on curve %s are not accepted; %s", k.Curve.Params().Name, use)
+	case *rsa.PublicKey:
+		if bits := k.N.BitLen(); bits < MinRSABits {
+			return fmt.Errorf("RSA keys must have at least %d bits, this one has %d; %s", MinRSABits, bits, use)
+		}
+		return nil
+	}
+	return fmt.Errorf("%s keys are not accepted; %s", keyTypeName(key), use)
+}
+
+// keyTypeName names a key type the way people know it, for messages.
+func keyTypeName(key any) string {
+	name := fmt.Sprintf("%T", key)
+	switch name {
+	case "*dsa.PublicKey":
+		return "DSA"
+	case "*ecdh.PublicKey":
+		return "X25519/ECDH"
+	}
+	return name
 }

@@ -19,6 +19,8 @@ type Grant struct {
 	Roles  []string
 	Logins []string
 	TTL    time.Duration
+	// SSHExtensions are the permit-* extensions of the SSH certificate.
+	SSHExtensions map[string]string
 	// CapNote says why the TTL is lower than asked, when it is.
 	CapNote string
 }
@@ -37,6 +39,7 @@ func ResolveGrant(set *resources.Set, bot *resources.Bot, requested []string, tt
 		g.TTL = DefaultTTL
 	}
 	limit, limitBy := botCap, "the authority's bot cap"
+	var specs []*resources.RoleSpec
 	for _, rn := range roles {
 		if !slices.Contains(bot.Spec.Roles, rn) {
 			return nil, identity.Errorf(identity.CodeRoleDenied, "bot %q does not hold role %q; it holds %s. Ask for one of those roles or add %q to the bot's spec.roles",
@@ -58,6 +61,7 @@ func ResolveGrant(set *resources.Set, bot *resources.Bot, requested []string, tt
 			limit, limitBy = m, fmt.Sprintf("role %q max_ttl", rn)
 		}
 		g.Roles = append(g.Roles, rn)
+		specs = append(specs, &role.Spec)
 		for _, login := range role.Spec.Logins {
 			for _, l := range ExpandTemplate(login, bot.Spec.Traits) {
 				if !slices.Contains(g.Logins, l) {
@@ -66,11 +70,39 @@ func ResolveGrant(set *resources.Set, bot *resources.Bot, requested []string, tt
 			}
 		}
 	}
+	g.SSHExtensions = SSHExtensions(specs...)
 	if g.TTL > limit {
 		g.CapNote = fmt.Sprintf("requested TTL %s is above %s (%s); certificates are valid for %s", g.TTL, limitBy, limit, limit)
 		g.TTL = limit
 	}
 	return g, nil
+}
+
+// SSHExtensions returns the permit-* extensions of an SSH certificate for
+// roles. A permission is granted when any of the roles grants it (as in
+// Teleport, where these options combine by union); a role that leaves one
+// unset grants its default: permit_pty true, the others false. No role, no
+// permission.
+func SSHExtensions(roles ...*resources.RoleSpec) map[string]string {
+	ext := map[string]string{}
+	for _, r := range roles {
+		for _, p := range []struct {
+			set  *bool
+			def  bool
+			name string
+		}{
+			{r.PermitPTY, true, "permit-pty"},
+			{r.PermitPortForwarding, false, "permit-port-forwarding"},
+			{r.PermitAgentForwarding, false, "permit-agent-forwarding"},
+			{r.PermitX11Forwarding, false, "permit-X11-forwarding"},
+			{r.PermitUserRC, false, "permit-user-rc"},
+		} {
+			if (p.set == nil && p.def) || (p.set != nil && *p.set) {
+				ext[p.name] = ""
+			}
+		}
+	}
+	return ext
 }
 
 var templateRe = lazyregexp.New(`\{\{\s*(internal|external)\.([A-Za-z0-9_\-]+)\s*\}\}`)

@@ -52,6 +52,13 @@ type RoleSpec struct {
 	MaxTTL            Duration `yaml:"max_ttl,omitempty" json:"max_ttl,omitempty"`
 	RequireSessionMFA bool     `yaml:"require_session_mfa,omitempty" json:"require_session_mfa,omitempty"`
 	DeviceTrustMode   string   `yaml:"device_trust_mode,omitempty" json:"device_trust_mode,omitempty"`
+	// SSH session permissions of the role's certificates, as Teleport's
+	// role options; unset means the default (see policy.SSHExtensions).
+	PermitPTY             *bool `yaml:"permit_pty,omitempty" json:"permit_pty,omitempty"`
+	PermitPortForwarding  *bool `yaml:"permit_port_forwarding,omitempty" json:"permit_port_forwarding,omitempty"`
+	PermitAgentForwarding *bool `yaml:"permit_agent_forwarding,omitempty" json:"permit_agent_forwarding,omitempty"`
+	PermitX11Forwarding   *bool `yaml:"permit_x11_forwarding,omitempty" json:"permit_x11_forwarding,omitempty"`
+	PermitUserRC          *bool `yaml:"permit_user_rc,omitempty" json:"permit_user_rc,omitempty"`
 }
 
 // BotSpec is a machine identity: the roles it may use and its traits.

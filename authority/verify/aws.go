@@ -9,7 +9,6 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -142,24 +141,10 @@ func parseSTSEndpoint(s string) (stsEndpoint, error) {
 	if u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
 		return stsEndpoint{}, fmt.Errorf("%q must be https://host[:port] with no path, user or query", s)
 	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !isLoopback(u.Hostname()) {
-			return stsEndpoint{}, fmt.Errorf("%q: plain http is allowed only for a loopback test endpoint; use https", s)
-		}
-	default:
-		return stsEndpoint{}, fmt.Errorf("%q: the scheme must be https", s)
+	if err := checkRemoteURL(s); err != nil {
+		return stsEndpoint{}, err
 	}
 	return stsEndpoint{scheme: u.Scheme, host: strings.ToLower(u.Host)}, nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // isAWSSTSHost reports whether host is one of the STS endpoints AWS serves:

@@ -447,7 +447,7 @@ func TestIAMSectionErrors(t *testing.T) {
 		{"unknown rule field", "allow:\n  - aws_role: ci\n", `line 9: allow[0]: unknown field "aws_role"`},
 		{"unknown section field", "allow:\n  - aws_account: \"123456789012\"\nregion: us-east-1\n", "line 10: spec.iam.region is not a known field"},
 		{"plain http to a remote endpoint", "allow:\n  - aws_account: \"123456789012\"\nsts_endpoints:\n  - https://vpce-1.sts.us-east-1.vpce.amazonaws.com\n  - http://sts.internal.example\n",
-			"line 12: spec.iam.sts_endpoints[1]: \"http://sts.internal.example\": plain http is allowed only for a loopback test endpoint"},
+			"line 12: spec.iam.sts_endpoints[1]: \"http://sts.internal.example\": plain http is allowed only for a loopback address"},
 		{"endpoint with a path", "allow:\n  - aws_account: \"123456789012\"\nsts_endpoints: [https://proxy.example/sts]\n", "must be https://host[:port]"},
 		{"another scheme", "allow:\n  - aws_account: \"123456789012\"\nsts_endpoints: [\"ftp://sts.example\"]\n", "the scheme must be https"},
 	}

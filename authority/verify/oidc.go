@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -99,6 +98,19 @@ func (p *oidcPlatform) Compile(tokenName string, section *yaml.Node, env *Env) (
 	if err != nil {
 		return nil, fmt.Errorf("line %d: spec.%s: %v", section.Line, p.name, err)
 	}
+	if s.StaticJWKS == "" {
+		// The authority will fetch the issuer's discovery document and keys.
+		if err := checkRemoteURL(issuer); err != nil {
+			line, key := section.Line, p.name
+			for _, k := range []string{"issuer", p.issuerKey()} {
+				if n := resources.Lookup(section, k); n != nil {
+					line, key = n.Line, p.name+"."+k
+					break
+				}
+			}
+			return nil, fmt.Errorf("line %d: spec.%s: the issuer %v", line, key, err)
+		}
+	}
 	if len(p.foldCaseFields) > 0 {
 		s.Allow = lowerRuleValues(s.Allow, p.foldCaseFields)
 	}
@@ -185,11 +197,14 @@ func (v *oidcVerifier) Verify(ctx context.Context, proof string) (*Admission, er
 	verifier := v.static
 	if verifier == nil {
 		if verifier, err = v.env.remoteVerifier(ctx, v.issuer); err != nil {
-			return nil, &identity.Error{Code: identity.CodeIssuerUnavailable, Err: err,
-				Message: fmt.Sprintf("join token %q: cannot fetch the signing keys of %s (%v); check that the authority can reach it, or set static_jwks", v.tokenName, v.issuer, err)}
+			return nil, v.unavailable(err)
 		}
 	}
-	tok, err := verifier.Verify(ctx, proof)
+	vctx, fetchFailed := withKeysUnavailable(ctx)
+	tok, err := verifier.Verify(vctx, proof)
+	if fetchFailed.err != nil {
+		return nil, v.unavailable(fetchFailed.err)
+	}
 	if err != nil {
 		return nil, &identity.Error{Code: identity.CodeProofInvalid, Err: err,
 			Message: fmt.Sprintf("join token %q: the token's signature does not verify against %s's keys (%s); present a token freshly issued by the platform",
@@ -230,6 +245,11 @@ func (v *oidcVerifier) Verify(ctx context.Context, proof string) (*Admission, er
 	}
 	sum := sha256.Sum256([]byte(v.issuer + "\x00" + id))
 	return &Admission{Claims: claims, ProofID: hex.EncodeToString(sum[:]), UsableUntil: tok.Expiry.Add(Leeway)}, nil
+}
+
+func (v *oidcVerifier) unavailable(err error) *identity.Error {
+	return &identity.Error{Code: identity.CodeIssuerUnavailable, Err: err,
+		Message: fmt.Sprintf("join token %q: cannot fetch the signing keys of %s (%v); check that the authority can reach it, or set static_jwks", v.tokenName, v.issuer, err)}
 }
 
 func (v *oidcVerifier) checkLifetime(tok *oidc.IDToken, nbf *json.Number) error {
@@ -277,54 +297,6 @@ func unverifiedIssuer(token string) (string, error) {
 		return "", errors.New("the token has no iss claim")
 	}
 	return c.Issuer, nil
-}
-
-// remoteIssuer is a discovered issuer with its cached keys.
-type remoteIssuer struct {
-	verifier *oidc.IDTokenVerifier
-}
-
-// remoteVerifier discovers issuer once and reuses its verifier (and key
-// cache) for every join token that trusts it. A failed discovery is retried
-// on the next join.
-func (e *Env) remoteVerifier(ctx context.Context, issuer string) (*oidc.IDTokenVerifier, error) {
-	e.mu.Lock()
-	r, ok := e.verifiers[issuer]
-	e.mu.Unlock()
-	if ok {
-		return r.verifier, nil
-	}
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if e.HTTPClient != nil {
-		dctx = oidc.ClientContext(dctx, e.HTTPClient)
-	}
-	provider, err := oidc.NewProvider(dctx, issuer)
-	if err != nil {
-		return nil, err
-	}
-	var meta struct {
-		JWKSURL string `json:"jwks_uri"`
-	}
-	if err := provider.Claims(&meta); err != nil || meta.JWKSURL == "" {
-		return nil, fmt.Errorf("the discovery document of %s has no jwks_uri", issuer)
-	}
-	client := e.HTTPClient
-	if client == nil {
-		client = http.DefaultClient
-	}
-	r = &remoteIssuer{verifier: oidc.NewVerifier(issuer, newJWKSCache(meta.JWKSURL, client), verifierConfig())}
-	e.mu.Lock()
-	if e.verifiers == nil {
-		e.verifiers = map[string]*remoteIssuer{}
-	}
-	if prev, ok := e.verifiers[issuer]; ok {
-		r = prev
-	} else {
-		e.verifiers[issuer] = r
-	}
-	e.mu.Unlock()
-	return r.verifier, nil
 }
 
 // missingClaimError names a claim every token of the platform must have.
@@ -519,8 +491,9 @@ func init() {
 			if s.Issuer == "" {
 				return "", errors.New("issuer is required: the URL of the OIDC issuer, whose discovery document is <issuer>/.well-known/openid-configuration")
 			}
+			// Compile checks the scheme (checkRemoteURL); here only whose issuer it is.
 			u, err := url.Parse(s.Issuer)
-			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			if err != nil {
 				return "", fmt.Errorf("issuer %q is not an https:// URL", s.Issuer)
 			}
 			if err := refuseSharedIssuer(u); err != nil {

@@ -7,11 +7,12 @@ package verify
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/mbot-dev/mbot/authority/policy"
@@ -55,8 +56,7 @@ type Env struct {
 	// Now is the clock; tests move it.
 	Now func() time.Time
 
-	mu        sync.Mutex
-	verifiers map[string]*remoteIssuer // by issuer URL
+	issuers issuers
 }
 
 func (e *Env) now() time.Time {
@@ -117,4 +117,33 @@ func anyOf(pins ...func(string) bool) func(string) bool {
 		}
 		return false
 	}
+}
+
+// checkRemoteURL refuses a URL the authority would fetch (an issuer, its
+// keys, an STS endpoint) unless it is https://. Plain http:// is allowed
+// only to a loopback address, where simulators run in tests: anywhere else
+// whoever is on the path could serve their own keys.
+func checkRemoteURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.User != nil {
+		return fmt.Errorf("%q is not an https:// URL", s)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if isLoopback(u.Hostname()) {
+			return nil
+		}
+		return fmt.Errorf("%q: plain http is allowed only for a loopback address (127.0.0.0/8, ::1, localhost); use https", s)
+	}
+	return fmt.Errorf("%q: the scheme must be https", s)
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
