@@ -36,6 +36,8 @@ type Authority struct {
 	// checked is when (UnixNano) the store's resources version was last compared.
 	checked atomic.Int64
 	locks   botLocks
+	// refusals limits refused requests per remote address (refusals.go).
+	refusals refusalLimiter
 }
 
 // state is one consistent view of the resources with their join tokens compiled.
