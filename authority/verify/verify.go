@@ -54,6 +54,9 @@ type Env struct {
 	HTTPClient *http.Client
 	// Now is the clock; tests move it.
 	Now func() time.Time
+	// Outbound bounds the calls made to other services to judge a proof
+	// (outbound.go); nil means the defaults.
+	Outbound *Outbound
 
 	mu        sync.Mutex
 	verifiers map[string]*remoteIssuer // by issuer URL
