@@ -19,6 +19,11 @@ import (
 // maxOutputs bounds the outputs one join may ask for.
 const maxOutputs = 16
 
+// maxTTLSeconds bounds the TTL a request may ask for: anything above the
+// caps is lowered to them with a warning, but a TTL this long is no honest
+// request, and its nanoseconds would overflow a time.Duration.
+const maxTTLSeconds = 366 * 24 * 60 * 60
+
 // maxProof bounds a proof: the largest real one, an AWS signed request or a
 // JWT with every claim of its platform, is a few kilobytes.
 const maxProof = 64 << 10
@@ -207,6 +212,9 @@ func parseKeys(what string, outputs []identity.OutputRequest, ttlSeconds int64) 
 		return nil, identity.Errorf(identity.CodeBadRequest, "a %s asks for 1 to %d outputs, not %d", what, maxOutputs, len(outputs))
 	case ttlSeconds < 0:
 		return nil, identity.Errorf(identity.CodeBadRequest, "ttl must not be negative")
+	case ttlSeconds > maxTTLSeconds:
+		return nil, identity.Errorf(identity.CodeBadRequest, "ttl of %d seconds is longer than any certificate this authority signs; ask for at most %s (--ttl)",
+			ttlSeconds, identity.MaxBotTTL)
 	}
 	keys := make([]outputKeys, len(outputs))
 	seen := map[string]bool{}
