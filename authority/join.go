@@ -229,18 +229,25 @@ func parseKeys(what string, outputs []identity.OutputRequest, ttlSeconds int64) 
 		seen[out.Name] = true
 		sshKey, _, _, _, err := ssh.ParseAuthorizedKey([]byte(out.SSHPublicKey))
 		if err != nil {
-			return nil, identity.Errorf(identity.CodeBadRequest, "output %q: ssh_public_key is not an authorized_keys line: %v", out.Name, err)
+			return nil, identity.Errorf(identity.CodeBadRequest, "output %q: ssh_public_key is not an authorized_keys line (%s)", out.Name, quoteError(err))
 		}
 		if err := checkSSHKey(sshKey); err != nil {
 			return nil, identity.Errorf(identity.CodeBadRequest, "output %q: %v", out.Name, err)
 		}
 		tlsKey, err := identity.ParseTLSPublicKey(out.TLSPublicKey)
 		if err != nil {
-			return nil, identity.Errorf(identity.CodeBadRequest, "output %q: %v", out.Name, err)
+			return nil, identity.Errorf(identity.CodeBadRequest, "output %q: the tls_public_key is refused (%s)", out.Name, quoteError(err))
 		}
 		keys[i] = outputKeys{ssh: sshKey, tls: tlsKey}
 	}
 	return keys, nil
+}
+
+// quoteError is a parser's error about what the caller sent, as a refusal
+// message carries it: parsers quote the offending bytes as they are, and
+// the message reaches the log and terminals.
+func quoteError(err error) string {
+	return identity.Quote(identity.Truncate(err.Error(), 200))
 }
 
 func checkSSHKey(k ssh.PublicKey) error {
