@@ -25,7 +25,7 @@ func FuzzJoinRequest(f *testing.F) {
 		f.Fatal(err)
 	}
 	good := identity.JoinRequest{JoinToken: "github-deploy", Method: "github", TTLSeconds: 3600,
-		Proof: "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJpc3MiOiJodHRwczovL3Rva2VuLmFjdGlvbnMuZ2l0aHVidXNlcmNvbnRlbnQuY29tIiwicmVwb3NpdG9yeSI6ImFjbWUvYXBwIn0.c2ln",
+		Proof:   "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJpc3MiOiJodHRwczovL3Rva2VuLmFjdGlvbnMuZ2l0aHVidXNlcmNvbnRlbnQuY29tIiwicmVwb3NpdG9yeSI6ImFjbWUvYXBwIn0.c2ln",
 		Outputs: []identity.OutputRequest{{Name: "identity", Roles: []string{"deploy"}, SSHPublicKey: keys.SSHPublicKey(), TLSPublicKey: keys.TLSPublicKeyPEM()}}}
 	seed := func(edit func(r *identity.JoinRequest)) {
 		r := good
