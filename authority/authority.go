@@ -43,6 +43,8 @@ type Authority struct {
 	// pin an owner is left out instead of locking the admin out; mbot lint
 	// reports it and mbot apply replaces it. Open and Apply still refuse it.
 	adminOnly bool
+	// refusals limits refused requests per remote address (refusals.go).
+	refusals refusalLimiter
 }
 
 // state is one consistent view of the resources with their join tokens compiled.

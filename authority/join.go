@@ -11,6 +11,7 @@ import (
 	"github.com/mbot-dev/mbot/authority/policy"
 	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/authority/store"
+	"github.com/mbot-dev/mbot/authority/verify"
 	"github.com/mbot-dev/mbot/identity"
 	"golang.org/x/crypto/ssh"
 )
@@ -18,20 +19,41 @@ import (
 // maxOutputs bounds the outputs one join may ask for.
 const maxOutputs = 16
 
+// maxTTLSeconds bounds the TTL a request may ask for: anything above the
+// caps is lowered to them with a warning, but a TTL this long is no honest
+// request, and its nanoseconds would overflow a time.Duration.
+const maxTTLSeconds = 366 * 24 * 60 * 60
+
+// maxProof bounds a proof: the largest real one, an AWS signed request or a
+// JWT with every claim of its platform, is a few kilobytes.
+const maxProof = 64 << 10
+
 // Join admits or refuses one join request and records the outcome in the
-// audit log either way. A refusal is an *identity.Error.
+// audit log either way. A refusal is an *identity.Error. Every value of the
+// record and the log line is bounded (store.AuditEvent.Bound) whatever the
+// request carries.
 func (a *Authority) Join(ctx context.Context, req *identity.JoinRequest, remote string) (*identity.JoinResponse, error) {
 	ev := &store.AuditEvent{Event: "join", JoinToken: req.JoinToken, Method: req.Method, Remote: remote}
 	resp, err := a.join(ctx, req, ev)
 	if err != nil {
 		refusal := a.recordRefusal(ctx, ev, err)
-		a.log.Warn("join refused", "join_token", req.JoinToken, "method", req.Method, "bot", ev.Bot,
-			"code", refusal.Code, "reason", refusal.Message, "cause", refusal.Err, "remote", remote)
+		a.log.Warn("join refused", "join_token", ev.JoinToken, "method", ev.Method, "bot", ev.Bot,
+			"code", refusal.Code, "reason", ev.Message, "cause", boundedCause(refusal.Err), "remote", ev.Remote,
+			"truncated_bytes", ev.TruncatedBytes)
 		return nil, refusal
 	}
-	a.log.Info("join admitted", "join_token", req.JoinToken, "method", req.Method, "bot", ev.Bot,
-		"roles", ev.Roles, "not_after", ev.NotAfter, "remote", remote)
+	a.log.Info("join admitted", "join_token", ev.JoinToken, "method", ev.Method, "bot", ev.Bot,
+		"roles", ev.Roles, "not_after", ev.NotAfter, "remote", ev.Remote)
 	return resp, nil
+}
+
+// boundedCause is the underlying error of a refusal as logged: it may
+// quote what the caller sent, so it gets the audit message's bound.
+func boundedCause(err error) any {
+	if err == nil {
+		return nil
+	}
+	return identity.Truncate(err.Error(), store.MaxAuditMessage)
 }
 
 // recordRefusal records a refused join or renewal in the audit log and
@@ -48,6 +70,7 @@ func (a *Authority) recordRefusal(ctx context.Context, ev *store.AuditEvent, err
 	}
 	// Certificates signed before a late refusal (replay) are never handed out.
 	ev.Serials, ev.NotAfter = nil, time.Time{}
+	ev.Bound()
 	if aerr := a.store.Audit(context.WithoutCancel(ctx), ev); aerr != nil {
 		a.log.Error("recording refused "+ev.Event, "err", aerr)
 	}
@@ -178,12 +201,21 @@ type outputKeys struct {
 }
 
 // parseOutputKeys checks the request's shape and parses every output's keys.
+// The join token and method are checked first: they are recorded and
+// logged with every refusal.
 func parseOutputKeys(req *identity.JoinRequest) ([]outputKeys, error) {
+	if err := identity.CheckName("join_token", req.JoinToken); err != nil {
+		return nil, identity.Errorf(identity.CodeBadRequest, "%v; check --token (MBOT_TOKEN)", err)
+	}
+	if _, ok := verify.Methods[req.Method]; !ok {
+		return nil, identity.Errorf(identity.CodeBadRequest, "method %s is not a join method of this authority (%s); pass one of them with --join-method",
+			identity.Quote(identity.Truncate(req.Method, 40)), strings.Join(verify.MethodNames(), ", "))
+	}
 	switch {
-	case req.JoinToken == "":
-		return nil, identity.Errorf(identity.CodeBadRequest, "join_token is empty; pass --token (MBOT_TOKEN)")
 	case req.Proof == "":
 		return nil, identity.Errorf(identity.CodeBadRequest, "the request carries no proof of identity")
+	case len(req.Proof) > maxProof:
+		return nil, identity.Errorf(identity.CodeBadRequest, "the proof is %d bytes; a %s proof is a few kilobytes, at most %d bytes", len(req.Proof), req.Method, maxProof)
 	}
 	return parseKeys("join", req.Outputs, req.TTLSeconds)
 }
@@ -195,24 +227,31 @@ func parseKeys(what string, outputs []identity.OutputRequest, ttlSeconds int64) 
 		return nil, identity.Errorf(identity.CodeBadRequest, "a %s asks for 1 to %d outputs, not %d", what, maxOutputs, len(outputs))
 	case ttlSeconds < 0:
 		return nil, identity.Errorf(identity.CodeBadRequest, "ttl must not be negative")
+	case ttlSeconds > maxTTLSeconds:
+		return nil, identity.Errorf(identity.CodeBadRequest, "ttl of %d seconds is longer than any certificate this authority signs; ask for at most %s (--ttl)",
+			ttlSeconds, identity.MaxBotTTL)
 	}
 	keys := make([]outputKeys, len(outputs))
 	seen := map[string]bool{}
 	for i, out := range outputs {
+		// An output name reaches the SSH certificate's key ID, which sshd logs.
+		if err := identity.CheckName("output name", out.Name); err != nil {
+			return nil, identity.Errorf(identity.CodeBadRequest, "output %d: %v", i+1, err)
+		}
 		if seen[out.Name] {
 			return nil, identity.Errorf(identity.CodeBadRequest, "output %q appears twice", out.Name)
 		}
 		seen[out.Name] = true
 		sshKey, _, _, _, err := ssh.ParseAuthorizedKey([]byte(out.SSHPublicKey))
 		if err != nil {
-			return nil, identity.Errorf(identity.CodeBadRequest, "output %q: ssh_public_key is not an authorized_keys line: %v", out.Name, err)
+			return nil, identity.Errorf(identity.CodeBadRequest, "output %q: ssh_public_key is not an authorized_keys line (%s)", out.Name, quoteError(err))
 		}
 		if err := checkSSHKey(sshKey); err != nil {
 			return nil, identity.Errorf(identity.CodeUnsupportedKey, "output %q: ssh_public_key: %v", out.Name, err)
 		}
 		tlsKey, err := identity.ParseTLSPublicKey(out.TLSPublicKey)
 		if err != nil {
-			return nil, identity.Errorf(identity.CodeBadRequest, "output %q: %v", out.Name, err)
+			return nil, identity.Errorf(identity.CodeBadRequest, "output %q: the tls_public_key is refused (%s)", out.Name, quoteError(err))
 		}
 		// Checked here, before the proof is verified and consumed, so that a
 		// refused key leaves the proof usable with a good one.
@@ -222,6 +261,13 @@ func parseKeys(what string, outputs []identity.OutputRequest, ttlSeconds int64) 
 		keys[i] = outputKeys{ssh: sshKey, tls: tlsKey}
 	}
 	return keys, nil
+}
+
+// quoteError is a parser's error about what the caller sent, as a refusal
+// message carries it: parsers quote the offending bytes as they are, and
+// the message reaches the log and terminals.
+func quoteError(err error) string {
+	return identity.Quote(identity.Truncate(err.Error(), 200))
 }
 
 // checkSSHKey applies the key policy of identity.CheckPublicKey to an SSH

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -27,9 +26,12 @@ func (a *Authority) registerRenew(mux *http.ServeMux) {
 }
 
 func (a *Authority) handleRenew(w http.ResponseWriter, r *http.Request) {
+	if a.refuseLimited(w, r) {
+		return
+	}
 	var req identity.RenewRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(&req); err != nil {
-		writeError(w, identity.Errorf(identity.CodeBadRequest, "the request body is not a renewal request: %v", err))
+	if err := decodeBody(w, r, &req); err != nil {
+		a.refuseBody(w, r, "renew", err)
 		return
 	}
 	var cert *x509.Certificate
@@ -38,6 +40,7 @@ func (a *Authority) handleRenew(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, err := a.Renew(r.Context(), &req, cert, r.RemoteAddr)
 	if err != nil {
+		a.chargeRefusal(r.Context(), r.RemoteAddr, err)
 		writeError(w, err)
 		return
 	}
@@ -58,11 +61,11 @@ func (a *Authority) Renew(ctx context.Context, req *identity.RenewRequest, cert 
 	if err != nil {
 		refusal := a.recordRefusal(ctx, ev, err)
 		a.log.Warn("renewal refused", "bot", ev.Bot, "join_token", ev.JoinToken, "generation", ev.Claims["generation"],
-			"code", refusal.Code, "reason", refusal.Message, "cause", refusal.Err, "remote", remote)
+			"code", refusal.Code, "reason", ev.Message, "cause", boundedCause(refusal.Err), "remote", ev.Remote)
 		return nil, refusal
 	}
 	a.log.Info("renewal admitted", "bot", ev.Bot, "join_token", ev.JoinToken, "generation", ev.Claims["generation"],
-		"roles", ev.Roles, "not_after", ev.NotAfter, "remote", remote)
+		"roles", ev.Roles, "not_after", ev.NotAfter, "remote", ev.Remote)
 	return resp, nil
 }
 

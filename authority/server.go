@@ -10,12 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"time"
 
+	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/authority/verify"
 	"github.com/mbot-dev/mbot/identity"
 )
@@ -44,17 +47,49 @@ func (a *Authority) handlePing(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Authority) handleJoin(w http.ResponseWriter, r *http.Request) {
+	if a.refuseLimited(w, r) {
+		return
+	}
 	var req identity.JoinRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(&req); err != nil {
-		writeError(w, identity.Errorf(identity.CodeBadRequest, "the request body is not a join request: %v", err))
+	if err := decodeBody(w, r, &req); err != nil {
+		a.refuseBody(w, r, "join", err)
 		return
 	}
 	resp, err := a.Join(r.Context(), &req, r.RemoteAddr)
 	if err != nil {
+		a.chargeRefusal(r.Context(), r.RemoteAddr, err)
 		writeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// decodeBody reads a request body of at most maxBody bytes as JSON into v.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	return json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(v)
+}
+
+// refuseLimited answers rate_limited, without reading the request, when its
+// address was refused too often lately (refusals.go).
+func (a *Authority) refuseLimited(w http.ResponseWriter, r *http.Request) bool {
+	key := refusalKey(r.RemoteAddr)
+	wait, ok := a.refusals.admit(key, time.Now())
+	if !ok {
+		writeError(w, rateLimited(key, wait))
+	}
+	return !ok
+}
+
+// refuseBody refuses a request whose body is not JSON of the right shape,
+// and records the refusal like any other.
+func (a *Authority) refuseBody(w http.ResponseWriter, r *http.Request, event string, decodeErr error) {
+	what := map[string]string{"join": "join", "renew": "renewal"}[event]
+	refusal := identity.Errorf(identity.CodeBadRequest, "the request body is not a %s request: %v", what, decodeErr)
+	ev := &store.AuditEvent{Event: event, Remote: r.RemoteAddr}
+	a.recordRefusal(r.Context(), ev, refusal)
+	a.log.Warn(event+" refused", "code", refusal.Code, "reason", ev.Message, "remote", ev.Remote)
+	a.chargeRefusal(r.Context(), r.RemoteAddr, refusal)
+	writeError(w, refusal)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -69,7 +104,19 @@ func writeError(w http.ResponseWriter, err error) {
 	if !errors.As(err, &e) {
 		e = &identity.Error{Code: identity.CodeInternal, Message: "internal error; see the authority's log"}
 	}
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
+	}
 	writeJSON(w, e.Code.HTTPStatus(), identity.ErrorResponse{Code: e.Code, Message: e.Message})
+}
+
+// errorStatus is the HTTP status writeError answers err with.
+func errorStatus(err error) int {
+	var e *identity.Error
+	if !errors.As(err, &e) {
+		return http.StatusInternalServerError
+	}
+	return e.Code.HTTPStatus()
 }
 
 // ServingTLS returns a TLS config with a fresh serving certificate for the
@@ -172,6 +219,7 @@ func (a *Authority) Serve(ctx context.Context, ready func(addr net.Addr)) error 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(tls.NewListener(ln, tlsCfg)) }()
 	go a.pruneEvery(ctx, 10*time.Minute)
+	go a.recordBurstsEvery(ctx, burstQuiet/2)
 	select {
 	case err := <-errc:
 		return err
@@ -180,6 +228,7 @@ func (a *Authority) Serve(ctx context.Context, ready func(addr net.Addr)) error 
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err = srv.Shutdown(shutdownCtx)
+	a.recordBursts(shutdownCtx, time.Now(), true)
 	a.log.Info("authority stopped")
 	return err
 }

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -131,10 +132,57 @@ func (c *API) Ping(ctx context.Context) (*identity.PingResponse, error) {
 	return &out, c.Do(ctx, http.MethodGet, identity.PathPing, nil, &out)
 }
 
-// Join sends one join request.
+// A join refused with Retry-After (rate_limited, or issuer_unavailable when
+// the authority's calls to the platform are saturated) was not looked at,
+// so the same proof may be sent again: Join waits and retries, up to
+// maxJoinAttempts times, when the wait is at most maxRetryAfter and leaves
+// retryMargin before the context's deadline for the retry itself.
+const (
+	maxJoinAttempts = 3
+	maxRetryAfter   = 10 * time.Second
+	retryMargin     = 2 * time.Second
+)
+
+// Join sends one join request, retrying as the authority's Retry-After says.
 func (c *API) Join(ctx context.Context, req *identity.JoinRequest) (*identity.JoinResponse, error) {
-	var out identity.JoinResponse
-	return &out, c.Do(ctx, http.MethodPost, identity.PathJoin, req, &out)
+	for attempt := 1; ; attempt++ {
+		var out identity.JoinResponse
+		err := c.Do(ctx, http.MethodPost, identity.PathJoin, req, &out)
+		if err == nil {
+			return &out, nil
+		}
+		var refusal *identity.Error
+		if !errors.As(err, &refusal) || refusal.RetryAfter <= 0 {
+			return nil, err
+		}
+		wait := refusal.RetryAfter
+		deadline, hasDeadline := ctx.Deadline()
+		if attempt == maxJoinAttempts || wait > maxRetryAfter || hasDeadline && time.Until(deadline) < wait+retryMargin {
+			return nil, &identity.Error{Code: refusal.Code, RetryAfter: wait,
+				Message: fmt.Sprintf("%s (the authority asks to retry in %s; mbot tried %d times)", refusal.Message, wait, attempt)}
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+	}
+}
+
+// retryAfter reads a Retry-After header in seconds or as an HTTP date.
+func retryAfter(h string) time.Duration {
+	if h == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(h); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(h); err == nil {
+		return max(time.Until(t), 0)
+	}
+	return 0
 }
 
 // CloseIdleConnections releases the connection to the authority.
@@ -173,7 +221,7 @@ func (c *API) Do(ctx context.Context, method, path string, in, out any) error {
 	if resp.StatusCode >= 300 {
 		var e identity.ErrorResponse
 		if json.Unmarshal(data, &e) == nil && e.Code != "" {
-			return &identity.Error{Code: e.Code, Message: e.Message}
+			return &identity.Error{Code: e.Code, Message: e.Message, RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
 		}
 		return fmt.Errorf("the authority answered %s to %s; is %s an mbot authority?", resp.Status, path, c.base.Host)
 	}

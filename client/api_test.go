@@ -283,3 +283,72 @@ func TestAPIErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestJoinHonoursRetryAfter answers joins 429 rate_limited with
+// Retry-After: Join waits and retries when the wait fits its deadline, and
+// otherwise returns the refusal with the authority's message at once.
+func TestJoinHonoursRetryAfter(t *testing.T) {
+	ca := newCA(t, "acme TLS CA")
+	cases := []struct {
+		name       string
+		retryAfter string
+		limited    int // answers 429 before admitting
+		timeout    time.Duration
+		wantCalls  int
+		wantErr    bool
+		wantWait   time.Duration
+	}{
+		{"one second, then admitted", "1", 1, 10 * time.Second, 2, false, time.Second},
+		{"limited on every attempt", "1", 100, 10 * time.Second, 3, true, 2 * time.Second},
+		{"longer than mbot waits", "120", 1, 10 * time.Second, 1, true, 0},
+		{"longer than the deadline leaves", "2", 1, 3 * time.Second, 1, true, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := 0
+			mux := http.NewServeMux()
+			mux.HandleFunc("POST "+identity.PathJoin, func(w http.ResponseWriter, r *http.Request) {
+				calls++
+				w.Header().Set("Content-Type", "application/json")
+				if calls <= tc.limited {
+					w.Header().Set("Retry-After", tc.retryAfter)
+					w.WriteHeader(http.StatusTooManyRequests)
+					_ = json.NewEncoder(w).Encode(identity.ErrorResponse{Code: identity.CodeRateLimited, Message: "too many refusals from 127.0.0.1"})
+					return
+				}
+				_ = json.NewEncoder(w).Encode(identity.JoinResponse{ClusterName: "acme", Bot: "deployer"})
+			})
+			srv := startAuthority(t, ca.issue(t, loopback), mux)
+			api, err := client.NewAPI(srv.URL, ca.pin())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer api.CloseIdleConnections()
+			ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
+			defer cancel()
+			start := time.Now()
+			resp, err := api.Join(ctx, &identity.JoinRequest{JoinToken: "github-deploy", Method: "github", Proof: "jwt"})
+			took := time.Since(start)
+			if calls != tc.wantCalls {
+				t.Errorf("%d requests, want %d", calls, tc.wantCalls)
+			}
+			if took < tc.wantWait || took > tc.wantWait+time.Second {
+				t.Errorf("took %s, want about %s", took, tc.wantWait)
+			}
+			if !tc.wantErr {
+				if err != nil || resp.Bot != "deployer" {
+					t.Fatalf("Join = %+v, %v; want admitted after the wait", resp, err)
+				}
+				return
+			}
+			var refusal *identity.Error
+			if !errors.As(err, &refusal) || refusal.Code != identity.CodeRateLimited {
+				t.Fatalf("err = %v, want rate_limited", err)
+			}
+			if !strings.Contains(refusal.Message, "too many refusals from 127.0.0.1") || !strings.Contains(refusal.Message, "retry in") ||
+				refusal.RetryAfter <= 0 {
+				t.Errorf("refusal %+v should carry the authority's message and Retry-After", refusal)
+			}
+		})
+	}
+}

@@ -7,8 +7,11 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/mbot-dev/mbot/authority/store"
+	"github.com/mbot-dev/mbot/identity"
 	"github.com/urfave/cli/v2"
 )
 
@@ -77,8 +80,12 @@ func writeAuditTable(w io.Writer, events []store.AuditEvent) error {
 		if !ev.Allowed {
 			outcome = "denied " + ev.Code
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Time.UTC().Format(time.RFC3339), ev.Event, outcome,
-			dash(ev.Bot), dash(ev.JoinToken), dash(ev.Method), dash(auditDetails(ev)), dash(strings.Join(ev.Serials, " ")))
+		serials := make([]string, len(ev.Serials))
+		for i, s := range ev.Serials {
+			serials[i] = printable(s)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Time.UTC().Format(time.RFC3339), printable(ev.Event), printable(outcome),
+			dash(printable(ev.Bot)), dash(printable(ev.JoinToken)), dash(printable(ev.Method)), dash(auditDetails(ev)), dash(strings.Join(serials, " ")))
 	}
 	return tw.Flush()
 }
@@ -92,12 +99,13 @@ var identifyingClaims = [][]string{
 	{"environment"},
 }
 
-// auditDetails is the claims of a join, or the message of another record.
+// auditDetails is the claims of a join, or the message of another record,
+// each value printable.
 func auditDetails(ev store.AuditEvent) string {
 	if ev.Event != "join" {
-		parts := []string{ev.Message}
+		parts := []string{printable(ev.Message)}
 		if ev.Remote != "" {
-			parts = append(parts, "by "+ev.Remote)
+			parts = append(parts, "by "+printable(ev.Remote))
 		}
 		return strings.TrimSpace(strings.Join(parts, " "))
 	}
@@ -105,12 +113,25 @@ func auditDetails(ev store.AuditEvent) string {
 	for _, group := range identifyingClaims {
 		for _, k := range group {
 			if v := ev.Claims[k]; v != "" {
-				parts = append(parts, k+"="+v)
+				parts = append(parts, k+"="+printable(v))
 				break
 			}
 		}
 	}
 	return strings.Join(parts, " ")
+}
+
+// printable returns s as it is when every character of it prints as
+// itself, and quoted with escapes (identity.Quote) otherwise: an audit
+// record holds values a caller chose, and a newline, tab or terminal escape
+// in one must not forge a row or reach the terminal.
+func printable(s string) string {
+	for _, r := range s {
+		if r == utf8.RuneError || r == '\\' || !unicode.IsPrint(r) {
+			return identity.Quote(s)
+		}
+	}
+	return s
 }
 
 func dash(s string) string {

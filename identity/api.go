@@ -155,6 +155,10 @@ type Error struct {
 	Code    ErrorCode
 	Message string
 	Err     error // the underlying cause, kept for logs; never sent
+	// RetryAfter, when set, is sent as the Retry-After header: the request
+	// was not looked at (rate_limited) or could not be served yet
+	// (issuer_unavailable), and may be sent again, proof and all, after it.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }

@@ -36,6 +36,7 @@ func (s *Store) commit(ctx context.Context, w *pendingWrite) error {
 	if w.event.Time.IsZero() {
 		w.event.Time = time.Now().UTC()
 	}
+	w.event.Bound()
 	w.result = make(chan error, 1)
 	select {
 	case s.writes <- w:

@@ -24,7 +24,8 @@ var ErrNotFound = errors.New("not found")
 var ErrReplay = errors.New("proof already used")
 
 // AuditEvent is one record of the audit log. It never holds a token, key or
-// certificate body: only names, identifying claims and serial numbers.
+// certificate body: only names, identifying claims and serial numbers, each
+// within the bounds of bound.go.
 type AuditEvent struct {
 	ID        int64             `json:"id"`
 	Time      time.Time         `json:"time"`
@@ -40,6 +41,8 @@ type AuditEvent struct {
 	Serials   []string          `json:"serials,omitempty"`
 	NotAfter  time.Time         `json:"not_after,omitzero"`
 	Remote    string            `json:"remote,omitempty"`
+	// TruncatedBytes is how much Bound cut from values the caller chose.
+	TruncatedBytes int `json:"truncated_bytes,omitempty"`
 }
 
 // StoredResource is a resource document as kept in the store.

@@ -379,18 +379,29 @@ var awsAccount = lazyregexp.New(`^[0-9]{12}$`)
 
 // callSTS sends the checked request to STS and reads who signed it.
 func (v *iamVerifier) callSTS(ctx context.Context, req *http.Request) (*stsCaller, error) {
-	ctx, cancel := context.WithTimeout(ctx, stsTimeout)
-	defer cancel()
-	resp, err := v.stsClient().Do(req.WithContext(ctx))
+	var (
+		resp *http.Response
+		body []byte
+	)
+	err := v.env.outbound().Call(ctx, v.tokenName, "AWS STS", func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, stsTimeout)
+		defer cancel()
+		var err error
+		resp, err = v.stsClient().Do(req.WithContext(ctx))
+		if err != nil {
+			return &identity.Error{Code: identity.CodeIssuerUnavailable, Err: err,
+				Message: fmt.Sprintf("join token %q: cannot reach AWS STS at %s (%v); check that the authority can reach it", v.tokenName, req.URL.Host, err)}
+		}
+		defer resp.Body.Close()
+		body, err = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if err != nil {
+			return &identity.Error{Code: identity.CodeIssuerUnavailable, Err: err,
+				Message: fmt.Sprintf("join token %q: reading the answer of AWS STS at %s: %v", v.tokenName, req.URL.Host, err)}
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, &identity.Error{Code: identity.CodeIssuerUnavailable, Err: err,
-			Message: fmt.Sprintf("join token %q: cannot reach AWS STS at %s (%v); check that the authority can reach it", v.tokenName, req.URL.Host, err)}
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return nil, &identity.Error{Code: identity.CodeIssuerUnavailable, Err: err,
-			Message: fmt.Sprintf("join token %q: reading the answer of AWS STS at %s: %v", v.tokenName, req.URL.Host, err)}
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e stsError

@@ -427,23 +427,32 @@ func (v *kubernetesInClusterVerifier) review(ctx context.Context, token string) 
 	if err != nil {
 		return nil, unavailable(err, "%v", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, v.apiServer+"/apis/authentication.k8s.io/v1/tokenreviews", bytes.NewReader(body))
+	var (
+		resp *http.Response
+		text []byte
+	)
+	err = v.env.outbound().Call(ctx, v.tokenName, "the cluster's API server", func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, v.apiServer+"/apis/authentication.k8s.io/v1/tokenreviews", bytes.NewReader(body))
+		if err != nil {
+			return unavailable(err, "%v", err)
+		}
+		hreq.Header.Set("Content-Type", "application/json")
+		hreq.Header.Set("Accept", "application/json")
+		hreq.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(bearer)))
+		resp, err = client.Do(hreq)
+		if err != nil {
+			return unavailable(err, "%v", err)
+		}
+		defer resp.Body.Close()
+		if text, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20)); err != nil {
+			return unavailable(err, "reading the answer: %v", err)
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, unavailable(err, "%v", err)
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("Accept", "application/json")
-	hreq.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(bearer)))
-	resp, err := client.Do(hreq)
-	if err != nil {
-		return nil, unavailable(err, "%v", err)
-	}
-	defer resp.Body.Close()
-	text, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, unavailable(err, "reading the answer: %v", err)
+		return nil, err
 	}
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized:

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mbot-dev/mbot/authority/policy"
@@ -55,8 +56,12 @@ type Env struct {
 	HTTPClient *http.Client
 	// Now is the clock; tests move it.
 	Now func() time.Time
+	// Outbound bounds the calls made to other services to judge a proof
+	// (outbound.go); nil means the defaults.
+	Outbound *Outbound
 
-	issuers issuers
+	outboundMu sync.Mutex // guards setting the default Outbound
+	issuers    issuers
 }
 
 func (e *Env) now() time.Time {

@@ -1,0 +1,48 @@
+package commands
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mbot-dev/mbot/authority/store"
+)
+
+// TestWriteAuditTableEscapes prints records whose fields a caller chose
+// with line breaks and terminal escapes: each record stays one row, and no
+// control character reaches the output.
+func TestWriteAuditTableEscapes(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	forged := "\n2026-01-02T03:04:05Z  join  allowed  deployer  github-deploy  github  repository=acme/app"
+	var b strings.Builder
+	err := writeAuditTable(&b, []store.AuditEvent{
+		{Time: at, Event: "join", Code: "bad_request", JoinToken: "x" + forged, Method: "github\r\x1b[2J",
+			Claims: map[string]string{"repository": "acme/app\x1b]0;pwned\x07", "ref": "refs/heads/main\n\tfake", "environment": "prod\u202e"}},
+		{Time: at, Event: "join.rate_limited", Code: "rate_limited", Message: "dropped\r\n\x1b[2J" + forged, Remote: "192.0.2.1\x1b[31m"},
+		{Time: at, Event: "join", Code: "bad_request", Bot: "b\tc", JoinToken: `a\"b`, Serials: []string{"ssh:1\n"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if n := strings.Count(out, "\n"); n != 4 {
+		t.Errorf("%d lines, want a header and 3 rows:\n%s", n, out)
+	}
+	for _, c := range []string{"\r", "\x1b", "\x07", "\u202e"} {
+		if strings.Contains(out, c) {
+			t.Errorf("the table carries %q:\n%s", c, out)
+		}
+	}
+	for _, want := range []string{`"x\n2026-01-02T03:04:05Z`, `"github\r\x1b[2J"`, `repository="acme/app\x1b]0;pwned\a"`,
+		`ref="refs/heads/main\n\tfake"`, `"dropped\r\n\x1b[2J\n2026`, `by "192.0.2.1\x1b[31m"`, `"b\tc"`, `"a\\\"b"`, `"ssh:1\n"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the table lacks the escaped %s:\n%s", want, out)
+		}
+	}
+	rows := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	for i, row := range rows[1:] {
+		if !strings.HasPrefix(row, "2026-01-02T03:04:05Z") {
+			t.Errorf("row %d does not start with its time: %q", i+1, row)
+		}
+	}
+}
