@@ -27,7 +27,7 @@ const (
 // literal text around it can be checked as a login. Whether a template is
 // well formed (one per login, internal. or external.) is policy's concern:
 // a malformed one grants nothing and mbot lint reports it.
-var loginTemplateRe = lazyregexp.New(`\{\{\s*[A-Za-z0-9_.\-]*\s*\}\}`)
+var loginTemplateRe = lazyregexp.New(`\{\{ *[A-Za-z0-9_.\-]* *\}\}`)
 
 // checkRoleLogin checks one entry of a role's spec.logins: a literal login
 // must be a valid user name; a template's literal text must be one too, so

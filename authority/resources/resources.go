@@ -290,7 +290,14 @@ func parseDocument(src Source, root *yaml.Node, decode func(any) error) (Resourc
 	return res, nil
 }
 
-var typeNames = lazyregexp.New(`not found in type resources\.(\w+)`)
+var (
+	typeNames     = lazyregexp.New(`not found in type resources\.(\w+)`)
+	envelopeNames = lazyregexp.New(`not found in type resources\.envelope\[[^\]]*\]`)
+)
+
+// maxErrorLines bounds the errors reported for one document: a file full
+// of mistakes (or an alias bomb) gives a readable message, not megabytes.
+const maxErrorLines = 20
 
 // yamlError turns yaml.v3's "line N: ..." messages into "file:N: ...".
 // yaml.v3 prints unknown keys as written: control characters are escaped
@@ -298,9 +305,13 @@ var typeNames = lazyregexp.New(`not found in type resources\.(\w+)`)
 func yamlError(file string, err error) error {
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
-		lines := make([]string, len(te.Errors))
-		for i, e := range te.Errors {
-			lines[i] = file + ":" + escapeControls(typeNames.ReplaceAllString(strings.TrimPrefix(e, "line "), "is not a field of $1"))
+		var lines []string
+		for _, e := range te.Errors[:min(len(te.Errors), maxErrorLines)] {
+			e = envelopeNames.ReplaceAllString(strings.TrimPrefix(e, "line "), "is not a field of a resource (kind, version, metadata, spec)")
+			lines = append(lines, file+":"+escapeControls(typeNames.ReplaceAllString(e, "is not a field of $1")))
+		}
+		if more := len(te.Errors) - maxErrorLines; more > 0 {
+			lines = append(lines, fmt.Sprintf("%s: and %d more errors", file, more))
 		}
 		return errors.New(strings.Join(lines, "\n"))
 	}
