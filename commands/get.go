@@ -7,9 +7,12 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/mbot-dev/mbot/admin"
 	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/identity"
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
 )
@@ -190,15 +193,27 @@ func allowRules(section *yaml.Node) string {
 			if val.Kind == yaml.SequenceNode {
 				var items []string
 				for _, item := range val.Content {
-					items = append(items, item.Value)
+					items = append(items, printable(item.Value))
 				}
 				v = strings.Join(items, ",")
+			} else {
+				v = printable(v)
 			}
-			fields = append(fields, rule.Content[i].Value+"="+v)
+			fields = append(fields, printable(rule.Content[i].Value)+"="+v)
 		}
 		rules = append(rules, strings.Join(fields, " "))
 	}
 	return strings.Join(rules, " | ")
+}
+
+// printable returns s as it is, or quoted with its control characters
+// escaped: allow-rule values are patterns the loader does not restrict, and
+// a terminal must not interpret them.
+func printable(s string) string {
+	if !utf8.ValidString(s) || strings.ContainsFunc(s, unicode.IsControl) {
+		return identity.Quote(s)
+	}
+	return s
 }
 
 func orNone(s string) string {

@@ -167,3 +167,23 @@ func fieldName(key string) string {
 	}
 	return identity.Quote(key)
 }
+
+// checkKeys refuses mapping keys that are not plain strings (null, empty,
+// a sequence, an alias) anywhere in a document: no resource field is named
+// so, and such a key does not survive being stored and read back the same.
+func checkKeys(n *yaml.Node, fail nodeFail) error {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			if k.Kind != yaml.ScalarNode || k.Tag == "!!null" || k.Value == "" {
+				return fail(k, "a mapping key must be a non-empty string")
+			}
+		}
+	}
+	for _, c := range n.Content {
+		if err := checkKeys(c, fail); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -215,6 +215,9 @@ func parseDocument(src Source, root *yaml.Node, decode func(any) error) (Resourc
 		}
 		return fmt.Errorf("%s:%d: %s", src.File, line, fmt.Sprintf(format, args...))
 	}
+	if err := checkKeys(root, fail); err != nil {
+		return Resource{}, err
+	}
 	kindNode := Lookup(root, "kind")
 	if kindNode == nil {
 		return Resource{}, fail(root, "missing field kind (one of role, bot, join_token)")
