@@ -58,18 +58,23 @@ func CheckTraitName(name string) error {
 	return nil
 }
 
-// checkText checks free text: valid UTF-8, no control characters, at most max bytes.
+// checkText checks free text: valid UTF-8, printable, at most max bytes.
 func checkText(what, s string, max int) error {
 	switch {
 	case len(s) > max:
 		return fmt.Errorf("%s is %d bytes long; at most %d are accepted", what, len(s), max)
 	case !utf8.ValidString(s):
 		return fmt.Errorf("%s %s is not valid UTF-8", what, identity.Quote(identity.Truncate(s, 64)))
-	case strings.IndexFunc(s, unicode.IsControl) >= 0:
-		return fmt.Errorf("%s %s contains a control character (newline, tab, escape...); remove it", what, identity.Quote(identity.Truncate(s, 64)))
+	case strings.ContainsFunc(s, notPrintable):
+		return fmt.Errorf("%s %s contains a control character or an invisible one (newline, tab, escape, bidi override...); remove it", what, identity.Quote(identity.Truncate(s, 64)))
 	}
 	return nil
 }
+
+// notPrintable is true for control characters and for the format
+// characters (bidi overrides, zero-width joiners) a terminal shows as
+// nothing or uses to reorder what follows.
+func notPrintable(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }
 
 // nodeFail reports a bad value at the node where it was written.
 type nodeFail func(n *yaml.Node, format string, args ...any) error

@@ -60,6 +60,7 @@ func TestParseRefusesHostileDocuments(t *testing.T) {
 			[]string{"f.yaml:6:", "spec.traits.logins[0]", "control character"}},
 		{"trait value with a terminal escape", "kind: bot\nversion: v1\nmetadata: {name: deployer}\nspec:\n  roles: [deploy]\n  traits:\n    team:\n      - payments\n      - \"\\e]0;owned\\a\"\n",
 			[]string{"f.yaml:9:", "spec.traits.team[1]", "control character"}},
+		{"trait value with a bidi override", fmt.Sprintf(hostileBot, `team: ["pay\u202ements"]`), []string{"f.yaml:6:", "spec.traits.team[0]", `"pay\u202ements"`}},
 		{"trait value too long", fmt.Sprintf(hostileBot, "logins: ["+strings.Repeat("a", 300)+"]"), []string{"f.yaml:6:", "spec.traits.logins[0]", "300 bytes"}},
 		{"trait value not UTF-8", fmt.Sprintf(hostileBot, "logins: [\"a\xffb\"]"), []string{"f.yaml:", "UTF-8"}},
 		{"trait name with a space", "kind: bot\nversion: v1\nmetadata: {name: deployer}\nspec:\n  roles: [deploy]\n  traits:\n    ok: [a]\n    \"a b\": [x]\n",
