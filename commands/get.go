@@ -116,7 +116,7 @@ func writeTable(w io.Writer, set *resources.Set, kind string, docs []resources.D
 			if spec.DeviceTrustMode != "" {
 				trust = spec.DeviceTrustMode
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Metadata.Name, orNone(strings.Join(spec.Logins, ", ")), maxTTL, mfa, trust)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", displayName(d.Metadata.Name), orNone(strings.Join(spec.Logins, ", ")), maxTTL, mfa, trust)
 		}
 	case resources.KindBot:
 		traitOnly := false
@@ -126,11 +126,11 @@ func writeTable(w io.Writer, set *resources.Set, kind string, docs []resources.D
 			for i, rl := range admin.BotLogins(set, bot) {
 				name := ""
 				if i == 0 {
-					name = bot.Metadata.Name
+					name = displayName(bot.Metadata.Name)
 				}
 				logins, marked := formatLogins(rl)
 				traitOnly = traitOnly || marked
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", name, rl.Role, logins)
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", name, displayName(rl.Role), logins)
 			}
 		}
 		if err := tw.Flush(); err != nil {
@@ -144,7 +144,7 @@ func writeTable(w io.Writer, set *resources.Set, kind string, docs []resources.D
 		fmt.Fprintln(tw, "NAME\tBOT\tMETHOD\tALLOW")
 		for _, d := range docs {
 			tok := set.JoinTokens[d.Metadata.Name]
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.Metadata.Name, tok.Spec.Bot, tok.Spec.Method, orNone(allowRules(tok.Spec.Section())))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", displayName(d.Metadata.Name), displayName(tok.Spec.Bot), displayName(tok.Spec.Method), orNone(allowRules(tok.Spec.Section())))
 		}
 	}
 	return tw.Flush()
@@ -204,6 +204,16 @@ func allowRules(section *yaml.Node) string {
 		rules = append(rules, strings.Join(fields, " "))
 	}
 	return strings.Join(rules, " | ")
+}
+
+// displayName returns a resource name as it is, or quoted when it is not a
+// valid name: a resource stored by an earlier version, which no longer loads,
+// is listed under its stored name so that it can be removed.
+func displayName(name string) string {
+	if identity.CheckName("", name) == nil {
+		return name
+	}
+	return identity.Quote(name)
 }
 
 // printable returns s as it is, or quoted with its control characters

@@ -71,11 +71,11 @@ Exits 1 when there is an error. Example:
 func writeLintReport(w io.Writer, r *admin.Report) {
 	traitOnly := false
 	for _, b := range r.Bots {
-		fmt.Fprintf(w, "bot %s\n", b.Bot)
+		fmt.Fprintf(w, "bot %s\n", displayName(b.Bot))
 		for _, rl := range b.Roles {
 			logins, marked := formatLogins(rl)
 			traitOnly = traitOnly || marked
-			fmt.Fprintf(w, "  role %s: %s\n", rl.Role, logins)
+			fmt.Fprintf(w, "  role %s: %s\n", displayName(rl.Role), logins)
 		}
 	}
 	if len(r.Bots) == 0 {
@@ -88,7 +88,7 @@ func writeLintReport(w io.Writer, r *admin.Report) {
 		fmt.Fprintln(w)
 	}
 	for _, f := range r.Findings {
-		fmt.Fprintf(w, "%s: %s\n", f.Severity, f.Message)
+		fmt.Fprintf(w, "%s: %s\n", f.Severity, printable(f.Message))
 	}
 	warnings := len(r.Findings) - r.Blocking()
 	fmt.Fprintf(w, "\n%d error(s), %d warning(s)\n", r.Blocking(), warnings)
