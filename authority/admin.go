@@ -233,6 +233,9 @@ func (a *Authority) signUser(ctx context.Context, req UserSignRequest, ev *store
 		return nil, fmt.Errorf("the identity directory %q must be an absolute path", req.Dir)
 	}
 
+	if a.fixing {
+		return nil, identity.Errorf(identity.CodeRoleDenied, "the stored resources do not load (see the warning above); replace or remove what it names before signing")
+	}
 	set := a.Resources()
 	traits := map[string][]string{"logins": req.Logins}
 	var logins, roles []string

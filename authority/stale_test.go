@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mbot-dev/mbot/authority"
 	"github.com/mbot-dev/mbot/authority/resources"
@@ -50,6 +51,10 @@ func TestStoredResourcesThatNoLongerLoad(t *testing.T) {
 	}
 	if r := local.Resources().Roles["Deploy"]; r == nil || len(r.Spec.Logins) != 0 {
 		t.Errorf("role Deploy is %+v; want a placeholder that grants nothing", r)
+	}
+	if _, err := local.SignUser(t.Context(), authority.UserSignRequest{User: "alice", Roles: []string{"ops"}, TTL: time.Hour,
+		Dir: filepath.Join(dir, "alice"), OSUser: "operator"}); err == nil || !strings.Contains(err.Error(), "do not load") {
+		t.Errorf("SignUser on resources that do not load = %v; want a refusal", err)
 	}
 	// Deploy is removed and a corrected ops replaces the stored one; each
 	// works while the other is still stale.
