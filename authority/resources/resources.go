@@ -222,6 +222,7 @@ func parseDocument(src Source, root *yaml.Node, decode func(any) error) (Resourc
 	if kindNode == nil {
 		return Resource{}, fail(root, "missing field kind (one of role, bot, join_token)")
 	}
+	writeNulls(root)
 	body, err := yaml.Marshal(root)
 	if err != nil {
 		return Resource{}, fail(root, "%v", err)
