@@ -174,7 +174,7 @@ func fieldName(key string) string {
 }
 
 // writeNulls spells every empty null value ("labels:" with nothing after
-// it) as null: yaml.v3 writes an empty null back as ”, a string, so the
+// it) as null: yaml.v3 writes an empty null back as an empty quoted string, so the
 // stored body would not load again (found by FuzzParse).
 func writeNulls(n *yaml.Node) {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" && n.Value == "" {
