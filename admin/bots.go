@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/identity"
 )
 
 // LoginsTrait is the trait that mbot bots add --logins writes, which roles
@@ -19,8 +20,17 @@ const LoginsTrait = "logins"
 // description and labels. Roles that set does not define are refused with
 // the list of those it does.
 func BotDocument(set *resources.Set, name string, roles, logins []string) ([]byte, error) {
+	if err := identity.CheckName("bot name", name); err != nil {
+		return nil, err
+	}
 	if len(roles) == 0 {
 		return nil, fmt.Errorf("bot %q needs at least one role; pass --roles", name)
+	}
+	// Checked here to name the flag; the authority checks them again when it applies the bot.
+	for _, l := range logins {
+		if err := identity.CheckLogin("--logins", l); err != nil {
+			return nil, err
+		}
 	}
 	var unknown []string
 	for _, r := range roles {

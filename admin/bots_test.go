@@ -49,6 +49,18 @@ func TestBotDocument(t *testing.T) {
 		{
 			name: "no roles", bot: "deployer", wantErrWith: []string{"at least one role"},
 		},
+		{
+			name: "login with a newline", bot: "deployer", roles: []string{"deploy"}, logins: []string{"ubuntu\n    ProxyCommand x"},
+			wantErrWith: []string{"--logins", `"ubuntu\n    ProxyCommand x"`, "not a valid user name"},
+		},
+		{
+			name: "login list in one value", bot: "deployer", roles: []string{"deploy"}, logins: []string{"ubuntu ci"},
+			wantErrWith: []string{"--logins", `"ubuntu ci"`},
+		},
+		{
+			name: "bot name in upper case", bot: "Deployer", roles: []string{"deploy"},
+			wantErrWith: []string{"bot name", `"Deployer"`, "not a valid name"},
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

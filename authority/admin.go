@@ -24,7 +24,6 @@ import (
 	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/identity"
-	"github.com/mbot-dev/mbot/internal/lazyregexp"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -69,8 +68,8 @@ func SignHost(ctx context.Context, st *store.Store, cas *CAs, names []string, tt
 		return nil, fmt.Errorf("--host needs at least one host name")
 	}
 	for _, n := range names {
-		if n == "" || strings.ContainsAny(n, " \t,*") {
-			return nil, fmt.Errorf("--host %q is not a host name or address", n)
+		if err := CheckHostName("--host", n); err != nil {
+			return nil, err
 		}
 	}
 	keys, err := identity.NewKeys()
@@ -167,10 +166,6 @@ type userSummary struct {
 	SignedBy string `json:"signed_by"`
 }
 
-// userNameRe is compiled without a {0,127} bound: a counted repetition
-// compiles to 127 copies and cost 2 ms at every process start.
-var userNameRe = lazyregexp.New(`^[A-Za-z0-9][A-Za-z0-9._@-]*$`)
-
 // SignUser issues an identity directory like mbot issue writes, for user
 // req.User with the logins of req.Roles, valid for req.TTL. Unlike a bot's,
 // its lifetime may exceed the 24h bot cap, up to max_admin_ttl; a longer
@@ -200,11 +195,23 @@ func (a *Authority) SignUser(ctx context.Context, req UserSignRequest) (*SignedU
 }
 
 func (a *Authority) signUser(ctx context.Context, req UserSignRequest, ev *store.AuditEvent) (*SignedUser, error) {
-	if len(req.User) > 128 || !userNameRe.MatchString(req.User) {
-		return nil, identity.Errorf(identity.CodeBadRequest, "--user %q is not a user name: use letters, digits and . _ @ - (at most 128), starting with a letter or digit", req.User)
+	// The user name becomes the certificate's CN, a SPIFFE path segment
+	// (/user/NAME) and part of the SSH key ID: a name like a bot's.
+	if err := identity.CheckName("--user", req.User); err != nil {
+		return nil, identity.Errorf(identity.CodeBadRequest, "%v", err)
 	}
 	if len(req.Roles) == 0 {
 		return nil, identity.Errorf(identity.CodeBadRequest, "--roles is required: name the roles whose logins user %q gets", req.User)
+	}
+	for _, r := range req.Roles {
+		if err := identity.CheckName("--roles", r); err != nil {
+			return nil, identity.Errorf(identity.CodeBadRequest, "%v", err)
+		}
+	}
+	for _, l := range req.Logins {
+		if err := identity.CheckLogin("--logins", l); err != nil {
+			return nil, identity.Errorf(identity.CodeBadRequest, "%v", err)
+		}
 	}
 	maxTTL := time.Duration(a.cfg.MaxAdminTTL)
 	switch {
@@ -227,6 +234,9 @@ func (a *Authority) signUser(ctx context.Context, req UserSignRequest, ev *store
 		return nil, fmt.Errorf("the identity directory %q must be an absolute path", req.Dir)
 	}
 
+	if a.fixing {
+		return nil, identity.Errorf(identity.CodeRoleDenied, "the stored resources do not load (see the warning above); replace or remove what it names before signing")
+	}
 	set := a.Resources()
 	traits := map[string][]string{"logins": req.Logins}
 	var logins, roles []string
@@ -270,10 +280,13 @@ func (a *Authority) signUser(ctx context.Context, req UserSignRequest, ev *store
 			}
 		}
 	}
+	if err := checkPrincipals(logins); err != nil {
+		return nil, err
+	}
 	principals := logins
 	if len(principals) == 0 {
 		// As for bots: no principals would mean every login to OpenSSH.
-		principals = []string{"-mbot-nologin-user-" + req.User}
+		principals = []string{noLoginPrincipal + "user-" + req.User}
 		out.Warnings = append(out.Warnings, fmt.Sprintf("user %q gets no SSH logins from roles %s; the certificate logs in nowhere", req.User, strings.Join(roles, ", ")))
 	}
 

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,10 @@ type Authority struct {
 	adminOnly bool
 	// refusals limits refused requests per remote address (refusals.go).
 	refusals refusalLimiter
+	// fixing is set by OpenLocal when the stored resources do not load:
+	// admin commands then work on what does, so that the rest can be
+	// replaced or removed.
+	fixing bool
 }
 
 // state is one consistent view of the resources with their join tokens compiled.
@@ -105,8 +110,11 @@ func OpenLocal(ctx context.Context, cfg *Config, opts Options) (*Authority, erro
 	}
 	a.adminOnly = true
 	if err := a.reload(ctx); err != nil {
-		a.Close()
-		return nil, err
+		a.fixing = true
+		if lerr := a.reloadFixing(ctx, err); lerr != nil {
+			a.Close()
+			return nil, err
+		}
 	}
 	return a, nil
 }
@@ -173,9 +181,15 @@ func (a *Authority) Store() *store.Store { return a.store }
 func (a *Authority) Apply(ctx context.Context, add []resources.Resource, actor string) error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
-	stored, err := a.loadStored(ctx)
+	stored, stale, err := a.loadStored(ctx)
 	if err != nil {
 		return err
+	}
+	for _, r := range stale {
+		replaced := slices.ContainsFunc(add, func(n resources.Resource) bool { return n.Kind == r.kind && n.Name() == r.name })
+		if !replaced && !a.fixing {
+			return r.err
+		}
 	}
 	if _, err := a.compile(append(stored, add...), 0, false); err != nil {
 		return err
@@ -199,12 +213,23 @@ func (a *Authority) Apply(ctx context.Context, add []resources.Resource, actor s
 func (a *Authority) Delete(ctx context.Context, kind, name, actor string) error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
-	stored, err := a.loadStored(ctx)
+	stored, stale, err := a.loadStored(ctx)
 	if err != nil {
 		return err
 	}
-	if err := resources.NewSet(stored).CheckRemovable(kind, name); err != nil {
-		return err
+	removingStale := false
+	for _, r := range stale {
+		switch {
+		case r.kind == kind && r.name == name:
+			removingStale = true
+		case !a.fixing:
+			return r.err
+		}
+	}
+	if !removingStale {
+		if err := resources.NewSet(stored).CheckRemovable(kind, name); err != nil {
+			return err
+		}
 	}
 	rest := stored[:0:0]
 	for _, r := range stored {
@@ -249,13 +274,16 @@ func (a *Authority) reloadLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	stored, err := a.loadStored(ctx)
+	stored, stale, err := a.loadStored(ctx)
+	if err == nil && len(stale) > 0 {
+		err = stale[0].err
+	}
 	if err != nil {
-		return err
+		return a.reloadFixing(ctx, err)
 	}
 	next, err := a.compile(stored, version, a.adminOnly)
 	if err != nil {
-		return err
+		return a.reloadFixing(ctx, err)
 	}
 	// Removing a bot lifts its lock: read them again with the resources.
 	if err := a.locks.reload(ctx, a.store); err != nil {
@@ -297,20 +325,62 @@ func (a *Authority) refresh(ctx context.Context) {
 	}
 }
 
-func (a *Authority) loadStored(ctx context.Context) ([]resources.Resource, error) {
+// staleResource is a stored resource that no longer loads: stored by an
+// earlier version whose checks were looser.
+type staleResource struct {
+	kind, name string
+	err        error
+}
+
+// loadStored parses every stored resource. Those that no longer load are
+// left out and returned as stale, each with an error that says what to do.
+func (a *Authority) loadStored(ctx context.Context) ([]resources.Resource, []staleResource, error) {
 	rows, err := a.store.Resources(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []resources.Resource
+	var stale []staleResource
 	for _, row := range rows {
 		parsed, err := resources.Parse(fmt.Sprintf("stored %s/%s", row.Kind, row.Name), row.Body)
 		if err != nil {
-			return nil, err
+			stale = append(stale, staleResource{kind: row.Kind, name: row.Name,
+				err: fmt.Errorf("%w; %s/%s was stored by an earlier version and no longer passes this one's checks: apply a corrected version or remove it (mbot rm %s/%s --config <authority.yaml>)",
+					err, row.Kind, row.Name, row.Kind, row.Name)})
+			continue
 		}
 		out = append(out, parsed...)
 	}
-	return out, nil
+	return out, stale, nil
+}
+
+// reloadFixing is what a reload that failed with err does: an error, except
+// for admin commands opened by OpenLocal on resources that do not load,
+// which go on with those that do (and a placeholder, granting nothing, for
+// each that does not, so that it can be listed and removed) and say so.
+func (a *Authority) reloadFixing(ctx context.Context, err error) error {
+	if !a.fixing {
+		return err
+	}
+	stored, stale, lerr := a.loadStored(ctx)
+	if lerr != nil {
+		return err
+	}
+	for _, r := range stale {
+		meta := resources.Metadata{Name: r.name, Description: "stored by an earlier version; no longer loads"}
+		src := resources.Source{File: "stored " + r.kind + "/" + r.name}
+		switch r.kind {
+		case resources.KindRole:
+			stored = append(stored, resources.Resource{Kind: r.kind, Role: &resources.Role{Metadata: meta, Source: src}})
+		case resources.KindBot:
+			stored = append(stored, resources.Resource{Kind: r.kind, Bot: &resources.Bot{Metadata: meta, Source: src}})
+		case resources.KindJoinToken:
+			stored = append(stored, resources.Resource{Kind: r.kind, JoinToken: &resources.JoinToken{Metadata: meta, Source: src}})
+		}
+	}
+	a.state.Store(&state{set: resources.NewSet(stored), tokens: map[string]*compiledToken{}})
+	a.log.Warn("the stored resources do not load; replace or remove what this names (mbot apply, mbot rm)", "err", err)
+	return nil
 }
 
 // compile checks every resource and compiles every join token. With

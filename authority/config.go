@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/identity"
 	"gopkg.in/yaml.v3"
 )
 
@@ -111,8 +112,8 @@ func (c *Config) checkAndSetDefaults(root *yaml.Node) error {
 	if c.ClusterName == "" {
 		return fail("cluster_name", "is required (it names the CAs and is the default OIDC audience)")
 	}
-	if strings.ContainsAny(c.ClusterName, "/ \t") {
-		return fail("cluster_name", "%q may not contain '/' or spaces; it becomes the SPIFFE trust domain", c.ClusterName)
+	if err := identity.CheckName("cluster name", c.ClusterName); err != nil {
+		return fail("cluster_name", "%v; it becomes the SPIFFE trust domain and the default host pattern", err)
 	}
 	if c.Audience == "" {
 		c.Audience = c.ClusterName
@@ -155,9 +156,15 @@ func (c *Config) checkAndSetDefaults(root *yaml.Node) error {
 	if len(c.SSH.HostPatterns) == 0 {
 		c.SSH.HostPatterns = []string{"*." + c.ClusterName}
 	}
-	for _, p := range c.SSH.HostPatterns {
-		if p == "" || strings.ContainsAny(p, " \t,") {
-			return fail("ssh.host_patterns", "%q must be one host pattern without spaces or commas", p)
+	for i, p := range c.SSH.HostPatterns {
+		// Written into every identity's known_hosts and ssh_config.
+		if err := identity.CheckHostPattern(fmt.Sprintf("ssh.host_patterns[%d]", i), p); err != nil {
+			return fail("ssh.host_patterns", "%v; write one pattern per list item", err)
+		}
+	}
+	for i, n := range c.TLSNames {
+		if err := CheckHostName(fmt.Sprintf("tls_names[%d]", i), n); err != nil {
+			return fail("tls_names", "%v", err)
 		}
 	}
 	return nil
@@ -171,4 +178,28 @@ func (c *Config) resolve(p string) string {
 		return p
 	}
 	return filepath.Join(filepath.Dir(c.path), p)
+}
+
+// CheckHostName checks a host name or IP address that a certificate is
+// issued for (mbot sign --host, tls_names): an IP address, or DNS labels of
+// letters, digits, '-' and '_' separated by dots, at most 253 characters.
+// Wildcards are refused: one host key per host, so that a compromised host
+// cannot pass for its neighbours.
+func CheckHostName(what, name string) error {
+	if net.ParseIP(name) != nil {
+		return nil
+	}
+	ok := name != "" && len(name) <= 253
+	for _, label := range strings.Split(strings.TrimSuffix(name, "."), ".") {
+		ok = ok && label != "" && len(label) <= 63 && label[0] != '-' && label[len(label)-1] != '-'
+		for i := 0; ok && i < len(label); i++ {
+			c := label[i]
+			ok = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+		}
+	}
+	if !ok {
+		return fmt.Errorf("%s %s is not a host name or IP address: use DNS labels of letters, digits, '-' and '_' separated by dots (no wildcards), or an IP address",
+			what, identity.Quote(identity.Truncate(name, 64)))
+	}
+	return nil
 }

@@ -234,9 +234,15 @@ func parseKeys(what string, outputs []identity.OutputRequest, ttlSeconds int64) 
 	keys := make([]outputKeys, len(outputs))
 	seen := map[string]bool{}
 	for i, out := range outputs {
-		// An output name reaches the SSH certificate's key ID, which sshd logs.
+		// An output name reaches the SSH certificate's key ID, which sshd
+		// logs, and the audit log: checked before the proof is looked at.
 		if err := identity.CheckName("output name", out.Name); err != nil {
-			return nil, identity.Errorf(identity.CodeBadRequest, "output %d: %v", i+1, err)
+			return nil, identity.Errorf(identity.CodeBadRequest, "outputs[%d]: %v", i, err)
+		}
+		for _, r := range out.Roles {
+			if err := identity.CheckName("role", r); err != nil {
+				return nil, identity.Errorf(identity.CodeBadRequest, "output %q: %v", out.Name, err)
+			}
 		}
 		if seen[out.Name] {
 			return nil, identity.Errorf(identity.CodeBadRequest, "output %q appears twice", out.Name)
@@ -286,11 +292,14 @@ func checkSSHKey(k ssh.PublicKey) error {
 func (a *Authority) signOutput(bot, joinToken, output string, g *policy.Grant, keys outputKeys, lineage identity.Lineage) (*identity.OutputResponse, error) {
 	notAfter := time.Now().Add(g.TTL).Truncate(time.Second)
 	serial := RandomSSHSerial()
+	if err := checkPrincipals(g.Logins); err != nil {
+		return nil, err
+	}
 	principals := g.Logins
 	if len(principals) == 0 {
 		// OpenSSH reads a certificate without principals as valid for every
 		// login, so a bot with no logins gets one that matches no account.
-		principals = []string{"-mbot-nologin-" + bot}
+		principals = []string{noLoginPrincipal + bot}
 	}
 	keyID := fmt.Sprintf("bot=%s join_token=%s output=%s serial=%d", bot, joinToken, output, serial)
 	var extensions []pkix.Extension
@@ -329,6 +338,22 @@ func (a *Authority) signOutput(bot, joinToken, output string, g *policy.Grant, k
 		NotBefore:      tlsCert.NotBefore,
 		NotAfter:       notAfter,
 	}, nil
+}
+
+// noLoginPrincipal starts the one principal of a certificate that grants no
+// login: a leading '-' is not a valid user name, so it matches no account.
+const noLoginPrincipal = "-mbot-nologin-"
+
+// checkPrincipals checks the logins about to be signed into an SSH user
+// certificate, the last check before the signature: whatever path they came
+// by, each must be a user name.
+func checkPrincipals(logins []string) error {
+	for _, l := range logins {
+		if err := identity.CheckLogin("login", l); err != nil {
+			return identity.Errorf(identity.CodeRoleDenied, "refusing to sign: %v", err)
+		}
+	}
+	return nil
 }
 
 func nonNil(s []string) []string {

@@ -186,7 +186,23 @@ func TestSignUserRefusals(t *testing.T) {
 			r := userRequest(t, time.Hour, "deploy")
 			r.User = "../admin/root"
 			return r
-		}(), []string{"--user", "not a user name"}},
+		}(), []string{"--user", "not a valid name"}},
+		{"user-not-a-spiffe-segment", func() authority.UserSignRequest {
+			r := userRequest(t, time.Hour, "deploy")
+			r.User = "alice@acme.com"
+			return r
+		}(), []string{"--user", `"alice@acme.com"`, "not a valid name"}},
+		{"login-with-newline", func() authority.UserSignRequest {
+			r := userRequest(t, time.Hour, "deploy")
+			r.Logins = []string{"ubuntu\n    ProxyCommand touch /tmp/x"}
+			return r
+		}(), []string{"--logins", `"ubuntu\n    ProxyCommand`, "not a valid user name"}},
+		{"login-wildcard", func() authority.UserSignRequest {
+			r := userRequest(t, time.Hour, "deploy")
+			r.Logins = []string{"*"}
+			return r
+		}(), []string{"--logins", "not a valid user name"}},
+		{"role-with-comma", userRequest(t, time.Hour, "deploy,admin"), []string{"--roles", "not a valid name"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(signUserAudit(t, a))

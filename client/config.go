@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mbot-dev/mbot/identity"
 	"github.com/mbot-dev/mbot/internal/lazyregexp"
 	"github.com/mbot-dev/mbot/joiners"
 	"gopkg.in/yaml.v3"
@@ -104,10 +105,8 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	return &cfg, nil
 }
 
-var (
-	outputNameRe = lazyregexp.New(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-	notInName    = lazyregexp.New(`[^A-Za-z0-9_.-]+`)
-)
+// notInName matches what an output name derived from a destination drops.
+var notInName = lazyregexp.New(`[^a-z0-9_.-]+`)
 
 func (c *Config) checkAndSetDefaults(path string, root *yaml.Node) error {
 	fail := func(at []string, format string, args ...any) error {
@@ -195,21 +194,27 @@ func (o *Output) CheckAndSetDefaults() error {
 	if o.Name == "" {
 		o.Name = outputNameFrom(o.Destination)
 	}
-	if !outputNameRe.MatchString(o.Name) {
-		return badField("name", "%q may hold only letters, digits and _ . - and must start with a letter or digit", o.Name)
+	// The authority checks the name again: it reaches the SSH certificate's key ID.
+	if err := identity.CheckName("output name", o.Name); err != nil {
+		return badField("name", "%v", err)
 	}
 	for _, r := range o.Roles {
-		if r == "" || strings.ContainsAny(r, ", \t") {
-			return badField("roles", "%q is not a role name", r)
+		if err := identity.CheckName("role", r); err != nil {
+			return badField("roles", "%v", err)
 		}
 	}
 	return nil
 }
 
 // outputNameFrom names an output after its destination directory.
+// It is a valid output name, short enough to take a "-NN" suffix when two
+// destinations share a base name.
 func outputNameFrom(dest string) string {
-	base := filepath.Base(filepath.Clean(dest))
-	name := strings.TrimLeft(notInName.ReplaceAllString(base, "-"), "-._")
+	base := strings.ToLower(filepath.Base(filepath.Clean(dest)))
+	name := strings.Trim(notInName.ReplaceAllString(base, "-"), "-._")
+	if len(name) > identity.MaxNameLen-4 {
+		name = strings.TrimRight(name[:identity.MaxNameLen-4], "-._")
+	}
 	if name == "" {
 		return OutputTypeIdentity
 	}

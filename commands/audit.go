@@ -7,8 +7,6 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/identity"
@@ -82,10 +80,10 @@ func writeAuditTable(w io.Writer, events []store.AuditEvent) error {
 		}
 		serials := make([]string, len(ev.Serials))
 		for i, s := range ev.Serials {
-			serials[i] = printable(s)
+			serials[i] = identity.Printable(s)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Time.UTC().Format(time.RFC3339), printable(ev.Event), printable(outcome),
-			dash(printable(ev.Bot)), dash(printable(ev.JoinToken)), dash(printable(ev.Method)), dash(auditDetails(ev)), dash(strings.Join(serials, " ")))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Time.UTC().Format(time.RFC3339), identity.Printable(ev.Event), identity.Printable(outcome),
+			dash(identity.Printable(ev.Bot)), dash(identity.Printable(ev.JoinToken)), dash(identity.Printable(ev.Method)), dash(auditDetails(ev)), dash(strings.Join(serials, " ")))
 	}
 	return tw.Flush()
 }
@@ -103,9 +101,9 @@ var identifyingClaims = [][]string{
 // each value printable.
 func auditDetails(ev store.AuditEvent) string {
 	if ev.Event != "join" {
-		parts := []string{printable(ev.Message)}
+		parts := []string{identity.Printable(ev.Message)}
 		if ev.Remote != "" {
-			parts = append(parts, "by "+printable(ev.Remote))
+			parts = append(parts, "by "+identity.Printable(ev.Remote))
 		}
 		return strings.TrimSpace(strings.Join(parts, " "))
 	}
@@ -113,25 +111,12 @@ func auditDetails(ev store.AuditEvent) string {
 	for _, group := range identifyingClaims {
 		for _, k := range group {
 			if v := ev.Claims[k]; v != "" {
-				parts = append(parts, k+"="+printable(v))
+				parts = append(parts, k+"="+identity.Printable(v))
 				break
 			}
 		}
 	}
 	return strings.Join(parts, " ")
-}
-
-// printable returns s as it is when every character of it prints as
-// itself, and quoted with escapes (identity.Quote) otherwise: an audit
-// record holds values a caller chose, and a newline, tab or terminal escape
-// in one must not forge a row or reach the terminal.
-func printable(s string) string {
-	for _, r := range s {
-		if r == utf8.RuneError || r == '\\' || !unicode.IsPrint(r) {
-			return identity.Quote(s)
-		}
-	}
-	return s
 }
 
 func dash(s string) string {

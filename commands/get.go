@@ -10,6 +10,7 @@ import (
 
 	"github.com/mbot-dev/mbot/admin"
 	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/identity"
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
 )
@@ -113,7 +114,7 @@ func writeTable(w io.Writer, set *resources.Set, kind string, docs []resources.D
 			if spec.DeviceTrustMode != "" {
 				trust = spec.DeviceTrustMode
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Metadata.Name, orNone(strings.Join(spec.Logins, ", ")), maxTTL, mfa, trust)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", displayName(d.Metadata.Name), orNone(strings.Join(spec.Logins, ", ")), maxTTL, mfa, trust)
 		}
 	case resources.KindBot:
 		traitOnly := false
@@ -123,11 +124,11 @@ func writeTable(w io.Writer, set *resources.Set, kind string, docs []resources.D
 			for i, rl := range admin.BotLogins(set, bot) {
 				name := ""
 				if i == 0 {
-					name = bot.Metadata.Name
+					name = displayName(bot.Metadata.Name)
 				}
 				logins, marked := formatLogins(rl)
 				traitOnly = traitOnly || marked
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", name, rl.Role, logins)
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", name, displayName(rl.Role), logins)
 			}
 		}
 		if err := tw.Flush(); err != nil {
@@ -141,7 +142,7 @@ func writeTable(w io.Writer, set *resources.Set, kind string, docs []resources.D
 		fmt.Fprintln(tw, "NAME\tBOT\tMETHOD\tALLOW")
 		for _, d := range docs {
 			tok := set.JoinTokens[d.Metadata.Name]
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.Metadata.Name, tok.Spec.Bot, tok.Spec.Method, orNone(allowRules(tok.Spec.Section())))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", displayName(d.Metadata.Name), displayName(tok.Spec.Bot), displayName(tok.Spec.Method), orNone(allowRules(tok.Spec.Section())))
 		}
 	}
 	return tw.Flush()
@@ -190,15 +191,27 @@ func allowRules(section *yaml.Node) string {
 			if val.Kind == yaml.SequenceNode {
 				var items []string
 				for _, item := range val.Content {
-					items = append(items, item.Value)
+					items = append(items, identity.Printable(item.Value))
 				}
 				v = strings.Join(items, ",")
+			} else {
+				v = identity.Printable(v)
 			}
-			fields = append(fields, rule.Content[i].Value+"="+v)
+			fields = append(fields, identity.Printable(rule.Content[i].Value)+"="+v)
 		}
 		rules = append(rules, strings.Join(fields, " "))
 	}
 	return strings.Join(rules, " | ")
+}
+
+// displayName returns a resource name as it is, or quoted when it is not a
+// valid name: a resource stored by an earlier version, which no longer loads,
+// is listed under its stored name so that it can be removed.
+func displayName(name string) string {
+	if identity.CheckName("", name) == nil {
+		return name
+	}
+	return identity.Quote(name)
 }
 
 func orNone(s string) string {

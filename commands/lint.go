@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/mbot-dev/mbot/admin"
+	"github.com/mbot-dev/mbot/identity"
 	"github.com/urfave/cli/v2"
 )
 
@@ -73,11 +75,11 @@ Exits 1 when there is an error. Example:
 func writeLintReport(w io.Writer, r *admin.Report) {
 	traitOnly := false
 	for _, b := range r.Bots {
-		fmt.Fprintf(w, "bot %s\n", b.Bot)
+		fmt.Fprintf(w, "bot %s\n", displayName(b.Bot))
 		for _, rl := range b.Roles {
 			logins, marked := formatLogins(rl)
 			traitOnly = traitOnly || marked
-			fmt.Fprintf(w, "  role %s: %s\n", rl.Role, logins)
+			fmt.Fprintf(w, "  role %s: %s\n", displayName(rl.Role), logins)
 		}
 	}
 	if len(r.Bots) == 0 {
@@ -90,7 +92,13 @@ func writeLintReport(w io.Writer, r *admin.Report) {
 		fmt.Fprintln(w)
 	}
 	for _, f := range r.Findings {
-		fmt.Fprintf(w, "%s: %s\n", f.Severity, f.Message)
+		// A message may span lines (a rule shown with the line to add);
+		// each line is escaped on its own.
+		lines := strings.Split(f.Message, "\n")
+		for i, l := range lines {
+			lines[i] = identity.Printable(l)
+		}
+		fmt.Fprintf(w, "%s: %s\n", f.Severity, strings.Join(lines, "\n"))
 	}
 	warnings := len(r.Findings) - r.Blocking()
 	fmt.Fprintf(w, "\n%d error(s), %d warning(s)\n", r.Blocking(), warnings)

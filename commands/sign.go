@@ -29,8 +29,8 @@ recorded in the audit log:
    mbot sign --config authority.yaml --user alice --roles deploy --logins alice --ttl 720h --out ./alice
    ssh -F ./alice/ssh_config web1.acme.internal`,
 		Flags: []cli.Flag{authorityConfigFlag(),
-			&cli.StringFlag{Name: "host", Usage: "comma-separated host names and addresses (host credentials)"},
-			&cli.StringFlag{Name: "user", Usage: "user name (a long-lived user identity)"},
+			&cli.StringFlag{Name: "host", Usage: "comma-separated DNS names and IP addresses, no wildcards (host credentials)"},
+			&cli.StringFlag{Name: "user", Usage: "user name, like a bot's: lower-case letters, digits, - _ . (a long-lived user identity)"},
 			&cli.StringFlag{Name: "roles", Usage: "with --user: comma-separated roles whose logins the user gets"},
 			&cli.StringFlag{Name: "logins", Usage: "with --user: the user's logins trait, for {{internal.logins}} in the roles"},
 			&cli.StringFlag{Name: "out", Required: true, Usage: "directory to write the credentials to"},

@@ -5,11 +5,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/mbot-dev/mbot/admin"
 	"github.com/mbot-dev/mbot/authority"
 	"github.com/mbot-dev/mbot/authority/verify"
+	"github.com/mbot-dev/mbot/identity"
 	"github.com/mbot-dev/mbot/joiners"
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
@@ -44,8 +46,14 @@ It admits one join before --ttl runs out. Example:
 						return usagef("--ttl %s must be positive", ttl)
 					}
 					bot, name := c.String("bot"), c.String("name")
+					if err := identity.CheckName("--bot", bot); err != nil {
+						return usagef("%v", err)
+					}
 					if name == "" {
-						name = bot + "-token-" + randomHex(4)
+						name = tokenName(bot, randomHex(4))
+					}
+					if err := identity.CheckName("--name", name); err != nil {
+						return usagef("%v", err)
 					}
 					cfg, err := authority.LoadConfig(c.String("config"))
 					if err != nil {
@@ -90,6 +98,16 @@ It admits one join before --ttl runs out. Example:
 			},
 		},
 	}
+}
+
+// tokenName is the default join token name, <bot>-token-<random>, with the
+// bot's name cut so that the whole stays a valid name.
+func tokenName(bot, random string) string {
+	suffix := "-token-" + random
+	if len(bot)+len(suffix) > identity.MaxNameLen {
+		bot = strings.TrimRight(bot[:identity.MaxNameLen-len(suffix)], "-_.")
+	}
+	return bot + suffix
 }
 
 // tokenDocument is the join_token resource of a token join: the secret's

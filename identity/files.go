@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Names of the files of an identity directory (SPEC §4).
@@ -79,6 +81,14 @@ func RenderIdentityOf(subject, dir string, keys *Keys, resp *JoinResponse, out *
 	if err != nil {
 		return nil, err
 	}
+	knownHosts, err := KnownHosts(resp.HostPatterns, resp.SSHHostCA)
+	if err != nil {
+		return nil, err
+	}
+	sshConfig, err := SSHConfig(dir, resp.HostPatterns, out.Logins, subject, out.NotAfter)
+	if err != nil {
+		return nil, err
+	}
 	return []File{
 		{FileSSHKey, sshKey, 0o600},
 		{FileSSHPublicKey, []byte(keys.SSHPublicKey()), 0o644},
@@ -86,42 +96,82 @@ func RenderIdentityOf(subject, dir string, keys *Keys, resp *JoinResponse, out *
 		{FileTLSKey, tlsKey, 0o600},
 		{FileTLSCert, []byte(out.TLSCertificate), 0o644},
 		{FileCA, []byte(resp.TLSCA), 0o644},
-		{FileKnownHosts, []byte(KnownHosts(resp.HostPatterns, resp.SSHHostCA)), 0o644},
-		{FileSSHConfig, []byte(SSHConfig(dir, resp.HostPatterns, out.Logins, subject, out.NotAfter)), 0o644},
+		{FileKnownHosts, []byte(knownHosts), 0o644},
+		{FileSSHConfig, []byte(sshConfig), 0o644},
 		{FileIdentityJSON, append(sumJSON, '\n'), 0o600},
 	}, nil
 }
 
-// KnownHosts trusts the SSH host CA for each host pattern.
-func KnownHosts(patterns []string, hostCA string) string {
+// KnownHosts trusts the SSH host CA for each host pattern. The values come
+// from the authority's answer; each is checked, as the authority checks
+// them, so that none can add a line to the file.
+func KnownHosts(patterns []string, hostCA string) (string, error) {
+	hostCA = strings.TrimSpace(hostCA)
+	if hostCA == "" || strings.IndexFunc(hostCA, unicode.IsControl) >= 0 {
+		return "", fmt.Errorf("the authority's SSH host CA %s is not one authorized_keys line", Quote(Truncate(hostCA, 64)))
+	}
 	var b strings.Builder
 	for _, p := range patterns {
-		fmt.Fprintf(&b, "@cert-authority %s %s\n", p, strings.TrimSpace(hostCA))
+		if err := CheckHostPattern("host pattern", p); err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "@cert-authority %s %s\n", p, hostCA)
 	}
-	return b.String()
+	return b.String(), nil
 }
 
 // SSHConfig writes one Host block per host pattern that makes plain `ssh -F`
 // use this identity and trust only hosts certified by the authority.
-// subject says whose identity it is, as `bot "deployer"`.
-func SSHConfig(dir string, patterns, logins []string, subject string, notAfter time.Time) string {
+// subject says whose identity it is, as `bot "deployer"`. Host patterns and
+// logins are checked against their character sets, which need no quoting;
+// paths are quoted as OpenSSH splits and expands them.
+func SSHConfig(dir string, patterns, logins []string, subject string, notAfter time.Time) (string, error) {
+	for _, l := range logins {
+		if err := CheckLogin("login", l); err != nil {
+			return "", err
+		}
+	}
+	if strings.IndexFunc(subject, unicode.IsControl) >= 0 {
+		return "", fmt.Errorf("identity subject %s contains a control character", Quote(subject))
+	}
+	key, err := sshConfigPath(filepath.Join(dir, FileSSHKey))
+	if err != nil {
+		return "", err
+	}
+	cert, _ := sshConfigPath(filepath.Join(dir, FileSSHCert))
+	knownHosts, _ := sshConfigPath(filepath.Join(dir, FileKnownHosts))
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by mbot for %s; the certificate expires %s.\n", subject, notAfter.UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "# Use: ssh -F %s <host>\n", filepath.Join(dir, FileSSHConfig))
 	for _, p := range patterns {
+		if err := CheckHostPattern("host pattern", p); err != nil {
+			return "", err
+		}
 		fmt.Fprintf(&b, "\nHost %s\n", p)
 		if len(logins) > 0 {
 			fmt.Fprintf(&b, "    User %s\n", logins[0])
 		}
-		fmt.Fprintf(&b, "    IdentityFile \"%s\"\n", filepath.Join(dir, FileSSHKey))
-		fmt.Fprintf(&b, "    CertificateFile \"%s\"\n", filepath.Join(dir, FileSSHCert))
-		fmt.Fprintf(&b, "    UserKnownHostsFile \"%s\"\n", filepath.Join(dir, FileKnownHosts))
+		fmt.Fprintf(&b, "    IdentityFile %s\n", key)
+		fmt.Fprintf(&b, "    CertificateFile %s\n", cert)
+		fmt.Fprintf(&b, "    UserKnownHostsFile %s\n", knownHosts)
 		b.WriteString("    GlobalKnownHostsFile /dev/null\n")
 		b.WriteString("    IdentitiesOnly yes\n")
 		b.WriteString("    StrictHostKeyChecking yes\n")
 		b.WriteString("    PasswordAuthentication no\n")
 	}
-	return b.String()
+	return b.String(), nil
+}
+
+// sshConfigPath quotes a path for ssh_config: in double quotes, with '"' and
+// '\' escaped by a backslash (OpenSSH's argument splitting) and '%' doubled
+// (IdentityFile, CertificateFile and UserKnownHostsFile expand %-tokens). A
+// control character cannot be written on a config line at all.
+func sshConfigPath(p string) (string, error) {
+	if strings.IndexFunc(p, unicode.IsControl) >= 0 || !utf8.ValidString(p) {
+		return "", fmt.Errorf("the identity directory %s contains a control character or invalid UTF-8, which ssh_config cannot hold; choose another --out", Quote(p))
+	}
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "%", "%%")
+	return `"` + r.Replace(p) + `"`, nil
 }
 
 func ensureNewline(s string) string {

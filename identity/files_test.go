@@ -542,7 +542,10 @@ func TestRenderIdentity(t *testing.T) {
 }
 
 func TestSSHConfigWithoutLogins(t *testing.T) {
-	text := identity.SSHConfig("/run/mbot", []string{"*.acme.internal"}, nil, `bot "deployer"`, time.Now())
+	text, err := identity.SSHConfig("/run/mbot", []string{"*.acme.internal"}, nil, `bot "deployer"`, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if strings.Contains(text, "User ") {
 		t.Errorf("ssh_config names a User though the identity has no logins:\n%s", text)
 	}

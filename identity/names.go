@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -85,6 +86,19 @@ func CheckHostPattern(what, pattern string) error {
 // backslash and invalid UTF-8 byte escaped, so that a value from a request
 // or a resource cannot forge a line or send terminal escapes when printed.
 func Quote(s string) string { return strconv.Quote(s) }
+
+// Printable returns s as it is when every character of it prints as
+// itself, and quoted with escapes (Quote) otherwise: a value a caller chose
+// (an audit record's join token, a claim, an authority's message) must not
+// forge a row or send terminal escapes when printed.
+func Printable(s string) string {
+	for _, r := range s {
+		if r == utf8.RuneError || r == '\\' || !unicode.IsPrint(r) {
+			return Quote(s)
+		}
+	}
+	return s
+}
 
 // Truncate returns s cut to at most n bytes at a rune boundary, with the
 // number of bytes dropped appended ("…(+123 bytes)") when it cut anything.

@@ -8,7 +8,6 @@ import (
 
 	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/identity"
-	"github.com/mbot-dev/mbot/internal/lazyregexp"
 )
 
 // DefaultTTL is the certificate lifetime when a joiner asks for none.
@@ -64,6 +63,13 @@ func ResolveGrant(set *resources.Set, bot *resources.Bot, requested []string, tt
 		specs = append(specs, &role.Spec)
 		for _, login := range role.Spec.Logins {
 			for _, l := range ExpandTemplate(login, bot.Spec.Traits) {
+				// Checked when the resources were loaded; checked again here, as
+				// the last step before a principal is signed, so that no path
+				// (a stored resource from an older version) skips it.
+				if err := identity.CheckLogin("login", l); err != nil {
+					return nil, identity.Errorf(identity.CodeRoleDenied, "role %q login %q expands to %s for bot %q, which is not a valid user name; fix the role's logins or the bot's traits",
+						rn, login, identity.Quote(identity.Truncate(l, 64)), name)
+				}
 				if !slices.Contains(g.Logins, l) {
 					g.Logins = append(g.Logins, l)
 				}
@@ -105,28 +111,8 @@ func SSHExtensions(roles ...*resources.RoleSpec) map[string]string {
 	return ext
 }
 
-var templateRe = lazyregexp.New(`\{\{\s*(internal|external)\.([A-Za-z0-9_\-]+)\s*\}\}`)
-
 // ExpandTemplate expands "{{internal.<trait>}}" (with optional literal text
-// around it) once per trait value. A template whose trait is missing expands
-// to nothing, never to its literal text; a string without a template is itself.
+// around it) once per trait value; see resources.ExpandTemplate.
 func ExpandTemplate(s string, traits map[string][]string) []string {
-	m := templateRe.FindStringSubmatchIndex(s)
-	if m == nil {
-		if strings.Contains(s, "{{") {
-			return nil // a malformed template grants nothing
-		}
-		return []string{s}
-	}
-	prefix, suffix, trait := s[:m[0]], s[m[1]:], s[m[4]:m[5]]
-	if strings.Contains(suffix, "{{") {
-		return nil // one template per value, as in Teleport
-	}
-	var out []string
-	for _, v := range traits[trait] {
-		if v != "" {
-			out = append(out, prefix+v+suffix)
-		}
-	}
-	return out
+	return resources.ExpandTemplate(s, traits)
 }

@@ -6,9 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -177,7 +181,7 @@ func Parse(file string, data []byte) ([]Resource, error) {
 			if errors.Is(err, io.EOF) {
 				break
 			}
-			return nil, fmt.Errorf("%s: %w", file, err)
+			return nil, yamlError(file, err)
 		}
 		nodes = append(nodes, n)
 	}
@@ -211,17 +215,21 @@ func isEmptyDocument(doc *yaml.Node) bool {
 }
 
 func parseDocument(src Source, root *yaml.Node, decode func(any) error) (Resource, error) {
-	fail := func(n *yaml.Node, format string, args ...any) error {
+	var fail nodeFail = func(n *yaml.Node, format string, args ...any) error {
 		line := src.Line
 		if n != nil {
 			line = n.Line
 		}
 		return fmt.Errorf("%s:%d: %s", src.File, line, fmt.Sprintf(format, args...))
 	}
+	if err := checkKeys(root, fail); err != nil {
+		return Resource{}, err
+	}
 	kindNode := Lookup(root, "kind")
 	if kindNode == nil {
 		return Resource{}, fail(root, "missing field kind (one of role, bot, join_token)")
 	}
+	writeNulls(root)
 	body, err := yaml.Marshal(root)
 	if err != nil {
 		return Resource{}, fail(root, "%v", err)
@@ -241,6 +249,9 @@ func parseDocument(src Source, root *yaml.Node, decode func(any) error) (Resourc
 		if time.Duration(e.Spec.MaxTTL) > 0 && time.Duration(e.Spec.MaxTTL) < time.Minute {
 			return Resource{}, fail(Lookup(root, "spec", "max_ttl"), "spec.max_ttl must be at least 1m")
 		}
+		if err := checkRole(root, &e.Spec, fail); err != nil {
+			return Resource{}, err
+		}
 		meta = e.Metadata
 		res.Role = &Role{Metadata: e.Metadata, Spec: e.Spec, Source: src}
 	case KindBot:
@@ -250,6 +261,9 @@ func parseDocument(src Source, root *yaml.Node, decode func(any) error) (Resourc
 		}
 		if len(e.Spec.Roles) == 0 {
 			return Resource{}, fail(Lookup(root, "spec"), "spec.roles: a bot needs at least one role")
+		}
+		if err := checkBot(root, &e.Spec, fail); err != nil {
+			return Resource{}, err
 		}
 		meta = e.Metadata
 		res.Bot = &Bot{Metadata: e.Metadata, Spec: e.Spec, Source: src}
@@ -264,10 +278,13 @@ func parseDocument(src Source, root *yaml.Node, decode func(any) error) (Resourc
 		if e.Spec.Method == "" {
 			return Resource{}, fail(Lookup(root, "spec"), "spec.method is required (github, gitlab, circleci, ...)")
 		}
-		for key := range e.Spec.Sections {
+		if err := checkJoinToken(root, &e.Spec, fail); err != nil {
+			return Resource{}, err
+		}
+		for _, key := range slices.Sorted(maps.Keys(e.Spec.Sections)) {
 			if key != e.Spec.Method {
 				return Resource{}, fail(Lookup(root, "spec", key),
-					"spec.%s does not belong to a join token with method %q; rename it to spec.%s or change spec.method", key, e.Spec.Method, e.Spec.Method)
+					"spec.%s does not belong to a join token with method %q; rename it to spec.%s or change spec.method", fieldName(key), e.Spec.Method, e.Spec.Method)
 			}
 		}
 		meta = e.Metadata
@@ -278,31 +295,57 @@ func parseDocument(src Source, root *yaml.Node, decode func(any) error) (Resourc
 	if v := Lookup(root, "version"); v != nil && v.Value != "v1" {
 		return Resource{}, fail(v, "version %q is not supported (expected v1)", v.Value)
 	}
-	if meta.Name == "" {
-		return Resource{}, fail(root, "metadata.name is required")
-	}
-	if strings.ContainsAny(meta.Name, "/ \t\n") {
-		return Resource{}, fail(Lookup(root, "metadata", "name"), "metadata.name %q may not contain '/' or spaces", meta.Name)
+	if err := checkMetadata(root, meta, fail); err != nil {
+		return Resource{}, err
 	}
 	return res, nil
 }
 
-var typeNames = lazyregexp.New(`not found in type resources\.(\w+)`)
+var (
+	typeNames     = lazyregexp.New(`not found in type resources\.(\w+)`)
+	envelopeNames = lazyregexp.New(`not found in type resources\.envelope\[[^\]]*\]`)
+)
+
+// maxErrorLines bounds the errors reported for one document: a file full
+// of mistakes (or an alias bomb) gives a readable message, not megabytes.
+const maxErrorLines = 20
 
 // yamlError turns yaml.v3's "line N: ..." messages into "file:N: ...".
+// yaml.v3 prints unknown keys as written: control characters are escaped
+// so that a key cannot forge a line of the message.
 func yamlError(file string, err error) error {
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
-		lines := make([]string, len(te.Errors))
-		for i, e := range te.Errors {
-			lines[i] = file + ":" + typeNames.ReplaceAllString(strings.TrimPrefix(e, "line "), "is not a field of $1")
+		var lines []string
+		for _, e := range te.Errors[:min(len(te.Errors), maxErrorLines)] {
+			e = envelopeNames.ReplaceAllString(strings.TrimPrefix(e, "line "), "is not a field of a resource (kind, version, metadata, spec)")
+			lines = append(lines, file+":"+escapeControls(typeNames.ReplaceAllString(e, "is not a field of $1")))
+		}
+		if more := len(te.Errors) - maxErrorLines; more > 0 {
+			lines = append(lines, fmt.Sprintf("%s: and %d more errors", file, more))
 		}
 		return errors.New(strings.Join(lines, "\n"))
 	}
 	if msg, ok := strings.CutPrefix(err.Error(), "line "); ok {
-		return errors.New(file + ":" + msg)
+		return errors.New(file + ":" + escapeControls(msg))
 	}
-	return fmt.Errorf("%s: %w", file, err)
+	return fmt.Errorf("%s: %s", file, escapeControls(err.Error()))
+}
+
+// escapeControls escapes control characters and invalid UTF-8 in s as Go does in a quoted string.
+func escapeControls(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 || unicode.IsControl(r) {
+			q := strconv.QuoteToASCII(s[i : i+size])
+			b.WriteString(q[1 : len(q)-1])
+		} else {
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 // Lookup follows a path of mapping keys from n and returns the value node, or nil.

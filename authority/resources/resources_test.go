@@ -180,7 +180,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "name with a slash",
 			yaml: "kind: bot\nversion: v1\nmetadata:\n  name: a/b\nspec: {roles: [deploy]}\n",
-			want: []string{"bots.yaml:4:", "may not contain '/'"},
+			want: []string{"bots.yaml:4:", `metadata.name "a/b" is not a valid name`},
 		},
 		{
 			name: "bot without roles",

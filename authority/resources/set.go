@@ -5,6 +5,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/mbot-dev/mbot/identity"
 )
 
 // Set is every role, bot and join token the authority knows, by name.
@@ -31,15 +33,20 @@ func NewSet(all []Resource) *Set {
 	return s
 }
 
-// CheckReferences reports every bot whose role does not exist and every
-// join token whose bot does not exist.
+// CheckReferences reports every bot whose role does not exist, every bot
+// whose traits expand a role's login to something that is not a user name,
+// and every join token whose bot does not exist.
 func (s *Set) CheckReferences() error {
 	for _, name := range slices.Sorted(maps.Keys(s.Bots)) {
 		b := s.Bots[name]
 		for _, role := range b.Spec.Roles {
-			if _, ok := s.Roles[role]; !ok {
+			r, ok := s.Roles[role]
+			if !ok {
 				return fmt.Errorf("%s: bot %q has role %q, which is not defined; add a role resource named %q or remove it from spec.roles",
 					b.Source, name, role, role)
+			}
+			if err := CheckExpandedLogins(b, r); err != nil {
+				return err
 			}
 		}
 	}
@@ -108,4 +115,27 @@ func (set *Set) NotFound(kind, name string) error {
 		existing = "existing: " + strings.Join(names, ", ")
 	}
 	return fmt.Errorf("there is no %s named %q (%s)", kind, name, existing)
+}
+
+// CheckExpandedLogins checks every login that role's templates expand to
+// with bot's traits: a trait value is free text, but once it is a login it
+// must be a user name. The error names the bot, the role and the trait.
+func CheckExpandedLogins(bot *Bot, role *Role) error {
+	for _, tmpl := range role.Spec.Logins {
+		trait, prefix, suffix, ok := splitTemplate(tmpl)
+		if !ok || trait == "" {
+			continue // literal logins are checked when the role is read
+		}
+		for i, v := range bot.Spec.Traits[trait] {
+			if v == "" {
+				continue // expands to nothing
+			}
+			l := prefix + v + suffix
+			if err := identity.CheckLogin("login", l); err != nil {
+				return fmt.Errorf("%s: bot %q: spec.traits.%s[%d] expands login %q of role %q (%s) to %s, which is not a valid user name: change the trait value to letters, digits, '.', '_' and '-' (at most %d characters), or stop using it in the role's logins",
+					bot.Source, bot.Metadata.Name, trait, i, tmpl, role.Metadata.Name, role.Source, identity.Quote(identity.Truncate(l, 64)), identity.MaxLoginLen)
+			}
+		}
+	}
+	return nil
 }

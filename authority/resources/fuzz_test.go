@@ -1,0 +1,121 @@
+package resources_test
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/identity"
+)
+
+// readmeResources returns the resource documents of the README's YAML
+// examples, so that the fuzzer starts from what users are told to write.
+func readmeResources(f *testing.F) []string {
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		f.Fatal(err)
+	}
+	var out []string
+	for _, m := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(data), -1) {
+		if strings.Contains(m[1], "kind: ") {
+			out = append(out, m[1])
+		}
+	}
+	if len(out) == 0 {
+		f.Fatal("the README has no resource examples")
+	}
+	return out
+}
+
+// FuzzParse checks the resource loader on any input: it never panics, and
+// whatever it accepts holds only names and logins of the documented
+// character sets, loads again from the body the store keeps, and expands
+// to valid logins once its references check.
+func FuzzParse(f *testing.F) {
+	for _, doc := range readmeResources(f) {
+		f.Add(doc)
+	}
+	f.Add(botsYAML)
+	f.Add(billionLaughs("kind: bot\nversion: v1\nmetadata: {name: deployer}\nspec:\n  roles: [deploy]\n  traits:\n"))
+	f.Add("kind: role\nversion: v1\nmetadata: {name: deploy, labels: {team: payments}, description: Deploys}\nspec:\n  logins: [\"{{internal.logins}}\", \"svc-{{ external.team }}-ro\", \"{{internal.a}}{{internal.b}}\", root$]\n  max_ttl: 8h\n  device_trust_mode: required-for-humans\n")
+	f.Add("kind: join_token\nversion: v1\nmetadata: {name: t}\nspec:\n  bot: deployer\n  method: token\n  token: {secret_hash: \"00\", expires: \"2030-01-01T00:00:00Z\"}\n---\n---\n")
+	f.Add("x: &a [1]\nkind: role\nversion: v1\nmetadata: {name: r}\nspec: {logins: *a}\n")
+	f.Fuzz(func(t *testing.T, data string) {
+		res, err := resources.Parse("f.yaml", []byte(data))
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "f.yaml") {
+				t.Errorf("error does not name the file: %q", err)
+			}
+			return
+		}
+		for _, r := range res {
+			checkAccepted(t, r)
+			again, err := resources.Parse("stored", r.Body)
+			if err != nil || len(again) != 1 || again[0].Kind != r.Kind || again[0].Name() != r.Name() {
+				t.Fatalf("%s/%s does not load again from its stored body: %v\n%s", r.Kind, r.Name(), err, r.Body)
+			}
+		}
+		set := resources.NewSet(res)
+		if err := set.CheckReferences(); err != nil {
+			return
+		}
+		for _, b := range set.Bots {
+			for _, rn := range b.Spec.Roles {
+				for _, tmpl := range set.Roles[rn].Spec.Logins {
+					for _, l := range resources.ExpandTemplate(tmpl, b.Spec.Traits) {
+						if err := identity.CheckLogin("login", l); err != nil {
+							t.Errorf("bot %q role %q expands %q to an invalid login: %v", b.Metadata.Name, rn, tmpl, err)
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+// checkAccepted checks the invariants of one accepted resource.
+func checkAccepted(t *testing.T, r resources.Resource) {
+	t.Helper()
+	if err := identity.CheckName("name", r.Name()); err != nil {
+		t.Errorf("accepted %s: %v", r.Kind, err)
+	}
+	switch {
+	case r.Role != nil:
+		for _, l := range r.Role.Spec.Logins {
+			if !strings.Contains(l, "{{") {
+				if err := identity.CheckLogin("login", l); err != nil {
+					t.Errorf("role %q: accepted %v", r.Name(), err)
+				}
+			} else if strings.ContainsFunc(l, func(c rune) bool { return c < ' ' || c == 0x7f || c == ',' || c == '*' }) {
+				t.Errorf("role %q: accepted template %q", r.Name(), l)
+			}
+		}
+	case r.Bot != nil:
+		for _, rn := range r.Bot.Spec.Roles {
+			if err := identity.CheckName("role", rn); err != nil {
+				t.Errorf("bot %q: accepted %v", r.Name(), err)
+			}
+		}
+		for name, values := range r.Bot.Spec.Traits {
+			if err := resources.CheckTraitName(name); err != nil {
+				t.Errorf("bot %q: accepted %v", r.Name(), err)
+			}
+			for _, v := range values {
+				if len(v) > 255 || strings.ContainsFunc(v, func(c rune) bool { return c < ' ' || c == 0x7f }) {
+					t.Errorf("bot %q: accepted trait value %q", r.Name(), v)
+				}
+			}
+		}
+	case r.JoinToken != nil:
+		if err := identity.CheckName("bot", r.JoinToken.Spec.Bot); err != nil {
+			t.Errorf("join token %q: accepted %v", r.Name(), err)
+		}
+		if err := identity.CheckName("method", r.JoinToken.Spec.Method); err != nil {
+			t.Errorf("join token %q: accepted %v", r.Name(), err)
+		}
+	default:
+		t.Errorf("accepted a resource of no kind: %+v", r)
+	}
+}
