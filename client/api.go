@@ -221,7 +221,13 @@ func (c *API) Do(ctx context.Context, method, path string, in, out any) error {
 	if resp.StatusCode >= 300 {
 		var e identity.ErrorResponse
 		if json.Unmarshal(data, &e) == nil && e.Code != "" {
-			return &identity.Error{Code: e.Code, Message: e.Message, RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
+			// The answer is printed to a terminal and a CI log: a hostile or
+			// broken authority must not send escapes or forge lines.
+			return &identity.Error{
+				Code:       identity.ErrorCode(identity.Printable(identity.Truncate(string(e.Code), 64))),
+				Message:    identity.Printable(identity.Truncate(e.Message, 4096)),
+				RetryAfter: retryAfter(resp.Header.Get("Retry-After")),
+			}
 		}
 		return fmt.Errorf("the authority answered %s to %s; is %s an mbot authority?", resp.Status, path, c.base.Host)
 	}

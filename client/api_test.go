@@ -273,6 +273,15 @@ func TestAPIErrors(t *testing.T) {
 		t.Errorf("refusal = %+v, want code %s and the authority's message", refusal, identity.CodeUnknownJoinToken)
 	}
 
+	// A hostile authority's message cannot forge lines or send terminal escapes.
+	_, err = api.Join(ctx, &identity.JoinRequest{JoinToken: "x\n::set-output name=a::b\x1b[2J", Method: "github", Proof: "jwt"})
+	if !errors.As(err, &refusal) {
+		t.Fatalf("Join with a hostile token name: %v, want an *identity.Error", err)
+	}
+	if strings.ContainsAny(refusal.Message, "\n\x1b") || !strings.Contains(refusal.Message, `\n::set-output`) {
+		t.Errorf("refusal message %q carries control characters or lost the escaped text", refusal.Message)
+	}
+
 	_, err = api.Ping(ctx)
 	if err == nil || errors.As(err, &refusal) {
 		t.Fatalf("Ping of a non-JSON 502: %v, want a plain error", err)

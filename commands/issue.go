@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mbot-dev/mbot/client"
+	"github.com/mbot-dev/mbot/identity"
 	"github.com/mbot-dev/mbot/joiners"
 	"github.com/urfave/cli/v2"
 )
@@ -57,6 +58,7 @@ Flags and MBOT_* variables override mbot.yaml.`,
 				return err
 			}
 			for _, w := range res.Response.Warnings {
+				w = identity.Printable(w) // the authority's text, printed and read as a workflow command
 				fmt.Fprintf(os.Stderr, "warning: %s\n", w)
 				if os.Getenv("GITHUB_ACTIONS") == "true" {
 					fmt.Printf("::warning title=mbot::%s\n", w)
