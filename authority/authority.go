@@ -35,7 +35,7 @@ type Authority struct {
 	reloadMu sync.Mutex
 	// checked is when (UnixNano) the store's resources version was last compared.
 	checked atomic.Int64
-	locks   botLocks
+	locks   lockTables
 }
 
 // state is one consistent view of the resources with their join tokens compiled.
