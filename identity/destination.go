@@ -93,6 +93,9 @@ func WriteDir(dir string, files []File) error {
 	if err := writeFiles(tmp, made, files); err != nil {
 		return err
 	}
+	if raceHook != nil {
+		raceHook(dir)
+	}
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 		if err := renameNoReplace(tmp, dir); err != nil {
 			return fmt.Errorf("moving identity into %s: %w", dir, err)
@@ -104,8 +107,12 @@ func WriteDir(dir string, files []File) error {
 		}
 		moved = true
 		// tmp now holds the earlier identity, checked above to be only
-		// files mbot writes: remove those by name, then the directory.
-		removeIdentityFiles(tmp, files)
+		// files mbot writes: remove those by name, then the directory. If
+		// a link was put in dir's place after the check, tmp is that link:
+		// remove only the link, never files behind it.
+		if old, err := os.Lstat(tmp); err == nil && old.IsDir() && ownedByUs(old) {
+			_ = removeIdentityFiles(tmp, files)
+		}
 		_ = os.Remove(tmp)
 	}
 	if now, err := os.Lstat(dir); err != nil || !os.SameFile(now, made) {
@@ -113,6 +120,10 @@ func WriteDir(dir string, files []File) error {
 	}
 	return syncDir(parent)
 }
+
+// raceHook, set by tests, runs between the checks and the rename, where
+// another user could change dir.
+var raceHook func(dir string)
 
 // writeFiles creates files in tmp, the directory just made whose Lstat is
 // made, through a handle on that very directory.

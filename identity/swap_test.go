@@ -63,6 +63,57 @@ func TestWriteFilesRefusesPlantedLinks(t *testing.T) {
 	}
 }
 
+// TestWriteDirLinkPlantedBeforeRename puts a link at the destination after
+// WriteDir checked it and before the rename, as another user with write
+// access to the parent could: nothing is written or removed through it.
+func TestWriteDirLinkPlantedBeforeRename(t *testing.T) {
+	files := []File{{Name: FileSSHKey, Data: []byte("new secret key"), Mode: 0o600}}
+	for _, existing := range []bool{false, true} {
+		name := map[bool]string{false: "new destination", true: "earlier identity"}[existing]
+		t.Run(name, func(t *testing.T) {
+			base := t.TempDir()
+			dir, victim := filepath.Join(base, "mbot"), filepath.Join(base, "victim")
+			if err := os.Mkdir(victim, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(victim, FileSSHKey), []byte("precious"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if existing {
+				if err := WriteDir(dir, files); err != nil {
+					t.Fatal(err)
+				}
+			}
+			raceHook = func(dir string) {
+				if err := os.RemoveAll(dir); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(victim, dir); err != nil {
+					t.Fatal(err)
+				}
+			}
+			defer func() { raceHook = nil }()
+			err := WriteDir(dir, files)
+			if got, _ := os.ReadFile(filepath.Join(victim, FileSSHKey)); string(got) != "precious" {
+				t.Errorf("the link's target was changed: key holds %q (WriteDir: %v)", got, err)
+			}
+			if entries, _ := os.ReadDir(victim); len(entries) != 1 {
+				t.Errorf("the link's target holds %v", entries)
+			}
+			if err == nil {
+				// The exchange moved the link aside: dir must be the directory WriteDir made.
+				st, lerr := os.Lstat(dir)
+				if lerr != nil || !st.IsDir() || st.Mode().Perm() != 0o700 {
+					t.Errorf("WriteDir succeeded but %s is %v (%v)", dir, st, lerr)
+				}
+			}
+			if entries, _ := os.ReadDir(base); len(entries) != 2 {
+				t.Errorf("left behind in %s: %v", base, entries)
+			}
+		})
+	}
+}
+
 func TestSwapByRenamesPutsBackOnFailure(t *testing.T) {
 	base := t.TempDir()
 	old := filepath.Join(base, "id")
