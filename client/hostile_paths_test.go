@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/client"
@@ -131,7 +132,8 @@ func TestDaemonRefusesSymlinkedDestination(t *testing.T) {
 		t.Fatal(err)
 	}
 	link(t, filepath.Join(base, "real"), filepath.Join(base, "mbot"))
-	ctx, cancel := context.WithCancel(t.Context())
+	// Without the check the daemon would run, retrying, until ctx ends.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	err := client.RunDaemon(ctx, client.DaemonOptions{IssueOptions: client.IssueOptions{
 		Authority: "https://127.0.0.1:1", Token: "github-deploy", Out: filepath.Join(base, "mbot"),
