@@ -31,6 +31,15 @@ from_input MBOT_OUT "${INPUT_OUT:-}"
 if [[ -z ${MBOT_OUT:-} && -n ${RUNNER_TEMP:-} ]]; then
 	export MBOT_OUT=$RUNNER_TEMP/mbot
 fi
+# Keys inside the checkout end up in `actions/upload-artifact` with path: .,
+# in caches, in `git add -A` and in docker build contexts: say so.
+if [[ -n ${MBOT_OUT:-} && -n ${GITHUB_WORKSPACE:-} ]]; then
+	out_abs=$MBOT_OUT
+	[[ $out_abs == /* ]] || out_abs=$PWD/$out_abs
+	if [[ $out_abs == "$GITHUB_WORKSPACE" || $out_abs == "$GITHUB_WORKSPACE"/* ]]; then
+		echo "::warning title=mbot::out ($MBOT_OUT) is inside the repository checkout, where artifacts, caches, git add and container builds can pick up the private keys; leave out unset (\$RUNNER_TEMP/mbot) or choose a directory outside \$GITHUB_WORKSPACE"
+	fi
+fi
 
 "$mbot" issue
 

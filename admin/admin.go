@@ -1,6 +1,6 @@
 // Package admin is what the admin commands (mbot apply, get, rm, bots add,
-// unlock, audit, lint) act on: an authority's resources, bot locks and
-// audit log, reached either locally, with direct store access on the
+// lock, unlock, audit, lint) act on: an authority's resources, bot and
+// admin locks and audit log, reached either locally, with direct store access on the
 // authority host (like tctl), or remotely through the admin API with an
 // admin identity.
 package admin
@@ -26,6 +26,9 @@ type Settings = authority.AdminSettings
 // Unlocked is what Unlock lifted.
 type Unlocked = authority.Unlocked
 
+// AdminLock is a lock on an admin's identities.
+type AdminLock = store.AdminLock
+
 // Client is an authority as the admin commands see it.
 type Client interface {
 	// Apply parses YAML documents (file names them in errors) and applies
@@ -37,6 +40,10 @@ type Client interface {
 	Delete(ctx context.Context, kind, name string) error
 	// Unlock lifts the lock on bot and ends the renewals of its identities.
 	Unlock(ctx context.Context, bot string) (*Unlocked, error)
+	// LockAdmin makes the admin API refuse every identity of admin.
+	LockAdmin(ctx context.Context, admin, reason string) (*AdminLock, error)
+	// UnlockAdmin lifts that lock and returns what it lifted.
+	UnlockAdmin(ctx context.Context, admin string) (*AdminLock, error)
 	// Audit lists audit records, newest first.
 	Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error)
 	// Settings returns the cluster-wide settings.

@@ -54,6 +54,14 @@ func (l *Local) Unlock(ctx context.Context, bot string) (*Unlocked, error) {
 	return l.auth.Unlock(ctx, bot, l.actor)
 }
 
+func (l *Local) LockAdmin(ctx context.Context, admin, reason string) (*AdminLock, error) {
+	return l.auth.LockAdmin(ctx, admin, reason, l.actor)
+}
+
+func (l *Local) UnlockAdmin(ctx context.Context, admin string) (*AdminLock, error) {
+	return l.auth.UnlockAdmin(ctx, admin, l.actor)
+}
+
 func (l *Local) Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {
 	return l.auth.Store().ListAudit(ctx, f)
 }

@@ -96,6 +96,22 @@ func (r *Remote) Unlock(ctx context.Context, bot string) (*Unlocked, error) {
 	return &u, nil
 }
 
+func (r *Remote) LockAdmin(ctx context.Context, admin, reason string) (*AdminLock, error) {
+	var l AdminLock
+	if err := r.api.Do(ctx, http.MethodPost, authority.PathAdminAdmins+"/"+url.PathEscape(admin)+"/lock", authority.LockRequest{Reason: reason}, &l); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
+func (r *Remote) UnlockAdmin(ctx context.Context, admin string) (*AdminLock, error) {
+	var l AdminLock
+	if err := r.api.Do(ctx, http.MethodPost, authority.PathAdminAdmins+"/"+url.PathEscape(admin)+"/unlock", nil, &l); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
 func (r *Remote) Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {
 	q := url.Values{}
 	if !f.Since.IsZero() {

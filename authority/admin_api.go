@@ -30,7 +30,15 @@ const (
 	PathAdminSettings  = "/v1/admin/settings"
 	// PathAdminBots + "/NAME/unlock" lifts a bot's lock (POST).
 	PathAdminBots = "/v1/admin/bots"
+	// PathAdminAdmins + "/NAME/lock" (POST, a LockRequest) and "/NAME/unlock"
+	// (POST) lock and unlock an admin's identities.
+	PathAdminAdmins = "/v1/admin/admins"
 )
+
+// LockRequest is the body of an admin lock.
+type LockRequest struct {
+	Reason string `json:"reason"`
+}
 
 // AdminDirName is the directory under data_dir where the first start writes
 // an admin identity, like kubeadm's admin.conf.
@@ -91,7 +99,19 @@ func (a *Authority) adminHandler(h func(w http.ResponseWriter, r *http.Request, 
 			writeError(w, err)
 			return
 		}
-		h(w, r, fmt.Sprintf("admin %s from %s", name, r.RemoteAddr))
+		actor := fmt.Sprintf("admin %s from %s", name, r.RemoteAddr)
+		// Locks written by other processes arrive with the next refresh,
+		// at most reloadInterval late, as bot locks do.
+		a.refresh(r.Context())
+		if lock := a.locks.lookupAdmin(name); lock != nil {
+			a.auditAdmin(r.Context(), &store.AuditEvent{Event: "admin.refused", Code: string(identity.CodeAdminLocked), Remote: actor,
+				Claims:  map[string]string{"admin": name, "request": identity.Truncate(r.Method+" "+r.URL.Path, 200)},
+				Message: fmt.Sprintf("admin %s is locked since %s", name, lock.Time.Format(time.RFC3339))})
+			writeError(w, identity.Errorf(identity.CodeAdminLocked, "admin %q is locked (since %s), so the admin API refuses its identities; another admin can lift the lock with mbot unlock --admin %s",
+				name, lock.Time.Format(time.RFC3339), name))
+			return
+		}
+		h(w, r, actor)
 	}
 }
 
@@ -102,6 +122,8 @@ func (a *Authority) registerAdmin(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+PathAdminAudit, a.adminHandler(a.handleAudit))
 	mux.HandleFunc("GET "+PathAdminSettings, a.adminHandler(a.handleSettings))
 	mux.HandleFunc("POST "+PathAdminBots+"/{name}/unlock", a.adminHandler(a.handleUnlock))
+	mux.HandleFunc("POST "+PathAdminAdmins+"/{name}/lock", a.adminHandler(a.handleLockAdmin))
+	mux.HandleFunc("POST "+PathAdminAdmins+"/{name}/unlock", a.adminHandler(a.handleUnlockAdmin))
 }
 
 func (a *Authority) handleListResources(w http.ResponseWriter, r *http.Request, _ string) {
@@ -156,6 +178,36 @@ func (a *Authority) handleUnlock(w http.ResponseWriter, r *http.Request, actor s
 	writeJSON(w, http.StatusOK, u)
 }
 
+func (a *Authority) handleLockAdmin(w http.ResponseWriter, r *http.Request, actor string) {
+	var req LockRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "the body is not a lock request: %v", err))
+		return
+	}
+	target := r.PathValue("name")
+	// Locking the identity the request is made with would lock its caller
+	// out with no way back through the API.
+	if self, _ := a.adminName(r); self == target {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "this request is made with an identity of admin %q, which the lock would refuse at once; lock it with another admin's identity (--auth), or on the authority host with --config", target))
+		return
+	}
+	lock, err := a.LockAdmin(r.Context(), target, req.Reason, actor)
+	if err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, lock)
+}
+
+func (a *Authority) handleUnlockAdmin(w http.ResponseWriter, r *http.Request, actor string) {
+	lock, err := a.UnlockAdmin(r.Context(), r.PathValue("name"), actor)
+	if err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, lock)
+}
+
 func (a *Authority) handleAudit(w http.ResponseWriter, r *http.Request, _ string) {
 	q := r.URL.Query()
 	f := store.AuditFilter{Bot: q.Get("bot"), DeniedOnly: q.Get("denied") == "true"}
@@ -192,15 +244,20 @@ func (a *Authority) handleSettings(w http.ResponseWriter, _ *http.Request, _ str
 }
 
 // ensureAdminIdentity writes <data_dir>/admin (tls.key, tls.crt, ca.crt,
-// admin.json) unless a valid one is there, so that the first start leaves
-// an operator able to use the admin API remotely. It lives max_admin_ttl.
+// admin.json) unless a fresh one is there, so that every start leaves an
+// operator able to use the admin API remotely. It lives admin_identity_ttl
+// (default 24h): a credential lying in a directory should not outlive the
+// day it was needed for. One with less than half of that left, or more
+// than all of it (written under a longer setting), is replaced.
 func (a *Authority) ensureAdminIdentity(ctx context.Context, addr net.Addr) error {
 	dir := filepath.Join(a.cfg.DataDir, AdminDirName)
+	ttl := time.Duration(a.cfg.AdminIdentityTTL)
 	if data, err := os.ReadFile(filepath.Join(dir, identity.FileTLSCert)); err == nil {
 		if block, _ := pem.Decode(data); block != nil {
-			if cert, err := x509.ParseCertificate(block.Bytes); err == nil &&
-				time.Until(cert.NotAfter) > 30*24*time.Hour && cert.CheckSignatureFrom(a.cas.TLSCert) == nil {
-				return nil
+			if cert, err := x509.ParseCertificate(block.Bytes); err == nil && cert.CheckSignatureFrom(a.cas.TLSCert) == nil {
+				if left := time.Until(cert.NotAfter); left > ttl/2 && left <= ttl+time.Minute {
+					return nil
+				}
 			}
 		}
 	}
@@ -209,7 +266,10 @@ func (a *Authority) ensureAdminIdentity(ctx context.Context, addr net.Addr) erro
 		return err
 	}
 	const name = "admin"
-	notAfter := time.Now().Add(time.Duration(a.cfg.MaxAdminTTL))
+	if a.locks.lookupAdmin(name) != nil {
+		a.log.Warn("admin \"admin\" is locked: the admin API refuses the identity written now until mbot unlock --admin admin --config on this host", "dir", dir)
+	}
+	notAfter := time.Now().Add(ttl)
 	spiffe, _ := url.Parse(a.adminSPIFFE() + name)
 	cert, err := a.cas.signTLS(&x509.Certificate{
 		Subject:     pkixName(name, a.cfg.ClusterName),

@@ -38,7 +38,7 @@ type Authority struct {
 	reloadMu sync.Mutex
 	// checked is when (UnixNano) the store's resources version was last compared.
 	checked atomic.Int64
-	locks   botLocks
+	locks   lockTables
 	// adminOnly is set by OpenLocal: the store is opened for admin commands,
 	// never to serve joins, so a join token stored before allow rules had to
 	// pin an owner is left out instead of locking the admin out; mbot lint

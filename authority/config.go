@@ -32,6 +32,9 @@ type Config struct {
 	// MaxAdminTTL caps credentials signed deliberately with mbot sign --user
 	// (default 8760h); bots never get more than 24h whatever it says.
 	MaxAdminTTL Duration `yaml:"max_admin_ttl"`
+	// AdminIdentityTTL is the lifetime of the admin identity each start
+	// writes to <data_dir>/admin (default 24h, at most max_admin_ttl).
+	AdminIdentityTTL Duration `yaml:"admin_identity_ttl"`
 	// RequireSessionMFA and DeviceTrustMode are cluster-wide settings for
 	// people. Bots cannot satisfy them: mbot lint reports every bot that
 	// would be blocked, instead of letting it break at connect time.
@@ -147,6 +150,15 @@ func (c *Config) checkAndSetDefaults(root *yaml.Node) error {
 	}
 	if c.MaxAdminTTL == 0 {
 		c.MaxAdminTTL = Duration(8760 * time.Hour)
+	}
+	if c.AdminIdentityTTL == 0 {
+		c.AdminIdentityTTL = Duration(min(24*time.Hour, time.Duration(c.MaxAdminTTL)))
+	}
+	switch ttl := time.Duration(c.AdminIdentityTTL); {
+	case ttl < 10*time.Minute:
+		return fail("admin_identity_ttl", "%s is too short to use; give the admin identity at least 10m (default 24h)", ttl)
+	case ttl > time.Duration(c.MaxAdminTTL):
+		return fail("admin_identity_ttl", "%s is above max_admin_ttl (%s); lower it, or raise max_admin_ttl", ttl, time.Duration(c.MaxAdminTTL))
 	}
 	switch c.DeviceTrustMode {
 	case "", "off", "optional", "required-for-humans", "required":

@@ -25,6 +25,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		{"data_dir", cfg.DataDir, "/var/lib/mbot"},
 		{"storage.type", cfg.Storage.Type, "sqlite"},
 		{"ssh.host_patterns", cfg.SSH.HostPatterns, []string{"*.acme"}},
+		{"admin_identity_ttl", cfg.AdminIdentityTTL.String(), "24h0m0s"},
 		{"resources", cfg.Resources, []string{filepath.Join(dir, "bots.yaml"), "/etc/mbot/extra.yaml"}},
 	}
 	for _, c := range checks {
@@ -75,6 +76,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"listen without port", "cluster_name: acme\nlisten: localhost\n", []string{"authority.yaml:2:", "listen", "host:port"}},
 		{"unknown storage", "cluster_name: acme\nstorage:\n  type: mysql\n", []string{"authority.yaml:3:", "storage.type", `"mysql"`}},
 		{"postgres not yet", "cluster_name: acme\nstorage: {type: postgres, dsn: 'postgres://x'}\n", []string{"authority.yaml:2:", "postgres"}},
+		{"admin identity above max_admin_ttl", "cluster_name: acme\nmax_admin_ttl: 12h\nadmin_identity_ttl: 24h\n", []string{"authority.yaml:3:", "admin_identity_ttl", "above max_admin_ttl (12h0m0s)"}},
+		{"admin identity too short", "cluster_name: acme\nadmin_identity_ttl: 1m\n", []string{"authority.yaml:2:", "admin_identity_ttl", "at least 10m"}},
 		{"host pattern with a space", "cluster_name: acme\nssh:\n  host_patterns: ['a b']\n", []string{"authority.yaml:3:", "ssh.host_patterns"}},
 	}
 	for _, tc := range cases {

@@ -129,6 +129,9 @@ func resolveSettings(o DaemonOptions) (*settings, error) {
 		}
 		s.dirs = append(s.dirs, dir)
 	}
+	if _, err := checkDestinations(s.issue.Outputs, s.dirs); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 

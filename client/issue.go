@@ -43,6 +43,9 @@ type IssueOptions struct {
 	Env joiners.Env
 	// Stdout receives GitHub Actions workflow commands (::add-mask::).
 	Stdout io.Writer
+	// Stderr receives notices for the person reading the job's log, such
+	// as the parent directories an output needed; nil discards them.
+	Stderr io.Writer
 	// checkProof, when set, sees the proof's fingerprint before it is sent
 	// and may stop the join (mbot start: a proof the authority has seen).
 	checkProof func(method string, fingerprint [sha256.Size]byte) error
@@ -79,6 +82,9 @@ func Issue(ctx context.Context, o IssueOptions) (*IssueResult, error) {
 	}
 	if o.Stdout == nil {
 		o.Stdout = io.Discard
+	}
+	if o.Stderr == nil {
+		o.Stderr = io.Discard
 	}
 	if err := o.resolve(); err != nil {
 		return nil, err
@@ -207,8 +213,13 @@ func firstSet(values ...string) string {
 
 // issue joins and writes the outputs, adding each directory it writes to written.
 func issue(ctx context.Context, o IssueOptions, dirs []string, written *[]string) (*IssueResult, error) {
+	// A destination mbot will not write is refused before the proof is
+	// fetched and spent.
+	created, err := checkDestinations(o.Outputs, dirs)
+	if err != nil {
+		return nil, err
+	}
 	var joiner joiners.Joiner
-	var err error
 	if o.JoinMethod == "auto" {
 		joiner, err = joiners.Detect(o.Env)
 	} else {
@@ -281,11 +292,34 @@ func issue(ctx context.Context, o IssueOptions, dirs []string, written *[]string
 	if err != nil {
 		return nil, err
 	}
+	if o.Stderr != nil {
+		for _, dir := range created {
+			fmt.Fprintf(o.Stderr, "mbot: created the missing directory %s (mode 0700) above an output\n", dir)
+		}
+	}
 	res := &IssueResult{Dir: dirs[0], Method: joiner.Method(), Response: resp, Outputs: issued}
 	if err := writeGitHubOutputs(o.Env, res.Outputs); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// checkDestinations refuses a destination mbot would not write into (a
+// symbolic link, another user's directory, one holding files mbot did not
+// write) and returns the missing parent directories writing will create.
+func checkDestinations(outputs []Output, dirs []string) ([]string, error) {
+	var created []string
+	for i, dir := range dirs {
+		if err := identity.CheckDir(dir); err != nil {
+			return nil, fmt.Errorf("output %q: %w", outputs[i].Name, err)
+		}
+		for _, p := range identity.MissingParents(dir) {
+			if !slices.Contains(created, p) {
+				created = append(created, p)
+			}
+		}
+	}
+	return created, nil
 }
 
 // newOutputKeys generates fresh keys for every output and the request

@@ -47,6 +47,7 @@ func App() *cli.App {
 			getCommand(),
 			rmCommand(),
 			botsCommand(),
+			lockCommand(),
 			unlockCommand(),
 			tokensCommand(),
 			auditCommand(),

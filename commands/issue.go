@@ -86,6 +86,7 @@ func issueOptions(c *cli.Context) client.IssueOptions {
 		TTL:        c.Duration("ttl"),
 		Roles:      splitList(c.String("roles")),
 		Config:     c.String("config"),
+		Stderr:     os.Stderr,
 	}
 }
 

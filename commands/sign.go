@@ -65,6 +65,10 @@ func signHost(c *cli.Context) error {
 	if !c.IsSet("ttl") {
 		ttl = 8760 * time.Hour
 	}
+	created, err := checkOut(c.String("out"))
+	if err != nil {
+		return err
+	}
 	st, cas, err := openCAs(c)
 	if err != nil {
 		return err
@@ -77,6 +81,7 @@ func signHost(c *cli.Context) error {
 	if err := identity.WriteDir(c.String("out"), files); err != nil {
 		return err
 	}
+	reportCreated(created)
 	fmt.Fprintf(os.Stderr, "mbot: wrote host credentials for %v to %s\n", names, c.String("out"))
 	return nil
 }
@@ -86,6 +91,10 @@ func signUser(c *cli.Context) error {
 		return usagef("mbot sign --user needs --ttl: a long-lived credential is never given by default")
 	}
 	dir, err := filepath.Abs(c.String("out"))
+	if err != nil {
+		return err
+	}
+	created, err := checkOut(dir)
 	if err != nil {
 		return err
 	}
@@ -114,8 +123,24 @@ func signUser(c *cli.Context) error {
 	if err := identity.WriteDir(dir, signed.Files); err != nil {
 		return err
 	}
+	reportCreated(created)
 	out := signed.Output
 	fmt.Fprintf(os.Stderr, "mbot: signed user %q: roles %s, logins %s, valid until %s (recorded in the audit log)\nmbot: wrote %s (use: ssh -F %s/ssh_config <host>)\n",
 		c.String("user"), strings.Join(out.Roles, ","), strings.Join(out.Logins, ","), out.NotAfter.UTC().Format(time.RFC3339), dir, dir)
 	return nil
+}
+
+// checkOut refuses an --out that mbot would not write into before anything
+// is signed, and returns the parent directories writing will create.
+func checkOut(out string) ([]string, error) {
+	if err := identity.CheckDir(out); err != nil {
+		return nil, err
+	}
+	return identity.MissingParents(out), nil
+}
+
+func reportCreated(dirs []string) {
+	for _, d := range dirs {
+		fmt.Fprintf(os.Stderr, "mbot: created the missing directory %s (mode 0700) above --out\n", d)
+	}
 }

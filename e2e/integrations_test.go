@@ -567,8 +567,10 @@ func TestGitLabComponent(t *testing.T) {
 	}
 
 	// job renders the component and runs its job's script in a new GitLab
-	// job whose ID token has the audience the component declared.
-	job := func(t *testing.T, inputs map[string]string, path string, extra map[string]string) (result, string) {
+	// job whose ID token has the audience the component declared. A last
+	// script line of the user's reports MBOT_IDENTITY_DIR; job returns it
+	// with the project directory and the job's TMPDIR.
+	job := func(t *testing.T, inputs map[string]string, path string, extra map[string]string) (res result, project, identityDir, tmp string) {
 		t.Helper()
 		cfg, err := comp.Render(inputs)
 		if err != nil {
@@ -596,10 +598,16 @@ func TestGitLabComponent(t *testing.T) {
 			}
 			vars[k] = s
 		}
-		project := t.TempDir()
-		maps.Copy(vars, map[string]string{"CI_PROJECT_DIR": project, "PATH": path, "HOME": t.TempDir()})
+		project, tmp = t.TempDir(), t.TempDir()
+		maps.Copy(vars, map[string]string{"CI_PROJECT_DIR": project, "PATH": path, "HOME": t.TempDir(), "TMPDIR": tmp})
 		maps.Copy(vars, extra)
-		return run(t, withVars(nil, vars), "bash", "-eo", "pipefail", "-c", gitLabScript(t, j)), project
+		res = run(t, withVars(nil, vars), "bash", "-eo", "pipefail", "-c", gitLabScript(t, j)+"\n"+`echo "MBOT_IDENTITY_DIR=$MBOT_IDENTITY_DIR"`)
+		for _, line := range strings.Split(res.stdout, "\n") {
+			if v, ok := strings.CutPrefix(line, "MBOT_IDENTITY_DIR="); ok {
+				identityDir = v
+			}
+		}
+		return res, project, identityDir, tmp
 	}
 	inputs := map[string]string{"authority": c.url, "ca-pin": c.pin, "token": tokenGitLab, "audience": clusterName}
 
@@ -607,11 +615,16 @@ func TestGitLabComponent(t *testing.T) {
 		in := maps.Clone(inputs)
 		in["ttl"] = "2h"
 		in["roles"] = roleName
-		res, project := job(t, in, pathWithMbot(mbotBin), nil)
+		res, project, dir, tmp := job(t, in, pathWithMbot(mbotBin), nil)
 		if res.code != 0 {
 			t.Fatalf("the component's script: %s", res)
 		}
-		sum := checkIdentity(t, c, filepath.Join(project, "mbot"), tokenGitLab, "gitlab")
+		// By default the identity is in a private directory outside the checkout.
+		if filepath.Dir(filepath.Dir(dir)) != tmp || filepath.Base(dir) != "mbot" {
+			t.Errorf("MBOT_IDENTITY_DIR = %q, want <mktemp -d in %s>/mbot", dir, tmp)
+		}
+		wantEmpty(t, project)
+		sum := checkIdentity(t, c, dir, tokenGitLab, "gitlab")
 		if d := time.Until(sum.NotAfter); d > 2*time.Hour+time.Minute || d < 2*time.Hour-5*time.Minute {
 			t.Errorf("ttl: 2h gave an identity valid for %s", d.Round(time.Second))
 		}
@@ -621,9 +634,12 @@ func TestGitLabComponent(t *testing.T) {
 		rel := startRelease(t, false)
 		in := maps.Clone(inputs)
 		in["out"] = "creds"
-		res, project := job(t, in, pathWithoutMbot(), map[string]string{"MBOT_RELEASES_URL": rel.url})
+		res, project, dir, _ := job(t, in, pathWithoutMbot(), map[string]string{"MBOT_RELEASES_URL": rel.url})
 		if res.code != 0 {
 			t.Fatalf("the component's script: %s", res)
+		}
+		if want := filepath.Join(project, "creds"); dir != want {
+			t.Errorf("MBOT_IDENTITY_DIR = %q, want %s (out: creds, relative to the job's directory)", dir, want)
 		}
 		if !strings.Contains(res.stderr, "installed "+rel.asset+" (sha256 verified)") || !strings.Contains(res.stdout, "version "+releaseVersion) {
 			t.Errorf("the script did not install and run mbot %s:\n%s", releaseVersion, res)
@@ -633,7 +649,7 @@ func TestGitLabComponent(t *testing.T) {
 
 	t.Run("checksum-mismatch", func(t *testing.T) {
 		rel := startRelease(t, true)
-		res, project := job(t, inputs, pathWithoutMbot(), map[string]string{"MBOT_RELEASES_URL": rel.url})
+		res, project, _, _ := job(t, inputs, pathWithoutMbot(), map[string]string{"MBOT_RELEASES_URL": rel.url})
 		if res.code == 0 || !strings.Contains(res.stderr, "checksum mismatch for "+rel.asset) || !strings.Contains(res.stderr, "refusing") {
 			t.Fatalf("a download whose checksum does not match was not refused: %s", res)
 		}
@@ -643,11 +659,16 @@ func TestGitLabComponent(t *testing.T) {
 	t.Run("wrong-audience", func(t *testing.T) {
 		in := maps.Clone(inputs)
 		in["audience"] = "another-cluster"
-		res, project := job(t, in, pathWithMbot(mbotBin), nil)
+		res, project, _, tmp := job(t, in, pathWithMbot(mbotBin), nil)
 		if res.code == 0 || !strings.Contains(res.stderr, "wrong_audience") {
 			t.Fatalf("an ID token for another audience was not refused: %s", res)
 		}
 		wantEmpty(t, project)
+		// The private directory stays empty: mbot writes nothing on a refusal.
+		entries, _ := os.ReadDir(tmp)
+		for _, e := range entries {
+			wantEmpty(t, filepath.Join(tmp, e.Name()))
+		}
 	})
 }
 
@@ -666,7 +687,7 @@ func TestCircleCIOrb(t *testing.T) {
 
 	// job runs the steps of mbot/issue, then a step of the user's that reads
 	// MBOT_IDENTITY_DIR, in a new CircleCI job.
-	job := func(t *testing.T, params map[string]string, path string, extra map[string]string) (steps []result, identityDir string, home string) {
+	job := func(t *testing.T, params map[string]string, path string, extra map[string]string) (steps []result, identityDir, home string) {
 		t.Helper()
 		runSteps, err := orb.CommandRunSteps("issue", params)
 		if err != nil {
@@ -683,7 +704,11 @@ func TestCircleCIOrb(t *testing.T) {
 		}
 		bashEnv := filepath.Join(t.TempDir(), "bash_env")
 		writeFile(t, bashEnv, "", 0o644)
-		maps.Copy(vars, map[string]string{"HOME": home, "PATH": path, "BASH_ENV": bashEnv, "CIRCLE_WORKING_DIRECTORY": "~/project"})
+		maps.Copy(vars, map[string]string{"HOME": home, "PATH": path, "BASH_ENV": bashEnv, "CIRCLE_WORKING_DIRECTORY": "~/project",
+			"TMPDIR": filepath.Join(home, "tmp")})
+		if err := os.Mkdir(filepath.Join(home, "tmp"), 0o700); err != nil {
+			t.Fatal(err)
+		}
 		maps.Copy(vars, extra)
 		for _, s := range append(runSteps, cispec.RunStep{Name: "user step", Command: `test -f "$MBOT_IDENTITY_DIR/ssh_config" && echo "$MBOT_IDENTITY_DIR"`}) {
 			stepVars := maps.Clone(vars)
@@ -706,9 +731,11 @@ func TestCircleCIOrb(t *testing.T) {
 		if last := steps[len(steps)-1]; last.code != 0 {
 			t.Fatalf("step %d: %s", len(steps), last)
 		}
-		if want := filepath.Join(home, "project", "mbot"); dir != want {
-			t.Errorf("MBOT_IDENTITY_DIR = %q, want %q", dir, want)
+		// By default the identity is in a private directory outside the checkout.
+		if filepath.Dir(filepath.Dir(dir)) != filepath.Join(home, "tmp") || filepath.Base(dir) != "mbot" {
+			t.Errorf("MBOT_IDENTITY_DIR = %q, want <mktemp -d in %s>/mbot", dir, filepath.Join(home, "tmp"))
 		}
+		wantEmpty(t, filepath.Join(home, "project"))
 		sum := checkIdentity(t, c, dir, tokenCircleCI, "circleci")
 		if d := time.Until(sum.NotAfter); d > 2*time.Hour+time.Minute || d < 2*time.Hour-5*time.Minute {
 			t.Errorf("ttl: 2h gave an identity valid for %s", d.Round(time.Second))

@@ -236,15 +236,16 @@ func TestOutputs(t *testing.T) {
 
 	t.Run("failed-write-leaves-nothing", func(t *testing.T) {
 		// Output B's directory now holds a file mbot did not write, so it
-		// cannot be replaced: the join succeeds, output A is written first,
-		// and the run must take it back and leave neither output behind.
+		// cannot be replaced: the run is refused before it joins (no proof
+		// spent), and removes the identities earlier runs left in both
+		// outputs, leaving neither behind.
 		writeFile(t, filepath.Join(dirB, "notes.txt"), "keep me\n", 0o644)
 		vars := gitHubJob(t, c)
 		res := mbot(t, c.jobEnv(vars), "issue", "--config", config)
 		if res.code == 0 {
 			t.Fatalf("mbot issue into a directory with foreign files succeeded: %s", res)
 		}
-		if !strings.Contains(res.stderr, "notes.txt") || !strings.Contains(res.stderr, "written by this run") {
+		if !strings.Contains(res.stderr, "notes.txt") || !strings.Contains(res.stderr, "removed the earlier identity in "+dirA+", "+dirB) {
 			t.Errorf("stderr should name the foreign file and say what was removed:\n%s", res.stderr)
 		}
 		if _, err := os.Stat(dirA); !os.IsNotExist(err) {

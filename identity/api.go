@@ -127,6 +127,9 @@ const (
 	// CodeUnsupportedKey: an output's public key is of a type or size the
 	// authority does not certify (RSA below 2048 bits, an unknown curve).
 	CodeUnsupportedKey ErrorCode = "unsupported_key"
+	// CodeAdminLocked: the admin API request came with an identity of an
+	// admin that is locked (mbot lock --admin).
+	CodeAdminLocked ErrorCode = "admin_locked"
 	// CodeRateLimited: too many refused requests came from the caller's
 	// address; the answer carries Retry-After.
 	CodeRateLimited ErrorCode = "rate_limited"

@@ -2,12 +2,9 @@ package identity
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -29,8 +26,9 @@ const (
 
 // identityFiles lists every file mbot may write into an identity directory,
 // so that a stale identity can be removed without touching anything else.
+// admin.json is the admin identity's (see authority.ensureAdminIdentity).
 var identityFiles = []string{FileSSHKey, FileSSHPublicKey, FileSSHCert, FileTLSKey,
-	FileTLSCert, FileCA, FileKnownHosts, FileSSHConfig, FileIdentityJSON}
+	FileTLSCert, FileCA, FileKnownHosts, FileSSHConfig, FileIdentityJSON, "admin.json"}
 
 // File is one file to write: secrets get mode 0600, public material 0644.
 type File struct {
@@ -179,124 +177,4 @@ func ensureNewline(s string) string {
 		return s
 	}
 	return s + "\n"
-}
-
-// WriteDir replaces dir with exactly files, all at once: the files are
-// written in a private temporary directory beside dir, which is then renamed
-// into place. A failure at any point leaves dir as it was. Files are not
-// fsynced one by one: the credentials are short-lived and re-issued by the
-// next run, so surviving a power cut is not worth ten fsyncs per run; only
-// the final rename is synced.
-// An existing dir is replaced only if it holds nothing but files mbot
-// writes, so a mistyped --out never deletes someone's files.
-func WriteDir(dir string, files []File) error {
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return err
-	}
-	// A symlinked --out means its target, existing or not: replace that, keep the link.
-	for range 8 {
-		target, err := os.Readlink(dir)
-		if err != nil {
-			break
-		}
-		if !filepath.IsAbs(target) {
-			target = filepath.Join(filepath.Dir(dir), target)
-		}
-		dir = target
-	}
-	if err := checkReplaceable(dir, files); err != nil {
-		return err
-	}
-	parent := filepath.Dir(dir)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return fmt.Errorf("creating %s: %w", parent, err)
-	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".new-")
-	if err != nil {
-		return fmt.Errorf("writing identity next to %s: %w", dir, err)
-	}
-	defer os.RemoveAll(tmp) // a no-op once tmp has been renamed into place
-	if err := os.Chmod(tmp, 0o700); err != nil {
-		return err
-	}
-	for _, f := range files {
-		if err := writeNew(filepath.Join(tmp, f.Name), f.Data, f.Mode); err != nil {
-			return fmt.Errorf("writing %s: %w", f.Name, err)
-		}
-	}
-	if _, err := os.Stat(dir); err != nil {
-		if err := os.Rename(tmp, dir); err != nil {
-			return fmt.Errorf("moving identity into %s: %w", dir, err)
-		}
-		return syncDir(parent)
-	}
-	// tmp now holds the old identity, which the deferred RemoveAll deletes.
-	if err := swapDirs(tmp, dir); err != nil {
-		return fmt.Errorf("replacing %s: %w", dir, err)
-	}
-	return syncDir(parent)
-}
-
-// RemoveStale deletes an identity that an earlier run left in dir, so that a
-// failed run never leaves credentials that later steps could mistake for
-// fresh ones. It removes only files mbot writes. It reports whether it removed any.
-func RemoveStale(dir string) (bool, error) {
-	if _, err := os.Stat(filepath.Join(dir, FileIdentityJSON)); err != nil {
-		return false, nil
-	}
-	for _, name := range identityFiles {
-		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return true, err
-		}
-	}
-	_ = os.Remove(dir) // only succeeds if nothing else is in it
-	return true, nil
-}
-
-func checkReplaceable(dir string, files []File) error {
-	st, err := os.Stat(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("%s exists and is not a directory; choose another --out", dir)
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		ours := slices.Contains(identityFiles, e.Name()) ||
-			slices.ContainsFunc(files, func(f File) bool { return f.Name == e.Name() })
-		if !ours {
-			return fmt.Errorf("%s holds %s, which mbot did not write; choose an empty or new --out directory", dir, e.Name())
-		}
-	}
-	return nil
-}
-
-func writeNew(path string, data []byte, mode fs.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncDir(path string) error {
-	d, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	_ = d.Sync() // not every filesystem supports syncing a directory
-	return nil
 }

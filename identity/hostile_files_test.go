@@ -45,7 +45,8 @@ func TestHostileValuesInSSHConfig(t *testing.T) {
 			resp.SSHHostCA = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostCA\n@cert-authority * ssh-ed25519 AAAAevil"
 		}, "not one authorized_keys line"},
 		{"directory with a newline", "mbot" + inject, nil, "control character"},
-		{"directory with a quote, a backslash and percent signs", `a "b" c\d %d %%h`, nil, ""},
+		{"directory with a quote and percent signs", `a "b" %d %%h`, nil, "ssh_config cannot hold"},
+		{"directory with spaces and a backslash", `a b\c d`, nil, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

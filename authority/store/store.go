@@ -94,6 +94,8 @@ END;
 CREATE TRIGGER IF NOT EXISTS join_token_removed AFTER DELETE ON resources WHEN old.kind = 'join_token' BEGIN
 	DELETE FROM bot_generations WHERE join_token = old.name;
 END;
+CREATE TABLE IF NOT EXISTS admin_locks (admin TEXT PRIMARY KEY, time INTEGER NOT NULL, reason TEXT NOT NULL,
+	locked_by TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS unlocked_chains (chain TEXT PRIMARY KEY, bot TEXT NOT NULL, join_token TEXT NOT NULL,
 	time INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS bot_removed_unlocked_chains AFTER DELETE ON resources WHEN old.kind = 'bot' BEGIN

@@ -1,0 +1,81 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+)
+
+// ErrAlreadyLocked is returned by LockAdmin for an admin that is locked.
+var ErrAlreadyLocked = errors.New("admin is already locked")
+
+// AdminLock refuses every admin API request made with an identity of the
+// admin: an admin lock is what a bot lock is, for admin identities.
+type AdminLock struct {
+	Admin  string    `json:"admin"`
+	Time   time.Time `json:"locked_since"`
+	Reason string    `json:"reason"`
+	// LockedBy names who locked it, as the audit log does.
+	LockedBy string `json:"locked_by"`
+}
+
+// LockAdmin stores l, or returns ErrAlreadyLocked, changing nothing, if
+// the admin is locked.
+func (s *Store) LockAdmin(ctx context.Context, l *AdminLock) error {
+	res, err := s.write.ExecContext(ctx, `INSERT INTO admin_locks (admin, time, reason, locked_by) VALUES (?, ?, ?, ?)
+		ON CONFLICT (admin) DO NOTHING`, l.Admin, l.Time.UnixNano(), l.Reason, l.LockedBy)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return errors.Join(ErrAlreadyLocked, err)
+	}
+	return nil
+}
+
+// UnlockAdmin lifts the lock on admin and returns it, or returns
+// ErrNotLocked if the admin is not locked.
+func (s *Store) UnlockAdmin(ctx context.Context, admin string) (*AdminLock, error) {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	l := AdminLock{Admin: admin}
+	var at int64
+	err = tx.QueryRowContext(ctx, `SELECT time, reason, locked_by FROM admin_locks WHERE admin = ?`, admin).Scan(&at, &l.Reason, &l.LockedBy)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotLocked
+	}
+	if err != nil {
+		return nil, err
+	}
+	l.Time = time.Unix(0, at).UTC()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM admin_locks WHERE admin = ?`, admin); err != nil {
+		return nil, err
+	}
+	return &l, tx.Commit()
+}
+
+// AdminLocks returns every admin lock by admin name.
+func (s *Store) AdminLocks(ctx context.Context) (map[string]*AdminLock, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT admin, time, reason, locked_by FROM admin_locks`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	locks := map[string]*AdminLock{}
+	for rows.Next() {
+		var (
+			l  AdminLock
+			at int64
+		)
+		if err := rows.Scan(&l.Admin, &at, &l.Reason, &l.LockedBy); err != nil {
+			return nil, err
+		}
+		l.Time = time.Unix(0, at).UTC()
+		locks[l.Admin] = &l
+	}
+	return locks, rows.Err()
+}

@@ -1,0 +1,322 @@
+package identity
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"unicode"
+	"unicode/utf8"
+)
+
+// An output directory holds private keys, so mbot writes one only where
+// nobody else decides what ends up there:
+//
+//   - the directory itself must not be a symbolic link: whoever can change
+//     the link would choose where the keys land. Links higher up the path
+//     are fine (macOS's /tmp is one), and the parent may be shared: the
+//     directory mbot writes is its own, 0700, made fresh for every write.
+//   - an existing directory must belong to the user mbot runs as and hold
+//     nothing but regular files mbot writes;
+//   - missing parent directories are created with mode 0700 (callers say
+//     so, see MissingParents), never with looser modes;
+//   - files are created with O_EXCL inside a directory mbot has just made
+//     and holds open, and the result is checked after it is moved into
+//     place, so a link planted at the temporary name, at a file name or at
+//     the destination between the checks and the rename is never followed.
+
+// CheckDir checks, without changing anything, that an identity can be
+// written to dir: callers run it before a join or a signing so that a bad
+// destination costs no proof and no certificate.
+func CheckDir(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	return checkDir(abs, nil)
+}
+
+// MissingParents returns the directories WriteDir will create (mode 0700)
+// above dir, outermost first, so that callers can say so.
+func MissingParents(dir string) []string {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil
+	}
+	return missingParents(abs)
+}
+
+// WriteDir replaces dir with exactly files, all at once: the files are
+// written in a private temporary directory beside dir, which is then renamed
+// into place. A failure at any point leaves dir as it was. Files are not
+// fsynced one by one: the credentials are short-lived and re-issued by the
+// next run, so surviving a power cut is not worth ten fsyncs per run; only
+// the final rename is synced.
+// An existing dir is replaced only if it holds nothing but files mbot
+// writes, so a mistyped --out never deletes someone's files; a dir that is
+// a symbolic link or belongs to another user is refused (see CheckDir).
+func WriteDir(dir string, files []File) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if err := checkDir(dir, files); err != nil {
+		return err
+	}
+	parent := filepath.Dir(dir)
+	for _, p := range missingParents(dir) {
+		if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("creating %s: %w", p, err)
+		}
+	}
+	// MkdirTemp makes a new directory, 0700, under a random name: mkdir
+	// never follows a link planted at the name, it fails and picks another.
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".new-")
+	if err != nil {
+		return fmt.Errorf("writing identity next to %s: %w", dir, err)
+	}
+	made, err := os.Lstat(tmp)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	moved := false
+	defer func() {
+		if !moved {
+			os.RemoveAll(tmp) // removes a link planted at tmp, never its target
+		}
+	}()
+	if err := writeFiles(tmp, made, files); err != nil {
+		return err
+	}
+	if raceHook != nil {
+		raceHook(dir)
+	}
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := renameNoReplace(tmp, dir); err != nil {
+			return fmt.Errorf("moving identity into %s: %w", dir, err)
+		}
+		moved = true
+	} else {
+		if err := swapDirs(tmp, dir); err != nil {
+			return fmt.Errorf("replacing %s: %w", dir, err)
+		}
+		moved = true
+		// tmp now holds the earlier identity, checked above to be only
+		// files mbot writes: remove those by name, then the directory. If
+		// a link was put in dir's place after the check, tmp is that link:
+		// remove only the link, never files behind it.
+		if old, err := os.Lstat(tmp); err == nil && old.IsDir() && ownedByUs(old) {
+			_ = removeIdentityFiles(tmp, files)
+		}
+		_ = os.Remove(tmp)
+	}
+	if now, err := os.Lstat(dir); err != nil || !os.SameFile(now, made) {
+		return fmt.Errorf("%s was replaced by something else while mbot wrote it; is %s writable by other users? Choose a directory only you can write to", dir, parent)
+	}
+	return syncDir(parent)
+}
+
+// raceHook, set by tests, runs between the checks and the rename, where
+// another user could change dir.
+var raceHook func(dir string)
+
+// writeFiles creates files in tmp, the directory just made whose Lstat is
+// made, through a handle on that very directory.
+func writeFiles(tmp string, made fs.FileInfo, files []File) error {
+	root, err := os.OpenRoot(tmp)
+	if err != nil {
+		return fmt.Errorf("writing identity: %w", err)
+	}
+	defer root.Close()
+	if st, err := root.Stat("."); err != nil || !os.SameFile(st, made) {
+		return fmt.Errorf("the temporary directory %s was replaced before mbot wrote to it; is %s writable by other users? Choose a directory only you can write to", tmp, filepath.Dir(tmp))
+	}
+	for _, f := range files {
+		if err := writeNew(root, f.Name, f.Data, f.Mode); err != nil {
+			return fmt.Errorf("writing %s: %w", f.Name, err)
+		}
+	}
+	return nil
+}
+
+// RemoveStale deletes an identity that an earlier run left in dir, so that a
+// failed run never leaves credentials that later steps could mistake for
+// fresh ones. It removes only files mbot writes, never through a symbolic
+// link and never in a directory of another user. It reports whether it
+// removed any.
+func RemoveStale(dir string) (bool, error) {
+	st, err := os.Lstat(dir)
+	if err != nil || !st.IsDir() || !ownedByUs(st) {
+		return false, nil
+	}
+	if fi, err := os.Lstat(filepath.Join(dir, FileIdentityJSON)); err != nil || !fi.Mode().IsRegular() {
+		return false, nil
+	}
+	if err := removeIdentityFiles(dir, nil); err != nil {
+		return true, err
+	}
+	_ = os.Remove(dir) // only succeeds if nothing else is in it
+	return true, nil
+}
+
+// removeIdentityFiles removes the files mbot writes (and those named in
+// files) from dir; os.Remove unlinks a link without following it.
+func removeIdentityFiles(dir string, files []File) error {
+	var errs []error
+	for _, name := range identityFiles {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	for _, f := range files {
+		if !slices.Contains(identityFiles, f.Name) {
+			if err := os.Remove(filepath.Join(dir, f.Name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkDir checks the absolute path dir as WriteDir's destination; files
+// are the names it will write, which an existing dir may hold too.
+func checkDir(dir string, files []File) error {
+	if err := checkPathChars(dir); err != nil {
+		return err
+	}
+	st, err := os.Lstat(dir)
+	if isMissing(err) {
+		return checkAncestor(dir)
+	}
+	if err != nil {
+		return err
+	}
+	if st.Mode()&fs.ModeSymlink != 0 {
+		return linkError(dir)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%s exists and is not a directory; choose another --out", dir)
+	}
+	if uid, ok := ownerUID(st); ok && !ownedByUs(st) {
+		return fmt.Errorf("%s belongs to another user (uid %d; mbot runs as uid %d), so that user decides what is in it; mbot writes credentials only into a directory of its own: choose another --out",
+			dir, uid, os.Geteuid())
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		ours := slices.Contains(identityFiles, e.Name()) ||
+			slices.ContainsFunc(files, func(f File) bool { return f.Name == e.Name() })
+		switch {
+		case !ours:
+			return fmt.Errorf("%s holds %s, which mbot did not write; choose an empty or new --out directory", dir, Quote(e.Name()))
+		case e.Type()&fs.ModeSymlink != 0:
+			return fmt.Errorf("%s holds %s, a symbolic link, which mbot never writes; remove it or choose an empty or new --out directory", dir, e.Name())
+		case !e.Type().IsRegular():
+			return fmt.Errorf("%s holds %s, which is not a regular file and so not one mbot wrote; choose an empty or new --out directory", dir, e.Name())
+		}
+	}
+	return nil
+}
+
+// linkError explains why the symbolic link dir is refused and what to do.
+func linkError(dir string) error {
+	target, _ := os.Readlink(dir)
+	resolved, err := filepath.EvalSymlinks(dir)
+	what := "remove the link or choose another --out"
+	if err != nil {
+		what = "the link points nowhere; remove it or choose another --out"
+	} else if st, err := os.Stat(resolved); err == nil && st.IsDir() {
+		what = fmt.Sprintf("set --out (or destination:) to the directory itself, %s, or remove the link", Quote(resolved))
+	}
+	return fmt.Errorf("%s is a symbolic link to %s; mbot does not write credentials through a link, since whoever can change it decides where they land: %s",
+		dir, Quote(target), what)
+}
+
+// checkAncestor checks that the nearest existing ancestor of a missing dir
+// is a directory, so that WriteDir can create the rest.
+func checkAncestor(dir string) error {
+	missing := missingParents(dir)
+	existing := filepath.Dir(dir)
+	if len(missing) > 0 {
+		existing = filepath.Dir(missing[0])
+	}
+	st, err := os.Stat(existing) // links above dir are fine
+	if err != nil {
+		return fmt.Errorf("cannot write %s: %w", dir, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("cannot write %s: %s is not a directory; choose another --out", dir, existing)
+	}
+	return nil
+}
+
+// missingParents returns the ancestors of dir that do not exist, outermost first.
+func missingParents(dir string) []string {
+	var missing []string
+	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); !isMissing(err) {
+			break
+		}
+		missing = append(missing, p)
+		if filepath.Dir(p) == p {
+			break
+		}
+	}
+	slices.Reverse(missing)
+	return missing
+}
+
+// checkPathChars refuses paths that ssh_config cannot hold as written:
+// control characters would start a new line (and so a new option), a '"'
+// would end the quoted value, and OpenSSH expands '%' tokens in file paths.
+func checkPathChars(dir string) error {
+	bad := func(r rune) bool { return unicode.IsControl(r) || r == '"' || r == '%' || r == utf8.RuneError }
+	if i := strings.IndexFunc(dir, bad); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(dir[i:])
+		return fmt.Errorf("--out %s contains %s, which ssh_config cannot hold as written (a control character would start a new option); choose a path without control characters, '\"' or '%%'",
+			Quote(dir), Quote(string(r)))
+	}
+	return nil
+}
+
+// isMissing reports whether err says a path does not exist, also because
+// a file stands where a directory of its path should be.
+func isMissing(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+}
+
+func ownedByUs(st fs.FileInfo) bool {
+	uid, ok := ownerUID(st)
+	return !ok || uid == os.Geteuid()
+}
+
+// writeNew creates name in root; O_EXCL refuses anything already there,
+// a symbolic link included, and the root keeps it inside the directory.
+func writeNew(root *os.Root, name string, data []byte, mode fs.FileMode) error {
+	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func syncDir(path string) error {
+	d, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	_ = d.Sync() // not every filesystem supports syncing a directory
+	return nil
+}
