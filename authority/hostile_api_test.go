@@ -271,6 +271,41 @@ func TestHostileJoinRequests(t *testing.T) {
 		})
 	}
 
+	// No proof reaches the audit log: a JWT's signature is the part that
+	// makes it usable, and no record may hold one.
+	t.Run("no proof recorded", func(t *testing.T) {
+		evs, err := env.Authority.Store().ListAudit(t.Context(), store.AuditFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		all, err := json.Marshal(evs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checked := 0
+		for _, tc := range cases {
+			var r identity.JoinRequest
+			if json.Unmarshal(tc.body, &r) != nil || strings.Count(r.Proof, ".") != 2 {
+				continue
+			}
+			// Any 40 characters of the encoded payload or signature would
+			// be a piece of the proof: claims are recorded decoded, never encoded.
+			parts := strings.Split(r.Proof, ".")
+			if len(parts[1]) < 40 || len(parts[2]) < 40 {
+				continue
+			}
+			checked++
+			for _, probe := range []string{parts[1][:40], parts[2][len(parts[2])-40:]} {
+				if bytes.Contains(all, []byte(probe)) {
+					t.Errorf("case %q: the audit log holds a piece of the proof (%s...)", tc.name, probe[:8])
+				}
+			}
+		}
+		if checked == 0 {
+			t.Fatal("no signed proof among the cases to check")
+		}
+	})
+
 	t.Run("still serving", func(t *testing.T) {
 		api, err := client.NewAPI(env.URL, env.Pin)
 		if err != nil {
