@@ -112,23 +112,47 @@ func checkOutput(out *identity.OutputRequest) (outputKeys, error) {
 	return keys, nil
 }
 
-// notGranted is the refusal of a value no role of the bot grants: it names
-// the roles of the bot's that would (none when no role does) and the role
-// field to add it to.
-func notGranted(sc *signCtx, field, what, value string, grants func(g *policy.Grant) []string) error {
-	var would []string
-	for _, rn := range sc.bot.Spec.Roles {
-		g, err := policy.ResolveGrant(sc.set, sc.bot, []string{rn}, time.Minute, time.Hour)
-		if err == nil && slices.Contains(grants(g), value) {
-			would = append(would, rn)
+// notGranted is the refusal of a value no role the output uses grants:
+// it names the roles that would (the bot's roles the output left out, or
+// roles the bot does not hold) and otherwise the role field to add it to.
+func notGranted(sc *signCtx, field, what, value string) error {
+	grants := func(rn string) bool {
+		role, ok := sc.set.Roles[rn]
+		if !ok {
+			return false
 		}
+		for _, f := range resources.GrantFields {
+			if f.Name != field {
+				continue
+			}
+			for _, tmpl := range f.Get(&role.Spec) {
+				if slices.Contains(resources.ExpandTemplate(tmpl, sc.bot.Spec.Traits), value) {
+					return true
+				}
+			}
+		}
+		return false
 	}
 	v := identity.Quote(identity.Truncate(value, 64))
-	if len(would) > 0 {
-		return identity.Errorf(identity.CodeRoleDenied, "output %q: %s %s is granted by role %s of bot %q, which this output does not use; ask for that role (roles:) or none",
-			sc.out.Name, what, v, strings.Join(would, ", "), sc.botName())
+	var held, other []string
+	for _, rn := range slices.Sorted(maps.Keys(sc.set.Roles)) {
+		switch {
+		case !grants(rn):
+		case slices.Contains(sc.bot.Spec.Roles, rn):
+			held = append(held, rn)
+		default:
+			other = append(other, rn)
+		}
 	}
-	return identity.Errorf(identity.CodeRoleDenied, "output %q: no role of bot %q grants %s %s; add it to a role's %s (roles of the bot: %s)",
+	switch {
+	case len(held) > 0:
+		return identity.Errorf(identity.CodeRoleDenied, "output %q: %s %s is granted by role %s of bot %q, which this output does not use; add the role to the output's roles: (or list none to use all)",
+			sc.out.Name, what, v, strings.Join(held, ", "), sc.botName())
+	case len(other) > 0:
+		return identity.Errorf(identity.CodeRoleDenied, "output %q: no role of bot %q grants %s %s; role %s would grant it: add it to the bot's spec.roles, or add %s to the %s of one of its roles (%s)",
+			sc.out.Name, sc.botName(), what, v, strings.Join(other, ", "), v, field, strings.Join(sc.bot.Spec.Roles, ", "))
+	}
+	return identity.Errorf(identity.CodeRoleDenied, "output %q: no role of bot %q grants %s %s; add it to the %s of one of its roles (%s)",
 		sc.out.Name, sc.botName(), what, v, field, strings.Join(sc.bot.Spec.Roles, ", "))
 }
 
