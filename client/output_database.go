@@ -44,11 +44,11 @@ func init() {
 
 // DatabaseOutput is what a database output asks for in mbot.yaml:
 //
-//	- type: database
-//	  destination: ./db
-//	  database: prod-pg     # a kind: database resource
-//	  username: ci_migrate  # granted by a role's db_users
-//	  db_name: app          # optional; granted by a role's db_names
+//   - type: database
+//     destination: ./db
+//     database: prod-pg     # a kind: database resource
+//     username: ci_migrate  # granted by a role's db_users
+//     db_name: app          # optional; granted by a role's db_names
 type DatabaseOutput struct {
 	Database string `yaml:"database"`
 	Username string `yaml:"username"`
@@ -92,7 +92,9 @@ func (databaseOutput) setFields(o *Output) []string {
 	return set
 }
 
-func (databaseOutput) checkAndSetDefaults(o *Output) error { return o.DatabaseOutput.CheckAndSetDefaults() }
+func (databaseOutput) checkAndSetDefaults(o *Output) error {
+	return o.DatabaseOutput.CheckAndSetDefaults()
+}
 
 func (databaseOutput) request(o *Output, req *identity.OutputRequest) {
 	req.Database = &identity.DatabaseRequest{Database: o.Database, Username: o.Username, DBName: o.DBName}
