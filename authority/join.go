@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -179,7 +180,11 @@ func (a *Authority) grant(st *state, bot *resources.Bot, joinToken, method strin
 			return nil, err
 		}
 		resp.Outputs = append(resp.Outputs, *signed)
-		ev.Roles = append(ev.Roles, grant.Roles...)
+		for _, r := range grant.Roles {
+			if !slices.Contains(ev.Roles, r) {
+				ev.Roles = append(ev.Roles, r)
+			}
+		}
 		ev.Outputs = append(ev.Outputs, kind.audit(signed))
 		if signed.SSHCertificate != "" {
 			ev.Serials = append(ev.Serials, fmt.Sprintf("ssh:%d", signed.SSHSerial))
