@@ -68,6 +68,9 @@ type IssueResult struct {
 type IssuedOutput struct {
 	Dir   string
 	Grant *identity.OutputResponse
+	// Summary says what an output of a type other than identity holds and
+	// how to use it, for mbot issue to print; empty for identity outputs.
+	Summary string
 }
 
 // Issue runs one join for every output: detect the platform, fetch its
@@ -376,7 +379,11 @@ func writeOutputs(outputs []Output, dirs []string, keys []*identity.Keys, resp *
 		if rendered[i], err = outputKinds[out.Type].render(dirs[i], keys[i], resp, grant); err != nil {
 			return nil, fmt.Errorf("output %q: %w", out.Name, err)
 		}
-		issued = append(issued, IssuedOutput{Dir: dirs[i], Grant: grant})
+		done := IssuedOutput{Dir: dirs[i], Grant: grant}
+		if d, ok := outputKinds[out.Type].(summarizer); ok {
+			done.Summary = d.summary(dirs[i], grant)
+		}
+		issued = append(issued, done)
 	}
 	// Each directory is replaced atomically; if one fails, Issue removes
 	// the ones written before it along with every other stale identity.

@@ -33,6 +33,12 @@ type outputKind interface {
 	render(dir string, keys *identity.Keys, resp *identity.JoinResponse, grant *identity.OutputResponse) ([]identity.File, error)
 }
 
+// summarizer is an outputKind that says, in one line for mbot issue to
+// print, what an output holds and how to use it.
+type summarizer interface {
+	summary(dir string, grant *identity.OutputResponse) string
+}
+
 // outputKinds are the output types this client writes, by name.
 var outputKinds = map[string]outputKind{}
 

@@ -100,6 +100,15 @@ func (databaseOutput) request(o *Output, req *identity.OutputRequest) {
 	req.Database = &identity.DatabaseRequest{Database: o.Database, Username: o.Username, DBName: o.DBName}
 }
 
+func (databaseOutput) summary(dir string, grant *identity.OutputResponse) string {
+	g := grant.Database
+	use := "mysql --defaults-extra-file=" + shellQuote(filepath.Join(dir, FileMyCnf))
+	if g.Protocol == "postgres" {
+		use = ". " + shellQuote(filepath.Join(dir, FileDBEnv)) + " && psql"
+	}
+	return fmt.Sprintf("database %s as user %s, valid until %s (use: %s)", g.Database, g.Username, grant.NotAfter.UTC().Format(time.RFC3339), use)
+}
+
 // DatabaseSummary is database.json: what a database output holds.
 type DatabaseSummary struct {
 	Cluster   string    `json:"cluster"`

@@ -191,8 +191,12 @@ func TestDatabaseOutputs(t *testing.T) {
 
 	work := t.TempDir()
 	idDir, pgDir, myDir := filepath.Join(work, "id"), filepath.Join(work, "pg"), filepath.Join(work, "my")
-	if res := dc.issueDatabases(t, dbUser, map[string]string{dbPG: pgDir, dbMySQL: myDir}, idDir); res.code != 0 {
+	res := dc.issueDatabases(t, dbUser, map[string]string{dbPG: pgDir, dbMySQL: myDir}, idDir)
+	if res.code != 0 {
 		t.Fatalf("mbot issue: %s", res)
+	}
+	if want := "mbot: wrote " + pgDir + ": database prod-pg as user ci_migrate, valid until "; !strings.Contains(res.stderr, want) {
+		t.Errorf("mbot issue does not say %q:\n%s", want, res.stderr)
 	}
 	for dir, files := range map[string][]string{
 		pgDir: {"client.key", "client.crt", "ca.crt", "pg_service.conf", "env", "database.json"},
