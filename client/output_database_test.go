@@ -198,3 +198,15 @@ func TestRenderDatabaseRefusesBadAnswers(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// TestDaemonNeedsIdentityFirst: mbot start renews with its first output's
+// certificate, so a configuration whose first output is a database output
+// is refused before anything is fetched.
+func TestDaemonNeedsIdentityFirst(t *testing.T) {
+	path := writeConfig(t, "authority: https://a:1\nca_pin: sha256:0000000000000000000000000000000000000000000000000000000000000000\ntoken: t\nttl: 1h\n"+
+		"outputs:\n  - type: database\n    destination: ./db\n    database: pg\n    username: ci\n  - destination: ./id\n")
+	_, err := resolveSettings(DaemonOptions{IssueOptions: IssueOptions{Config: path}})
+	if err == nil || !strings.Contains(err.Error(), "list an identity output first") {
+		t.Errorf("err = %v", err)
+	}
+}
