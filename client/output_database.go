@@ -39,7 +39,8 @@ const (
 
 func init() {
 	outputKinds[OutputTypeDatabase] = databaseOutput{}
-	identity.RegisterFiles(FileDBClientKey, FileDBClientCert, FileDBServerCA, FilePGService, FileDBEnv, FileMyCnf, FileDatabaseJSON)
+	identity.RegisterFiles(FileDBClientKey, FileDBClientCert, FileDBServerCA, FilePGService, FileDBEnv, FileMyCnf)
+	identity.RegisterSummaryFile(FileDatabaseJSON)
 }
 
 // DatabaseOutput is what a database output asks for in mbot.yaml:

@@ -283,10 +283,17 @@ func TestDatabaseOutputs(t *testing.T) {
 	t.Run("refused", func(t *testing.T) {
 		work := t.TempDir()
 		idDir, pgDir := filepath.Join(work, "id"), filepath.Join(work, "pg")
+		// An earlier run's outputs are there; the refused run removes them.
+		if res := dc.issueDatabases(t, dbUser, map[string]string{dbPG: pgDir}, idDir); res.code != 0 {
+			t.Fatalf("mbot issue: %s", res)
+		}
 		res := dc.issueDatabases(t, "postgres", map[string]string{dbPG: pgDir}, idDir)
 		if res.code != 1 || !strings.Contains(res.stderr, "role_denied") || !strings.Contains(res.stderr, `database user "postgres"`) ||
 			!strings.Contains(res.stderr, "role db-admin would grant it") {
 			t.Errorf("mbot issue for a user no role of the bot grants: %s", res)
+		}
+		if !strings.Contains(res.stderr, "removed the earlier identity in "+idDir+", "+pgDir) {
+			t.Errorf("mbot issue does not say it removed the earlier outputs:\n%s", res.stderr)
 		}
 		for _, dir := range []string{idDir, pgDir} {
 			if _, err := os.Stat(dir); !os.IsNotExist(err) {
