@@ -18,6 +18,8 @@ var Kinds = map[string]string{
 	"role": resources.KindRole, "roles": resources.KindRole,
 	"bot": resources.KindBot, "bots": resources.KindBot,
 	"join_token": resources.KindJoinToken, "join_tokens": resources.KindJoinToken,
+	"database": resources.KindDatabase, "databases": resources.KindDatabase,
+	"kubernetes_cluster": resources.KindKubernetesCluster, "kubernetes_clusters": resources.KindKubernetesCluster,
 }
 
 // Settings are the cluster-wide settings that policy checks need.

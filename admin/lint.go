@@ -37,6 +37,10 @@ type RoleLogins struct {
 	// Empty lists the role's templates that expand to nothing for this
 	// bot, because the trait they name is missing or empty.
 	Empty []string `json:"empty_templates,omitempty"`
+	// Grants are what the role grants other outputs, by role field
+	// (db_users, kubernetes_groups, ...; resources.GrantFields), templates
+	// expanded; fields the role leaves empty are absent.
+	Grants map[string][]string `json:"grants,omitempty"`
 }
 
 // BotLogins expands, role by role, the logins each of bot's roles grants it.
@@ -65,6 +69,18 @@ func BotLogins(set *resources.Set, bot *resources.Bot) []RoleLogins {
 					continue
 				}
 				rl.Logins = append(rl.Logins, Login{Name: l, Template: template, TraitOnly: template != "" && !literal[l]})
+			}
+		}
+		for _, f := range resources.GrantFields {
+			for _, entry := range f.Get(&role.Spec) {
+				for _, v := range policy.ExpandTemplate(entry, bot.Spec.Traits) {
+					if rl.Grants == nil {
+						rl.Grants = map[string][]string{}
+					}
+					if !slices.Contains(rl.Grants[f.Name], v) {
+						rl.Grants[f.Name] = append(rl.Grants[f.Name], v)
+					}
+				}
 			}
 		}
 		out = append(out, rl)

@@ -28,7 +28,8 @@ import (
 )
 
 // Export types for mbot authority export.
-var ExportTypes = []string{"ca-pin", "tls-ca", "ssh-user-ca", "ssh-host-ca"}
+var ExportTypes = []string{"ca-pin", "tls-ca", "ssh-user-ca", "ssh-host-ca",
+	"database-client-ca", "database-server-ca", "kubernetes-client-ca", "spiffe-ca", "jwt-jwks"}
 
 // OpenAdmin opens the store and CAs of an authority without serving or
 // re-applying its resources: what local admin commands on the authority
@@ -57,6 +58,17 @@ func (c *CAs) Export(typ string) (string, error) {
 		return AuthorizedKey(c.SSHUser), nil
 	case "ssh-host-ca":
 		return AuthorizedKey(c.SSHHost), nil
+	case "database-client-ca":
+		return string(c.DatabaseClient.CertPEM), nil
+	case "database-server-ca":
+		return string(c.DatabaseServer.CertPEM), nil
+	case "kubernetes-client-ca":
+		return string(c.KubernetesClient.CertPEM), nil
+	case "spiffe-ca":
+		return string(c.SPIFFE.CertPEM), nil
+	case "jwt-jwks":
+		out, err := json.MarshalIndent(map[string]any{"keys": []map[string]string{c.JWK()}}, "", "  ")
+		return string(out) + "\n", err
 	}
 	return "", fmt.Errorf("--type %q is not one of %s", typ, strings.Join(ExportTypes, ", "))
 }

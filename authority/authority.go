@@ -376,6 +376,10 @@ func (a *Authority) reloadFixing(ctx context.Context, err error) error {
 			stored = append(stored, resources.Resource{Kind: r.kind, Bot: &resources.Bot{Metadata: meta, Source: src}})
 		case resources.KindJoinToken:
 			stored = append(stored, resources.Resource{Kind: r.kind, JoinToken: &resources.JoinToken{Metadata: meta, Source: src}})
+		case resources.KindDatabase:
+			stored = append(stored, resources.Resource{Kind: r.kind, Database: &resources.Database{Metadata: meta, Source: src}})
+		case resources.KindKubernetesCluster:
+			stored = append(stored, resources.Resource{Kind: r.kind, KubernetesCluster: &resources.KubernetesCluster{Metadata: meta, Source: src}})
 		}
 	}
 	a.state.Store(&state{set: resources.NewSet(stored), tokens: map[string]*compiledToken{}})

@@ -2,9 +2,9 @@ package authority
 
 import (
 	"context"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -69,7 +69,7 @@ func (a *Authority) recordRefusal(ctx context.Context, ev *store.AuditEvent, err
 		ev.Message = string(detail)
 	}
 	// Certificates signed before a late refusal (replay) are never handed out.
-	ev.Serials, ev.NotAfter = nil, time.Time{}
+	ev.Serials, ev.Outputs, ev.NotAfter = nil, nil, time.Time{}
 	ev.Bound()
 	if aerr := a.store.Audit(context.WithoutCancel(ctx), ev); aerr != nil {
 		a.log.Error("recording refused "+ev.Event, "err", aerr)
@@ -173,13 +173,25 @@ func (a *Authority) grant(st *state, bot *resources.Bot, joinToken, method strin
 			resp.TTLCapped = true
 			resp.Warnings = append(resp.Warnings, fmt.Sprintf("output %q: %s", out.Name, grant.CapNote))
 		}
-		signed, err := a.signOutput(bot.Metadata.Name, joinToken, out.Name, grant, keys[i], lineage)
+		kind := outputKinds[out.OutputType()] // checked by parseKeys
+		signed, err := kind.sign(&signCtx{cas: a.cas, cluster: a.cfg.ClusterName, set: st.set, bot: bot, joinToken: joinToken,
+			out: &outputs[i], grant: grant, keys: keys[i], lineage: lineage, notAfter: time.Now().Add(grant.TTL).Truncate(time.Second)})
 		if err != nil {
 			return nil, err
 		}
 		resp.Outputs = append(resp.Outputs, *signed)
-		ev.Roles = append(ev.Roles, grant.Roles...)
-		ev.Serials = append(ev.Serials, fmt.Sprintf("ssh:%d", signed.SSHSerial), "tls:"+signed.TLSSerial)
+		for _, r := range grant.Roles {
+			if !slices.Contains(ev.Roles, r) {
+				ev.Roles = append(ev.Roles, r)
+			}
+		}
+		ev.Outputs = append(ev.Outputs, kind.audit(signed))
+		if signed.SSHCertificate != "" {
+			ev.Serials = append(ev.Serials, fmt.Sprintf("ssh:%d", signed.SSHSerial))
+		}
+		if signed.TLSSerial != "" {
+			ev.Serials = append(ev.Serials, "tls:"+signed.TLSSerial)
+		}
 		if ev.NotAfter.IsZero() || signed.NotAfter.After(ev.NotAfter) {
 			ev.NotAfter = signed.NotAfter
 		}
@@ -193,11 +205,6 @@ func (s *state) joinToken(name string) (*compiledToken, error) {
 		return nil, identity.Errorf(identity.CodeUnknownJoinToken, "there is no join token named %q on this authority; check --token (MBOT_TOKEN) or create it with mbot apply", name)
 	}
 	return tok, nil
-}
-
-type outputKeys struct {
-	ssh ssh.PublicKey
-	tls any
 }
 
 // parseOutputKeys checks the request's shape and parses every output's keys.
@@ -248,23 +255,11 @@ func parseKeys(what string, outputs []identity.OutputRequest, ttlSeconds int64) 
 			return nil, identity.Errorf(identity.CodeBadRequest, "output %q appears twice", out.Name)
 		}
 		seen[out.Name] = true
-		sshKey, _, _, _, err := ssh.ParseAuthorizedKey([]byte(out.SSHPublicKey))
+		k, err := checkOutput(&out)
 		if err != nil {
-			return nil, identity.Errorf(identity.CodeBadRequest, "output %q: ssh_public_key is not an authorized_keys line (%s)", out.Name, quoteError(err))
+			return nil, err
 		}
-		if err := checkSSHKey(sshKey); err != nil {
-			return nil, identity.Errorf(identity.CodeUnsupportedKey, "output %q: ssh_public_key: %v", out.Name, err)
-		}
-		tlsKey, err := identity.ParseTLSPublicKey(out.TLSPublicKey)
-		if err != nil {
-			return nil, identity.Errorf(identity.CodeBadRequest, "output %q: the tls_public_key is refused (%s)", out.Name, quoteError(err))
-		}
-		// Checked here, before the proof is verified and consumed, so that a
-		// refused key leaves the proof usable with a good one.
-		if err := identity.CheckPublicKey(tlsKey); err != nil {
-			return nil, identity.Errorf(identity.CodeUnsupportedKey, "output %q: tls_public_key: %v", out.Name, err)
-		}
-		keys[i] = outputKeys{ssh: sshKey, tls: tlsKey}
+		keys[i] = k
 	}
 	return keys, nil
 }
@@ -286,79 +281,4 @@ func checkSSHKey(k ssh.PublicKey) error {
 		}
 	}
 	return fmt.Errorf("key type %s is not accepted; use an Ed25519 key, an ECDSA key on P-256 or P-384, or RSA of at least 2048 bits", k.Type())
-}
-
-// signOutput certifies one output's keys for its grant.
-func (a *Authority) signOutput(bot, joinToken, output string, g *policy.Grant, keys outputKeys, lineage identity.Lineage) (*identity.OutputResponse, error) {
-	notAfter := time.Now().Add(g.TTL).Truncate(time.Second)
-	serial := RandomSSHSerial()
-	if err := checkPrincipals(g.Logins); err != nil {
-		return nil, err
-	}
-	principals := g.Logins
-	if len(principals) == 0 {
-		// OpenSSH reads a certificate without principals as valid for every
-		// login, so a bot with no logins gets one that matches no account.
-		principals = []string{noLoginPrincipal + bot}
-	}
-	keyID := fmt.Sprintf("bot=%s join_token=%s output=%s serial=%d", bot, joinToken, output, serial)
-	var extensions []pkix.Extension
-	if lineage.Generation > 0 {
-		keyID += fmt.Sprintf(" generation=%d", lineage.Generation)
-		ext, err := lineage.Extension()
-		if err != nil {
-			return nil, err
-		}
-		extensions = append(extensions, ext)
-	}
-	sshCert, err := a.cas.SignSSHUser(SSHCertRequest{
-		Key:        keys.ssh,
-		KeyID:      keyID,
-		Principals: principals,
-		NotAfter:   notAfter,
-		Serial:     serial,
-		Extensions: g.SSHExtensions,
-	})
-	if err != nil {
-		return nil, err
-	}
-	tlsCert, err := a.cas.SignTLSClient(TLSClientRequest{PublicKey: keys.tls, Bot: bot, Cluster: a.cfg.ClusterName,
-		Roles: g.Roles, NotAfter: notAfter, Extensions: extensions})
-	if err != nil {
-		return nil, err
-	}
-	return &identity.OutputResponse{
-		Name:           output,
-		Roles:          g.Roles,
-		Logins:         nonNil(g.Logins),
-		SSHCertificate: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshCert))),
-		TLSCertificate: tlsCert.PEM(),
-		SSHSerial:      serial,
-		TLSSerial:      serialString(tlsCert.Serial),
-		NotBefore:      tlsCert.NotBefore,
-		NotAfter:       notAfter,
-	}, nil
-}
-
-// noLoginPrincipal starts the one principal of a certificate that grants no
-// login: a leading '-' is not a valid user name, so it matches no account.
-const noLoginPrincipal = "-mbot-nologin-"
-
-// checkPrincipals checks the logins about to be signed into an SSH user
-// certificate, the last check before the signature: whatever path they came
-// by, each must be a user name.
-func checkPrincipals(logins []string) error {
-	for _, l := range logins {
-		if err := identity.CheckLogin("login", l); err != nil {
-			return identity.Errorf(identity.CodeRoleDenied, "refusing to sign: %v", err)
-		}
-	}
-	return nil
-}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
 }

@@ -127,14 +127,20 @@ func (s *SignedCert) PEM() string {
 }
 
 func (c *CAs) signTLS(tmpl *x509.Certificate, pub any) (*SignedCert, error) {
+	return c.TLS.Sign(tmpl, pub)
+}
+
+// Sign issues tmpl for pub: a fresh serial, backdated by clockSkew, and
+// never valid after the CA itself.
+func (ca *X509CA) Sign(tmpl *x509.Certificate, pub any) (*SignedCert, error) {
 	tmpl.SerialNumber = randomSerial()
 	tmpl.NotBefore = time.Now().Add(-clockSkew)
-	if tmpl.NotAfter.After(c.TLSCert.NotAfter) {
-		tmpl.NotAfter = c.TLSCert.NotAfter
+	if tmpl.NotAfter.After(ca.Cert.NotAfter) {
+		tmpl.NotAfter = ca.Cert.NotAfter
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.TLSCert, pub, c.TLSKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
 	if err != nil {
-		return nil, fmt.Errorf("signing TLS certificate: %w", err)
+		return nil, fmt.Errorf("signing certificate: %w", err)
 	}
 	return &SignedCert{DER: der, Serial: tmpl.SerialNumber, NotBefore: tmpl.NotBefore, NotAfter: tmpl.NotAfter}, nil
 }

@@ -29,7 +29,12 @@ const concurrency = 64
 const botsYAML = `kind: role
 version: v1
 metadata: {name: deploy}
-spec: {logins: ["{{internal.logins}}"]}
+spec: {logins: ["{{internal.logins}}"], db_users: [ci_migrate], db_names: [app]}
+---
+kind: database
+version: v1
+metadata: {name: prod-pg}
+spec: {protocol: postgres, uri: "db.bench.internal:5432", ca_issued_by_authority: true}
 ---
 kind: bot
 version: v1
@@ -190,6 +195,53 @@ func BenchmarkIssue(b *testing.B) {
 	slices.Sort(latencies)
 	b.ReportMetric(ms(latencies[len(latencies)/2]), "p50-ms")
 	b.ReportMetric(ms(latencies[len(latencies)*99/100]), "p99-ms")
+}
+
+// multiOutputs are the outputs of BenchmarkIssueMultiOutput beside an
+// identity: one of each other type, as the types land (SPEC §7; the goal
+// is identity + database + kubernetes + application under 1.5x the
+// single-output BenchmarkIssue).
+var multiOutputs = []string{
+	"  - type: database\n    destination: %[1]s/db\n    database: prod-pg\n    username: ci_migrate\n    db_name: app\n",
+}
+
+// BenchmarkIssueMultiOutput is BenchmarkIssue with one output of each type
+// in one join, through mbot.yaml.
+func BenchmarkIssueMultiOutput(b *testing.B) {
+	bin := buildMbot(b)
+	e := startEnv(b)
+	work := b.TempDir()
+	config := "outputs:\n  - destination: %[1]s/id\n"
+	for _, o := range multiOutputs {
+		config += o
+	}
+	if err := os.WriteFile(filepath.Join(work, "mbot.yaml"), fmt.Appendf(nil, config, work), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	environ := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + b.TempDir(),
+		"MBOT_AUTHORITY=" + e.URL, "MBOT_CA_PIN=" + e.Pin, "MBOT_TOKEN=github-deploy", "MBOT_CONFIG=" + filepath.Join(work, "mbot.yaml")}
+	for k, v := range e.Issuer.GitHubEnv() {
+		environ = append(environ, k+"="+v)
+	}
+	if err := e.Issuer.SignAhead(b.N, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	latencies := make([]time.Duration, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		cmd := exec.Command(bin, "issue")
+		cmd.Env = environ
+		t0 := time.Now()
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("mbot issue: %v\n%s", err, msg)
+		}
+		latencies[i] = time.Since(t0)
+	}
+	b.StopTimer()
+	slices.Sort(latencies)
+	b.ReportMetric(ms(latencies[len(latencies)/2]), "p50-ms")
+	b.ReportMetric(ms(latencies[len(latencies)*99/100]), "p99-ms")
+	b.ReportMetric(float64(1+len(multiOutputs)), "outputs")
 }
 
 // BenchmarkStart measures process start: `mbot --version`.

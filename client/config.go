@@ -24,7 +24,7 @@ const OutputTypeIdentity = "identity"
 
 // laterOutputTypes are the output types mbot.yaml will accept in a later
 // version; naming one today is refused with that said.
-var laterOutputTypes = []string{"kubernetes", "database", "application", "ssh_host"}
+var laterOutputTypes = []string{"kubernetes", "application", "workload-identity-jwt", "ssh_host"}
 
 // Config is mbot.yaml: how to join and which outputs one join writes.
 // Flags and MBOT_* variables override its values.
@@ -37,6 +37,10 @@ var laterOutputTypes = []string{"kubernetes", "database", "application", "ssh_ho
 //	  - type: identity
 //	    destination: ./mbot-deploy
 //	    roles: [deploy]
+//	  - type: database
+//	    destination: ./db
+//	    database: prod-pg
+//	    username: ci_migrate
 type Config struct {
 	Authority  string   `yaml:"authority"`
 	CAPin      string   `yaml:"ca_pin"`
@@ -50,7 +54,7 @@ type Config struct {
 
 // Output is one output of a join: its own fresh keys, roles and destination.
 type Output struct {
-	// Type is what is written; only "identity" in this version (the default).
+	// Type is what is written (SPEC §7): identity (the default), database.
 	Type string `yaml:"type"`
 	// Destination is the directory the output is written to; a relative
 	// path is relative to the working directory, like --out.
@@ -60,6 +64,9 @@ type Output struct {
 	// Name names the output in identity.json, the audit log and GitHub step
 	// outputs; default the destination's base name.
 	Name string `yaml:"name"`
+
+	// The fields of each output type, one struct per type (output_<type>.go).
+	DatabaseOutput `yaml:",inline"`
 }
 
 // Duration is a time.Duration written as "1h" or "90m".
@@ -179,14 +186,25 @@ func badField(field, format string, args ...any) error {
 
 // CheckAndSetDefaults checks one output and fills in its type and name.
 func (o *Output) CheckAndSetDefaults() error {
-	switch {
-	case o.Type == "":
+	if o.Type == "" {
 		o.Type = OutputTypeIdentity
-	case o.Type == OutputTypeIdentity:
-	case slices.Contains(laterOutputTypes, o.Type):
-		return badField("type", "output type %q is not supported yet; this version writes %q outputs only", o.Type, OutputTypeIdentity)
-	default:
-		return badField("type", "%q is not an output type; use %q (%s come later)", o.Type, OutputTypeIdentity, strings.Join(laterOutputTypes, ", "))
+	}
+	kind, ok := outputKinds[o.Type]
+	switch {
+	case !ok && slices.Contains(laterOutputTypes, o.Type):
+		return badField("type", "output type %q is not supported yet; this version writes %s outputs", o.Type, strings.Join(outputTypeNames(), ", "))
+	case !ok:
+		return badField("type", "%s is not an output type; use one of %s (%s come later)", identity.Quote(o.Type), strings.Join(outputTypeNames(), ", "), strings.Join(laterOutputTypes, ", "))
+	}
+	for _, typ := range outputTypeNames() {
+		if other := outputKinds[typ]; typ != o.Type {
+			if set := other.setFields(o); len(set) > 0 {
+				return badField(set[0], "belongs to outputs of type %s, not %s; set type: %s or remove it", typ, o.Type, typ)
+			}
+		}
+	}
+	if err := kind.checkAndSetDefaults(o); err != nil {
+		return err
 	}
 	if o.Destination == "" {
 		return badField("destination", "is required: the directory this output is written to")

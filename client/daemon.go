@@ -102,6 +102,11 @@ func resolveSettings(o DaemonOptions) (*settings, error) {
 	if err := s.issue.resolve(); err != nil {
 		return nil, err
 	}
+	if t := s.issue.Outputs[0].Type; t != OutputTypeIdentity {
+		// Renewals over mTLS present the first output's certificate: the
+		// bot's identity, which only an identity output holds.
+		return nil, fmt.Errorf("mbot start renews with its first output's identity, but the first output is of type %s; list an identity output first", t)
+	}
 	where := "--renewal-interval (MBOT_RENEWAL_INTERVAL)"
 	if s.interval == 0 && s.issue.Config != "" {
 		cfg, err := LoadConfig(s.issue.Config)

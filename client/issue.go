@@ -68,6 +68,9 @@ type IssueResult struct {
 type IssuedOutput struct {
 	Dir   string
 	Grant *identity.OutputResponse
+	// Summary says what an output of a type other than identity holds and
+	// how to use it, for mbot issue to print; empty for identity outputs.
+	Summary string
 }
 
 // Issue runs one join for every output: detect the platform, fetch its
@@ -327,17 +330,29 @@ func checkDestinations(outputs []Output, dirs []string) ([]string, error) {
 func newOutputKeys(outputs []Output) ([]*identity.Keys, []identity.OutputRequest, error) {
 	keys := make([]*identity.Keys, len(outputs))
 	requests := make([]identity.OutputRequest, len(outputs))
-	for i, out := range outputs {
+	for i := range outputs {
+		out := &outputs[i]
+		kind, ok := outputKinds[out.Type]
+		if !ok {
+			return nil, nil, fmt.Errorf("output %q: type %q is not an output type", out.Name, out.Type)
+		}
 		var err error
-		if keys[i], err = identity.NewKeys(); err != nil {
+		if keys[i], err = newKeys(kind); err != nil {
 			return nil, nil, err
 		}
-		requests[i] = identity.OutputRequest{
-			Name:         out.Name,
-			Roles:        out.Roles,
-			SSHPublicKey: keys[i].SSHPublicKey(),
-			TLSPublicKey: keys[i].TLSPublicKeyPEM(),
+		requests[i] = identity.OutputRequest{Name: out.Name, Roles: out.Roles}
+		if out.Type != OutputTypeIdentity {
+			// An identity output sends no type, so that an authority that
+			// predates output types understands it.
+			requests[i].Type = out.Type
 		}
+		if keys[i].SSH != nil {
+			requests[i].SSHPublicKey = keys[i].SSHPublicKey()
+		}
+		if keys[i].TLS != nil {
+			requests[i].TLSPublicKey = keys[i].TLSPublicKeyPEM()
+		}
+		kind.request(out, &requests[i])
 	}
 	return keys, requests, nil
 }
@@ -357,11 +372,18 @@ func writeOutputs(outputs []Output, dirs []string, keys []*identity.Keys, resp *
 		if grant.Name != out.Name {
 			return nil, fmt.Errorf("the authority answered output %q where %q was asked", grant.Name, out.Name)
 		}
-		var err error
-		if rendered[i], err = identity.RenderIdentity(dirs[i], keys[i], resp, grant); err != nil {
-			return nil, err
+		if want := out.Type; grant.Type != want && (grant.Type != "" || want != OutputTypeIdentity) {
+			return nil, fmt.Errorf("the authority answered output %q with type %s where %s was asked", out.Name, identity.Quote(grant.Type), want)
 		}
-		issued = append(issued, IssuedOutput{Dir: dirs[i], Grant: grant})
+		var err error
+		if rendered[i], err = outputKinds[out.Type].render(dirs[i], keys[i], resp, grant); err != nil {
+			return nil, fmt.Errorf("output %q: %w", out.Name, err)
+		}
+		done := IssuedOutput{Dir: dirs[i], Grant: grant}
+		if d, ok := outputKinds[out.Type].(summarizer); ok {
+			done.Summary = d.summary(dirs[i], grant)
+		}
+		issued = append(issued, done)
 	}
 	// Each directory is replaced atomically; if one fails, Issue removes
 	// the ones written before it along with every other stale identity.
@@ -395,6 +417,12 @@ func writeGitHubOutputs(env joiners.Env, outputs []IssuedOutput) error {
 			prefix = out.Grant.Name + "-"
 		}
 		dir := out.Dir
+		if t := out.Grant.Type; t != "" && t != OutputTypeIdentity {
+			if _, err := fmt.Fprintf(f, "%sdestination-dir=%s\n", prefix, dir); err != nil {
+				return err
+			}
+			continue
+		}
 		for _, kv := range [][2]string{
 			{"destination-dir", dir},
 			{"ssh-config", filepath.Join(dir, identity.FileSSHConfig)},

@@ -12,7 +12,7 @@ import (
 func applyCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "apply",
-		Usage:     "create or replace roles, bots and join tokens from YAML or JSON files",
+		Usage:     "create or replace roles, bots, join tokens, databases and kubernetes clusters from YAML or JSON files",
 		ArgsUsage: " ",
 		Description: `Each file holds resources as YAML documents separated by ---, or a list of
 them (what mbot get -o json prints). A file is checked and applied as a

@@ -1,6 +1,8 @@
 package commands
 
 import (
+	"strings"
+
 	"fmt"
 	"os"
 
@@ -46,9 +48,14 @@ func authorityCommand() *cli.Command {
    mbot authority export --type ca-pin        # for mbot issue --ca-pin
    mbot authority export --type ssh-user-ca   # a line for sshd's TrustedUserCAKeys
    mbot authority export --type ssh-host-ca   # for known_hosts @cert-authority lines
-   mbot authority export --type tls-ca        # PEM, for servers that verify bots' client certificates`,
+   mbot authority export --type tls-ca        # PEM, for servers that verify bots' client certificates
+   mbot authority export --type database-client-ca    # PEM, a database server's ssl_ca_file / ssl-ca
+   mbot authority export --type database-server-ca    # PEM, signs servers of mbot sign --format postgres|mysql
+   mbot authority export --type kubernetes-client-ca  # PEM, the API server's --client-ca-file
+   mbot authority export --type spiffe-ca             # PEM, the SPIFFE X.509 trust bundle
+   mbot authority export --type jwt-jwks              # JSON Web Key Set of the JWT-SVID signing key`,
 				Flags: []cli.Flag{authorityConfigFlag(),
-					&cli.StringFlag{Name: "type", Required: true, Usage: "ca-pin, tls-ca, ssh-user-ca or ssh-host-ca"}},
+					&cli.StringFlag{Name: "type", Required: true, Usage: strings.Join(authority.ExportTypes, ", ")}},
 				Action: func(c *cli.Context) error {
 					st, cas, err := openCAs(c)
 					if err != nil {

@@ -18,11 +18,13 @@ import (
 func getCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "get",
-		Usage:     "list roles, bots or join tokens",
-		ArgsUsage: "roles|bots|join_tokens [NAME]",
+		Usage:     "list roles, bots, join tokens, databases or kubernetes clusters",
+		ArgsUsage: "roles|bots|join_tokens|databases|kubernetes_clusters [NAME]",
 		Description: `Lists the resources in effect. For bots, the table shows what each role
-grants the bot once "{{internal.<trait>}}" templates expand from its traits,
-and marks logins that only a trait grants. -o yaml and -o json print the
+grants the bot once "{{internal.<trait>}}" templates expand from its traits
+(logins, and below them db_users, db_names, kubernetes_users,
+kubernetes_groups, spiffe_ids, dns_sans, jwt_audiences, host_names), and
+marks logins that only a trait grants. -o yaml and -o json print the
 resources in a form that mbot apply -f reads back. Examples:
 
    mbot get bots --config authority.yaml
@@ -39,7 +41,7 @@ resources in a form that mbot apply -f reads back. Examples:
 				return err
 			}
 			if len(args) < 1 || len(args) > 2 {
-				return usagef("usage: mbot get roles|bots|join_tokens [NAME]")
+				return usagef("usage: mbot get roles|bots|join_tokens|databases|kubernetes_clusters [NAME]")
 			}
 			kind, err := parseKind(args[0])
 			if err != nil {
@@ -129,6 +131,9 @@ func writeTable(w io.Writer, set *resources.Set, kind string, docs []resources.D
 				logins, marked := formatLogins(rl)
 				traitOnly = traitOnly || marked
 				fmt.Fprintf(tw, "%s\t%s\t%s\n", name, displayName(rl.Role), logins)
+				for _, g := range formatGrants(rl) {
+					fmt.Fprintf(tw, "\t\t%s\n", g)
+				}
 			}
 		}
 		if err := tw.Flush(); err != nil {
@@ -138,6 +143,22 @@ func writeTable(w io.Writer, set *resources.Set, kind string, docs []resources.D
 			fmt.Fprint(w, traitOnlyNote)
 		}
 		return nil
+	case resources.KindDatabase:
+		fmt.Fprintln(tw, "NAME\tPROTOCOL\tURI\tSERVER CA")
+		for _, d := range docs {
+			spec := set.Databases[d.Metadata.Name].Spec
+			ca := "spec.ca"
+			if spec.CAIssuedByAuthority {
+				ca = "issued by this authority (database-server-ca)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", displayName(d.Metadata.Name), identity.Printable(spec.Protocol), identity.Printable(spec.URI), ca)
+		}
+	case resources.KindKubernetesCluster:
+		fmt.Fprintln(tw, "NAME\tAPI SERVER")
+		for _, d := range docs {
+			spec := set.KubernetesClusters[d.Metadata.Name].Spec
+			fmt.Fprintf(tw, "%s\t%s\n", displayName(d.Metadata.Name), identity.Printable(spec.APIServer))
+		}
 	case resources.KindJoinToken:
 		fmt.Fprintln(tw, "NAME\tBOT\tMETHOD\tALLOW")
 		for _, d := range docs {
@@ -173,6 +194,24 @@ func formatLogins(rl admin.RoleLogins) (text string, marked bool) {
 		parts = append(parts, tmpl+" (expands to nothing)")
 	}
 	return orNone(strings.Join(parts, ", ")), marked
+}
+
+// formatGrants lists what a role grants a bot's other outputs, one
+// "field: value, value" line per role field it sets.
+func formatGrants(rl admin.RoleLogins) []string {
+	var lines []string
+	for _, f := range resources.GrantFields {
+		values := rl.Grants[f.Name]
+		if len(values) == 0 {
+			continue
+		}
+		shown := make([]string, len(values))
+		for i, v := range values {
+			shown[i] = identity.Printable(v)
+		}
+		lines = append(lines, f.Name+": "+strings.Join(shown, ", "))
+	}
+	return lines
 }
 
 // allowRules summarizes a join token's allow rules as field=value lists,

@@ -66,6 +66,10 @@ Flags and MBOT_* variables override mbot.yaml.`,
 			}
 			fmt.Fprintf(os.Stderr, "mbot: %s join as bot %q\n", res.Method, res.Response.Bot)
 			for _, out := range res.Outputs {
+				if out.Summary != "" {
+					fmt.Fprintf(os.Stderr, "mbot: wrote %s: %s\n", out.Dir, out.Summary)
+					continue
+				}
 				fmt.Fprintf(os.Stderr, "mbot: wrote %s: roles %s, logins %s, valid until %s (use: ssh -F %s/ssh_config <host>)\n",
 					out.Dir, strings.Join(out.Grant.Roles, ","), strings.Join(out.Grant.Logins, ","),
 					out.Grant.NotAfter.UTC().Format(time.RFC3339), out.Dir)

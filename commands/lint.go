@@ -80,6 +80,9 @@ func writeLintReport(w io.Writer, r *admin.Report) {
 			logins, marked := formatLogins(rl)
 			traitOnly = traitOnly || marked
 			fmt.Fprintf(w, "  role %s: %s\n", displayName(rl.Role), logins)
+			for _, g := range formatGrants(rl) {
+				fmt.Fprintf(w, "    %s\n", g)
+			}
 		}
 	}
 	if len(r.Bots) == 0 {

@@ -10,7 +10,7 @@ import (
 func rmCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "rm",
-		Usage:     "remove roles, bots or join tokens",
+		Usage:     "remove roles, bots, join tokens, databases or kubernetes clusters",
 		ArgsUsage: "KIND/NAME [KIND/NAME...]",
 		Description: `Removes each resource in the order given. A role that a bot holds, or a bot
 that a join token names, is not removed: remove or change what refers to it

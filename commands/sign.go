@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,9 +28,17 @@ longer than the 24h bot cap up to max_admin_ttl in authority.yaml, and is
 recorded in the audit log:
 
    mbot sign --config authority.yaml --user alice --roles deploy --logins alice --ttl 720h --out ./alice
-   ssh -F ./alice/ssh_config web1.acme.internal`,
+   ssh -F ./alice/ssh_config web1.acme.internal
+
+A database server's certificate (signed by the database-server CA) and the
+CA it must check clients by (the database-client CA), with the exact
+postgresql.conf and pg_hba.conf or my.cnf lines printed:
+
+   mbot sign --config authority.yaml --format postgres --host db.acme.internal --out ./pg
+   mbot sign --config authority.yaml --format mysql --host db.acme.internal,10.0.0.7 --out ./my`,
 		Flags: []cli.Flag{authorityConfigFlag(),
 			&cli.StringFlag{Name: "host", Usage: "comma-separated DNS names and IP addresses, no wildcards (host credentials)"},
+			&cli.StringFlag{Name: "format", Usage: "with --host: postgres or mysql, for a database server's certificate"},
 			&cli.StringFlag{Name: "user", Usage: "user name, like a bot's: lower-case letters, digits, - _ . (a long-lived user identity)"},
 			&cli.StringFlag{Name: "roles", Usage: "with --user: comma-separated roles whose logins the user gets"},
 			&cli.StringFlag{Name: "logins", Usage: "with --user: the user's logins trait, for {{internal.logins}} in the roles"},
@@ -44,10 +53,16 @@ recorded in the audit log:
 			case c.IsSet("host") && c.IsSet("user"):
 				return usagef("mbot sign takes --host or --user, not both")
 			case c.IsSet("user"):
+				if c.IsSet("format") {
+					return usagef("--format goes with --host (a database server), not --user")
+				}
 				return signUser(c)
 			case c.IsSet("host"):
 				if c.IsSet("roles") || c.IsSet("logins") {
 					return usagef("--roles and --logins go with --user, not --host")
+				}
+				if c.IsSet("format") {
+					return signDatabase(c)
 				}
 				return signHost(c)
 			}
@@ -83,6 +98,49 @@ func signHost(c *cli.Context) error {
 	}
 	reportCreated(created)
 	fmt.Fprintf(os.Stderr, "mbot: wrote host credentials for %v to %s\n", names, c.String("out"))
+	return nil
+}
+
+func signDatabase(c *cli.Context) error {
+	format := c.String("format")
+	if !slices.Contains(authority.DatabaseServerFormats, format) {
+		return usagef("--format %s is not one of %s", identity.Quote(format), strings.Join(authority.DatabaseServerFormats, ", "))
+	}
+	names := splitList(c.String("host"))
+	if len(names) == 0 {
+		return usagef("mbot sign --format %s needs --host NAME[,NAME]: the names clients dial", format)
+	}
+	ttl := c.Duration("ttl")
+	if !c.IsSet("ttl") {
+		ttl = 8760 * time.Hour
+	}
+	dir, err := filepath.Abs(c.String("out"))
+	if err != nil {
+		return err
+	}
+	config, err := authority.DatabaseServerConfig(format, dir)
+	if err != nil {
+		return err
+	}
+	created, err := checkOut(dir)
+	if err != nil {
+		return err
+	}
+	st, cas, err := openCAs(c)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	creds, err := authority.SignDatabaseServer(c.Context, st, cas, format, names, ttl)
+	if err != nil {
+		return err
+	}
+	if err := identity.WriteDir(dir, creds.Files); err != nil {
+		return err
+	}
+	reportCreated(created)
+	fmt.Fprintf(os.Stderr, "mbot: wrote %s server credentials for %v to %s, valid until %s\n", format, names, dir, creds.NotAfter.UTC().Format(time.RFC3339))
+	fmt.Print(config)
 	return nil
 }
 

@@ -47,15 +47,79 @@ type JoinRequest struct {
 	Outputs    []OutputRequest `json:"outputs"`
 }
 
-// OutputRequest asks for certificates on one output's keys.
+// Output types (SPEC §7). The empty type is OutputIdentity, so that a
+// request or response of a client or authority that predates output types
+// means what it always meant.
+const (
+	OutputIdentity    = "identity"
+	OutputDatabase    = "database"
+	OutputKubernetes  = "kubernetes"
+	OutputApplication = "application"
+	OutputJWT         = "workload-identity-jwt"
+	OutputSSHHost     = "ssh_host"
+)
+
+// OutputRequest asks for certificates on one output's keys. Which keys it
+// carries depends on its type: identity both, database, kubernetes and
+// application the TLS key only, ssh_host the SSH key only,
+// workload-identity-jwt none.
 type OutputRequest struct {
 	Name string `json:"name"`
+	// Type is the output type; empty means OutputIdentity.
+	Type string `json:"type,omitempty"`
 	// Roles restricts the output to a subset of the bot's roles; empty means all.
 	Roles []string `json:"roles,omitempty"`
 	// SSHPublicKey is in authorized_keys format.
-	SSHPublicKey string `json:"ssh_public_key"`
+	SSHPublicKey string `json:"ssh_public_key,omitempty"`
 	// TLSPublicKey is a PEM "PUBLIC KEY" block (PKIX).
-	TLSPublicKey string `json:"tls_public_key"`
+	TLSPublicKey string `json:"tls_public_key,omitempty"`
+
+	// What the output asks for, one field per type; only its own type's is set.
+	Database    *DatabaseRequest    `json:"database,omitempty"`
+	Kubernetes  *KubernetesRequest  `json:"kubernetes,omitempty"`
+	Application *ApplicationRequest `json:"application,omitempty"`
+	JWT         *JWTRequest         `json:"jwt,omitempty"`
+	SSHHost     *SSHHostRequest     `json:"ssh_host,omitempty"`
+}
+
+// OutputType is the request's type, OutputIdentity when unset.
+func (o *OutputRequest) OutputType() string {
+	if o.Type == "" {
+		return OutputIdentity
+	}
+	return o.Type
+}
+
+// DatabaseRequest asks for a database client certificate.
+type DatabaseRequest struct {
+	// Database names a kind: database resource.
+	Database string `json:"database"`
+	// Username is the database user: the certificate's CN.
+	Username string `json:"username"`
+	// DBName is the database to connect to; optional.
+	DBName string `json:"db_name,omitempty"`
+}
+
+// KubernetesRequest asks for a Kubernetes client certificate.
+type KubernetesRequest struct {
+	// Cluster names a kind: kubernetes_cluster resource.
+	Cluster string `json:"kubernetes_cluster"`
+}
+
+// ApplicationRequest asks for an X.509-SVID.
+type ApplicationRequest struct {
+	SPIFFEID string   `json:"spiffe_id,omitempty"`
+	DNSSANs  []string `json:"dns_sans,omitempty"`
+}
+
+// JWTRequest asks for one JWT-SVID per audience.
+type JWTRequest struct {
+	Audiences []string `json:"audiences"`
+}
+
+// SSHHostRequest asks for an SSH host certificate.
+type SSHHostRequest struct {
+	HostNames []string `json:"host_names"`
 }
 
 // JoinResponse carries every certificate of one join and the CA material
@@ -76,9 +140,13 @@ type JoinResponse struct {
 	Warnings  []string `json:"warnings,omitempty"`
 }
 
-// OutputResponse is what one output was granted.
+// OutputResponse is what one output was granted. The identity output's
+// fields are the ones an authority without output types sent; an output of
+// another type sets its certificate fields (SSHCertificate for ssh_host,
+// TLSCertificate for the X.509 ones) and its own typed result.
 type OutputResponse struct {
 	Name           string    `json:"name"`
+	Type           string    `json:"type,omitempty"`
 	Roles          []string  `json:"roles"`
 	Logins         []string  `json:"logins"`
 	SSHCertificate string    `json:"ssh_certificate"`
@@ -87,6 +155,26 @@ type OutputResponse struct {
 	TLSSerial      string    `json:"tls_serial"`
 	NotBefore      time.Time `json:"not_before"`
 	NotAfter       time.Time `json:"not_after"`
+
+	// One typed result per output type. Reserved for their kinds:
+	// Kubernetes *KubernetesGrant `json:"kubernetes,omitempty"`,
+	// Application *ApplicationGrant `json:"application,omitempty"`,
+	// JWT *JWTGrant `json:"jwt,omitempty"`, SSHHost *SSHHostGrant `json:"ssh_host,omitempty"`.
+	Database *DatabaseGrant `json:"database,omitempty"`
+}
+
+// DatabaseGrant is what a database output needs to connect: the server and
+// the CA its certificate is checked against.
+type DatabaseGrant struct {
+	// Database is the kind: database resource's name.
+	Database string `json:"database"`
+	Protocol string `json:"protocol"` // postgres or mysql
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
+	Username string `json:"username"`
+	DBName   string `json:"db_name,omitempty"`
+	// ServerCA is the PEM bundle of the CA that signed the server's certificate.
+	ServerCA string `json:"server_ca"`
 }
 
 // ErrorResponse is the body of every non-2xx answer.

@@ -154,7 +154,10 @@ func RemoveStale(dir string) (bool, error) {
 	if err != nil || !st.IsDir() || !ownedByUs(st) {
 		return false, nil
 	}
-	if fi, err := os.Lstat(filepath.Join(dir, FileIdentityJSON)); err != nil || !fi.Mode().IsRegular() {
+	if !slices.ContainsFunc(summaryFiles, func(name string) bool {
+		fi, err := os.Lstat(filepath.Join(dir, name))
+		return err == nil && fi.Mode().IsRegular()
+	}) {
 		return false, nil
 	}
 	if err := removeIdentityFiles(dir, nil); err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -177,4 +178,30 @@ func ensureNewline(s string) string {
 		return s
 	}
 	return s + "\n"
+}
+
+// summaryFiles are the files that say what an output directory holds
+// (identity.json, database.json, ...): a directory holding one is mbot's
+// output, which RemoveStale may remove.
+var summaryFiles = []string{FileIdentityJSON}
+
+// RegisterSummaryFile registers name as an output type's summary file (and
+// as a file mbot writes). It is called from init functions only.
+func RegisterSummaryFile(name string) {
+	RegisterFiles(name)
+	if !slices.Contains(summaryFiles, name) {
+		summaryFiles = append(summaryFiles, name)
+	}
+}
+
+// RegisterFiles adds names to the files mbot may write into an output
+// directory: each output type's writer registers the names it writes, so
+// that a directory holding them is mbot's to replace and a stale one's to
+// remove. It is called from init functions only.
+func RegisterFiles(names ...string) {
+	for _, n := range names {
+		if !slices.Contains(identityFiles, n) {
+			identityFiles = append(identityFiles, n)
+		}
+	}
 }

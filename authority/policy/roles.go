@@ -22,7 +22,14 @@ type Grant struct {
 	SSHExtensions map[string]string
 	// CapNote says why the TTL is lower than asked, when it is.
 	CapNote string
+	// Values are what the roles grant to outputs other than identity, by
+	// role field (resources.GrantFields): templates expanded from the bot's
+	// traits, each checked, duplicates removed, in role order.
+	Values map[string][]string
 }
+
+// Granted returns the values the grant holds for a role field (resources.FieldDBUsers...).
+func (g *Grant) Granted(field string) []string { return g.Values[field] }
 
 // ResolveGrant picks the roles an output asks for (all of the bot's when it
 // names none), refuses roles a bot may not use, expands their logins from
@@ -33,7 +40,7 @@ func ResolveGrant(set *resources.Set, bot *resources.Bot, requested []string, tt
 	if len(roles) == 0 {
 		roles = bot.Spec.Roles
 	}
-	g := &Grant{TTL: ttl}
+	g := &Grant{TTL: ttl, Values: map[string][]string{}}
 	if g.TTL <= 0 {
 		g.TTL = DefaultTTL
 	}
@@ -72,6 +79,21 @@ func ResolveGrant(set *resources.Set, bot *resources.Bot, requested []string, tt
 				}
 				if !slices.Contains(g.Logins, l) {
 					g.Logins = append(g.Logins, l)
+				}
+			}
+		}
+		for _, f := range resources.GrantFields {
+			for _, tmpl := range f.Get(&role.Spec) {
+				for _, v := range ExpandTemplate(tmpl, bot.Spec.Traits) {
+					// Checked at load; checked again as the last step before
+					// the value reaches a certificate or a file.
+					if err := f.Check(f.What, v); err != nil {
+						return nil, identity.Errorf(identity.CodeRoleDenied, "role %q %s entry %q expands to %s for bot %q, which is refused (%v); fix the role's %s or the bot's traits",
+							rn, f.Name, identity.Truncate(tmpl, 64), identity.Quote(identity.Truncate(v, 64)), name, err, f.Name)
+					}
+					if !slices.Contains(g.Values[f.Name], v) {
+						g.Values[f.Name] = append(g.Values[f.Name], v)
+					}
 				}
 			}
 		}

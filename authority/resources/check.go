@@ -129,6 +129,14 @@ func checkRole(root *yaml.Node, spec *RoleSpec, fail nodeFail) error {
 			return fail(item(logins, i), "%v", err)
 		}
 	}
+	for _, f := range GrantFields {
+		node := Lookup(root, "spec", f.Name)
+		for i, v := range f.Get(spec) {
+			if err := f.checkGrantValue(fmt.Sprintf("spec.%s[%d]", f.Name, i), v); err != nil {
+				return fail(item(node, i), "%v", err)
+			}
+		}
+	}
 	return nil
 }
 

@@ -70,6 +70,15 @@ func FuzzParse(f *testing.F) {
 						}
 					}
 				}
+				for _, f := range resources.GrantFields {
+					for _, tmpl := range f.Get(&set.Roles[rn].Spec) {
+						for _, v := range resources.ExpandTemplate(tmpl, b.Spec.Traits) {
+							if err := f.Check(f.Name, v); err != nil {
+								t.Errorf("bot %q role %q expands %s %q to an invalid value: %v", b.Metadata.Name, rn, f.Name, tmpl, err)
+							}
+						}
+					}
+				}
 			}
 		}
 	})
@@ -83,6 +92,17 @@ func checkAccepted(t *testing.T, r resources.Resource) {
 	}
 	switch {
 	case r.Role != nil:
+		for _, f := range resources.GrantFields {
+			for _, v := range f.Get(&r.Role.Spec) {
+				if !strings.Contains(v, "{{") {
+					if err := f.Check(f.Name, v); err != nil {
+						t.Errorf("role %q: accepted %v", r.Name(), err)
+					}
+				} else if strings.ContainsFunc(v, func(c rune) bool { return c < ' ' || c == 0x7f }) {
+					t.Errorf("role %q: accepted %s template %q", r.Name(), f.Name, v)
+				}
+			}
+		}
 		for _, l := range r.Role.Spec.Logins {
 			if !strings.Contains(l, "{{") {
 				if err := identity.CheckLogin("login", l); err != nil {
@@ -114,6 +134,17 @@ func checkAccepted(t *testing.T, r resources.Resource) {
 		}
 		if err := identity.CheckName("method", r.JoinToken.Spec.Method); err != nil {
 			t.Errorf("join token %q: accepted %v", r.Name(), err)
+		}
+	case r.Database != nil:
+		if err := resources.CheckHostPort("uri", r.Database.Spec.URI); err != nil {
+			t.Errorf("database %q: accepted %v", r.Name(), err)
+		}
+		if (r.Database.Spec.CA == "") == !r.Database.Spec.CAIssuedByAuthority {
+			t.Errorf("database %q: accepted ca %q with ca_issued_by_authority %t", r.Name(), r.Database.Spec.CA, r.Database.Spec.CAIssuedByAuthority)
+		}
+	case r.KubernetesCluster != nil:
+		if err := resources.CheckAPIServerURL("api_server", r.KubernetesCluster.Spec.APIServer); err != nil {
+			t.Errorf("kubernetes_cluster %q: accepted %v", r.Name(), err)
 		}
 	default:
 		t.Errorf("accepted a resource of no kind: %+v", r)

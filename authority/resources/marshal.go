@@ -41,7 +41,8 @@ func (t *JoinToken) Document() Document {
 }
 
 // Documents returns the resources of kind (all kinds when empty) in a
-// stable order: roles, bots, join tokens, each sorted by name.
+// stable order: roles, bots, join tokens, databases, Kubernetes clusters,
+// each sorted by name.
 func (s *Set) Documents(kind string) []Document {
 	var docs []Document
 	if kind == "" || kind == KindRole {
@@ -57,6 +58,16 @@ func (s *Set) Documents(kind string) []Document {
 	if kind == "" || kind == KindJoinToken {
 		for _, name := range slices.Sorted(maps.Keys(s.JoinTokens)) {
 			docs = append(docs, s.JoinTokens[name].Document())
+		}
+	}
+	if kind == "" || kind == KindDatabase {
+		for _, name := range slices.Sorted(maps.Keys(s.Databases)) {
+			docs = append(docs, s.Databases[name].Document())
+		}
+	}
+	if kind == "" || kind == KindKubernetesCluster {
+		for _, name := range slices.Sorted(maps.Keys(s.KubernetesClusters)) {
+			docs = append(docs, s.KubernetesClusters[name].Document())
 		}
 	}
 	return docs

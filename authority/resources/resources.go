@@ -1,4 +1,5 @@
-// Package resources defines the role, bot and join_token resources (SPEC §2)
+// Package resources defines the role, bot, join_token, database and
+// kubernetes_cluster resources (SPEC §2, §7)
 // and reads them from YAML, refusing bad files with file, line and field.
 package resources
 
@@ -49,7 +50,8 @@ func (s Source) String() string {
 	return fmt.Sprintf("%s:%d", s.File, s.Line)
 }
 
-// RoleSpec grants SSH logins and bounds certificate lifetimes.
+// RoleSpec grants SSH logins and what other outputs may hold, and bounds
+// certificate lifetimes.
 type RoleSpec struct {
 	// Logins are SSH principals; "{{internal.<trait>}}" expands from the bot's traits.
 	Logins            []string `yaml:"logins" json:"logins"`
@@ -63,6 +65,16 @@ type RoleSpec struct {
 	PermitAgentForwarding *bool `yaml:"permit_agent_forwarding,omitempty" json:"permit_agent_forwarding,omitempty"`
 	PermitX11Forwarding   *bool `yaml:"permit_x11_forwarding,omitempty" json:"permit_x11_forwarding,omitempty"`
 	PermitUserRC          *bool `yaml:"permit_user_rc,omitempty" json:"permit_user_rc,omitempty"`
+
+	// What the role grants to outputs other than identity (GrantFields).
+	DBUsers          []string `yaml:"db_users,omitempty" json:"db_users,omitempty"`
+	DBNames          []string `yaml:"db_names,omitempty" json:"db_names,omitempty"`
+	KubernetesUsers  []string `yaml:"kubernetes_users,omitempty" json:"kubernetes_users,omitempty"`
+	KubernetesGroups []string `yaml:"kubernetes_groups,omitempty" json:"kubernetes_groups,omitempty"`
+	SPIFFEIDs        []string `yaml:"spiffe_ids,omitempty" json:"spiffe_ids,omitempty"`
+	DNSSANs          []string `yaml:"dns_sans,omitempty" json:"dns_sans,omitempty"`
+	JWTAudiences     []string `yaml:"jwt_audiences,omitempty" json:"jwt_audiences,omitempty"`
+	HostNames        []string `yaml:"host_names,omitempty" json:"host_names,omitempty"`
 }
 
 // BotSpec is a machine identity: the roles it may use and its traits.
@@ -108,12 +120,15 @@ type JoinToken struct {
 	Source   Source
 }
 
-// Resource is one parsed YAML document; exactly one of Role, Bot, JoinToken is set.
+// Resource is one parsed YAML document; exactly one of Role, Bot,
+// JoinToken, Database, KubernetesCluster is set.
 type Resource struct {
-	Kind      string
-	Role      *Role
-	Bot       *Bot
-	JoinToken *JoinToken
+	Kind              string
+	Role              *Role
+	Bot               *Bot
+	JoinToken         *JoinToken
+	Database          *Database
+	KubernetesCluster *KubernetesCluster
 	// Body is the document as written, kept so that storage can round-trip it.
 	Body []byte
 }
@@ -127,6 +142,10 @@ func (r *Resource) Name() string {
 		return r.Bot.Metadata.Name
 	case r.JoinToken != nil:
 		return r.JoinToken.Metadata.Name
+	case r.Database != nil:
+		return r.Database.Metadata.Name
+	case r.KubernetesCluster != nil:
+		return r.KubernetesCluster.Metadata.Name
 	}
 	return ""
 }
@@ -140,6 +159,10 @@ func (r *Resource) Source() Source {
 		return r.Bot.Source
 	case r.JoinToken != nil:
 		return r.JoinToken.Source
+	case r.Database != nil:
+		return r.Database.Source
+	case r.KubernetesCluster != nil:
+		return r.KubernetesCluster.Source
 	}
 	return Source{}
 }
@@ -227,7 +250,7 @@ func parseDocument(src Source, root *yaml.Node, decode func(any) error) (Resourc
 	}
 	kindNode := Lookup(root, "kind")
 	if kindNode == nil {
-		return Resource{}, fail(root, "missing field kind (one of role, bot, join_token)")
+		return Resource{}, fail(root, "missing field kind (one of role, bot, join_token, database, kubernetes_cluster)")
 	}
 	writeNulls(root)
 	body, err := yaml.Marshal(root)
@@ -289,8 +312,28 @@ func parseDocument(src Source, root *yaml.Node, decode func(any) error) (Resourc
 		}
 		meta = e.Metadata
 		res.JoinToken = &JoinToken{Metadata: e.Metadata, Spec: e.Spec, Source: src}
+	case KindDatabase:
+		var e envelope[DatabaseSpec]
+		if err := decode(&e); err != nil {
+			return Resource{}, yamlError(src.File, err)
+		}
+		if err := checkDatabase(root, &e.Spec, fail); err != nil {
+			return Resource{}, err
+		}
+		meta = e.Metadata
+		res.Database = &Database{Metadata: e.Metadata, Spec: e.Spec, Source: src}
+	case KindKubernetesCluster:
+		var e envelope[KubernetesClusterSpec]
+		if err := decode(&e); err != nil {
+			return Resource{}, yamlError(src.File, err)
+		}
+		if err := checkKubernetesCluster(root, &e.Spec, fail); err != nil {
+			return Resource{}, err
+		}
+		meta = e.Metadata
+		res.KubernetesCluster = &KubernetesCluster{Metadata: e.Metadata, Spec: e.Spec, Source: src}
 	default:
-		return Resource{}, fail(kindNode, "unknown kind %q (expected role, bot or join_token)", kindNode.Value)
+		return Resource{}, fail(kindNode, "unknown kind %q (expected role, bot, join_token, database or kubernetes_cluster)", kindNode.Value)
 	}
 	if v := Lookup(root, "version"); v != nil && v.Value != "v1" {
 		return Resource{}, fail(v, "version %q is not supported (expected v1)", v.Value)

@@ -9,17 +9,20 @@ import (
 	"github.com/mbot-dev/mbot/identity"
 )
 
-// Set is every role, bot and join token the authority knows, by name.
+// Set is every resource the authority knows, by kind and name.
 type Set struct {
-	Roles      map[string]*Role
-	Bots       map[string]*Bot
-	JoinTokens map[string]*JoinToken
+	Roles              map[string]*Role
+	Bots               map[string]*Bot
+	JoinTokens         map[string]*JoinToken
+	Databases          map[string]*Database
+	KubernetesClusters map[string]*KubernetesCluster
 }
 
 // NewSet builds a set from parsed resources; a later resource of the same
 // kind and name replaces an earlier one.
 func NewSet(all []Resource) *Set {
-	s := &Set{Roles: map[string]*Role{}, Bots: map[string]*Bot{}, JoinTokens: map[string]*JoinToken{}}
+	s := &Set{Roles: map[string]*Role{}, Bots: map[string]*Bot{}, JoinTokens: map[string]*JoinToken{},
+		Databases: map[string]*Database{}, KubernetesClusters: map[string]*KubernetesCluster{}}
 	for _, r := range all {
 		switch {
 		case r.Role != nil:
@@ -28,6 +31,10 @@ func NewSet(all []Resource) *Set {
 			s.Bots[r.Bot.Metadata.Name] = r.Bot
 		case r.JoinToken != nil:
 			s.JoinTokens[r.JoinToken.Metadata.Name] = r.JoinToken
+		case r.Database != nil:
+			s.Databases[r.Database.Metadata.Name] = r.Database
+		case r.KubernetesCluster != nil:
+			s.KubernetesClusters[r.KubernetesCluster.Metadata.Name] = r.KubernetesCluster
 		}
 	}
 	return s
@@ -46,6 +53,9 @@ func (s *Set) CheckReferences() error {
 					b.Source, name, role, role)
 			}
 			if err := CheckExpandedLogins(b, r); err != nil {
+				return err
+			}
+			if err := CheckExpandedGrants(b, r); err != nil {
 				return err
 			}
 		}
@@ -96,6 +106,15 @@ func (set *Set) CheckRemovable(kind, name string) error {
 		}
 	case KindJoinToken:
 		if _, ok := set.JoinTokens[name]; !ok {
+			return set.NotFound(kind, name)
+		}
+	case KindDatabase:
+		// Nothing refers to a database by resource: outputs name it at issue time.
+		if _, ok := set.Databases[name]; !ok {
+			return set.NotFound(kind, name)
+		}
+	case KindKubernetesCluster:
+		if _, ok := set.KubernetesClusters[name]; !ok {
 			return set.NotFound(kind, name)
 		}
 	default:

@@ -65,6 +65,7 @@ func (ev *AuditEvent) Bound() {
 	}
 	clipList(&ev.Roles)
 	clipList(&ev.Serials)
+	clipList(&ev.Outputs)
 	ev.boundClaims()
 }
 

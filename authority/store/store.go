@@ -38,9 +38,11 @@ type AuditEvent struct {
 	Method    string            `json:"method,omitempty"`
 	Claims    map[string]string `json:"claims,omitempty"`
 	Roles     []string          `json:"roles,omitempty"`
-	Serials   []string          `json:"serials,omitempty"`
-	NotAfter  time.Time         `json:"not_after,omitzero"`
-	Remote    string            `json:"remote,omitempty"`
+	// Outputs says, per output, its type and what it was granted.
+	Outputs  []string  `json:"outputs,omitempty"`
+	Serials  []string  `json:"serials,omitempty"`
+	NotAfter time.Time `json:"not_after,omitzero"`
+	Remote   string    `json:"remote,omitempty"`
 	// TruncatedBytes is how much Bound cut from values the caller chose.
 	TruncatedBytes int `json:"truncated_bytes,omitempty"`
 }

@@ -1,0 +1,152 @@
+package identity
+
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// Rules for the values role fields grant to outputs other than identity
+// (SPEC §7). Each is checked when a role is loaded and again, after
+// templates expand, right before the value is signed or written.
+
+// MaxDBNameLen bounds a database name: PostgreSQL's identifiers are at
+// most 63 bytes, MySQL's 64.
+const MaxDBNameLen = 63
+
+// CheckDBName checks a database name (db_names, db_name): letters, digits,
+// '_', '-', '.' and '$', not starting with '-', at most MaxDBNameLen bytes.
+// It reaches pg_service.conf, my.cnf and an env file, so nothing that
+// quotes, separates or starts an option.
+func CheckDBName(what, name string) error {
+	ok := name != "" && len(name) <= MaxDBNameLen && name[0] != '-'
+	for i := 0; ok && i < len(name); i++ {
+		c := name[i]
+		ok = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.' || c == '$'
+	}
+	if !ok {
+		return fmt.Errorf("%s %s is not a database name: use letters, digits, '_', '-', '.' and '$', not starting with '-' (at most %d characters)",
+			what, Quote(Truncate(name, 64)), MaxDBNameLen)
+	}
+	return nil
+}
+
+// MaxKubernetesNameLen bounds a Kubernetes user or group name.
+const MaxKubernetesNameLen = 253
+
+// CheckKubernetesName checks a Kubernetes user or group (kubernetes_users,
+// kubernetes_groups): printable ASCII without spaces or commas (a comma
+// separates groups in kubectl's and the API server's flags), at most
+// MaxKubernetesNameLen bytes. "system:serviceaccount:ns:name" passes.
+func CheckKubernetesName(what, name string) error {
+	ok := name != "" && len(name) <= MaxKubernetesNameLen
+	for i := 0; ok && i < len(name); i++ {
+		c := name[i]
+		ok = c > ' ' && c < 0x7f && c != ','
+	}
+	if !ok {
+		return fmt.Errorf("%s %s is not a Kubernetes user or group: use printable ASCII without spaces or commas (at most %d characters)",
+			what, Quote(Truncate(name, 64)), MaxKubernetesNameLen)
+	}
+	return nil
+}
+
+// MaxSPIFFEPathLen bounds a SPIFFE ID's path.
+const MaxSPIFFEPathLen = 255
+
+// CheckSPIFFEPath checks the path of a SPIFFE ID (spiffe_id): '/'-separated
+// segments of letters, digits, '.', '-' and '_' (the SPIFFE ID spec's set),
+// none empty, "." or "..", at most MaxSPIFFEPathLen bytes.
+func CheckSPIFFEPath(what, path string) error {
+	return checkSPIFFEPath(what, path, false)
+}
+
+// CheckSPIFFEPattern checks a role's spiffe_ids entry: a SPIFFE ID path
+// whose last segment may be '*' (any one or more segments below).
+func CheckSPIFFEPattern(what, pattern string) error {
+	return checkSPIFFEPath(what, pattern, true)
+}
+
+func checkSPIFFEPath(what, path string, glob bool) error {
+	ok := strings.HasPrefix(path, "/") && len(path) <= MaxSPIFFEPathLen
+	segs := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	for i, seg := range segs {
+		if !ok {
+			break
+		}
+		if glob && seg == "*" && i == len(segs)-1 && i > 0 {
+			continue
+		}
+		ok = seg != "" && seg != "." && seg != ".."
+		for j := 0; ok && j < len(seg); j++ {
+			c := seg[j]
+			ok = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_'
+		}
+	}
+	if !ok {
+		rule := ""
+		if glob {
+			rule = "; '*' is allowed only as a whole last segment (/ci/team/*)"
+		}
+		return fmt.Errorf("%s %s is not a SPIFFE ID path: start with '/', use segments of letters, digits, '.', '-' and '_', none empty, '.' or '..' (at most %d characters)%s",
+			what, Quote(Truncate(path, 64)), MaxSPIFFEPathLen, rule)
+	}
+	return nil
+}
+
+// MatchSPIFFEPattern reports whether a SPIFFE ID path matches a role's
+// pattern: equal, or below the pattern's prefix when it ends in "/*".
+func MatchSPIFFEPattern(pattern, path string) bool {
+	if prefix, ok := strings.CutSuffix(pattern, "/*"); ok {
+		return strings.HasPrefix(path, prefix+"/") && len(path) > len(prefix)+1
+	}
+	return pattern == path
+}
+
+// CheckDNSPattern checks a DNS name that may start with "*." (dns_sans,
+// host_names): lower- or upper-case letters, digits, '-' and '_' in labels
+// of at most 63 characters separated by dots, at most 253 characters.
+func CheckDNSPattern(what, name string) error {
+	rest := strings.TrimPrefix(name, "*.")
+	ok := rest != "" && len(name) <= 253
+	for _, label := range strings.Split(rest, ".") {
+		ok = ok && label != "" && len(label) <= 63 && label[0] != '-' && label[len(label)-1] != '-'
+		for i := 0; ok && i < len(label); i++ {
+			c := label[i]
+			ok = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+		}
+	}
+	if !ok {
+		return fmt.Errorf("%s %s is not a DNS name: use labels of letters, digits, '-' and '_' separated by dots, optionally starting with '*.' (at most 253 characters)",
+			what, Quote(Truncate(name, 64)))
+	}
+	return nil
+}
+
+// MatchDNSPattern reports whether a DNS name matches a pattern: equal
+// (case-insensitively), or exactly one label below a "*." pattern.
+func MatchDNSPattern(pattern, name string) bool {
+	pattern, name = strings.ToLower(pattern), strings.ToLower(name)
+	if suffix, ok := strings.CutPrefix(pattern, "*."); ok {
+		label, rest, found := strings.Cut(name, ".")
+		return found && label != "" && label != "*" && rest == suffix
+	}
+	return pattern == name
+}
+
+// MaxAudienceLen bounds a JWT audience.
+const MaxAudienceLen = 255
+
+// CheckAudience checks a JWT audience (jwt_audiences, audiences): printable
+// ASCII without spaces, at most MaxAudienceLen bytes (a URL such as
+// sts.amazonaws.com or https://vault.example.com passes).
+func CheckAudience(what, aud string) error {
+	ok := aud != "" && len(aud) <= MaxAudienceLen && utf8.ValidString(aud)
+	for i := 0; ok && i < len(aud); i++ {
+		ok = aud[i] > ' ' && aud[i] < 0x7f
+	}
+	if !ok {
+		return fmt.Errorf("%s %s is not an audience: use printable ASCII without spaces (at most %d characters)", what, Quote(Truncate(aud, 64)), MaxAudienceLen)
+	}
+	return nil
+}
