@@ -237,4 +237,3 @@ func TestSSHHostRefusals(t *testing.T) {
 		})
 	}
 }
-
