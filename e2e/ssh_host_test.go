@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/mbot-dev/mbot/internal/simci"
@@ -169,6 +170,45 @@ func TestSSHHostOutput(t *testing.T) {
 		}
 	})
 
+	t.Run("renewed-and-reloaded", func(t *testing.T) {
+		// What mbot start does at each renewal: the destination is replaced
+		// by a new key and certificate; sshd, sent SIGHUP, presents them.
+		vars := gitHubJob(t, c)
+		vars["MBOT_CONFIG"] = config
+		if res := mbot(t, c.jobEnv(vars), "issue"); res.code != 0 {
+			t.Fatalf("mbot issue again: %s", res)
+		}
+		renewed := parseSSHCert(t, filepath.Join(hostDir, "ssh_host-cert.pub"))
+		if renewed.Serial == cert.Serial {
+			t.Fatal("the second mbot issue wrote the same host certificate")
+		}
+		presented := func() string {
+			res := run(t, baseEnv(c.home), srv.ssh, "-v", "-F", filepath.Join(idDir, "ssh_config"), "-p", strconv.Itoa(srv.port),
+				"-o", "Hostname=127.0.0.1", "-o", "HostKeyAlias="+hostName, "-o", "BatchMode=yes", hostName, "true")
+			if res.code != 0 {
+				t.Fatalf("ssh after renewal: %s\nsshd:\n%s", res, srv.logs)
+			}
+			for line := range strings.Lines(res.stderr) {
+				if _, after, ok := strings.Cut(line, "Server host certificate: "); ok {
+					return after
+				}
+			}
+			t.Fatalf("ssh -v did not show the server's host certificate:\n%s", res.stderr)
+			return ""
+		}
+		// sshd holds the host certificate it loaded: until it is reloaded it
+		// presents the first (OpenSSH 9.2); either way is not an error here.
+		before := presented()
+		t.Logf("before SIGHUP sshd presents the first certificate: %t", strings.Contains(before, fmt.Sprintf("serial %d ", cert.Serial)))
+		if err := srv.proc.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		waitForPort(t, "127.0.0.1:"+strconv.Itoa(srv.port), srv.proc.exited, srv.logs)
+		if got, want := presented(), fmt.Sprintf("serial %d ", renewed.Serial); !strings.Contains(got, want) {
+			t.Errorf("after SIGHUP sshd presents %s, want the renewed certificate (%s)", got, want)
+		}
+	})
+
 	t.Run("name-not-granted", func(t *testing.T) {
 		for _, name := range []string{"a." + hostName, "auth.acme.internal"} {
 			parent := t.TempDir()
@@ -193,7 +233,7 @@ func TestSSHHostOutput(t *testing.T) {
 // startHostSSHD starts a real sshd, as the current user, whose host key,
 // host certificate and trusted user CA come from an ssh_host output's
 // sshd_config.snippet, included as it is.
-func startHostSSHD(t *testing.T, c *cluster, snippet string) *sshServer {
+func startHostSSHD(t *testing.T, c *cluster, snippet string) *hostSSHD {
 	t.Helper()
 	sshd := requireTool(t, "sshd", "/usr/sbin/sshd")
 	s := &sshServer{ssh: requireTool(t, "ssh"), port: freePort(t)}
@@ -223,5 +263,11 @@ UseDNS no
 	bg := startBackground(t, baseEnv(c.home), false, sshd, "-D", "-e", "-f", cfgPath)
 	s.logs = bg.logs
 	waitForPort(t, "127.0.0.1:"+strconv.Itoa(s.port), bg.exited, bg.logs)
-	return s
+	return &hostSSHD{sshServer: s, proc: bg}
+}
+
+// hostSSHD is an sshd of startHostSSHD and its process, to signal.
+type hostSSHD struct {
+	*sshServer
+	proc *background
 }
