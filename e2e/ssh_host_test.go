@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/user"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/mbot-dev/mbot/internal/simci"
 	"golang.org/x/crypto/ssh"
@@ -200,10 +202,7 @@ func TestSSHHostOutput(t *testing.T) {
 		// presents the first (OpenSSH 9.2); either way is not an error here.
 		before := presented()
 		t.Logf("before SIGHUP sshd presents the first certificate: %t", strings.Contains(before, fmt.Sprintf("serial %d ", cert.Serial)))
-		if err := srv.proc.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-			t.Fatal(err)
-		}
-		waitForPort(t, "127.0.0.1:"+strconv.Itoa(srv.port), srv.proc.exited, srv.logs)
+		srv.reload(t)
 		if got, want := presented(), fmt.Sprintf("serial %d ", renewed.Serial); !strings.Contains(got, want) {
 			t.Errorf("after SIGHUP sshd presents %s, want the renewed certificate (%s)", got, want)
 		}
@@ -270,4 +269,64 @@ UseDNS no
 type hostSSHD struct {
 	*sshServer
 	proc *background
+}
+
+// reload sends sshd SIGHUP, as a reload hook after a renewal would, and
+// waits until it listens again: it closes its socket and re-executes.
+func (s *hostSSHD) reload(t *testing.T) {
+	t.Helper()
+	const listening = "Server listening on"
+	before := strings.Count(s.logs.String(), listening)
+	if err := s.proc.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(s.logs.String(), listening) <= before {
+		if time.Now().After(deadline) {
+			t.Fatalf("sshd did not listen again within 10s of SIGHUP:\n%s", s.logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// hostSerial is the serial ssh_host.json in dir names (0 if none).
+func hostSerial(dir string) uint64 {
+	data, err := os.ReadFile(filepath.Join(dir, "ssh_host.json"))
+	if err != nil {
+		return 0
+	}
+	var sum struct {
+		Serial uint64 `json:"serial"`
+	}
+	if json.Unmarshal(data, &sum) != nil {
+		return 0
+	}
+	return sum.Serial
+}
+
+// TestSSHHostDaemon: mbot start keeps an ssh_host output fresh beside its
+// identity output; sshd, reloaded after a renewal, presents the renewed
+// host certificate and admits the renewed identity.
+func TestSSHHostDaemon(t *testing.T) {
+	c := startSSHHostCluster(t)
+	work := t.TempDir()
+	idDir, hostDir := filepath.Join(work, "id"), filepath.Join(work, "host")
+	config := filepath.Join(work, "mbot.yaml")
+	writeFile(t, config, fmt.Sprintf(sshHostMbotYAML, c.url, c.pin, idDir, hostDir), 0o644)
+
+	d := startProc(t, c.jobEnv(c.ci.GitHubEnv()), mbotBin, "start", "--config", config, "--ttl", daemonTTL, "--renewal-interval", daemonInterval)
+	var first uint64
+	waitFor(t, "the first ssh_host output", d, func() bool { first = hostSerial(hostDir); return first != 0 })
+	srv := startHostSSHD(t, c, filepath.Join(hostDir, "sshd_config.snippet"))
+	waitFor(t, "a renewal of the ssh_host output", d, func() bool { s := hostSerial(hostDir); return s != 0 && s != first })
+	srv.reload(t)
+	res := run(t, baseEnv(c.home), srv.ssh, "-v", "-F", filepath.Join(idDir, "ssh_config"), "-p", strconv.Itoa(srv.port),
+		"-o", "Hostname=127.0.0.1", "-o", "HostKeyAlias="+hostName, "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", hostName, "echo", "mbot-ok")
+	if res.code != 0 || strings.TrimSpace(res.stdout) != "mbot-ok" {
+		t.Fatalf("ssh after a renewal and SIGHUP: %s\nsshd:\n%s", res, srv.logs)
+	}
+	if strings.Contains(res.stderr, fmt.Sprintf("serial %d ", first)) || !strings.Contains(res.stderr, "Server host certificate: ") {
+		t.Errorf("sshd presents the first host certificate (serial %d) after a renewal and SIGHUP:\n%s", first, res.stderr)
+	}
+	d.running(t)
 }
