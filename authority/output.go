@@ -112,10 +112,18 @@ func checkOutput(out *identity.OutputRequest) (outputKeys, error) {
 	return keys, nil
 }
 
+// grantMatchers match a value against a role field's entries, for the
+// fields whose entries are patterns (host_names); the others match equal.
+var grantMatchers = map[string]func(pattern, value string) bool{}
+
 // notGranted is the refusal of a value no role the output uses grants:
 // it names the roles that would (the bot's roles the output left out, or
 // roles the bot does not hold) and otherwise the role field to add it to.
 func notGranted(sc *signCtx, field, what, value string) error {
+	match := grantMatchers[field]
+	if match == nil {
+		match = func(granted, value string) bool { return granted == value }
+	}
 	grants := func(rn string) bool {
 		role, ok := sc.set.Roles[rn]
 		if !ok {
@@ -126,7 +134,7 @@ func notGranted(sc *signCtx, field, what, value string) error {
 				continue
 			}
 			for _, tmpl := range f.Get(&role.Spec) {
-				if slices.Contains(resources.ExpandTemplate(tmpl, sc.bot.Spec.Traits), value) {
+				if slices.ContainsFunc(resources.ExpandTemplate(tmpl, sc.bot.Spec.Traits), func(p string) bool { return match(p, value) }) {
 					return true
 				}
 			}

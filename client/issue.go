@@ -34,6 +34,9 @@ type IssueOptions struct {
 	Out   string
 	TTL   time.Duration
 	Roles []string
+	// HostNames, when set, make the one output an ssh_host output for
+	// these names (or set the host_names of mbot.yaml's only output).
+	HostNames []string
 	// Config is the path of mbot.yaml.
 	Config string
 	// Outputs are written by one join; when empty they come from Config,
@@ -146,17 +149,26 @@ func (o *IssueOptions) resolve() error {
 	}
 	switch {
 	case len(o.Outputs) > 0:
+	case cfg == nil && len(o.HostNames) > 0:
+		o.Outputs = []Output{{Type: OutputTypeSSHHost, Name: OutputTypeSSHHost, Destination: firstSet(o.Out, DefaultOut), Roles: o.Roles,
+			SSHHostOutput: SSHHostOutput{HostNames: o.HostNames}}}
 	case cfg == nil:
 		o.Outputs = []Output{{Type: OutputTypeIdentity, Name: OutputTypeIdentity, Destination: firstSet(o.Out, DefaultOut), Roles: o.Roles}}
-	case o.Out != "" || len(o.Roles) > 0:
+	case o.Out != "" || len(o.Roles) > 0 || len(o.HostNames) > 0:
 		if len(cfg.Outputs) > 1 {
-			return fmt.Errorf("--out (MBOT_OUT) and --roles (MBOT_ROLES) describe one output, but %s has %d; set destination: and roles: per output there, or unset them",
+			return fmt.Errorf("--out (MBOT_OUT), --roles (MBOT_ROLES) and --host-names (MBOT_HOST_NAMES) describe one output, but %s has %d; set destination:, roles: and host_names: per output there, or unset them",
 				o.Config, len(cfg.Outputs))
 		}
 		only := cfg.Outputs[0]
 		only.Destination = firstSet(o.Out, only.Destination)
 		if len(o.Roles) > 0 {
 			only.Roles = o.Roles
+		}
+		if len(o.HostNames) > 0 {
+			if only.Type != OutputTypeSSHHost {
+				return fmt.Errorf("--host-names (MBOT_HOST_NAMES) sets the names of an ssh_host output, but the output of %s is of type %s; set type: ssh_host there, or unset --host-names", o.Config, only.Type)
+			}
+			only.HostNames = o.HostNames
 		}
 		o.Outputs = []Output{only}
 	default:

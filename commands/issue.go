@@ -3,6 +3,7 @@ package commands
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -36,6 +37,11 @@ Several outputs, each with its own keys, roles and directory, from one join:
      - {type: identity, destination: ./mbot-deploy, roles: [deploy]}
      - {type: identity, destination: ./mbot-readonly, roles: [audit-read]}
 
+On a machine others SSH into (an ephemeral VM), an SSH host certificate for
+names a role's host_names grants, and sshd_config lines that use it:
+
+   mbot issue ... --host-names web1.ci.acme.internal --out /etc/ssh/mbot
+
 Flags and MBOT_* variables override mbot.yaml.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "authority", EnvVars: []string{"MBOT_AUTHORITY"}, Usage: "authority URL, https://host:port"},
@@ -45,6 +51,7 @@ Flags and MBOT_* variables override mbot.yaml.`,
 			&cli.StringFlag{Name: "out", EnvVars: []string{"MBOT_OUT"}, Usage: "directory to write the identity to (default " + client.DefaultOut + ")"},
 			&cli.DurationFlag{Name: "ttl", EnvVars: []string{"MBOT_TTL"}, Usage: "certificate lifetime, at most 24h (default " + client.DefaultTTL.String() + ")"},
 			&cli.StringFlag{Name: "roles", EnvVars: []string{"MBOT_ROLES"}, Usage: "comma-separated subset of the bot's roles (default: all)"},
+			&cli.StringFlag{Name: "host-names", EnvVars: []string{"MBOT_HOST_NAMES"}, Usage: "comma-separated names for an ssh_host output: writes an SSH host key and certificate instead of an identity"},
 			&cli.StringFlag{Name: "config", EnvVars: []string{"MBOT_CONFIG"}, Usage: "mbot.yaml: connection settings and several outputs"},
 		},
 		Action: func(c *cli.Context) error {
@@ -66,6 +73,11 @@ Flags and MBOT_* variables override mbot.yaml.`,
 			}
 			fmt.Fprintf(os.Stderr, "mbot: %s join as bot %q\n", res.Method, res.Response.Bot)
 			for _, out := range res.Outputs {
+				if h := out.Grant.SSHHost; h != nil {
+					fmt.Fprintf(os.Stderr, "mbot: wrote %s: SSH host certificate for %s, valid until %s (use: Include %s in sshd_config)\n",
+						out.Dir, strings.Join(h.HostNames, ","), out.Grant.NotAfter.UTC().Format(time.RFC3339), filepath.Join(out.Dir, client.FileSSHDConfigSnippet))
+					continue
+				}
 				if out.Summary != "" {
 					fmt.Fprintf(os.Stderr, "mbot: wrote %s: %s\n", out.Dir, out.Summary)
 					continue
@@ -89,6 +101,7 @@ func issueOptions(c *cli.Context) client.IssueOptions {
 		Out:        c.String("out"),
 		TTL:        c.Duration("ttl"),
 		Roles:      splitList(c.String("roles")),
+		HostNames:  splitList(c.String("host-names")),
 		Config:     c.String("config"),
 		Stderr:     os.Stderr,
 	}

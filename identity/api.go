@@ -159,8 +159,9 @@ type OutputResponse struct {
 	// One typed result per output type. Reserved for their kinds:
 	// Kubernetes *KubernetesGrant `json:"kubernetes,omitempty"`,
 	// Application *ApplicationGrant `json:"application,omitempty"`,
-	// JWT *JWTGrant `json:"jwt,omitempty"`, SSHHost *SSHHostGrant `json:"ssh_host,omitempty"`.
+	// JWT *JWTGrant `json:"jwt,omitempty"`.
 	Database *DatabaseGrant `json:"database,omitempty"`
+	SSHHost  *SSHHostGrant  `json:"ssh_host,omitempty"`
 }
 
 // DatabaseGrant is what a database output needs to connect: the server and
@@ -175,6 +176,16 @@ type DatabaseGrant struct {
 	DBName   string `json:"db_name,omitempty"`
 	// ServerCA is the PEM bundle of the CA that signed the server's certificate.
 	ServerCA string `json:"server_ca"`
+}
+
+// SSHHostGrant is what an ssh_host output needs besides its host
+// certificate (OutputResponse.SSHCertificate): the names it is valid for
+// and the SSH user CA that sshd's TrustedUserCAKeys names.
+type SSHHostGrant struct {
+	// HostNames are the certificate's principals, lower-case, no wildcard.
+	HostNames []string `json:"host_names"`
+	// UserCA is the SSH user CA public key in authorized_keys format.
+	UserCA string `json:"user_ca"`
 }
 
 // ErrorResponse is the body of every non-2xx answer.

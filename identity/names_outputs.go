@@ -150,3 +150,22 @@ func CheckAudience(what, aud string) error {
 	}
 	return nil
 }
+
+// MaxHostNames bounds the names one ssh_host output asks for.
+const MaxHostNames = 32
+
+// CheckHostName checks a name an SSH host certificate is asked for
+// (host_names of an ssh_host output): a DNS name as CheckDNSPattern
+// allows, without a wildcard. OpenSSH reads a host certificate's
+// principals as patterns, so a '*' there would let one certificate stand
+// for every host below it.
+func CheckHostName(what, name string) error {
+	if err := CheckDNSPattern(what, name); err != nil {
+		return err
+	}
+	if strings.HasPrefix(name, "*.") {
+		return fmt.Errorf("%s %s is a wildcard; a host certificate names each host exactly: ask for the host's own name (a role's host_names pattern %s grants one label in place of '*')",
+			what, Quote(Truncate(name, 64)), Quote(Truncate(name, 64)))
+	}
+	return nil
+}

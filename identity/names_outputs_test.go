@@ -69,3 +69,26 @@ func TestOutputNameRules(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckHostName(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"web1.ci.acme.internal": true,
+		"web1":                  true,
+		"Web1.CI.acme.internal": true,
+		"10.0.0.5":              true,
+		"*.ci.acme.internal":    false, // a wildcard principal would stand for every host below
+		"*":                     false,
+		"web1.*.acme.internal":  false,
+		"web1,web2":             false, // OpenSSH pattern lists
+		"web?":                  false,
+		"!web1":                 false,
+		"web1 web2":             false,
+		"web1\n":                false,
+		"":                      false,
+		"-web1":                 false,
+	} {
+		if err := identity.CheckHostName("host name", name); (err == nil) != ok {
+			t.Errorf("CheckHostName(%q) = %v, want ok=%t", name, err, ok)
+		}
+	}
+}
