@@ -50,6 +50,8 @@ type signCtx struct {
 	keys     outputKeys
 	lineage  identity.Lineage
 	notAfter time.Time
+	// issuer is the authority's OIDC issuer URL, the iss of JWT-SVIDs.
+	issuer string
 }
 
 // botName is the signing bot's name.
@@ -116,6 +118,12 @@ func checkOutput(out *identity.OutputRequest) (outputKeys, error) {
 // it names the roles that would (the bot's roles the output left out, or
 // roles the bot does not hold) and otherwise the role field to add it to.
 func notGranted(sc *signCtx, field, what, value string) error {
+	return notGrantedMatch(sc, field, what, value, func(granted, v string) bool { return granted == v })
+}
+
+// notGrantedMatch is notGranted for a field whose entries are patterns
+// (spiffe_ids, dns_sans): match says whether an entry grants the value.
+func notGrantedMatch(sc *signCtx, field, what, value string, match func(granted, value string) bool) error {
 	grants := func(rn string) bool {
 		role, ok := sc.set.Roles[rn]
 		if !ok {
@@ -126,7 +134,7 @@ func notGranted(sc *signCtx, field, what, value string) error {
 				continue
 			}
 			for _, tmpl := range f.Get(&role.Spec) {
-				if slices.Contains(resources.ExpandTemplate(tmpl, sc.bot.Spec.Traits), value) {
+				if slices.ContainsFunc(resources.ExpandTemplate(tmpl, sc.bot.Spec.Traits), func(g string) bool { return match(g, value) }) {
 					return true
 				}
 			}
