@@ -264,7 +264,7 @@ func TestJWTOutput(t *testing.T) {
 		name    string
 		ttl     time.Duration
 		wantTTL time.Duration
-	}{{"ttl 10m", 10 * time.Minute, 10 * time.Minute}, {"ttl 8h capped at 1h", 8 * time.Hour, authority.MaxJWTSVIDTTL}} {
+	}{{"ttl 10m", 10 * time.Minute, 10 * time.Minute}, {"ttl 8h capped at 1h", 8 * time.Hour, identity.MaxJWTSVIDTTL}} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := jwtOutput("jwt", "/ci/payments/deploy", "sts.amazonaws.com", "https://vault.acme.internal")
 			resp, err := a.Join(t.Context(), joinRequest("github-deploy", "github", githubToken(t, ci, nil), tc.ttl, o), "test")

@@ -13,11 +13,6 @@ import (
 	"github.com/mbot-dev/mbot/identity"
 )
 
-// MaxJWTSVIDTTL caps a JWT-SVID's lifetime whatever the output's TTL: it
-// is a bearer token, meant to be exchanged at once (AWS STS, Vault login),
-// and cannot be revoked.
-const MaxJWTSVIDTTL = time.Hour
-
 // jwtOutput is the workload-identity-jwt output type: one JWT-SVID per
 // audience (sub = the SPIFFE ID, aud = that audience alone, iss = the
 // authority's issuer URL), signed ES256 by the jwt key whose public half
@@ -90,7 +85,7 @@ func (jwtOutput) sign(sc *signCtx) (*identity.OutputResponse, error) {
 		return nil, err
 	}
 	now := time.Now().Truncate(time.Second)
-	exp := now.Add(MaxJWTSVIDTTL)
+	exp := now.Add(identity.MaxJWTSVIDTTL)
 	if sc.notAfter.Before(exp) {
 		exp = sc.notAfter
 	}

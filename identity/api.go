@@ -191,6 +191,11 @@ type JWTSVID struct {
 	Token    string `json:"token"`
 }
 
+// MaxJWTSVIDTTL caps a JWT-SVID's lifetime whatever the output's TTL: it
+// is a bearer token, meant to be exchanged at once (AWS STS, Vault login),
+// and cannot be revoked.
+const MaxJWTSVIDTTL = time.Hour
+
 // MaxJWTAudiences bounds the audiences of one workload-identity-jwt output.
 const MaxJWTAudiences = 16
 
