@@ -114,8 +114,9 @@ func (p *Postgres) Exec(t testing.TB, sql string) string {
 
 // Psql runs the psql client as a test's user would: with only env (plus
 // PATH and an empty HOME) and args, e.g. env PGSERVICEFILE=... PGSERVICE=...
-// and args -X -A -t -c 'SELECT current_user'. It returns the combined output
-// and an error when psql exits non-zero (a refused connection).
+// and args -X -A -t -c 'SELECT current_user'. It returns the standard
+// output, and an error with psql's message when psql exits non-zero (a
+// refused connection).
 func (p *Postgres) Psql(t testing.TB, env []string, args ...string) (string, error) {
 	t.Helper()
 	return runClient(t, env, "", p.psql, args...)

@@ -27,6 +27,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -279,8 +280,9 @@ func clientEnv(t testing.TB, env []string) []string {
 	return append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "LC_ALL=C"}, env...)
 }
 
-// runClient runs a client program with env and returns its combined output;
-// a non-zero exit is an error that includes the output.
+// runClient runs a client program with env and returns its standard
+// output; a non-zero exit is an error that carries the standard error (the
+// client's refusal message).
 func runClient(t testing.TB, env []string, stdin string, name string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -288,15 +290,17 @@ func runClient(t testing.TB, env []string, stdin string, name string, args ...st
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = clientEnv(t, env)
 	if stdin != "" {
-		cmd.Stdin = bytes.NewBufferString(stdin)
+		cmd.Stdin = strings.NewReader(stdin)
 	}
-	out, err := cmd.CombinedOutput()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
 	if err != nil {
 		var exit *exec.ExitError
 		if errors.As(err, &exit) {
-			return string(out), fmt.Errorf("%s exited with %d: %s", filepath.Base(name), exit.ExitCode(), bytes.TrimSpace(out))
+			return stdout.String(), fmt.Errorf("%s exited with %d: %s", filepath.Base(name), exit.ExitCode(), bytes.TrimSpace(stderr.Bytes()))
 		}
-		return string(out), fmt.Errorf("running %s: %w", name, err)
+		return stdout.String(), fmt.Errorf("running %s: %w", name, err)
 	}
-	return string(out), nil
+	return stdout.String(), nil
 }
