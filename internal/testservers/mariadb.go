@@ -54,14 +54,14 @@ func StartMariaDB(t testing.TB, cfg MariaDBConfig) *MariaDB {
 	// Small and unsafe on a crash: a test's server lives for seconds.
 	tuning := []string{"--innodb-buffer-pool-size=16M", "--innodb-log-file-size=4M",
 		"--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0", "--skip-name-resolve"}
-	a.run(t, "mariadb-install-db", a.command(installDB, append([]string{"--no-defaults", "--datadir=" + data,
+	mustRun(t, "mariadb-install-db", a.command(dir, installDB, append([]string{"--no-defaults", "--datadir=" + data,
 		"--auth-root-authentication-method=normal", "--skip-test-db"}, tuning...)...))
 
 	args := append([]string{"--no-defaults", "--datadir=" + data, "--socket=" + m.Socket,
 		"--port=" + strconv.Itoa(m.Port), "--bind-address=127.0.0.1", "--pid-file=" + filepath.Join(dir, "mysqld.pid"),
 		"--ssl-cert=" + filepath.Join(ssl, "server.crt"), "--ssl-key=" + filepath.Join(ssl, "server.key"),
 		"--ssl-ca=" + filepath.Join(ssl, "client_ca.crt"), "--log-warnings=3"}, tuning...)
-	proc := startProcess(t, "mariadbd", a.command(mariadbd, args...), syscall.SIGTERM)
+	proc := startProcess(t, "mariadbd", a.command(dir, mariadbd, args...), syscall.SIGTERM)
 	proc.waitUntil(t, func(ctx context.Context) error {
 		out, err := exec.CommandContext(ctx, admin, "--no-defaults", "--protocol=socket", "--socket="+m.Socket,
 			"--user=root", "--connect-timeout=5", "ping").CombinedOutput()

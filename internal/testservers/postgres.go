@@ -49,7 +49,7 @@ func StartPostgres(t testing.TB, cfg PostgresConfig) *Postgres {
 	p := &Postgres{Host: "127.0.0.1", Port: freePort(t), SocketDir: filepath.Join(dir, "sock"),
 		Superuser: "postgres", Dir: dir, Version: filepath.Base(filepath.Dir(bin)), psql: filepath.Join(bin, "psql")}
 	data := filepath.Join(dir, "data")
-	a.run(t, "initdb", a.command(filepath.Join(bin, "initdb"), "-D", data, "-U", p.Superuser,
+	mustRun(t, "initdb", a.command(dir, filepath.Join(bin, "initdb"), "-D", data, "-U", p.Superuser,
 		"--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"))
 
 	ssl := filepath.Join(dir, "ssl")
@@ -87,7 +87,7 @@ func StartPostgres(t testing.TB, cfg PostgresConfig) *Postgres {
 	a.writeFile(t, filepath.Join(data, "postgresql.auto.conf"), []byte(conf.String()), 0o600)
 
 	// postgres in the foreground; SIGQUIT is pg_ctl stop -m immediate.
-	proc := startProcess(t, "postgres", a.command(filepath.Join(bin, "postgres"), "-D", data), syscall.SIGQUIT)
+	proc := startProcess(t, "postgres", a.command(dir, filepath.Join(bin, "postgres"), "-D", data), syscall.SIGQUIT)
 	isready := filepath.Join(bin, "pg_isready")
 	proc.waitUntil(t, func(ctx context.Context) error {
 		out, err := exec.CommandContext(ctx, isready, "-q", "-h", p.SocketDir, "-p", strconv.Itoa(p.Port), "-U", p.Superuser).CombinedOutput()

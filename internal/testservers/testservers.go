@@ -105,10 +105,11 @@ func serverAccount(t testing.TB, name, pkg string) account {
 		cred: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
 }
 
-// dir makes a fresh directory that a owns (mode 0700), outside t.TempDir,
-// whose parents are not searchable by other users. It is removed when the
-// test ends, after the server using it has stopped (cleanups run last in,
-// first out, so call this before starting the server).
+// dir makes a fresh directory that a owns (mode 0700) in the system's
+// temporary directory: not under t.TempDir, whose parent other users cannot
+// enter. It is removed when the test ends, after the server using it has
+// stopped (cleanups run last in, first out, so call this before starting
+// the server).
 func (a account) dir(t testing.TB, prefix string) string {
 	t.Helper()
 	d, err := os.MkdirTemp("", prefix)
@@ -155,16 +156,17 @@ func (a account) writeFile(t testing.TB, path string, content []byte, mode os.Fi
 	a.chown(t, path)
 }
 
-// command is exec.Command run as a.
-func (a account) command(name string, args ...string) *exec.Cmd {
+// command is exec.Command run as a, in dir.
+func (a account) command(dir, name string, args ...string) *exec.Cmd {
 	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: a.cred, Pdeathsig: syscall.SIGKILL}
 	return cmd
 }
 
-// run runs cmd (from a.command) to completion and fails the test with its output when it
+// mustRun runs cmd to completion and fails the test with its output when it
 // fails.
-func (a account) run(t testing.TB, what string, cmd *exec.Cmd) string {
+func mustRun(t testing.TB, what string, cmd *exec.Cmd) string {
 	t.Helper()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
