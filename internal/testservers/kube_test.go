@@ -15,6 +15,7 @@ import (
 // from another CA is refused, and service account tokens are issued by the
 // configured issuer.
 func TestKubeAPIServer(t *testing.T) {
+	t.Parallel()
 	clientCA := NewCA(t, "test kubernetes client CA")
 	otherCA := NewCA(t, "test other CA")
 	k := StartKubeAPIServer(t, KubeConfig{ClientCA: clientCA.CertPEM})

@@ -13,6 +13,7 @@ import (
 // names, and the server itself refuses a certificate with another subject,
 // one from another CA, and a connection without a certificate.
 func TestMariaDB(t *testing.T) {
+	t.Parallel()
 	serverCA := NewCA(t, "test mariadb server CA")
 	clientCA := NewCA(t, "test database client CA")
 	otherCA := NewCA(t, "test other CA")

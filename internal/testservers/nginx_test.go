@@ -11,6 +11,7 @@ import (
 // server's CA gets through ssl_verify_client on, and nginx refuses a
 // request without a client certificate or with one from another CA.
 func TestNginx(t *testing.T) {
+	t.Parallel()
 	serverCA := NewCA(t, "test nginx server CA")
 	bundle := NewCA(t, "test SPIFFE trust bundle")
 	otherCA := NewCA(t, "test other CA")

@@ -11,6 +11,7 @@ import (
 // certificate for a role that does not exist, a certificate from another
 // CA, and a connection without a certificate.
 func TestPostgres(t *testing.T) {
+	t.Parallel()
 	serverCA := NewCA(t, "test postgres server CA")
 	clientCA := NewCA(t, "test database client CA")
 	otherCA := NewCA(t, "test other CA")
