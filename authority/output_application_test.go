@@ -7,10 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -531,4 +534,53 @@ func mustPEM(t *testing.T, k *identity.Keys) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestIssuerURLSet: with issuer_url set, JWT-SVIDs carry it as iss, the
+// discovery document names it, and the serving certificate covers its host.
+func TestIssuerURLSet(t *testing.T) {
+	ci, err := simci.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ci.Close() })
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "bots.yaml"), []byte(strings.ReplaceAll(spiffeYAML, "%[1]s", ci.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := authority.ParseConfig(filepath.Join(dir, "authority.yaml"),
+		[]byte("cluster_name: acme\ndata_dir: data\nresources: [bots.yaml]\ntls_names: [auth.acme.internal]\nissuer_url: https://mbot.acme.com/\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := authority.Open(t.Context(), cfg, authority.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	resp, err := a.Join(t.Context(), joinRequest("github-deploy", "github", githubToken(t, ci, nil), time.Hour, jwtOutput("jwt", "", "vault.acme")), "test")
+	var ierr *identity.Error
+	if !errors.As(err, &ierr) || ierr.Code != identity.CodeRoleDenied {
+		t.Fatalf("audience not granted: %v", err)
+	}
+	resp, err = a.Join(t.Context(), joinRequest("github-deploy", "github", githubToken(t, ci, nil), time.Hour, jwtOutput("jwt", "", "sts.amazonaws.com")), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := resp.Outputs[0].JWT; g.Issuer != "https://mbot.acme.com" {
+		t.Errorf("issuer %q, want issuer_url without its slash", g.Issuer)
+	}
+	tlsCfg, err := a.ServingTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names := tlsCfg.Certificates[0].Leaf.DNSNames; !slices.Contains(names, "mbot.acme.com") || !slices.Contains(names, "auth.acme.internal") {
+		t.Errorf("serving certificate names %q lack the issuer's host", names)
+	}
+	rec := httptest.NewRecorder()
+	a.Handler().ServeHTTP(rec, httptest.NewRequest("GET", identity.PathOIDCDiscovery, nil))
+	var disc authority.OIDCDiscovery
+	if err := json.Unmarshal(rec.Body.Bytes(), &disc); err != nil || disc.Issuer != "https://mbot.acme.com" || disc.JWKSURI != "https://mbot.acme.com/.well-known/jwks.json" {
+		t.Errorf("discovery %s: %v", rec.Body, err)
+	}
 }
