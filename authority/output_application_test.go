@@ -55,7 +55,7 @@ kind: role
 version: v1
 metadata: {name: svc-admin}
 spec:
-  spiffe_ids: ["/svc/*"]
+  spiffe_ids: ["/svc/*", "/admin/*", "/bot/*"]
   jwt_audiences: [vault]
 ---
 kind: bot
@@ -582,5 +582,41 @@ func TestIssuerURLSet(t *testing.T) {
 	var disc authority.OIDCDiscovery
 	if err := json.Unmarshal(rec.Body.Bytes(), &disc); err != nil || disc.Issuer != "https://mbot.acme.com" || disc.JWKSURI != "https://mbot.acme.com/.well-known/jwks.json" {
 		t.Errorf("discovery %s: %v", rec.Body, err)
+	}
+}
+
+// TestSVIDIsNoAuthorityIdentity: an X.509-SVID for the SPIFFE ID of an
+// admin or of a bot (a role may grant /admin/* or /bot/*) is refused by the
+// authority's admin API and renewals: those trust the tls CA only.
+func TestSVIDIsNoAuthorityIdentity(t *testing.T) {
+	env, _ := servedSPIFFE(t)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(env.Authority.CAs().TLSCertPEM)
+	for _, tc := range []struct{ id, method, path string }{
+		{"/admin/alice", "GET", authority.PathAdminResources},
+		{"/bot/deployer", "POST", identity.PathRenew},
+	} {
+		o := applicationOutput(t, "svid", tc.id, nil)
+		resp, err := env.Authority.Join(t.Context(), joinRequest("github-server", "github", envToken(t, env), time.Hour, o), "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.Outputs[0].Application.SPIFFEID; got != "spiffe://acme"+tc.id {
+			t.Fatalf("SVID for %s", got)
+		}
+		cert, err := tls.X509KeyPair([]byte(resp.Outputs[0].TLSCertificate), mustPEM(t, o.keys))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Sent whatever CAs the server names (Go's client would otherwise
+		// send nothing): the server must refuse it in the handshake.
+		sendSVID := func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
+		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, GetClientCertificate: sendSVID}}}
+		req, _ := http.NewRequestWithContext(t.Context(), tc.method, env.URL+tc.path, strings.NewReader("{}"))
+		if r, err := client.Do(req); err == nil {
+			body, _ := io.ReadAll(r.Body)
+			r.Body.Close()
+			t.Errorf("%s %s with an SVID for %s: %d %s", tc.method, tc.path, tc.id, r.StatusCode, body)
+		}
 	}
 }
