@@ -154,6 +154,9 @@ func TestIssuerEndpoints(t *testing.T) {
 	if strings.Contains(string(body), `"d"`) {
 		t.Error("the bundle holds a private key member")
 	}
+	if out, err := cas.Export("spiffe-bundle"); err != nil || strings.TrimSpace(out) != strings.TrimSpace(string(body)) {
+		t.Errorf("mbot authority export --type spiffe-bundle differs from the served bundle: %v\n%s", err, out)
+	}
 }
 
 func TestJWTSVIDWithGoOIDC(t *testing.T) {
