@@ -169,6 +169,15 @@ func Lint(set *resources.Set, settings *Settings) *Report {
 				"role %q sets max_ttl: %s, above the %s that bot certificates never exceed; bots get %s. Set max_ttl to %s or less",
 				name, m, identity.MaxBotTTL, identity.MaxBotTTL, identity.MaxBotTTL)})
 		}
+		for _, p := range set.Roles[name].Spec.SPIFFEIDs {
+			// Two probe names: a pattern matching both covers every bot's default ID.
+			if !isTemplate(p) && identity.MatchSPIFFEPattern(p, "/bot/a") && identity.MatchSPIFFEPattern(p, "/bot/b") {
+				r.Findings = append(r.Findings, Finding{Severity: Warning, Role: name, Message: fmt.Sprintf(
+					"role %q grants spiffe_ids %q, which covers /bot/<bot>, the default SPIFFE ID of every bot: a bot holding the role can pass for any other bot "+
+						"with services that authorize spiffe://<cluster>/bot/<bot>. Grant each bot its own /bot/<name>, or give shared IDs a path of their own (/ci/<team>/*)",
+					name, p)})
+			}
+		}
 	}
 	return r
 }

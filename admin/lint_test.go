@@ -135,6 +135,12 @@ func TestLint(t *testing.T) {
 				[]string{`role "prod"`, "device_trust_mode: required", "required-for-humans"}}},
 		},
 		{
+			name: "spiffe_ids covering every bot's default ID",
+			docs: okRole + role("svid", `{spiffe_ids: ["/bot/*", /bot/deployer, "/ci/{{internal.team}}/*"]}`) +
+				bot("deployer", `{roles: [deploy, svid], traits: {logins: [ubuntu], team: [a]}}`),
+			want: []want{{admin.Warning, "", "svid", []string{`role "svid"`, `"/bot/*"`, "pass for any other bot", "/bot/<name>"}}},
+		},
+		{
 			name: "device trust only for humans is fine",
 			docs: role("prod", `{logins: [root], device_trust_mode: required-for-humans}`) + bot("deployer", `{roles: [prod]}`),
 		},

@@ -29,7 +29,7 @@ import (
 
 // Export types for mbot authority export.
 var ExportTypes = []string{"ca-pin", "tls-ca", "ssh-user-ca", "ssh-host-ca",
-	"database-client-ca", "database-server-ca", "kubernetes-client-ca", "spiffe-ca", "jwt-jwks"}
+	"database-client-ca", "database-server-ca", "kubernetes-client-ca", "spiffe-ca", "jwt-jwks", "spiffe-bundle"}
 
 // OpenAdmin opens the store and CAs of an authority without serving or
 // re-applying its resources: what local admin commands on the authority
@@ -66,6 +66,9 @@ func (c *CAs) Export(typ string) (string, error) {
 		return string(c.KubernetesClient.CertPEM), nil
 	case "spiffe-ca":
 		return string(c.SPIFFE.CertPEM), nil
+	case "spiffe-bundle":
+		b, err := c.SPIFFEBundle(c.clusterName)
+		return string(b) + "\n", err
 	case "jwt-jwks":
 		out, err := json.MarshalIndent(map[string]any{"keys": []map[string]string{c.JWK()}}, "", "  ")
 		return string(out) + "\n", err

@@ -46,6 +46,8 @@ type Authority struct {
 	adminOnly bool
 	// refusals limits refused requests per remote address (refusals.go).
 	refusals refusalLimiter
+	// issuer is the OIDC issuer URL once Serve knows its port (issuerURL).
+	issuer atomic.Pointer[string]
 	// fixing is set by OpenLocal when the stored resources do not load:
 	// admin commands then work on what does, so that the rest can be
 	// replaced or removed.

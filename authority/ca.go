@@ -90,12 +90,15 @@ type CAs struct {
 	// thumbprint of its public key.
 	JWT      *ecdsa.PrivateKey
 	JWTKeyID string
+
+	// clusterName is the SPIFFE trust domain of the bundle (SPIFFEBundle).
+	clusterName string
 }
 
 // LoadCAs reads the CAs from the store, creating any that is missing. The
 // store resolves concurrent first starts: whichever CA is stored first wins.
 func LoadCAs(ctx context.Context, st *store.Store, clusterName string) (*CAs, error) {
-	var cas CAs
+	cas := CAs{clusterName: clusterName}
 	var err error
 	if cas.SSHUser, err = loadSSHCA(ctx, st, caSSHUser); err != nil {
 		return nil, err

@@ -29,6 +29,10 @@ type Config struct {
 	// TLSNames are extra DNS names and IPs for the serving certificate, for
 	// an authority reached by a name other than its listen address.
 	TLSNames []string `yaml:"tls_names"`
+	// IssuerURL is the OIDC issuer of JWT-SVIDs (their iss), as relying
+	// parties reach the authority: https://host[:port]. Default: the first
+	// tls_names entry (else the listen host) and the listen port.
+	IssuerURL string `yaml:"issuer_url"`
 	// MaxAdminTTL caps credentials signed deliberately with mbot sign --user
 	// (default 8760h); bots never get more than 24h whatever it says.
 	MaxAdminTTL Duration `yaml:"max_admin_ttl"`
@@ -178,6 +182,13 @@ func (c *Config) checkAndSetDefaults(root *yaml.Node) error {
 		if err := CheckHostName(fmt.Sprintf("tls_names[%d]", i), n); err != nil {
 			return fail("tls_names", "%v", err)
 		}
+	}
+	if c.IssuerURL != "" {
+		iss, err := checkIssuerURL(c.IssuerURL)
+		if err != nil {
+			return fail("issuer_url", "%v", err)
+		}
+		c.IssuerURL = iss
 	}
 	return nil
 }

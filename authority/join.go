@@ -175,7 +175,8 @@ func (a *Authority) grant(st *state, bot *resources.Bot, joinToken, method strin
 		}
 		kind := outputKinds[out.OutputType()] // checked by parseKeys
 		signed, err := kind.sign(&signCtx{cas: a.cas, cluster: a.cfg.ClusterName, set: st.set, bot: bot, joinToken: joinToken,
-			out: &outputs[i], grant: grant, keys: keys[i], lineage: lineage, notAfter: time.Now().Add(grant.TTL).Truncate(time.Second)})
+			out: &outputs[i], grant: grant, keys: keys[i], lineage: lineage, notAfter: time.Now().Add(grant.TTL).Truncate(time.Second),
+			issuer: a.issuerURL()})
 		if err != nil {
 			return nil, err
 		}

@@ -50,6 +50,8 @@ type signCtx struct {
 	keys     outputKeys
 	lineage  identity.Lineage
 	notAfter time.Time
+	// issuer is the authority's OIDC issuer URL, the iss of JWT-SVIDs.
+	issuer string
 }
 
 // botName is the signing bot's name.
@@ -124,6 +126,12 @@ func notGranted(sc *signCtx, field, what, value string) error {
 	if match == nil {
 		match = func(granted, value string) bool { return granted == value }
 	}
+	return notGrantedMatch(sc, field, what, value, match)
+}
+
+// notGrantedMatch is notGranted for a field whose entries are patterns
+// (spiffe_ids, dns_sans): match says whether an entry grants the value.
+func notGrantedMatch(sc *signCtx, field, what, value string, match func(granted, value string) bool) error {
 	grants := func(rn string) bool {
 		role, ok := sc.set.Roles[rn]
 		if !ok {
@@ -134,7 +142,7 @@ func notGranted(sc *signCtx, field, what, value string) error {
 				continue
 			}
 			for _, tmpl := range f.Get(&role.Spec) {
-				if slices.ContainsFunc(resources.ExpandTemplate(tmpl, sc.bot.Spec.Traits), func(p string) bool { return match(p, value) }) {
+				if slices.ContainsFunc(resources.ExpandTemplate(tmpl, sc.bot.Spec.Traits), func(g string) bool { return match(g, value) }) {
 					return true
 				}
 			}

@@ -13,6 +13,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -33,6 +34,7 @@ func (a *Authority) Handler() http.Handler {
 	mux.HandleFunc("GET "+identity.PathPing, a.handlePing)
 	mux.HandleFunc("POST "+identity.PathJoin, a.handleJoin)
 	a.registerRenew(mux)
+	a.registerIssuer(mux)
 	a.registerAdmin(mux)
 	return mux
 }
@@ -162,6 +164,9 @@ func (a *Authority) ServingTLS() (*tls.Config, error) {
 func (a *Authority) servingNames() []string {
 	host, _, _ := net.SplitHostPort(a.cfg.Listen)
 	names := append([]string{}, a.cfg.TLSNames...)
+	if u, err := url.Parse(a.cfg.IssuerURL); err == nil && u.Hostname() != "" {
+		names = append(names, u.Hostname()) // relying parties fetch discovery there
+	}
 	if ip := net.ParseIP(host); ip == nil && host != "" {
 		names = append(names, host)
 	} else if ip != nil && !ip.IsUnspecified() {
@@ -207,7 +212,8 @@ func (a *Authority) Serve(ctx context.Context, ready func(addr net.Addr)) error 
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
-	a.log.Info("authority serving", "cluster", a.cfg.ClusterName, "addr", ln.Addr().String(),
+	a.setIssuer(ln.Addr())
+	a.log.Info("authority serving", "cluster", a.cfg.ClusterName, "addr", ln.Addr().String(), "issuer", a.issuerURL(),
 		"ca_pin", a.cas.Pin(), "data_dir", a.cfg.DataDir, "join_tokens", len(a.state.Load().tokens))
 	if err := a.ensureAdminIdentity(ctx, ln.Addr()); err != nil {
 		ln.Close()

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/mbot-dev/mbot/identity"
 	"gopkg.in/yaml.v3"
 )
 
@@ -117,10 +118,18 @@ func resolveSettings(o DaemonOptions) (*settings, error) {
 			where = "renewal_interval in " + s.issue.Config
 		}
 	}
+	// JWT-SVIDs live at most identity.MaxJWTSVIDTTL whatever the TTL.
+	hasJWT := slices.ContainsFunc(s.issue.Outputs, func(o Output) bool { return o.Type == OutputTypeJWT })
 	if s.interval == 0 {
 		s.interval = s.issue.TTL / 3
+		if hasJWT {
+			s.interval = min(s.interval, identity.MaxJWTSVIDTTL/3)
+		}
 	}
 	switch {
+	case hasJWT && s.interval >= identity.MaxJWTSVIDTTL:
+		return nil, fmt.Errorf("%s %s is not shorter than a JWT-SVID lives (%s), so a workload-identity-jwt output would expire between renewals; renew more often (such as 20m)",
+			where, s.interval, identity.MaxJWTSVIDTTL)
 	case s.interval < minRenewalInterval:
 		return nil, fmt.Errorf("%s %s is too short; renew at most every %s", where, s.interval, minRenewalInterval)
 	case s.interval >= s.issue.TTL:

@@ -53,7 +53,8 @@ func authorityCommand() *cli.Command {
    mbot authority export --type database-server-ca    # PEM, signs servers of mbot sign --format postgres|mysql
    mbot authority export --type kubernetes-client-ca  # PEM, the API server's --client-ca-file
    mbot authority export --type spiffe-ca             # PEM, the SPIFFE X.509 trust bundle
-   mbot authority export --type jwt-jwks              # JSON Web Key Set of the JWT-SVID signing key`,
+   mbot authority export --type jwt-jwks              # JSON Web Key Set of the JWT-SVID signing key
+   mbot authority export --type spiffe-bundle         # SPIFFE bundle (JWKS): spiffe CA and JWT key, for federation`,
 				Flags: []cli.Flag{authorityConfigFlag(),
 					&cli.StringFlag{Name: "type", Required: true, Usage: strings.Join(authority.ExportTypes, ", ")}},
 				Action: func(c *cli.Context) error {

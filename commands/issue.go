@@ -82,6 +82,11 @@ Flags and MBOT_* variables override mbot.yaml.`,
 					fmt.Fprintf(os.Stderr, "mbot: wrote %s: %s\n", out.Dir, out.Summary)
 					continue
 				}
+				if t := out.Grant.Type; t != "" && t != client.OutputTypeIdentity {
+					fmt.Fprintf(os.Stderr, "mbot: wrote %s: %s output, roles %s, valid until %s\n",
+						out.Dir, t, strings.Join(out.Grant.Roles, ","), out.Grant.NotAfter.UTC().Format(time.RFC3339))
+					continue
+				}
 				fmt.Fprintf(os.Stderr, "mbot: wrote %s: roles %s, logins %s, valid until %s (use: ssh -F %s/ssh_config <host>)\n",
 					out.Dir, strings.Join(out.Grant.Roles, ","), strings.Join(out.Grant.Logins, ","),
 					out.Grant.NotAfter.UTC().Format(time.RFC3339), out.Dir)

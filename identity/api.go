@@ -108,6 +108,8 @@ type KubernetesRequest struct {
 
 // ApplicationRequest asks for an X.509-SVID.
 type ApplicationRequest struct {
+	// SPIFFEID is a path (/ci/team/app) in the cluster's trust domain or a
+	// whole spiffe:// ID of it; empty means spiffe://<cluster>/bot/<bot>.
 	SPIFFEID string   `json:"spiffe_id,omitempty"`
 	DNSSANs  []string `json:"dns_sans,omitempty"`
 }
@@ -115,6 +117,8 @@ type ApplicationRequest struct {
 // JWTRequest asks for one JWT-SVID per audience.
 type JWTRequest struct {
 	Audiences []string `json:"audiences"`
+	// SPIFFEID is the subject, as in ApplicationRequest; empty: the bot's default.
+	SPIFFEID string `json:"spiffe_id,omitempty"`
 }
 
 // SSHHostRequest asks for an SSH host certificate.
@@ -156,13 +160,53 @@ type OutputResponse struct {
 	NotBefore      time.Time `json:"not_before"`
 	NotAfter       time.Time `json:"not_after"`
 
-	// One typed result per output type. Reserved for their kinds:
-	// Kubernetes *KubernetesGrant `json:"kubernetes,omitempty"`,
-	// Application *ApplicationGrant `json:"application,omitempty"`,
-	// JWT *JWTGrant `json:"jwt,omitempty"`.
-	Database *DatabaseGrant `json:"database,omitempty"`
-	SSHHost  *SSHHostGrant  `json:"ssh_host,omitempty"`
+	// One typed result per output type. Reserved for its kind:
+	// Kubernetes *KubernetesGrant `json:"kubernetes,omitempty"`.
+	Database    *DatabaseGrant    `json:"database,omitempty"`
+	SSHHost     *SSHHostGrant     `json:"ssh_host,omitempty"`
+	Application *ApplicationGrant `json:"application,omitempty"`
+	JWT         *JWTGrant         `json:"jwt,omitempty"`
 }
+
+// ApplicationGrant is what an application output holds beside its
+// X.509-SVID (TLSCertificate): the SPIFFE ID, DNS SANs and trust bundle.
+type ApplicationGrant struct {
+	SPIFFEID string   `json:"spiffe_id"`
+	DNSSANs  []string `json:"dns_sans,omitempty"`
+	// Bundle is the PEM bundle of the SPIFFE CA: what peers trust SVIDs by.
+	Bundle string `json:"bundle"`
+}
+
+// JWTGrant is a workload-identity-jwt output: one JWT-SVID per audience,
+// in the order asked, issued by Issuer.
+type JWTGrant struct {
+	SPIFFEID string    `json:"spiffe_id"`
+	Issuer   string    `json:"issuer"`
+	SVIDs    []JWTSVID `json:"svids"`
+}
+
+// JWTSVID is one signed JWT-SVID (compact JWS) for one audience.
+type JWTSVID struct {
+	Audience string `json:"audience"`
+	Token    string `json:"token"`
+}
+
+// MaxJWTSVIDTTL caps a JWT-SVID's lifetime whatever the output's TTL: it
+// is a bearer token, meant to be exchanged at once (AWS STS, Vault login),
+// and cannot be revoked.
+const MaxJWTSVIDTTL = time.Hour
+
+// MaxJWTAudiences bounds the audiences of one workload-identity-jwt output.
+const MaxJWTAudiences = 16
+
+// PathOIDCDiscovery, PathJWKS and PathSPIFFEBundle are served by the
+// authority without authentication: the issuer's discovery document, the
+// JWT-SVID signing key and the SPIFFE trust bundle.
+const (
+	PathOIDCDiscovery = "/.well-known/openid-configuration"
+	PathJWKS          = "/.well-known/jwks.json"
+	PathSPIFFEBundle  = "/.well-known/spiffe-bundle"
+)
 
 // DatabaseGrant is what a database output needs to connect: the server and
 // the CA its certificate is checked against.
