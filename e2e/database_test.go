@@ -43,7 +43,7 @@ version: v1
 metadata: {name: ` + dbBot + `}
 spec:
   roles: [db-app, %[1]s]
-  traits: {db_user: [` + dbUser + `]}
+  traits: {db_user: [` + dbUser + `, ci_other]}
 ---
 kind: database
 version: v1
