@@ -307,6 +307,51 @@ func TestDatabaseOutputs(t *testing.T) {
 		}
 	})
 
+	// Each refusal at issue time: exit 1, the message names what to grant
+	// or which databases exist, an audit record, and no files.
+	t.Run("refusals", func(t *testing.T) {
+		for _, tc := range []struct {
+			name, database, user, dbname string
+			code, want                   string
+		}{
+			{"unknown database", "prod-oracle", dbUser, "", "bad_request",
+				`there is no database named "prod-oracle" on this authority (existing: ` + dbMySQL + ", " + dbPG + ")"},
+			{"user no role grants", dbPG, "root", "", "role_denied",
+				`no role of bot "` + dbBot + `" grants database user "root"; add it to the db_users of one of its roles`},
+			{"db_name no role grants", dbPG, dbUser, "billing", "role_denied",
+				`grants database name "billing"; add it to the db_names`},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				work := t.TempDir()
+				idDir, dbDir := filepath.Join(work, "id"), filepath.Join(work, "db")
+				cfg := fmt.Sprintf("authority: %s\nca_pin: %s\ntoken: %s\noutputs:\n  - destination: %s\n"+
+					"  - type: database\n    destination: %s\n    database: %s\n    username: %s\n", dc.url, dc.pin, dbToken, idDir, dbDir, tc.database, tc.user)
+				if tc.dbname != "" {
+					cfg += "    db_name: " + tc.dbname + "\n"
+				}
+				config := filepath.Join(work, "mbot.yaml")
+				writeFile(t, config, cfg, 0o644)
+				before := len(auditEvents(t, dc.cluster, "join"))
+				res := mbot(t, dc.jobEnv(gitHubJob(t, dc.cluster)), "issue", "--config", config)
+				if res.code != 1 || !strings.Contains(res.stderr, tc.code) || !strings.Contains(res.stderr, tc.want) {
+					t.Errorf("mbot issue: %s\nwant exit 1, %s, %q", res, tc.code, tc.want)
+				}
+				for _, dir := range []string{idDir, dbDir} {
+					if _, err := os.Stat(dir); !os.IsNotExist(err) {
+						t.Errorf("%s written after a refusal: %v", filepath.Base(dir), err)
+					}
+				}
+				joins := auditEvents(t, dc.cluster, "join")
+				if len(joins) != before+1 {
+					t.Fatalf("%d join audit records after the refusal, want %d", len(joins), before+1)
+				}
+				if last := joins[len(joins)-1]; last.Allowed || last.Code != tc.code || last.Bot != dbBot || len(last.Serials) != 0 {
+					t.Errorf("audit record of the refusal: %+v", last)
+				}
+			})
+		}
+	})
+
 	t.Run("get", func(t *testing.T) {
 		out := mustMbot(t, baseEnv(dc.home), "get", "databases", "--config", dc.config).stdout
 		if !strings.Contains(out, dbPG) || !strings.Contains(out, "postgres") || !strings.Contains(out, "database-server-ca") {
