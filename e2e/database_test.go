@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -153,7 +154,13 @@ func DatabaseClientCommand(t *testing.T, dir string) (cmd []string, env []string
 		return []string{"psql", "-X", "-At", "-c", "SELECT current_user"},
 			[]string{"PGSERVICEFILE=" + filepath.Join(dir, "pg_service.conf"), "PGSERVICE=" + s.Database}
 	case "mysql":
-		return []string{"mysql", "--defaults-extra-file=" + filepath.Join(dir, "my.cnf"), "-N", "-B", "-e", "select current_user()"}, nil
+		// MariaDB's client is mariadb; Debian ships the mysql name apart
+		// (mariadb-client-compat) since trixie.
+		client := "mysql"
+		if _, err := exec.LookPath(client); err != nil {
+			client = "mariadb"
+		}
+		return []string{client, "--defaults-extra-file=" + filepath.Join(dir, "my.cnf"), "-N", "-B", "-e", "select current_user()"}, nil
 	}
 	t.Fatalf("%s/database.json: protocol %q", dir, s.Protocol)
 	return nil, nil
