@@ -4,9 +4,11 @@ package e2e
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -37,31 +39,46 @@ func (dc *databaseCluster) applyDatabase(t *testing.T, name, protocol string, po
 }
 
 // signedServer is what mbot sign --format wrote for a database server at
-// localhost and 127.0.0.1, read from its files after checking their modes
-// are the ones the printed instructions ask for.
+// localhost and 127.0.0.1: the files its printed configuration names,
+// after checking the key has the mode the printed instructions ask for.
 type signedServer struct {
 	dir, printed        string
 	cert, key, clientCA []byte
 }
 
+// The printed configuration lines naming the server's files.
+var (
+	pgFileLine    = regexp.MustCompile(`(?m)^ssl_(cert|key|ca)_file = '([^']+)'$`)
+	mysqlFileLine = regexp.MustCompile(`(?m)^ssl-(cert|key|ca)="([^"]+)"$`)
+)
+
 func (dc *databaseCluster) signServer(t *testing.T, format string) signedServer {
 	t.Helper()
 	dir, printed := dc.signDatabaseServer(t, format)
 	s := signedServer{dir: dir, printed: printed}
-	for name, dst := range map[string]*[]byte{"server.crt": &s.cert, "server.key": &s.key, "client-ca.crt": &s.clientCA} {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatalf("mbot sign --format %s: %v", format, err)
+	re := pgFileLine
+	if format == "mysql" {
+		re = mysqlFileLine
+	}
+	files := map[string]*[]byte{"cert": &s.cert, "key": &s.key, "ca": &s.clientCA}
+	for _, m := range re.FindAllStringSubmatch(printed, -1) {
+		b, err := os.ReadFile(m[2])
+		if err != nil || filepath.Dir(m[2]) != dir {
+			t.Fatalf("mbot sign --format %s prints %s, not a file it wrote to %s: %v", format, m[0], dir, err)
 		}
-		*dst = b
-		if !strings.Contains(printed, filepath.Join(dir, name)) {
-			t.Errorf("mbot sign --format %s does not print where %s is:\n%s", format, name, printed)
+		*files[m[1]] = b
+		delete(files, m[1])
+		if m[1] == "key" {
+			// The server's user must own the key with mode 0600, as printed
+			// (the harness writes it so; PostgreSQL refuses a key others
+			// can read).
+			if st, err := os.Stat(m[2]); err != nil || st.Mode().Perm() != 0o600 {
+				t.Errorf("%s: %v %v, want mode 0600", m[2], st, err)
+			}
 		}
 	}
-	// The server's user owns the key with mode 0600, as printed; the
-	// harness writes it so (PostgreSQL refuses a key others can read).
-	if st, err := os.Stat(filepath.Join(dir, "server.key")); err != nil || st.Mode().Perm() != 0o600 {
-		t.Errorf("server.key: %v %v, want mode 0600", st, err)
+	if len(files) != 0 {
+		t.Fatalf("mbot sign --format %s does not print the ssl %v file lines:\n%s", format, slices.Sorted(maps.Keys(files)), printed)
 	}
 	if !strings.Contains(printed, "0600") {
 		t.Errorf("mbot sign --format %s does not say the key must be mode 0600:\n%s", format, printed)
