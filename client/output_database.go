@@ -186,17 +186,21 @@ func (databaseOutput) render(dir string, keys *identity.Keys, resp *identity.Joi
 	case "mysql":
 		var cnf bytes.Buffer
 		cnf.WriteString(header)
-		fmt.Fprintf(&cnf, "# use: mysql --defaults-extra-file=%s\n[client]\n", shellQuote(path(FileMyCnf)))
+		// protocol=TCP: both clients take host=localhost for their default
+		// unix socket otherwise, and would ignore port and the certificates.
+		fmt.Fprintf(&cnf, "# use: mysql --defaults-extra-file=%s\n[client]\nprotocol=TCP\n", shellQuote(path(FileMyCnf)))
 		for _, kv := range [][2]string{
 			{"host", g.Host}, {"port", strconv.Itoa(g.Port)}, {"user", g.Username},
 			{"ssl-ca", path(FileDBServerCA)}, {"ssl-cert", path(FileDBClientCert)}, {"ssl-key", path(FileDBClientKey)},
 		} {
 			fmt.Fprintf(&cnf, "%s=%s\n", kv[0], myCnfQuote(kv[1]))
 		}
-		// MySQL checks the server's name with ssl-mode; MariaDB's client
-		// knows ssl-verify-server-cert instead. loose- makes each client
-		// skip the option it does not know rather than refuse the file.
-		cnf.WriteString("loose-ssl-mode=VERIFY_IDENTITY\nloose-ssl-verify-server-cert\n")
+		// MySQL checks the server's name with ssl-mode, which MariaDB's
+		// clients do not know: loose- makes them skip it (with a warning)
+		// rather than refuse the file. MariaDB's ssl-verify-server-cert
+		// goes in [client-mariadb], which only MariaDB's clients read
+		// (MySQL 8 does not know the option).
+		cnf.WriteString("loose-ssl-mode=VERIFY_IDENTITY\n[client-mariadb]\nssl-verify-server-cert\n")
 		if g.DBName != "" {
 			// [mysql] only: mysqldump and mysqladmin refuse database= in [client].
 			fmt.Fprintf(&cnf, "[mysql]\ndatabase=%s\n", myCnfQuote(g.DBName))

@@ -147,8 +147,8 @@ func TestRenderDatabaseMySQL(t *testing.T) {
 		t.Fatal(err)
 	}
 	cnf := string(files["my.cnf"].Data)
-	want := "[client]\nhost=\"10.0.0.5\"\nport=\"3306\"\nuser=\"ci_migrate\"\nssl-ca=\"/ci/db/ca.crt\"\nssl-cert=\"/ci/db/client.crt\"\nssl-key=\"/ci/db/client.key\"\n" +
-		"loose-ssl-mode=VERIFY_IDENTITY\nloose-ssl-verify-server-cert\n[mysql]\ndatabase=\"app\"\n"
+	want := "[client]\nprotocol=TCP\nhost=\"10.0.0.5\"\nport=\"3306\"\nuser=\"ci_migrate\"\nssl-ca=\"/ci/db/ca.crt\"\nssl-cert=\"/ci/db/client.crt\"\nssl-key=\"/ci/db/client.key\"\n" +
+		"loose-ssl-mode=VERIFY_IDENTITY\n[client-mariadb]\nssl-verify-server-cert\n[mysql]\ndatabase=\"app\"\n"
 	if !strings.HasSuffix(cnf, want) || files["my.cnf"].Mode != 0o600 {
 		t.Errorf("my.cnf:\n%s\nwant it to end with:\n%s", cnf, want)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -43,7 +44,7 @@ version: v1
 metadata: {name: ` + dbBot + `}
 spec:
   roles: [db-app, %[1]s]
-  traits: {db_user: [` + dbUser + `]}
+  traits: {db_user: [` + dbUser + `, ci_other]}
 ---
 kind: database
 version: v1
@@ -153,7 +154,13 @@ func DatabaseClientCommand(t *testing.T, dir string) (cmd []string, env []string
 		return []string{"psql", "-X", "-At", "-c", "SELECT current_user"},
 			[]string{"PGSERVICEFILE=" + filepath.Join(dir, "pg_service.conf"), "PGSERVICE=" + s.Database}
 	case "mysql":
-		return []string{"mysql", "--defaults-extra-file=" + filepath.Join(dir, "my.cnf"), "-N", "-B", "-e", "select current_user()"}, nil
+		// MariaDB's client is mariadb; Debian ships the mysql name apart
+		// (mariadb-client-compat) since trixie.
+		client := "mysql"
+		if _, err := exec.LookPath(client); err != nil {
+			client = "mariadb"
+		}
+		return []string{client, "--defaults-extra-file=" + filepath.Join(dir, "my.cnf"), "-N", "-B", "-e", "select current_user()"}, nil
 	}
 	t.Fatalf("%s/database.json: protocol %q", dir, s.Protocol)
 	return nil, nil
@@ -304,6 +311,51 @@ func TestDatabaseOutputs(t *testing.T) {
 		last := joins[len(joins)-1]
 		if last.Allowed || last.Code != "role_denied" || last.Bot != dbBot {
 			t.Errorf("audit record of the refusal: %+v", last)
+		}
+	})
+
+	// Each refusal at issue time: exit 1, the message names what to grant
+	// or which databases exist, an audit record, and no files.
+	t.Run("refusals", func(t *testing.T) {
+		for _, tc := range []struct {
+			name, database, user, dbname string
+			code, want                   string
+		}{
+			{"unknown database", "prod-oracle", dbUser, "", "bad_request",
+				`there is no database named "prod-oracle" on this authority (existing: ` + dbMySQL + ", " + dbPG + ")"},
+			{"user no role grants", dbPG, "root", "", "role_denied",
+				`no role of bot "` + dbBot + `" grants database user "root"; add it to the db_users of one of its roles`},
+			{"db_name no role grants", dbPG, dbUser, "billing", "role_denied",
+				`grants database name "billing"; add it to the db_names`},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				work := t.TempDir()
+				idDir, dbDir := filepath.Join(work, "id"), filepath.Join(work, "db")
+				cfg := fmt.Sprintf("authority: %s\nca_pin: %s\ntoken: %s\noutputs:\n  - destination: %s\n"+
+					"  - type: database\n    destination: %s\n    database: %s\n    username: %s\n", dc.url, dc.pin, dbToken, idDir, dbDir, tc.database, tc.user)
+				if tc.dbname != "" {
+					cfg += "    db_name: " + tc.dbname + "\n"
+				}
+				config := filepath.Join(work, "mbot.yaml")
+				writeFile(t, config, cfg, 0o644)
+				before := len(auditEvents(t, dc.cluster, "join"))
+				res := mbot(t, dc.jobEnv(gitHubJob(t, dc.cluster)), "issue", "--config", config)
+				if res.code != 1 || !strings.Contains(res.stderr, tc.code) || !strings.Contains(res.stderr, tc.want) {
+					t.Errorf("mbot issue: %s\nwant exit 1, %s, %q", res, tc.code, tc.want)
+				}
+				for _, dir := range []string{idDir, dbDir} {
+					if _, err := os.Stat(dir); !os.IsNotExist(err) {
+						t.Errorf("%s written after a refusal: %v", filepath.Base(dir), err)
+					}
+				}
+				joins := auditEvents(t, dc.cluster, "join")
+				if len(joins) != before+1 {
+					t.Fatalf("%d join audit records after the refusal, want %d", len(joins), before+1)
+				}
+				if last := joins[len(joins)-1]; last.Allowed || last.Code != tc.code || last.Bot != dbBot || len(last.Serials) != 0 {
+					t.Errorf("audit record of the refusal: %+v", last)
+				}
+			})
 		}
 	})
 
