@@ -104,7 +104,16 @@ type DatabaseRequest struct {
 type KubernetesRequest struct {
 	// Cluster names a kind: kubernetes_cluster resource.
 	Cluster string `json:"kubernetes_cluster"`
+	// User is the Kubernetes user (the certificate's CN), one of the
+	// output's kubernetes_users; empty when the roles grant exactly one.
+	User string `json:"user,omitempty"`
+	// Groups are the Kubernetes groups (the certificate's O), some of the
+	// output's kubernetes_groups; empty means every one granted.
+	Groups []string `json:"groups,omitempty"`
 }
+
+// MaxKubernetesGroups bounds the groups one kubernetes output asks for.
+const MaxKubernetesGroups = 64
 
 // ApplicationRequest asks for an X.509-SVID.
 type ApplicationRequest struct {
@@ -157,10 +166,10 @@ type OutputResponse struct {
 	NotAfter       time.Time `json:"not_after"`
 
 	// One typed result per output type. Reserved for their kinds:
-	// Kubernetes *KubernetesGrant `json:"kubernetes,omitempty"`,
 	// Application *ApplicationGrant `json:"application,omitempty"`,
 	// JWT *JWTGrant `json:"jwt,omitempty"`, SSHHost *SSHHostGrant `json:"ssh_host,omitempty"`.
-	Database *DatabaseGrant `json:"database,omitempty"`
+	Database   *DatabaseGrant   `json:"database,omitempty"`
+	Kubernetes *KubernetesGrant `json:"kubernetes,omitempty"`
 }
 
 // DatabaseGrant is what a database output needs to connect: the server and
@@ -175,6 +184,21 @@ type DatabaseGrant struct {
 	DBName   string `json:"db_name,omitempty"`
 	// ServerCA is the PEM bundle of the CA that signed the server's certificate.
 	ServerCA string `json:"server_ca"`
+}
+
+// KubernetesGrant is what a kubernetes output needs to reach its API
+// server: the server and the CA its certificate is checked against, and
+// who the client certificate (TLSCertificate) authenticates as.
+type KubernetesGrant struct {
+	// Cluster is the kind: kubernetes_cluster resource's name.
+	Cluster string `json:"kubernetes_cluster"`
+	// APIServer is the API server's https:// URL.
+	APIServer string `json:"api_server"`
+	// CA is the PEM bundle of the CA that signed the API server's certificate.
+	CA string `json:"ca"`
+	// User is the certificate's CN, Groups its O (one value per group).
+	User   string   `json:"user"`
+	Groups []string `json:"groups"`
 }
 
 // ErrorResponse is the body of every non-2xx answer.
