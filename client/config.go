@@ -24,7 +24,7 @@ const OutputTypeIdentity = "identity"
 
 // laterOutputTypes are the output types mbot.yaml will accept in a later
 // version; naming one today is refused with that said.
-var laterOutputTypes = []string{"kubernetes", "application", "workload-identity-jwt", "ssh_host"}
+var laterOutputTypes = []string{"application", "workload-identity-jwt", "ssh_host"}
 
 // Config is mbot.yaml: how to join and which outputs one join writes.
 // Flags and MBOT_* variables override its values.
@@ -41,6 +41,9 @@ var laterOutputTypes = []string{"kubernetes", "application", "workload-identity-
 //	    destination: ./db
 //	    database: prod-pg
 //	    username: ci_migrate
+//	  - type: kubernetes
+//	    destination: ./kube
+//	    kubernetes_cluster: prod
 type Config struct {
 	Authority  string   `yaml:"authority"`
 	CAPin      string   `yaml:"ca_pin"`
@@ -54,7 +57,7 @@ type Config struct {
 
 // Output is one output of a join: its own fresh keys, roles and destination.
 type Output struct {
-	// Type is what is written (SPEC §7): identity (the default), database.
+	// Type is what is written (SPEC §7): identity (the default), database, kubernetes.
 	Type string `yaml:"type"`
 	// Destination is the directory the output is written to; a relative
 	// path is relative to the working directory, like --out.
@@ -66,7 +69,8 @@ type Output struct {
 	Name string `yaml:"name"`
 
 	// The fields of each output type, one struct per type (output_<type>.go).
-	DatabaseOutput `yaml:",inline"`
+	DatabaseOutput   `yaml:",inline"`
+	KubernetesOutput `yaml:",inline"`
 }
 
 // Duration is a time.Duration written as "1h" or "90m".
