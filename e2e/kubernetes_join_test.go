@@ -13,7 +13,8 @@ import (
 // real kube-apiserver: by its keys (static_jwks, %[3]s, issuer %[2]s),
 // and by a TokenReview the authority sends it (in_cluster: API server
 // %[4]s, its CA file %[5]s, the authority's own token file %[6]s); one
-// more whose rule admits another namespace. %[1]s is the bot.
+// more whose rule admits another namespace; and by discovery (oidc:
+// issuer %[2]s, trusted through SSL_CERT_FILE). %[1]s is the bot.
 const realKubeTokensYAML = `
 ---
 kind: join_token
@@ -25,6 +26,18 @@ spec:
   kubernetes:
     type: static_jwks
     static_jwks: '%[3]s'
+    issuer: %[2]s
+    allow:
+      - service_account: ci:deployer
+---
+kind: join_token
+version: v1
+metadata: {name: kube-real-oidc}
+spec:
+  bot: %[1]s
+  method: kubernetes
+  kubernetes:
+    type: oidc
     issuer: %[2]s
     allow:
       - service_account: ci:deployer
@@ -81,6 +94,15 @@ subjects:
 - {kind: ServiceAccount, name: mbot-authority, namespace: default}
 roleRef: {kind: ClusterRole, name: "system:auth-delegator", apiGroup: rbac.authorization.k8s.io}
 ---
+# What a cluster whose issuer an OIDC relying party trusts does: the
+# discovery document and keys are public.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: service-account-issuer-discovery-public}
+subjects:
+- {kind: Group, name: "system:unauthenticated", apiGroup: rbac.authorization.k8s.io}
+roleRef: {kind: ClusterRole, name: "system:service-account-issuer-discovery", apiGroup: rbac.authorization.k8s.io}
+---
 apiVersion: v1
 kind: Pod
 metadata: {name: runner, namespace: ci}
@@ -92,15 +114,20 @@ spec:
 
 // TestIssueKubernetesReal joins with projected service account tokens that
 // a real kube-apiserver issued (kubectl create token, bound to a pod, with
-// the cluster's audience), verified by the cluster's JWKS (static_jwks)
-// and by the API server's own TokenReview (in_cluster); a token used
+// the cluster's audience), verified by the cluster's JWKS (static_jwks),
+// by its discovery document and keys (oidc) and by the API server's own
+// TokenReview (in_cluster); a token used
 // twice, of another audience, of a service account no rule admits, or of
 // a pod deleted since (which the API server no longer authenticates) is
 // refused.
 func TestIssueKubernetesReal(t *testing.T) {
 	var k *testservers.KubeAPIServer
-	c, _ := startClusterWith(t, func(c *cluster) string {
+	// The authority trusts the API server's serving CA for discovery
+	// (oidc); the file is written once the server has started.
+	roots := filepath.Join(t.TempDir(), "roots.pem")
+	c, _ := startClusterEnv(t, []string{"SSL_CERT_FILE=" + roots}, func(c *cluster) string {
 		k = testservers.StartKubeAPIServer(t, testservers.KubeConfig{})
+		writeFile(t, roots, string(k.CAPEM), 0o644)
 		k.Admin(t, kubeJoinSetup, "apply", "-f", "-")
 		jwks := strings.TrimSpace(k.Admin(t, "", "get", "--raw", "/openid/v1/jwks"))
 		tokenFile := filepath.Join(t.TempDir(), "authority-token")
@@ -122,6 +149,9 @@ func TestIssueKubernetesReal(t *testing.T) {
 
 	t.Run("static_jwks", func(t *testing.T) {
 		wantJoined(t, c, podEnv(t, clusterName), "kube-real-jwks", "kubernetes")
+	})
+	t.Run("oidc", func(t *testing.T) {
+		wantJoined(t, c, podEnv(t, clusterName), "kube-real-oidc", "kubernetes")
 	})
 	t.Run("in_cluster", func(t *testing.T) {
 		wantJoined(t, c, podEnv(t, clusterName), "kube-real-review", "kubernetes")
