@@ -181,8 +181,9 @@ func (kubernetesOutput) render(dir string, keys *identity.Keys, resp *identity.J
 	if err != nil {
 		return nil, err
 	}
-	// The cluster, user and context are named after the cluster resource:
-	// a name several outputs' kubeconfigs can share in KUBECONFIG=a:b.
+	// The cluster, user and context are named after the cluster resource,
+	// as mbot get kubernetes_clusters lists it: with several kubeconfigs
+	// merged (KUBECONFIG=a:b), kubectl --context <cluster> picks this one.
 	name := g.Cluster
 	cfg := kubeconfig{APIVersion: "v1", Kind: "Config", CurrentContext: name,
 		Clusters: []kubeconfigCluster{{Name: name}}, Users: []kubeconfigUser{{Name: name}}, Contexts: []kubeconfigContext{{Name: name}}}
