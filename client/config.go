@@ -22,10 +22,6 @@ import (
 // keys and certificates, known_hosts, ssh_config, identity.json).
 const OutputTypeIdentity = "identity"
 
-// laterOutputTypes are the output types mbot.yaml will accept in a later
-// version; naming one today is refused with that said.
-var laterOutputTypes = []string{"kubernetes"}
-
 // Config is mbot.yaml: how to join and which outputs one join writes.
 // Flags and MBOT_* variables override its values.
 //
@@ -41,6 +37,9 @@ var laterOutputTypes = []string{"kubernetes"}
 //	    destination: ./db
 //	    database: prod-pg
 //	    username: ci_migrate
+//	  - type: kubernetes
+//	    destination: ./kube
+//	    kubernetes_cluster: prod
 //	  - type: ssh_host
 //	    destination: /etc/ssh/mbot
 //	    host_names: [web1.ci.acme.internal]
@@ -58,7 +57,7 @@ type Config struct {
 // Output is one output of a join: its own fresh keys, roles and destination.
 type Output struct {
 	// Type is what is written (SPEC §7): identity (the default), database,
-	// application, workload-identity-jwt, ssh_host.
+	// kubernetes, application, workload-identity-jwt, ssh_host.
 	Type string `yaml:"type"`
 	// Destination is the directory the output is written to; a relative
 	// path is relative to the working directory, like --out.
@@ -71,6 +70,7 @@ type Output struct {
 
 	// The fields of each output type, one struct per type (output_<type>.go).
 	DatabaseOutput    `yaml:",inline"`
+	KubernetesOutput  `yaml:",inline"`
 	SSHHostOutput     `yaml:",inline"`
 	ApplicationOutput `yaml:",inline"`
 	JWTOutput         `yaml:",inline"`
@@ -197,11 +197,8 @@ func (o *Output) CheckAndSetDefaults() error {
 		o.Type = OutputTypeIdentity
 	}
 	kind, ok := outputKinds[o.Type]
-	switch {
-	case !ok && slices.Contains(laterOutputTypes, o.Type):
-		return badField("type", "output type %q is not supported yet; this version writes %s outputs", o.Type, strings.Join(outputTypeNames(), ", "))
-	case !ok:
-		return badField("type", "%s is not an output type; use one of %s (%s come later)", identity.Quote(o.Type), strings.Join(outputTypeNames(), ", "), strings.Join(laterOutputTypes, ", "))
+	if !ok {
+		return badField("type", "%s is not an output type; use one of %s", identity.Quote(o.Type), strings.Join(outputTypeNames(), ", "))
 	}
 	own := kind.setFields(o) // a field two types share (spiffe_id) is the output's own
 	for _, typ := range outputTypeNames() {

@@ -65,8 +65,6 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{"mbot.yaml:4:", "outputs[1].destination", "is already the destination of outputs[0]"}},
 		{"nested destinations", "outputs:\n  - destination: ./a\n  - destination: ./a/b\n",
 			[]string{"mbot.yaml:3:", "nested"}},
-		{"unsupported output type", "outputs:\n  - destination: ./a\n  - type: kubernetes\n    destination: ./kube\n",
-			[]string{"mbot.yaml:3:", "outputs[1].type", `"kubernetes" is not supported yet`, "identity"}},
 		{"unknown output type", "outputs:\n  - type: vault\n    destination: ./a\n",
 			[]string{"mbot.yaml:2:", `"vault" is not an output type`, "ssh_host"}},
 		{"missing destination", "outputs:\n  - type: identity\n    roles: [deploy]\n",

@@ -122,6 +122,13 @@ func defaultResources(c *cluster) string {
 // hands back the running authority, whose output some tests search.
 func startClusterWith(t *testing.T, resources func(c *cluster) string) (*cluster, *background) {
 	t.Helper()
+	return startClusterEnv(t, nil, resources)
+}
+
+// startClusterEnv is startClusterWith with env added to the authority's
+// environment (SSL_CERT_FILE for an issuer under a test CA).
+func startClusterEnv(t *testing.T, env []string, resources func(c *cluster) string) (*cluster, *background) {
+	t.Helper()
 	u, err := user.Current()
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +145,7 @@ func startClusterWith(t *testing.T, resources func(c *cluster) string) (*cluster
 	writeFile(t, c.config, fmt.Sprintf(authorityYAML, clusterName, addr, filepath.Join(dir, "data")), 0o600)
 	writeFile(t, filepath.Join(dir, "bots.yaml"), resources(c), 0o600)
 
-	auth := startBackground(t, baseEnv(c.home), true, mbotBin, "authority", "start", "--config", c.config)
+	auth := startBackground(t, append(baseEnv(c.home), env...), true, mbotBin, "authority", "start", "--config", c.config)
 	waitForPort(t, addr, auth.exited, auth.logs)
 
 	// export opens the same SQLite database as the running authority.

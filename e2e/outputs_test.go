@@ -270,8 +270,8 @@ func TestOutputs(t *testing.T) {
 		}
 		writeFile(t, bad, "outputs:\n  - type: kubernetes\n    destination: ./kube\n", 0o644)
 		res = mbot(t, c.jobEnv(gitHubJob(t, c)), "issue", "--config", bad)
-		if res.code == 0 || !strings.Contains(res.stderr, bad+":2:") || !strings.Contains(res.stderr, "not supported yet") {
-			t.Errorf("a kubernetes output: want a refusal at %s:2 saying not supported yet: %s", bad, res)
+		if res.code == 0 || !strings.Contains(res.stderr, bad+":2:") || !strings.Contains(res.stderr, "outputs[0].kubernetes_cluster: is required") {
+			t.Errorf("a kubernetes output without its cluster: want a refusal at %s:2 saying kubernetes_cluster is required: %s", bad, res)
 		}
 	})
 }

@@ -104,7 +104,16 @@ type DatabaseRequest struct {
 type KubernetesRequest struct {
 	// Cluster names a kind: kubernetes_cluster resource.
 	Cluster string `json:"kubernetes_cluster"`
+	// User is the Kubernetes user (the certificate's CN), one of the
+	// output's kubernetes_users; empty when the roles grant exactly one.
+	User string `json:"user,omitempty"`
+	// Groups are the Kubernetes groups (the certificate's O), some of the
+	// output's kubernetes_groups; empty means every one granted.
+	Groups []string `json:"groups,omitempty"`
 }
+
+// MaxKubernetesGroups bounds the groups one kubernetes output asks for.
+const MaxKubernetesGroups = 64
 
 // ApplicationRequest asks for an X.509-SVID.
 type ApplicationRequest struct {
@@ -160,9 +169,9 @@ type OutputResponse struct {
 	NotBefore      time.Time `json:"not_before"`
 	NotAfter       time.Time `json:"not_after"`
 
-	// One typed result per output type. Reserved for its kind:
-	// Kubernetes *KubernetesGrant `json:"kubernetes,omitempty"`.
+	// One typed result per output type.
 	Database    *DatabaseGrant    `json:"database,omitempty"`
+	Kubernetes  *KubernetesGrant  `json:"kubernetes,omitempty"`
 	SSHHost     *SSHHostGrant     `json:"ssh_host,omitempty"`
 	Application *ApplicationGrant `json:"application,omitempty"`
 	JWT         *JWTGrant         `json:"jwt,omitempty"`
@@ -230,6 +239,21 @@ type SSHHostGrant struct {
 	HostNames []string `json:"host_names"`
 	// UserCA is the SSH user CA public key in authorized_keys format.
 	UserCA string `json:"user_ca"`
+}
+
+// KubernetesGrant is what a kubernetes output needs to reach its API
+// server: the server and the CA its certificate is checked against, and
+// who the client certificate (TLSCertificate) authenticates as.
+type KubernetesGrant struct {
+	// Cluster is the kind: kubernetes_cluster resource's name.
+	Cluster string `json:"kubernetes_cluster"`
+	// APIServer is the API server's https:// URL.
+	APIServer string `json:"api_server"`
+	// CA is the PEM bundle of the CA that signed the API server's certificate.
+	CA string `json:"ca"`
+	// User is the certificate's CN, Groups its O (one value per group).
+	User   string   `json:"user"`
+	Groups []string `json:"groups"`
 }
 
 // ErrorResponse is the body of every non-2xx answer.
