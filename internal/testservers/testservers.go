@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package testservers starts the real servers that mbot's outputs are for
 // (PostgreSQL, MariaDB, etcd with kube-apiserver, nginx) on loopback, for
 // tests only: each Start function returns a handle with the connection
