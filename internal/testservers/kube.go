@@ -223,7 +223,7 @@ func kubeAPIServerBinary(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("MBOT_KUBE_APISERVER"); p != "" {
 		if _, err := os.Stat(p); err != nil {
-			missing(t, fmt.Sprintf("MBOT_KUBE_APISERVER=%s: %v", p, err))
+			missing(t, fmt.Sprintf("MBOT_KUBE_APISERVER names no kube-apiserver (%v); run .ci/build-kube-apiserver", err))
 		}
 		return p
 	}
