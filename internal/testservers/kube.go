@@ -244,7 +244,7 @@ func kubeAPIServerBinary(t testing.TB) string {
 		return p
 	}
 	missing(t, "kube-apiserver is not built: run .ci/build-kube-apiserver (or .ci/run), which builds it from the Go module proxy into "+
-		cached+" (10 to 16 minutes the first time), or set MBOT_KUBE_APISERVER")
+		cached+" (15 to 30 minutes the first time), or set MBOT_KUBE_APISERVER")
 	return ""
 }
 
