@@ -225,7 +225,7 @@ func kubeAPIServerBinary(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("MBOT_KUBE_APISERVER"); p != "" {
 		if _, err := os.Stat(p); err != nil {
-			missing(t, fmt.Sprintf("MBOT_KUBE_APISERVER=%s: %v", p, err))
+			missing(t, fmt.Sprintf("MBOT_KUBE_APISERVER names no kube-apiserver (%v); run .ci/build-kube-apiserver", err))
 		}
 		return p
 	}
@@ -246,7 +246,7 @@ func kubeAPIServerBinary(t testing.TB) string {
 		return p
 	}
 	missing(t, "kube-apiserver is not built: run .ci/build-kube-apiserver (or .ci/run), which builds it from the Go module proxy into "+
-		cached+" (10 to 16 minutes the first time), or set MBOT_KUBE_APISERVER")
+		cached+" (15 to 30 minutes the first time), or set MBOT_KUBE_APISERVER")
 	return ""
 }
 

@@ -15,7 +15,18 @@
 // certificate, key and client CA that the test passes as PEM, so a test can
 // start a server with what `mbot sign` wrote and connect with what
 // `mbot issue` wrote, using only the stock client (psql, mariadb, kubectl,
-// curl).
+// curl). For example:
+//
+//	pg := testservers.StartPostgres(t, testservers.PostgresConfig{
+//		ServerCert: crt, ServerKey: key, ClientCA: ca, // from mbot sign --format postgres
+//		HBA: []string{"hostssl all all 127.0.0.1/32 cert"},
+//	})
+//	pg.Exec(t, "CREATE ROLE ci_migrate LOGIN")
+//	out, err := pg.Psql(t, []string{"PGSERVICEFILE=" + db + "/pg_service.conf", "PGSERVICE=prod-pg"},
+//		"-X", "-A", "-t", "-c", "SELECT current_user")
+//
+// Each server starts in a few seconds (kube-apiserver in about 5 to 10);
+// start one per test and share it between subtests.
 package testservers
 
 import (
