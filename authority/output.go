@@ -115,8 +115,12 @@ func checkOutput(out *identity.OutputRequest) (outputKeys, error) {
 }
 
 // grantMatchers match a value against a role field's entries, for the
-// fields whose entries are patterns (host_names); the others match equal.
-var grantMatchers = map[string]func(pattern, value string) bool{}
+// fields whose entries are patterns; the others match equal.
+var grantMatchers = map[string]func(pattern, value string) bool{
+	resources.FieldHostNames: identity.MatchDNSPattern,
+	resources.FieldDNSSANs:   identity.MatchDNSPattern,
+	resources.FieldSPIFFEIDs: identity.MatchSPIFFEPattern,
+}
 
 // notGranted is the refusal of a value no role the output uses grants:
 // it names the roles that would (the bot's roles the output left out, or
@@ -126,12 +130,6 @@ func notGranted(sc *signCtx, field, what, value string) error {
 	if match == nil {
 		match = func(granted, value string) bool { return granted == value }
 	}
-	return notGrantedMatch(sc, field, what, value, match)
-}
-
-// notGrantedMatch is notGranted for a field whose entries are patterns
-// (spiffe_ids, dns_sans): match says whether an entry grants the value.
-func notGrantedMatch(sc *signCtx, field, what, value string, match func(granted, value string) bool) error {
 	grants := func(rn string) bool {
 		role, ok := sc.set.Roles[rn]
 		if !ok {

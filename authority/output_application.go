@@ -102,7 +102,7 @@ func spiffeIDFor(sc *signCtx, asked string) (spiffeid.ID, error) {
 		return spiffeid.ID{}, identity.Errorf(identity.CodeBadRequest, "output %q: %v", sc.out.Name, err)
 	}
 	if !slices.ContainsFunc(sc.grant.Granted(resources.FieldSPIFFEIDs), func(p string) bool { return identity.MatchSPIFFEPattern(p, path) }) {
-		return spiffeid.ID{}, notGrantedMatch(sc, resources.FieldSPIFFEIDs, "SPIFFE ID path", path, identity.MatchSPIFFEPattern)
+		return spiffeid.ID{}, notGranted(sc, resources.FieldSPIFFEIDs, "SPIFFE ID path", path)
 	}
 	return id, nil
 }
@@ -123,7 +123,7 @@ func (applicationOutput) sign(sc *signCtx) (*identity.OutputResponse, error) {
 	}
 	for _, name := range r.DNSSANs {
 		if !slices.ContainsFunc(sc.grant.Granted(resources.FieldDNSSANs), func(p string) bool { return identity.MatchDNSPattern(p, name) }) {
-			return nil, notGrantedMatch(sc, resources.FieldDNSSANs, "DNS SAN", name, identity.MatchDNSPattern)
+			return nil, notGranted(sc, resources.FieldDNSSANs, "DNS SAN", name)
 		}
 	}
 	uri, err := url.Parse(id.String())

@@ -23,7 +23,6 @@ type sshHostOutput struct{}
 
 func init() {
 	outputKinds[identity.OutputSSHHost] = sshHostOutput{}
-	grantMatchers[resources.FieldHostNames] = identity.MatchDNSPattern
 }
 
 func (sshHostOutput) keys() (sshKey, tlsKey bool) { return true, false }
