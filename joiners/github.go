@@ -25,6 +25,12 @@ func (gitHub) Detect(env Env) bool { return env("GITHUB_ACTIONS") == "true" }
 func (gitHub) Proof(ctx context.Context, env Env, audience string) (string, error) {
 	reqURL, reqToken := env("ACTIONS_ID_TOKEN_REQUEST_URL"), env("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
 	if reqURL == "" || reqToken == "" {
+		if env("GITHUB_ACTIONS") != "true" {
+			// Outside GitHub Actions the workflow hint would mislead: say what is missing.
+			return "", errors.New("--join-method github needs a GitHub Actions job: ACTIONS_ID_TOKEN_REQUEST_URL and _TOKEN are unset " +
+				"and GITHUB_ACTIONS is not true, so this is not a GitHub Actions job. " +
+				"Run mbot issue in the job, or use --join-method token (or mbot demo to try it locally)")
+		}
 		return "", errors.New("this GitHub Actions job cannot request an OIDC token: ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN are unset. " +
 			"Add `permissions: id-token: write` to the workflow or job")
 	}

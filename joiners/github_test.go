@@ -146,3 +146,20 @@ func TestGitHubProofWithoutValue(t *testing.T) {
 		})
 	}
 }
+
+// Outside GitHub Actions the workflow hint would mislead: the error says what
+// is missing and that this is not a GitHub Actions job.
+func TestGitHubProofOutsideGitHub(t *testing.T) {
+	_, err := proof(t, "github", map[string]string{"CI": "true", "GITLAB_CI": "true"}, "acme")
+	if err == nil {
+		t.Fatal("Proof outside GitHub Actions succeeded")
+	}
+	for _, want := range []string{"ACTIONS_ID_TOKEN_REQUEST_URL", "not a GitHub Actions job", "--join-method token"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "id-token: write") {
+		t.Errorf("error %q gives the workflow hint outside GitHub Actions", err)
+	}
+}
