@@ -39,7 +39,7 @@ func TestAzureDetect(t *testing.T) {
 	})
 	t.Run("AZURE_CLIENT_ID alone is a service principal", func(t *testing.T) {
 		_, err := joiners.Detect(envOf(map[string]string{"AZURE_CLIENT_ID": simci.AzureClientID, "AZURE_TENANT_ID": simci.AzureTenantID}))
-		if err == nil || !strings.Contains(err.Error(), "azure (IDENTITY_ENDPOINT, MSI_ENDPOINT, MBOT_AZURE_CLIENT_ID") {
+		if err == nil || !strings.Contains(strings.Join(joiners.DetectionSignals(), ", "), "azure (IDENTITY_ENDPOINT, MSI_ENDPOINT, MBOT_AZURE_CLIENT_ID") {
 			t.Errorf("Detect: %v; want an error naming what azure looks for", err)
 		}
 	})

@@ -72,11 +72,28 @@ func Detect(env Env) (Joiner, error) {
 	var looked []string
 	for _, j := range detectionOrder {
 		if priorities[j] > 0 {
-			looked = append(looked, fmt.Sprintf("%s (%s)", j.Method(), j.Signals()))
+			looked = append(looked, j.Method())
 		}
 	}
-	return nil, fmt.Errorf("could not detect the CI platform; looked for %s. Run inside one of them or pass --join-method",
-		strings.Join(looked, ", "))
+	// Several short lines: the usual reader is a person on a laptop.
+	return nil, fmt.Errorf("no CI platform detected; looked for %s (signals: mbot issue --help).\n"+
+		"  Try mbot on this machine:  mbot demo\n"+
+		"  Join without a platform:   --join-method token with %s set\n"+
+		"  In a CI job not detected:  --join-method <method>",
+		strings.Join(looked, ", "), JoinSecretEnv)
+}
+
+// DetectionSignals lists, in detection order, each detected method with the
+// signals it is detected by, "github (GITHUB_ACTIONS=true)": mbot issue --help
+// prints them.
+func DetectionSignals() []string {
+	var out []string
+	for _, j := range detectionOrder {
+		if priorities[j] > 0 {
+			out = append(out, fmt.Sprintf("%s (%s)", j.Method(), j.Signals()))
+		}
+	}
+	return out
 }
 
 // ByMethod returns the joiner for a join method name.

@@ -81,13 +81,23 @@ func TestDetectNothing(t *testing.T) {
 				t.Fatalf("Detect picked %s in an environment of no CI platform", j.Method())
 			}
 			for _, want := range []string{
-				"github (GITHUB_ACTIONS=true)",
-				"gitlab (GITLAB_CI=true)",
-				"circleci (CIRCLECI=true)",
-				"--join-method",
+				"github, gitlab, circleci",
+				"mbot demo",
+				"--join-method token",
+				"--join-method <method>",
 			} {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("error %q does not mention %q", err, want)
+				}
+			}
+			// A short multi-line message, not one long line.
+			lines := strings.Split(err.Error(), "\n")
+			if len(lines) < 3 || len(err.Error()) > 400 {
+				t.Errorf("error is %d lines, %d characters; want a few short lines:\n%s", len(lines), len(err.Error()), err)
+			}
+			for _, l := range lines {
+				if len(l) > 200 {
+					t.Errorf("line of %d characters: %q", len(l), l)
 				}
 			}
 		})
