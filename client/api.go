@@ -94,6 +94,21 @@ func parsePin(pin string) ([]byte, error) {
 	return sum, nil
 }
 
+// pinMismatchError is a server whose chain holds no CA of the pinned key.
+type pinMismatchError struct{ pinned, presented []byte }
+
+// pinPrefix is how much of a pin a message shows: enough to tell two apart.
+const pinPrefix = 16
+
+func (e *pinMismatchError) Error() string {
+	presented := "no CA certificate"
+	if e.presented != nil {
+		presented = "CA sha256:" + hex.EncodeToString(e.presented)[:pinPrefix] + "..."
+	}
+	return fmt.Sprintf("it presented %s, --ca-pin is sha256:%s...; check the pin (mbot authority export --type ca-pin) and that --authority names the right server",
+		presented, hex.EncodeToString(e.pinned)[:pinPrefix])
+}
+
 // verifyPinned accepts the server if one certificate of its chain is a CA
 // whose key matches the pin and the leaf verifies up to it for serverName.
 func verifyPinned(pin []byte, serverName string) func(tls.ConnectionState) error {
@@ -103,16 +118,19 @@ func verifyPinned(pin []byte, serverName string) func(tls.ConnectionState) error
 		}
 		roots := x509.NewCertPool()
 		found := false
+		var presented []byte // the pin of the server's CA, for the message
 		for _, c := range cs.PeerCertificates {
 			sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
 			if c.IsCA && bytes.Equal(sum[:], pin) {
 				roots.AddCert(c)
 				found = true
 			}
+			if c.IsCA && presented == nil {
+				presented = sum[:]
+			}
 		}
 		if !found {
-			return fmt.Errorf("the authority's CA does not match --ca-pin sha256:%s; check the pin (mbot authority export --type ca-pin) and that --authority points at the right server",
-				hex.EncodeToString(pin))
+			return &pinMismatchError{pinned: pin, presented: presented}
 		}
 		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
 			DNSName:   serverName,
@@ -211,6 +229,11 @@ func (c *API) Do(ctx context.Context, method, path string, in, out any) error {
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
+		var mismatch *pinMismatchError
+		if errors.As(err, &mismatch) {
+			// The server answered: it is not unreachable, it is not the one pinned.
+			return fmt.Errorf("reached %s, but it is not the authority pinned: %w", c.base.Host, mismatch)
+		}
 		return fmt.Errorf("cannot reach the authority at %s: %w", c.base.Host, err)
 	}
 	defer resp.Body.Close()

@@ -193,8 +193,8 @@ func TestPinnedConnection(t *testing.T) {
 		{"right pin", good.URL, ca.pin(), ""},
 		{"right pin by host name", localhostURL, ca.pin(), ""},
 		{"right pin in upper case", good.URL, "sha256:" + strings.ToUpper(strings.TrimPrefix(ca.pin(), "sha256:")), ""},
-		{"wrong pin", good.URL, other.pin(), "does not match --ca-pin " + other.pin()},
-		{"pin of the leaf, not a CA", leafPinned.URL, "sha256:" + hex.EncodeToString(leafSum[:]), "does not match --ca-pin"},
+		{"wrong pin", good.URL, other.pin(), "--ca-pin is " + other.pin()[:len("sha256:")+16] + "..."},
+		{"pin of the leaf, not a CA", leafPinned.URL, "sha256:" + hex.EncodeToString(leafSum[:]), "it is not the authority pinned"},
 		{"leaf of another CA beside the pinned CA", impostor.URL, ca.pin(), "not valid for 127.0.0.1"},
 		{"leaf not for the host name", startAuthority(t, ca.issue(t, leaf{dnsNames: []string{"auth.acme.internal"}}), pingHandler()).URL,
 			ca.pin(), "not valid for 127.0.0.1"},
@@ -224,6 +224,33 @@ func TestPinnedConnection(t *testing.T) {
 				t.Errorf("error %q does not contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestPinMismatchMessage checks that a server that answers with another CA is
+// reported as reached but not the one pinned, with both pins' prefixes, and
+// not as unreachable.
+func TestPinMismatchMessage(t *testing.T) {
+	ca := newCA(t, "acme TLS CA")
+	other := newCA(t, "another CA")
+	srv := startAuthority(t, ca.issue(t, loopback), pingHandler())
+	_, err := ping(t, srv.URL, other.pin())
+	if err == nil {
+		t.Fatal("Ping with the wrong pin succeeded")
+	}
+	host := strings.TrimPrefix(srv.URL, "https://")
+	for _, want := range []string{
+		"reached " + host + ", but it is not the authority pinned",
+		"presented CA " + ca.pin()[:len("sha256:")+16] + "...",
+		"--ca-pin is " + other.pin()[:len("sha256:")+16] + "...",
+		"mbot authority export --type ca-pin",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "cannot reach") {
+		t.Errorf("error %q says the authority was not reached", err)
 	}
 }
 
