@@ -53,7 +53,7 @@ func TestListToDocuments(t *testing.T) {
     }
   }
 ]`,
-			wantErr: "list.json:13: field colour is not a field of RoleSpec",
+			wantErr: "list.json:13: role spec has no field colour",
 		},
 		{
 			name:      "JSON array on one line",

@@ -16,8 +16,6 @@ import (
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
-
-	"github.com/mbot-dev/mbot/internal/lazyregexp"
 )
 
 // Kinds of resources.
@@ -344,11 +342,6 @@ func parseDocument(src Source, root *yaml.Node, decode func(any) error) (Resourc
 	return res, nil
 }
 
-var (
-	typeNames     = lazyregexp.New(`not found in type resources\.(\w+)`)
-	envelopeNames = lazyregexp.New(`not found in type resources\.envelope\[[^\]]*\]`)
-)
-
 // maxErrorLines bounds the errors reported for one document: a file full
 // of mistakes (or an alias bomb) gives a readable message, not megabytes.
 const maxErrorLines = 20
@@ -361,8 +354,7 @@ func yamlError(file string, err error) error {
 	if errors.As(err, &te) {
 		var lines []string
 		for _, e := range te.Errors[:min(len(te.Errors), maxErrorLines)] {
-			e = envelopeNames.ReplaceAllString(strings.TrimPrefix(e, "line "), "is not a field of a resource (kind, version, metadata, spec)")
-			lines = append(lines, file+":"+escapeControls(typeNames.ReplaceAllString(e, "is not a field of $1")))
+			lines = append(lines, file+":"+escapeControls(unknownFieldMessage(strings.TrimPrefix(e, "line "))))
 		}
 		if more := len(te.Errors) - maxErrorLines; more > 0 {
 			lines = append(lines, fmt.Sprintf("%s: and %d more errors", file, more))

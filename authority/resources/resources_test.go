@@ -120,12 +120,12 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown spec field",
 			yaml: "kind: role\nversion: v1\nmetadata:\n  name: deploy\nspec: {loginz: [x]}\n",
-			want: []string{"bots.yaml:5:", "loginz", "RoleSpec"},
+			want: []string{"bots.yaml:5:", "role spec has no field loginz (did you mean logins?)"},
 		},
 		{
 			name: "unknown field in a later document keeps file lines",
 			yaml: botsYAML + "---\nkind: bot\nversion: v1\nmetadata: {name: b}\nspec:\n  roles: [deploy]\n  trait: {logins: [x]}\n",
-			want: []string{"bots.yaml:33:", "trait", "BotSpec"},
+			want: []string{"bots.yaml:33:", "bot spec has no field trait (did you mean traits?)"},
 		},
 		{
 			name: "unknown top-level field",

@@ -123,7 +123,7 @@ func TestTargetsRefused(t *testing.T) {
 		{"CA not PEM", db("  protocol: postgres\n  uri: db:5432\n  ca: hello\n"), "spec.ca must be PEM CERTIFICATE blocks"},
 		{"CA is a leaf", db("  protocol: postgres\n  uri: db:5432\n  ca: |\n" + indent(leaf) + "\n"), "is not a CA certificate"},
 		{"a key in the CA", db("  protocol: postgres\n  uri: db:5432\n  ca: |\n    -----BEGIN PRIVATE KEY-----\n    AAAA\n    -----END PRIVATE KEY-----\n"), "holds a \"PRIVATE KEY\" block"},
-		{"unknown field", db("  protocol: postgres\n  uri: db:5432\n  ca_issued_by_authority: true\n  password: x\n"), "t.yaml:8: field password is not a field of DatabaseSpec"},
+		{"unknown field", db("  protocol: postgres\n  uri: db:5432\n  ca_issued_by_authority: true\n  password: x\n"), "t.yaml:8: database spec has no field password (fields: protocol, uri, ca, ca_issued_by_authority)"},
 		{"http API server", k8s("  api_server: http://k8s:6443\n" + caField), "is not an https:// URL"},
 		{"API server with credentials", k8s("  api_server: https://u:p@k8s:6443\n" + caField), "is not an https:// URL"},
 		{"API server without CA", k8s("  api_server: https://k8s:6443\n"), "spec.ca is required"},
