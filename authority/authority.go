@@ -7,9 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -91,15 +93,68 @@ func Open(ctx context.Context, cfg *Config, opts Options) (*Authority, error) {
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Timeout: 15 * time.Second}
 	}
-	a, err := openStore(ctx, cfg, opts)
+	// Read the resource files before the store: a mistake in them must not
+	// leave a new data_dir behind.
+	fromFiles, err := readResourceFiles(cfg)
 	if err != nil {
 		return nil, err
 	}
-	if err := a.applyFiles(ctx); err != nil {
+	undo := freshDataDir(cfg.DataDir)
+	a, err := openStore(ctx, cfg, opts)
+	if err != nil {
+		undo()
+		return nil, err
+	}
+	if err := a.applyFiles(ctx, fromFiles); err != nil {
 		a.Close()
+		undo()
 		return nil, err
 	}
 	return a, nil
+}
+
+// freshDataDir returns a function that removes what a first start creates in
+// dataDir (the directory if it did not exist, else a new mbot.db and its
+// journal files), so that a start that fails leaves nothing behind; or does
+// nothing when the store already exists.
+func freshDataDir(dataDir string) func() {
+	db := filepath.Join(dataDir, store.FileName)
+	if _, err := os.Lstat(db); !errors.Is(err, fs.ErrNotExist) {
+		return func() {}
+	}
+	if _, err := os.Lstat(dataDir); errors.Is(err, fs.ErrNotExist) {
+		// The top-most directory the start creates (MkdirAll may make several).
+		top := filepath.Clean(dataDir)
+		for parent := filepath.Dir(top); parent != top; parent = filepath.Dir(top) {
+			if _, err := os.Lstat(parent); !errors.Is(err, fs.ErrNotExist) {
+				break
+			}
+			top = parent
+		}
+		return func() { _ = os.RemoveAll(top) }
+	}
+	return func() {
+		for _, suffix := range []string{"", "-wal", "-shm", "-journal"} {
+			_ = os.Remove(db + suffix)
+		}
+	}
+}
+
+// readResourceFiles parses the config's resource files.
+func readResourceFiles(cfg *Config) ([]resources.Resource, error) {
+	var fromFiles []resources.Resource
+	for _, path := range cfg.Resources {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("reading resources: %w", err)
+		}
+		parsed, err := resources.Parse(path, data)
+		if err != nil {
+			return nil, err
+		}
+		fromFiles = append(fromFiles, parsed...)
+	}
+	return fromFiles, nil
 }
 
 // OpenLocal opens an authority's store for admin commands on its host (like
@@ -146,19 +201,7 @@ func openStore(ctx context.Context, cfg *Config, opts Options) (*Authority, erro
 }
 
 // applyFiles applies the config's resource files, as every start does.
-func (a *Authority) applyFiles(ctx context.Context) error {
-	var fromFiles []resources.Resource
-	for _, path := range a.cfg.Resources {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return fmt.Errorf("reading resources: %w", err)
-		}
-		parsed, err := resources.Parse(path, data)
-		if err != nil {
-			return err
-		}
-		fromFiles = append(fromFiles, parsed...)
-	}
+func (a *Authority) applyFiles(ctx context.Context, fromFiles []resources.Resource) error {
 	if err := a.Apply(ctx, fromFiles, "resources files at start"); err != nil {
 		return err
 	}

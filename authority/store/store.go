@@ -108,12 +108,15 @@ CREATE TRIGGER IF NOT EXISTS join_token_removed_unlocked_chains AFTER DELETE ON 
 END;
 `
 
+// FileName is the store's database file in data_dir.
+const FileName = "mbot.db"
+
 // OpenSQLite opens (creating if needed) the database at dataDir/mbot.db.
 func OpenSQLite(ctx context.Context, dataDir string) (*Store, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data_dir %s: %w", dataDir, err)
 	}
-	path := filepath.Join(dataDir, "mbot.db")
+	path := filepath.Join(dataDir, FileName)
 	// Create the database 0600 before SQLite opens it: SQLite gives the -wal
 	// and -shm files, which hold recent writes (CA keys among them), the mode
 	// of the database file.
