@@ -76,7 +76,39 @@ func App() *cli.App {
 		}
 	}
 	setUsage(app.Commands)
+	for _, c := range app.Commands {
+		c.Category = categories[c.Name]
+	}
 	return app
+}
+
+// categories groups the commands in mbot --help.
+var categories = map[string]string{
+	"issue": categoryJob, "start": categoryJob, "demo": categoryJob, "completion": categoryJob,
+	"authority": categoryAuthority, "sign": categoryAuthority,
+	"apply": categoryAdmin, "get": categoryAdmin, "rm": categoryAdmin, "bots": categoryAdmin, "lock": categoryAdmin,
+	"unlock": categoryAdmin, "tokens": categoryAdmin, "audit": categoryAdmin, "lint": categoryAdmin,
+}
+
+// urfaveFlagString is urfave/cli's own rendering of a flag's help line.
+var urfaveFlagString = cli.FlagStringer
+
+func init() { cli.FlagStringer = flagString }
+
+// flagString renders a flag's help line as urfave/cli does, without its
+// "(default: ...)" when the usage text already says what the default is:
+// a flag whose zero value means "unset" would otherwise show two defaults,
+// "(default 1h0m0s) (default: 0s)".
+func flagString(f cli.Flag) string {
+	line := urfaveFlagString(f)
+	df, ok := f.(cli.DocGenerationFlag)
+	if !ok || !strings.Contains(df.GetUsage(), "default") {
+		return line
+	}
+	if d := df.GetDefaultText(); d != "" {
+		line = strings.Replace(line, df.GetUsage()+" (default: "+d+")", df.GetUsage(), 1)
+	}
+	return line
 }
 
 // Run runs the command line and returns the process exit code.
@@ -99,3 +131,10 @@ func Run(args []string) int {
 type usageError struct{ error }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// The groups of mbot --help.
+const (
+	categoryJob       = "In a CI job, on a runner, or trying mbot"
+	categoryAuthority = "On the authority host"
+	categoryAdmin     = "Administration (on the authority host, or with --auth over the admin API)"
+)

@@ -26,7 +26,7 @@ token, key or certificate is ever recorded. Examples:
    mbot audit --denied --bot deployer
    mbot audit -o json --limit 0 | jq '.[] | select(.code == "rule_mismatch") | .claims'`,
 		Flags: append(adminFlags(),
-			&cli.DurationFlag{Name: "since", Usage: "only records from this long ago or later, such as 1h or 30m"},
+			&cli.DurationFlag{Name: "since", Usage: "only records from this long ago or later, such as 1h or 30m (default: all records)"},
 			&cli.StringFlag{Name: "bot", Usage: "only records of this bot"},
 			&cli.BoolFlag{Name: "denied", Usage: "only refusals"},
 			&cli.IntFlag{Name: "limit", Value: 100, Usage: "at most this many records (0: all)"},

@@ -17,9 +17,9 @@ func issueCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "issue",
 		Usage: "join the authority once and write short-lived SSH and TLS credentials",
-		Description: `Detects the CI platform (GitHub Actions, GitLab CI, CircleCI), fetches its OIDC
-token, exchanges it with the authority for certificates valid at most 24h, and
-writes them to --out. Example:
+		Description: `Detects the CI platform or cloud it runs on, fetches its proof (an OIDC token
+or a cloud identity), exchanges it with the authority for certificates valid at
+most 24h, and writes them to --out. Example:
 
    mbot issue --authority https://auth.acme.internal:8443 --ca-pin sha256:... \
               --token github-deploy --out ./mbot
@@ -42,7 +42,9 @@ names a role's host_names grants, and sshd_config lines that use it:
 
    mbot issue ... --host-names web1.ci.acme.internal --out /etc/ssh/mbot
 
-Flags and MBOT_* variables override mbot.yaml.`,
+Flags and MBOT_* variables override mbot.yaml.
+
+` + joinMethodsHelp(),
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "authority", EnvVars: []string{"MBOT_AUTHORITY"}, Usage: "authority URL, https://host:port"},
 			&cli.StringFlag{Name: "ca-pin", EnvVars: []string{"MBOT_CA_PIN"}, Usage: "pin of the authority's TLS CA (mbot authority export --type ca-pin)"},
@@ -94,6 +96,26 @@ Flags and MBOT_* variables override mbot.yaml.`,
 			return nil
 		},
 	}
+}
+
+// joinMethodsHelp lists every join method: the detected ones in detection
+// order with their signals, then those only --join-method picks.
+func joinMethodsHelp() string {
+	var b strings.Builder
+	b.WriteString("Join methods --join-method auto detects, in this order, by their signals:\n")
+	detected := map[string]bool{}
+	for _, s := range joiners.DetectionSignals() {
+		method, _, _ := strings.Cut(s, " ")
+		detected[method] = true
+		b.WriteString("   " + s + "\n")
+	}
+	b.WriteString("Only with --join-method:\n")
+	for _, m := range joiners.Methods() {
+		if j, err := joiners.ByMethod(m); err == nil && !detected[m] {
+			b.WriteString("   " + m + " (" + j.Signals() + ")\n")
+		}
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 // issueOptions reads the flags (and MBOT_* variables) issue and start share.
