@@ -111,6 +111,13 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 
 	adm, err := tok.verifier.Verify(ctx, req.Proof)
 	if err != nil {
+		// Record who presented the refused proof (never the proof itself),
+		// marked as unverified: nothing is admitted on these claims.
+		if u, ok := tok.verifier.(verify.UnverifiedClaimer); ok {
+			if c := u.UnverifiedClaims(req.Proof); c != nil {
+				ev.Claims, ev.ClaimsUnverified = c.Flatten(), true
+			}
+		}
 		return nil, err
 	}
 	ev.Claims = adm.Claims.Flatten()

@@ -460,6 +460,9 @@ func TestJoinRefusals(t *testing.T) {
 		wantNotInMsg, wantInAudit []string
 		wantBot                   string
 		wantClaims                bool // the record carries the token's identifying claims
+		// wantUnverified: the proof did not verify, and its claims are
+		// recorded marked claims_unverified (who presented it).
+		wantUnverified bool
 	}{
 		{
 			name:     "replayed token",
@@ -482,7 +485,7 @@ func TestJoinRefusals(t *testing.T) {
 			name:     "gitlab token presented as a github one",
 			req:      joinRequest("github-deploy", "github", proof(gitlabToken(t, ci)), time.Hour, newOutput(t, "identity")),
 			wantCode: identity.CodeClaimMissing, wantInMsg: []string{`"github-deploy"`, `"repository"`},
-			wantBot: "deployer",
+			wantBot: "deployer", wantUnverified: true,
 		},
 		{
 			name:     "rule mismatch",
@@ -514,21 +517,28 @@ func TestJoinRefusals(t *testing.T) {
 				c["iat"], c["nbf"], c["exp"] = time.Now().Add(-time.Hour).Unix(), time.Now().Add(-time.Hour).Unix(), time.Now().Add(-10*time.Minute).Unix()
 			})), time.Hour, newOutput(t, "identity")),
 			wantCode: identity.CodeProofExpired, wantInMsg: []string{`"github-deploy"`},
-			wantBot: "deployer",
+			wantBot: "deployer", wantClaims: true, wantUnverified: true,
 		},
 		{
 			name: "token for GitHub's default audience",
 			req: joinRequest("github-deploy", "github", proof(githubToken(t, ci, func(c map[string]any) { c["aud"] = "https://github.com/acme" })),
 				time.Hour, newOutput(t, "identity")),
 			wantCode: identity.CodeWrongAudience, wantInMsg: []string{`"github-deploy"`, `"acme"`},
-			wantBot: "deployer",
+			wantBot: "deployer", wantClaims: true, wantUnverified: true,
 		},
 		{
 			name: "forged token",
 			req: joinRequest("github-deploy", "github", proof(signRS256(t, attackerKey, ci.KeyID, withAud(simci.GitHubClaims(), ci.URL, "acme", "forged"))),
 				time.Hour, newOutput(t, "identity")),
 			wantCode: identity.CodeProofInvalid, wantInMsg: []string{`"github-deploy"`, "signature"},
-			wantBot: "deployer",
+			wantBot: "deployer", wantClaims: true, wantUnverified: true,
+		},
+		{
+			name: "token of another issuer",
+			req: joinRequest("github-deploy", "github", proof(signRS256(t, attackerKey, "other", withAud(simci.GitHubClaims(), "https://attacker.example", "acme", "other"))),
+				time.Hour, newOutput(t, "identity")),
+			wantCode: identity.CodeWrongIssuer, wantInMsg: []string{`"github-deploy"`, "https://attacker.example"},
+			wantBot: "deployer", wantClaims: true, wantUnverified: true,
 		},
 		{
 			name:     "no outputs",
@@ -573,6 +583,9 @@ func TestJoinRefusals(t *testing.T) {
 			}
 			if hasClaims := ev.Claims["repository"] == "acme/app"; hasClaims != tc.wantClaims {
 				t.Errorf("audit claims %v; want the token's claims recorded: %t", ev.Claims, tc.wantClaims)
+			}
+			if ev.ClaimsUnverified != tc.wantUnverified || tc.wantUnverified && len(ev.Claims) == 0 {
+				t.Errorf("audit claims_unverified=%t with claims %v, want %t", ev.ClaimsUnverified, ev.Claims, tc.wantUnverified)
 			}
 			if len(ev.Serials) != 0 || !ev.NotAfter.IsZero() {
 				t.Errorf("a refusal records certificates: %v %s", ev.Serials, ev.NotAfter)

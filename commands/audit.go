@@ -116,6 +116,10 @@ func auditDetails(ev store.AuditEvent) string {
 			}
 		}
 	}
+	if ev.ClaimsUnverified && len(parts) > 0 {
+		// Read from a proof that did not verify: who presented it, not who it proves.
+		return "unverified: " + strings.Join(parts, " ")
+	}
 	return strings.Join(parts, " ")
 }
 

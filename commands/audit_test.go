@@ -46,3 +46,29 @@ func TestWriteAuditTableEscapes(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteAuditTableUnverifiedClaims checks that mbot audit shows the claims
+// of a refused proof that did not verify, marked as unverified.
+func TestWriteAuditTableUnverifiedClaims(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var b strings.Builder
+	err := writeAuditTable(&b, []store.AuditEvent{
+		{Time: at, Event: "join", Code: "wrong_issuer", Bot: "deployer", JoinToken: "github-deploy", Method: "github",
+			Claims: map[string]string{"repository": "acme/app", "ref": "refs/heads/main", "iss": "https://attacker.example"}, ClaimsUnverified: true},
+		{Time: at, Event: "join", Code: "rule_mismatch", Bot: "deployer", JoinToken: "github-deploy", Method: "github",
+			Claims: map[string]string{"repository": "acme/other"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	if len(rows) != 3 {
+		t.Fatalf("%d lines, want a header and 2 rows:\n%s", len(rows), b.String())
+	}
+	if !strings.Contains(rows[1], "unverified: repository=acme/app ref=refs/heads/main") {
+		t.Errorf("the refused proof's claims are not shown as unverified: %q", rows[1])
+	}
+	if strings.Contains(rows[2], "unverified") || !strings.Contains(rows[2], "repository=acme/other") {
+		t.Errorf("verified claims are shown as %q", rows[2])
+	}
+}

@@ -37,7 +37,11 @@ type AuditEvent struct {
 	JoinToken string            `json:"join_token,omitempty"`
 	Method    string            `json:"method,omitempty"`
 	Claims    map[string]string `json:"claims,omitempty"`
-	Roles     []string          `json:"roles,omitempty"`
+	// ClaimsUnverified marks claims read from a refused proof whose
+	// signature, issuer or lifetime did not verify: who presented it, not
+	// who it proves.
+	ClaimsUnverified bool     `json:"claims_unverified,omitempty"`
+	Roles            []string `json:"roles,omitempty"`
 	// Outputs says, per output, its type and what it was granted.
 	Outputs  []string  `json:"outputs,omitempty"`
 	Serials  []string  `json:"serials,omitempty"`

@@ -510,3 +510,56 @@ func init() {
 		claims: flattenClaims,
 	})
 }
+
+// UnverifiedClaims reads the claims of a proof that was refused, without
+// checking anything, for the audit record only: who presented it. It keeps
+// the allow-rule fields (every claim for the generic oidc method) and iss,
+// sub and aud, as text; nil when the proof is not a JWT with a JSON payload.
+// Nothing is ever admitted on these claims.
+func (v *oidcVerifier) UnverifiedClaims(proof string) policy.Claims {
+	parts := strings.Split(proof, ".")
+	if len(parts) != 3 {
+		return nil
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return nil
+	}
+	var raw map[string]any
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	if err := dec.Decode(&raw); err != nil {
+		return nil
+	}
+	keep := func(k string) bool {
+		return v.platform.ruleFields == nil || slices.Contains(v.platform.ruleFields, k) || k == "iss" || k == "sub" || k == "aud"
+	}
+	claims := policy.Claims{}
+	for k, val := range raw {
+		if !keep(k) {
+			continue
+		}
+		switch val := val.(type) {
+		case string:
+			claims[k] = []string{val}
+		case json.Number:
+			claims[k] = []string{val.String()}
+		case bool:
+			claims[k] = []string{strconv.FormatBool(val)}
+		case []any:
+			var vs []string
+			for _, item := range val {
+				if s, ok := item.(string); ok {
+					vs = append(vs, s)
+				}
+			}
+			if len(vs) > 0 {
+				claims[k] = vs
+			}
+		}
+	}
+	if len(claims) == 0 {
+		return nil
+	}
+	return claims
+}

@@ -48,6 +48,12 @@ type Verifier interface {
 	Rules() []policy.AllowRule
 }
 
+// UnverifiedClaimer is a Verifier that can read the claims of a proof it
+// refused, for the audit record only (see oidcVerifier.UnverifiedClaims).
+type UnverifiedClaimer interface {
+	UnverifiedClaims(proof string) policy.Claims
+}
+
 // Env is what verification needs from the authority.
 type Env struct {
 	// Audience is the authority's own audience (default: the cluster name).
