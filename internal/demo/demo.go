@@ -236,7 +236,7 @@ Everything the demo started has stopped. Run "mbot demo --keep" to continue by h
 		{"ACTIONS_ID_TOKEN_REQUEST_TOKEN", env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"]}} {
 		fmt.Fprintf(w, "export %s=%s\n", kv[0], shellQuote(kv[1]))
 	}
-	fmt.Fprintf(w, "\nmbot issue --out %s\n", shellQuote(res.Dir))
+	fmt.Fprintf(w, "\nmbot issue --out %s   # as the job; like in GitHub Actions it prints ::add-mask:: for its OIDC token\n", shellQuote(res.Dir))
 	if sshd != nil {
 		fmt.Fprintf(w, "ssh %s\n", shellJoin(sshArgs(sshConfig, sshd.Port, "whoami")))
 	}
