@@ -112,6 +112,9 @@ UseDNS no
 	}
 	s.cmd = exec.Command(sshd, "-D", "-e", "-f", cfgPath)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
+	// A session sshd forked (a login by hand under --keep) may hold the log
+	// pipe open after sshd is stopped: do not wait for it.
+	s.cmd.WaitDelay = time.Second
 	if err := s.cmd.Start(); err != nil {
 		s.removePrivsep()
 		return nil, fmt.Errorf("starting %s: %w", sshd, err)
