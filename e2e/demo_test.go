@@ -1,26 +1,73 @@
 package e2e
 
 import (
+	"bufio"
+	"net"
+	"net/url"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 )
 
+// demoSSH reports whether the demo can log in over SSH here: sshd and ssh
+// are installed. In CI, where .ci/run installs them, they must be.
+func demoSSH(t *testing.T) bool {
+	t.Helper()
+	_, sshdErr := os.Stat("/usr/sbin/sshd")
+	if sshdErr != nil {
+		_, sshdErr = exec.LookPath("sshd")
+	}
+	_, sshErr := exec.LookPath("ssh")
+	if sshdErr == nil && sshErr == nil {
+		return true
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("sshd or ssh is not installed (%v, %v): in CI the demo must really log in", sshdErr, sshErr)
+	}
+	t.Logf("sshd or ssh is not installed: the demo's SSH login is not tested")
+	return false
+}
+
+func currentUser(t *testing.T) string {
+	t.Helper()
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Username
+}
+
 // TestDemo runs the README's first command the way a user does: it must
-// finish in seconds, write a real identity and leave nothing behind but it.
+// finish in seconds, write a real identity, really log in over SSH as the
+// user running it, connect with tls.crt over mTLS, and leave nothing
+// behind but the identity.
 func TestDemo(t *testing.T) {
-	work := t.TempDir()
+	work, tmp := t.TempDir(), t.TempDir()
 	out := filepath.Join(work, "mbot-demo")
+	login := currentUser(t)
 	start := time.Now()
-	res := mustMbot(t, baseEnv(t.TempDir()), "demo", "--out", out)
+	res := mustMbot(t, append(baseEnv(t.TempDir()), "TMPDIR="+tmp), "demo", "--out", out)
 	if took := time.Since(start); took > 20*time.Second {
 		t.Errorf("mbot demo took %s", took)
 	}
-	for _, want := range []string{`as bot "deployer"`, "principals: ci, deploy", "refused (rule_mismatch)", "ssh -F " + out + "/ssh_config"} {
+	wants := []string{`as bot "deployer"`, "principals: " + login + ", deploy", "refused (rule_mismatch)",
+		`verified client certificate: subject "CN=deployer,OU=deploy,O=demo.mbot", URI SANs spiffe://demo.mbot/bot/deployer`,
+		"ssh -F " + out + "/ssh_config -o Hostname=127.0.0.1 -o HostKeyAlias=web1.demo.mbot -p "}
+	if demoSSH(t) {
+		// The remote command's output: the real login as the current user.
+		wants = append(wants, "\n   hello from ", " as "+login+"\n")
+	} else {
+		wants = append(wants, "Skipping the SSH login")
+	}
+	for _, want := range wants {
 		if !strings.Contains(res.stdout, want) {
 			t.Errorf("the demo's story lacks %q:\n%s", want, res.stdout)
 		}
@@ -29,11 +76,165 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c, ok := cert.(*ssh.Certificate); !ok || strings.Join(c.ValidPrincipals, ",") != "ci,deploy" {
+	if c, ok := cert.(*ssh.Certificate); !ok || strings.Join(c.ValidPrincipals, ",") != login+",deploy" {
 		t.Errorf("the demo certificate is %T with principals %v", cert, c.ValidPrincipals)
 	}
-	entries, err := os.ReadDir(work)
-	if err != nil || len(entries) != 1 {
-		t.Errorf("the demo left %v beside its output (%v)", entries, err)
+	for dir, want := range map[string]int{work: 1, tmp: 0} {
+		if entries, err := os.ReadDir(dir); err != nil || len(entries) != want {
+			t.Errorf("the demo left %v in %s (%v)", entries, dir, err)
+		}
 	}
+}
+
+// TestDemoWithoutSSH runs the demo where no ssh client can be found: it
+// says so, shows what it would run, and still succeeds.
+func TestDemoWithoutSSH(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "mbot-demo")
+	res := mustMbot(t, []string{"PATH=" + t.TempDir(), "HOME=" + t.TempDir(), "TMPDIR=" + t.TempDir()}, "demo", "--out", out)
+	for _, want := range []string{"Skipping the SSH login: the ssh client is not installed", "it would run:\n   $ ssh -F " + out + "/ssh_config",
+		"verified client certificate", "refused (rule_mismatch)"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("the demo's story lacks %q:\n%s", want, res.stdout)
+		}
+	}
+	if strings.Contains(res.stdout, "\n   hello from") {
+		t.Errorf("the demo claims a login without ssh:\n%s", res.stdout)
+	}
+}
+
+// TestDemoKeep follows the demo's --keep instructions by hand: with the
+// printed exports a real mbot issue joins as the simulated GitHub Actions
+// job, the printed ssh command logs in and mbot audit reads the log; on
+// SIGINT everything stops and the temporary directory is gone.
+func TestDemoKeep(t *testing.T) {
+	tmp, home := t.TempDir(), t.TempDir()
+	out := filepath.Join(t.TempDir(), "mbot-demo")
+	cmd := exec.Command(mbotBin, "demo", "--keep", "--out", out)
+	cmd.Env = append(baseEnv(home), "TMPDIR="+tmp)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			logs.Write([]byte(sc.Text() + "\n"))
+			lines <- sc.Text()
+		}
+		close(lines)
+		exited <- cmd.Wait()
+	}()
+	defer func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+		}
+	}()
+
+	exports := map[string]string{}
+	var sshLine, auditLine string
+	timeout := time.After(30 * time.Second)
+read:
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("mbot demo --keep ended before waiting for Ctrl-C: %v\n%s", <-exited, logs)
+			}
+			switch {
+			case strings.HasPrefix(line, "export "):
+				k, v, _ := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+				exports[k] = strings.Trim(v, "'")
+			case strings.HasPrefix(line, "ssh -F "):
+				sshLine = line
+			case strings.HasPrefix(line, "mbot audit "):
+				auditLine = line
+			case strings.Contains(line, "Press Ctrl-C"):
+				break read
+			}
+		case <-timeout:
+			t.Fatalf("mbot demo --keep printed no Ctrl-C prompt within 30s:\n%s", logs)
+		}
+	}
+	for _, k := range []string{"MBOT_AUTHORITY", "MBOT_CA_PIN", "MBOT_TOKEN", "GITHUB_ACTIONS", "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN"} {
+		if exports[k] == "" {
+			t.Fatalf("mbot demo --keep printed no export of %s:\n%s", k, logs)
+		}
+	}
+
+	// The user continues by hand with the printed lines.
+	env := withVars(baseEnv(t.TempDir()), exports)
+	again := filepath.Join(t.TempDir(), "again")
+	res := mustMbot(t, env, "issue", "--out", again)
+	if !strings.Contains(res.stderr, `github join as bot "deployer"`) || !fileExists(filepath.Join(again, "key-cert.pub")) {
+		t.Errorf("mbot issue with the demo's exports did not join as the simulated job:\n%s", res)
+	}
+	configPath := strings.TrimPrefix(auditLine, "mbot audit --config ")
+	if !strings.HasPrefix(configPath, tmp) {
+		t.Fatalf("the printed audit command %q does not name the demo's authority.yaml in %s", auditLine, tmp)
+	}
+	res = mustMbot(t, baseEnv(t.TempDir()), "audit", "--config", configPath)
+	if n := strings.Count(res.stdout, "acme/app"); n < 2 {
+		t.Errorf("mbot audit shows %d joins of acme/app, want the demo's and the one by hand:\n%s", n, res)
+	}
+	ports := []string{hostPort(t, exports["MBOT_AUTHORITY"]), hostPort(t, exports["ACTIONS_ID_TOKEN_REQUEST_URL"])}
+	if demoSSH(t) {
+		args := strings.Fields(strings.TrimPrefix(sshLine, "ssh "))
+		if res := run(t, baseEnv(home), "ssh", args...); res.code != 0 || strings.TrimSpace(res.stdout) != currentUser(t) {
+			t.Errorf("the printed ssh command did not log in as %s:\n%s", currentUser(t), res)
+		}
+		port := regexp.MustCompile(` -p (\d+) `).FindStringSubmatch(sshLine)
+		if port == nil {
+			t.Fatalf("the printed ssh command %q has no -p", sshLine)
+		}
+		ports = append(ports, "127.0.0.1:"+port[1])
+	}
+	for _, addr := range ports {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err != nil {
+			t.Errorf("nothing listens on %s while the demo keeps running: %v", addr, err)
+		} else {
+			c.Close()
+		}
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("mbot demo --keep exited with %v on SIGINT:\n%s", err, logs)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("mbot demo --keep did not stop within 15s of SIGINT:\n%s", logs)
+	}
+	for _, addr := range ports {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			t.Errorf("%s still accepts connections after the demo stopped", addr)
+		}
+	}
+	if entries, err := os.ReadDir(tmp); err != nil || len(entries) != 0 {
+		t.Errorf("the demo left %v in its temporary directory %s (%v)", entries, tmp, err)
+	}
+}
+
+func hostPort(t *testing.T, rawURL string) string {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Host == "" {
+		t.Fatalf("%q is not a URL with a host: %v", rawURL, err)
+	}
+	return u.Host
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

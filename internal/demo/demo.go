@@ -3,19 +3,23 @@
 package demo
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/mbot-dev/mbot/authority"
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/client"
+	"github.com/mbot-dev/mbot/identity"
 	"github.com/mbot-dev/mbot/internal/simci"
 )
 
@@ -39,7 +43,7 @@ version: v1
 metadata: {name: deployer}
 spec:
   roles: [deploy]
-  traits: {logins: [ci]}
+  traits: {logins: [%s]}   # the user running the demo
 ---
 kind: join_token
 version: v1
@@ -54,13 +58,32 @@ spec:
         ref: refs/heads/main
 `
 
-// Run runs the demo and writes the identity to outDir. w receives the story.
-func Run(ctx context.Context, w io.Writer, outDir string) error {
+// Options are mbot demo's flags.
+type Options struct {
+	// Out is the directory the job's identity is written to.
+	Out string
+	// Keep leaves the authority, the simulated platform and the sshd
+	// running until ctx ends, and prints how to continue by hand.
+	Keep bool
+}
+
+// Run runs the demo and writes the identity to opts.Out. w receives the
+// story.
+func Run(ctx context.Context, w io.Writer, opts Options) error {
 	work, err := os.MkdirTemp("", "mbot-demo-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
+	outDir := opts.Out
+
+	// The job logs in as the user running the demo: the bot is granted
+	// that name through its logins trait.
+	login, loginErr := currentLogin()
+	botLogin := login
+	if loginErr != nil {
+		botLogin = "ci"
+	}
 
 	platform, err := simci.Start()
 	if err != nil {
@@ -73,7 +96,7 @@ func Run(ctx context.Context, w io.Writer, outDir string) error {
 	if err := os.WriteFile(cfgPath, []byte(authorityYAML), 0o600); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(work, "bots.yaml"), fmt.Appendf(nil, botsYAML, platform.URL), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(work, "bots.yaml"), fmt.Appendf(nil, botsYAML, strconv.Quote(botLogin), platform.URL), 0o600); err != nil {
 		return err
 	}
 	cfg, err := authority.LoadConfig(cfgPath)
@@ -86,7 +109,7 @@ func Run(ctx context.Context, w io.Writer, outDir string) error {
 		return err
 	}
 	defer auth.Close()
-	serveCtx, stop := context.WithCancel(ctx)
+	serveCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	addrc, errc := make(chan net.Addr, 1), make(chan error, 1)
 	go func() { errc <- auth.Serve(serveCtx, func(a net.Addr) { addrc <- a }) }()
 	defer func() { stop(); <-errc }()
@@ -102,7 +125,7 @@ func Run(ctx context.Context, w io.Writer, outDir string) error {
 
 	env := platform.GitHubEnv()
 	lookup := func(k string) string { return env[k] }
-	fmt.Fprintf(w, "3. mbot issue --authority %s --ca-pin %s... --token github-deploy --out %s\n", authorityURL, pin[:19], outDir)
+	fmt.Fprintf(w, "3. The job runs: mbot issue --authority %s --ca-pin %s... --token github-deploy --out %s\n", authorityURL, pin[:19], outDir)
 	start := time.Now()
 	res, err := client.Issue(ctx, client.IssueOptions{
 		Authority: authorityURL, CAPin: pin, Token: "github-deploy", JoinMethod: "auto",
@@ -118,19 +141,75 @@ func Run(ctx context.Context, w io.Writer, outDir string) error {
 		time.Until(out.NotAfter).Round(time.Minute))
 	fmt.Fprintf(w, "   wrote %s: key key.pub key-cert.pub tls.key tls.crt ca.crt known_hosts ssh_config identity.json\n", res.Dir)
 
+	// The server: a host certificate signed as mbot sign --host signs one,
+	// for the real sshd and the mTLS echo server.
+	hostFiles, err := authority.SignHost(ctx, auth.Store(), auth.CAs(), []string{demoHost}, time.Hour)
+	if err != nil {
+		return err
+	}
+	hostDir := filepath.Join(work, "host")
+	if err := identity.WriteDir(hostDir, hostFiles); err != nil {
+		return err
+	}
+	sshConfig := filepath.Join(res.Dir, identity.FileSSHConfig)
+	var sshd *sshServer
+	sshdPath, sshPath, sshErr := findSSH()
+	if sshErr == nil && loginErr != nil {
+		sshErr = loginErr
+	}
+	if sshErr == nil {
+		userCA, err := auth.CAs().Export("ssh-user-ca")
+		if err != nil {
+			return err
+		}
+		if sshd, err = startSSHD(sshdPath, work, hostDir, userCA); err != nil {
+			sshErr = fmt.Errorf("the demo's sshd did not start: %w", err)
+		} else {
+			defer sshd.Close()
+		}
+	}
+	if sshErr == nil {
+		fmt.Fprintf(w, "4. The job logs in to %s: a real sshd on 127.0.0.1:%d trusting the SSH user CA, with a host certificate\n", demoHost, sshd.Port)
+		args := sshArgs(sshConfig, sshd.Port, remoteCommand)
+		fmt.Fprintf(w, "   $ ssh %s\n", shellJoin(args))
+		output, err := exec.CommandContext(ctx, sshPath, args...).CombinedOutput()
+		if err != nil {
+			// This machine's accounts may forbid it (a locked account, a
+			// nologin shell): say why, and go on with the story.
+			fmt.Fprintf(w, "   the login failed (%v):\n%s\n   sshd logged:\n%s\n", err, indent(output, 5), indent(sshd.logs.Bytes(), 10))
+		} else {
+			fmt.Fprintf(w, "   %s\n", identity.Printable(string(bytes.TrimSpace(output))))
+		}
+	} else {
+		fmt.Fprintf(w, "4. Skipping the SSH login: %v. With sshd trusting the SSH user CA on a server named %s it would run:\n", sshErr, demoHost)
+		fmt.Fprintf(w, "   $ ssh %s\n", shellJoin(sshArgs(sshConfig, 22, remoteCommand)))
+	}
+
+	echo, err := startEcho(hostFiles, auth.CAs().TLSCertPEM)
+	if err != nil {
+		return fmt.Errorf("starting the demo's mTLS echo server: %w", err)
+	}
+	defer echo.Close()
+	saw, err := dialEcho(res.Dir, echo.Addr)
+	if err != nil {
+		return fmt.Errorf("connecting to the mTLS echo server with %s: %w", filepath.Join(res.Dir, identity.FileTLSCert), err)
+	}
+	fmt.Fprintf(w, "5. The job connects with tls.crt to an mTLS server on %s trusting the TLS CA, which answers:\n   %s\n", echo.Addr, saw)
+
 	// A job from another repository presents a valid token that the join
 	// token's rules do not admit: refused, nothing written, audited.
 	platform.SetGitHubClaim("repository", "evil/app")
 	_, refusal := client.Issue(ctx, client.IssueOptions{
 		Authority: authorityURL, CAPin: pin, Token: "github-deploy", Out: filepath.Join(work, "refused"), Env: lookup,
 	})
-	fmt.Fprintf(w, "4. The same join from repository evil/app is refused:\n   %v\n", refusal)
+	platform.SetGitHubClaim("repository", "acme/app")
+	fmt.Fprintf(w, "6. The same join from repository evil/app is refused:\n   %v\n", refusal)
 
 	events, err := auth.Store().ListAudit(ctx, store.AuditFilter{})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "5. Audit log: %d records\n", len(events))
+	fmt.Fprintf(w, "7. Audit log: %d records\n", len(events))
 	for _, ev := range events {
 		if ev.Event != "join" {
 			fmt.Fprintf(w, "   %s %s: %s\n", ev.Time.Format(time.TimeOnly), ev.Event, ev.Message)
@@ -143,21 +222,64 @@ func Run(ctx context.Context, w io.Writer, outDir string) error {
 		fmt.Fprintf(w, "   %s join join_token=%s bot=%s repository=%s ref=%s: %s\n", ev.Time.Format(time.TimeOnly),
 			ev.JoinToken, ev.Bot, ev.Claims["repository"], ev.Claims["ref"], outcome)
 	}
-	fmt.Fprintf(w, `
-Use it:
-   ssh -F %[1]s/ssh_config web1.demo.mbot          # as %[2]s, with the certificate in %[1]s/key-cert.pub
-   ssh-keygen -L -f %[1]s/key-cert.pub              # see principals and validity
-   openssl verify -CAfile %[1]s/ca.crt %[1]s/tls.crt
+	if !opts.Keep {
+		fmt.Fprintf(w, `
+Look closer:
+   ssh-keygen -L -f %[1]s              # principals and validity
+   openssl verify -CAfile %[2]s %[3]s
 A server trusts these identities with sshd_config "TrustedUserCAKeys <file>"
 holding the output of "mbot authority export --type ssh-user-ca".
-The demo authority has stopped; nothing is left running.
-`, res.Dir, firstOr(out.Logins, "-"))
+Everything the demo started has stopped. Run "mbot demo --keep" to continue by hand.
+`, shellQuote(filepath.Join(res.Dir, identity.FileSSHCert)), shellQuote(filepath.Join(res.Dir, identity.FileCA)),
+			shellQuote(filepath.Join(res.Dir, identity.FileTLSCert)))
+		return nil
+	}
+
+	fmt.Fprintf(w, "\nThe authority, the simulated GitHub Actions platform and the sshd keep running. In another shell:\n\n")
+	for _, kv := range [][2]string{{"MBOT_AUTHORITY", authorityURL}, {"MBOT_CA_PIN", pin}, {"MBOT_TOKEN", "github-deploy"},
+		{"GITHUB_ACTIONS", env["GITHUB_ACTIONS"]}, {"ACTIONS_ID_TOKEN_REQUEST_URL", env["ACTIONS_ID_TOKEN_REQUEST_URL"]},
+		{"ACTIONS_ID_TOKEN_REQUEST_TOKEN", env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"]}} {
+		fmt.Fprintf(w, "export %s=%s\n", kv[0], shellQuote(kv[1]))
+	}
+	fmt.Fprintf(w, "\nmbot issue --out %s   # as the job; like in GitHub Actions it prints ::add-mask:: for its OIDC token\n", shellQuote(res.Dir))
+	if sshd != nil {
+		fmt.Fprintf(w, "ssh %s\n", shellJoin(sshArgs(sshConfig, sshd.Port, "whoami")))
+	}
+	fmt.Fprintf(w, "mbot audit --config %s\n", shellQuote(cfgPath))
+	fmt.Fprintf(w, "mbot get roles -o yaml --config %[1]s > roles.yaml   # edit, then:\nmbot apply --config %[1]s -f roles.yaml\n", shellQuote(cfgPath))
+	fmt.Fprintf(w, "\nPress Ctrl-C to stop everything.\n")
+	<-ctx.Done()
+	fmt.Fprintf(w, "Stopping the authority, the simulated platform and the sshd.\n")
 	return nil
 }
 
-func firstOr(s []string, def string) string {
-	if len(s) > 0 {
-		return s[0]
+// indent returns the last n lines of out, indented for the story.
+func indent(out []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
 	}
-	return def
+	for i, l := range lines {
+		lines[i] = "     " + identity.Printable(strings.TrimRight(l, "\r"))
+	}
+	return strings.Join(lines, "\n")
+}
+
+// shellJoin quotes args for a POSIX shell.
+func shellJoin(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = shellQuote(a)
+	}
+	return strings.Join(q, " ")
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=@,+", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
