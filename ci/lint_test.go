@@ -66,6 +66,19 @@ func unavailable(t *testing.T, format string, args ...any) {
 	t.Skip(msg)
 }
 
+// slowCheck skips a check that takes minutes on a fresh machine (building
+// actionlint, cross-compiling every package) unless CI=true or
+// MBOT_SLOW_CHECKS=1: .ci/run runs them, a plain go test ./... need not.
+func slowCheck(t *testing.T, what string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("%s takes a while; not in -short", what)
+	}
+	if os.Getenv("CI") != "true" && os.Getenv("MBOT_SLOW_CHECKS") != "1" {
+		t.Skipf("%s takes minutes on a fresh machine; .ci/run runs it (or set MBOT_SLOW_CHECKS=1)", what)
+	}
+}
+
 // readmeBlocks returns the fenced code blocks of README.md in a language.
 func readmeBlocks(t *testing.T, lang string) []string {
 	t.Helper()
@@ -200,6 +213,7 @@ func TestActionMetadata(t *testing.T) {
 // at this checkout so that actionlint also checks action.yml and the inputs
 // and outputs the workflow uses against it.
 func TestActionlint(t *testing.T) {
+	slowCheck(t, "building and running actionlint")
 	example := readFile(t, filepath.Join(root, "examples", "github", "deploy.yml"))
 	if !strings.Contains(example, "uses: mbot-dev/mbot@v1") {
 		t.Fatal("examples/github/deploy.yml does not use mbot-dev/mbot@v1")
@@ -775,9 +789,7 @@ func TestGoreleaserConfig(t *testing.T) {
 // build tag must not leave them with undefined names. (.ci/run's snapshot
 // build covers only this machine's target.)
 func TestReleaseTargetsCompile(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cross-compiling takes a while; not in -short")
-	}
+	slowCheck(t, "vetting every package for darwin and windows")
 	for _, target := range [][2]string{{"darwin", "arm64"}, {"windows", "amd64"}} {
 		t.Run(target[0]+"/"+target[1], func(t *testing.T) {
 			cmd := exec.Command("go", "vet", "./...")
