@@ -57,6 +57,22 @@ type signCtx struct {
 // botName is the signing bot's name.
 func (sc *signCtx) botName() string { return sc.bot.Metadata.Name }
 
+// x509Response is the answer for an output of type typ whose one
+// certificate is cert (database, kubernetes, application): the caller adds
+// its type's grant.
+func (sc *signCtx) x509Response(typ string, cert *SignedCert) *identity.OutputResponse {
+	return &identity.OutputResponse{
+		Name:           sc.out.Name,
+		Type:           typ,
+		Roles:          sc.grant.Roles,
+		Logins:         []string{},
+		TLSCertificate: cert.PEM(),
+		TLSSerial:      serialString(cert.Serial),
+		NotBefore:      cert.NotBefore,
+		NotAfter:       cert.NotAfter,
+	}
+}
+
 type outputKeys struct {
 	ssh ssh.PublicKey
 	tls any

@@ -144,19 +144,11 @@ func (applicationOutput) sign(sc *signCtx) (*identity.OutputResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &identity.OutputResponse{
-		Name:           sc.out.Name,
-		Type:           identity.OutputApplication,
-		Roles:          sc.grant.Roles,
-		Logins:         []string{},
-		TLSCertificate: cert.PEM(),
-		TLSSerial:      serialString(cert.Serial),
-		NotBefore:      cert.NotBefore,
-		NotAfter:       cert.NotAfter,
-		Application: &identity.ApplicationGrant{
-			SPIFFEID: id.String(),
-			DNSSANs:  r.DNSSANs,
-			Bundle:   string(sc.cas.SPIFFE.CertPEM),
-		},
-	}, nil
+	resp := sc.x509Response(identity.OutputApplication, cert)
+	resp.Application = &identity.ApplicationGrant{
+		SPIFFEID: id.String(),
+		DNSSANs:  r.DNSSANs,
+		Bundle:   string(sc.cas.SPIFFE.CertPEM),
+	}
+	return resp, nil
 }

@@ -87,23 +87,15 @@ func (databaseOutput) sign(sc *signCtx) (*identity.OutputResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &identity.OutputResponse{
-		Name:           sc.out.Name,
-		Type:           identity.OutputDatabase,
-		Roles:          sc.grant.Roles,
-		Logins:         []string{},
-		TLSCertificate: cert.PEM(),
-		TLSSerial:      serialString(cert.Serial),
-		NotBefore:      cert.NotBefore,
-		NotAfter:       cert.NotAfter,
-		Database: &identity.DatabaseGrant{
-			Database: r.Database,
-			Protocol: db.Spec.Protocol,
-			Host:     host,
-			Port:     port,
-			Username: r.Username,
-			DBName:   r.DBName,
-			ServerCA: serverCA,
-		},
-	}, nil
+	resp := sc.x509Response(identity.OutputDatabase, cert)
+	resp.Database = &identity.DatabaseGrant{
+		Database: r.Database,
+		Protocol: db.Spec.Protocol,
+		Host:     host,
+		Port:     port,
+		Username: r.Username,
+		DBName:   r.DBName,
+		ServerCA: serverCA,
+	}
+	return resp, nil
 }

@@ -102,23 +102,15 @@ func (kubernetesOutput) sign(sc *signCtx) (*identity.OutputResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &identity.OutputResponse{
-		Name:           sc.out.Name,
-		Type:           identity.OutputKubernetes,
-		Roles:          sc.grant.Roles,
-		Logins:         []string{},
-		TLSCertificate: cert.PEM(),
-		TLSSerial:      serialString(cert.Serial),
-		NotBefore:      cert.NotBefore,
-		NotAfter:       cert.NotAfter,
-		Kubernetes: &identity.KubernetesGrant{
-			Cluster:   r.Cluster,
-			APIServer: cluster.Spec.APIServer,
-			CA:        cluster.Spec.CA + "\n",
-			User:      user,
-			Groups:    append([]string{}, groups...),
-		},
-	}, nil
+	resp := sc.x509Response(identity.OutputKubernetes, cert)
+	resp.Kubernetes = &identity.KubernetesGrant{
+		Cluster:   r.Cluster,
+		APIServer: cluster.Spec.APIServer,
+		CA:        cluster.Spec.CA + "\n",
+		User:      user,
+		Groups:    append([]string{}, groups...),
+	}
+	return resp, nil
 }
 
 // kubernetesUser is the user a kubernetes output acts as: the one asked,
