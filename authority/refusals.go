@@ -210,18 +210,3 @@ func (a *Authority) recordBurst(ctx context.Context, b burstSummary) {
 	}
 	a.log.Warn("requests rate limited", "remote", ev.Remote, "dropped", b.dropped, "first", b.first, "last", b.last)
 }
-
-// recordBurstsEvery records ended bursts until ctx ends; Serve records
-// the rest once the server has stopped.
-func (a *Authority) recordBurstsEvery(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			a.recordBursts(ctx, now, false)
-		}
-	}
-}

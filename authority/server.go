@@ -224,8 +224,9 @@ func (a *Authority) Serve(ctx context.Context, ready func(addr net.Addr)) error 
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(tls.NewListener(ln, tlsCfg)) }()
-	go a.pruneEvery(ctx, 10*time.Minute)
-	go a.recordBurstsEvery(ctx, burstQuiet/2)
+	go every(ctx, 10*time.Minute, func(now time.Time) { a.prune(ctx, now) })
+	// Ended bursts are recorded as they end; Serve records the rest once the server has stopped.
+	go every(ctx, burstQuiet/2, func(now time.Time) { a.recordBursts(ctx, now, false) })
 	select {
 	case err := <-errc:
 		return err
@@ -239,9 +240,8 @@ func (a *Authority) Serve(ctx context.Context, ready func(addr net.Addr)) error 
 	return err
 }
 
-// pruneEvery forgets expired replay records and audit records past the
-// retention, until ctx ends.
-func (a *Authority) pruneEvery(ctx context.Context, interval time.Duration) {
+// every calls f with the time at each tick of interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, f func(now time.Time)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -249,15 +249,20 @@ func (a *Authority) pruneEvery(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if err := a.store.PruneProofs(ctx, now); err != nil {
-				a.log.Error("pruning used proofs", "err", err)
-			}
-			n, err := a.store.PruneAudit(ctx, now.Add(-time.Duration(a.cfg.AuditRetention)))
-			if err != nil {
-				a.log.Error("pruning the audit log", "err", err)
-			} else if n > 0 {
-				a.log.Info("pruned audit records past the retention", "records", n, "audit_retention", a.cfg.AuditRetention)
-			}
+			f(now)
 		}
+	}
+}
+
+// prune forgets expired replay records and audit records past the retention.
+func (a *Authority) prune(ctx context.Context, now time.Time) {
+	if err := a.store.PruneProofs(ctx, now); err != nil {
+		a.log.Error("pruning used proofs", "err", err)
+	}
+	n, err := a.store.PruneAudit(ctx, now.Add(-time.Duration(a.cfg.AuditRetention)))
+	if err != nil {
+		a.log.Error("pruning the audit log", "err", err)
+	} else if n > 0 {
+		a.log.Info("pruned audit records past the retention", "records", n, "audit_retention", a.cfg.AuditRetention)
 	}
 }
