@@ -121,6 +121,7 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 		return nil, err
 	}
 	ev.Claims = adm.Claims.Flatten()
+	recordCIPlatform(ev, req.CIPlatform)
 	if ok, why := policy.MatchRules(tok.verifier.Rules(), adm.Claims); !ok {
 		// The caller learns which fields failed, not the patterns they failed:
 		// those are for the admins who read the audit record.
@@ -155,6 +156,24 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 		}
 	}
 	return resp, nil
+}
+
+// recordCIPlatform adds the CI platform the client reports to the audit
+// record of a join with a cloud's method. What the proof shows
+// (ci_platform, from CodeBuild's role session or Cloud Build's service
+// account) is kept; a report the proof does not confirm is recorded as
+// ci_platform_reported: nothing is admitted on it.
+func recordCIPlatform(ev *store.AuditEvent, reported string) {
+	if reported == "" || ev.Claims["ci_platform"] == reported {
+		return
+	}
+	if method, ok := identity.CIPlatforms[reported]; !ok || method != ev.Method {
+		reported = identity.Printable(identity.Truncate(reported, 64)) + " (unknown for " + ev.Method + ")"
+	}
+	if ev.Claims == nil {
+		ev.Claims = map[string]string{}
+	}
+	ev.Claims["ci_platform_reported"] = reported
 }
 
 // grant resolves every output's roles and TTL and signs its certificates:

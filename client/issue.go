@@ -60,9 +60,12 @@ type IssueOptions struct {
 // IssueResult is what a successful issue wrote.
 type IssueResult struct {
 	// Dir is the first output's directory.
-	Dir      string
-	Method   string
-	Response *identity.JoinResponse
+	Dir    string
+	Method string
+	// CIPlatform names the CI platform when it joined with a cloud's
+	// method (cloud_build with gcp, codebuild with iam), else "".
+	CIPlatform string
+	Response   *identity.JoinResponse
 	// Outputs are in the order asked, each with the directory it was written to.
 	Outputs []IssuedOutput
 }
@@ -267,6 +270,9 @@ func issue(ctx context.Context, o IssueOptions, dirs []string, written *[]string
 	}
 	proof, err := joiner.Proof(ctx, o.Env, ping.Audience)
 	if err != nil {
+		if p := joiners.CIPlatform(joiner); p != "" {
+			return nil, fmt.Errorf("%s join on %s: %w", joiner.Method(), p, err)
+		}
 		return nil, fmt.Errorf("%s join: %w", joiner.Method(), err)
 	}
 	fingerprint := sha256.Sum256([]byte(proof))
@@ -281,6 +287,7 @@ func issue(ctx context.Context, o IssueOptions, dirs []string, written *[]string
 	req := &identity.JoinRequest{
 		JoinToken:  o.Token,
 		Method:     joiner.Method(),
+		CIPlatform: joiners.CIPlatform(joiner),
 		Proof:      proof,
 		TTLSeconds: int64(o.TTL / time.Second),
 	}
@@ -312,7 +319,7 @@ func issue(ctx context.Context, o IssueOptions, dirs []string, written *[]string
 			fmt.Fprintf(o.Stderr, "mbot: created the missing directory %s (mode 0700) above an output\n", dir)
 		}
 	}
-	res := &IssueResult{Dir: dirs[0], Method: joiner.Method(), Response: resp, Outputs: issued}
+	res := &IssueResult{Dir: dirs[0], Method: joiner.Method(), CIPlatform: joiners.CIPlatform(joiner), Response: resp, Outputs: issued}
 	if err := writeGitHubOutputs(o.Env, res.Outputs); err != nil {
 		return nil, err
 	}

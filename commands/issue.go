@@ -73,7 +73,11 @@ Flags and MBOT_* variables override mbot.yaml.
 					fmt.Printf("::warning title=mbot::%s\n", w)
 				}
 			}
-			fmt.Fprintf(os.Stderr, "mbot: %s join as bot %q\n", res.Method, res.Response.Bot)
+			if res.CIPlatform != "" {
+				fmt.Fprintf(os.Stderr, "mbot: %s join on %s as bot %q\n", res.Method, res.CIPlatform, res.Response.Bot)
+			} else {
+				fmt.Fprintf(os.Stderr, "mbot: %s join as bot %q\n", res.Method, res.Response.Bot)
+			}
 			for _, out := range res.Outputs {
 				if h := out.Grant.SSHHost; h != nil {
 					fmt.Fprintf(os.Stderr, "mbot: wrote %s: SSH host certificate for %s, valid until %s (use: Include %s in sshd_config)\n",

@@ -45,7 +45,15 @@ type JoinRequest struct {
 	Proof      string          `json:"proof"`
 	TTLSeconds int64           `json:"ttl_seconds,omitempty"`
 	Outputs    []OutputRequest `json:"outputs"`
+	// CIPlatform names the CI platform a job runs on when it joins with a
+	// cloud's method (CIPlatforms); the client reports it, for the audit
+	// record only.
+	CIPlatform string `json:"ci_platform,omitempty"`
 }
+
+// CIPlatforms are the CI platforms whose jobs join with a cloud's method,
+// by name, with the method they join with.
+var CIPlatforms = map[string]string{"cloud_build": "gcp", "codebuild": "iam"}
 
 // Output types (SPEC §7). The empty type is OutputIdentity, so that a
 // request or response of a client or authority that predates output types

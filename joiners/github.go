@@ -34,6 +34,13 @@ func (gitHub) Proof(ctx context.Context, env Env, audience string) (string, erro
 		return "", errors.New("this GitHub Actions job cannot request an OIDC token: ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN are unset. " +
 			"Add `permissions: id-token: write` to the workflow or job")
 	}
+	return fetchActionsToken(ctx, reqURL, reqToken, audience, "GitHub Actions")
+}
+
+// fetchActionsToken asks an Actions runner's ID token endpoint (GitHub's,
+// or Forgejo's, which copies it) for a token with audience; label names
+// the platform in messages.
+func fetchActionsToken(ctx context.Context, reqURL, reqToken, audience, label string) (string, error) {
 	u, err := url.Parse(reqURL)
 	if err != nil {
 		return "", fmt.Errorf("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL: %w", err)
@@ -49,21 +56,21 @@ func (gitHub) Proof(ctx context.Context, env Env, audience string) (string, erro
 	req.Header.Set("Accept", "application/json")
 	resp, err := httpClient.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("requesting the GitHub Actions OIDC token: %w", err)
+		return "", fmt.Errorf("requesting the %s OIDC token: %w", label, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if err != nil {
-		return "", fmt.Errorf("reading the GitHub Actions OIDC token: %w", err)
+		return "", fmt.Errorf("reading the %s OIDC token: %w", label, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("the GitHub Actions token endpoint answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+		return "", fmt.Errorf("the %s token endpoint answered %s: %s", label, resp.Status, strings.TrimSpace(string(body)))
 	}
 	var out struct {
 		Value string `json:"value"`
 	}
 	if err := json.Unmarshal(body, &out); err != nil || out.Value == "" {
-		return "", errors.New("the GitHub Actions token endpoint answered without a token value")
+		return "", fmt.Errorf("the %s token endpoint answered without a token value", label)
 	}
 	return out.Value, nil
 }

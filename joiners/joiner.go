@@ -31,19 +31,50 @@ type Joiner interface {
 
 // Detection priorities, in the order of SPEC §4: CI platforms first, then
 // Kubernetes, then the clouds, because a CI job often also runs on a cloud VM.
+// Forgejo comes before GitHub: its runner sets GITHUB_ACTIONS=true too.
+// Jenkins comes last of the CI platforms: its agents often run inside
+// others' environments (Kubernetes pods, cloud VMs) and only JENKINS_URL
+// says so. Cloud Build and CodeBuild come before the generic cloud
+// detection, which would otherwise pick gcp or iam without naming them.
 const (
-	priorityGitHub = 10 * (iota + 1)
+	priorityForgejo = 10 * (iota + 1)
+	priorityGitHub
 	priorityGitLab
 	priorityCircleCI
 	prioritySpacelift
 	priorityTerraformCloud
 	priorityBitbucket
 	priorityBuildkite
+	priorityAzureDevOps
+	priorityEnv0
+	prioritySemaphore
+	priorityCodefresh
+	priorityJenkins
+	priorityCloudBuild
+	priorityCodeBuild
 	priorityKubernetes
 	priorityAWS
 	priorityGCP
 	priorityAzure
 )
+
+// CIPlatformJoiner is a joiner for a CI platform whose jobs prove who they
+// are with a cloud's join method (Cloud Build with gcp, CodeBuild with
+// iam): Method is the cloud's, CIPlatform names the CI platform for the
+// messages and the authority's audit record.
+type CIPlatformJoiner interface {
+	Joiner
+	CIPlatform() string
+}
+
+// CIPlatform is the CI platform j names, "" for a joiner whose method is
+// the platform's own.
+func CIPlatform(j Joiner) string {
+	if c, ok := j.(CIPlatformJoiner); ok {
+		return c.CIPlatform()
+	}
+	return ""
+}
 
 // detectionOrder lists the joiners by priority; each platform file adds
 // itself with register.
@@ -71,7 +102,7 @@ func Detect(env Env) (Joiner, error) {
 	}
 	var looked []string
 	for _, j := range detectionOrder {
-		if priorities[j] > 0 {
+		if priorities[j] > 0 && CIPlatform(j) == "" {
 			looked = append(looked, j.Method())
 		}
 	}
@@ -89,17 +120,22 @@ func Detect(env Env) (Joiner, error) {
 func DetectionSignals() []string {
 	var out []string
 	for _, j := range detectionOrder {
-		if priorities[j] > 0 {
+		switch {
+		case priorities[j] == 0:
+		case CIPlatform(j) != "":
+			out = append(out, fmt.Sprintf("%s on %s (%s)", j.Method(), CIPlatform(j), j.Signals()))
+		default:
 			out = append(out, fmt.Sprintf("%s (%s)", j.Method(), j.Signals()))
 		}
 	}
 	return out
 }
 
-// ByMethod returns the joiner for a join method name.
+// ByMethod returns the joiner for a join method name (the cloud's own
+// joiner for gcp and iam, not the CI platforms that join with them).
 func ByMethod(name string) (Joiner, error) {
 	for _, j := range detectionOrder {
-		if j.Method() == name {
+		if j.Method() == name && CIPlatform(j) == "" {
 			return j, nil
 		}
 	}
@@ -110,7 +146,9 @@ func ByMethod(name string) (Joiner, error) {
 func Methods() []string {
 	var names []string
 	for _, j := range detectionOrder {
-		names = append(names, j.Method())
+		if CIPlatform(j) == "" {
+			names = append(names, j.Method())
+		}
 	}
 	sort.Strings(names)
 	return names

@@ -61,6 +61,10 @@ func init() { register(iamMethod{}) }
 
 func (iamMethod) Name() string { return "iam" }
 
+// codeBuildSession is the role session CodeBuild assumes a build's service
+// role in: arn:aws:sts::<account>:assumed-role/<role>/AWSCodeBuild-<build id>.
+var codeBuildSession = lazyregexp.New(`^arn:aws[a-z-]*:sts::[0-9]{12}:assumed-role/[^/]+/AWSCodeBuild-[0-9a-fA-F-]+$`)
+
 var iamRuleFields = []string{"aws_account", "aws_arn"}
 
 // awsAccountID is an AWS account id: twelve digits.
@@ -198,12 +202,17 @@ func (v *iamVerifier) Verify(ctx context.Context, proof string) (*Admission, err
 		return nil, err
 	}
 	sum := sha256.Sum256([]byte("iam\x00" + checked.signature))
+	claims := policy.Claims{
+		"aws_account": {caller.Account},
+		"aws_arn":     {caller.Arn},
+		"aws_user_id": {caller.UserID},
+	}
+	if codeBuildSession.MatchString(caller.Arn) {
+		// STS says so, not the client: for the audit record.
+		claims["ci_platform"] = []string{"codebuild"}
+	}
 	return &Admission{
-		Claims: policy.Claims{
-			"aws_account": {caller.Account},
-			"aws_arn":     {caller.Arn},
-			"aws_user_id": {caller.UserID},
-		},
+		Claims: claims,
 		ProofID:     hex.EncodeToString(sum[:]),
 		UsableUntil: checked.signedAt.Add(awsSignatureLifetime),
 	}, nil

@@ -38,6 +38,9 @@ var (
 	// gcpDefaultComputeAccount is PROJECT_NUMBER-compute@developer.gserviceaccount.com,
 	// which every project's instances share.
 	gcpDefaultComputeAccount = lazyregexp.New(`^[^@]+@developer\.gserviceaccount\.com$`)
+	// gcpCloudBuildAccount is PROJECT_NUMBER@cloudbuild.gserviceaccount.com,
+	// the legacy service account Cloud Build runs builds as.
+	gcpCloudBuildAccount = lazyregexp.New(`^([0-9]+)@cloudbuild\.gserviceaccount\.com$`)
 	// gcpZone is REGION-LETTER, such as us-central1-a or europe-west4-b.
 	gcpZone = lazyregexp.New(`^([a-z]+-[a-z]+[0-9]+)-[a-z]$`)
 )
@@ -107,6 +110,13 @@ func gcpIdentity(tok *oidc.IDToken) (policy.Claims, error) {
 	if gcpDefaultComputeAccount.MatchString(c.Email) {
 		return nil, fmt.Errorf("the token is for the default compute service account %s and has no google.compute_engine claim: "+
 			"request it on a GCE instance with format=full, or give the GKE workload a service account of its own", c.Email)
+	}
+	if m := gcpCloudBuildAccount.FindStringSubmatch(c.Email); m != nil {
+		// Only Cloud Build's builds get this account's tokens. Its email
+		// names the project by number, not id: rules name the account.
+		out["project_number"] = []string{m[1]}
+		out["ci_platform"] = []string{"cloud_build"}
+		return out, nil
 	}
 	m := gcpUserManagedAccount.FindStringSubmatch(c.Email)
 	if m == nil {

@@ -36,6 +36,8 @@ type oidcSection struct {
 	Issuer              string    `yaml:"issuer"`
 	StaticJWKS          string    `yaml:"static_jwks"`
 	OrganizationID      string    `yaml:"organization_id"`
+	Organization        string    `yaml:"organization"`
+	Instance            string    `yaml:"instance"`
 	Hostname            string    `yaml:"hostname"`
 	IdentityProviderURL string    `yaml:"identity_provider_url"`
 	Audience            string    `yaml:"audience"`
@@ -461,6 +463,10 @@ var sharedIssuers = map[string]string{
 	"sts.windows.net":                     "azure",
 	"login.microsoftonline.com":           "azure",
 	"api.bitbucket.org":                   "bitbucket",
+	"vstoken.dev.azure.com":               "azure_devops",
+	"codeberg.org":                        "forgejo",
+	"login.app.env0.com":                  "env0",
+	"oidc.codefresh.io":                   "codefresh",
 }
 
 // refuseSharedIssuer keeps the generic method off the issuers of platforms

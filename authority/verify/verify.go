@@ -6,6 +6,7 @@ package verify
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -157,4 +158,22 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// numberOrText is a claim that one issuer sends as a JSON string and
+// another as a number (ids); either way it is kept as its text.
+type numberOrText string
+
+func (n *numberOrText) UnmarshalJSON(data []byte) error {
+	var s string
+	if err := json.Unmarshal(data, &s); err == nil {
+		*n = numberOrText(s)
+		return nil
+	}
+	var num json.Number
+	if err := json.Unmarshal(data, &num); err != nil {
+		return fmt.Errorf("neither a string nor a number: %s", data)
+	}
+	*n = numberOrText(integer(num))
+	return nil
 }

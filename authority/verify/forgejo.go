@@ -1,0 +1,89 @@
+package verify
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/mbot-dev/mbot/authority/policy"
+)
+
+// CodebergInstance is the public Forgejo instance most Forgejo Actions
+// jobs run on; its issuer serves every repository on it.
+const CodebergInstance = "https://codeberg.org"
+
+// forgejoScope: a Forgejo instance signs a token for any repository on it
+// that asks (on Codeberg, any repository of anyone), so a rule names the
+// owner, by name or, better, by its immutable id. Forgejo's sub for a
+// repository created after the immutable-id change reads
+// repo:acme-123456/app-456789:..., whose first segment still pins the owner.
+var forgejoScope = &policy.OwnerScope{
+	Issuer: "a Forgejo instance signs tokens for every repository on it (on Codeberg, every user's)",
+	Fields: []policy.OwnerField{
+		{Name: "repository_owner", Shape: "acme", Example: "<your user or organization>"},
+		{Name: "repository", Pins: firstSegment("", "/"), Shape: "acme/app or acme/*"},
+		{Name: "repository_owner_id", Shape: "the owner's numeric id"},
+		{Name: "repository_id", Shape: "the repository's numeric id"},
+		{Name: "sub", Pins: firstSegment("repo:", "/"), Shape: "repo:acme/app:ref:refs/heads/main or repo:acme/*"},
+	},
+}
+
+// forgejoClaims are the claims of a Forgejo Actions ID token, as documented
+// in "Forgejo Actions | Security OpenID Connect": GitHub's names, with ids
+// that may be JSON numbers or strings.
+type forgejoClaims struct {
+	Sub               string       `json:"sub"`
+	Repository        string       `json:"repository"`
+	RepositoryOwner   string       `json:"repository_owner"`
+	RepositoryID      numberOrText `json:"repository_id"`
+	RepositoryOwnerID numberOrText `json:"repository_owner_id"`
+	Workflow          string       `json:"workflow"`
+	Actor             string       `json:"actor"`
+	ActorID           numberOrText `json:"actor_id"`
+	Ref               string       `json:"ref"`
+	RefType           string       `json:"ref_type"`
+	EventName         string       `json:"event_name"`
+	RunID             numberOrText `json:"run_id"`
+	SHA               string       `json:"sha"`
+}
+
+func init() {
+	register(&oidcPlatform{
+		name:          "forgejo",
+		label:         "Forgejo Actions",
+		sectionFields: []string{"instance"},
+		ruleFields: []string{"sub", "repository", "repository_owner", "repository_id", "repository_owner_id",
+			"workflow", "actor", "actor_id", "ref", "ref_type", "event_name"},
+		scope:       forgejoScope,
+		issuerField: "instance",
+		issuer: func(s *oidcSection) (string, error) {
+			if s.Instance == "" && s.Issuer == "" {
+				return "", errors.New("instance is required: the Forgejo instance's URL, such as " + CodebergInstance +
+					"; its Actions tokens' issuer is <instance>/api/actions")
+			}
+			if s.Issuer != "" {
+				return s.Issuer, nil
+			}
+			u, err := url.Parse(s.Instance)
+			if err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+				return "", fmt.Errorf("instance %q is not the URL of a Forgejo instance, such as %s", s.Instance, CodebergInstance)
+			}
+			return strings.TrimSuffix(s.Instance, "/") + "/api/actions", nil
+		},
+		audience: func(_ *oidcSection, env *Env) string { return env.Audience },
+		claims: func(tok *oidc.IDToken) (policy.Claims, error) {
+			var c forgejoClaims
+			if err := tok.Claims(&c); err != nil {
+				return nil, err
+			}
+			return requireClaims(map[string]string{
+				"sub": c.Sub, "repository": c.Repository, "repository_owner": c.RepositoryOwner,
+				"repository_id": string(c.RepositoryID), "repository_owner_id": string(c.RepositoryOwnerID),
+				"workflow": c.Workflow, "actor": c.Actor, "actor_id": string(c.ActorID), "ref": c.Ref, "ref_type": c.RefType,
+				"event_name": c.EventName, "run_id": string(c.RunID), "sha": c.SHA,
+			}, "sub", "repository", "repository_owner", "ref")
+		},
+	})
+}
