@@ -14,7 +14,9 @@ func (env0) Method() string { return "env0" }
 
 func (env0) Signals() string { return "ENV0_ENVIRONMENT_ID or ENV0_OIDC_TOKEN" }
 
-func (env0) Detect(env Env) bool { return env("ENV0_ENVIRONMENT_ID") != "" || env("ENV0_OIDC_TOKEN") != "" }
+func (env0) Detect(env Env) bool {
+	return env("ENV0_ENVIRONMENT_ID") != "" || env("ENV0_OIDC_TOKEN") != ""
+}
 
 // Proof: env0 mints the token, with its fixed audience, before the
 // deployment starts.

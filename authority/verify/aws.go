@@ -212,7 +212,7 @@ func (v *iamVerifier) Verify(ctx context.Context, proof string) (*Admission, err
 		claims["ci_platform"] = []string{"codebuild"}
 	}
 	return &Admission{
-		Claims: claims,
+		Claims:      claims,
 		ProofID:     hex.EncodeToString(sum[:]),
 		UsableUntil: checked.signedAt.Add(awsSignatureLifetime),
 	}, nil
