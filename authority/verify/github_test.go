@@ -95,6 +95,48 @@ func TestGitHubRules(t *testing.T) {
 			wantCode:     identity.CodeClaimMissing,
 			wantInReason: []string{`"sub"`},
 		},
+		// Immutable subject claims (repositories created after mid-2026):
+		// repo:<owner>@<owner id>/<repo>@<repo id>:...
+		{
+			name:      "immutable sub",
+			allow:     "  - sub: repo:acme@65/app@74:ref:refs/heads/main\n",
+			edit:      func(c map[string]any) { c["sub"] = "repo:acme@65/app@74:ref:refs/heads/main" },
+			wantMatch: true,
+		},
+		{
+			name:      "immutable sub of the owner's repositories",
+			allow:     "  - sub: repo:acme@65/*\n    ref: refs/heads/main\n",
+			edit:      func(c map[string]any) { c["sub"] = "repo:acme@65/app@74:ref:refs/heads/main" },
+			wantMatch: true,
+		},
+		{
+			name:         "immutable sub of a re-registered owner name",
+			allow:        "  - sub: repo:acme@65/*\n",
+			edit:         func(c map[string]any) { c["sub"] = "repo:acme@9001/app@9002:ref:refs/heads/main" },
+			wantInReason: []string{"sub wants repo:acme@65/*, token has repo:acme@9001/app@9002:ref:refs/heads/main"},
+		},
+		{
+			name:         "a name-based sub rule does not admit the immutable form",
+			allow:        "  - sub: repo:acme/app:ref:refs/heads/main\n",
+			edit:         func(c map[string]any) { c["sub"] = "repo:acme@65/app@74:ref:refs/heads/main" },
+			wantInReason: []string{"sub wants repo:acme/app:ref:refs/heads/main"},
+		},
+		{
+			name:  "owner id rule survives a rename",
+			allow: "  - repository_owner_id: \"65\"\n    repository_id: \"74\"\n",
+			edit: func(c map[string]any) {
+				c["repository_owner"], c["repository"] = "acme-renamed", "acme-renamed/app"
+			},
+			wantMatch: true,
+		},
+		{
+			name:  "owner id rule refuses whoever took the old name",
+			allow: "  - repository_owner_id: \"65\"\n",
+			edit: func(c map[string]any) {
+				c["repository_owner_id"], c["repository_id"] = "9001", "9002"
+			},
+			wantInReason: []string{"repository_owner_id wants 65, token has 9001"},
+		},
 		{
 			name:         "no actor claim",
 			allow:        "  - repository: acme/app\n",

@@ -32,6 +32,11 @@ func TestOwnerScope(t *testing.T) {
 		{"github", "sub of the owner's repositories", "allow:\n  - sub: repo:acme/*\n", ""},
 		{"github", "customized sub with the owner id", "allow:\n  - sub: repository_owner_id:65:*\n", ""},
 		{"github", "a globbed repository beside a literal owner", "allow:\n  - repository: \"*\"\n    repository_owner: acme\n", ""},
+		{"github", "immutable sub of a repository", "allow:\n  - sub: repo:acme@65/app@74:ref:refs/heads/main\n", ""},
+		{"github", "immutable sub of the owner's repositories", "allow:\n  - sub: repo:acme@65/*\n", ""},
+		// A glob for the name beside a literal id does not pin: the rest of
+		// sub (a branch may be named x@65/y) can supply "@65/".
+		{"github", "immutable sub with a globbed owner name", "allow:\n  - sub: \"repo:*@65/*\"\n", notPinned},
 		{"github", "ref alone", "allow:\n  - ref: refs/heads/main\n", notPinned},
 		{"github", "workflow alone", "allow:\n  - workflow: deploy\n", notPinned},
 		{"github", "environment alone", "allow:\n  - environment: production\n", notPinned},

@@ -1,0 +1,115 @@
+package verify_test
+
+import (
+	"testing"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/mbot-dev/mbot/authority/policy"
+	"github.com/mbot-dev/mbot/authority/verify"
+	"github.com/mbot-dev/mbot/identity"
+)
+
+// azureDevOpsOrg is the organization of testdata/claims/azure_devops.json.
+const azureDevOpsOrg = "0f8e4c2b-1a2b-4c3d-9e8f-123456789abc"
+
+func init() {
+	platforms = append(platforms, platform{
+		name:     "azure_devops",
+		audience: verify.AzureDevOpsAudience,
+		section: func(issuer string) string {
+			return azureDevOpsHead(issuer) + "allow:\n  - project_name: infra\n    repository_ref: refs/heads/main\n"
+		},
+		claims: policy.Claims{
+			"sub":                {"sc://acme/infra/mbot-deploy"},
+			"organization_name":  {"acme"},
+			"organization_id":    {azureDevOpsOrg},
+			"project_name":       {"infra"},
+			"project_id":         {"6d1b9f2e-3c4d-4e5f-8a9b-0c1d2e3f4a5b"},
+			"service_connection": {"mbot-deploy"},
+			"definition_id":      {"42"},
+			"repository_id":      {"a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"},
+			"repository_uri":     {"https://dev.azure.com/acme/infra/_git/app"},
+			"repository_version": {"e1b4c8a5f9f5b4e1f2d5c8a9b7e6d5c4b3a29180"},
+			"repository_ref":     {"refs/heads/main"},
+			"run_id":             {"1234"},
+		},
+	})
+}
+
+func azureDevOpsHead(issuer string) string {
+	return "organization_id: " + azureDevOpsOrg + "\nissuer: " + issuer + "\n"
+}
+
+func TestAzureDevOpsRules(t *testing.T) {
+	runSectionRuleCases(t, platformByName(t, "azure_devops"), azureDevOpsHead, jose.RS256, []ruleCase{
+		{
+			name:      "project and ref",
+			allow:     "  - project_name: infra\n    repository_ref: refs/heads/main\n",
+			wantMatch: true,
+		},
+		{
+			name: "every documented rule field",
+			allow: "  - sub: sc://acme/infra/mbot-deploy\n    organization_name: acme\n    project_name: infra\n    service_connection: mbot-deploy\n" +
+				"    project_id: 6d1b9f2e-3c4d-4e5f-8a9b-0c1d2e3f4a5b\n    definition_id: \"42\"\n    repository_id: a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d\n" +
+				"    repository_uri: https://dev.azure.com/acme/infra/_git/app\n    repository_version: e1b4c8a5f9f5b4e1f2d5c8a9b7e6d5c4b3a29180\n    repository_ref: refs/heads/main\n",
+			wantMatch: true,
+		},
+		{
+			name:      "a pipeline's own token names the pipeline",
+			allow:     "  - project_name: infra\n    pipeline_name: deploy\n",
+			edit:      func(c map[string]any) { c["sub"] = "p://acme/infra/deploy" },
+			wantMatch: true,
+		},
+		{
+			name:         "another organization's name in sub",
+			allow:        "  - organization_name: acme\n",
+			edit:         func(c map[string]any) { c["sub"] = "sc://acme-evil/infra/mbot-deploy" },
+			wantInReason: []string{"organization_name wants acme, token has acme-evil"},
+		},
+		{
+			name:         "another project",
+			allow:        "  - project_name: infra\n",
+			edit:         func(c map[string]any) { c["sub"] = "sc://acme/sandbox/mbot-deploy" },
+			wantInReason: []string{"project_name wants infra, token has sandbox"},
+		},
+		{
+			name:         "a branch the rule does not name",
+			allow:        "  - project_name: infra\n    repository_ref: refs/heads/main\n",
+			edit:         func(c map[string]any) { c["rpo_ref"] = "refs/heads/feature" },
+			wantInReason: []string{"repository_ref wants refs/heads/main, token has refs/heads/feature"},
+		},
+		{
+			name:         "sub of another shape",
+			allow:        "  - project_name: infra\n",
+			edit:         func(c map[string]any) { c["sub"] = "acme/infra/deploy" },
+			wantCode:     identity.CodeProofInvalid,
+			wantInReason: []string{"p://<organization>/<project>/<pipeline>"},
+		},
+		{
+			name:         "no org_id claim",
+			allow:        "  - project_name: infra\n",
+			edit:         func(c map[string]any) { delete(c, "org_id") },
+			wantCode:     identity.CodeClaimMissing,
+			wantInReason: []string{`"org_id"`, "Azure Pipelines"},
+		},
+	})
+}
+
+func TestAzureDevOpsCompile(t *testing.T) {
+	runCompileCases(t, "azure_devops", []compileCase{
+		{"organization id", "organization_id: " + azureDevOpsOrg + "\nallow:\n  - project_name: infra\n", ""},
+		{"no organization", "allow:\n  - project_name: infra\n", "organization_id is required"},
+		{"organization by name", "organization_id: acme\nallow:\n  - project_name: infra\n", `organization_id "acme" is not an Azure DevOps organization id`},
+		{"organization glob", "organization_id: \"*\"\nallow:\n  - project_name: infra\n", "is not an Azure DevOps organization id"},
+		{"unknown rule field", "organization_id: " + azureDevOpsOrg + "\nallow:\n  - branch: main\n", `unknown field "branch"`},
+	})
+	// The issuer is the organization's own, by default.
+	v, err := compile(t, "azure_devops", "organization_id: "+azureDevOpsOrg+"\nallow:\n  - project_name: infra\n", newEnv(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss := startIssuer(t, jose.ES256)
+	claims := tokenClaims(t, "azure_devops", iss.URL, verify.AzureDevOpsAudience)
+	_, err = v.Verify(t.Context(), iss.Sign(t, claims))
+	wantRefusal(t, err, identity.CodeWrongIssuer, verify.AzureDevOpsIssuerPrefix+azureDevOpsOrg)
+}
