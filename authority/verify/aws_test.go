@@ -462,3 +462,29 @@ func TestIAMSectionErrors(t *testing.T) {
 	// A bare host name is an https endpoint.
 	mustCompile(t, "iam", "allow:\n  - aws_account: \"123456789012\"\nsts_endpoints: [vpce-1.sts.us-east-1.vpce.amazonaws.com, \"http://127.0.0.1:4566\", \"http://[::1]:4566\"]\n", awsEnv())
 }
+
+// TestIAMCodeBuild marks the caller of a CodeBuild build, which STS names
+// in the role session AWSCodeBuild-<build id>, as CodeBuild's; other
+// callers carry no ci_platform.
+func TestIAMCodeBuild(t *testing.T) {
+	sts := startSTS(t)
+	v := mustCompile(t, "iam", iamSection(sts.URL, "  - aws_account: \"123456789012\"\n    aws_arn: arn:aws:sts::123456789012:assumed-role/codebuild-deploy/*\n"), awsEnv())
+	adm, err := v.Verify(context.Background(), awsProof{url: sts.URL + "/"}.sign(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := adm.Claims["ci_platform"]; got != nil {
+		t.Errorf("an EC2 instance role's caller has ci_platform %v", got)
+	}
+	sts.SetCaller(simci.CodeBuildArn, simci.CodeBuildUserID)
+	adm, err = v.Verify(context.Background(), awsProof{url: sts.URL + "/"}.sign(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := adm.Claims["ci_platform"]; len(got) != 1 || got[0] != "codebuild" {
+		t.Errorf("CodeBuild's caller has ci_platform %v, want codebuild", got)
+	}
+	if ok, why := policy.MatchRules(v.Rules(), adm.Claims); !ok {
+		t.Errorf("the CodeBuild role's rule refuses the build: %s", why)
+	}
+}

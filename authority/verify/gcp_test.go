@@ -194,3 +194,38 @@ func TestGCPCompile(t *testing.T) {
 		{"audience is the authority's", "audience: acme\nallow:\n  - project_ids: acme-ci\n", "spec.gcp.audience is not a known field"},
 	})
 }
+
+// TestGCPCloudBuild admits a build of Google Cloud Build: its legacy
+// service account's token names the project by number only, so rules name
+// the account, and the claims say the token is Cloud Build's.
+func TestGCPCloudBuild(t *testing.T) {
+	const account = "739419398126@cloudbuild.gserviceaccount.com"
+	runSectionRuleCases(t, platformByName(t, "gcp"), gcpHead, jose.RS256, []ruleCase{
+		{name: "the build's service account", allow: "  - service_accounts: " + account + "\n", edit: gkeToken(account), wantMatch: true},
+		{
+			name:         "no project id in the token",
+			allow:        "  - project_ids: acme-ci\n",
+			edit:         gkeToken(account),
+			wantInReason: []string{"project_ids wants acme-ci, token has (absent)"},
+		},
+		{
+			name:         "another project's Cloud Build",
+			allow:        "  - service_accounts: " + account + "\n",
+			edit:         gkeToken("111111111111@cloudbuild.gserviceaccount.com"),
+			wantInReason: []string{"service_accounts wants " + account},
+		},
+	})
+	iss := startIssuer(t, jose.RS256)
+	v := mustCompile(t, "gcp", gcpHead(iss.URL)+"allow:\n  - service_accounts: "+account+"\n", newEnv(iss.Client))
+	claims := tokenClaims(t, "gcp", iss.URL, "acme")
+	gkeToken(account)(claims)
+	adm, err := v.Verify(t.Context(), iss.Sign(t, claims))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"ci_platform": "cloud_build", "project_number": "739419398126"} {
+		if got := adm.Claims[name]; len(got) != 1 || got[0] != want {
+			t.Errorf("claim %s = %v, want %s", name, got, want)
+		}
+	}
+}

@@ -23,7 +23,11 @@ import (
 
 // Issuer is a loopback OIDC issuer.
 type Issuer struct {
-	URL    string
+	// URL is the issuer, iss of its tokens: Base, or Base followed by the
+	// path the issuer lives under (StartForgejo).
+	URL string
+	// Base is the server's http://127.0.0.1:PORT.
+	Base   string
 	Key    *rsa.PrivateKey
 	KeyID  string
 	signer jose.Signer
@@ -37,10 +41,20 @@ type Issuer struct {
 	TTL time.Duration
 	// signed are GitHub tokens signed ahead of time by SignAhead, by audience.
 	signed map[string][]string
+	// jobs are the claims of the jobs whose token endpoints (Forgejo,
+	// Azure Pipelines, Codefresh) this issuer serves, by request token.
+	jobs map[string]job
 }
 
 // Start serves a new issuer on 127.0.0.1 with a fresh 2048-bit RSA key.
-func Start() (*Issuer, error) {
+func Start() (*Issuer, error) { return startAt("") }
+
+// StartForgejo serves a Forgejo instance's Actions issuer, which lives
+// under the instance's /api/actions (Base is the instance).
+func StartForgejo() (*Issuer, error) { return startAt(ForgejoIssuerPath) }
+
+// startAt serves an issuer whose discovery document is under path.
+func startAt(path string) (*Issuer, error) {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return nil, err
@@ -49,8 +63,10 @@ func Start() (*Issuer, error) {
 	if err != nil {
 		return nil, err
 	}
+	base := "http://" + ln.Addr().String()
 	iss := &Issuer{
-		URL:          "http://" + ln.Addr().String(),
+		URL:          base + path,
+		Base:         base,
 		Key:          key,
 		KeyID:        randomHex(8),
 		runnerToken:  randomHex(16),
@@ -64,9 +80,10 @@ func Start() (*Issuer, error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /.well-known/openid-configuration", iss.discovery)
-	mux.HandleFunc("GET /.well-known/jwks", iss.jwks)
+	mux.HandleFunc("GET "+path+"/.well-known/openid-configuration", iss.discovery)
+	mux.HandleFunc("GET "+path+"/.well-known/jwks", iss.jwks)
 	mux.HandleFunc("GET /github/token", iss.githubToken)
+	iss.handlePlatforms(mux)
 	iss.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go iss.srv.Serve(ln)
 	return iss, nil

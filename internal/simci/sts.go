@@ -27,6 +27,10 @@ const (
 	STSAccount         = "123456789012"
 	STSArn             = "arn:aws:sts::123456789012:assumed-role/ci-deploy/i-0123456789abcdef0"
 	STSUserID          = "AROAEXAMPLEROLEID1234:i-0123456789abcdef0"
+	// CodeBuildArn and CodeBuildUserID are the caller of a CodeBuild build,
+	// whose service role CodeBuild assumes in session AWSCodeBuild-<build id>.
+	CodeBuildArn    = "arn:aws:sts::123456789012:assumed-role/codebuild-deploy/AWSCodeBuild-6a3c1f2e-0000-4000-8000-00000000cb01"
+	CodeBuildUserID = "AROAEXAMPLECODEBUILD1:AWSCodeBuild-6a3c1f2e-0000-4000-8000-00000000cb01"
 )
 
 // STS is a loopback stand-in for AWS STS's GetCallerIdentity. Like STS, it
@@ -40,6 +44,16 @@ type STS struct {
 
 	mu       sync.Mutex
 	requests int
+	// arn and userID are the caller GetCallerIdentity names (STSArn, STSUserID).
+	arn, userID string
+}
+
+// SetCaller makes the stand-in answer as if the credentials were those of
+// arn (CodeBuildArn, to play a CodeBuild build).
+func (s *STS) SetCaller(arn, userID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.arn, s.userID = arn, userID
 }
 
 // StartSTS serves the stand-in on 127.0.0.1 over plain http.
@@ -48,7 +62,7 @@ func StartSTS() (*STS, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &STS{URL: "http://" + ln.Addr().String()}
+	s := &STS{URL: "http://" + ln.Addr().String(), arn: STSArn, userID: STSUserID}
 	s.srv = &http.Server{Handler: http.HandlerFunc(s.serve), ReadHeaderTimeout: 5 * time.Second}
 	go s.srv.Serve(ln)
 	return s, nil
@@ -81,6 +95,7 @@ func (s *STS) Env() map[string]string {
 func (s *STS) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.requests++
+	arn, userID := s.arn, s.userID
 	s.mu.Unlock()
 	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
 	if err != nil {
@@ -110,7 +125,7 @@ func (s *STS) serve(w http.ResponseWriter, r *http.Request) {
     <RequestId>01234567-89ab-cdef-0123-456789abcdef</RequestId>
   </ResponseMetadata>
 </GetCallerIdentityResponse>
-`, STSArn, STSUserID, STSAccount)
+`, html.EscapeString(arn), html.EscapeString(userID), STSAccount)
 }
 
 // checkSigV4 verifies the request's signature the way STS does: it signs
