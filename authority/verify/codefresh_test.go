@@ -54,9 +54,11 @@ func TestCodefreshRules(t *testing.T) {
 			wantInReason: []string{"account_id wants " + codefreshAccount + ", token has 000000000000000000000001"},
 		},
 		{
-			name:     "sub of another account than account_id",
-			allow:    "  - account_id: " + codefreshAccount + "\n",
-			edit:     func(c map[string]any) { c["sub"] = "account:000000000000000000000001:pipeline:64de5cd47626b3ca134e760a" },
+			name:  "sub of another account than account_id",
+			allow: "  - account_id: " + codefreshAccount + "\n",
+			edit: func(c map[string]any) {
+				c["sub"] = "account:000000000000000000000001:pipeline:64de5cd47626b3ca134e760a"
+			},
 			wantCode: identity.CodeProofInvalid,
 		},
 		{

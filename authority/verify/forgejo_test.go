@@ -48,9 +48,12 @@ func TestForgejoRules(t *testing.T) {
 			wantMatch: true,
 		},
 		{
-			name:         "the owner's name re-registered by someone else",
-			allow:        "  - repository_owner_id: \"1234\"\n",
-			edit:         func(c map[string]any) { c["repository_owner_id"] = "9999"; c["sub"] = "repo:acme-9999/app-1:ref:refs/heads/main" },
+			name:  "the owner's name re-registered by someone else",
+			allow: "  - repository_owner_id: \"1234\"\n",
+			edit: func(c map[string]any) {
+				c["repository_owner_id"] = "9999"
+				c["sub"] = "repo:acme-9999/app-1:ref:refs/heads/main"
+			},
 			wantInReason: []string{"repository_owner_id wants 1234, token has 9999"},
 		},
 		{

@@ -30,9 +30,11 @@ func TestJenkinsRules(t *testing.T) {
 		{name: "sub", allow: "  - sub: https://jenkins.acme.internal/job/infra/job/deploy/\n", wantMatch: true},
 		{name: "jobs of a folder", allow: "  - folder: infra\n    job: infra/*\n", wantMatch: true},
 		{
-			name:      "a job in nested folders, with an escaped name",
-			allow:     "  - folder: infra/prod\n    job: infra/prod/deploy app\n",
-			edit:      func(c map[string]any) { c["sub"] = "https://jenkins.acme.internal/job/infra/job/prod/job/deploy%20app/" },
+			name:  "a job in nested folders, with an escaped name",
+			allow: "  - folder: infra/prod\n    job: infra/prod/deploy app\n",
+			edit: func(c map[string]any) {
+				c["sub"] = "https://jenkins.acme.internal/job/infra/job/prod/job/deploy%20app/"
+			},
 			wantMatch: true,
 		},
 		{
