@@ -107,7 +107,7 @@ func Detect(env Env) (Joiner, error) {
 		}
 	}
 	// Several short lines: the usual reader is a person on a laptop.
-	return nil, fmt.Errorf("no CI platform detected; looked for %s (signals: mbot issue --help).\n"+
+	return nil, fmt.Errorf("no CI platform detected (mbot issue --help lists the signals); looked for\n  %s\n"+
 		"  Try mbot on this machine:  mbot demo\n"+
 		"  Join without a platform:   --join-method token with %s set\n"+
 		"  In a CI job not detected:  --join-method <method>",
