@@ -200,7 +200,7 @@ func TestHostileJoinRequests(t *testing.T) {
 		}), []identity.ErrorCode{identity.CodeBadRequest}},
 		{"join_token with a NUL", request(t, iss, func(r *identity.JoinRequest) { r.JoinToken = "github-deploy\x00" }), []identity.ErrorCode{identity.CodeBadRequest}},
 		{"join_token in upper case", request(t, iss, func(r *identity.JoinRequest) { r.JoinToken = "GitHub-Deploy" }), []identity.ErrorCode{identity.CodeBadRequest}},
-		{"unknown method", request(t, iss, func(r *identity.JoinRequest) { r.Method = "jenkins" }), []identity.ErrorCode{identity.CodeBadRequest}},
+		{"unknown method", request(t, iss, func(r *identity.JoinRequest) { r.Method = "travis" }), []identity.ErrorCode{identity.CodeBadRequest}},
 		{"method with control characters", request(t, iss, func(r *identity.JoinRequest) { r.Method = "github\r\n\x1b[31m" }), []identity.ErrorCode{identity.CodeBadRequest}},
 		{"250 KB method", request(t, iss, func(r *identity.JoinRequest) { r.Method = strings.Repeat("m", 250<<10) }), []identity.ErrorCode{identity.CodeBadRequest}},
 		{"17 outputs", request(t, iss, outputs(seventeen...)), []identity.ErrorCode{identity.CodeBadRequest}},
