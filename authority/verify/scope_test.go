@@ -119,6 +119,22 @@ func TestOwnerScope(t *testing.T) {
 		{"oidc", "CircleCI", "issuer: https://oidc.circleci.com/org/" + circleciOrg + "\nallow:\n  - sub: x\n", "use method: circleci"},
 		{"oidc", "Google", "issuer: https://accounts.google.com\nallow:\n  - sub: x\n", "use method: gcp"},
 		{"oidc", "Entra ID", "issuer: https://sts.windows.net/" + azureTenant + "/\nallow:\n  - sub: x\n", "use method: azure"},
+		{"oidc", "Codeberg", "issuer: https://codeberg.org/api/actions\nallow:\n  - sub: x\n", "use method: forgejo"},
+		{"oidc", "env0", "issuer: https://login.app.env0.com/\nallow:\n  - sub: x\n", "use method: env0"},
+		{"oidc", "Codefresh", "issuer: https://oidc.codefresh.io\nallow:\n  - sub: x\n", "use method: codefresh"},
+		{"oidc", "Azure DevOps", "issuer: https://vstoken.dev.azure.com/0f8e4c2b-1a2b-4c3d-9e8f-123456789abc\nallow:\n  - sub: x\n", "use method: azure_devops"},
+		{"oidc", "a self-hosted Forgejo", "issuer: https://git.acme.internal/api/actions\nallow:\n  - sub: repo:acme/app:ref:refs/heads/main\n", ""},
+		// The new methods: the tenant by an exact value, in each rule or on the section.
+		{"forgejo", "owner on Codeberg", "instance: https://codeberg.org\nallow:\n  - repository_owner: acme\n", ""},
+		{"forgejo", "ref alone on Codeberg", "instance: https://codeberg.org\nallow:\n  - ref: refs/heads/main\n", notPinned},
+		{"env0", "organization", "allow:\n  - organization_id: 5c6d7e8f-0000-4000-8000-0000000000e0\n", ""},
+		{"env0", "project alone", "allow:\n  - project_id: 9a8b7c6d-0000-4000-8000-0000000000e1\n", notPinned},
+		{"codefresh", "account", "allow:\n  - account_id: 5f30ebd30312313ae7f17948\n", ""},
+		{"codefresh", "pipeline alone", "allow:\n  - pipeline_id: 64de5cd47626b3ca134e760a\n", notPinned},
+		{"semaphore", "the organization is the issuer", "organization: acme\nallow:\n  - branch: main\n", ""},
+		{"azure_devops", "the organization is the issuer", "organization_id: 0f8e4c2b-1a2b-4c3d-9e8f-123456789abc\nallow:\n  - repository_ref: refs/heads/main\n", ""},
+		{"jenkins", "an exact folder", "issuer: https://jenkins.acme.internal/oidc\nallow:\n  - folder: infra\n", ""},
+		{"jenkins", "globs only", "issuer: https://jenkins.acme.internal/oidc\nallow:\n  - job: \"infra/*\"\n", allGlobs},
 	}
 	for _, tc := range cases {
 		t.Run(tc.method+"/"+tc.name, func(t *testing.T) {
