@@ -314,8 +314,12 @@ func (d *daemon) renewed(res *IssueResult) time.Duration {
 	for i, out := range res.Outputs {
 		dirs[i] = out.Dir
 	}
-	d.log.Info("wrote fresh credentials", "bot", res.Response.Bot, "method", res.Method, "outputs", dirs,
-		"not_after", notAfter.UTC(), "next_renewal", now.Add(wait).UTC().Round(time.Second))
+	attrs := []any{"bot", res.Response.Bot, "method", res.Method, "outputs", dirs,
+		"not_after", notAfter.UTC(), "next_renewal", now.Add(wait).UTC().Round(time.Second)}
+	if res.CIPlatform != "" {
+		attrs = append(attrs, "ci_platform", res.CIPlatform)
+	}
+	d.log.Info("wrote fresh credentials", attrs...)
 	return wait
 }
 
