@@ -61,7 +61,8 @@ func init() {
 			}
 			return AzureDevOpsAudience
 		},
-		claims: azureDevOpsIdentity,
+		tokenClaims: []string{"org_id", "prj_id", "def_id", "rpo_id", "rpo_uri", "rpo_ref"},
+		claims:      azureDevOpsIdentity,
 	})
 }
 

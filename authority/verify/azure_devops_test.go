@@ -113,3 +113,22 @@ func TestAzureDevOpsCompile(t *testing.T) {
 	_, err = v.Verify(t.Context(), iss.Sign(t, claims))
 	wantRefusal(t, err, identity.CodeWrongIssuer, verify.AzureDevOpsIssuerPrefix+azureDevOpsOrg)
 }
+
+// TestAzureDevOpsUnverifiedClaims: a refused token's audit record keeps the
+// claims that say whose it is, by their names in the token (org_id, not a
+// rule field), and nothing else the presenter chose.
+func TestAzureDevOpsUnverifiedClaims(t *testing.T) {
+	iss := startIssuer(t, jose.ES256)
+	v := mustCompile(t, "azure_devops", azureDevOpsHead(iss.URL)+"allow:\n  - project_name: infra\n", newEnv(iss.Client))
+	claims := tokenClaims(t, "azure_devops", "https://issuer.attacker.example", verify.AzureDevOpsAudience)
+	claims["note"] = "chosen by the presenter"
+	got := v.(verify.UnverifiedClaimer).UnverifiedClaims(iss.Sign(t, claims))
+	for name, want := range map[string]string{"org_id": azureDevOpsOrg, "rpo_ref": "refs/heads/main", "sub": "sc://acme/infra/mbot-deploy", "iss": "https://issuer.attacker.example"} {
+		if v := got[name]; len(v) != 1 || v[0] != want {
+			t.Errorf("unverified claim %s = %v, want %s", name, v, want)
+		}
+	}
+	if _, ok := got["note"]; ok {
+		t.Errorf("kept a claim no rule or record asks for: %v", got)
+	}
+}

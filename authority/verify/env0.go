@@ -53,6 +53,7 @@ func init() {
 			}
 			return Env0Audience
 		},
+		tokenClaims: []string{"organizationId", "projectId", "environmentId", "environmentName", "deployerEmail"},
 		claims: func(tok *oidc.IDToken) (policy.Claims, error) {
 			var c env0Claims
 			if err := tok.Claims(&c); err != nil {

@@ -74,6 +74,11 @@ type oidcPlatform struct {
 	audience func(s *oidcSection, env *Env) string
 	// claims reads the platform's claims into allow-rule fields.
 	claims func(tok *oidc.IDToken) (policy.Claims, error)
+	// tokenClaims are claims of the token, by their names in it, that the
+	// audit record of a refused proof keeps besides the rule fields: those
+	// of platforms whose claim names are not the rule fields' (org_id,
+	// organizationId).
+	tokenClaims []string
 }
 
 func (p *oidcPlatform) Name() string { return p.name }
@@ -538,7 +543,8 @@ func (v *oidcVerifier) UnverifiedClaims(proof string) policy.Claims {
 		return nil
 	}
 	keep := func(k string) bool {
-		return v.platform.ruleFields == nil || slices.Contains(v.platform.ruleFields, k) || k == "iss" || k == "sub" || k == "aud"
+		return v.platform.ruleFields == nil || slices.Contains(v.platform.ruleFields, k) || slices.Contains(v.platform.tokenClaims, k) ||
+			k == "iss" || k == "sub" || k == "aud"
 	}
 	claims := policy.Claims{}
 	for k, val := range raw {

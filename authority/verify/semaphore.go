@@ -59,6 +59,7 @@ func init() {
 			}
 			return "https://" + s.Organization + ".semaphoreci.com"
 		},
+		tokenClaims: []string{"prj_id", "wf_id", "ppl_id", "job_id"},
 		claims: func(tok *oidc.IDToken) (policy.Claims, error) {
 			var c semaphoreClaims
 			if err := tok.Claims(&c); err != nil {
