@@ -295,9 +295,9 @@ func MigrateKeys(ctx context.Context, cfg *Config, req MigrateKeysRequest) (stri
 		}
 		changes = append(changes, store.CAChange{Name: name, Old: rows[name], New: m.encode(ca, target)})
 	}
-	what := "sealed with the key from " + describeKEK(target)
-	if target == nil {
-		what = "stored in the clear"
+	what := "stored in the clear"
+	if target != nil {
+		what = "sealed with the key from " + target.Source
 	}
 	if len(changes) == 0 {
 		return fmt.Sprintf("every CA key (%d) is already %s; nothing to do\n", len(rows), what), nil
@@ -319,5 +319,3 @@ func MigrateKeys(ctx context.Context, cfg *Config, req MigrateKeysRequest) (stri
 	}
 	return out, nil
 }
-
-func describeKEK(k *KEK) string { return k.Source }
