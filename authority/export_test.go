@@ -22,3 +22,7 @@ func (c *CAs) PrivateKeys() map[string]crypto.Signer {
 	}
 	return out
 }
+
+// RefreshNow reads the store again if another process changed it, as a
+// join does at most every reloadInterval.
+func (a *Authority) RefreshNow(ctx context.Context) bool { return a.refreshNow(ctx) }
