@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -252,7 +253,9 @@ func (a *Authority) handleSettings(w http.ResponseWriter, _ *http.Request, _ str
 func (a *Authority) ensureAdminIdentity(ctx context.Context, addr net.Addr) error {
 	dir := filepath.Join(a.cfg.DataDir, AdminDirName)
 	ttl := time.Duration(a.cfg.AdminIdentityTTL)
-	if data, err := os.ReadFile(filepath.Join(dir, identity.FileTLSCert)); err == nil {
+	// A CA rotation step changes the bundle: the identity is written again.
+	caPEM, _ := os.ReadFile(filepath.Join(dir, identity.FileCA))
+	if data, err := os.ReadFile(filepath.Join(dir, identity.FileTLSCert)); err == nil && bytes.Equal(caPEM, a.CAs().TLSCertPEM) {
 		if block, _ := pem.Decode(data); block != nil {
 			if cert, err := x509.ParseCertificate(block.Bytes); err == nil && cert.CheckSignatureFrom(a.CAs().TLSCert) == nil {
 				if left := time.Until(cert.NotAfter); left > ttl/2 && left <= ttl+time.Minute {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -36,8 +37,10 @@ type Authority struct {
 	kek *KEK
 	// serving is the TLS config for the current CAs (ServingTLS).
 	serving atomic.Pointer[servingTLS]
-	env     *verify.Env
-	log     *slog.Logger
+	// listening is the address Serve listens on, once it does.
+	listening atomic.Pointer[net.Addr]
+	env       *verify.Env
+	log       *slog.Logger
 
 	// state is swapped whole when resources change, so joins never lock.
 	state    atomic.Pointer[state]
@@ -372,6 +375,10 @@ func (a *Authority) reloadCAs(ctx context.Context) error {
 	}
 	a.cas.Store(cas)
 	a.log.Info("CA rotation changed; CAs reloaded", "rotations", len(rotations))
+	if addr := a.listening.Load(); addr != nil {
+		// Its ca.crt and pin follow the TLS CA's rotation.
+		return a.ensureAdminIdentity(ctx, *addr)
+	}
 	return nil
 }
 

@@ -250,6 +250,8 @@ func (a *Authority) Serve(ctx context.Context, ready func(addr net.Addr)) error 
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
 	a.setIssuer(ln.Addr())
+	addr := ln.Addr()
+	a.listening.Store(&addr)
 	a.log.Info("authority serving", "cluster", a.cfg.ClusterName, "addr", ln.Addr().String(), "issuer", a.issuerURL(),
 		"ca_pin", a.CAs().Pin(), "data_dir", a.cfg.DataDir, "join_tokens", len(a.state.Load().tokens))
 	if err := a.ensureAdminIdentity(ctx, ln.Addr()); err != nil {

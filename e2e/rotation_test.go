@@ -224,6 +224,12 @@ func TestRotateTLSCA(t *testing.T) {
 	if res := c.issue(t, c.jobEnv(gitLabJob(t, c)), tokenGitLab, filepath.Join(t.TempDir(), "oldpin")); res.code != 0 {
 		t.Errorf("mbot issue with the old pin during update_clients: %s", res)
 	}
+	// Clients given both pins work on either side of update_servers.
+	bothPins := oldPin + "," + newPin
+	c.pin = bothPins
+	if res := c.issue(t, c.jobEnv(gitLabJob(t, c)), tokenGitLab, filepath.Join(t.TempDir(), "bothpins")); res.code != 0 {
+		t.Errorf("mbot issue with both pins during update_clients: %s", res)
+	}
 
 	if res := c.rotate(t, "--type", "tls", "--phase", "update_servers", "--force"); res.code != 0 {
 		t.Fatalf("rotate (update_servers): %s", res)
@@ -248,9 +254,15 @@ func TestRotateTLSCA(t *testing.T) {
 	if _, err := servingCA(t, c, filepath.Join(before, identity.FileCA)); err == nil {
 		t.Error("a ca.crt holding only the old CA verifies the serving certificate of the new one")
 	}
-	c.pin = newPin
-	if res := c.issue(t, c.jobEnv(gitLabJob(t, c)), tokenGitLab, filepath.Join(t.TempDir(), "newpin")); res.code != 0 {
-		t.Errorf("mbot issue with the new pin after update_servers: %s", res)
+	for _, pin := range []string{bothPins, newPin} {
+		c.pin = pin
+		if res := c.issue(t, c.jobEnv(gitLabJob(t, c)), tokenGitLab, filepath.Join(t.TempDir(), "newpin")); res.code != 0 {
+			t.Errorf("mbot issue with --ca-pin %s after update_servers: %s", pin, res)
+		}
+	}
+	c.pin = oldPin
+	if res := c.issue(t, c.jobEnv(gitLabJob(t, c)), tokenGitLab, filepath.Join(t.TempDir(), "oldpin-after")); res.code == 0 || !strings.Contains(res.stderr, "--ca-pin") {
+		t.Errorf("mbot issue with only the old pin after update_servers: %s", res)
 	}
 	if got := strings.TrimSpace(c.export(t, "ca-pin")); got != newPin {
 		t.Errorf("export --type ca-pin after update_servers: %s, want %s", got, newPin)
