@@ -379,3 +379,25 @@ func TestKEKSources(t *testing.T) {
 		t.Errorf("ca_key_encryption without key_file: %v", err)
 	}
 }
+
+// TestCAKeysDocYAML: every authority.yaml example of
+// docs/ca-keys-and-rotation.md loads, with its ca_key_encryption.
+func TestCAKeysDocYAML(t *testing.T) {
+	doc, err := os.ReadFile("../docs/ca-keys-and-rotation.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Split(string(doc), "```yaml\n")[1:]
+	if len(blocks) < 2 {
+		t.Fatalf("%d YAML examples in the doc", len(blocks))
+	}
+	for i, b := range blocks {
+		body, _, _ := strings.Cut(b, "```")
+		cfg, err := authority.ParseConfig(fmt.Sprintf("docs example %d", i+1), []byte(body))
+		if err != nil {
+			t.Errorf("example %d: %v", i+1, err)
+		} else if cfg.CAKeyEncryption.KeyFile != "/etc/mbot/kek" {
+			t.Errorf("example %d: key_file %q", i+1, cfg.CAKeyEncryption.KeyFile)
+		}
+	}
+}

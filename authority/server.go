@@ -264,6 +264,10 @@ func (a *Authority) Serve(ctx context.Context, ready func(addr net.Addr)) error 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(tls.NewListener(ln, tlsCfg)) }()
 	go every(ctx, 10*time.Minute, func(now time.Time) { a.prune(ctx, now) })
+	// Joins read changes made by other processes as they come; this reads
+	// them when none come, so that a CA rotation step changes the serving
+	// certificate of an idle authority too.
+	go every(ctx, reloadInterval, func(time.Time) { a.refresh(ctx) })
 	// Ended bursts are recorded as they end; Serve records the rest once the server has stopped.
 	go every(ctx, burstQuiet/2, func(now time.Time) { a.recordBursts(ctx, now, false) })
 	select {
