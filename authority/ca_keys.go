@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"slices"
@@ -95,14 +96,13 @@ func readKEKFile(path string) (*KEK, error) {
 		return nil, fmt.Errorf("the CA key-encryption key %s is not a regular file", path)
 	}
 	if perm := info.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("the CA key-encryption key %s is readable by others (mode %04o); chmod 600 it", path, perm)
+		return nil, fmt.Errorf("the CA key-encryption key %s is open to its group or others (mode %04o); chmod 600 it", path, perm)
 	}
-	data := make([]byte, 1024)
-	n, err := f.Read(data)
+	data, err := io.ReadAll(io.LimitReader(f, 4096))
 	if err != nil {
 		return nil, fmt.Errorf("reading the CA key-encryption key %s: %w", path, err)
 	}
-	return parseKEK(data[:n], path)
+	return parseKEK(data, path)
 }
 
 // parseKEK decodes a 32-byte key written as 64 hex digits or as base64.
@@ -166,7 +166,7 @@ type caMaterial struct {
 }
 
 // errPlainKeyWithKEK is a CA key stored in the clear while ca_key_encryption is set.
-var errPlainKeyWithKEK = errors.New("stored in the clear, but ca_key_encryption is set")
+var errPlainKeyWithKEK = errors.New("stored in the clear, but a key-encryption key is set (ca_key_encryption or $" + EnvCAKEK + ")")
 
 // parseCAMaterial reads the PEM stored under a CA's name. name is the CA
 // (ssh-user, tls, ...) the key was sealed for. A sealed key needs kek; a

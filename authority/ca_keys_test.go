@@ -350,7 +350,7 @@ func TestKEKSources(t *testing.T) {
 		{"hex file", write("hex", hex.EncodeToString(key)+"\n", 0o600), "", ""},
 		{"base64 file", write("b64", base64.StdEncoding.EncodeToString(key), 0o400), "", ""},
 		{"environment", "", hex.EncodeToString(key), ""},
-		{"group-readable file", write("open", hex.EncodeToString(key), 0o640), "", "readable by others (mode 0640); chmod 600"},
+		{"group-readable file", write("open", hex.EncodeToString(key), 0o640), "", "open to its group or others (mode 0640); chmod 600"},
 		{"short key", write("short", base64.StdEncoding.EncodeToString(key[:16]), 0o600), "", "not 32 bytes written as 64 hex digits or base64"},
 		{"malformed key", write("bad", "correct horse battery staple", 0o600), "", "openssl rand -base64 32"},
 		{"short key in the environment", "", "abcd", "$MBOT_CA_KEK is not 32 bytes"},

@@ -130,6 +130,9 @@ Examples:
 					if c.Bool("status") == (c.String("type") != "") {
 						return usagef("pass --type to take a rotation step, or --status to show rotations")
 					}
+					if c.IsSet("grace") && c.String("phase") != "" {
+						return usagef("--grace is given when a rotation starts (without --phase); it cannot change later")
+					}
 					st, cas, err := openCAs(c)
 					if err != nil {
 						return err
