@@ -254,9 +254,14 @@ func parseCA(def caDef, material []byte, kek *KEK) (*caMaterial, error) {
 	if def.x509 != nil && m.cert == nil {
 		return nil, fmt.Errorf("loading the %s CA: the stored material lacks the certificate", def.name)
 	}
-	if def.name == caJWT {
+	switch {
+	case def.name == caJWT:
 		if ec, ok := m.key.(*ecdsa.PrivateKey); !ok || ec.Curve != elliptic.P256() {
 			return nil, fmt.Errorf("loading the %s key: it is a %T, not an ECDSA P-256 key", caJWT, m.key)
+		}
+	case def.x509 == nil:
+		if _, err := ssh.NewPublicKey(m.key.Public()); err != nil {
+			return nil, fmt.Errorf("loading the %s CA: %w", def.name, err)
 		}
 	}
 	return m, nil

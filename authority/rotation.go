@@ -98,7 +98,7 @@ func (s *caSet) trustedSSH() string {
 	for _, m := range s.trusted() {
 		pub, err := ssh.NewPublicKey(m.key.Public())
 		if err != nil {
-			panic(err) // an SSH CA's key is Ed25519, checked when loaded (assign)
+			panic(err) // checked by parseCA
 		}
 		b.Write(ssh.MarshalAuthorizedKey(pub))
 	}
