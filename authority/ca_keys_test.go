@@ -401,3 +401,33 @@ func TestCAKeysDocYAML(t *testing.T) {
 		}
 	}
 }
+
+// TestCAKeysUnknownEnvelope: a sealed key in an envelope version this
+// mbot does not know is refused, not misread.
+func TestCAKeysUnknownEnvelope(t *testing.T) {
+	dir := t.TempDir()
+	cfg := kekConfig(t, dir, writeKEK(t, dir, "kek"))
+	a, err := openKEK(t, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := a.Store().ListCAs(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := bytes.Replace(rows["jwt"], []byte("Version: 1"), []byte("Version: 2"), 1)
+	if bytes.Equal(later, rows["jwt"]) {
+		t.Fatalf("the sealed jwt key has no Version header:\n%s", rows["jwt"])
+	}
+	if err := a.Store().ReplaceCAs(t.Context(), []store.CAChange{{Name: "jwt", Old: rows["jwt"], New: later}}); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	if a, err = openKEK(t, cfg); err == nil {
+		a.Close()
+		t.Fatal("started with a key sealed in an unknown format")
+	}
+	if !strings.Contains(err.Error(), `the jwt CA key is sealed in format version "2", which this mbot does not know`) {
+		t.Errorf("error %q", err)
+	}
+}
