@@ -35,11 +35,15 @@ var ExportTypes = []string{"ca-pin", "tls-ca", "ssh-user-ca", "ssh-host-ca",
 // re-applying its resources: what local admin commands on the authority
 // host need (like tctl). The CAs are created if this is the first use.
 func OpenAdmin(ctx context.Context, cfg *Config) (*store.Store, *CAs, error) {
+	kek, err := LoadKEK(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
 	st, err := store.OpenSQLite(ctx, cfg.DataDir)
 	if err != nil {
 		return nil, nil, err
 	}
-	cas, err := LoadCAs(ctx, st, cfg.ClusterName)
+	cas, err := LoadCAs(ctx, st, cfg.ClusterName, kek)
 	if err != nil {
 		st.Close()
 		return nil, nil, err
@@ -55,9 +59,9 @@ func (c *CAs) Export(typ string) (string, error) {
 	case "tls-ca":
 		return string(c.TLSCertPEM), nil
 	case "ssh-user-ca":
-		return AuthorizedKey(c.SSHUser), nil
+		return c.SSHUserCAKeys(), nil
 	case "ssh-host-ca":
-		return AuthorizedKey(c.SSHHost), nil
+		return c.SSHHostCAKeys(), nil
 	case "database-client-ca":
 		return string(c.DatabaseClient.CertPEM), nil
 	case "database-server-ca":
@@ -70,7 +74,7 @@ func (c *CAs) Export(typ string) (string, error) {
 		b, err := c.SPIFFEBundle(c.clusterName)
 		return string(b) + "\n", err
 	case "jwt-jwks":
-		out, err := json.MarshalIndent(map[string]any{"keys": []map[string]string{c.JWK()}}, "", "  ")
+		out, err := json.MarshalIndent(map[string]any{"keys": c.JWKs()}, "", "  ")
 		return string(out) + "\n", err
 	}
 	return "", fmt.Errorf("--type %q is not one of %s", typ, strings.Join(ExportTypes, ", "))
@@ -314,14 +318,14 @@ func (a *Authority) signUser(ctx context.Context, req UserSignRequest, ev *store
 		return nil, err
 	}
 	notAfter := time.Now().Add(req.TTL).Truncate(time.Second)
-	if notAfter.After(a.cas.TLSCert.NotAfter) {
+	if notAfter.After(a.CAs().TLSCert.NotAfter) {
 		// Nothing signed by the TLS CA may outlive it; say so rather than hand
 		// out an SSH certificate that outlives its TLS twin.
 		return nil, identity.Errorf(identity.CodeBadRequest, "--ttl %s would outlive the authority's TLS CA, which expires %s; ask for less",
-			shortDuration(req.TTL), a.cas.TLSCert.NotAfter.UTC().Format(time.RFC3339))
+			shortDuration(req.TTL), a.CAs().TLSCert.NotAfter.UTC().Format(time.RFC3339))
 	}
 	serial := RandomSSHSerial()
-	sshCert, err := a.cas.SignSSHUser(SSHCertRequest{
+	sshCert, err := a.CAs().SignSSHUser(SSHCertRequest{
 		Key:        sshPub,
 		KeyID:      fmt.Sprintf("user=%s signed_by=%s serial=%d", req.User, req.OSUser, serial),
 		Principals: principals,
@@ -336,7 +340,7 @@ func (a *Authority) signUser(ctx context.Context, req UserSignRequest, ev *store
 	}
 	// CN = user and a SPIFFE ID under /user/, so that no user certificate
 	// can pass for a bot (/bot/) or an admin (/admin/).
-	tlsCert, err := a.cas.signTLS(&x509.Certificate{
+	tlsCert, err := a.CAs().signTLS(&x509.Certificate{
 		Subject:     pkix.Name{CommonName: req.User, Organization: []string{a.cfg.ClusterName}, OrganizationalUnit: roles},
 		URIs:        []*url.URL{{Scheme: "spiffe", Host: a.cfg.ClusterName, Path: "/user/" + req.User}},
 		NotAfter:    notAfter,
@@ -361,8 +365,8 @@ func (a *Authority) signUser(ctx context.Context, req UserSignRequest, ev *store
 		ClusterName:  a.cfg.ClusterName,
 		Bot:          req.User, // names the key and ssh_config; identity.json says user below
 		Method:       "sign",
-		TLSCA:        string(a.cas.TLSCertPEM),
-		SSHHostCA:    AuthorizedKey(a.cas.SSHHost),
+		TLSCA:        string(a.CAs().TLSCertPEM),
+		SSHHostCA:    a.CAs().SSHHostCAKeys(),
 		HostPatterns: a.cfg.SSH.HostPatterns,
 		Outputs:      []identity.OutputResponse{out.Output},
 	}

@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -252,9 +253,11 @@ func (a *Authority) handleSettings(w http.ResponseWriter, _ *http.Request, _ str
 func (a *Authority) ensureAdminIdentity(ctx context.Context, addr net.Addr) error {
 	dir := filepath.Join(a.cfg.DataDir, AdminDirName)
 	ttl := time.Duration(a.cfg.AdminIdentityTTL)
-	if data, err := os.ReadFile(filepath.Join(dir, identity.FileTLSCert)); err == nil {
+	// A CA rotation step changes the bundle: the identity is written again.
+	caPEM, _ := os.ReadFile(filepath.Join(dir, identity.FileCA))
+	if data, err := os.ReadFile(filepath.Join(dir, identity.FileTLSCert)); err == nil && bytes.Equal(caPEM, a.CAs().TLSCertPEM) {
 		if block, _ := pem.Decode(data); block != nil {
-			if cert, err := x509.ParseCertificate(block.Bytes); err == nil && cert.CheckSignatureFrom(a.cas.TLSCert) == nil {
+			if cert, err := x509.ParseCertificate(block.Bytes); err == nil && cert.CheckSignatureFrom(a.CAs().TLSCert) == nil {
 				if left := time.Until(cert.NotAfter); left > ttl/2 && left <= ttl+time.Minute {
 					return nil
 				}
@@ -271,7 +274,7 @@ func (a *Authority) ensureAdminIdentity(ctx context.Context, addr net.Addr) erro
 	}
 	notAfter := time.Now().Add(ttl)
 	spiffe, _ := url.Parse(a.adminSPIFFE() + name)
-	cert, err := a.cas.signTLS(&x509.Certificate{
+	cert, err := a.CAs().signTLS(&x509.Certificate{
 		Subject:     pkixName(name, a.cfg.ClusterName),
 		URIs:        []*url.URL{spiffe},
 		NotAfter:    notAfter,
@@ -285,11 +288,11 @@ func (a *Authority) ensureAdminIdentity(ctx context.Context, addr net.Addr) erro
 	if err != nil {
 		return err
 	}
-	info, _ := json.MarshalIndent(AdminInfo{Authority: "https://" + dialable(addr), CAPin: a.cas.Pin(), Name: name}, "", "  ")
+	info, _ := json.MarshalIndent(AdminInfo{Authority: "https://" + dialable(addr), CAPin: a.CAs().Pin(), Name: name}, "", "  ")
 	files := []identity.File{
 		{Name: identity.FileTLSKey, Data: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), Mode: 0o600},
 		{Name: identity.FileTLSCert, Data: []byte(cert.PEM()), Mode: 0o644},
-		{Name: identity.FileCA, Data: a.cas.TLSCertPEM, Mode: 0o644},
+		{Name: identity.FileCA, Data: a.CAs().TLSCertPEM, Mode: 0o644},
 		{Name: "admin.json", Data: append(info, '\n'), Mode: 0o644},
 	}
 	if err := identity.WriteDir(dir, files); err != nil {

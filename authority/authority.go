@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -31,9 +32,15 @@ var Version = "dev"
 type Authority struct {
 	cfg   *Config
 	store *store.Store
-	cas   *CAs
-	env   *verify.Env
-	log   *slog.Logger
+	// cas is swapped whole when a CA rotation changes phase (reloadCAs).
+	cas atomic.Pointer[CAs]
+	kek *KEK
+	// serving is the TLS config for the current CAs (ServingTLS).
+	serving atomic.Pointer[servingTLS]
+	// listening is the address Serve listens on, once it does.
+	listening atomic.Pointer[net.Addr]
+	env       *verify.Env
+	log       *slog.Logger
 
 	// state is swapped whole when resources change, so joins never lock.
 	state    atomic.Pointer[state]
@@ -183,16 +190,22 @@ func openStore(ctx context.Context, cfg *Config, opts Options) (*Authority, erro
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Timeout: 15 * time.Second}
 	}
+	kek, err := LoadKEK(cfg)
+	if err != nil {
+		return nil, err
+	}
 	st, err := store.OpenSQLite(ctx, cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	a := &Authority{cfg: cfg, store: st, log: opts.Logger,
+	a := &Authority{cfg: cfg, store: st, log: opts.Logger, kek: kek,
 		env: &verify.Env{Audience: cfg.Audience, HTTPClient: opts.HTTPClient, Now: opts.Now}}
-	if a.cas, err = LoadCAs(ctx, st, cfg.ClusterName); err != nil {
+	cas, err := LoadCAs(ctx, st, cfg.ClusterName, kek)
+	if err != nil {
 		st.Close()
 		return nil, err
 	}
+	a.cas.Store(cas)
 	if err := a.locks.reload(ctx, st); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("reading bot locks: %w", err)
@@ -212,7 +225,7 @@ func (a *Authority) applyFiles(ctx context.Context, fromFiles []resources.Resour
 func (a *Authority) Close() error { return a.store.Close() }
 
 // CAs returns the authority's certificate authorities.
-func (a *Authority) CAs() *CAs { return a.cas }
+func (a *Authority) CAs() *CAs { return a.cas.Load() }
 
 // Config returns the authority's configuration.
 func (a *Authority) Config() *Config { return a.cfg }
@@ -334,8 +347,38 @@ func (a *Authority) reloadLocked(ctx context.Context) error {
 	if err := a.locks.reload(ctx, a.store); err != nil {
 		return fmt.Errorf("reading bot locks: %w", err)
 	}
+	// A CA rotation step bumps the resources version too. CAs that do not
+	// load (a key sealed with another KEK) leave the current ones in use.
+	if err := a.reloadCAs(ctx); err != nil {
+		a.log.Error("keeping the current CAs", "err", err)
+	}
 	a.state.Store(next)
 	a.checked.Store(time.Now().UnixNano())
+	return nil
+}
+
+// reloadCAs loads the CAs again if a rotation changed in the store.
+func (a *Authority) reloadCAs(ctx context.Context) error {
+	rotations, err := a.store.CARotations(ctx)
+	if err != nil {
+		return err
+	}
+	cur := a.CAs()
+	if cur != nil && len(rotations) == len(cur.rotations) && !slices.ContainsFunc(rotations, func(r store.CARotation) bool {
+		return cur.rotations[r.CA] != r
+	}) {
+		return nil
+	}
+	cas, err := LoadCAs(ctx, a.store, a.cfg.ClusterName, a.kek)
+	if err != nil {
+		return fmt.Errorf("loading the CAs after a rotation step: %w", err)
+	}
+	a.cas.Store(cas)
+	a.log.Info("CA rotation changed; CAs reloaded", "rotations", len(rotations))
+	if addr := a.listening.Load(); addr != nil {
+		// Its ca.crt and pin follow the TLS CA's rotation.
+		return a.ensureAdminIdentity(ctx, *addr)
+	}
 	return nil
 }
 

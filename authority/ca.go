@@ -49,7 +49,8 @@ const (
 type X509CA struct {
 	Cert *x509.Certificate
 	Key  crypto.Signer
-	// CertPEM is the CA certificate as handed out.
+	// CertPEM is what servers and clients are to trust, as handed out: the
+	// CA certificate and, while the CA is rotated, the other one (rotation.go).
 	CertPEM []byte
 }
 
@@ -79,7 +80,8 @@ type CAs struct {
 	TLS     *X509CA
 	TLSCert *x509.Certificate
 	TLSKey  crypto.Signer
-	// TLSCertPEM is the TLS CA certificate as handed to clients (ca.crt).
+	// TLSCertPEM is the TLS CA certificate as handed to clients (ca.crt):
+	// both CAs while the TLS CA is rotated.
 	TLSCertPEM []byte
 
 	DatabaseClient   *X509CA
@@ -93,126 +95,183 @@ type CAs struct {
 
 	// clusterName is the SPIFFE trust domain of the bundle (SPIFFEBundle).
 	clusterName string
+	kek         *KEK
+	// sets holds each CA by name with, while it is rotated, its successor;
+	// the fields above are the ones that sign in the rotation's phase.
+	sets      map[string]*caSet
+	rotations map[string]store.CARotation
+	// servingTLS signs the authority's own serving certificate: the TLS CA
+	// clients pinned, until a rotation's update_servers phase.
+	servingTLS *X509CA
+}
+
+// assign sets the signing fields from the sets, by rotation phase.
+func (c *CAs) assign() error {
+	var err error
+	if c.SSHUser, err = ssh.NewSignerFromSigner(c.sets[caSSHUser].signing().key); err != nil {
+		return fmt.Errorf("loading the %s CA: %w", caSSHUser, err)
+	}
+	if c.SSHHost, err = ssh.NewSignerFromSigner(c.sets[caSSHHost].signing().key); err != nil {
+		return fmt.Errorf("loading the %s CA: %w", caSSHHost, err)
+	}
+	for _, x := range x509CAs {
+		set := c.sets[x.name]
+		ca := set.signing().x509CA()
+		ca.CertPEM = set.trustedPEM()
+		*x.field(c) = ca
+	}
+	c.TLSCert, c.TLSKey, c.TLSCertPEM = c.TLS.Cert, c.TLS.Key, c.TLS.CertPEM
+	c.servingTLS = c.sets[caTLS].serving().x509CA()
+	c.JWT = c.sets[caJWT].signing().key.(*ecdsa.PrivateKey) // checked by parseCA
+	c.JWTKeyID = JWKThumbprint(&c.JWT.PublicKey)
+	return nil
 }
 
 // LoadCAs reads the CAs from the store, creating any that is missing. The
 // store resolves concurrent first starts: whichever CA is stored first wins.
-func LoadCAs(ctx context.Context, st *store.Store, clusterName string) (*CAs, error) {
-	cas := CAs{clusterName: clusterName}
-	var err error
-	if cas.SSHUser, err = loadSSHCA(ctx, st, caSSHUser); err != nil {
+// kek, if set, opens the CA keys and seals those created; nil means keys
+// are stored in the clear, and a store holding sealed ones is refused.
+func LoadCAs(ctx context.Context, st *store.Store, clusterName string, kek *KEK) (*CAs, error) {
+	rotations, err := st.CARotations(ctx)
+	if err != nil {
 		return nil, err
 	}
-	if cas.SSHHost, err = loadSSHCA(ctx, st, caSSHHost); err != nil {
-		return nil, err
+	cas := CAs{clusterName: clusterName, kek: kek, rotations: map[string]store.CARotation{}, sets: map[string]*caSet{}}
+	for _, r := range rotations {
+		cas.rotations[r.CA] = r
 	}
-	for _, c := range x509CAs {
-		ca, err := loadX509CA(ctx, st, c.name, func() ([]byte, error) {
-			return newX509CA(clusterName, c.title, c.ekus, c.permittedURIs)
-		})
+	for _, def := range caDefs {
+		set, err := loadCASet(ctx, st, def, clusterName, kek, cas.rotations[def.name])
 		if err != nil {
 			return nil, err
 		}
-		*c.field(&cas) = ca
+		cas.sets[def.name] = set
 	}
-	cas.TLSCert, cas.TLSKey, cas.TLSCertPEM = cas.TLS.Cert, cas.TLS.Key, cas.TLS.CertPEM
-	if err := cas.loadJWT(ctx, st); err != nil {
+	if err := cas.assign(); err != nil {
 		return nil, err
 	}
 	return &cas, nil
 }
 
-func loadSSHCA(ctx context.Context, st *store.Store, name string) (ssh.Signer, error) {
-	key, err := loadKey(ctx, st, name, func() (crypto.Signer, error) {
-		_, key, err := ed25519.GenerateKey(rand.Reader)
-		return key, err
-	})
+// caDef is one of the authority's CAs: how to make a new one.
+type caDef struct {
+	name string
+	// x509 is set for X.509 CAs; the others are bare keys (SSH CAs, JWT).
+	x509     *x509CADef
+	generate func() (crypto.Signer, error)
+	// signsServers is set for CAs that sign only servers' certificates:
+	// during a rotation, they switch to the new CA at update_servers.
+	signsServers bool
+}
+
+type x509CADef struct {
+	title string
+	ekus  []x509.ExtKeyUsage
+	// permittedURIs, when set, confines URI SANs to the cluster's domain.
+	permittedURIs bool
+}
+
+// caDefs are every CA the authority creates on first start, one per purpose.
+var caDefs = func() []caDef {
+	ed := func() (crypto.Signer, error) { _, key, err := ed25519.GenerateKey(rand.Reader); return key, err }
+	defs := []caDef{{name: caSSHUser, generate: ed}, {name: caSSHHost, generate: ed, signsServers: true}}
+	for _, c := range x509CAs {
+		defs = append(defs, caDef{name: c.name, x509: &x509CADef{c.title, c.ekus, c.permittedURIs}, signsServers: c.name == caDatabaseServer})
+	}
+	return append(defs, caDef{name: caJWT, generate: func() (crypto.Signer, error) {
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}})
+}()
+
+func caDefByName(name string) (caDef, bool) {
+	for _, d := range caDefs {
+		if d.name == name {
+			return d, true
+		}
+	}
+	return caDef{}, false
+}
+
+// newCAMaterial makes a new CA of def, as stored (sealed when kek is set).
+func newCAMaterial(def caDef, clusterName string, kek *KEK) ([]byte, error) {
+	m := &caMaterial{}
+	if def.x509 != nil {
+		certPEM, key, err := newX509CA(clusterName, def.x509.title, def.x509.ekus, def.x509.permittedURIs)
+		if err != nil {
+			return nil, err
+		}
+		m.certPEM, m.key = certPEM, key
+	} else {
+		key, err := def.generate()
+		if err != nil {
+			return nil, err
+		}
+		m.key = key
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(m.key)
 	if err != nil {
 		return nil, err
 	}
-	return ssh.NewSignerFromSigner(key)
+	m.der = der
+	return m.encode(def.name, kek), nil
 }
 
-func (c *CAs) loadJWT(ctx context.Context, st *store.Store) error {
-	key, err := loadKey(ctx, st, caJWT, func() (crypto.Signer, error) {
-		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	})
-	if err != nil {
-		return err
-	}
-	ec, ok := key.(*ecdsa.PrivateKey)
-	if !ok || ec.Curve != elliptic.P256() {
-		return fmt.Errorf("loading the %s key: it is a %T, not an ECDSA P-256 key", caJWT, key)
-	}
-	c.JWT, c.JWTKeyID = ec, JWKThumbprint(&ec.PublicKey)
-	return nil
-}
-
-// loadKey reads a CA that is a bare private key, creating it when missing.
-func loadKey(ctx context.Context, st *store.Store, name string, generate func() (crypto.Signer, error)) (crypto.Signer, error) {
-	material, err := st.CA(ctx, name)
-	if errors.Is(err, store.ErrNotFound) {
-		key, gerr := generate()
-		if gerr != nil {
-			return nil, gerr
-		}
-		der, merr := x509.MarshalPKCS8PrivateKey(key)
-		if merr != nil {
-			return nil, merr
-		}
-		material, err = st.CreateCA(ctx, name, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("loading the %s CA: %w", name, err)
-	}
-	key, err := parsePrivateKey(material)
-	if err != nil {
-		return nil, fmt.Errorf("loading the %s CA: %w", name, err)
-	}
-	return key, nil
-}
-
-// loadX509CA reads an X.509 CA (certificate and key PEM), creating it when missing.
-func loadX509CA(ctx context.Context, st *store.Store, name string, create func() ([]byte, error)) (*X509CA, error) {
-	material, err := st.CA(ctx, name)
+// loadCASet reads a CA (creating it when missing) and, while it is being
+// rotated, the CA that replaces it.
+func loadCASet(ctx context.Context, st *store.Store, def caDef, clusterName string, kek *KEK, rot store.CARotation) (*caSet, error) {
+	material, err := st.CA(ctx, def.name)
 	if errors.Is(err, store.ErrNotFound) {
 		var created []byte
-		if created, err = create(); err == nil {
-			material, err = st.CreateCA(ctx, name, created)
+		if created, err = newCAMaterial(def, clusterName, kek); err == nil {
+			material, err = st.CreateCA(ctx, def.name, created)
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("loading the %s CA: %w", name, err)
+		return nil, fmt.Errorf("loading the %s CA: %w", def.name, err)
 	}
-	ca := &X509CA{}
-	for rest := material; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		switch block.Type {
-		case "CERTIFICATE":
-			if ca.Cert, err = x509.ParseCertificate(block.Bytes); err != nil {
-				return nil, fmt.Errorf("loading the %s CA: %w", name, err)
-			}
-			ca.CertPEM = pem.EncodeToMemory(block)
-		case "PRIVATE KEY":
-			if ca.Key, err = parsePrivateKey(pem.EncodeToMemory(block)); err != nil {
-				return nil, fmt.Errorf("loading the %s CA: %w", name, err)
-			}
-		}
+	set := &caSet{def: def, rotation: rot}
+	if set.current, err = parseCA(def, material, kek); err != nil {
+		return nil, err
 	}
-	if ca.Cert == nil || ca.Key == nil {
-		return nil, fmt.Errorf("loading the %s CA: the stored material lacks the certificate or the key", name)
+	if rot.CA == "" {
+		return set, nil
 	}
-	return ca, nil
+	if material, err = st.CA(ctx, store.NextCAName(def.name)); err != nil {
+		return nil, fmt.Errorf("loading the %s CA that rotation phase %s brings in: %w", def.name, rot.Phase, err)
+	}
+	if set.next, err = parseCA(def, material, kek); err != nil {
+		return nil, err
+	}
+	return set, nil
 }
 
-func newX509CA(clusterName, title string, ekus []x509.ExtKeyUsage, permittedURIs bool) ([]byte, error) {
+// parseCA reads one stored CA of def, checking that an X.509 CA has its certificate.
+func parseCA(def caDef, material []byte, kek *KEK) (*caMaterial, error) {
+	m, err := parseCAMaterial(def.name, material, kek, false)
+	if err != nil {
+		return nil, fmt.Errorf("loading the %s CA: %w", def.name, err)
+	}
+	if def.x509 != nil && m.cert == nil {
+		return nil, fmt.Errorf("loading the %s CA: the stored material lacks the certificate", def.name)
+	}
+	switch {
+	case def.name == caJWT:
+		if ec, ok := m.key.(*ecdsa.PrivateKey); !ok || ec.Curve != elliptic.P256() {
+			return nil, fmt.Errorf("loading the %s key: it is a %T, not an ECDSA P-256 key", caJWT, m.key)
+		}
+	case def.x509 == nil:
+		if _, err := ssh.NewPublicKey(m.key.Public()); err != nil {
+			return nil, fmt.Errorf("loading the %s CA: %w", def.name, err)
+		}
+	}
+	return m, nil
+}
+
+// newX509CA makes a self-signed CA certificate and its key.
+func newX509CA(clusterName, title string, ekus []x509.ExtKeyUsage, permittedURIs bool) ([]byte, crypto.Signer, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -231,20 +290,27 @@ func newX509CA(clusterName, title string, ekus []x509.ExtKeyUsage, permittedURIs
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	return append(out, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})...), nil
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), key, nil
 }
 
 // JWK is the public half of the JWT signing key as a JSON Web Key.
-func (c *CAs) JWK() map[string]string {
-	x, y := ecPoint(&c.JWT.PublicKey)
-	return map[string]string{"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": c.JWTKeyID, "x": x, "y": y}
+func (c *CAs) JWK() map[string]string { return jwk(&c.JWT.PublicKey) }
+
+// JWKs are the JWT keys relying parties are to trust: the signing one and,
+// while it is rotated, the other.
+func (c *CAs) JWKs() []map[string]string {
+	var out []map[string]string
+	for _, m := range c.sets[caJWT].trusted() {
+		out = append(out, jwk(&m.key.(*ecdsa.PrivateKey).PublicKey))
+	}
+	return out
+}
+
+func jwk(k *ecdsa.PublicKey) map[string]string {
+	x, y := ecPoint(k)
+	return map[string]string{"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": JWKThumbprint(k), "x": x, "y": y}
 }
 
 // ecPoint is a P-256 public key's coordinates, base64url.
@@ -268,24 +334,28 @@ func JWKThumbprint(k *ecdsa.PublicKey) string {
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
-func parsePrivateKey(material []byte) (crypto.Signer, error) {
-	block, _ := pem.Decode(material)
-	if block == nil {
-		return nil, errors.New("no PEM block")
+// Pin is the CA pin clients pass as --ca-pin: sha256 of the
+// SubjectPublicKeyInfo of the TLS CA that signs the authority's serving
+// certificate (the new CA only from a rotation's update_servers phase).
+func (c *CAs) Pin() string { return CAPin(c.servingTLS.Cert) }
+
+// TLSRoots are the TLS CA certificates that client certificates are
+// checked by: both while the TLS CA is rotated.
+func (c *CAs) TLSRoots() []*x509.Certificate {
+	var out []*x509.Certificate
+	for _, m := range c.sets[caTLS].trusted() {
+		out = append(out, m.cert)
 	}
-	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	signer, ok := key.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("unsupported key type %T", key)
-	}
-	return signer, nil
+	return out
 }
 
-// Pin is the CA pin clients pass as --ca-pin: sha256 of the TLS CA's SubjectPublicKeyInfo.
-func (c *CAs) Pin() string { return CAPin(c.TLSCert) }
+// SSHUserCAKeys are the authorized_keys lines of the SSH user CA that sshd
+// is to trust (TrustedUserCAKeys): both while it is rotated.
+func (c *CAs) SSHUserCAKeys() string { return c.sets[caSSHUser].trustedSSH() }
+
+// SSHHostCAKeys are the authorized_keys lines of the SSH host CA that
+// clients are to trust (known_hosts): both while it is rotated.
+func (c *CAs) SSHHostCAKeys() string { return c.sets[caSSHHost].trustedSSH() }
 
 // CAPin computes the pin of a CA certificate.
 func CAPin(cert *x509.Certificate) string {

@@ -47,6 +47,9 @@ type Config struct {
 	// AuditRetention is how long audit records are kept (default 2160h, 90
 	// days); older ones are deleted every ten minutes.
 	AuditRetention Duration `yaml:"audit_retention"`
+	// CAKeyEncryption seals CA private keys in the store with a key kept
+	// outside it (ca_keys.go); $MBOT_CA_KEK may hold the key instead.
+	CAKeyEncryption CAKeyEncryption `yaml:"ca_key_encryption"`
 
 	// path is the file the config was read from; relative paths are resolved against its directory.
 	path string
@@ -145,6 +148,12 @@ func (c *Config) checkAndSetDefaults(root *yaml.Node) error {
 	}
 	for i, r := range c.Resources {
 		c.Resources[i] = c.resolve(r)
+	}
+	if resources.Lookup(root, "ca_key_encryption") != nil && c.CAKeyEncryption.KeyFile == "" {
+		return fail("ca_key_encryption", "key_file is required: the file holding the 32-byte key that seals the CA keys (make one with: openssl rand -base64 32)")
+	}
+	if c.CAKeyEncryption.KeyFile != "" {
+		c.CAKeyEncryption.KeyFile = c.resolve(c.CAKeyEncryption.KeyFile)
 	}
 	if c.AuditRetention == 0 {
 		c.AuditRetention = Duration(2160 * time.Hour)

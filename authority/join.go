@@ -186,8 +186,8 @@ func (a *Authority) grant(st *state, bot *resources.Bot, joinToken, method strin
 		Bot:          bot.Metadata.Name,
 		JoinToken:    joinToken,
 		Method:       method,
-		TLSCA:        string(a.cas.TLSCertPEM),
-		SSHHostCA:    AuthorizedKey(a.cas.SSHHost),
+		TLSCA:        string(a.CAs().TLSCertPEM),
+		SSHHostCA:    a.CAs().SSHHostCAKeys(),
 		HostPatterns: a.cfg.SSH.HostPatterns,
 	}
 	for i, out := range outputs {
@@ -200,7 +200,7 @@ func (a *Authority) grant(st *state, bot *resources.Bot, joinToken, method strin
 			resp.Warnings = append(resp.Warnings, fmt.Sprintf("output %q: %s", out.Name, grant.CapNote))
 		}
 		kind := outputKinds[out.OutputType()] // checked by parseKeys
-		signed, err := kind.sign(&signCtx{cas: a.cas, cluster: a.cfg.ClusterName, set: st.set, bot: bot, joinToken: joinToken,
+		signed, err := kind.sign(&signCtx{cas: a.CAs(), cluster: a.cfg.ClusterName, set: st.set, bot: bot, joinToken: joinToken,
 			out: &outputs[i], grant: grant, keys: keys[i], lineage: lineage, notAfter: time.Now().Add(grant.TTL).Truncate(time.Second),
 			issuer: a.issuerURL()})
 		if err != nil {

@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"crypto/ecdsa"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -52,11 +53,11 @@ func (a *Authority) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Authority) handleJWKS(w http.ResponseWriter, r *http.Request) {
-	writePublicJSON(w, "application/jwk-set+json", map[string]any{"keys": []map[string]string{a.cas.JWK()}})
+	writePublicJSON(w, "application/jwk-set+json", map[string]any{"keys": a.CAs().JWKs()})
 }
 
 func (a *Authority) handleSPIFFEBundle(w http.ResponseWriter, r *http.Request) {
-	body, err := a.cas.SPIFFEBundle(a.cfg.ClusterName)
+	body, err := a.CAs().SPIFFEBundle(a.cfg.ClusterName)
 	if err != nil {
 		a.log.Error("marshalling the SPIFFE bundle", "err", err)
 		writeError(w, err)
@@ -74,9 +75,14 @@ func (c *CAs) SPIFFEBundle(clusterName string) ([]byte, error) {
 		return nil, err
 	}
 	b := spiffebundle.New(td)
-	b.AddX509Authority(c.SPIFFE.Cert)
-	if err := b.AddJWTAuthority(c.JWTKeyID, c.JWT.Public()); err != nil {
-		return nil, err
+	for _, m := range c.sets[caSPIFFE].trusted() {
+		b.AddX509Authority(m.cert)
+	}
+	for _, m := range c.sets[caJWT].trusted() {
+		pub := &m.key.(*ecdsa.PrivateKey).PublicKey
+		if err := b.AddJWTAuthority(JWKThumbprint(pub), pub); err != nil {
+			return nil, err
+		}
 	}
 	b.SetRefreshHint(wellKnownMaxAge)
 	return b.Marshal()

@@ -1,6 +1,7 @@
 package authority_test
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
@@ -225,6 +226,9 @@ func TestIssuerURLSet(t *testing.T) {
 		t.Errorf("issuer %q, want issuer_url without its slash", g.Issuer)
 	}
 	tlsCfg, err := a.ServingTLS()
+	if err == nil {
+		tlsCfg, err = tlsCfg.GetConfigForClient(&tls.ClientHelloInfo{})
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

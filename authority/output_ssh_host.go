@@ -86,6 +86,6 @@ func (sshHostOutput) sign(sc *signCtx) (*identity.OutputResponse, error) {
 		SSHSerial:      serial,
 		NotBefore:      time.Unix(int64(cert.ValidAfter), 0).UTC(),
 		NotAfter:       sc.notAfter,
-		SSHHost:        &identity.SSHHostGrant{HostNames: names, UserCA: strings.TrimSpace(AuthorizedKey(sc.cas.SSHUser))},
+		SSHHost:        &identity.SSHHostGrant{HostNames: names, UserCA: strings.TrimSpace(sc.cas.SSHUserCAKeys())},
 	}, nil
 }

@@ -161,7 +161,7 @@ func TestCAPurposes(t *testing.T) {
 func TestCAsPersist(t *testing.T) {
 	a, _ := openAuthority(t)
 	st := a.Store()
-	again, err := authority.LoadCAs(t.Context(), st, "acme")
+	again, err := authority.LoadCAs(t.Context(), st, "acme", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -133,7 +133,9 @@ func (a *Authority) renewingBot(cert *x509.Certificate) (string, identity.Lineag
 			"a renewal is authenticated by the bot's current certificate: present the tls.crt and tls.key of the identity to renew (mbot start does)")
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(a.cas.TLSCert)
+	for _, root := range a.CAs().TLSRoots() {
+		roots.AddCert(root) // during a TLS CA rotation, certificates of either CA renew
+	}
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return "", identity.Lineage{}, identity.Errorf(identity.CodeIdentityRequired,
 			"certificate %q is not a current certificate of this authority (%v); join again", cert.Subject.CommonName, err)

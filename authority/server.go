@@ -121,17 +121,52 @@ func errorStatus(err error) int {
 	return e.Code.HTTPStatus()
 }
 
-// ServingTLS returns a TLS config with a fresh serving certificate for the
-// listen address and tls_names, signed by the authority's TLS CA. The CA
-// certificate is sent along so that clients can check it against their pin.
-// The serving key is Ed25519: only mbot clients and tools on TLS 1.3 talk to
-// the authority, and it signs each handshake in half the time of P-256.
+// ServingTLS returns the TLS config the authority serves with. Its serving
+// certificate is signed by the TLS CA clients pinned and sent along with it
+// so that clients can check it against their pin; a CA rotation that
+// reaches update_servers switches it to the new CA, and client
+// certificates of either CA are accepted while both are trusted.
 func (a *Authority) ServingTLS() (*tls.Config, error) {
+	first, err := a.servingConfig(a.CAs())
+	if err != nil {
+		return nil, err
+	}
+	a.serving.Store(first)
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			cur := a.serving.Load()
+			if cas := a.CAs(); cur.cas != cas {
+				// Built once per CA change, by whichever handshake sees it first.
+				next, err := a.servingConfig(cas)
+				if err != nil {
+					a.log.Error("signing a serving certificate after a CA change; serving the previous one", "err", err)
+					return cur.cfg, nil
+				}
+				a.serving.CompareAndSwap(cur, next)
+				cur = next
+			}
+			return cur.cfg, nil
+		},
+	}, nil
+}
+
+// servingTLS is the TLS config served for one set of CAs.
+type servingTLS struct {
+	cas *CAs
+	cfg *tls.Config
+}
+
+// servingConfig signs a fresh serving certificate for the listen address
+// and tls_names. The serving key is Ed25519: only mbot clients and tools on
+// TLS 1.3 talk to the authority, and it signs each handshake in half the
+// time of P-256.
+func (a *Authority) servingConfig(cas *CAs) (*servingTLS, error) {
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	signed, err := a.cas.SignTLSServer(key.Public(), a.servingNames(), time.Now().AddDate(0, 0, 90))
+	signed, err := cas.SignTLSServer(key.Public(), a.servingNames(), time.Now().AddDate(0, 0, 90))
 	if err != nil {
 		return nil, err
 	}
@@ -140,8 +175,10 @@ func (a *Authority) ServingTLS() (*tls.Config, error) {
 		return nil, err
 	}
 	clientCAs := x509.NewCertPool()
-	clientCAs.AddCert(a.cas.TLSCert)
-	return &tls.Config{
+	for _, root := range cas.TLSRoots() {
+		clientCAs.AddCert(root)
+	}
+	return &servingTLS{cas: cas, cfg: &tls.Config{
 		MinVersion:       tls.VersionTLS12,
 		CurvePreferences: identity.TLSCurves,
 		// Clients are one-shot processes that never resume a session, so a
@@ -152,11 +189,11 @@ func (a *Authority) ServingTLS() (*tls.Config, error) {
 		ClientAuth: tls.VerifyClientCertIfGiven,
 		ClientCAs:  clientCAs,
 		Certificates: []tls.Certificate{{
-			Certificate: [][]byte{cert.Raw, a.cas.TLSCert.Raw},
+			Certificate: [][]byte{cert.Raw, cas.servingTLS.Cert.Raw},
 			PrivateKey:  key,
 			Leaf:        cert,
 		}},
-	}, nil
+	}}, nil
 }
 
 // servingNames are the names the serving certificate is valid for: the
@@ -213,8 +250,10 @@ func (a *Authority) Serve(ctx context.Context, ready func(addr net.Addr)) error 
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
 	a.setIssuer(ln.Addr())
+	addr := ln.Addr()
+	a.listening.Store(&addr)
 	a.log.Info("authority serving", "cluster", a.cfg.ClusterName, "addr", ln.Addr().String(), "issuer", a.issuerURL(),
-		"ca_pin", a.cas.Pin(), "data_dir", a.cfg.DataDir, "join_tokens", len(a.state.Load().tokens))
+		"ca_pin", a.CAs().Pin(), "data_dir", a.cfg.DataDir, "join_tokens", len(a.state.Load().tokens))
 	if err := a.ensureAdminIdentity(ctx, ln.Addr()); err != nil {
 		ln.Close()
 		return err
@@ -225,6 +264,10 @@ func (a *Authority) Serve(ctx context.Context, ready func(addr net.Addr)) error 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(tls.NewListener(ln, tlsCfg)) }()
 	go every(ctx, 10*time.Minute, func(now time.Time) { a.prune(ctx, now) })
+	// Joins read changes made by other processes as they come; this reads
+	// them when none come, so that a CA rotation step changes the serving
+	// certificate of an idle authority too.
+	go every(ctx, reloadInterval, func(time.Time) { a.refresh(ctx) })
 	// Ended bursts are recorded as they end; Serve records the rest once the server has stopped.
 	go every(ctx, burstQuiet/2, func(now time.Time) { a.recordBursts(ctx, now, false) })
 	select {

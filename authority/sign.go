@@ -109,7 +109,10 @@ func (c *CAs) SignTLSServer(pub any, names []string, notAfter time.Time) (*Signe
 	if len(names) > 0 {
 		tmpl.Subject = pkix.Name{CommonName: names[0]}
 	}
-	return c.signTLS(tmpl, pub)
+	// A server's certificate comes from the CA that signs the authority's
+	// own: during a TLS CA rotation, clients trust the new CA for servers
+	// only from update_servers on.
+	return c.servingTLS.Sign(tmpl, pub)
 }
 
 // SignedCert is a certificate just signed: its DER and the values chosen for

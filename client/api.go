@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,8 @@ type API struct {
 // NewAPI returns a client for the authority at authorityURL. With a CA pin
 // (sha256:<hex of the TLS CA's SubjectPublicKeyInfo>) the server must present
 // a chain to a CA with that key; without one, the system roots are used.
+// Several pins, separated by commas, accept a CA of any of them: what
+// clients are given while the authority rotates its TLS CA.
 func NewAPI(authorityURL, caPin string) (*API, error) {
 	u, err := parseAuthorityURL(authorityURL)
 	if err != nil {
@@ -39,15 +42,19 @@ func NewAPI(authorityURL, caPin string) (*API, error) {
 	}
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, CurvePreferences: identity.TLSCurves}
 	if caPin != "" {
-		pin, err := parsePin(caPin)
-		if err != nil {
-			return nil, err
+		var pins [][]byte
+		for _, p := range strings.Split(caPin, ",") {
+			pin, err := parsePin(strings.TrimSpace(p))
+			if err != nil {
+				return nil, err
+			}
+			pins = append(pins, pin)
 		}
 		// The CA is not known before connecting, so Go's default verification
 		// (which needs roots up front) is replaced by verifyPinned, which does
 		// the same chain and hostname checks against the pinned CA.
 		tlsCfg.InsecureSkipVerify = true
-		tlsCfg.VerifyConnection = verifyPinned(pin, u.Hostname())
+		tlsCfg.VerifyConnection = verifyPinned(pins, u.Hostname())
 	}
 	return newAPI(u, tlsCfg), nil
 }
@@ -111,7 +118,7 @@ func (e *pinMismatchError) Error() string {
 
 // verifyPinned accepts the server if one certificate of its chain is a CA
 // whose key matches the pin and the leaf verifies up to it for serverName.
-func verifyPinned(pin []byte, serverName string) func(tls.ConnectionState) error {
+func verifyPinned(pins [][]byte, serverName string) func(tls.ConnectionState) error {
 	return func(cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			return errors.New("the authority presented no certificate")
@@ -121,7 +128,7 @@ func verifyPinned(pin []byte, serverName string) func(tls.ConnectionState) error
 		var presented []byte // the pin of the server's CA, for the message
 		for _, c := range cs.PeerCertificates {
 			sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
-			if c.IsCA && bytes.Equal(sum[:], pin) {
+			if c.IsCA && slices.ContainsFunc(pins, func(pin []byte) bool { return bytes.Equal(sum[:], pin) }) {
 				roots.AddCert(c)
 				found = true
 			}
@@ -130,7 +137,7 @@ func verifyPinned(pin []byte, serverName string) func(tls.ConnectionState) error
 			}
 		}
 		if !found {
-			return &pinMismatchError{pinned: pin, presented: presented}
+			return &pinMismatchError{pinned: pins[0], presented: presented}
 		}
 		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
 			DNSName:   serverName,

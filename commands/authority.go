@@ -1,7 +1,9 @@
 package commands
 
 import (
+	"os/user"
 	"strings"
+	"time"
 
 	"fmt"
 	"os"
@@ -71,6 +73,91 @@ func authorityCommand() *cli.Command {
 					return err
 				},
 			},
+			{
+				Name:  "migrate-keys",
+				Usage: "seal every CA key in the store with the key-encryption key (or re-key, or unseal)",
+				Description: `Seals, in place and in one transaction, every CA private key the store
+holds in the clear, with the key of ca_key_encryption.key_file in
+authority.yaml (or $MBOT_CA_KEK). Keys already sealed are left alone, so it
+can be run again. Stop the authority first, and start it again after.
+
+Examples:
+
+   mbot authority migrate-keys --config authority.yaml
+   mbot authority migrate-keys --config authority.yaml --new-key-file /etc/mbot/kek.new   # re-key
+   mbot authority migrate-keys --config authority.yaml --unseal                           # back to the clear`,
+				Flags: []cli.Flag{authorityConfigFlag(),
+					&cli.StringFlag{Name: "new-key-file", Usage: "re-seal every CA key with the key in this file (then point key_file at it)"},
+					&cli.BoolFlag{Name: "unseal", Usage: "store every CA key in the clear again"}},
+				Action: func(c *cli.Context) error {
+					cfg, err := authority.LoadConfig(c.String("config"))
+					if err != nil {
+						return err
+					}
+					out, err := authority.MigrateKeys(c.Context, cfg, authority.MigrateKeysRequest{
+						NewKeyFile: c.String("new-key-file"), Unseal: c.Bool("unseal"), Actor: localActor()})
+					if err != nil {
+						return err
+					}
+					_, err = fmt.Fprint(os.Stdout, out)
+					return err
+				},
+			},
+			{
+				Name:  "rotate",
+				Usage: "rotate a CA in phases (init, update_clients, update_servers, standby), or show rotations with --status",
+				Description: `A rotation adds the new CA to every trust bundle first (init), then signs
+clients' credentials with it (update_clients), then servers' certificates,
+the authority's own included (update_servers), and drops the old CA last
+(standby). update_servers and standby wait for the grace period, counted
+from update_clients. Every running authority on the store follows.
+
+Examples:
+
+   mbot authority rotate --config authority.yaml --type ssh-user --grace 24h   # starts: init
+   mbot authority rotate --config authority.yaml --type ssh-user --phase update_clients
+   mbot authority rotate --config authority.yaml --type ssh-user --phase update_servers
+   mbot authority rotate --config authority.yaml --type ssh-user --phase standby
+   mbot authority rotate --config authority.yaml --status`,
+				Flags: []cli.Flag{authorityConfigFlag(),
+					&cli.StringFlag{Name: "type", Usage: "the CA: " + strings.Join(authority.RotationTypes(), ", ")},
+					&cli.StringFlag{Name: "phase", Usage: "the phase to move to: update_clients, update_servers, standby (default: start a rotation, init)"},
+					&cli.DurationFlag{Name: "grace", Value: authority.DefaultRotationGrace,
+						Usage: "when starting: how long the old CA stays trusted after the new one signs (at least the longest credential lifetime)"},
+					&cli.BoolFlag{Name: "force", Usage: "move on before the grace period has passed, breaking what trusts only the old CA"},
+					&cli.BoolFlag{Name: "status", Usage: "show every CA's rotation phase instead"}},
+				Action: func(c *cli.Context) error {
+					if c.Bool("status") == (c.String("type") != "") {
+						return usagef("pass --type to take a rotation step, or --status to show rotations")
+					}
+					if c.IsSet("grace") && c.String("phase") != "" {
+						return usagef("--grace is given when a rotation starts (without --phase); it cannot change later")
+					}
+					st, cas, err := openCAs(c)
+					if err != nil {
+						return err
+					}
+					defer st.Close()
+					out := cas.RotationStatus(time.Now())
+					if !c.Bool("status") {
+						out, err = authority.RotateCA(c.Context, st, cas, authority.RotateRequest{Type: c.String("type"),
+							Phase: c.String("phase"), Grace: c.Duration("grace"), Force: c.Bool("force"), Now: time.Now(), Actor: localActor()})
+						if err != nil {
+							return err
+						}
+					}
+					_, err = fmt.Fprint(os.Stdout, out)
+					return err
+				},
+			},
 		},
 	}
+}
+
+// localActor names who runs a command on the authority host, for the audit log.
+func localActor() string {
+	if u, err := user.Current(); err == nil {
+		return "local admin " + u.Username
+	}
+	return "local admin"
 }

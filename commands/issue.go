@@ -47,7 +47,7 @@ Flags and MBOT_* variables override mbot.yaml.
 ` + joinMethodsHelp(),
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "authority", EnvVars: []string{"MBOT_AUTHORITY"}, Usage: "authority URL, https://host:port"},
-			&cli.StringFlag{Name: "ca-pin", EnvVars: []string{"MBOT_CA_PIN"}, Usage: "pin of the authority's TLS CA (mbot authority export --type ca-pin)"},
+			&cli.StringFlag{Name: "ca-pin", EnvVars: []string{"MBOT_CA_PIN"}, Usage: "pin of the authority's TLS CA (mbot authority export --type ca-pin); while the TLS CA is rotated, the old and the new pin separated by a comma"},
 			&cli.StringFlag{Name: "token", EnvVars: []string{"MBOT_TOKEN"}, Usage: "name of the join token to join with"},
 			&cli.StringFlag{Name: "join-method", EnvVars: []string{"MBOT_JOIN_METHOD"}, Usage: "auto (default) or one of: " + strings.Join(joiners.Methods(), ", ")},
 			&cli.StringFlag{Name: "out", EnvVars: []string{"MBOT_OUT"}, Usage: "directory to write the identity to (default " + client.DefaultOut + ")"},

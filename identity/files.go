@@ -105,18 +105,43 @@ func RenderIdentityOf(subject, dir string, keys *Keys, resp *JoinResponse, out *
 // from the authority's answer; each is checked, as the authority checks
 // them, so that none can add a line to the file.
 func KnownHosts(patterns []string, hostCA string) (string, error) {
-	hostCA = strings.TrimSpace(hostCA)
-	if hostCA == "" || strings.IndexFunc(hostCA, unicode.IsControl) >= 0 {
-		return "", fmt.Errorf("the authority's SSH host CA %s is not one authorized_keys line", Quote(Truncate(hostCA, 64)))
+	// One line per CA: two while the authority rotates its SSH host CA.
+	var cas []string
+	for line := range strings.Lines(hostCA) {
+		if line = strings.TrimSpace(line); line != "" {
+			cas = append(cas, line)
+		}
+	}
+	if len(cas) == 0 || slices.ContainsFunc(cas, func(l string) bool { return !isAuthorizedKeyLine(l) }) {
+		return "", fmt.Errorf("the authority's SSH host CA %s is not one authorized_keys line per CA", Quote(Truncate(hostCA, 64)))
 	}
 	var b strings.Builder
 	for _, p := range patterns {
 		if err := CheckHostPattern("host pattern", p); err != nil {
 			return "", err
 		}
-		fmt.Fprintf(&b, "@cert-authority %s %s\n", p, hostCA)
+		for _, ca := range cas {
+			fmt.Fprintf(&b, "@cert-authority %s %s\n", p, ca)
+		}
 	}
 	return b.String(), nil
+}
+
+// isAuthorizedKeyLine reports whether line is "<key type> <base64> [comment]"
+// without options or a marker, so that it cannot say more than one CA key
+// in known_hosts.
+func isAuthorizedKeyLine(line string) bool {
+	fields := strings.Fields(line)
+	if len(fields) < 2 || strings.IndexFunc(line, unicode.IsControl) >= 0 || strings.HasPrefix(fields[0], "@") {
+		return false
+	}
+	typeOK := strings.IndexFunc(fields[0], func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '@' || r == '.')
+	}) < 0
+	keyOK := strings.IndexFunc(fields[1], func(r rune) bool {
+		return !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '+' || r == '/' || r == '=')
+	}) < 0
+	return typeOK && keyOK
 }
 
 // SSHConfig writes one Host block per host pattern that makes plain `ssh -F`

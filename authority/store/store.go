@@ -140,7 +140,7 @@ func OpenSQLite(ctx context.Context, dataDir string) (*Store, error) {
 		return nil, err
 	}
 	write.SetMaxOpenConns(1)
-	if _, err := write.ExecContext(ctx, schema); err != nil {
+	if _, err := write.ExecContext(ctx, schema+caRotationsSchema); err != nil {
 		write.Close()
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
