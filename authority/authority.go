@@ -189,6 +189,7 @@ func openStore(ctx context.Context, cfg *Config, opts Options) (*Authority, erro
 	}
 	a := &Authority{cfg: cfg, store: st, log: opts.Logger,
 		env: &verify.Env{Audience: cfg.Audience, HTTPClient: opts.HTTPClient, Now: opts.Now}}
+	a.env.Keypairs = st
 	if a.cas, err = LoadCAs(ctx, st, cfg.ClusterName); err != nil {
 		st.Close()
 		return nil, err
