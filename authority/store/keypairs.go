@@ -206,10 +206,13 @@ func (s *Store) AdvanceKeypair(ctx context.Context, j KeypairJoin) error {
 		return &KeypairMismatch{Current: cur, Lock: cur.Lock}
 	}
 	switch {
-	case j.Presented == cur.Sequence && j.PublicKey == cur.PublicKey:
+	case (j.Presented == cur.Sequence || j.Presented == cur.Sequence+1) && j.PublicKey == cur.PublicKey:
+		// One ahead: the runner counts a join whose answer it lost as
+		// admitted, and that join may never have arrived. A copy is still
+		// caught: the two holders' sequences cannot both stay ahead.
 		res, err := tx.ExecContext(ctx, `UPDATE keypair_bindings SET public_key = $1, sequence = $2, last_keys = $3, last_remote = $4,
 			last_time = $5 WHERE join_token = $6 AND sequence = $7 AND locked_time = 0`,
-			j.NewPublicKey, cur.Sequence+1, j.Keys, j.Remote, now.UnixNano(), j.JoinToken, cur.Sequence)
+			j.NewPublicKey, j.Presented+1, j.Keys, j.Remote, now.UnixNano(), j.JoinToken, cur.Sequence)
 		if err != nil {
 			return err
 		}

@@ -338,7 +338,7 @@ func (v *boundKeypairVerifier) VerifyJoin(ctx context.Context, proof string, jc 
 	j := store.KeypairJoin{JoinToken: v.name, Binding: v.binding, Presented: p.Sequence, PublicKey: expected, NewPublicKey: next,
 		Keys: jc.OutputKeys, Remote: jc.Remote}
 	advance := func(ctx context.Context) error { return v.advance(ctx, st, j) }
-	if cur != nil && p.Sequence != cur.Sequence && (p.Sequence+1 != cur.Sequence || jc.OutputKeys != cur.LastKeys) {
+	if cur != nil && p.Sequence != cur.Sequence && p.Sequence != cur.Sequence+1 && (p.Sequence+1 != cur.Sequence || jc.OutputKeys != cur.LastKeys) {
 		// A sequence other than the current one, signed by the key: find
 		// out now, before anything is signed, whether it locks the token.
 		if err := advance(ctx); err != nil {
