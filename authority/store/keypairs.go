@@ -225,8 +225,8 @@ func (s *Store) AdvanceKeypair(ctx context.Context, j KeypairJoin) error {
 		return &KeypairMismatch{Current: cur}
 	}
 	lock := &KeypairLock{Time: now.UTC(), Reason: fmt.Sprintf(
-		"join token %q: a join from %s at %s presented sequence %d signed by %s, but the join from %s at %s had already moved the token to sequence %d with key %s: two holders of the key are joining",
-		j.JoinToken, j.Remote, now.UTC().Format(time.RFC3339), j.Presented, j.PublicKey, cur.LastRemote, cur.LastTime.Format(time.RFC3339), cur.Sequence, cur.PublicKey)}
+		"a join from %s at %s presented sequence %d, but the join from %s at %s had already moved the token to sequence %d: two holders of the key are joining",
+		j.Remote, now.UTC().Format(time.RFC3339), j.Presented, cur.LastRemote, cur.LastTime.Format(time.RFC3339), cur.Sequence)}
 	if _, err := tx.ExecContext(ctx, `UPDATE keypair_bindings SET locked_time = $1, locked_reason = $2 WHERE join_token = $3 AND locked_time = 0`,
 		lock.Time.UnixNano(), lock.Reason, j.JoinToken); err != nil {
 		return err
