@@ -245,10 +245,11 @@ func TestBoundKeypairJoin(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		admitted := 0
-		for _, r := range results {
+		admitted, winner, loser := 0, regKey, thief
+		for i, r := range results {
 			if r.code == 0 {
 				admitted++
+				winner, loser = []string{regKey, thief}[i], []string{thief, regKey}[i]
 			} else if !strings.Contains(r.stderr, "join_token_locked") || !strings.Contains(r.stderr, "two holders") {
 				t.Errorf("the losing join was refused, but not as join_token_locked: %s", r)
 			}
@@ -278,6 +279,18 @@ func TestBoundKeypairJoin(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("mbot audit has no join_token_locked record naming both holders' addresses:\n%s", audit.stdout)
+		}
+
+		// mbot unlock --join-token lifts the lock and keeps the sequence:
+		// the holder that joined last goes on, the other locks it again.
+		res := mustMbot(t, baseEnv(c.home), "unlock", "--join-token", regName, "--config", c.config)
+		if !strings.Contains(res.stdout, "unlocked join token "+regName) {
+			t.Errorf("mbot unlock --join-token: %s", res)
+		}
+		mustKeypairIssue(t, c, nil, regName, winner)
+		wantKeypairRefused(t, c, nil, regName, loser, "join_token_locked", "two holders")
+		if res := mbot(t, baseEnv(c.home), "unlock", "--join-token", "runner-1", "--config", c.config); res.code == 0 || !strings.Contains(res.stderr, "not locked") {
+			t.Errorf("mbot unlock --join-token of a join token that is not locked: %s", res)
 		}
 
 		// The admin clears the lock by binding a new registration secret;
