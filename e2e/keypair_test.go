@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -333,4 +334,37 @@ func TestBoundKeypairJoin(t *testing.T) {
 			t.Errorf("a bound_keypair proof (its signature) reached the audit log or the authority's output")
 		}
 	})
+}
+
+// TestDaemonBoundKeypair runs mbot start on a runner that registers its key
+// with a secret, then keeps its outputs fresh by joining again with the
+// key, rotating it at every join.
+func TestDaemonBoundKeypair(t *testing.T) {
+	dc := startDaemonCluster(t)
+	name, secret := addKeypairToken(t, dc.cluster, "--name", "daemon-runner")
+	key := filepath.Join(t.TempDir(), "keypair", "key")
+	out := filepath.Join(t.TempDir(), "mbot")
+	env := dc.jobEnv(map[string]string{"MBOT_REGISTRATION_SECRET": secret, "MBOT_KEYPAIR_PATH": key})
+	d, _ := dc.startDaemon(t, env, name, out, "--join-method", "bound_keypair", "--rotate-keypair")
+
+	first := waitForRenewal(t, d, out, "")
+	firstPub := readFile(t, key+".pub")
+	second := waitForRenewal(t, d, out, first)
+	waitForRenewal(t, d, out, second)
+	checkIdentity(t, dc.cluster, out, name, "bound_keypair")
+	if got := sequenceOf(t, key); got < 3 {
+		t.Errorf("join sequence %d after three joins, want at least 3", got)
+	}
+	if readFile(t, key+".pub") == firstPub {
+		t.Errorf("the key did not rotate with --rotate-keypair")
+	}
+	if strings.Contains(d.logs.String(), secret) {
+		t.Errorf("mbot start logged the registration secret")
+	}
+	if code := d.stop(t, syscall.SIGTERM); code != 0 {
+		t.Errorf("mbot start exited %d on SIGTERM:\n%s", code, d.logs)
+	}
+	if strings.Contains(dc.auth.logs.String(), secret) {
+		t.Errorf("the authority logged the registration secret")
+	}
 }
