@@ -143,6 +143,7 @@ func (o *IssueOptions) resolve() error {
 		o.CAPin = firstSet(o.CAPin, cfg.CAPin)
 		o.Token = firstSet(o.Token, cfg.Token)
 		o.JoinMethod = firstSet(o.JoinMethod, cfg.JoinMethod)
+		o.KeypairPath = firstSet(o.KeypairPath, cfg.KeypairPath)
 		if o.TTL == 0 {
 			o.TTL = time.Duration(cfg.TTL)
 		}

@@ -20,11 +20,11 @@ import (
 func tokensCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "tokens",
-		Usage: "manage single-use join secrets for hosts with no identity provider",
+		Usage: "manage join tokens for hosts with no identity provider: single-use secrets and bound key pairs",
 		Subcommands: []*cli.Command{
 			{
 				Name:  "add",
-				Usage: "create a single-use join token with a random secret, printed once",
+				Usage: "create a single-use join token with a random secret, printed once (or, with --method bound_keypair, one bound to a runner's key)",
 				Description: `Creates a join token of method token for --bot. Only the secret's SHA-256
 hash is stored; the secret is printed once, here, and cannot be shown again.
 It admits one join before --ttl runs out. Example:

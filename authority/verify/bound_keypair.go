@@ -34,6 +34,10 @@ const BoundKeypairMethod = "bound_keypair"
 // ChallengeTTL is how long a bound_keypair challenge may be answered.
 const ChallengeTTL = 60 * time.Second
 
+// maxSequence bounds a join sequence, far above any runner's number of
+// joins and within what every store engine keeps in a signed integer.
+const maxSequence = 1 << 52
+
 // maxChallenges bounds the unanswered challenges kept per join token: a
 // runner needs one at a time, and anyone may ask for them.
 const maxChallenges = 16
@@ -255,6 +259,9 @@ func (v *boundKeypairVerifier) VerifyJoin(ctx context.Context, proof string, jc 
 	if err := dec.Decode(&p); err != nil || p.Nonce == "" || p.PublicKey == "" || p.Signature == "" {
 		return nil, identity.Errorf(identity.CodeProofInvalid, "join token %q: the proof is not a bound_keypair proof (nonce, sequence, public_key, signature); join with mbot issue --join-method bound_keypair", v.name)
 	}
+	if p.Sequence > maxSequence {
+		return nil, identity.Errorf(identity.CodeBadRequest, "join token %q: sequence %d is beyond any join sequence; restore the .state file beside the key, or have an admin bind the key again", v.name, p.Sequence)
+	}
 	now := v.env.now()
 	switch err := st.UseKeypairChallenge(ctx, v.name, p.Nonce, now); {
 	case errors.Is(err, store.ErrChallengeUsed):
@@ -353,6 +360,20 @@ func (v *boundKeypairVerifier) VerifyJoin(ctx context.Context, proof string, jc 
 		UsableUntil: now.Add(ChallengeTTL + Leeway),
 		Advance:     advance,
 	}, nil
+}
+
+// UnverifiedClaims are the key and sequence a refused proof presented,
+// for the audit record: who tried, not who it proves.
+func (v *boundKeypairVerifier) UnverifiedClaims(proof string) policy.Claims {
+	var p identity.KeypairProof
+	if json.Unmarshal([]byte(proof), &p) != nil || p.PublicKey == "" {
+		return nil
+	}
+	c := policy.Claims{"join_token": {v.name}, "public_key": {fingerprintOf(p.PublicKey)}, "sequence": {strconv.FormatUint(p.Sequence, 10)}}
+	if p.NewPublicKey != "" {
+		c["rotated_to"] = []string{fingerprintOf(p.NewPublicKey)}
+	}
+	return c
 }
 
 // advance moves the join sequence on for an admitted join, or refuses it.

@@ -320,3 +320,35 @@ func TestBoundKeypairSection(t *testing.T) {
 		}
 	}
 }
+
+// TestBoundKeypairSequenceAhead: a runner that lost a join's answer counts
+// it as admitted, so one ahead is admitted; further ahead, or a number no
+// runner reaches, is refused without a lock.
+func TestBoundKeypairSequenceAhead(t *testing.T) {
+	env, _ := keypairEnv(t)
+	runner := newSigner(t)
+	v := mustCompile(t, "bound_keypair", "public_key: "+authorized(runner)+"\n", env)
+	if _, err := join(v, keypairJoin{signer: runner}.proof(t, v), "192.0.2.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := join(v, keypairJoin{signer: runner, sequence: 2}.proof(t, v), "192.0.2.1:1"); err != nil {
+		t.Fatalf("one ahead (a lost answer): %v", err)
+	}
+	_, err := join(v, keypairJoin{signer: runner, sequence: 9}.proof(t, v), "192.0.2.1:1")
+	wantRefusal(t, err, identity.CodeKeypairSequence, "sequence 9", "at 3")
+	_, err = join(v, keypairJoin{signer: runner, sequence: 1 << 60}.proof(t, v), "192.0.2.1:1")
+	wantRefusal(t, err, identity.CodeBadRequest, "beyond any join sequence")
+	if _, err := join(v, keypairJoin{signer: runner, sequence: 3}.proof(t, v), "192.0.2.1:1"); err != nil {
+		t.Fatalf("the current sequence after refusals: %v", err)
+	}
+
+	// A refused proof's key is recorded by fingerprint, marked unverified by the join path.
+	stranger := newSigner(t)
+	claims := v.(verify.UnverifiedClaimer).UnverifiedClaims(keypairJoin{signer: stranger, sequence: 4}.answer(t, "00"))
+	if got := claims["public_key"]; len(got) != 1 || got[0] != ssh.FingerprintSHA256(stranger.PublicKey()) {
+		t.Errorf("unverified claims %v, want the presented key's fingerprint", claims)
+	}
+	if strings.Contains(claims.String(), "AAAA") {
+		t.Errorf("unverified claims carry the key itself: %v", claims)
+	}
+}
