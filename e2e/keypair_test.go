@@ -199,6 +199,27 @@ func TestBoundKeypairJoin(t *testing.T) {
 		}
 	})
 
+	t.Run("apply", func(t *testing.T) {
+		applied := filepath.Join(t.TempDir(), "key")
+		sshKeygen(t, applied)
+		privateKeys = append(privateKeys, keyLines(t, applied)...)
+		dir := t.TempDir()
+		doc := "kind: join_token\nversion: v1\nmetadata: {name: applied-runner}\nspec:\n  bot: " + botName +
+			"\n  method: bound_keypair\n  bound_keypair:\n    public_key: " + strings.TrimSpace(readFile(t, applied+".pub")) + "\n"
+		writeFile(t, filepath.Join(dir, "good.yaml"), doc, 0o600)
+		mustMbot(t, baseEnv(c.home), "apply", "--config", c.config, "-f", filepath.Join(dir, "good.yaml"))
+		time.Sleep(300 * time.Millisecond)
+		mustKeypairIssue(t, c, nil, "applied-runner", applied)
+
+		bad := strings.Replace(doc, "public_key: "+strings.TrimSpace(readFile(t, applied+".pub")),
+			"registration_secret_hash: the-secret-itself\n    registration_expires: 2030-01-01T00:00:00Z", 1)
+		writeFile(t, filepath.Join(dir, "bad.yaml"), bad, 0o600)
+		res := mbot(t, baseEnv(c.home), "apply", "--config", c.config, "-f", filepath.Join(dir, "bad.yaml"))
+		if res.code == 0 || !strings.Contains(res.stderr, "bad.yaml:8") || !strings.Contains(res.stderr, "64 hex digits") {
+			t.Errorf("mbot apply of a registration secret in the clear: %s", res)
+		}
+	})
+
 	// A runner that registers its own key with a one-time secret; the key
 	// is generated in a directory that does not exist yet.
 	regKey := filepath.Join(runners, "runner-2", "keys", "key")
