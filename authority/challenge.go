@@ -2,6 +2,7 @@ package authority
 
 import (
 	"context"
+	"errors"
 	"net/http"
 
 	"github.com/mbot-dev/mbot/authority/store"
@@ -34,7 +35,13 @@ func (a *Authority) handleJoinChallenge(w http.ResponseWriter, r *http.Request) 
 // A refusal is recorded in the audit log; an issued challenge is not (the
 // join that answers it is).
 func (a *Authority) JoinChallenge(ctx context.Context, req *identity.ChallengeRequest, remote string) (*identity.ChallengeResponse, error) {
-	resp, err := a.joinChallenge(ctx, req)
+	resp, err := a.joinChallenge(ctx, req, refusalKey(remote))
+	var refusal *identity.Error
+	if errors.As(err, &refusal) && refusal.Code == identity.CodeRateLimited {
+		// Too many unanswered challenges from one address: answered 429
+		// like the refusal limiter's drops, and not recorded one by one.
+		return nil, err
+	}
 	if err != nil {
 		ev := &store.AuditEvent{Event: "join.challenge", JoinToken: req.JoinToken, Method: verify.BoundKeypairMethod, Remote: remote}
 		refusal := a.recordRefusal(ctx, ev, err)
@@ -45,7 +52,7 @@ func (a *Authority) JoinChallenge(ctx context.Context, req *identity.ChallengeRe
 	return resp, nil
 }
 
-func (a *Authority) joinChallenge(ctx context.Context, req *identity.ChallengeRequest) (*identity.ChallengeResponse, error) {
+func (a *Authority) joinChallenge(ctx context.Context, req *identity.ChallengeRequest, requester string) (*identity.ChallengeResponse, error) {
 	if err := identity.CheckName("join_token", req.JoinToken); err != nil {
 		return nil, identity.Errorf(identity.CodeBadRequest, "%v; check --token (MBOT_TOKEN)", err)
 	}
@@ -65,5 +72,5 @@ func (a *Authority) joinChallenge(ctx context.Context, req *identity.ChallengeRe
 		return nil, identity.Errorf(identity.CodeMethodMismatch, "join token %q is for %s joins, which take no challenge; only bound_keypair join tokens do: pass --join-method %s",
 			req.JoinToken, m, m)
 	}
-	return c.Challenge(ctx)
+	return c.Challenge(ctx, requester)
 }

@@ -81,25 +81,27 @@ func (e *KeypairMismatch) Error() string {
 	return fmt.Sprintf("join token %q is at sequence %d", e.Current.JoinToken, e.Current.Sequence)
 }
 
-// AddKeypairChallenge records a challenge nonce for joinToken until
-// expires. At most max unexpired challenges are kept per join token, so
-// that unauthenticated callers cannot grow the table without end.
-func (s *Store) AddKeypairChallenge(ctx context.Context, joinToken, nonce string, expires time.Time, max int) error {
+// AddKeypairChallenge records a challenge nonce for joinToken, asked for
+// by requester (an address), until expires. At most max unanswered
+// challenges are kept per join token and requester: anyone may ask, and
+// one address can neither grow the table without end nor use up the
+// challenges of the runner's.
+func (s *Store) AddKeypairChallenge(ctx context.Context, joinToken, requester, nonce string, expires time.Time, max int) error {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
 	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM keypair_challenges WHERE join_token = $1 AND expires > $2 AND used = 0`,
-		joinToken, time.Now().UnixNano()).Scan(&n); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM keypair_challenges WHERE join_token = $1 AND requester = $2 AND expires > $3 AND used = 0`,
+		joinToken, requester, time.Now().UnixNano()).Scan(&n); err != nil {
 		return err
 	}
 	if n >= max {
 		return ErrTooManyChallenges
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO keypair_challenges (nonce, join_token, expires, used) VALUES ($1, $2, $3, 0)`,
-		nonce, joinToken, expires.UnixNano()); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO keypair_challenges (nonce, join_token, requester, expires, used) VALUES ($1, $2, $3, $4, 0)`,
+		nonce, joinToken, requester, expires.UnixNano()); err != nil {
 		return err
 	}
 	return tx.Commit()

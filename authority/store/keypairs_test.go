@@ -79,14 +79,18 @@ func TestKeypairChallenges(t *testing.T) {
 	st, _ := open(t)
 	ctx := context.Background()
 	now := time.Now()
-	if err := st.AddKeypairChallenge(ctx, "t", "n1", now.Add(time.Minute), 2); err != nil {
+	if err := st.AddKeypairChallenge(ctx, "t", "192.0.2.1", "n1", now.Add(time.Minute), 2); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.AddKeypairChallenge(ctx, "t", "n2", now.Add(time.Minute), 2); err != nil {
+	if err := st.AddKeypairChallenge(ctx, "t", "192.0.2.1", "n2", now.Add(time.Minute), 2); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.AddKeypairChallenge(ctx, "t", "n3", now.Add(time.Minute), 2); !errors.Is(err, store.ErrTooManyChallenges) {
+	if err := st.AddKeypairChallenge(ctx, "t", "192.0.2.1", "n3", now.Add(time.Minute), 2); !errors.Is(err, store.ErrTooManyChallenges) {
 		t.Fatalf("a third outstanding challenge: %v; want ErrTooManyChallenges", err)
+	}
+	// Another address still gets its own.
+	if err := st.AddKeypairChallenge(ctx, "t", "198.51.100.7", "n4", now.Add(time.Minute), 2); err != nil {
+		t.Fatalf("a challenge for another address: %v", err)
 	}
 	if err := st.UseKeypairChallenge(ctx, "other", "n1", now); !errors.Is(err, store.ErrChallengeUnknown) {
 		t.Errorf("a challenge answered for another join token: %v; want ErrChallengeUnknown", err)

@@ -38,14 +38,14 @@ const ChallengeTTL = 60 * time.Second
 // joins and within what every store engine keeps in a signed integer.
 const maxSequence = 1 << 52
 
-// maxChallenges bounds the unanswered challenges kept per join token: a
-// runner needs one at a time, and anyone may ask for them.
+// maxChallenges bounds the unanswered challenges kept per join token and
+// address: a runner needs one at a time, and anyone may ask for them.
 const maxChallenges = 16
 
 // KeypairStore keeps the challenges and the join sequence of bound_keypair
 // join tokens (authority/store/keypairs.go).
 type KeypairStore interface {
-	AddKeypairChallenge(ctx context.Context, joinToken, nonce string, expires time.Time, max int) error
+	AddKeypairChallenge(ctx context.Context, joinToken, requester, nonce string, expires time.Time, max int) error
 	UseKeypairChallenge(ctx context.Context, joinToken, nonce string, now time.Time) error
 	KeypairBinding(ctx context.Context, joinToken string) (*store.KeypairBinding, error)
 	AdvanceKeypair(ctx context.Context, j store.KeypairJoin) error
@@ -66,9 +66,10 @@ type RequestVerifier interface {
 	VerifyJoin(ctx context.Context, proof string, jc JoinContext) (*Admission, error)
 }
 
-// Challenger hands out challenges for a join token's proofs.
+// Challenger hands out challenges for a join token's proofs; requester
+// (the caller's address) bounds how many each caller may hold.
 type Challenger interface {
-	Challenge(ctx context.Context) (*identity.ChallengeResponse, error)
+	Challenge(ctx context.Context, requester string) (*identity.ChallengeResponse, error)
 }
 
 // boundKeypairSection is spec.bound_keypair: the public key the join token
@@ -222,7 +223,7 @@ func (v *boundKeypairVerifier) store() (KeypairStore, error) {
 }
 
 // Challenge hands out a fresh single-use nonce for this join token.
-func (v *boundKeypairVerifier) Challenge(ctx context.Context) (*identity.ChallengeResponse, error) {
+func (v *boundKeypairVerifier) Challenge(ctx context.Context, requester string) (*identity.ChallengeResponse, error) {
 	st, err := v.store()
 	if err != nil {
 		return nil, err
@@ -232,10 +233,10 @@ func (v *boundKeypairVerifier) Challenge(ctx context.Context) (*identity.Challen
 		return nil, err
 	}
 	c := &identity.ChallengeResponse{Nonce: hex.EncodeToString(raw), Expires: v.env.now().Add(ChallengeTTL).UTC()}
-	err = st.AddKeypairChallenge(ctx, v.name, c.Nonce, c.Expires, maxChallenges)
+	err = st.AddKeypairChallenge(ctx, v.name, requester, c.Nonce, c.Expires, maxChallenges)
 	if errors.Is(err, store.ErrTooManyChallenges) {
 		return nil, &identity.Error{Code: identity.CodeRateLimited, RetryAfter: ChallengeTTL,
-			Message: fmt.Sprintf("join token %q has %d unanswered challenges; answer one, or retry in %s when they expire", v.name, maxChallenges, ChallengeTTL)}
+			Message: fmt.Sprintf("join token %q has %d unanswered challenges for this address; answer one, or retry in %s when they expire", v.name, maxChallenges, ChallengeTTL)}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("recording a challenge: %w", err)

@@ -65,7 +65,7 @@ type keypairJoin struct {
 
 func (j keypairJoin) proof(t *testing.T, v verify.Verifier) string {
 	t.Helper()
-	c, err := v.(verify.Challenger).Challenge(context.Background())
+	c, err := v.(verify.Challenger).Challenge(context.Background(), "192.0.2.1")
 	if err != nil {
 		t.Fatalf("Challenge: %v", err)
 	}
@@ -152,7 +152,7 @@ func TestBoundKeypairJoin(t *testing.T) {
 		wantRefusal(t, err, identity.CodeKeypairMismatch, "does not verify")
 	})
 	t.Run("reused challenge", func(t *testing.T) {
-		c, err := v.(verify.Challenger).Challenge(context.Background())
+		c, err := v.(verify.Challenger).Challenge(context.Background(), "192.0.2.1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -164,7 +164,7 @@ func TestBoundKeypairJoin(t *testing.T) {
 		wantRefusal(t, err, identity.CodeProofReplayed, "already answered")
 	})
 	t.Run("expired challenge", func(t *testing.T) {
-		c, err := v.(verify.Challenger).Challenge(context.Background())
+		c, err := v.(verify.Challenger).Challenge(context.Background(), "192.0.2.1")
 		if err != nil {
 			t.Fatal(err)
 		}
