@@ -380,7 +380,9 @@ func recordKeypairJoin(kp *joiners.Keypair, joinErr error) error {
 	switch {
 	case joinErr == nil:
 		err = kp.Admitted()
-	case errors.As(joinErr, &refusal):
+	case errors.As(joinErr, &refusal) && refusal.Code.HTTPStatus() < 500:
+		// A refusal of the request: the authority moved nothing on. Its
+		// own failures (5xx) may come after the sequence moved: unknown.
 		err = kp.Refused()
 	default:
 		err = kp.Unknown()
