@@ -305,9 +305,6 @@ const (
 	// CodeKeypairMismatch: a bound_keypair join was not signed by the key
 	// its join token is bound to (or a rotation not by the current key).
 	CodeKeypairMismatch ErrorCode = "keypair_mismatch"
-	// CodeKeypairSequence: a bound_keypair join presented a sequence ahead
-	// of the authority's, which no copy of the runner's state can hold.
-	CodeKeypairSequence ErrorCode = "keypair_sequence_mismatch"
 	// CodeJoinTokenLocked: a bound_keypair join presented an older sequence
 	// than the last join's, so two holders of the key are joining; the
 	// join token refuses every join until an admin rotates or unlocks it.

@@ -187,7 +187,7 @@ func (k *Keypair) Refused() error {
 }
 
 // Unknown records a join whose answer was lost: the authority may have
-// admitted it, so the sequence moves on (the authority accepts one ahead);
+// admitted it, so the sequence moves on (the authority accepts a sequence ahead of its own);
 // a key rotated to stays in path.next for the person to decide.
 func (k *Keypair) Unknown() error {
 	if k.next != nil {

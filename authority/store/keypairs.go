@@ -65,21 +65,15 @@ type KeypairJoin struct {
 	Remote string
 }
 
-// KeypairMismatch is a join whose sequence or key is not the current one.
-// Lock is set when the store locked the join token for it (an older
-// sequence: a copy of the key); it is nil for a sequence ahead of the
-// store's, which no copy can present.
+// KeypairMismatch is a join whose sequence is older than the current one,
+// or whose key is not the current one: a copy of the key. The store locked
+// the join token for it.
 type KeypairMismatch struct {
 	Current *KeypairBinding
 	Lock    *KeypairLock
 }
 
-func (e *KeypairMismatch) Error() string {
-	if e.Lock != nil {
-		return e.Lock.Reason
-	}
-	return fmt.Sprintf("join token %q is at sequence %d", e.Current.JoinToken, e.Current.Sequence)
-}
+func (e *KeypairMismatch) Error() string { return e.Lock.Reason }
 
 // AddKeypairChallenge records a challenge nonce for joinToken, asked for
 // by requester (an address), until expires. At most max unanswered
@@ -179,8 +173,8 @@ func keypairBinding(ctx context.Context, db queryRower, joinToken string) (*Keyp
 // its join token (or starts the token's state, when none is kept for the
 // admin's current binding), binds j.NewPublicKey and moves the sequence on.
 // A retry of the join that moved it, with the same output keys, is admitted
-// again. It fails with a *KeypairMismatch, after locking the join token when
-// the sequence presented is older than the store's.
+// again. It fails with a *KeypairMismatch, after locking the join token,
+// when the sequence presented is older than the store's or the key another.
 func (s *Store) AdvanceKeypair(ctx context.Context, j KeypairJoin) error {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
@@ -208,10 +202,11 @@ func (s *Store) AdvanceKeypair(ctx context.Context, j KeypairJoin) error {
 		return &KeypairMismatch{Current: cur, Lock: cur.Lock}
 	}
 	switch {
-	case (j.Presented == cur.Sequence || j.Presented == cur.Sequence+1) && j.PublicKey == cur.PublicKey:
-		// One ahead: the runner counts a join whose answer it lost as
+	case j.Presented >= cur.Sequence && j.PublicKey == cur.PublicKey:
+		// Ahead: the runner counts a join whose answer it lost as
 		// admitted, and that join may never have arrived. A copy is still
-		// caught: the two holders' sequences cannot both stay ahead.
+		// caught: the sequence moves past whatever one holder presents, so
+		// the other holder's next join presents an older one.
 		res, err := tx.ExecContext(ctx, `UPDATE keypair_bindings SET public_key = $1, sequence = $2, last_keys = $3, last_remote = $4,
 			last_time = $5 WHERE join_token = $6 AND sequence = $7 AND locked_time = 0`,
 			j.NewPublicKey, j.Presented+1, j.Keys, j.Remote, now.UnixNano(), j.JoinToken, cur.Sequence)
@@ -223,8 +218,6 @@ func (s *Store) AdvanceKeypair(ctx context.Context, j KeypairJoin) error {
 		}
 	case j.Presented+1 == cur.Sequence && j.Keys != "" && j.Keys == cur.LastKeys && j.NewPublicKey == cur.PublicKey:
 		return nil
-	case j.Presented > cur.Sequence && j.PublicKey == cur.PublicKey:
-		return &KeypairMismatch{Current: cur}
 	}
 	lock := &KeypairLock{Time: now.UTC(), Reason: fmt.Sprintf(
 		"a join from %s at %s presented sequence %d, but the join from %s at %s had already moved the token to sequence %d: two holders of the key are joining",

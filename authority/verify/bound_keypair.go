@@ -346,9 +346,9 @@ func (v *boundKeypairVerifier) VerifyJoin(ctx context.Context, proof string, jc 
 	j := store.KeypairJoin{JoinToken: v.name, Binding: v.binding, Presented: p.Sequence, PublicKey: expected, NewPublicKey: next,
 		Keys: jc.OutputKeys, Remote: jc.Remote}
 	advance := func(ctx context.Context) error { return v.advance(ctx, st, j) }
-	if cur != nil && p.Sequence != cur.Sequence && p.Sequence != cur.Sequence+1 && (p.Sequence+1 != cur.Sequence || jc.OutputKeys != cur.LastKeys) {
-		// A sequence other than the current one, signed by the key: find
-		// out now, before anything is signed, whether it locks the token.
+	if cur != nil && p.Sequence < cur.Sequence && (p.Sequence+1 != cur.Sequence || jc.OutputKeys != cur.LastKeys) {
+		// An older sequence, signed by the key: a copy. Lock the token now,
+		// before anything is signed.
 		if err := advance(ctx); err != nil {
 			return nil, err
 		}
@@ -384,11 +384,8 @@ func (v *boundKeypairVerifier) advance(ctx context.Context, st KeypairStore, j s
 	switch {
 	case err == nil:
 		return nil
-	case errors.As(err, &mismatch) && mismatch.Lock != nil:
-		return LockedJoinTokenError(v.name, mismatch.Lock)
 	case errors.As(err, &mismatch):
-		return identity.Errorf(identity.CodeKeypairSequence, "join token %q: the join presented sequence %d, but the authority is at %d (its state was restored from an older backup?); "+
-			"have an admin bind the key again (mbot tokens add --method bound_keypair --rotate), which starts the sequence over", v.name, j.Presented, mismatch.Current.Sequence)
+		return LockedJoinTokenError(v.name, mismatch.Lock)
 	}
 	return fmt.Errorf("advancing the join sequence: %w", err)
 }

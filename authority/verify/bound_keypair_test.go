@@ -321,9 +321,9 @@ func TestBoundKeypairSection(t *testing.T) {
 	}
 }
 
-// TestBoundKeypairSequenceAhead: a runner that lost a join's answer counts
-// it as admitted, so one ahead is admitted; further ahead, or a number no
-// runner reaches, is refused without a lock.
+// TestBoundKeypairSequenceAhead: a runner that lost joins' answers counts
+// them as admitted, so a sequence ahead is admitted; a number no runner
+// reaches is refused without a lock.
 func TestBoundKeypairSequenceAhead(t *testing.T) {
 	env, _ := keypairEnv(t)
 	runner := newSigner(t)
@@ -334,13 +334,17 @@ func TestBoundKeypairSequenceAhead(t *testing.T) {
 	if _, err := join(v, keypairJoin{signer: runner, sequence: 2}.proof(t, v), "192.0.2.1:1"); err != nil {
 		t.Fatalf("one ahead (a lost answer): %v", err)
 	}
-	_, err := join(v, keypairJoin{signer: runner, sequence: 9}.proof(t, v), "192.0.2.1:1")
-	wantRefusal(t, err, identity.CodeKeypairSequence, "sequence 9", "at 3")
-	_, err = join(v, keypairJoin{signer: runner, sequence: 1 << 60}.proof(t, v), "192.0.2.1:1")
+	if _, err := join(v, keypairJoin{signer: runner, sequence: 5}.proof(t, v), "192.0.2.1:1"); err != nil {
+		t.Fatalf("two ahead (two lost answers): %v", err)
+	}
+	_, err := join(v, keypairJoin{signer: runner, sequence: 1 << 60}.proof(t, v), "192.0.2.1:1")
 	wantRefusal(t, err, identity.CodeBadRequest, "beyond any join sequence")
-	if _, err := join(v, keypairJoin{signer: runner, sequence: 3}.proof(t, v), "192.0.2.1:1"); err != nil {
+	if _, err := join(v, keypairJoin{signer: runner, sequence: 6}.proof(t, v), "192.0.2.1:1"); err != nil {
 		t.Fatalf("the current sequence after refusals: %v", err)
 	}
+	// What was skipped is behind now: a copy presenting it locks the token.
+	_, err = join(v, keypairJoin{signer: runner, sequence: 4}.proof(t, v), "198.51.100.7:1")
+	wantRefusal(t, err, identity.CodeJoinTokenLocked, "two holders")
 
 	// A refused proof's key is recorded by fingerprint, marked unverified by the join path.
 	stranger := newSigner(t)
