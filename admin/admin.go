@@ -28,6 +28,9 @@ type Settings = authority.AdminSettings
 // Unlocked is what Unlock lifted.
 type Unlocked = authority.Unlocked
 
+// JoinTokenUnlocked is what UnlockJoinToken lifted.
+type JoinTokenUnlocked = authority.JoinTokenUnlocked
+
 // AdminLock is a lock on an admin's identities.
 type AdminLock = store.AdminLock
 
@@ -42,6 +45,8 @@ type Client interface {
 	Delete(ctx context.Context, kind, name string) error
 	// Unlock lifts the lock on bot and ends the renewals of its identities.
 	Unlock(ctx context.Context, bot string) (*Unlocked, error)
+	// UnlockJoinToken lifts the lock on a bound_keypair join token.
+	UnlockJoinToken(ctx context.Context, name string) (*JoinTokenUnlocked, error)
 	// LockAdmin makes the admin API refuse every identity of admin.
 	LockAdmin(ctx context.Context, admin, reason string) (*AdminLock, error)
 	// UnlockAdmin lifts that lock and returns what it lifted.

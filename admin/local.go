@@ -54,6 +54,10 @@ func (l *Local) Unlock(ctx context.Context, bot string) (*Unlocked, error) {
 	return l.auth.Unlock(ctx, bot, l.actor)
 }
 
+func (l *Local) UnlockJoinToken(ctx context.Context, name string) (*JoinTokenUnlocked, error) {
+	return l.auth.UnlockJoinToken(ctx, name, l.actor)
+}
+
 func (l *Local) LockAdmin(ctx context.Context, admin, reason string) (*AdminLock, error) {
 	return l.auth.LockAdmin(ctx, admin, reason, l.actor)
 }

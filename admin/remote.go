@@ -96,6 +96,14 @@ func (r *Remote) Unlock(ctx context.Context, bot string) (*Unlocked, error) {
 	return &u, nil
 }
 
+func (r *Remote) UnlockJoinToken(ctx context.Context, name string) (*JoinTokenUnlocked, error) {
+	var u JoinTokenUnlocked
+	if err := r.api.Do(ctx, http.MethodPost, authority.PathAdminJoinTokens+"/"+url.PathEscape(name)+"/unlock", nil, &u); err != nil {
+		return nil, err
+	}
+	return &u, nil
+}
+
 func (r *Remote) LockAdmin(ctx context.Context, admin, reason string) (*AdminLock, error) {
 	var l AdminLock
 	if err := r.api.Do(ctx, http.MethodPost, authority.PathAdminAdmins+"/"+url.PathEscape(admin)+"/lock", authority.LockRequest{Reason: reason}, &l); err != nil {

@@ -34,6 +34,8 @@ const (
 	// PathAdminAdmins + "/NAME/lock" (POST, a LockRequest) and "/NAME/unlock"
 	// (POST) lock and unlock an admin's identities.
 	PathAdminAdmins = "/v1/admin/admins"
+	// PathAdminJoinTokens + "/NAME/unlock" lifts a bound_keypair join token's lock (POST).
+	PathAdminJoinTokens = "/v1/admin/join_tokens"
 )
 
 // LockRequest is the body of an admin lock.
@@ -125,6 +127,7 @@ func (a *Authority) registerAdmin(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+PathAdminBots+"/{name}/unlock", a.adminHandler(a.handleUnlock))
 	mux.HandleFunc("POST "+PathAdminAdmins+"/{name}/lock", a.adminHandler(a.handleLockAdmin))
 	mux.HandleFunc("POST "+PathAdminAdmins+"/{name}/unlock", a.adminHandler(a.handleUnlockAdmin))
+	mux.HandleFunc("POST "+PathAdminJoinTokens+"/{name}/unlock", a.adminHandler(a.handleUnlockJoinToken))
 }
 
 func (a *Authority) handleListResources(w http.ResponseWriter, r *http.Request, _ string) {
@@ -172,6 +175,15 @@ func (a *Authority) handleDelete(w http.ResponseWriter, r *http.Request, actor s
 
 func (a *Authority) handleUnlock(w http.ResponseWriter, r *http.Request, actor string) {
 	u, err := a.Unlock(r.Context(), r.PathValue("name"), actor)
+	if err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, u)
+}
+
+func (a *Authority) handleUnlockJoinToken(w http.ResponseWriter, r *http.Request, actor string) {
+	u, err := a.UnlockJoinToken(r.Context(), r.PathValue("name"), actor)
 	if err != nil {
 		writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
 		return

@@ -200,6 +200,7 @@ func openStore(ctx context.Context, cfg *Config, opts Options) (*Authority, erro
 	}
 	a := &Authority{cfg: cfg, store: st, log: opts.Logger, kek: kek,
 		env: &verify.Env{Audience: cfg.Audience, HTTPClient: opts.HTTPClient, Now: opts.Now}}
+	a.env.Keypairs = st
 	cas, err := LoadCAs(ctx, st, cfg.ClusterName, kek)
 	if err != nil {
 		st.Close()

@@ -109,7 +109,7 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 			req.JoinToken, m, req.Method, req.Method, m, m)
 	}
 
-	adm, err := tok.verifier.Verify(ctx, req.Proof)
+	adm, err := verifyProof(ctx, tok.verifier, req, ev.Remote)
 	if err != nil {
 		// Record who presented the refused proof (never the proof itself),
 		// marked as unverified: nothing is admitted on these claims.
@@ -142,6 +142,11 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 		return nil, err
 	}
 
+	if adm.Advance != nil {
+		if err := adm.Advance(ctx); err != nil {
+			return nil, err
+		}
+	}
 	ev.Allowed = true
 	if err := a.store.RecordJoin(ctx, adm.ProofID, adm.UsableUntil, ev); err != nil {
 		if errors.Is(err, store.ErrReplay) {
@@ -224,6 +229,15 @@ func (a *Authority) grant(st *state, bot *resources.Bot, joinToken, method strin
 		}
 	}
 	return resp, nil
+}
+
+// verifyProof verifies the join's proof; a proof that signs the request
+// it comes in (bound_keypair) is verified with the request's output keys.
+func verifyProof(ctx context.Context, v verify.Verifier, req *identity.JoinRequest, remote string) (*verify.Admission, error) {
+	if rv, ok := v.(verify.RequestVerifier); ok {
+		return rv.VerifyJoin(ctx, req.Proof, verify.JoinContext{OutputKeys: identity.OutputKeysDigest(req.Outputs), Remote: remote})
+	}
+	return v.Verify(ctx, req.Proof)
 }
 
 func (s *state) joinToken(name string) (*compiledToken, error) {

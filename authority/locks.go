@@ -192,3 +192,35 @@ func (a *Authority) UnlockAdmin(ctx context.Context, admin, actor string) (*stor
 	a.log.Warn("unlocked an admin", "admin", admin, "by", actor)
 	return lock, nil
 }
+
+// JoinTokenUnlocked is what UnlockJoinToken lifted, as the admin API answers it.
+type JoinTokenUnlocked struct {
+	JoinToken   string    `json:"join_token"`
+	LockedSince time.Time `json:"locked_since"`
+	Reason      string    `json:"reason"`
+}
+
+// UnlockJoinToken lifts the lock on a bound_keypair join token whose key
+// was used from two places. The key and join sequence stay: the holder
+// with the current sequence joins again, and one with an older sequence
+// locks the token again. Binding a new key (mbot tokens add --rotate) is
+// the way to shut a copy out; this is for a copy that is known to be gone.
+func (a *Authority) UnlockJoinToken(ctx context.Context, name, actor string) (*JoinTokenUnlocked, error) {
+	a.refreshNow(ctx)
+	set := a.Resources()
+	if _, ok := set.JoinTokens[name]; !ok {
+		return nil, set.NotFound(resources.KindJoinToken, name)
+	}
+	lock, err := a.store.UnlockKeypair(ctx, name)
+	if errors.Is(err, store.ErrNotLocked) {
+		return nil, fmt.Errorf("join token %q is not locked, so there is nothing to unlock", name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("unlocking join token %q: %w", name, err)
+	}
+	out := &JoinTokenUnlocked{JoinToken: name, LockedSince: lock.Time, Reason: lock.Reason}
+	a.auditAdmin(ctx, &store.AuditEvent{Event: "join_token.unlock", Allowed: true, JoinToken: name, Remote: actor,
+		Message: fmt.Sprintf("unlocked join token %s, locked since %s: %s", name, lock.Time.Format(time.RFC3339), lock.Reason)})
+	a.log.Warn("unlocked a join token whose key was used from two places", "join_token", name, "by", actor)
+	return out, nil
+}

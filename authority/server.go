@@ -33,6 +33,7 @@ func (a *Authority) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+identity.PathPing, a.handlePing)
 	mux.HandleFunc("POST "+identity.PathJoin, a.handleJoin)
+	mux.HandleFunc("POST "+identity.PathJoinChallenge, a.handleJoinChallenge)
 	a.registerRenew(mux)
 	a.registerIssuer(mux)
 	a.registerAdmin(mux)
@@ -85,7 +86,7 @@ func (a *Authority) refuseLimited(w http.ResponseWriter, r *http.Request) bool {
 // refuseBody refuses a request whose body is not JSON of the right shape,
 // and records the refusal like any other.
 func (a *Authority) refuseBody(w http.ResponseWriter, r *http.Request, event string, decodeErr error) {
-	what := map[string]string{"join": "join", "renew": "renewal"}[event]
+	what := map[string]string{"join": "join", "renew": "renewal", "join.challenge": "challenge"}[event]
 	refusal := identity.Errorf(identity.CodeBadRequest, "the request body is not a %s request: %v", what, decodeErr)
 	ev := &store.AuditEvent{Event: event, Remote: r.RemoteAddr}
 	a.recordRefusal(r.Context(), ev, refusal)
@@ -301,6 +302,9 @@ func every(ctx context.Context, interval time.Duration, f func(now time.Time)) {
 func (a *Authority) prune(ctx context.Context, now time.Time) {
 	if err := a.store.PruneProofs(ctx, now); err != nil {
 		a.log.Error("pruning used proofs", "err", err)
+	}
+	if err := a.store.PruneKeypairChallenges(ctx, now.Add(-verify.Leeway)); err != nil {
+		a.log.Error("pruning bound_keypair challenges", "err", err)
 	}
 	n, err := a.store.PruneAudit(ctx, now.Add(-time.Duration(a.cfg.AuditRetention)))
 	if err != nil {

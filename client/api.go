@@ -157,6 +157,12 @@ func (c *API) Ping(ctx context.Context) (*identity.PingResponse, error) {
 	return &out, c.Do(ctx, http.MethodGet, identity.PathPing, nil, &out)
 }
 
+// Challenge asks for a challenge to sign for a bound_keypair join with joinToken.
+func (c *API) Challenge(ctx context.Context, joinToken string) (*identity.ChallengeResponse, error) {
+	var out identity.ChallengeResponse
+	return &out, c.Do(ctx, http.MethodPost, identity.PathJoinChallenge, &identity.ChallengeRequest{JoinToken: joinToken}, &out)
+}
+
 // A join refused with Retry-After (rate_limited, or issuer_unavailable when
 // the authority's calls to the platform are saturated) was not looked at,
 // so the same proof may be sent again: Join waits and retries, up to

@@ -52,6 +52,8 @@ type Config struct {
 	Outputs    []Output `yaml:"outputs"`
 	// RenewalInterval is how often mbot start renews; mbot issue ignores it.
 	RenewalInterval RenewalInterval `yaml:"renewal_interval"`
+	// KeypairPath is the runner's private key of a bound_keypair join.
+	KeypairPath string `yaml:"keypair_path"`
 }
 
 // Output is one output of a join: its own fresh keys, roles and destination.
@@ -306,7 +308,7 @@ var fieldNotFound = lazyregexp.New(`field (\S+) not found in type client\.(\w+)`
 // naming the fields that are allowed where an unknown one was found.
 func configYAMLError(path string, err error) error {
 	known := map[string]string{
-		"Config": "authority, ca_pin, token, join_method, ttl, renewal_interval, outputs",
+		"Config": "authority, ca_pin, token, join_method, ttl, renewal_interval, keypair_path, outputs",
 		"Output": "type, destination, roles, name",
 	}
 	var te *yaml.TypeError

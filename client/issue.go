@@ -39,6 +39,10 @@ type IssueOptions struct {
 	HostNames []string
 	// Config is the path of mbot.yaml.
 	Config string
+	// KeypairPath is the runner's private key for a bound_keypair join;
+	// RotateKeypair rotates it to a fresh key in the join.
+	KeypairPath   string
+	RotateKeypair bool
 	// Outputs are written by one join; when empty they come from Config,
 	// or are the single identity output of Out and Roles.
 	Outputs []Output
@@ -142,6 +146,7 @@ func (o *IssueOptions) resolve() error {
 		o.CAPin = firstSet(o.CAPin, cfg.CAPin)
 		o.Token = firstSet(o.Token, cfg.Token)
 		o.JoinMethod = firstSet(o.JoinMethod, cfg.JoinMethod)
+		o.KeypairPath = firstSet(o.KeypairPath, cfg.KeypairPath)
 		if o.TTL == 0 {
 			o.TTL = time.Duration(cfg.TTL)
 		}
@@ -268,7 +273,20 @@ func issue(ctx context.Context, o IssueOptions, dirs []string, written *[]string
 	if err != nil {
 		return nil, err
 	}
-	proof, err := joiner.Proof(ctx, o.Env, ping.Audience)
+	var (
+		proof   string
+		keypair *joiners.Keypair
+		g       generated
+	)
+	if joiner.Method() == joiners.BoundKeypairMethod {
+		// The proof signs the output keys: they come first.
+		if g = <-keysc; g.err != nil {
+			return nil, g.err
+		}
+		keypair, proof, err = keypairProof(ctx, o, api, ping.Audience, g.requests)
+	} else {
+		proof, err = joiner.Proof(ctx, o.Env, ping.Audience)
+	}
 	if err != nil {
 		if p := joiners.CIPlatform(joiner); p != "" {
 			return nil, fmt.Errorf("%s join on %s: %w", joiner.Method(), p, err)
@@ -291,12 +309,18 @@ func issue(ctx context.Context, o IssueOptions, dirs []string, written *[]string
 		Proof:      proof,
 		TTLSeconds: int64(o.TTL / time.Second),
 	}
-	g := <-keysc
-	if g.err != nil {
-		return nil, g.err
+	if keypair == nil {
+		if g = <-keysc; g.err != nil {
+			return nil, g.err
+		}
 	}
 	req.Outputs = g.requests
 	resp, err := api.Join(ctx, req)
+	if keypair != nil {
+		if err := recordKeypairJoin(keypair, err); err != nil {
+			return nil, err
+		}
+	}
 	if err != nil {
 		var refusal *identity.Error
 		if errors.As(err, &refusal) {
@@ -324,6 +348,56 @@ func issue(ctx context.Context, o IssueOptions, dirs []string, written *[]string
 		return nil, err
 	}
 	return res, nil
+}
+
+// keypairProof opens the runner's key and signs a fresh challenge of the
+// authority with it, over the join's output keys.
+func keypairProof(ctx context.Context, o IssueOptions, api *API, audience string, outputs []identity.OutputRequest) (*joiners.Keypair, string, error) {
+	kp, err := joiners.OpenKeypair(o.KeypairPath, o.Env, o.RotateKeypair)
+	if err != nil {
+		return nil, "", err
+	}
+	if kp.Generated {
+		fmt.Fprintf(o.Stderr, "mbot: generated the runner's key %s (public key %s.pub, %s) to register with the registration secret\n",
+			o.KeypairPath, o.KeypairPath, kp.PublicKey())
+	}
+	c, err := api.Challenge(ctx, o.Token)
+	if err == nil {
+		var proof string
+		if proof, err = kp.Proof(o.Token, audience, c.Nonce, identity.OutputKeysDigest(outputs)); err == nil {
+			return kp, proof, nil
+		}
+	}
+	if rerr := kp.Refused(); rerr != nil {
+		err = errors.Join(err, rerr)
+	}
+	var refusal *identity.Error
+	if errors.As(err, &refusal) {
+		return nil, "", fmt.Errorf("the authority refused a challenge (%s): %s", refusal.Code, refusal.Message)
+	}
+	return nil, "", err
+}
+
+// recordKeypairJoin records the outcome of a bound_keypair join beside the
+// key: admitted, refused, or unknown (no answer), which the authority may
+// have admitted.
+func recordKeypairJoin(kp *joiners.Keypair, joinErr error) error {
+	var refusal *identity.Error
+	var err error
+	switch {
+	case joinErr == nil:
+		err = kp.Admitted()
+	case errors.As(joinErr, &refusal) && refusal.Code.HTTPStatus() < 500:
+		// A refusal of the request: the authority moved nothing on. Its
+		// own failures (5xx) may come after the sequence moved: unknown.
+		err = kp.Refused()
+	default:
+		err = kp.Unknown()
+	}
+	if err != nil {
+		return fmt.Errorf("recording the join sequence beside the key: %w (the next join may lock the join token; keep the .state file beside the key writable)", err)
+	}
+	return nil
 }
 
 // checkDestinations refuses a destination mbot would not write into (a

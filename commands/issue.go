@@ -55,6 +55,10 @@ Flags and MBOT_* variables override mbot.yaml.
 			&cli.StringFlag{Name: "roles", EnvVars: []string{"MBOT_ROLES"}, Usage: "comma-separated subset of the bot's roles (default: all)"},
 			&cli.StringFlag{Name: "host-names", EnvVars: []string{"MBOT_HOST_NAMES"}, Usage: "comma-separated names for an ssh_host output: writes an SSH host key and certificate instead of an identity"},
 			&cli.StringFlag{Name: "config", EnvVars: []string{"MBOT_CONFIG"}, Usage: "mbot.yaml: connection settings and several outputs"},
+			&cli.StringFlag{Name: "keypair-path", EnvVars: []string{joiners.KeypairPathEnv},
+				Usage: "bound_keypair: the runner's private key (its join sequence is kept beside it in <path>.state); generated here when registering with " + joiners.RegistrationSecretEnv},
+			&cli.BoolFlag{Name: "rotate-keypair", EnvVars: []string{"MBOT_ROTATE_KEYPAIR"},
+				Usage: "bound_keypair: rotate to a freshly generated key in this join (signed by the current one)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -125,16 +129,18 @@ func joinMethodsHelp() string {
 // issueOptions reads the flags (and MBOT_* variables) issue and start share.
 func issueOptions(c *cli.Context) client.IssueOptions {
 	return client.IssueOptions{
-		Authority:  c.String("authority"),
-		CAPin:      c.String("ca-pin"),
-		Token:      c.String("token"),
-		JoinMethod: c.String("join-method"),
-		Out:        c.String("out"),
-		TTL:        c.Duration("ttl"),
-		Roles:      splitList(c.String("roles")),
-		HostNames:  splitList(c.String("host-names")),
-		Config:     c.String("config"),
-		Stderr:     os.Stderr,
+		Authority:     c.String("authority"),
+		CAPin:         c.String("ca-pin"),
+		Token:         c.String("token"),
+		JoinMethod:    c.String("join-method"),
+		Out:           c.String("out"),
+		TTL:           c.Duration("ttl"),
+		Roles:         splitList(c.String("roles")),
+		HostNames:     splitList(c.String("host-names")),
+		Config:        c.String("config"),
+		KeypairPath:   c.String("keypair-path"),
+		RotateKeypair: c.Bool("rotate-keypair"),
+		Stderr:        os.Stderr,
 	}
 }
 

@@ -20,22 +20,32 @@ import (
 func tokensCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "tokens",
-		Usage: "manage single-use join secrets for hosts with no identity provider",
+		Usage: "manage join tokens for hosts with no identity provider: single-use secrets and bound key pairs",
 		Subcommands: []*cli.Command{
 			{
 				Name:  "add",
-				Usage: "create a single-use join token with a random secret, printed once",
+				Usage: "create a single-use join token with a random secret, printed once (or, with --method bound_keypair, one bound to a runner's key)",
 				Description: `Creates a join token of method token for --bot. Only the secret's SHA-256
 hash is stored; the secret is printed once, here, and cannot be shown again.
 It admits one join before --ttl runs out. Example:
 
    mbot tokens add --bot deployer --ttl 1h --config authority.yaml
    # on the host, with the printed values:
-   MBOT_JOIN_SECRET=... mbot issue --join-method token --token NAME ...`,
+   MBOT_JOIN_SECRET=... mbot issue --join-method token --token NAME ...
+
+With --method bound_keypair the join token is bound to a runner's key pair
+instead, and admits every join signed by it (docs/platforms/self-hosted-keypair.md):
+
+   mbot tokens add --bot runner --method bound_keypair --public-key runner.pub
+   mbot tokens add --bot runner --method bound_keypair    # prints a registration secret
+   mbot tokens add --name NAME --bot runner --method bound_keypair --rotate [--public-key new.pub]`,
 				Flags: []cli.Flag{authorityConfigFlag(), outputFlag("env", "json"),
 					&cli.StringFlag{Name: "bot", Required: true, Usage: "bot the join token joins as"},
 					&cli.StringFlag{Name: "name", Usage: "join token name (default: <bot>-token-<random>)"},
-					&cli.DurationFlag{Name: "ttl", Value: time.Hour, Usage: "how long the secret may be used"},
+					&cli.DurationFlag{Name: "ttl", Value: time.Hour, Usage: "how long the secret (or bound_keypair registration secret) may be used"},
+					&cli.StringFlag{Name: "method", Value: "token", Usage: "token (a single-use secret) or bound_keypair (a runner's key pair)"},
+					&cli.StringFlag{Name: "public-key", Usage: "bound_keypair: bind this public key file (OpenSSH .pub or PEM); without it a registration secret is printed that binds the runner's first key"},
+					&cli.BoolFlag{Name: "rotate", Usage: "bound_keypair: replace the key or registration secret of the existing join token --name (this also clears a lock)"},
 				},
 				Action: func(c *cli.Context) error {
 					if c.NArg() > 0 {
@@ -44,6 +54,16 @@ It admits one join before --ttl runs out. Example:
 					ttl := c.Duration("ttl")
 					if ttl <= 0 {
 						return usagef("--ttl %s must be positive", ttl)
+					}
+					switch c.String("method") {
+					case "token":
+						if c.IsSet("public-key") || c.Bool("rotate") {
+							return usagef("--public-key and --rotate go with --method bound_keypair")
+						}
+					case verify.BoundKeypairMethod:
+						return addBoundKeypairToken(c, ttl)
+					default:
+						return usagef("--method %s: mbot tokens add creates token or bound_keypair join tokens; write other methods as resources (mbot apply)", identity.Quote(c.String("method")))
 					}
 					bot, name := c.String("bot"), c.String("name")
 					if err := identity.CheckName("--bot", bot); err != nil {

@@ -13,6 +13,8 @@ import (
 const (
 	PathPing = "/v1/ping"
 	PathJoin = "/v1/join"
+	// PathJoinChallenge hands out the challenge a bound_keypair join signs.
+	PathJoinChallenge = "/v1/join/challenge"
 )
 
 // TLSCurves are the key exchanges of the authority's API: P-256 only, which
@@ -308,6 +310,13 @@ const (
 	// CodeRateLimited: too many refused requests came from the caller's
 	// address; the answer carries Retry-After.
 	CodeRateLimited ErrorCode = "rate_limited"
+	// CodeKeypairMismatch: a bound_keypair join was not signed by the key
+	// its join token is bound to (or a rotation not by the current key).
+	CodeKeypairMismatch ErrorCode = "keypair_mismatch"
+	// CodeJoinTokenLocked: a bound_keypair join presented an older sequence
+	// than the last join's, so two holders of the key are joining; the
+	// join token refuses every join until an admin rotates or unlocks it.
+	CodeJoinTokenLocked ErrorCode = "join_token_locked"
 )
 
 // HTTPStatus is the status code the authority answers a code with.

@@ -107,6 +107,16 @@ CREATE TABLE IF NOT EXISTS unlocked_chains (chain TEXT PRIMARY KEY, bot TEXT NOT
 CREATE TRIGGER IF NOT EXISTS bot_removed_unlocked_chains AFTER DELETE ON resources WHEN old.kind = 'bot' BEGIN
 	DELETE FROM unlocked_chains WHERE bot = old.name;
 END;
+CREATE TABLE IF NOT EXISTS keypair_bindings (join_token TEXT PRIMARY KEY, binding TEXT NOT NULL, public_key TEXT NOT NULL,
+	sequence INTEGER NOT NULL, last_keys TEXT NOT NULL, last_remote TEXT NOT NULL, last_time INTEGER NOT NULL,
+	locked_time INTEGER NOT NULL, locked_reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS keypair_challenges (nonce TEXT PRIMARY KEY, join_token TEXT NOT NULL, requester TEXT NOT NULL,
+	expires INTEGER NOT NULL, used INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS keypair_challenges_token ON keypair_challenges (join_token, requester, expires);
+CREATE TRIGGER IF NOT EXISTS join_token_removed_keypair AFTER DELETE ON resources WHEN old.kind = 'join_token' BEGIN
+	DELETE FROM keypair_bindings WHERE join_token = old.name;
+	DELETE FROM keypair_challenges WHERE join_token = old.name;
+END;
 CREATE TRIGGER IF NOT EXISTS join_token_removed_unlocked_chains AFTER DELETE ON resources WHEN old.kind = 'join_token' BEGIN
 	DELETE FROM unlocked_chains WHERE join_token = old.name;
 END;

@@ -32,6 +32,12 @@ type Admission struct {
 	// UsableUntil is when the proof stops being acceptable, leeway included;
 	// its replay record must be kept until then.
 	UsableUntil time.Time
+	// Advance, when set, is called once the join's certificates are
+	// signed and before it is recorded: a method whose proofs carry state
+	// (bound_keypair's join sequence) commits it there, so that a join
+	// refused for another reason leaves the state as it was. An error
+	// refuses the join.
+	Advance func(ctx context.Context) error
 }
 
 // Method is the server half of one join method.
@@ -66,6 +72,9 @@ type Env struct {
 	// Outbound bounds the calls made to other services to judge a proof
 	// (outbound.go); nil means the defaults.
 	Outbound *Outbound
+	// Keypairs keeps the challenges and join sequences of bound_keypair
+	// join tokens; without it, that method refuses every join.
+	Keypairs KeypairStore
 
 	outboundMu sync.Mutex // guards setting the default Outbound
 	issuers    issuers

@@ -1,0 +1,256 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// The join sequence of bound_keypair join tokens, modelled on the
+// generation counter of token joins (generations.go): the store keeps, per
+// join token, the public key it is bound to now and a sequence that every
+// join must present and that each admitted join advances. The runner keeps
+// its sequence beside its private key; a join that presents an older one
+// comes from a second holder of the key, and the join token is locked.
+//
+// The row also remembers the admin's binding (the public key or the hash of
+// the registration secret in the join token's spec) that it started from:
+// when the admin binds another key or issues a new secret, the row starts
+// over, lock included.
+
+// Challenge refusals: the nonce is unknown (or was pruned), was already
+// answered, or expired.
+var (
+	ErrChallengeUnknown  = errors.New("no such challenge")
+	ErrChallengeUsed     = errors.New("challenge already used")
+	ErrChallengeExpired  = errors.New("challenge expired")
+	ErrTooManyChallenges = errors.New("too many outstanding challenges")
+)
+
+// KeypairBinding is the state of one bound_keypair join token.
+type KeypairBinding struct {
+	JoinToken string
+	// Binding is the admin's binding this state started from.
+	Binding string
+	// PublicKey is the key joins must be signed with, in authorized_keys form.
+	PublicKey string
+	// Sequence is the one the next join must present.
+	Sequence uint64
+	// LastKeys, LastRemote and LastTime describe the join that advanced
+	// the sequence last: a retry of it is recognised, and a lock names it.
+	LastKeys, LastRemote string
+	LastTime             time.Time
+	Lock                 *KeypairLock
+}
+
+// KeypairLock refuses every join with a join token.
+type KeypairLock struct {
+	Time   time.Time
+	Reason string
+}
+
+// KeypairJoin is one admitted join as AdvanceKeypair checks it.
+type KeypairJoin struct {
+	JoinToken, Binding string
+	// Presented is the sequence the runner presented.
+	Presented uint64
+	// PublicKey signed the join; NewPublicKey is bound from now on (the
+	// same key, a rotated one, or the first key of a registration).
+	PublicKey, NewPublicKey string
+	// Keys fingerprints the output keys certified (a retry of a join whose
+	// answer was lost presents the same ones).
+	Keys   string
+	Remote string
+}
+
+// KeypairMismatch is a join whose sequence is older than the current one,
+// or whose key is not the current one: a copy of the key. The store locked
+// the join token for it.
+type KeypairMismatch struct {
+	Current *KeypairBinding
+	Lock    *KeypairLock
+}
+
+func (e *KeypairMismatch) Error() string { return e.Lock.Reason }
+
+// AddKeypairChallenge records a challenge nonce for joinToken, asked for
+// by requester (an address), until expires. At most max unanswered
+// challenges are kept per join token and requester: anyone may ask, and
+// one address can neither grow the table without end nor use up the
+// challenges of the runner's.
+func (s *Store) AddKeypairChallenge(ctx context.Context, joinToken, requester, nonce string, expires time.Time, max int) error {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM keypair_challenges WHERE join_token = $1 AND requester = $2 AND expires > $3 AND used = 0`,
+		joinToken, requester, time.Now().UnixNano()).Scan(&n); err != nil {
+		return err
+	}
+	if n >= max {
+		return ErrTooManyChallenges
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO keypair_challenges (nonce, join_token, requester, expires, used) VALUES ($1, $2, $3, $4, 0)`,
+		nonce, joinToken, requester, expires.UnixNano()); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// UseKeypairChallenge marks the challenge nonce of joinToken as answered.
+// Each challenge is answered once: the second answer gets ErrChallengeUsed.
+func (s *Store) UseKeypairChallenge(ctx context.Context, joinToken, nonce string, now time.Time) error {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var expires, used int64
+	err = tx.QueryRowContext(ctx, `SELECT expires, used FROM keypair_challenges WHERE nonce = $1 AND join_token = $2`,
+		nonce, joinToken).Scan(&expires, &used)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return ErrChallengeUnknown
+	case err != nil:
+		return err
+	case used != 0:
+		return ErrChallengeUsed
+	case now.UnixNano() >= expires:
+		return ErrChallengeExpired
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE keypair_challenges SET used = 1 WHERE nonce = $1 AND used = 0`, nonce)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return ErrChallengeUsed
+	}
+	return tx.Commit()
+}
+
+// PruneKeypairChallenges forgets challenges that expired before before.
+func (s *Store) PruneKeypairChallenges(ctx context.Context, before time.Time) error {
+	_, err := s.write.ExecContext(ctx, `DELETE FROM keypair_challenges WHERE expires < $1`, before.UnixNano())
+	return err
+}
+
+// KeypairBinding returns the state of joinToken, or nil if none joined yet.
+func (s *Store) KeypairBinding(ctx context.Context, joinToken string) (*KeypairBinding, error) {
+	return keypairBinding(ctx, s.read, joinToken)
+}
+
+type queryRower interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}
+
+func keypairBinding(ctx context.Context, db queryRower, joinToken string) (*KeypairBinding, error) {
+	b := KeypairBinding{JoinToken: joinToken}
+	var (
+		last, locked int64
+		reason       string
+	)
+	err := db.QueryRowContext(ctx, `SELECT binding, public_key, sequence, last_keys, last_remote, last_time, locked_time, locked_reason
+		FROM keypair_bindings WHERE join_token = $1`, joinToken).
+		Scan(&b.Binding, &b.PublicKey, &b.Sequence, &b.LastKeys, &b.LastRemote, &last, &locked, &reason)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	b.LastTime = time.Unix(0, last).UTC()
+	if locked != 0 {
+		b.Lock = &KeypairLock{Time: time.Unix(0, locked).UTC(), Reason: reason}
+	}
+	return &b, nil
+}
+
+// AdvanceKeypair admits j if it presents the current sequence and key of
+// its join token (or starts the token's state, when none is kept for the
+// admin's current binding), binds j.NewPublicKey and moves the sequence on.
+// A retry of the join that moved it, with the same output keys, is admitted
+// again. It fails with a *KeypairMismatch, after locking the join token,
+// when the sequence presented is older than the store's or the key another.
+func (s *Store) AdvanceKeypair(ctx context.Context, j KeypairJoin) error {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	cur, err := keypairBinding(ctx, tx, j.JoinToken)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	if cur == nil || cur.Binding != j.Binding {
+		// The first join since the admin bound this key or secret.
+		if _, err := tx.ExecContext(ctx, `INSERT INTO keypair_bindings (join_token, binding, public_key, sequence, last_keys,
+			last_remote, last_time, locked_time, locked_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, '')
+			ON CONFLICT (join_token) DO UPDATE SET binding = excluded.binding, public_key = excluded.public_key,
+			sequence = excluded.sequence, last_keys = excluded.last_keys, last_remote = excluded.last_remote,
+			last_time = excluded.last_time, locked_time = 0, locked_reason = ''`,
+			j.JoinToken, j.Binding, j.NewPublicKey, j.Presented+1, j.Keys, j.Remote, now.UnixNano()); err != nil {
+			return err
+		}
+		return tx.Commit()
+	}
+	if cur.Lock != nil {
+		return &KeypairMismatch{Current: cur, Lock: cur.Lock}
+	}
+	switch {
+	case j.Presented >= cur.Sequence && j.PublicKey == cur.PublicKey:
+		// Ahead: the runner counts a join whose answer it lost as
+		// admitted, and that join may never have arrived. A copy is still
+		// caught: the sequence moves past whatever one holder presents, so
+		// the other holder's next join presents an older one.
+		res, err := tx.ExecContext(ctx, `UPDATE keypair_bindings SET public_key = $1, sequence = $2, last_keys = $3, last_remote = $4,
+			last_time = $5 WHERE join_token = $6 AND sequence = $7 AND locked_time = 0`,
+			j.NewPublicKey, j.Presented+1, j.Keys, j.Remote, now.UnixNano(), j.JoinToken, cur.Sequence)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			return tx.Commit()
+		}
+	case j.Presented+1 == cur.Sequence && j.Keys != "" && j.Keys == cur.LastKeys && j.NewPublicKey == cur.PublicKey:
+		return nil
+	}
+	lock := &KeypairLock{Time: now.UTC(), Reason: fmt.Sprintf(
+		"a join from %s at %s presented sequence %d, but the join from %s at %s had already moved the token to sequence %d: two holders of the key are joining",
+		j.Remote, now.UTC().Format(time.RFC3339), j.Presented, cur.LastRemote, cur.LastTime.Format(time.RFC3339), cur.Sequence)}
+	if _, err := tx.ExecContext(ctx, `UPDATE keypair_bindings SET locked_time = $1, locked_reason = $2 WHERE join_token = $3 AND locked_time = 0`,
+		lock.Time.UnixNano(), lock.Reason, j.JoinToken); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	return &KeypairMismatch{Current: cur, Lock: lock}
+}
+
+// UnlockKeypair lifts the lock on joinToken and keeps its key and sequence:
+// the holder with the current sequence joins again, and a holder with an
+// older one locks the token again. It returns ErrNotLocked, changing
+// nothing, if the token is not locked.
+func (s *Store) UnlockKeypair(ctx context.Context, joinToken string) (*KeypairLock, error) {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	cur, err := keypairBinding(ctx, tx, joinToken)
+	if err != nil {
+		return nil, err
+	}
+	if cur == nil || cur.Lock == nil {
+		return nil, ErrNotLocked
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE keypair_bindings SET locked_time = 0, locked_reason = '' WHERE join_token = $1`, joinToken); err != nil {
+		return nil, err
+	}
+	return cur.Lock, tx.Commit()
+}
