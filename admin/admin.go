@@ -20,6 +20,8 @@ var Kinds = map[string]string{
 	"join_token": resources.KindJoinToken, "join_tokens": resources.KindJoinToken,
 	"database": resources.KindDatabase, "databases": resources.KindDatabase,
 	"kubernetes_cluster": resources.KindKubernetesCluster, "kubernetes_clusters": resources.KindKubernetesCluster,
+	"trusted_cluster": resources.KindTrustedCluster, "trusted_clusters": resources.KindTrustedCluster,
+	"leaf_cluster": resources.KindLeafCluster, "leaf_clusters": resources.KindLeafCluster,
 }
 
 // Settings are the cluster-wide settings that policy checks need.

@@ -36,6 +36,7 @@ func (a *Authority) Handler() http.Handler {
 	a.registerRenew(mux)
 	a.registerIssuer(mux)
 	a.registerAdmin(mux)
+	a.registerClusters(mux)
 	return mux
 }
 
@@ -141,7 +142,7 @@ func (a *Authority) ServingTLS() (*tls.Config, error) {
 	}
 	clientCAs := x509.NewCertPool()
 	clientCAs.AddCert(a.cas.TLSCert)
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion:       tls.VersionTLS12,
 		CurvePreferences: identity.TLSCurves,
 		// Clients are one-shot processes that never resume a session, so a
@@ -156,7 +157,9 @@ func (a *Authority) ServingTLS() (*tls.Config, error) {
 			PrivateKey:  key,
 			Leaf:        cert,
 		}},
-	}, nil
+	}
+	cfg.GetConfigForClient = tunnelTLS(cfg)
+	return cfg, nil
 }
 
 // servingNames are the names the serving certificate is valid for: the
@@ -227,11 +230,14 @@ func (a *Authority) Serve(ctx context.Context, ready func(addr net.Addr)) error 
 	go every(ctx, 10*time.Minute, func(now time.Time) { a.prune(ctx, now) })
 	// Ended bursts are recorded as they end; Serve records the rest once the server has stopped.
 	go every(ctx, burstQuiet/2, func(now time.Time) { a.recordBursts(ctx, now, false) })
+	go a.runLeafTunnels(ctx)
+	go a.runLeafHub(ctx)
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
+	a.hub.Close() // hijacked connections are not the server's to close
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err = srv.Shutdown(shutdownCtx)

@@ -107,6 +107,7 @@ CREATE TABLE IF NOT EXISTS unlocked_chains (chain TEXT PRIMARY KEY, bot TEXT NOT
 CREATE TRIGGER IF NOT EXISTS bot_removed_unlocked_chains AFTER DELETE ON resources WHEN old.kind = 'bot' BEGIN
 	DELETE FROM unlocked_chains WHERE bot = old.name;
 END;
+CREATE TABLE IF NOT EXISTS leaf_tunnels (leaf TEXT PRIMARY KEY, connected INTEGER NOT NULL, last_seen INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS join_token_removed_unlocked_chains AFTER DELETE ON resources WHEN old.kind = 'join_token' BEGIN
 	DELETE FROM unlocked_chains WHERE join_token = old.name;
 END;
