@@ -52,5 +52,8 @@ type Client interface {
 	Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error)
 	// Settings returns the cluster-wide settings.
 	Settings(ctx context.Context) (*Settings, error)
+	// LeafTunnels returns the tunnel of every leaf cluster this root has
+	// seen: attached or not, and when it was last seen.
+	LeafTunnels(ctx context.Context) (map[string]store.LeafTunnel, error)
 	Close() error
 }

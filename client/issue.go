@@ -39,6 +39,9 @@ type IssueOptions struct {
 	HostNames []string
 	// Config is the path of mbot.yaml.
 	Config string
+	// LeafClusters say where leaf clusters are reached directly (SPEC §8);
+	// from mbot.yaml.
+	LeafClusters []LeafCluster
 	// Outputs are written by one join; when empty they come from Config,
 	// or are the single identity output of Out and Roles.
 	Outputs []Output
@@ -139,6 +142,7 @@ func (o *IssueOptions) resolve() error {
 		o.CAPin = firstSet(o.CAPin, cfg.CAPin)
 		o.Token = firstSet(o.Token, cfg.Token)
 		o.JoinMethod = firstSet(o.JoinMethod, cfg.JoinMethod)
+		o.LeafClusters = cfg.LeafClusters
 		if o.TTL == 0 {
 			o.TTL = time.Duration(cfg.TTL)
 		}
@@ -288,22 +292,25 @@ func issue(ctx context.Context, o IssueOptions, dirs []string, written *[]string
 	if g.err != nil {
 		return nil, g.err
 	}
-	req.Outputs = g.requests
-	resp, err := api.Join(ctx, req)
-	if err != nil {
-		var refusal *identity.Error
-		if errors.As(err, &refusal) {
-			if refusal.Code == identity.CodeProofReplayed && o.sentProof != nil {
-				o.sentProof(fingerprint)
+	join := func(outputs []identity.OutputRequest) (*identity.JoinResponse, error) {
+		req.Outputs = outputs
+		resp, err := api.Join(ctx, req)
+		if err != nil {
+			var refusal *identity.Error
+			if errors.As(err, &refusal) {
+				if refusal.Code == identity.CodeProofReplayed && o.sentProof != nil {
+					o.sentProof(fingerprint)
+				}
+				return nil, fmt.Errorf("the authority refused the join (%s): %s", refusal.Code, refusal.Message)
 			}
-			return nil, fmt.Errorf("the authority refused the join (%s): %s", refusal.Code, refusal.Message)
+			return nil, err
 		}
-		return nil, err
+		if o.sentProof != nil {
+			o.sentProof(fingerprint)
+		}
+		return resp, nil
 	}
-	if o.sentProof != nil {
-		o.sentProof(fingerprint)
-	}
-	issued, err := writeOutputs(o.Outputs, dirs, g.keys, resp, written)
+	issued, resp, err := obtain(ctx, o, api, dirs, g.keys, g.requests, join, written)
 	if err != nil {
 		return nil, err
 	}
