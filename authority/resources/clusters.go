@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -154,11 +155,19 @@ func CompileRemoteRole(remote string) (*regexp.Regexp, error) {
 	return re, nil
 }
 
+// captureRef is a reference to a numbered capture in a local role.
+var captureRef = regexp.MustCompile(`\$\{?([0-9]+)\}?`)
+
 // checkLocalRole checks a local role of a role_map entry: a role name, or
 // a template of re's captures ($1, ${1}) that expands to one.
 func checkLocalRole(re *regexp.Regexp, local string) error {
 	if !strings.Contains(local, "$") {
 		return identity.CheckName("role", local)
+	}
+	for _, m := range captureRef.FindAllStringSubmatch(local, -1) {
+		if n, _ := strconv.Atoi(m[1]); n > re.NumSubexp() {
+			return fmt.Errorf("%s names no capture of remote (it has %d); use $1 to $%d", identity.Quote(local), re.NumSubexp(), re.NumSubexp())
+		}
 	}
 	// Expanding every capture to "x" must give a role name.
 	subs := make([]int, 2*(re.NumSubexp()+1))
