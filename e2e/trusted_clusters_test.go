@@ -93,7 +93,13 @@ spec:
 const leafRolesYAML = `kind: role
 version: v1
 metadata: {name: leaf-deploy}
-spec: {logins: [%[1]q], max_ttl: 2h}
+spec:
+  logins: [%[1]q]
+  max_ttl: 2h
+  db_users: [ci_migrate]
+  db_names: [orders]
+  kubernetes_users: [deployer]
+  kubernetes_groups: [deployers]
 ---
 kind: role
 version: v1
@@ -140,7 +146,9 @@ type trustedClusters struct {
 	proxy              *tcpProxy
 }
 
-func startTrustedClusters(t *testing.T) *trustedClusters {
+// startTrustedClusters starts the root, then the leaf with leafExtra's
+// resources (if any) besides its roles and trusted_cluster.
+func startTrustedClusters(t *testing.T, leafExtra func(c *cluster) string) *trustedClusters {
 	t.Helper()
 	ci, err := simci.Start()
 	if err != nil {
@@ -153,7 +161,11 @@ func startTrustedClusters(t *testing.T) *trustedClusters {
 	})
 	tc.proxy = startTCPProxy(t, strings.TrimPrefix(tc.root.url, "https://"))
 	tc.leaf, tc.leafAuth = startNamedCluster(t, leafName, ci, func(c *cluster) string {
-		return fmt.Sprintf(leafRolesYAML, c.login) + fmt.Sprintf(trustedClusterYAML, "https://"+tc.proxy.addr, tc.root.pin, true)
+		extra := ""
+		if leafExtra != nil {
+			extra = leafExtra(c)
+		}
+		return fmt.Sprintf(leafRolesYAML, c.login) + extra + fmt.Sprintf(trustedClusterYAML, "https://"+tc.proxy.addr, tc.root.pin, true)
 	})
 	// The root lets the leaf attach its tunnel.
 	lc := filepath.Join(t.TempDir(), "leaf.yaml")
@@ -203,7 +215,7 @@ func (tc *trustedClusters) issue(t *testing.T, config, token string) result {
 }
 
 func TestTrustedClusters(t *testing.T) {
-	tc := startTrustedClusters(t)
+	tc := startTrustedClusters(t, nil)
 	leafOut := func(dir string) string {
 		return fmt.Sprintf("  - {type: identity, destination: %s, cluster: %s}\n", filepath.Join(dir, "eu"), leafName)
 	}
