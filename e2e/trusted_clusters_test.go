@@ -324,6 +324,17 @@ func TestTrustedClusters(t *testing.T) {
 		}
 	})
 
+	t.Run("daemon-renews-leaf-outputs", func(t *testing.T) {
+		dir := t.TempDir()
+		config := tc.mbotYAML(t, dir, "renewal_interval: 1s\n", leafOut(dir))
+		d := startProc(t, tc.root.jobEnv(gitHubJob(t, tc.root)), mbotBin, "start", "--config", config)
+		eu := filepath.Join(dir, "eu")
+		first := waitForRenewal(t, d, eu, "")
+		waitForRenewal(t, d, eu, first) // renewed with the renewed root identity
+		d.running(t)
+		checkLeafIdentity(t, tc, dir)
+	})
+
 	t.Run("tunnel-down-and-back", func(t *testing.T) {
 		tc.proxy.stop()
 		tc.waitConnected(t, false)
