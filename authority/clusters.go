@@ -120,6 +120,9 @@ func (a *Authority) tunnelLeaf(r *http.Request) (string, error) {
 // tunnel and answers with the leaf's answer. The root cannot read
 // anything useful in it: the keys it certifies are the client's.
 func (a *Authority) handleRelay(w http.ResponseWriter, r *http.Request) {
+	if a.refuseLimited(w, r) {
+		return
+	}
 	leaf := r.PathValue("leaf")
 	ev := &store.AuditEvent{Event: "relay", Method: exchangeMethod, Remote: r.RemoteAddr, Claims: map[string]string{"leaf": identity.Truncate(leaf, 64)}}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
@@ -136,21 +139,24 @@ func (a *Authority) handleRelay(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		refusal := a.recordRefusal(r.Context(), ev, err)
 		a.log.Warn("relay refused", "leaf", leaf, "bot", ev.Bot, "code", refusal.Code, "reason", ev.Message, "remote", ev.Remote)
+		a.chargeRefusal(r.Context(), r.RemoteAddr, refusal)
 		writeError(w, refusal)
 		return
 	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(answer)
+	// Recorded once answered: the leaf has decided and audited already,
+	// and the client need not wait for the root's record too.
 	ev.Allowed = status == http.StatusOK
 	if !ev.Allowed {
 		var e identity.ErrorResponse
 		_ = json.Unmarshal(answer, &e)
 		ev.Code, ev.Message = identity.Truncate(string(e.Code), 64), "the leaf refused: "+identity.Truncate(e.Message, 400)
+		a.chargeRefusal(r.Context(), r.RemoteAddr, &identity.Error{Code: e.Code})
 	}
-	ev.Bound()
-	a.auditAdmin(r.Context(), ev)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_, _ = w.Write(answer)
+	a.auditAdmin(context.WithoutCancel(r.Context()), ev)
 }
 
 // relay sends body to leaf's exchange endpoint down its tunnel.
