@@ -1,5 +1,5 @@
-// Package resources defines the role, bot, join_token, database and
-// kubernetes_cluster resources (SPEC §2, §7)
+// Package resources defines the role, bot, join_token, database,
+// kubernetes_cluster, trusted_cluster and leaf_cluster resources (SPEC §2, §7, §8)
 // and reads them from YAML, refusing bad files with file, line and field.
 package resources
 
