@@ -33,9 +33,15 @@ spec:
 // BenchmarkIssueLeafRelay is BenchmarkIssue with a second, leaf identity
 // output obtained through the root's relay: one join of the root, then
 // one exchange relayed down the leaf's tunnel. Compare with BenchmarkIssue
-// run in the same session (the issue's goal: the relay adds about one
-// round trip to a direct exchange).
-func BenchmarkIssueLeafRelay(b *testing.B) {
+// and BenchmarkIssueLeafDirect run in the same session (the issue's goal:
+// the relay adds about one round trip to a direct exchange).
+func BenchmarkIssueLeafRelay(b *testing.B) { benchmarkIssueLeaf(b, false) }
+
+// BenchmarkIssueLeafDirect is BenchmarkIssueLeafRelay with the exchange
+// sent straight to the leaf (leaf_clusters in mbot.yaml).
+func BenchmarkIssueLeafDirect(b *testing.B) { benchmarkIssueLeaf(b, true) }
+
+func benchmarkIssueLeaf(b *testing.B, direct bool) {
 	bin := buildMbot(b)
 	root := startEnv(b)
 	leaf := authoritytest.Start(b, "leaf-eu", fmt.Sprintf(leafYAML, root.URL, root.Pin), "")
@@ -48,7 +54,11 @@ func BenchmarkIssueLeafRelay(b *testing.B) {
 	}
 	work := b.TempDir()
 	config := filepath.Join(work, "mbot.yaml")
-	if err := os.WriteFile(config, fmt.Appendf(nil, "outputs:\n  - destination: %[1]s/id\n  - {destination: %[1]s/eu, cluster: leaf-eu}\n", work), 0o644); err != nil {
+	yaml := fmt.Sprintf("outputs:\n  - destination: %[1]s/id\n  - {destination: %[1]s/eu, cluster: leaf-eu}\n", work)
+	if direct {
+		yaml += fmt.Sprintf("leaf_clusters: [{name: leaf-eu, url: %q, ca_pin: %q}]\n", leaf.URL, leaf.Pin)
+	}
+	if err := os.WriteFile(config, []byte(yaml), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	environ := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + b.TempDir(),
