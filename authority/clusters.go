@@ -286,8 +286,24 @@ func (a *Authority) runLeafTunnels(ctx context.Context) {
 			go l.Run(tctx)
 		}
 	}
-	sync(time.Now())
-	every(ctx, time.Second, sync)
+	// Roots' CA bundles are fetched ahead of need, so that an exchange
+	// rarely waits for one and a rotated root CA is trusted soon.
+	refreshed := time.Now()
+	sync(refreshed)
+	every(ctx, time.Second, func(now time.Time) {
+		sync(now)
+		if now.Sub(refreshed) < trust.RefreshInterval/2 {
+			return
+		}
+		refreshed = now
+		for _, tc := range a.state.Load().set.TrustedClusters {
+			if tc.Spec.Enabled {
+				if err := a.trust.Refresh(ctx, a.trust.Get(tc)); err != nil {
+					a.log.Warn("trusted cluster: cannot refresh the root's CA; keeping the last one", "trusted_cluster", tc.Metadata.Name, "err", err)
+				}
+			}
+		}
+	})
 	for _, t := range tunnels {
 		t.stop()
 	}

@@ -25,7 +25,8 @@ func getCommand() *cli.Command {
 grants the bot once "{{internal.<trait>}}" templates expand from its traits
 (logins, and below them db_users, db_names, kubernetes_users,
 kubernetes_groups, spiffe_ids, dns_sans, jwt_audiences, host_names), and
-marks logins that only a trait grants. -o yaml and -o json print the
+marks logins that only a trait grants. On a root authority, leaf_clusters
+shows whether each leaf's tunnel is connected and when it was last seen. -o yaml and -o json print the
 resources in a form that mbot apply -f reads back. Examples:
 
    mbot get bots --config authority.yaml
