@@ -88,7 +88,7 @@ func (l *Leaf) attach(ctx context.Context) error {
 	cfg.Certificates = []tls.Certificate{*cert}
 	// The ALPN token tells the root to ask for the leaf's certificate; the
 	// root answers in HTTP/1.1, which the upgrade needs.
-	cfg.NextProtos = []string{identity.TunnelProtocol}
+	cfg.NextProtos = []string{identity.TunnelProtocol, "http/1.1"}
 	host := u.Host
 	if u.Port() == "" {
 		host = net.JoinHostPort(u.Hostname(), "443")
