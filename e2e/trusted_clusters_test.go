@@ -243,6 +243,7 @@ func TestTrustedClusters(t *testing.T) {
 		if !exchanged {
 			t.Errorf("the leaf's audit log has no admitted exchange of deployer with its remote and mapped roles: %+v", auditEvents(t, tc.leaf, "exchange"))
 		}
+		wantLastExchangeFrom(t, tc, "tunnel from ")
 	})
 
 	t.Run("direct", func(t *testing.T) {
@@ -253,6 +254,17 @@ func TestTrustedClusters(t *testing.T) {
 			t.Fatalf("mbot issue: %s", res)
 		}
 		checkLeafIdentity(t, tc, dir)
+		wantLastExchangeFrom(t, tc, "127.0.0.1:")
+
+		// The output's authority: names the leaf; leaf_clusters gives only its pin.
+		dir = t.TempDir()
+		extra = fmt.Sprintf("leaf_clusters:\n  - {name: %s, ca_pin: %s}\n", leafName, tc.leaf.pin)
+		out := fmt.Sprintf("  - {type: identity, destination: %s, cluster: %s, authority: %s}\n", filepath.Join(dir, "eu"), leafName, tc.leaf.url)
+		if res := tc.issue(t, tc.mbotYAML(t, dir, extra, out), tokenDeployer); res.code != 0 {
+			t.Fatalf("mbot issue with the output's authority: %s", res)
+		}
+		checkLeafIdentity(t, tc, dir)
+		wantLastExchangeFrom(t, tc, "127.0.0.1:")
 	})
 
 	t.Run("ssh", func(t *testing.T) {
@@ -393,6 +405,16 @@ func checkLeafIdentity(t *testing.T, tc *trustedClusters, dir string) {
 	}
 	if got := parseSSHCert(t, filepath.Join(eu, "key-cert.pub")).ValidBefore; time.Unix(int64(got), 0).After(rootCert.NotAfter) {
 		t.Error("the leaf SSH certificate outlives the root identity")
+	}
+}
+
+// wantLastExchangeFrom checks that the leaf's last exchange came from
+// remote: the root's tunnel, or a client's address when it came direct.
+func wantLastExchangeFrom(t *testing.T, tc *trustedClusters, remote string) {
+	t.Helper()
+	evs := auditEvents(t, tc.leaf, "exchange")
+	if len(evs) == 0 || !evs[len(evs)-1].Allowed || !strings.HasPrefix(evs[len(evs)-1].Remote, remote) {
+		t.Errorf("the leaf's last exchange is not an admitted one from %s...: %+v", remote, evs[len(evs)-1:])
 	}
 }
 
