@@ -20,6 +20,8 @@ var Kinds = map[string]string{
 	"join_token": resources.KindJoinToken, "join_tokens": resources.KindJoinToken,
 	"database": resources.KindDatabase, "databases": resources.KindDatabase,
 	"kubernetes_cluster": resources.KindKubernetesCluster, "kubernetes_clusters": resources.KindKubernetesCluster,
+	"trusted_cluster": resources.KindTrustedCluster, "trusted_clusters": resources.KindTrustedCluster,
+	"leaf_cluster": resources.KindLeafCluster, "leaf_clusters": resources.KindLeafCluster,
 }
 
 // Settings are the cluster-wide settings that policy checks need.
@@ -55,5 +57,8 @@ type Client interface {
 	Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error)
 	// Settings returns the cluster-wide settings.
 	Settings(ctx context.Context) (*Settings, error)
+	// LeafTunnels returns the tunnel of every leaf cluster this root has
+	// seen: attached or not, and when it was last seen.
+	LeafTunnels(ctx context.Context) (map[string]store.LeafTunnel, error)
 	Close() error
 }

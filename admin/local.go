@@ -74,6 +74,10 @@ func (l *Local) Settings(context.Context) (*Settings, error) {
 	return SettingsOf(l.auth.Config()), nil
 }
 
+func (l *Local) LeafTunnels(ctx context.Context) (map[string]store.LeafTunnel, error) {
+	return l.auth.LeafTunnels(ctx)
+}
+
 func (l *Local) Close() error { return l.auth.Close() }
 
 // SettingsOf extracts the cluster-wide settings from an authority config.

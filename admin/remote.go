@@ -144,6 +144,11 @@ func (r *Remote) Settings(ctx context.Context) (*Settings, error) {
 	return &s, r.api.Do(ctx, http.MethodGet, authority.PathAdminSettings, nil, &s)
 }
 
+func (r *Remote) LeafTunnels(ctx context.Context) (map[string]store.LeafTunnel, error) {
+	var out map[string]store.LeafTunnel
+	return out, r.api.Do(ctx, http.MethodGet, authority.PathAdminLeafTunnels, nil, &out)
+}
+
 func (r *Remote) Close() error {
 	r.api.CloseIdleConnections()
 	return nil

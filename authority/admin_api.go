@@ -29,6 +29,8 @@ const (
 	PathAdminResources = "/v1/admin/resources"
 	PathAdminAudit     = "/v1/admin/audit"
 	PathAdminSettings  = "/v1/admin/settings"
+	// PathAdminLeafTunnels lists the leaf clusters' tunnels (GET).
+	PathAdminLeafTunnels = "/v1/admin/leaf_tunnels"
 	// PathAdminBots + "/NAME/unlock" lifts a bot's lock (POST).
 	PathAdminBots = "/v1/admin/bots"
 	// PathAdminAdmins + "/NAME/lock" (POST, a LockRequest) and "/NAME/unlock"
@@ -124,6 +126,14 @@ func (a *Authority) registerAdmin(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE "+PathAdminResources+"/{kind}/{name}", a.adminHandler(a.handleDelete))
 	mux.HandleFunc("GET "+PathAdminAudit, a.adminHandler(a.handleAudit))
 	mux.HandleFunc("GET "+PathAdminSettings, a.adminHandler(a.handleSettings))
+	mux.HandleFunc("GET "+PathAdminLeafTunnels, a.adminHandler(func(w http.ResponseWriter, r *http.Request, _ string) {
+		tunnels, err := a.LeafTunnels(r.Context())
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, tunnels)
+	}))
 	mux.HandleFunc("POST "+PathAdminBots+"/{name}/unlock", a.adminHandler(a.handleUnlock))
 	mux.HandleFunc("POST "+PathAdminAdmins+"/{name}/lock", a.adminHandler(a.handleLockAdmin))
 	mux.HandleFunc("POST "+PathAdminAdmins+"/{name}/unlock", a.adminHandler(a.handleUnlockAdmin))

@@ -22,7 +22,10 @@ import (
 	"github.com/mbot-dev/mbot/authority/policy"
 	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/authority/store"
+	"github.com/mbot-dev/mbot/authority/trust"
+	"github.com/mbot-dev/mbot/authority/tunnel"
 	"github.com/mbot-dev/mbot/authority/verify"
+	"github.com/mbot-dev/mbot/client"
 )
 
 // Version is set at build time.
@@ -57,6 +60,10 @@ type Authority struct {
 	refusals refusalLimiter
 	// issuer is the OIDC issuer URL once Serve knows its port (issuerURL).
 	issuer atomic.Pointer[string]
+	// trust is what this authority, as a leaf, knows of its roots;
+	// hub holds the tunnels of its leaves, as a root (clusters.go).
+	trust *trust.Roots
+	hub   *tunnel.Hub
 	// fixing is set by OpenLocal when the stored resources do not load:
 	// admin commands then work on what does, so that the rest can be
 	// replaced or removed.
@@ -199,7 +206,8 @@ func openStore(ctx context.Context, cfg *Config, opts Options) (*Authority, erro
 		return nil, err
 	}
 	a := &Authority{cfg: cfg, store: st, log: opts.Logger, kek: kek,
-		env: &verify.Env{Audience: cfg.Audience, HTTPClient: opts.HTTPClient, Now: opts.Now}}
+		env:   &verify.Env{Audience: cfg.Audience, HTTPClient: opts.HTTPClient, Now: opts.Now},
+		trust: trust.NewRoots(client.FetchClusterCA, nil), hub: tunnel.NewHub()}
 	a.env.Keypairs = st
 	cas, err := LoadCAs(ctx, st, cfg.ClusterName, kek)
 	if err != nil {
@@ -469,6 +477,11 @@ func (a *Authority) reloadFixing(ctx context.Context, err error) error {
 			stored = append(stored, resources.Resource{Kind: r.kind, Database: &resources.Database{Metadata: meta, Source: src}})
 		case resources.KindKubernetesCluster:
 			stored = append(stored, resources.Resource{Kind: r.kind, KubernetesCluster: &resources.KubernetesCluster{Metadata: meta, Source: src}})
+		case resources.KindTrustedCluster:
+			// Disabled: a trusted cluster that does not load trusts nothing.
+			stored = append(stored, resources.Resource{Kind: r.kind, TrustedCluster: &resources.TrustedCluster{Metadata: meta, Source: src}})
+		case resources.KindLeafCluster:
+			stored = append(stored, resources.Resource{Kind: r.kind, LeafCluster: &resources.LeafCluster{Metadata: meta, Source: src}})
 		}
 	}
 	a.state.Store(&state{set: resources.NewSet(stored), tokens: map[string]*compiledToken{}})

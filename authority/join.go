@@ -137,7 +137,7 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 		return nil, err
 	}
 	lineage := newLineage(req)
-	resp, err := a.grant(st, bot, req.JoinToken, req.Method, req.Outputs, req.TTLSeconds, keys, lineage, ev)
+	resp, err := a.grant(st, bot, req.JoinToken, req.Method, req.Outputs, req.TTLSeconds, keys, lineage, time.Time{}, ev)
 	if err != nil {
 		return nil, err
 	}
@@ -182,10 +182,12 @@ func recordCIPlatform(ev *store.AuditEvent, reported string) {
 }
 
 // grant resolves every output's roles and TTL and signs its certificates:
-// the part of a join that a renewal repeats. Certificates of a renewal
-// chain carry its lineage (zero for joins that renew by joining again).
+// the part of a join that a renewal and a trusted cluster's exchange
+// repeat. Certificates of a renewal chain carry its lineage (zero for joins
+// that renew by joining again). No certificate outlives limit, when set
+// (an exchange's: the root identity it was exchanged for).
 func (a *Authority) grant(st *state, bot *resources.Bot, joinToken, method string, outputs []identity.OutputRequest,
-	ttlSeconds int64, keys []outputKeys, lineage identity.Lineage, ev *store.AuditEvent) (*identity.JoinResponse, error) {
+	ttlSeconds int64, keys []outputKeys, lineage identity.Lineage, limit time.Time, ev *store.AuditEvent) (*identity.JoinResponse, error) {
 	resp := &identity.JoinResponse{
 		ClusterName:  a.cfg.ClusterName,
 		Bot:          bot.Metadata.Name,
@@ -204,9 +206,16 @@ func (a *Authority) grant(st *state, bot *resources.Bot, joinToken, method strin
 			resp.TTLCapped = true
 			resp.Warnings = append(resp.Warnings, fmt.Sprintf("output %q: %s", out.Name, grant.CapNote))
 		}
+		notAfter := time.Now().Add(grant.TTL).Truncate(time.Second)
+		if !limit.IsZero() && notAfter.After(limit) {
+			notAfter = limit
+			resp.TTLCapped = true
+			resp.Warnings = append(resp.Warnings, fmt.Sprintf("output %q: valid until %s, when the root identity it was exchanged for expires",
+				out.Name, limit.UTC().Format(time.RFC3339)))
+		}
 		kind := outputKinds[out.OutputType()] // checked by parseKeys
 		signed, err := kind.sign(&signCtx{cas: a.CAs(), cluster: a.cfg.ClusterName, set: st.set, bot: bot, joinToken: joinToken,
-			out: &outputs[i], grant: grant, keys: keys[i], lineage: lineage, notAfter: time.Now().Add(grant.TTL).Truncate(time.Second),
+			out: &outputs[i], grant: grant, keys: keys[i], lineage: lineage, notAfter: notAfter,
 			issuer: a.issuerURL()})
 		if err != nil {
 			return nil, err

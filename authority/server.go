@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mbot-dev/mbot/authority/store"
+	"github.com/mbot-dev/mbot/authority/tunnel"
 	"github.com/mbot-dev/mbot/authority/verify"
 	"github.com/mbot-dev/mbot/identity"
 )
@@ -37,6 +38,7 @@ func (a *Authority) Handler() http.Handler {
 	a.registerRenew(mux)
 	a.registerIssuer(mux)
 	a.registerAdmin(mux)
+	a.registerClusters(mux)
 	return mux
 }
 
@@ -135,7 +137,7 @@ func (a *Authority) ServingTLS() (*tls.Config, error) {
 	a.serving.Store(first)
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 			cur := a.serving.Load()
 			if cas := a.CAs(); cur.cas != cas {
 				// Built once per CA change, by whichever handshake sees it first.
@@ -147,6 +149,9 @@ func (a *Authority) ServingTLS() (*tls.Config, error) {
 				a.serving.CompareAndSwap(cur, next)
 				cur = next
 			}
+			if tunnel.WantsTunnel(hello) {
+				return cur.tunnel, nil
+			}
 			return cur.cfg, nil
 		},
 	}, nil
@@ -156,6 +161,8 @@ func (a *Authority) ServingTLS() (*tls.Config, error) {
 type servingTLS struct {
 	cas *CAs
 	cfg *tls.Config
+	// tunnel is served to a leaf's tunnel dial (tunnel.WantsTunnel).
+	tunnel *tls.Config
 }
 
 // servingConfig signs a fresh serving certificate for the listen address
@@ -179,7 +186,7 @@ func (a *Authority) servingConfig(cas *CAs) (*servingTLS, error) {
 	for _, root := range cas.TLSRoots() {
 		clientCAs.AddCert(root)
 	}
-	return &servingTLS{cas: cas, cfg: &tls.Config{
+	cfg := &tls.Config{
 		MinVersion:       tls.VersionTLS12,
 		CurvePreferences: identity.TLSCurves,
 		// Clients are one-shot processes that never resume a session, so a
@@ -194,7 +201,8 @@ func (a *Authority) servingConfig(cas *CAs) (*servingTLS, error) {
 			PrivateKey:  key,
 			Leaf:        cert,
 		}},
-	}}, nil
+	}
+	return &servingTLS{cas: cas, cfg: cfg, tunnel: tunnelTLS(cfg)}, nil
 }
 
 // servingNames are the names the serving certificate is valid for: the
@@ -271,11 +279,14 @@ func (a *Authority) Serve(ctx context.Context, ready func(addr net.Addr)) error 
 	go every(ctx, reloadInterval, func(time.Time) { a.refresh(ctx) })
 	// Ended bursts are recorded as they end; Serve records the rest once the server has stopped.
 	go every(ctx, burstQuiet/2, func(now time.Time) { a.recordBursts(ctx, now, false) })
+	go a.runLeafTunnels(ctx)
+	go a.runLeafHub(ctx)
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
+	a.hub.Close() // hijacked connections are not the server's to close
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err = srv.Shutdown(shutdownCtx)

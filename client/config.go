@@ -54,6 +54,9 @@ type Config struct {
 	RenewalInterval RenewalInterval `yaml:"renewal_interval"`
 	// KeypairPath is the runner's private key of a bound_keypair join.
 	KeypairPath string `yaml:"keypair_path"`
+	// LeafClusters are leaf clusters reached directly rather than through
+	// the root's relay (SPEC §8).
+	LeafClusters []LeafCluster `yaml:"leaf_clusters"`
 }
 
 // Output is one output of a join: its own fresh keys, roles and destination.
@@ -69,6 +72,12 @@ type Output struct {
 	// Name names the output in identity.json, the audit log and GitHub step
 	// outputs; default the destination's base name.
 	Name string `yaml:"name"`
+	// Cluster names the leaf cluster whose certificates the output holds,
+	// exchanged for the root identity (SPEC §8); empty: the root's.
+	Cluster string `yaml:"cluster"`
+	// Authority is the leaf's URL, to exchange there directly rather than
+	// through the root's relay; its ca_pin comes from leaf_clusters.
+	Authority string `yaml:"authority"`
 
 	// The fields of each output type, one struct per type (output_<type>.go).
 	DatabaseOutput    `yaml:",inline"`
@@ -146,6 +155,25 @@ func (c *Config) checkAndSetDefaults(path string, root *yaml.Node) error {
 	if c.JoinMethod != "" && c.JoinMethod != "auto" {
 		if _, err := joiners.ByMethod(c.JoinMethod); err != nil {
 			return fail([]string{"join_method"}, "%v", err)
+		}
+	}
+	for i, lc := range c.LeafClusters {
+		at := func(field string) []string { return []string{"leaf_clusters", strconv.Itoa(i), field} }
+		if err := identity.CheckName("leaf cluster name", lc.Name); err != nil {
+			return fail(at("name"), "%v", err)
+		}
+		if lc.URL != "" {
+			if _, err := parseAuthorityURL(lc.URL); err != nil {
+				return fail(at("url"), "%v", err)
+			}
+		}
+		if lc.CAPin != "" {
+			if _, err := parsePin(lc.CAPin); err != nil {
+				return fail(at("ca_pin"), "%v", err)
+			}
+		}
+		if slices.IndexFunc(c.LeafClusters[:i], func(o LeafCluster) bool { return o.Name == lc.Name }) >= 0 {
+			return fail(at("name"), "leaf cluster %s is listed twice", lc.Name)
 		}
 	}
 	if len(c.Outputs) == 0 {
@@ -230,6 +258,19 @@ func (o *Output) CheckAndSetDefaults() error {
 			return badField("roles", "%v", err)
 		}
 	}
+	if o.Cluster != "" {
+		if err := identity.CheckName("cluster", o.Cluster); err != nil {
+			return badField("cluster", "%v", err)
+		}
+	}
+	if o.Authority != "" {
+		if o.Cluster == "" {
+			return badField("authority", "names a leaf cluster's authority; set cluster: too, or remove it (the root's is authority: at the top)")
+		}
+		if _, err := parseAuthorityURL(o.Authority); err != nil {
+			return badField("authority", "%v", err)
+		}
+	}
 	return nil
 }
 
@@ -308,8 +349,9 @@ var fieldNotFound = lazyregexp.New(`field (\S+) not found in type client\.(\w+)`
 // naming the fields that are allowed where an unknown one was found.
 func configYAMLError(path string, err error) error {
 	known := map[string]string{
-		"Config": "authority, ca_pin, token, join_method, ttl, renewal_interval, keypair_path, outputs",
-		"Output": "type, destination, roles, name",
+		"Config":      "authority, ca_pin, token, join_method, ttl, renewal_interval, keypair_path, leaf_clusters, outputs",
+		"Output":      "type, destination, roles, name, cluster, authority",
+		"LeafCluster": "name, url, ca_pin",
 	}
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
@@ -317,9 +359,9 @@ func configYAMLError(path string, err error) error {
 		for i, e := range te.Errors {
 			e = fieldNotFound.ReplaceAllStringFunc(e, func(m string) string {
 				sub := fieldNotFound.FindStringSubmatch(m)
-				where := "mbot.yaml's top level"
-				if sub[2] == "Output" {
-					where = "an output"
+				where := map[string]string{"Output": "an output", "LeafCluster": "a leaf_clusters entry"}[sub[2]]
+				if where == "" {
+					where = "mbot.yaml's top level"
 				}
 				return fmt.Sprintf("unknown field %q in %s (known fields: %s)", sub[1], where, known[sub[2]])
 			})

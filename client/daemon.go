@@ -103,6 +103,9 @@ func resolveSettings(o DaemonOptions) (*settings, error) {
 	if err := s.issue.resolve(); err != nil {
 		return nil, err
 	}
+	if first := s.issue.Outputs[0]; first.Cluster != "" {
+		return nil, fmt.Errorf("mbot start renews with its first output's identity, but the first output is of leaf cluster %s; list an identity output of the root first", first.Cluster)
+	}
 	if t := s.issue.Outputs[0].Type; t != OutputTypeIdentity {
 		// Renewals over mTLS present the first output's certificate: the
 		// bot's identity, which only an identity output holds.

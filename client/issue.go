@@ -43,6 +43,9 @@ type IssueOptions struct {
 	// RotateKeypair rotates it to a fresh key in the join.
 	KeypairPath   string
 	RotateKeypair bool
+	// LeafClusters say where leaf clusters are reached directly (SPEC §8);
+	// from mbot.yaml.
+	LeafClusters []LeafCluster
 	// Outputs are written by one join; when empty they come from Config,
 	// or are the single identity output of Out and Roles.
 	Outputs []Output
@@ -147,6 +150,7 @@ func (o *IssueOptions) resolve() error {
 		o.Token = firstSet(o.Token, cfg.Token)
 		o.JoinMethod = firstSet(o.JoinMethod, cfg.JoinMethod)
 		o.KeypairPath = firstSet(o.KeypairPath, cfg.KeypairPath)
+		o.LeafClusters = cfg.LeafClusters
 		if o.TTL == 0 {
 			o.TTL = time.Duration(cfg.TTL)
 		}
@@ -277,13 +281,17 @@ func issue(ctx context.Context, o IssueOptions, dirs []string, written *[]string
 		proof   string
 		keypair *joiners.Keypair
 		g       generated
+		rj      *rootJoin
 	)
 	if joiner.Method() == joiners.BoundKeypairMethod {
 		// The proof signs the output keys: they come first.
 		if g = <-keysc; g.err != nil {
 			return nil, g.err
 		}
-		keypair, proof, err = keypairProof(ctx, o, api, ping.Audience, g.requests)
+		if rj, err = planRootJoin(o.Outputs, g.keys, g.requests); err != nil {
+			return nil, err
+		}
+		keypair, proof, err = keypairProof(ctx, o, api, ping.Audience, rj.requests)
 	} else {
 		proof, err = joiner.Proof(ctx, o.Env, ping.Audience)
 	}
@@ -313,28 +321,34 @@ func issue(ctx context.Context, o IssueOptions, dirs []string, written *[]string
 		if g = <-keysc; g.err != nil {
 			return nil, g.err
 		}
-	}
-	req.Outputs = g.requests
-	resp, err := api.Join(ctx, req)
-	if keypair != nil {
-		if err := recordKeypairJoin(keypair, err); err != nil {
+		if rj, err = planRootJoin(o.Outputs, g.keys, g.requests); err != nil {
 			return nil, err
 		}
 	}
-	if err != nil {
-		var refusal *identity.Error
-		if errors.As(err, &refusal) {
-			if refusal.Code == identity.CodeProofReplayed && o.sentProof != nil {
-				o.sentProof(fingerprint)
+	join := func(outputs []identity.OutputRequest) (*identity.JoinResponse, error) {
+		req.Outputs = outputs
+		resp, err := api.Join(ctx, req)
+		if keypair != nil {
+			if err := recordKeypairJoin(keypair, err); err != nil {
+				return nil, err
 			}
-			return nil, fmt.Errorf("the authority refused the join (%s): %s", refusal.Code, refusal.Message)
 		}
-		return nil, err
+		if err != nil {
+			var refusal *identity.Error
+			if errors.As(err, &refusal) {
+				if refusal.Code == identity.CodeProofReplayed && o.sentProof != nil {
+					o.sentProof(fingerprint)
+				}
+				return nil, fmt.Errorf("the authority refused the join (%s): %s", refusal.Code, refusal.Message)
+			}
+			return nil, err
+		}
+		if o.sentProof != nil {
+			o.sentProof(fingerprint)
+		}
+		return resp, nil
 	}
-	if o.sentProof != nil {
-		o.sentProof(fingerprint)
-	}
-	issued, err := writeOutputs(o.Outputs, dirs, g.keys, resp, written)
+	issued, resp, err := obtain(ctx, o, api, dirs, g.keys, g.requests, rj, join, written)
 	if err != nil {
 		return nil, err
 	}

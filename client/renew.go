@@ -84,29 +84,36 @@ func (d *daemon) renewWithIdentity(ctx context.Context) (*IssueResult, error) {
 		return nil, err
 	}
 	defer api.CloseIdleConnections()
-	var resp identity.JoinResponse
-	req := &identity.RenewRequest{TTLSeconds: int64(s.issue.TTL / time.Second), Outputs: d.pending.requests}
-	if err := api.Do(ctx, http.MethodPost, identity.PathRenew, req, &resp); err != nil {
-		var refusal *identity.Error
-		if errors.As(err, &refusal) {
-			return nil, fmt.Errorf("the authority refused the renewal (%s): %s", refusal.Code, refusal.Message)
+	keys, requests := d.pending.keys, d.pending.requests
+	renew := func(outputs []identity.OutputRequest) (*identity.JoinResponse, error) {
+		var resp identity.JoinResponse
+		req := &identity.RenewRequest{TTLSeconds: int64(s.issue.TTL / time.Second), Outputs: outputs}
+		if err := api.Do(ctx, http.MethodPost, identity.PathRenew, req, &resp); err != nil {
+			var refusal *identity.Error
+			if errors.As(err, &refusal) {
+				return nil, fmt.Errorf("the authority refused the renewal (%s): %s", refusal.Code, refusal.Message)
+			}
+			return nil, err
 		}
-		return nil, err
+		// The authority has moved to the next generation: from now on only the
+		// new certificate renews, whether or not the outputs can be written.
+		self, err := selfFromAnswer(keys[0], &resp)
+		if err != nil {
+			return nil, err
+		}
+		d.self, d.pending = self, nil
+		return &resp, nil
 	}
-	// The authority has moved to the next generation: from now on only the
-	// new certificate renews, whether or not the outputs can be written.
-	self, err := selfFromAnswer(d.pending.keys[0], &resp)
+	rj, err := planRootJoin(s.issue.Outputs, keys, requests)
 	if err != nil {
 		return nil, err
 	}
-	keys := d.pending.keys
-	d.self, d.pending = self, nil
 	var written []string
-	issued, err := writeOutputs(s.issue.Outputs, s.dirs, keys, &resp, &written)
+	issued, resp, err := obtain(ctx, s.issue, api, s.dirs, keys, requests, rj, renew, &written)
 	if err != nil {
 		return nil, err
 	}
-	return &IssueResult{Dir: s.dirs[0], Method: resp.Method, Response: &resp, Outputs: issued}, nil
+	return &IssueResult{Dir: s.dirs[0], Method: resp.Method, Response: resp, Outputs: issued}, nil
 }
 
 // selfFromAnswer is the identity the first output of a renewal's answer

@@ -72,7 +72,7 @@ func parseKind(s string) (string, error) {
 	if kind, ok := admin.Kinds[s]; ok {
 		return kind, nil
 	}
-	return "", usagef("unknown resource kind %q; use roles, bots, join_tokens, databases or kubernetes_clusters", s)
+	return "", usagef("unknown resource kind %q; use roles, bots, join_tokens, databases, kubernetes_clusters, trusted_clusters or leaf_clusters", s)
 }
 
 // positionalArgs returns the command's arguments after applying the flags

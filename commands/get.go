@@ -10,6 +10,7 @@ import (
 
 	"github.com/mbot-dev/mbot/admin"
 	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/identity"
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
@@ -18,13 +19,14 @@ import (
 func getCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "get",
-		Usage:     "list roles, bots, join tokens, databases or kubernetes clusters",
-		ArgsUsage: "roles|bots|join_tokens|databases|kubernetes_clusters [NAME]",
+		Usage:     "list roles, bots, join tokens, databases, kubernetes clusters, trusted clusters or leaf clusters",
+		ArgsUsage: "roles|bots|join_tokens|databases|kubernetes_clusters|trusted_clusters|leaf_clusters [NAME]",
 		Description: `Lists the resources in effect. For bots, the table shows what each role
 grants the bot once "{{internal.<trait>}}" templates expand from its traits
 (logins, and below them db_users, db_names, kubernetes_users,
 kubernetes_groups, spiffe_ids, dns_sans, jwt_audiences, host_names), and
-marks logins that only a trait grants. -o yaml and -o json print the
+marks logins that only a trait grants. On a root authority, leaf_clusters
+shows whether each leaf's tunnel is connected and when it was last seen. -o yaml and -o json print the
 resources in a form that mbot apply -f reads back. Examples:
 
    mbot get bots --config authority.yaml
@@ -41,7 +43,7 @@ resources in a form that mbot apply -f reads back. Examples:
 				return err
 			}
 			if len(args) < 1 || len(args) > 2 {
-				return usagef("usage: mbot get roles|bots|join_tokens|databases|kubernetes_clusters [NAME]")
+				return usagef("usage: mbot get roles|bots|join_tokens|databases|kubernetes_clusters|trusted_clusters|leaf_clusters [NAME]")
 			}
 			kind, err := parseKind(args[0])
 			if err != nil {
@@ -83,6 +85,13 @@ resources in a form that mbot apply -f reads back. Examples:
 					docs = []resources.Document{}
 				}
 				return writeJSON(os.Stdout, docs)
+			}
+			if kind == resources.KindLeafCluster {
+				tunnels, err := client.LeafTunnels(c.Context)
+				if err != nil {
+					return err
+				}
+				return writeLeafClusters(os.Stdout, set, docs, tunnels, time.Now())
 			}
 			return writeTable(os.Stdout, set, kind, docs)
 		},
@@ -168,6 +177,31 @@ func writeTable(w io.Writer, set *resources.Set, kind string, docs []resources.D
 	}
 	return tw.Flush()
 }
+
+// writeLeafClusters lists a root's leaf clusters with their tunnels: a
+// tunnel recorded as attached but not seen for a while is one whose root
+// stopped without saying so.
+func writeLeafClusters(w io.Writer, set *resources.Set, docs []resources.Document, tunnels map[string]store.LeafTunnel, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tCONNECTED\tLAST SEEN\tCA PIN")
+	for _, d := range docs {
+		t, seen := tunnels[d.Metadata.Name]
+		connected, last := "no", "never"
+		if seen {
+			last = t.LastSeen.UTC().Format(time.RFC3339)
+			if t.Connected && now.Sub(t.LastSeen) < leafSeenWithin {
+				connected = "yes"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", displayName(d.Metadata.Name), connected, last, set.LeafClusters[d.Metadata.Name].Spec.CAPin)
+	}
+	return tw.Flush()
+}
+
+// leafSeenWithin is how recently a root must have recorded an attached
+// tunnel for mbot get leaf_clusters to call it connected (it records
+// every few seconds).
+const leafSeenWithin = 15 * time.Second
 
 // traitOnlyNote explains the "*" of formatLogins.
 const traitOnlyNote = `

@@ -317,6 +317,29 @@ const (
 	// than the last join's, so two holders of the key are joining; the
 	// join token refuses every join until an admin rotates or unlocks it.
 	CodeJoinTokenLocked ErrorCode = "join_token_locked"
+
+	// Trusted clusters (SPEC §8).
+	// CodeExchangeInvalid: an exchange whose root certificate, signature
+	// or target cluster does not verify.
+	CodeExchangeInvalid ErrorCode = "exchange_invalid"
+	// CodeExchangeExpired: an exchange made too long ago (or ahead).
+	CodeExchangeExpired ErrorCode = "exchange_expired"
+	// CodeRootIdentityExpired: the root identity presented has expired.
+	CodeRootIdentityExpired ErrorCode = "root_identity_expired"
+	// CodeUnknownRoot: no trusted_cluster of the leaf trusts the root
+	// that issued the identity.
+	CodeUnknownRoot ErrorCode = "unknown_root"
+	// CodeTrustDisabled: the trusted_cluster is there with enabled: false.
+	CodeTrustDisabled ErrorCode = "trust_disabled"
+	// CodeRoleUnmapped: no root role of the identity maps to a leaf role.
+	CodeRoleUnmapped ErrorCode = "role_unmapped"
+	// CodeRootUnavailable: the leaf cannot vouch for what the root says
+	// now (its CA bundle or lock list is stale): retry later.
+	CodeRootUnavailable ErrorCode = "root_unavailable"
+	// CodeLeafUnreachable: the root relays to a leaf whose tunnel is not attached.
+	CodeLeafUnreachable ErrorCode = "leaf_unreachable"
+	// CodeUnknownLeaf: the root has no leaf_cluster of that name.
+	CodeUnknownLeaf ErrorCode = "unknown_leaf"
 )
 
 // HTTPStatus is the status code the authority answers a code with.
@@ -328,8 +351,10 @@ func (c ErrorCode) HTTPStatus() int {
 		return 429
 	case CodeAdminRequired, CodeIdentityRequired:
 		return 401
-	case CodeIssuerUnavailable:
+	case CodeIssuerUnavailable, CodeRootUnavailable:
 		return 503
+	case CodeLeafUnreachable:
+		return 502
 	case CodeInternal:
 		return 500
 	default:

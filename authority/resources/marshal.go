@@ -70,6 +70,16 @@ func (s *Set) Documents(kind string) []Document {
 			docs = append(docs, s.KubernetesClusters[name].Document())
 		}
 	}
+	if kind == "" || kind == KindTrustedCluster {
+		for _, name := range slices.Sorted(maps.Keys(s.TrustedClusters)) {
+			docs = append(docs, s.TrustedClusters[name].Document())
+		}
+	}
+	if kind == "" || kind == KindLeafCluster {
+		for _, name := range slices.Sorted(maps.Keys(s.LeafClusters)) {
+			docs = append(docs, s.LeafClusters[name].Document())
+		}
+	}
 	return docs
 }
 

@@ -1,5 +1,5 @@
-// Package resources defines the role, bot, join_token, database and
-// kubernetes_cluster resources (SPEC §2, §7)
+// Package resources defines the role, bot, join_token, database,
+// kubernetes_cluster, trusted_cluster and leaf_cluster resources (SPEC §2, §7, §8)
 // and reads them from YAML, refusing bad files with file, line and field.
 package resources
 
@@ -127,6 +127,8 @@ type Resource struct {
 	JoinToken         *JoinToken
 	Database          *Database
 	KubernetesCluster *KubernetesCluster
+	TrustedCluster    *TrustedCluster
+	LeafCluster       *LeafCluster
 	// Body is the document as written, kept so that storage can round-trip it.
 	Body []byte
 }
@@ -144,6 +146,10 @@ func (r *Resource) Name() string {
 		return r.Database.Metadata.Name
 	case r.KubernetesCluster != nil:
 		return r.KubernetesCluster.Metadata.Name
+	case r.TrustedCluster != nil:
+		return r.TrustedCluster.Metadata.Name
+	case r.LeafCluster != nil:
+		return r.LeafCluster.Metadata.Name
 	}
 	return ""
 }
@@ -161,6 +167,10 @@ func (r *Resource) Source() Source {
 		return r.Database.Source
 	case r.KubernetesCluster != nil:
 		return r.KubernetesCluster.Source
+	case r.TrustedCluster != nil:
+		return r.TrustedCluster.Source
+	case r.LeafCluster != nil:
+		return r.LeafCluster.Source
 	}
 	return Source{}
 }
@@ -248,7 +258,7 @@ func parseDocument(src Source, root *yaml.Node, decode func(any) error) (Resourc
 	}
 	kindNode := Lookup(root, "kind")
 	if kindNode == nil {
-		return Resource{}, fail(root, "missing field kind (one of role, bot, join_token, database, kubernetes_cluster)")
+		return Resource{}, fail(root, "missing field kind (one of role, bot, join_token, database, kubernetes_cluster, trusted_cluster, leaf_cluster)")
 	}
 	writeNulls(root)
 	body, err := yaml.Marshal(root)
@@ -330,8 +340,28 @@ func parseDocument(src Source, root *yaml.Node, decode func(any) error) (Resourc
 		}
 		meta = e.Metadata
 		res.KubernetesCluster = &KubernetesCluster{Metadata: e.Metadata, Spec: e.Spec, Source: src}
+	case KindTrustedCluster:
+		var e envelope[TrustedClusterSpec]
+		if err := decode(&e); err != nil {
+			return Resource{}, yamlError(src.File, err)
+		}
+		if err := checkTrustedCluster(root, &e.Spec, fail); err != nil {
+			return Resource{}, err
+		}
+		meta = e.Metadata
+		res.TrustedCluster = &TrustedCluster{Metadata: e.Metadata, Spec: e.Spec, Source: src}
+	case KindLeafCluster:
+		var e envelope[LeafClusterSpec]
+		if err := decode(&e); err != nil {
+			return Resource{}, yamlError(src.File, err)
+		}
+		if err := checkLeafCluster(root, &e.Spec, fail); err != nil {
+			return Resource{}, err
+		}
+		meta = e.Metadata
+		res.LeafCluster = &LeafCluster{Metadata: e.Metadata, Spec: e.Spec, Source: src}
 	default:
-		return Resource{}, fail(kindNode, "unknown kind %q (expected role, bot, join_token, database or kubernetes_cluster)", kindNode.Value)
+		return Resource{}, fail(kindNode, "unknown kind %q (expected role, bot, join_token, database, kubernetes_cluster, trusted_cluster or leaf_cluster)", kindNode.Value)
 	}
 	if v := Lookup(root, "version"); v != nil && v.Value != "v1" {
 		return Resource{}, fail(v, "version %q is not supported (expected v1)", v.Value)

@@ -16,13 +16,16 @@ type Set struct {
 	JoinTokens         map[string]*JoinToken
 	Databases          map[string]*Database
 	KubernetesClusters map[string]*KubernetesCluster
+	TrustedClusters    map[string]*TrustedCluster
+	LeafClusters       map[string]*LeafCluster
 }
 
 // NewSet builds a set from parsed resources; a later resource of the same
 // kind and name replaces an earlier one.
 func NewSet(all []Resource) *Set {
 	s := &Set{Roles: map[string]*Role{}, Bots: map[string]*Bot{}, JoinTokens: map[string]*JoinToken{},
-		Databases: map[string]*Database{}, KubernetesClusters: map[string]*KubernetesCluster{}}
+		Databases: map[string]*Database{}, KubernetesClusters: map[string]*KubernetesCluster{},
+		TrustedClusters: map[string]*TrustedCluster{}, LeafClusters: map[string]*LeafCluster{}}
 	for _, r := range all {
 		switch {
 		case r.Role != nil:
@@ -35,6 +38,10 @@ func NewSet(all []Resource) *Set {
 			s.Databases[r.Database.Metadata.Name] = r.Database
 		case r.KubernetesCluster != nil:
 			s.KubernetesClusters[r.KubernetesCluster.Metadata.Name] = r.KubernetesCluster
+		case r.TrustedCluster != nil:
+			s.TrustedClusters[r.TrustedCluster.Metadata.Name] = r.TrustedCluster
+		case r.LeafCluster != nil:
+			s.LeafClusters[r.LeafCluster.Metadata.Name] = r.LeafCluster
 		}
 	}
 	return s
@@ -115,6 +122,14 @@ func (set *Set) CheckRemovable(kind, name string) error {
 		}
 	case KindKubernetesCluster:
 		if _, ok := set.KubernetesClusters[name]; !ok {
+			return set.NotFound(kind, name)
+		}
+	case KindTrustedCluster:
+		if _, ok := set.TrustedClusters[name]; !ok {
+			return set.NotFound(kind, name)
+		}
+	case KindLeafCluster:
+		if _, ok := set.LeafClusters[name]; !ok {
 			return set.NotFound(kind, name)
 		}
 	default:

@@ -21,6 +21,10 @@ var fieldOwners = map[string]fieldOwner{
 	"BotSpec":               {"bot spec", yamlFields(BotSpec{})},
 	"DatabaseSpec":          {"database spec", yamlFields(DatabaseSpec{})},
 	"KubernetesClusterSpec": {"kubernetes_cluster spec", yamlFields(KubernetesClusterSpec{})},
+	"TrustedClusterSpec":    {"trusted_cluster spec", yamlFields(TrustedClusterSpec{})},
+	"TrustedRoot":           {"trusted_cluster spec.root", yamlFields(TrustedRoot{})},
+	"RoleMapping":           {"a role_map entry", yamlFields(RoleMapping{})},
+	"LeafClusterSpec":       {"leaf_cluster spec", yamlFields(LeafClusterSpec{})},
 	"Metadata":              {"metadata", yamlFields(Metadata{})},
 	"envelope":              {"a resource", yamlFields(envelope[BotSpec]{})},
 }

@@ -117,6 +117,7 @@ CREATE TRIGGER IF NOT EXISTS join_token_removed_keypair AFTER DELETE ON resource
 	DELETE FROM keypair_bindings WHERE join_token = old.name;
 	DELETE FROM keypair_challenges WHERE join_token = old.name;
 END;
+CREATE TABLE IF NOT EXISTS leaf_tunnels (leaf TEXT PRIMARY KEY, connected INTEGER NOT NULL, last_seen INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS join_token_removed_unlocked_chains AFTER DELETE ON resources WHEN old.kind = 'join_token' BEGIN
 	DELETE FROM unlocked_chains WHERE join_token = old.name;
 END;

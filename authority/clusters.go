@@ -1,0 +1,355 @@
+package authority
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/authority/store"
+	"github.com/mbot-dev/mbot/authority/trust"
+	"github.com/mbot-dev/mbot/authority/tunnel"
+	"github.com/mbot-dev/mbot/client"
+	"github.com/mbot-dev/mbot/identity"
+)
+
+// Trusted clusters (SPEC §8), both ends. A leaf keeps one tunnel per
+// enabled trusted_cluster attached to its root (runLeafTunnels) and serves
+// exchanges straight (exchange.go) and down the tunnel. A root takes the
+// tunnels of the leaves its leaf_cluster resources name, relays exchanges
+// to them, and pushes its bot locks down every tunnel.
+
+// lockPushInterval is how often a root checks its bot locks for a change
+// to push; unchanged locks are pushed every lockHeartbeat, which is what
+// keeps the leaves' copies fresh (trust.MaxLockAge).
+const (
+	lockPushInterval = 100 * time.Millisecond
+	lockHeartbeat    = 3 * time.Second
+)
+
+func (a *Authority) registerClusters(mux *http.ServeMux) {
+	mux.HandleFunc("GET "+identity.PathClusterCA, a.handleClusterCA)
+	mux.HandleFunc("POST "+identity.PathExchange, a.handleExchange)
+	mux.HandleFunc("GET "+identity.PathTunnel, a.handleTunnel)
+	mux.HandleFunc("POST /v1/clusters/{leaf}/exchange", a.handleRelay)
+}
+
+// handleClusterCA serves the TLS CA bundle that bot identities are checked by.
+func (a *Authority) handleClusterCA(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, identity.ClusterCAResponse{ClusterName: a.cfg.ClusterName, TLSCA: string(a.CAs().TLSCertPEM)})
+}
+
+// tunnelTLS is what a tunnel dial (tunnel.WantsTunnel) is served: it must
+// present a client certificate of any CA, checked against its
+// leaf_cluster's pin by handleTunnel, not against this authority's CA.
+func tunnelTLS(base *tls.Config) *tls.Config {
+	tunnelCfg := base.Clone()
+	tunnelCfg.ClientAuth = tls.RequireAnyClientCert
+	tunnelCfg.ClientCAs = nil
+	return tunnelCfg
+}
+
+// handleTunnel attaches a leaf's tunnel: its client certificate must chain
+// to a CA of the pin of the leaf_cluster named by its common name.
+func (a *Authority) handleTunnel(w http.ResponseWriter, r *http.Request) {
+	leaf, err := a.tunnelLeaf(r)
+	if err != nil {
+		a.log.Warn("tunnel refused", "remote", r.RemoteAddr, "err", err)
+		a.auditAdmin(r.Context(), &store.AuditEvent{Event: "tunnel", Remote: r.RemoteAddr, Code: string(identity.CodeUnknownLeaf), Message: identity.Truncate(err.Error(), 400)})
+		writeError(w, err)
+		return
+	}
+	if err := a.hub.Attach(w, leaf); err != nil {
+		a.log.Error("attaching a tunnel", "leaf", leaf, "err", err)
+		return
+	}
+	a.log.Info("leaf tunnel attached", "leaf", leaf, "remote", r.RemoteAddr)
+	a.auditAdmin(context.WithoutCancel(r.Context()), &store.AuditEvent{Event: "tunnel", Allowed: true, Remote: r.RemoteAddr,
+		Claims: map[string]string{"leaf": leaf}, Message: "leaf " + leaf + " attached its tunnel"})
+	go a.pushLocks(context.WithoutCancel(r.Context()), leaf, a.lockView())
+}
+
+func (a *Authority) tunnelLeaf(r *http.Request) (string, error) {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), identity.TunnelProtocol) {
+		return "", identity.Errorf(identity.CodeBadRequest, "a tunnel request upgrades to %s", identity.TunnelProtocol)
+	}
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return "", identity.Errorf(identity.CodeIdentityRequired, "a leaf's tunnel presents a client certificate of the leaf's TLS CA")
+	}
+	cert := r.TLS.PeerCertificates[0]
+	name := cert.Subject.CommonName
+	a.refresh(r.Context())
+	lc, ok := a.state.Load().set.LeafClusters[name]
+	if !ok || identity.CheckName("leaf", name) != nil {
+		return "", identity.Errorf(identity.CodeUnknownLeaf, "cluster %s does not know leaf cluster %s; an admin of %s adds a leaf_cluster resource named after it with its ca_pin",
+			a.cfg.ClusterName, identity.Quote(identity.Truncate(name, 64)), a.cfg.ClusterName)
+	}
+	roots := x509.NewCertPool()
+	for _, c := range r.TLS.PeerCertificates[1:] {
+		if c.IsCA && CAPin(c) == lc.Spec.CAPin {
+			roots.AddCert(c)
+		}
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return "", identity.Errorf(identity.CodeUnknownLeaf, "the tunnel of leaf %s presents no certificate of the CA pinned by leaf_cluster %s (%s); check its spec.ca_pin against mbot authority export --type ca-pin on the leaf",
+			name, name, identity.Quote(identity.Truncate(err.Error(), 120)))
+	}
+	return name, nil
+}
+
+// handleRelay forwards an exchange, unchanged, down the named leaf's
+// tunnel and answers with the leaf's answer. The root cannot read
+// anything useful in it: the keys it certifies are the client's.
+func (a *Authority) handleRelay(w http.ResponseWriter, r *http.Request) {
+	if a.refuseLimited(w, r) {
+		return
+	}
+	leaf := r.PathValue("leaf")
+	ev := &store.AuditEvent{Event: "relay", Method: exchangeMethod, Remote: r.RemoteAddr, Claims: map[string]string{"leaf": identity.Truncate(leaf, 64)}}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err == nil {
+		var req identity.ExchangeRequest
+		if json.Unmarshal(body, &req) == nil {
+			if chain, perr := trust.Presented(&req); perr == nil {
+				_, ev.Bot = trust.ClaimedRoot(chain[0])
+				ev.Bot = identity.Truncate(ev.Bot, identity.MaxNameLen)
+			}
+		}
+	}
+	status, answer, err := a.relay(r.Context(), leaf, body, err)
+	if err != nil {
+		refusal := a.recordRefusal(r.Context(), ev, err)
+		a.log.Warn("relay refused", "leaf", leaf, "bot", ev.Bot, "code", refusal.Code, "reason", ev.Message, "remote", ev.Remote)
+		a.chargeRefusal(r.Context(), r.RemoteAddr, refusal)
+		writeError(w, refusal)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(answer)
+	// Recorded once answered: the leaf has decided and audited already,
+	// and the client need not wait for the root's record too.
+	ev.Allowed = status == http.StatusOK
+	if !ev.Allowed {
+		var e identity.ErrorResponse
+		_ = json.Unmarshal(answer, &e)
+		ev.Code, ev.Message = identity.Truncate(string(e.Code), 64), "the leaf refused: "+identity.Truncate(e.Message, 400)
+		a.chargeRefusal(r.Context(), r.RemoteAddr, &identity.Error{Code: e.Code})
+	}
+	a.auditAdmin(context.WithoutCancel(r.Context()), ev)
+}
+
+// relay sends body to leaf's exchange endpoint down its tunnel.
+func (a *Authority) relay(ctx context.Context, leaf string, body []byte, readErr error) (int, []byte, error) {
+	if readErr != nil {
+		return 0, nil, identity.Errorf(identity.CodeBadRequest, "reading the exchange to relay: %v", readErr)
+	}
+	a.refresh(ctx)
+	if _, ok := a.state.Load().set.LeafClusters[leaf]; !ok || identity.CheckName("leaf", leaf) != nil {
+		return 0, nil, identity.Errorf(identity.CodeUnknownLeaf, "cluster %s has no leaf cluster named %s; check cluster: of the output (mbot get leaf_clusters on the root lists them)",
+			a.cfg.ClusterName, identity.Quote(identity.Truncate(leaf, 64)))
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+leaf+identity.PathExchange, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.hub.RoundTrip(leaf, req)
+	if err != nil {
+		seen := "never since this root started"
+		if s, ok := a.hub.Statuses()[leaf]; ok {
+			seen = "last seen " + s.LastSeen.UTC().Format(time.RFC3339)
+		}
+		return 0, nil, &identity.Error{Code: identity.CodeLeafUnreachable, Err: err,
+			Message: fmt.Sprintf("leaf cluster %s is not connected to root %s (%s); its authority redials by itself, so retry shortly, or send the exchange to the leaf directly (leaf_clusters[].url in mbot.yaml)",
+				leaf, a.cfg.ClusterName, seen)}
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return 0, nil, &identity.Error{Code: identity.CodeLeafUnreachable, Err: err,
+			Message: fmt.Sprintf("leaf cluster %s dropped its tunnel while answering; retry", leaf)}
+	}
+	return resp.StatusCode, answer, nil
+}
+
+// lockView is this authority's bot locks as pushed to leaves.
+func (a *Authority) lockView() *identity.LockView {
+	view := &identity.LockView{Locked: map[string]string{}}
+	for bot, l := range *a.locks.bots.Load() {
+		view.Locked[bot] = l.Reason
+	}
+	return view
+}
+
+// pushLocks sends view down leaf's tunnel.
+func (a *Authority) pushLocks(ctx context.Context, leaf string, view *identity.LockView) {
+	body, _ := json.Marshal(view)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+leaf+identity.PathTunnelLocks, bytes.NewReader(body))
+	resp, err := a.hub.RoundTrip(leaf, req)
+	if err != nil {
+		a.log.Warn("pushing bot locks to a leaf", "leaf", leaf, "err", err)
+		return
+	}
+	resp.Body.Close()
+}
+
+// runLeafHub pushes the bot locks to every attached leaf when they change
+// and every lockHeartbeat, and records the tunnels' state for mbot get
+// leaf_clusters.
+func (a *Authority) runLeafHub(ctx context.Context) {
+	var pushed *map[string]*store.BotLock
+	var lastPush time.Time
+	recorded := map[string]tunnel.Status{}
+	every(ctx, lockPushInterval, func(now time.Time) {
+		if len(a.state.Load().set.LeafClusters) == 0 && len(recorded) == 0 {
+			return
+		}
+		a.refresh(ctx)
+		current := a.locks.bots.Load()
+		if current != pushed || now.Sub(lastPush) >= lockHeartbeat {
+			view := a.lockView()
+			for _, leaf := range a.hub.Leaves() {
+				a.pushLocks(ctx, leaf, view)
+			}
+			pushed, lastPush = current, now
+		}
+		for leaf, s := range a.hub.Statuses() {
+			if old, ok := recorded[leaf]; ok && old.Connected == s.Connected && s.LastSeen.Sub(old.LastSeen) < lockHeartbeat {
+				continue
+			}
+			if err := a.store.RecordLeafTunnel(ctx, leaf, store.LeafTunnel{Connected: s.Connected, LastSeen: s.LastSeen}); err != nil {
+				a.log.Error("recording a leaf's tunnel", "leaf", leaf, "err", err)
+				continue
+			}
+			recorded[leaf] = s
+		}
+	})
+}
+
+// LeafTunnels returns the recorded tunnel state of every leaf seen.
+func (a *Authority) LeafTunnels(ctx context.Context) (map[string]store.LeafTunnel, error) {
+	return a.store.LeafTunnels(ctx)
+}
+
+// runLeafTunnels keeps one tunnel attached to the root of every enabled
+// trusted cluster, started and stopped as the resources change.
+func (a *Authority) runLeafTunnels(ctx context.Context) {
+	type running struct {
+		url, pin string
+		stop     context.CancelFunc
+	}
+	tunnels := map[string]*running{}
+	sync := func(time.Time) {
+		a.refresh(ctx)
+		want := a.state.Load().set.TrustedClusters
+		for name, t := range tunnels {
+			tc, ok := want[name]
+			if !ok || !tc.Spec.Enabled || tc.Spec.Root.URL != t.url || tc.Spec.Root.CAPin != t.pin {
+				t.stop()
+				delete(tunnels, name)
+			}
+		}
+		for _, name := range slices.Sorted(maps.Keys(want)) {
+			tc := want[name]
+			if _, ok := tunnels[name]; ok || !tc.Spec.Enabled {
+				continue
+			}
+			l, err := a.leafTunnel(tc)
+			if err != nil {
+				a.log.Error("trusted cluster: cannot dial its root", "trusted_cluster", name, "err", err)
+				continue
+			}
+			tctx, stop := context.WithCancel(ctx)
+			tunnels[name] = &running{url: tc.Spec.Root.URL, pin: tc.Spec.Root.CAPin, stop: stop}
+			go l.Run(tctx)
+		}
+	}
+	// Roots' CA bundles are fetched ahead of need, so that an exchange
+	// rarely waits for one and a rotated root CA is trusted soon.
+	refreshed := time.Now()
+	sync(refreshed)
+	every(ctx, time.Second, func(now time.Time) {
+		sync(now)
+		if now.Sub(refreshed) < trust.RefreshInterval/2 {
+			return
+		}
+		refreshed = now
+		for _, tc := range a.state.Load().set.TrustedClusters {
+			if tc.Spec.Enabled {
+				if err := a.trust.Refresh(ctx, a.trust.Get(tc)); err != nil {
+					a.log.Warn("trusted cluster: cannot refresh the root's CA; keeping the last one", "trusted_cluster", tc.Metadata.Name, "err", err)
+				}
+			}
+		}
+	})
+	for _, t := range tunnels {
+		t.stop()
+	}
+}
+
+// leafTunnel is the tunnel to tc's root: it serves exchanges relayed by
+// the root and the root's bot locks.
+func (a *Authority) leafTunnel(tc *resources.TrustedCluster) (*tunnel.Leaf, error) {
+	cfg, err := client.PinnedTLSConfig(tc.Spec.Root.URL, tc.Spec.Root.CAPin)
+	if err != nil {
+		return nil, err
+	}
+	root := a.trust.Get(tc)
+	mux := http.NewServeMux()
+	from := "tunnel from " + tc.Spec.Root.URL
+	mux.HandleFunc("POST "+identity.PathExchange, func(w http.ResponseWriter, r *http.Request) {
+		a.serveExchange(w, r, from, false)
+	})
+	mux.HandleFunc("POST "+identity.PathTunnelLocks, func(w http.ResponseWriter, r *http.Request) {
+		var view identity.LockView
+		if err := decodeBody(w, r, &view); err != nil {
+			writeError(w, identity.Errorf(identity.CodeBadRequest, "not a lock list: %v", err))
+			return
+		}
+		a.trust.SetLocks(root, &view)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	return &tunnel.Leaf{RootURL: tc.Spec.Root.URL, TLS: cfg, Certificate: a.tunnelCertificate, Handler: mux,
+		Log: a.log.With("trusted_cluster", tc.Metadata.Name)}, nil
+}
+
+// tunnelCertificate is a fresh client certificate for this authority's
+// tunnels, from the TLS CA that signs its serving certificate (the one its
+// pin names, also during a rotation): CN = cluster_name, as the root's
+// leaf_cluster names it.
+func (a *Authority) tunnelCertificate() (*tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	id := &url.URL{Scheme: "spiffe", Host: a.cfg.ClusterName, Path: "/authority"}
+	cas := a.CAs()
+	signed, err := cas.servingTLS.Sign(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: a.cfg.ClusterName, Organization: []string{a.cfg.ClusterName}},
+		URIs:        []*url.URL{id},
+		NotAfter:    time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, key.Public())
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{signed.DER, cas.servingTLS.Cert.Raw}, PrivateKey: key}, nil
+}

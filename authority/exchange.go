@@ -1,0 +1,185 @@
+package authority
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/authority/store"
+	"github.com/mbot-dev/mbot/authority/trust"
+	"github.com/mbot-dev/mbot/identity"
+)
+
+// exchangeMethod is what the audit log and the certificates' key IDs say
+// a leaf's certificates were obtained by.
+const exchangeMethod = "exchange"
+
+// handleExchange serves POST /v1/exchange straight from a client.
+func (a *Authority) handleExchange(w http.ResponseWriter, r *http.Request) {
+	if a.refuseLimited(w, r) {
+		return
+	}
+	a.serveExchange(w, r, r.RemoteAddr, true)
+}
+
+// serveExchange answers one exchange; charge says whether a refusal draws
+// from the caller's refusal bucket (not for exchanges relayed by a root,
+// which all come from one tunnel).
+func (a *Authority) serveExchange(w http.ResponseWriter, r *http.Request, remote string, charge bool) {
+	var req identity.ExchangeRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		refusal := identity.Errorf(identity.CodeBadRequest, "the request body is not an exchange request: %v", err)
+		a.recordRefusal(r.Context(), &store.AuditEvent{Event: exchangeMethod, Method: exchangeMethod, Remote: remote}, refusal)
+		writeError(w, refusal)
+		return
+	}
+	resp, err := a.Exchange(r.Context(), &req, remote)
+	if err != nil {
+		if charge {
+			a.chargeRefusal(r.Context(), remote, err)
+		}
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// Exchange certifies, with this authority's CAs, the keys an exchange
+// request asks for on behalf of a root identity, and records the outcome
+// in the audit log either way. A refusal is an *identity.Error.
+func (a *Authority) Exchange(ctx context.Context, req *identity.ExchangeRequest, remote string) (*identity.JoinResponse, error) {
+	ev := &store.AuditEvent{Event: exchangeMethod, Method: exchangeMethod, Remote: remote}
+	resp, err := a.exchange(ctx, req, ev)
+	if err != nil {
+		refusal := a.recordRefusal(ctx, ev, err)
+		a.log.Warn("exchange refused", "root_cluster", ev.Claims["root_cluster"], "bot", ev.Bot, "remote_roles", ev.Claims["remote_roles"],
+			"code", refusal.Code, "reason", ev.Message, "remote", ev.Remote)
+		return nil, refusal
+	}
+	a.log.Info("exchange admitted", "root_cluster", ev.Claims["root_cluster"], "bot", ev.Bot, "remote_roles", ev.Claims["remote_roles"],
+		"roles", ev.Roles, "not_after", ev.NotAfter, "remote", ev.Remote)
+	return resp, nil
+}
+
+// exchange is the leaf's path, top to bottom: presented chain → trusted
+// cluster of its root (enabled) → verify chain, signature, cluster, time →
+// bot not locked on the root → role map → sign (the join's grant) →
+// record the exchange once (replay) → respond.
+func (a *Authority) exchange(ctx context.Context, req *identity.ExchangeRequest, ev *store.AuditEvent) (*identity.JoinResponse, error) {
+	chain, err := trust.Presented(req)
+	if err != nil {
+		return nil, err
+	}
+	claimed, bot := trust.ClaimedRoot(chain[0])
+	ev.Bot = identity.Truncate(bot, identity.MaxNameLen)
+	ev.Claims = map[string]string{"root_cluster": claimed, "remote_roles": strings.Join(chain[0].Subject.OrganizationalUnit, ",")}
+	ev.ClaimsUnverified = true
+
+	a.refresh(ctx)
+	st := a.state.Load()
+	tc, root, err := a.trustedRoot(ctx, st, claimed)
+	if err != nil {
+		return nil, err
+	}
+	ev.JoinToken = tc.Metadata.Name
+	pool, rootCluster, err := a.trust.Bundle(ctx, root)
+	if err != nil {
+		return nil, err
+	}
+	exch, p, err := trust.Verify(req, trust.VerifyOptions{Roots: pool, RootCluster: rootCluster, LeafCluster: a.cfg.ClusterName, Now: time.Now()})
+	if err != nil {
+		return nil, err
+	}
+	ev.ClaimsUnverified = false
+	ev.Claims["root_serial"] = exch.Serial
+	if err := a.trust.CheckNotLocked(root, exch.Bot); err != nil {
+		return nil, err
+	}
+	roleMap, err := trust.CompileRoleMap(tc.Spec.RoleMap)
+	if err != nil {
+		return nil, fmt.Errorf("trusted_cluster %s: %w", tc.Metadata.Name, err)
+	}
+	mapped, unmapped := roleMap.Map(exch.Roles)
+	var local, undefined []string
+	for _, r := range mapped {
+		if _, ok := st.set.Roles[r]; ok {
+			local = append(local, r)
+		} else {
+			undefined = append(undefined, r)
+		}
+	}
+	ev.Roles = local
+	if len(local) == 0 {
+		return nil, roleUnmapped(a.cfg.ClusterName, tc.Metadata.Name, exch.Roles, unmapped, undefined)
+	}
+	keys, err := parseKeys(exchangeMethod, p.Outputs, p.TTLSeconds)
+	if err != nil {
+		return nil, err
+	}
+	// The root's bot, on this leaf: the mapped roles and no traits.
+	leafBot := &resources.Bot{Metadata: resources.Metadata{Name: exch.Bot}, Spec: resources.BotSpec{Roles: local}}
+	resp, err := a.grant(st, leafBot, tc.Metadata.Name, exchangeMethod, p.Outputs, p.TTLSeconds, keys, identity.Lineage{}, exch.NotAfter, ev)
+	if err != nil {
+		return nil, err
+	}
+	ev.Allowed = true
+	if err := a.store.RecordJoin(ctx, trust.ProofID(req), p.Time.Add(identity.ExchangeWindow), ev); err != nil {
+		if errors.Is(err, store.ErrReplay) {
+			return nil, identity.Errorf(identity.CodeProofReplayed, "this exchange request was already used; each is accepted once, so make a new one (mbot issue does for every run)")
+		}
+		return nil, fmt.Errorf("recording exchange: %w", err)
+	}
+	return resp, nil
+}
+
+// trustedRoot finds the trusted cluster whose root is cluster claimed.
+func (a *Authority) trustedRoot(ctx context.Context, st *state, claimed string) (*resources.TrustedCluster, *trust.Root, error) {
+	names := slices.Sorted(maps.Keys(st.set.TrustedClusters))
+	a.trust.Forget(st.set.TrustedClusters)
+	for _, name := range names {
+		tc := st.set.TrustedClusters[name]
+		root := a.trust.Get(tc)
+		cluster := root.Cluster()
+		if cluster == "" && tc.Spec.Enabled {
+			if _, c, err := a.trust.Bundle(ctx, root); err == nil {
+				cluster = c
+			}
+		}
+		if cluster == "" {
+			cluster = name // not fetched (disabled): its name is the best guess
+		}
+		if cluster != claimed {
+			continue
+		}
+		if !tc.Spec.Enabled {
+			return nil, nil, identity.Errorf(identity.CodeTrustDisabled, "cluster %s trusts root cluster %s no more: trusted_cluster %s has enabled: false; an admin of %s enables it again with mbot apply",
+				a.cfg.ClusterName, claimed, name, a.cfg.ClusterName)
+		}
+		return tc, root, nil
+	}
+	return nil, nil, identity.Errorf(identity.CodeUnknownRoot, "cluster %s trusts no root cluster named %s; an admin of %s adds a trusted_cluster for it (spec.root: its url and ca_pin)",
+		a.cfg.ClusterName, identity.Quote(identity.Truncate(claimed, 64)), a.cfg.ClusterName)
+}
+
+// roleUnmapped is the refusal of an exchange whose root roles give no leaf role.
+func roleUnmapped(leaf, tc string, remote, unmapped, undefined []string) error {
+	var parts []string
+	for _, r := range unmapped {
+		parts = append(parts, fmt.Sprintf("role %s maps to no role on %s", r, leaf))
+	}
+	if len(undefined) > 0 {
+		parts = append(parts, fmt.Sprintf("the role_map maps to %s, which %s not defined on %s", strings.Join(undefined, ", "),
+			map[bool]string{true: "is", false: "are"}[len(undefined) == 1], leaf))
+	}
+	if len(remote) == 0 {
+		parts = append(parts, "the root identity carries no role")
+	}
+	return identity.Errorf(identity.CodeRoleUnmapped, "%s; add a role_map entry to trusted_cluster %s on %s (or define the leaf role)",
+		strings.Join(parts, "; "), tc, leaf)
+}

@@ -1,0 +1,180 @@
+package trust
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/identity"
+)
+
+// RefreshInterval is how often a root's CA bundle is fetched again, so
+// that a new root CA (rotation) is trusted soon after the root has it.
+const RefreshInterval = time.Minute
+
+// MaxLockAge is how old the root's lock list may be before the leaf
+// refuses exchanges: past it, a bot locked on the root could go unseen.
+// The root pushes its locks down the tunnel every few seconds.
+const MaxLockAge = 15 * time.Second
+
+// FetchFunc fetches a root's CA bundle from url over a connection pinned
+// to pin (client.FetchClusterCA).
+type FetchFunc func(ctx context.Context, url, pin string) (*identity.ClusterCAResponse, error)
+
+// Roots is what a leaf knows of the roots it trusts, by trusted_cluster name.
+type Roots struct {
+	fetch FetchFunc
+	now   func() time.Time
+	mu    sync.Mutex
+	roots map[string]*Root
+}
+
+// NewRoots returns an empty set of roots that fetches with fetch.
+func NewRoots(fetch FetchFunc, now func() time.Time) *Roots {
+	if now == nil {
+		now = time.Now
+	}
+	return &Roots{fetch: fetch, now: now, roots: map[string]*Root{}}
+}
+
+// Root is one trusted root: its CA bundle as last fetched and its bot
+// locks as last pushed.
+type Root struct {
+	// Name is the trusted_cluster's name; URL and Pin where it was fetched.
+	Name, URL, Pin string
+
+	mu      sync.Mutex
+	cluster string
+	pool    *x509.CertPool
+	fetched time.Time
+	lastErr error
+	locks   map[string]string
+	locksAt time.Time
+}
+
+// Get returns the root of trusted cluster tc, created (unfetched) if new
+// or if its url or pin changed.
+func (rs *Roots) Get(tc *resources.TrustedCluster) *Root {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	r := rs.roots[tc.Metadata.Name]
+	if r == nil || r.URL != tc.Spec.Root.URL || r.Pin != tc.Spec.Root.CAPin {
+		r = &Root{Name: tc.Metadata.Name, URL: tc.Spec.Root.URL, Pin: tc.Spec.Root.CAPin}
+		rs.roots[tc.Metadata.Name] = r
+	}
+	return r
+}
+
+// Forget drops the roots of trusted clusters not in keep.
+func (rs *Roots) Forget(keep map[string]*resources.TrustedCluster) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for name := range rs.roots {
+		if _, ok := keep[name]; !ok {
+			delete(rs.roots, name)
+		}
+	}
+}
+
+// Cluster returns the root's cluster_name, or "" before the first fetch.
+func (r *Root) Cluster() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cluster
+}
+
+// Bundle returns the root's CA pool and cluster name, fetching them first
+// if they were never fetched or are older than RefreshInterval (a failed
+// refresh keeps the last good bundle).
+func (rs *Roots) Bundle(ctx context.Context, r *Root) (*x509.CertPool, string, error) {
+	r.mu.Lock()
+	fresh := r.pool != nil && rs.now().Sub(r.fetched) < RefreshInterval
+	r.mu.Unlock()
+	if !fresh {
+		rs.Refresh(ctx, r)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pool == nil {
+		return nil, "", identity.Errorf(identity.CodeRootUnavailable, "trusted cluster %s: this leaf could not fetch the root's CA from %s (%v); check spec.root.url and spec.root.ca_pin and that the root is reachable from the leaf",
+			r.Name, r.URL, r.lastErr)
+	}
+	return r.pool, r.cluster, nil
+}
+
+// Refresh fetches the root's CA bundle now.
+func (rs *Roots) Refresh(ctx context.Context, r *Root) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := rs.fetch(ctx, r.URL, r.Pin)
+	var pool *x509.CertPool
+	if err == nil {
+		pool, err = parseBundle(resp.TLSCA)
+	}
+	if err == nil && identity.CheckName("cluster_name", resp.ClusterName) != nil {
+		err = fmt.Errorf("the root answered an invalid cluster name")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lastErr = err
+	if err != nil {
+		return err
+	}
+	r.pool, r.cluster, r.fetched = pool, resp.ClusterName, rs.now()
+	return nil
+}
+
+func parseBundle(bundle string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	rest := []byte(bundle)
+	n := 0
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil || !c.IsCA {
+			return nil, errors.New("the root's CA bundle holds a certificate that is not a CA")
+		}
+		pool.AddCert(c)
+		n++
+	}
+	if n == 0 {
+		return nil, errors.New("the root's CA bundle is empty")
+	}
+	return pool, nil
+}
+
+// SetLocks records the root's bot locks as just pushed.
+func (rs *Roots) SetLocks(r *Root, view *identity.LockView) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.locks, r.locksAt = view.Locked, rs.now()
+}
+
+// CheckNotLocked refuses bot when the root has it locked, or when the
+// leaf's copy of the root's locks is older than MaxLockAge.
+func (rs *Roots) CheckNotLocked(r *Root, bot string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if age := rs.now().Sub(r.locksAt); r.locksAt.IsZero() || age > MaxLockAge {
+		seen := "never"
+		if !r.locksAt.IsZero() {
+			seen = age.Truncate(time.Second).String() + " ago"
+		}
+		return identity.Errorf(identity.CodeRootUnavailable, "this leaf last heard from root cluster %s %s (its tunnel to %s is down), so it cannot tell whether bot %q is locked there; retry once the tunnel is back (the leaf's log says why it is down, and the root needs a leaf_cluster resource for this leaf)",
+			r.cluster, seen, r.URL, bot)
+	}
+	if reason, ok := r.locks[bot]; ok {
+		return identity.Errorf(identity.CodeBotLocked, "bot %q is locked on root cluster %s (%s), so this leaf refuses its exchanges too; an admin of the root unlocks it with mbot unlock %s",
+			bot, r.cluster, identity.Truncate(reason, 200), bot)
+	}
+	return nil
+}
