@@ -2,6 +2,7 @@ package docs
 
 import (
 	"bytes"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/mbot-dev/mbot/authority"
 	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/authority/verify"
 	"github.com/mbot-dev/mbot/client"
 	"github.com/mbot-dev/mbot/commands"
 	"github.com/mbot-dev/mbot/internal/clidoc"
@@ -159,6 +161,9 @@ func TestYAMLExamples(t *testing.T) {
 					if err == nil && len(res) == 0 {
 						t.Fatalf("%s: no resource in the block", name)
 					}
+					if err == nil {
+						err = compileJoinTokens(res)
+					}
 				case keys["outputs"] || keys["authority"]:
 					_, err = client.ParseConfig(name, []byte(b.body))
 				case keys["cluster_name"] || keys["listen"]:
@@ -176,6 +181,26 @@ func TestYAMLExamples(t *testing.T) {
 	if n < 20 {
 		t.Errorf("found only %d YAML examples; is the block parser broken?", n)
 	}
+}
+
+// compileJoinTokens checks each join token's method section as the
+// authority does when it loads the token: the verifier compiles the allow
+// rules (fields, owner pinning, issuer URLs) without fetching anything.
+func compileJoinTokens(res []resources.Resource) error {
+	for _, r := range res {
+		if r.JoinToken == nil {
+			continue
+		}
+		tok := r.JoinToken
+		m, ok := verify.Methods[tok.Spec.Method]
+		if !ok {
+			return fmt.Errorf("join token %s: method %q is not one of %v", tok.Metadata.Name, tok.Spec.Method, verify.MethodNames())
+		}
+		if _, err := m.Compile(tok.Metadata.Name, tok.Spec.Section(), &verify.Env{Audience: "acme"}); err != nil {
+			return fmt.Errorf("join token %s: %w", tok.Metadata.Name, err)
+		}
+	}
+	return nil
 }
 
 // refusalCodes returns every ErrorCode constant defined in the module's
