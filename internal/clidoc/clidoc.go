@@ -26,7 +26,10 @@ func Markdown(app *cli.App) string {
 	fmt.Fprintf(&b, "`%s`: %s.\n\n", app.Name, app.Usage)
 	b.WriteString("Every flag that names an environment variable reads it when the flag is not given; ")
 	b.WriteString("a flag given on the command line wins. Exit codes: 0 success, 1 the operation failed ")
-	b.WriteString("(a refused join, an unreachable authority, a bad file), 2 the command line is wrong.\n\n")
+	b.WriteString("(a refused join, an unreachable authority, a bad file), 2 the command line is wrong. ")
+	b.WriteString("mbot never colors its output or moves the cursor, whatever the terminal, so `NO_COLOR` and `TERM=dumb` need nothing; ")
+	b.WriteString("in GitHub Actions it also writes `::add-mask::` and `::warning::` workflow commands. ")
+	b.WriteString("Shell completion: [`mbot completion`](#mbot-completion).\n\n")
 
 	// The index, by category, in the order the categories first appear.
 	var cats []string
