@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/mbot-dev/mbot/authority"
 	"github.com/mbot-dev/mbot/authority/resources"
@@ -329,8 +330,44 @@ func TestCLIReference(t *testing.T) {
 // mdLink matches an inline Markdown link's target.
 var mdLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
 
+// anchors returns the ids GitHub gives the headings of a Markdown text:
+// lower case, punctuation dropped, spaces made hyphens, repeats numbered.
+func anchors(text string) map[string]bool {
+	ids := map[string]bool{}
+	seen := map[string]int{}
+	inCode := false
+	for _, l := range strings.Split(text, "\n") {
+		if fence.MatchString(l) {
+			inCode = !inCode
+			continue
+		}
+		if inCode || !strings.HasPrefix(l, "#") {
+			continue
+		}
+		h := strings.TrimSpace(strings.TrimLeft(l, "#"))
+		var b strings.Builder
+		for _, r := range strings.ToLower(h) {
+			switch {
+			case r == ' ':
+				b.WriteRune('-')
+			case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+				b.WriteRune(r)
+			}
+		}
+		id := b.String()
+		if n := seen[id]; n > 0 {
+			ids[fmt.Sprintf("%s-%d", id, n)] = true
+		} else {
+			ids[id] = true
+		}
+		seen[id]++
+	}
+	return ids
+}
+
 // TestLinks checks that every relative link of README.md and docs/ points
-// at a file that exists (or one of notYetMerged), and that no page sends a
+// at a file that exists (or one of notYetMerged) and a heading of it that
+// exists, and that no page sends a
 // reader to SPEC sections they do not have.
 func TestLinks(t *testing.T) {
 	pending := map[string]bool{}
@@ -357,13 +394,22 @@ func TestLinks(t *testing.T) {
 		}
 		for _, m := range mdLink.FindAllStringSubmatch(text, -1) {
 			target := m[1]
-			if strings.Contains(target, "://") || strings.HasPrefix(target, "#") || strings.HasPrefix(target, "mailto:") {
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
 				continue
 			}
-			target, _, _ = strings.Cut(target, "#")
-			rel := filepath.ToSlash(filepath.Clean(filepath.Join(filepath.Dir(file), target)))
-			if _, err := os.Stat(filepath.Join("..", rel)); err != nil && !pending[rel] {
-				t.Errorf("%s links to %s, which does not exist", file, m[1])
+			target, fragment, _ := strings.Cut(target, "#")
+			rel := file
+			if target != "" {
+				rel = filepath.ToSlash(filepath.Clean(filepath.Join(filepath.Dir(file), target)))
+			}
+			if _, err := os.Stat(filepath.Join("..", rel)); err != nil {
+				if !pending[rel] {
+					t.Errorf("%s links to %s, which does not exist", file, m[1])
+				}
+				continue
+			}
+			if linked, ok := files[rel]; ok && fragment != "" && !anchors(linked)[fragment] {
+				t.Errorf("%s links to %s, but %s has no heading with the anchor #%s", file, m[1], rel, fragment)
 			}
 		}
 	}
@@ -376,5 +422,19 @@ func TestLinks(t *testing.T) {
 		if !strings.Contains(index, "("+strings.TrimPrefix(f, "docs/")+")") {
 			t.Errorf("docs/README.md does not link to %s", f)
 		}
+	}
+}
+
+// TestAnchors checks the heading ids TestLinks resolves fragments against
+// on headings of the kinds the docs use.
+func TestAnchors(t *testing.T) {
+	got := anchors("# Title\n## Services: `application` (X.509-SVID) and `workload-identity-jwt`\n```sh\n# not a heading\n```\n### `mbot authority start`\n## Title\n")
+	for _, want := range []string{"title", "services-application-x509-svid-and-workload-identity-jwt", "mbot-authority-start", "title-1"} {
+		if !got[want] {
+			t.Errorf("no anchor %q in %v", want, got)
+		}
+	}
+	if got["not-a-heading"] {
+		t.Error("a comment in a code block was taken for a heading")
 	}
 }
