@@ -8,6 +8,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"io/fs"
 	"maps"
 	"os"
 	"os/exec"
@@ -79,13 +80,26 @@ func slowCheck(t *testing.T, what string) {
 	}
 }
 
-// readmeBlocks returns the fenced code blocks of README.md in a language.
-func readmeBlocks(t *testing.T, lang string) []string {
+// docBlocks returns the fenced code blocks in a language of the user
+// documentation: README.md and every Markdown file under docs/.
+func docBlocks(t *testing.T, lang string) []string {
 	t.Helper()
+	files := []string{filepath.Join(root, "README.md")}
+	err := filepath.WalkDir(filepath.Join(root, "docs"), func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".md") {
+			files = append(files, path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var blocks []string
 	re := regexp.MustCompile("(?ms)^```" + lang + "\n(.*?)^```")
-	for _, m := range re.FindAllStringSubmatch(readFile(t, filepath.Join(root, "README.md")), -1) {
-		blocks = append(blocks, m[1])
+	for _, f := range files {
+		for _, m := range re.FindAllStringSubmatch(readFile(t, f), -1) {
+			blocks = append(blocks, m[1])
+		}
 	}
 	return blocks
 }
@@ -209,7 +223,7 @@ func TestActionMetadata(t *testing.T) {
 }
 
 // TestActionlint lints the example workflow (examples/github/deploy.yml,
-// also in README.md) with actionlint, with `uses: mbot-dev/mbot@v1` pointed
+// which docs/platforms/github-actions.md links to) with actionlint, with `uses: mbot-dev/mbot@v1` pointed
 // at this checkout so that actionlint also checks action.yml and the inputs
 // and outputs the workflow uses against it.
 func TestActionlint(t *testing.T) {
@@ -218,8 +232,8 @@ func TestActionlint(t *testing.T) {
 	if !strings.Contains(example, "uses: mbot-dev/mbot@v1") {
 		t.Fatal("examples/github/deploy.yml does not use mbot-dev/mbot@v1")
 	}
-	if !slices.ContainsFunc(readmeBlocks(t, "yaml"), func(b string) bool { return b == example }) {
-		t.Error("README.md does not show examples/github/deploy.yml as it is")
+	if !strings.Contains(readFile(t, filepath.Join(root, "docs", "platforms", "github-actions.md")), "(../../examples/github/deploy.yml)") {
+		t.Error("docs/platforms/github-actions.md does not link to examples/github/deploy.yml")
 	}
 	var wf struct {
 		Permissions map[string]string `yaml:"permissions"`
@@ -438,20 +452,20 @@ func TestGitLabComponentSpec(t *testing.T) {
 		t.Errorf("before_script should end with mbot issue: %v", script)
 	}
 
-	// The README's pipeline includes the component with inputs it declares.
+	// The documented pipeline includes the component with inputs it declares.
 	found := false
-	for _, block := range readmeBlocks(t, "yaml") {
+	for _, block := range docBlocks(t, "yaml") {
 		if !strings.Contains(block, "component: $CI_SERVER_FQDN/mbot-dev/mbot/mbot-issue@") {
 			continue
 		}
 		found = true
 		var pipeline map[string]any
 		if err := yaml.Unmarshal([]byte(block), &pipeline); err != nil {
-			t.Fatalf("README GitLab pipeline: %v", err)
+			t.Fatalf("documented GitLab pipeline: %v", err)
 		}
 		includes, _ := pipeline["include"].([]any)
 		if len(includes) == 0 {
-			t.Fatal("README GitLab pipeline has no include:")
+			t.Fatal("documented GitLab pipeline has no include:")
 		}
 		inc, _ := includes[0].(map[string]any)
 		given := map[string]string{}
@@ -459,23 +473,23 @@ func TestGitLabComponentSpec(t *testing.T) {
 			given[k] = fmt.Sprint(v)
 		}
 		if _, err := comp.Render(given); err != nil {
-			t.Errorf("README GitLab pipeline: %v", err)
+			t.Errorf("documented GitLab pipeline: %v", err)
 		}
 		extends := false
 		for name, j := range pipeline {
 			if m, ok := j.(map[string]any); ok && m["extends"] == ".mbot-issue" {
 				extends = true
 				if _, ok := m["script"]; !ok {
-					t.Errorf("README job %s extends .mbot-issue without a script", name)
+					t.Errorf("documented job %s extends .mbot-issue without a script", name)
 				}
 			}
 		}
 		if !extends {
-			t.Error("no job of the README GitLab pipeline extends .mbot-issue")
+			t.Error("no job of the documented GitLab pipeline extends .mbot-issue")
 		}
 	}
 	if !found {
-		t.Error("README.md has no GitLab pipeline that includes the component")
+		t.Error("README.md and docs/ have no GitLab pipeline that includes the component")
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 // TestIntegrationsWriteOutsideTheCheckout checks that each integration's
 // default identity directory is the platform's per-job temporary space, not
 // the repository checkout, where artifacts, caches, git add and container
-// builds would pick up the private keys (README, "Where the identity goes").
+// builds would pick up the private keys (docs/issue.md, "Where the identity goes").
 func TestIntegrationsWriteOutsideTheCheckout(t *testing.T) {
 	t.Run("GitHub Action", func(t *testing.T) {
 		var a actionMeta
@@ -54,9 +54,9 @@ func TestIntegrationsWriteOutsideTheCheckout(t *testing.T) {
 				t.Errorf("the before_script step before mbot issue lacks %q:\n%s", want, prep)
 			}
 		}
-		for _, block := range readmeBlocks(t, "yaml") {
+		for _, block := range docBlocks(t, "yaml") {
 			if strings.Contains(block, "extends: .mbot-issue") && strings.Contains(block, "-F mbot/") {
-				t.Errorf("the README's GitLab pipeline uses the identity in the checkout (mbot/); use $MBOT_IDENTITY_DIR:\n%s", block)
+				t.Errorf("a documented GitLab pipeline uses the identity in the checkout (mbot/); use $MBOT_IDENTITY_DIR:\n%s", block)
 			}
 		}
 	})

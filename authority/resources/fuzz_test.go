@@ -1,7 +1,9 @@
 package resources_test
 
 import (
+	"io/fs"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -10,21 +12,34 @@ import (
 	"github.com/mbot-dev/mbot/identity"
 )
 
-// readmeResources returns the resource documents of the README's YAML
-// examples, so that the fuzzer starts from what users are told to write.
-func readmeResources(f *testing.F) []string {
-	data, err := os.ReadFile("../../README.md")
+// docResources returns the resource documents of the YAML examples of the
+// README and docs/, so that the fuzzer starts from what users are told to
+// write.
+func docResources(f *testing.F) []string {
+	files := []string{"../../README.md"}
+	err := filepath.WalkDir("../../docs", func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".md") {
+			files = append(files, path)
+		}
+		return err
+	})
 	if err != nil {
 		f.Fatal(err)
 	}
 	var out []string
-	for _, m := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(data), -1) {
-		if strings.Contains(m[1], "kind: ") {
-			out = append(out, m[1])
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(data), -1) {
+			if strings.Contains(m[1], "kind: ") {
+				out = append(out, m[1])
+			}
 		}
 	}
 	if len(out) == 0 {
-		f.Fatal("the README has no resource examples")
+		f.Fatal("the README and docs/ have no resource examples")
 	}
 	return out
 }
@@ -34,7 +49,7 @@ func readmeResources(f *testing.F) []string {
 // character sets, loads again from the body the store keeps, and expands
 // to valid logins once its references check.
 func FuzzParse(f *testing.F) {
-	for _, doc := range readmeResources(f) {
+	for _, doc := range docResources(f) {
 		f.Add(doc)
 	}
 	f.Add(botsYAML)

@@ -7,7 +7,7 @@
 // touch of a page costs about 10 µs, while madvise(MADV_POPULATE_*) maps the
 // same page for about 0.5 µs. mbot --version took about 800 faults one at a
 // time; populating up front takes a tenth of its start time and of a
-// one-shot mbot issue (figures in README.md). Code is file-backed (shared
+// one-shot mbot issue (figures in docs/internals/performance.md). Code is file-backed (shared
 // with the page cache), so mapping it costs no memory; the writable regions
 // are bounded (see the limits in prefault_linux.go). Kernels before 5.14
 // refuse the advice and nothing changes.
