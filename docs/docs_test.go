@@ -30,20 +30,8 @@ import (
 // branch's pages already link to. The merge that brings them in empties
 // this list; a link to any other missing file fails TestLinks.
 var notYetMerged = []string{
-	"docs/trusted-clusters.md",
 	"docs/high-availability.md",
-	"docs/ca-keys-and-rotation.md",
 	"docs/operations.md",
-	"docs/platforms/azure-devops.md",
-	"docs/platforms/forgejo.md",
-	"docs/platforms/env0.md",
-	"docs/platforms/semaphore.md",
-	"docs/platforms/codefresh.md",
-	"docs/platforms/jenkins.md",
-	"docs/platforms/cloud-build.md",
-	"docs/platforms/codebuild.md",
-	"docs/platforms/github-actions-ids.md",
-	"docs/platforms/self-hosted-keypair.md",
 }
 
 // notMbotConfig marks a YAML example that is not mbot configuration (a CI
