@@ -54,6 +54,14 @@ func (l *Local) Unlock(ctx context.Context, bot string) (*Unlocked, error) {
 	return l.auth.Unlock(ctx, bot, l.actor)
 }
 
+func (l *Local) UnlockInstance(ctx context.Context, id string) (*Unlocked, error) {
+	return l.auth.UnlockInstance(ctx, id, l.actor)
+}
+
+func (l *Local) BotInstances(ctx context.Context, bot string) ([]BotInstance, error) {
+	return l.auth.BotInstances(ctx, bot)
+}
+
 func (l *Local) LockAdmin(ctx context.Context, admin, reason string) (*AdminLock, error) {
 	return l.auth.LockAdmin(ctx, admin, reason, l.actor)
 }

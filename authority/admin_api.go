@@ -30,6 +30,9 @@ const (
 	PathAdminSettings  = "/v1/admin/settings"
 	// PathAdminBots + "/NAME/unlock" lifts a bot's lock (POST).
 	PathAdminBots = "/v1/admin/bots"
+	// PathAdminBotInstances lists bot instances (GET, ?bot=NAME narrows);
+	// PathAdminBotInstances + "/ID/unlock" lifts an instance's lock (POST).
+	PathAdminBotInstances = "/v1/admin/bot_instances"
 	// PathAdminAdmins + "/NAME/lock" (POST, a LockRequest) and "/NAME/unlock"
 	// (POST) lock and unlock an admin's identities.
 	PathAdminAdmins = "/v1/admin/admins"
@@ -122,6 +125,8 @@ func (a *Authority) registerAdmin(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+PathAdminAudit, a.adminHandler(a.handleAudit))
 	mux.HandleFunc("GET "+PathAdminSettings, a.adminHandler(a.handleSettings))
 	mux.HandleFunc("POST "+PathAdminBots+"/{name}/unlock", a.adminHandler(a.handleUnlock))
+	mux.HandleFunc("GET "+PathAdminBotInstances, a.adminHandler(a.handleBotInstances))
+	mux.HandleFunc("POST "+PathAdminBotInstances+"/{id}/unlock", a.adminHandler(a.handleUnlockInstance))
 	mux.HandleFunc("POST "+PathAdminAdmins+"/{name}/lock", a.adminHandler(a.handleLockAdmin))
 	mux.HandleFunc("POST "+PathAdminAdmins+"/{name}/unlock", a.adminHandler(a.handleUnlockAdmin))
 }
@@ -171,6 +176,24 @@ func (a *Authority) handleDelete(w http.ResponseWriter, r *http.Request, actor s
 
 func (a *Authority) handleUnlock(w http.ResponseWriter, r *http.Request, actor string) {
 	u, err := a.Unlock(r.Context(), r.PathValue("name"), actor)
+	if err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, u)
+}
+
+func (a *Authority) handleBotInstances(w http.ResponseWriter, r *http.Request, _ string) {
+	list, err := a.BotInstances(r.Context(), r.URL.Query().Get("bot"))
+	if err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (a *Authority) handleUnlockInstance(w http.ResponseWriter, r *http.Request, actor string) {
+	u, err := a.UnlockInstance(r.Context(), r.PathValue("id"), actor)
 	if err != nil {
 		writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
 		return

@@ -150,7 +150,7 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 		return nil, fmt.Errorf("recording join: %w", err)
 	}
 	if lineage.Generation > 0 {
-		if err := a.store.StartChain(ctx, bot.Metadata.Name, req.JoinToken, lineage.Chain); err != nil {
+		if err := a.store.StartChain(ctx, bot.Metadata.Name, req.JoinToken, lineage.Chain, ev.Remote); err != nil {
 			return nil, fmt.Errorf("recording the renewal chain: %w", err)
 		}
 	}

@@ -95,6 +95,9 @@ func (a *Authority) renew(ctx context.Context, req *identity.RenewRequest, cert 
 	if err := a.checkNotLocked(botName); err != nil {
 		return nil, err
 	}
+	if lock := a.locks.lookupInstance(lineage.Chain); lock != nil {
+		return nil, instanceLockedError(lock)
+	}
 	presented := lineage.Generation
 	lineage.Generation++
 	resp, err := a.grant(st, bot, lineage.JoinToken, tok.token.Spec.Method, req.Outputs, req.TTLSeconds, keys, lineage, ev)
@@ -104,20 +107,28 @@ func (a *Authority) renew(ctx context.Context, req *identity.RenewRequest, cert 
 	// Signing comes first so that a refused grant never advances the
 	// counter; the certificates are dropped if the counter refuses.
 	err = a.store.AdvanceGeneration(ctx, store.Renewal{Bot: botName, JoinToken: lineage.JoinToken, Chain: lineage.Chain,
-		Generation: presented, Keys: keysFingerprint(req.Outputs)})
-	var mismatch *store.GenerationMismatch
+		Generation: presented, Keys: keysFingerprint(req.Outputs), Remote: ev.Remote})
+	var (
+		mismatch *store.GenerationMismatch
+		locked   *store.InstanceLockedError
+	)
 	switch {
 	case errors.Is(err, store.ErrUnlockedChain):
-		return nil, identity.Errorf(identity.CodeRenewalRefused, "this identity of bot %q is no longer renewed: an admin unlocked the bot (mbot unlock) after a copy of its identity was presented, "+
-			"which ends the renewals of every identity of the bot from before, the copy's and the original's alike; join again with a new secret (mbot tokens add --bot %s)", botName, botName)
+		return nil, identity.Errorf(identity.CodeRenewalRefused, "this identity of bot %q is no longer renewed: an admin unlocked its instance (mbot unlock) after a copy of it was presented, "+
+			"which ends the renewals of that instance, the copy's and the original's alike; join again with a new secret (mbot tokens add --bot %s)", botName, botName)
 	case errors.Is(err, store.ErrUnknownChain):
 		return nil, identity.Errorf(identity.CodeRenewalRefused, "this identity of bot %q is no longer renewed: join token %q was removed or used to join again since it was issued; "+
 			"join again with a new secret (mbot tokens add --bot %s)", botName, lineage.JoinToken, botName)
 	case errors.As(err, &mismatch):
-		a.locks.add(mismatch.Lock)
-		a.log.Error("locked a bot: a stale certificate generation was presented, so its identity was copied",
-			"bot", botName, "join_token", lineage.JoinToken, "presented", mismatch.Presented, "current", mismatch.Current, "remote", ev.Remote)
-		return nil, lockedError(mismatch.Lock)
+		a.locks.addInstance(mismatch.Lock)
+		a.log.Error("locked a bot instance: a stale certificate generation was presented, so the instance's identity was copied; the bot's other instances keep renewing",
+			"bot", botName, "join_token", lineage.JoinToken, "instance", lineage.Chain, "first_join", mismatch.Lock.FirstJoin,
+			"runner", mismatch.Lock.Runner, "presented", mismatch.Presented, "current", mismatch.Current, "remote", ev.Remote)
+		ev.Claims["instance"] = lineage.Chain
+		return nil, instanceLockedError(mismatch.Lock)
+	case errors.As(err, &locked):
+		a.locks.addInstance(locked.Lock)
+		return nil, instanceLockedError(locked.Lock)
 	case err != nil:
 		return nil, fmt.Errorf("advancing the generation counter: %w", err)
 	}
@@ -187,6 +198,16 @@ func lockedError(l *store.BotLock) error {
 		"Every join and renewal of the bot is refused until an admin unlocks it with mbot unlock %s, which also stops every identity of the bot "+
 		"from renewing; its token joins then need new secrets: mbot tokens add --bot %s",
 		l.Bot, l.Time.Format(time.RFC3339), l.Reason, l.Bot, l.Bot)
+}
+
+func instanceLockedError(l *store.InstanceLock) error {
+	return &identity.Error{Code: identity.CodeInstanceLocked,
+		Message: fmt.Sprintf("this instance of bot %q (%s) is locked since %s: a copy of its identity is in use elsewhere, so its renewals are refused; "+
+			"the bot's other instances keep renewing. An admin lifts the lock with mbot unlock bot_instance/%s, which ends this instance's renewals; "+
+			"the runner then joins again with a new secret: mbot tokens add --bot %s",
+			l.Bot, runnerOf(l), l.Time.Format(time.RFC3339), l.Instance, l.Bot),
+		Err: auditDetail(fmt.Sprintf("bot instance %s of bot %s (join token %q, %s) is locked since %s: %s",
+			l.Instance, l.Bot, l.JoinToken, runnerOf(l), l.Time.Format(time.RFC3339), l.Reason))}
 }
 
 // keysFingerprint identifies the public keys a renewal asks certificates

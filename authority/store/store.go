@@ -110,6 +110,16 @@ END;
 CREATE TRIGGER IF NOT EXISTS join_token_removed_unlocked_chains AFTER DELETE ON resources WHEN old.kind = 'join_token' BEGIN
 	DELETE FROM unlocked_chains WHERE join_token = old.name;
 END;
+CREATE TABLE IF NOT EXISTS bot_instances (chain TEXT PRIMARY KEY, bot TEXT NOT NULL, join_token TEXT NOT NULL,
+	first_join INTEGER NOT NULL, runner TEXT NOT NULL, locked_at INTEGER NOT NULL, lock_reason TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS bot_instances_bot ON bot_instances (bot, join_token);
+CREATE INDEX IF NOT EXISTS bot_generations_chain ON bot_generations (chain);
+CREATE TRIGGER IF NOT EXISTS bot_removed_instances AFTER DELETE ON resources WHEN old.kind = 'bot' BEGIN
+	DELETE FROM bot_instances WHERE bot = old.name;
+END;
+CREATE TRIGGER IF NOT EXISTS join_token_removed_instances AFTER DELETE ON resources WHEN old.kind = 'join_token' BEGIN
+	DELETE FROM bot_instances WHERE join_token = old.name;
+END;
 `
 
 // FileName is the store's database file in data_dir.
