@@ -30,10 +30,12 @@ var Version = "dev"
 // Authority is a running authority's state.
 type Authority struct {
 	cfg   *Config
-	store *store.Store
+	store timedStore
 	cas   *CAs
-	env   *verify.Env
-	log   *slog.Logger
+	// metrics are served on metrics_listen (metrics.go).
+	metrics *metrics
+	env     *verify.Env
+	log     *slog.Logger
 
 	// state is swapped whole when resources change, so joins never lock.
 	state    atomic.Pointer[state]
@@ -187,8 +189,10 @@ func openStore(ctx context.Context, cfg *Config, opts Options) (*Authority, erro
 	if err != nil {
 		return nil, err
 	}
-	a := &Authority{cfg: cfg, store: st, log: opts.Logger,
-		env: &verify.Env{Audience: cfg.Audience, HTTPClient: opts.HTTPClient, Now: opts.Now}}
+	m := newMetrics()
+	a := &Authority{cfg: cfg, store: timedStore{Store: st, m: m}, metrics: m, log: opts.Logger,
+		env: &verify.Env{Audience: cfg.Audience, HTTPClient: opts.HTTPClient, Now: opts.Now, Observe: m.outbound}}
+	m.watch(a, st.Pools())
 	if a.cas, err = LoadCAs(ctx, st, cfg.ClusterName); err != nil {
 		st.Close()
 		return nil, err
@@ -218,7 +222,7 @@ func (a *Authority) CAs() *CAs { return a.cas }
 func (a *Authority) Config() *Config { return a.cfg }
 
 // Store returns the authority's store.
-func (a *Authority) Store() *store.Store { return a.store }
+func (a *Authority) Store() *store.Store { return a.store.Store }
 
 // Apply checks resources against everything already stored (references,
 // join token sections), stores them and makes them effective for the next
@@ -331,7 +335,7 @@ func (a *Authority) reloadLocked(ctx context.Context) error {
 		return a.reloadFixing(ctx, err)
 	}
 	// Removing a bot lifts its lock: read them again with the resources.
-	if err := a.locks.reload(ctx, a.store); err != nil {
+	if err := a.reloadLocks(ctx); err != nil {
 		return fmt.Errorf("reading bot locks: %w", err)
 	}
 	a.state.Store(next)
@@ -365,7 +369,7 @@ func (a *Authority) refresh(ctx context.Context) {
 	if a.refreshNow(ctx) {
 		return // reloading the resources read the locks too
 	}
-	if err := a.locks.reload(ctx, a.store); err != nil {
+	if err := a.reloadLocks(ctx); err != nil {
 		a.log.Error("reading bot locks from the store; keeping the previous ones", "err", err)
 	}
 }
@@ -492,3 +496,11 @@ type fileError struct {
 
 func (e *fileError) Error() string { return e.msg }
 func (e *fileError) Unwrap() error { return e.err }
+
+// reloadLocks reads the store's locks into this process's copy.
+func (a *Authority) reloadLocks(ctx context.Context) error {
+	start := time.Now()
+	err := a.locks.reload(ctx, a.store.Store)
+	a.metrics.storeCall("reload_locks", start, err)
+	return err
+}

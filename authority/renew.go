@@ -51,6 +51,7 @@ func (a *Authority) handleRenew(w http.ResponseWriter, r *http.Request) {
 // a token join or of an earlier renewal, and records the outcome in the
 // audit log either way. A refusal is an *identity.Error.
 func (a *Authority) Renew(ctx context.Context, req *identity.RenewRequest, cert *x509.Certificate, remote string) (*identity.JoinResponse, error) {
+	start := time.Now()
 	ev := &store.AuditEvent{Event: "renew", Method: tokenMethod, Remote: remote}
 	resp, err := a.renew(ctx, req, cert, ev)
 	if err == nil {
@@ -60,10 +61,12 @@ func (a *Authority) Renew(ctx context.Context, req *identity.RenewRequest, cert 
 	}
 	if err != nil {
 		refusal := a.recordRefusal(ctx, ev, err)
+		a.metrics.renewal(time.Since(start), refusal)
 		a.log.Warn("renewal refused", "bot", ev.Bot, "join_token", ev.JoinToken, "generation", ev.Claims["generation"],
 			"code", refusal.Code, "reason", ev.Message, "cause", boundedCause(refusal.Err), "remote", ev.Remote)
 		return nil, refusal
 	}
+	a.metrics.renewal(time.Since(start), nil)
 	a.log.Info("renewal admitted", "bot", ev.Bot, "join_token", ev.JoinToken, "generation", ev.Claims["generation"],
 		"roles", ev.Roles, "not_after", ev.NotAfter, "remote", ev.Remote)
 	return resp, nil
@@ -121,6 +124,7 @@ func (a *Authority) renew(ctx context.Context, req *identity.RenewRequest, cert 
 			"join again with a new secret (mbot tokens add --bot %s)", botName, lineage.JoinToken, botName)
 	case errors.As(err, &mismatch):
 		a.locks.addInstance(mismatch.Lock)
+		a.metrics.locks.Inc()
 		a.log.Error("locked a bot instance: a stale certificate generation was presented, so the instance's identity was copied; the bot's other instances keep renewing",
 			"bot", botName, "join_token", lineage.JoinToken, "instance", lineage.Chain, "first_join", mismatch.Lock.FirstJoin,
 			"runner", mismatch.Lock.Runner, "presented", mismatch.Presented, "current", mismatch.Current, "remote", ev.Remote)

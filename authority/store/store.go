@@ -358,3 +358,15 @@ func (s *Store) PruneAudit(ctx context.Context, before time.Time) (int64, error)
 	}
 	return res.RowsAffected()
 }
+
+// Ping checks that the store answers a query, for readiness (/readyz).
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	return s.read.QueryRowContext(ctx, `SELECT 1`).Scan(&one)
+}
+
+// Pools returns the store's connection pools by name, for their
+// statistics (mbot's go_sql_* metrics).
+func (s *Store) Pools() map[string]*sql.DB {
+	return map[string]*sql.DB{"write": s.write, "read": s.read}
+}

@@ -1,0 +1,249 @@
+package authority_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mbot-dev/mbot/authority"
+	"github.com/mbot-dev/mbot/identity"
+	"github.com/mbot-dev/mbot/internal/authoritytest"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// freeAddr is a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// get fetches url from the plain-HTTP metrics listener.
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// scrape reads /metrics at addr and parses it as Prometheus does.
+func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
+	t.Helper()
+	code, body := get(t, "http://"+addr+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %s", code, body)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v\n%s", err, body)
+	}
+	return families
+}
+
+// sample returns the value of the series of family name whose labels
+// include want (a counter's or gauge's value, a histogram's count), and
+// whether there is one.
+func sample(families map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
+	f := families[name]
+	if f == nil {
+		return 0, false
+	}
+next:
+	for _, m := range f.GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		for k, v := range want {
+			if labels[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount()), true
+		}
+	}
+	return 0, false
+}
+
+// exerciseAuthority makes real joins, refusals, a renewal, a copied
+// identity and a rate-limited burst, so that every metric has a series.
+func exerciseAuthority(t *testing.T, env *authoritytest.Env) {
+	t.Helper()
+	a := env.Authority
+	ctx := t.Context()
+	tok := githubToken(t, env.Issuer, nil)
+	if _, err := a.Join(ctx, joinRequest("github-deploy", "github", tok, time.Hour, newOutput(t, "identity")), "test"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := a.Join(ctx, joinRequest("github-deploy", "github", tok, time.Hour, newOutput(t, "identity")), "test")
+	wantCode(t, "a replayed proof", err, identity.CodeProofReplayed)
+	// A method the authority does not know, with terminal escapes: counted
+	// as "other", never as a label of the caller's choosing.
+	_, err = a.Join(ctx, joinRequest("github-deploy", "evil\x1b[31m", tok, time.Hour, newOutput(t, "identity")), "test")
+	wantCode(t, "an unknown method", err, identity.CodeBadRequest)
+
+	// A token-joined instance renews, then a copy of it is presented.
+	gen1 := tokenJoin(t, a, "runner-1", "secret-1")
+	if _, err := renewOverTLS(t, env, gen1, newOutput(t, "identity"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	_, err = renewOverTLS(t, env, gen1, newOutput(t, "identity"), time.Hour)
+	wantCode(t, "a copied identity", err, identity.CodeInstanceLocked)
+
+	// Bodies that are not join requests, over HTTPS, until the address is
+	// rate limited.
+	roots := x509.NewCertPool()
+	roots.AddCert(a.CAs().TLSCert)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	defer c.CloseIdleConnections()
+	limited := false
+	for i := 0; i < 40 && !limited; i++ {
+		resp, err := c.Post(env.URL+identity.PathJoin, "application/json", bytes.NewReader([]byte("not json")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		limited = resp.StatusCode == http.StatusTooManyRequests
+	}
+	if !limited {
+		t.Fatal("40 refused requests from one address were never rate limited")
+	}
+}
+
+// TestMetricsListener scrapes the real metrics listener after real joins
+// and refusals: every metric of docs/operations.md has its series, with
+// label values from fixed sets; /healthz and /readyz answer.
+func TestMetricsListener(t *testing.T) {
+	addr := freeAddr(t)
+	env := authoritytest.Start(t, "acme", renewBotsYAML+tokenJoinTokenYAML("runner-1", "secret-1"), "metrics_listen: "+addr+"\n")
+	if code, body := get(t, "http://"+addr+"/healthz"); code != http.StatusOK || strings.TrimSpace(body) != "ok" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	if code, body := get(t, "http://"+addr+"/readyz"); code != http.StatusOK || strings.TrimSpace(body) != "ready" {
+		t.Errorf("/readyz: %d %q", code, body)
+	}
+	exerciseAuthority(t, env)
+	families := scrape(t, addr)
+
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		min    float64
+		max    float64 // 0: no upper bound
+	}{
+		{authority.MetricJoins, map[string]string{"method": "github", "result": "admitted", "code": "none"}, 1, 1},
+		{authority.MetricJoins, map[string]string{"method": "github", "result": "refused", "code": "proof_replayed"}, 1, 1},
+		{authority.MetricJoins, map[string]string{"method": "other", "result": "refused", "code": "bad_request"}, 2, 0},
+		{authority.MetricJoins, map[string]string{"method": "token", "result": "admitted", "code": "none"}, 1, 1},
+		{authority.MetricRenewals, map[string]string{"result": "admitted", "code": "none"}, 1, 1},
+		{authority.MetricRenewals, map[string]string{"result": "refused", "code": "instance_locked"}, 1, 1},
+		{authority.MetricJoinDuration, map[string]string{"method": "github"}, 2, 2},
+		{authority.MetricRenewalDuration, nil, 2, 2},
+		{authority.MetricStoreCallDuration, map[string]string{"operation": "record_join"}, 2, 0},
+		{authority.MetricStoreCallDuration, map[string]string{"operation": "advance_generation"}, 2, 0},
+		{authority.MetricStoreCallDuration, map[string]string{"operation": "audit"}, 1, 0},
+		{authority.MetricStoreCallErrors, map[string]string{"operation": "record_join"}, 0, -1}, // a replay is an answer
+		{authority.MetricProofReplays, nil, 1, 1},
+		{authority.MetricRateLimited, nil, 1, 0},
+		{authority.MetricInstanceLocks, nil, 1, 1},
+		{authority.MetricOutboundCalls, map[string]string{"call": "oidc_discovery", "result": "ok"}, 1, 0},
+		{authority.MetricOutboundCalls, map[string]string{"call": "jwks", "result": "ok"}, 1, 0},
+		{authority.MetricOutboundDuration, map[string]string{"call": "jwks"}, 1, 0},
+		{authority.MetricReady, nil, 1, 1},
+		{authority.MetricBuildInfo, nil, 1, 1},
+		{"go_sql_open_connections", map[string]string{"db_name": "write"}, 0, 0},
+		{"go_sql_max_open_connections", map[string]string{"db_name": "read"}, 1, 0},
+		{"process_start_time_seconds", nil, 1, 0},
+	} {
+		v, ok := sample(families, c.name, c.labels)
+		if c.max < 0 {
+			if ok && v > 0 {
+				t.Errorf("%s%v = %v, want none", c.name, c.labels, v)
+			}
+			continue
+		}
+		if !ok || v < c.min || (c.max > 0 && v > c.max) {
+			t.Errorf("%s%v = %v (present %v), want %v..%v", c.name, c.labels, v, ok, c.min, c.max)
+		}
+	}
+	for name, f := range families {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if strings.ContainsAny(l.GetValue(), "\x1b\n") || strings.Contains(l.GetValue(), "evil") {
+					t.Errorf("%s has label %s=%q, from a caller", name, l.GetName(), l.GetValue())
+				}
+			}
+		}
+	}
+}
+
+// TestReadyzStoreDown: with the store closed, /readyz answers 503 with the
+// reason and mbot_ready is 0, while /healthz still answers: the process is
+// up, a load balancer drains it.
+func TestReadyzStoreDown(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	cfg, err := authority.ParseConfig(filepath.Join(dir, "authority.yaml"),
+		fmt.Appendf(nil, "cluster_name: acme\nlisten: 127.0.0.1:0\ndata_dir: ./data\nmetrics_listen: %s\n", addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := authority.Open(context.Background(), cfg, authority.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready, done := make(chan net.Addr, 1), make(chan error, 1)
+	go func() { done <- a.Serve(ctx, func(addr net.Addr) { ready <- addr }) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	defer func() { cancel(); <-done }()
+	if code, body := get(t, "http://"+addr+"/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz before: %d %q", code, body)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(t, "http://"+addr+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "not ready: the store does not answer") {
+		t.Errorf("/readyz with the store closed: %d %q, want 503 naming the store", code, body)
+	}
+	if code, _ := get(t, "http://"+addr+"/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz with the store closed: %d, want 200", code)
+	}
+	if v, ok := sample(scrape(t, addr), authority.MetricReady, nil); !ok || v != 0 {
+		t.Errorf("%s with the store closed = %v (present %v), want 0", authority.MetricReady, v, ok)
+	}
+}
