@@ -117,12 +117,18 @@ func newMetrics() *metrics {
 	for _, c := range refusalCodes {
 		m.knownCodes[string(c)] = true
 	}
+	// Series that alerts and dashboards divide by or alert on exist from
+	// the start, at zero, rather than from their first event.
 	for _, op := range storeOperations {
 		m.knownOperations[op] = true
+		m.storeErrors.WithLabelValues(op)
 	}
 	for _, c := range outboundCalls {
 		m.knownCall[c] = true
+		m.outboundCalls.WithLabelValues(c, resultOK)
+		m.outboundCalls.WithLabelValues(c, "error")
 	}
+	m.renewals.WithLabelValues(resultAdmitted, "none")
 	m.registry.MustRegister(m.joins, m.renewals, m.joinSeconds, m.renewSeconds, m.storeSeconds, m.storeErrors,
 		m.replays, m.limited, m.locks, m.outboundCalls, m.outboundSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

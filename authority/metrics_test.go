@@ -5,12 +5,15 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +24,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"gopkg.in/yaml.v3"
 )
 
 // freeAddr is a loopback address with a port free a moment ago.
@@ -245,5 +249,136 @@ func TestReadyzStoreDown(t *testing.T) {
 	}
 	if v, ok := sample(scrape(t, addr), authority.MetricReady, nil); !ok || v != 0 {
 		t.Errorf("%s with the store closed = %v (present %v), want 0", authority.MetricReady, v, ok)
+	}
+}
+
+// promQLMetric finds the metric names in a PromQL expression: mbot's own,
+// the store pools' (go_sql_), the process's and Prometheus's up.
+var promQLMetric = regexp.MustCompile(`\b(mbot_[a-z0-9_]+|go_sql_[a-z0-9_]+|go_[a-z0-9_]+|process_[a-z0-9_]+|up)\b`)
+
+// alertRules is the shape of a Prometheus rules file.
+type alertRules struct {
+	Groups []struct {
+		Name  string `yaml:"name"`
+		Rules []struct {
+			Alert       string            `yaml:"alert"`
+			Expr        string            `yaml:"expr"`
+			For         string            `yaml:"for"`
+			Labels      map[string]string `yaml:"labels"`
+			Annotations map[string]string `yaml:"annotations"`
+		} `yaml:"rules"`
+	} `yaml:"groups"`
+}
+
+// collectExprs gathers every "expr" string of a Grafana dashboard.
+func collectExprs(v any, out *[]string) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			if s, ok := x.(string); ok && k == "expr" {
+				*out = append(*out, s)
+			}
+			collectExprs(x, out)
+		}
+	case []any:
+		for _, x := range v {
+			collectExprs(x, out)
+		}
+	}
+}
+
+// TestDeployMetricNames checks deploy/: the Grafana dashboard is JSON with
+// panels, the alert rules are a Prometheus rules file whose every rule has
+// an expression, a severity and a summary, and every metric name either
+// references is one a real authority exposes, scraped after real joins.
+func TestDeployMetricNames(t *testing.T) {
+	addr := freeAddr(t)
+	env := authoritytest.Start(t, "acme", renewBotsYAML+tokenJoinTokenYAML("runner-1", "secret-1"), "metrics_listen: "+addr+"\n")
+	exerciseAuthority(t, env)
+	families := scrape(t, addr)
+	exposed := func(name string) bool {
+		if name == "up" || families[name] != nil {
+			return true // up is Prometheus's own, for every target
+		}
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			if base, ok := strings.CutSuffix(name, suffix); ok && families[base] != nil && families[base].GetType() == dto.MetricType_HISTOGRAM {
+				return true
+			}
+		}
+		return false
+	}
+	// Every metric docs/operations.md names is exposed too.
+	for _, name := range []string{authority.MetricJoins, authority.MetricRenewals, authority.MetricJoinDuration, authority.MetricRenewalDuration,
+		authority.MetricStoreCallDuration, authority.MetricStoreCallErrors, authority.MetricProofReplays, authority.MetricRateLimited,
+		authority.MetricOutboundCalls, authority.MetricOutboundDuration, authority.MetricInstanceLocks, authority.MetricReady, authority.MetricBuildInfo} {
+		if !exposed(name) {
+			t.Errorf("the authority does not expose %s", name)
+		}
+	}
+
+	data, err := os.ReadFile(filepath.Join("..", "deploy", "grafana", "mbot-authority.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dashboard map[string]any
+	if err := json.Unmarshal(data, &dashboard); err != nil {
+		t.Fatalf("deploy/grafana/mbot-authority.json is not JSON: %v", err)
+	}
+	if panels, _ := dashboard["panels"].([]any); len(panels) < 6 || dashboard["title"] == nil || dashboard["uid"] == nil {
+		t.Errorf("the dashboard has %d panels, title %v, uid %v", len(panels), dashboard["title"], dashboard["uid"])
+	}
+	var exprs []string
+	collectExprs(dashboard, &exprs)
+	if len(exprs) < 10 {
+		t.Errorf("the dashboard has %d queries", len(exprs))
+	}
+
+	data, err = os.ReadFile(filepath.Join("..", "deploy", "prometheus", "mbot-alerts.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules alertRules
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&rules); err != nil {
+		t.Fatalf("deploy/prometheus/mbot-alerts.yaml: %v", err)
+	}
+	alerts := map[string]bool{}
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" || r.Expr == "" || r.Labels["severity"] == "" || r.Annotations["summary"] == "" {
+				t.Errorf("alert rule %+v lacks a name, expression, severity or summary", r)
+			}
+			if r.For != "" {
+				if _, err := model.ParseDuration(r.For); err != nil {
+					t.Errorf("alert %s: for: %v", r.Alert, err)
+				}
+			}
+			alerts[r.Alert] = true
+			exprs = append(exprs, r.Expr)
+		}
+	}
+	// The alerts the operations guide promises.
+	for _, name := range []string{"MbotAuthorityDown", "MbotAuthorityNotReady", "MbotJoinRefusalRateHigh", "MbotStoreSlow", "MbotProofReplaysSpike"} {
+		if !alerts[name] {
+			t.Errorf("deploy/prometheus/mbot-alerts.yaml has no alert %s", name)
+		}
+	}
+
+	seen := map[string]bool{}
+	for _, e := range exprs {
+		names := promQLMetric.FindAllString(e, -1)
+		if len(names) == 0 {
+			t.Errorf("query %q names no metric", e)
+		}
+		for _, n := range names {
+			if !seen[n] && !exposed(n) {
+				t.Errorf("%q is not a metric the authority exposes (in %q)", n, e)
+			}
+			seen[n] = true
+		}
+	}
+	if len(seen) < 15 {
+		t.Errorf("deploy/ references only %d metric names: %v", len(seen), seen)
 	}
 }
