@@ -382,3 +382,87 @@ func TestDeployMetricNames(t *testing.T) {
 		t.Errorf("deploy/ references only %d metric names: %v", len(seen), seen)
 	}
 }
+
+// TestOperationsDocConfig loads every yaml block of docs/operations.md
+// with the authority's config loader, and checks that the doc names every
+// metric the authority exposes under its own prefix.
+func TestOperationsDocConfig(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(data)
+	blocks := 0
+	for rest := doc; ; {
+		_, after, ok := strings.Cut(rest, "```yaml\n")
+		if !ok {
+			break
+		}
+		block, tail, ok := strings.Cut(after, "```")
+		if !ok {
+			t.Fatal("docs/operations.md: a yaml block is not closed")
+		}
+		rest = tail
+		blocks++
+		cfg, err := authority.ParseConfig(filepath.Join(t.TempDir(), "authority.yaml"), []byte(block))
+		if err != nil {
+			t.Errorf("docs/operations.md yaml block %d: %v", blocks, err)
+			continue
+		}
+		if cfg.MetricsListen == "" {
+			t.Errorf("docs/operations.md yaml block %d sets no metrics_listen", blocks)
+		}
+	}
+	if blocks == 0 {
+		t.Error("docs/operations.md has no yaml block")
+	}
+	for _, name := range []string{authority.MetricJoins, authority.MetricRenewals, authority.MetricJoinDuration, authority.MetricRenewalDuration,
+		authority.MetricStoreCallDuration, authority.MetricStoreCallErrors, authority.MetricProofReplays, authority.MetricRateLimited,
+		authority.MetricOutboundCalls, authority.MetricOutboundDuration, authority.MetricInstanceLocks, authority.MetricReady, authority.MetricBuildInfo} {
+		if !strings.Contains(doc, "`"+name+"`") {
+			t.Errorf("docs/operations.md does not list %s", name)
+		}
+	}
+}
+
+// TestMetricsListenConfig: metrics_listen must be host:port of its own.
+func TestMetricsListenConfig(t *testing.T) {
+	for _, c := range []struct{ value, want string }{
+		{"9090", `authority.yaml:3: metrics_listen: "9090" is not host:port`},
+		{"127.0.0.1:8443", "metrics_listen: 127.0.0.1:8443 is the listen address"},
+	} {
+		_, err := authority.ParseConfig(filepath.Join(t.TempDir(), "authority.yaml"),
+			[]byte("cluster_name: acme\nlisten: 127.0.0.1:8443\nmetrics_listen: \""+c.value+"\"\n"))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("metrics_listen %q: %v, want %q", c.value, err, c.want)
+		}
+	}
+}
+
+// TestNewLogger: --log-format json writes one JSON object per line, with a
+// hostile value escaped; an unknown format is refused.
+func TestNewLogger(t *testing.T) {
+	var buf bytes.Buffer
+	log, err := authority.NewLogger(&buf, "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Warn("join refused", "join_token", "evil\n{\"level\":\"ERROR\"}\x1b[31m", "code", "bad_request")
+	log.Info("join admitted", "bot", "deployer")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines for 2 records:\n%s", len(lines), buf.String())
+	}
+	for _, line := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil || rec["msg"] == nil || rec["level"] == nil || rec["time"] == nil {
+			t.Errorf("line %q: %v %v", line, rec, err)
+		}
+		if strings.Contains(line, "\x1b") {
+			t.Errorf("line %q carries a raw escape", line)
+		}
+	}
+	if _, err := authority.NewLogger(&buf, "xml"); err == nil || !strings.Contains(err.Error(), "text, json") {
+		t.Errorf("log format xml: %v", err)
+	}
+}
