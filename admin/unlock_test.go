@@ -118,7 +118,7 @@ func TestUnlock(t *testing.T) {
 			}
 			var listed bool
 			for _, in := range list {
-				listed = listed || (in.ID == id && in.State() == "locked" && in.JoinToken == tc.joinToken && in.Runner == "test" && in.Generation == 2)
+				listed = listed || (in.ID == id && in.State == "locked" && in.JoinToken == tc.joinToken && in.Runner == "test" && in.Generation == 2)
 			}
 			if !listed {
 				t.Errorf("mbot get bot_instances does not list %s as locked: %+v", id, list)

@@ -500,7 +500,7 @@ func TestUnlock(t *testing.T) {
 	}
 	for _, in := range list {
 		want := map[string]string{"runner-1": "locked", "runner-2": "active"}[in.JoinToken]
-		if in.State() != want || in.Runner != "test" || in.FirstJoin.IsZero() || (in.ID == chain) != (in.JoinToken == "runner-1") {
+		if in.State != want || in.Runner != "test" || in.FirstJoin.IsZero() || (in.ID == chain) != (in.JoinToken == "runner-1") {
 			t.Errorf("instance %+v, want %s", in, want)
 		}
 	}

@@ -311,7 +311,7 @@ func writeInstances(w io.Writer, list []admin.BotInstance) error {
 			last = in.LastRenewal.Format(time.RFC3339)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", displayName(in.ID), displayName(in.Bot), displayName(in.JoinToken),
-			first, orNone(identity.Printable(identity.Truncate(in.Runner, 64))), last, in.Generation, in.State())
+			first, orNone(identity.Printable(identity.Truncate(in.Runner, 64))), last, in.Generation, in.State)
 	}
 	return tw.Flush()
 }

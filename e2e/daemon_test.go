@@ -604,7 +604,7 @@ func TestDaemonLockout(t *testing.T) {
 		}
 		states := map[string]string{}
 		for _, in := range list {
-			states[in.ID] = in.State()
+			states[in.ID] = in.State
 			if in.ID == otherInstance && (in.LastRenewal.IsZero() || in.Generation < 3) {
 				t.Errorf("the other instance has not renewed: %+v", in)
 			}

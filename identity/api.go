@@ -288,8 +288,8 @@ const (
 	// CodeRenewalRefused: the certificate cannot be renewed (its join token or
 	// bot is gone, or it came from a join that does not renew itself).
 	CodeRenewalRefused ErrorCode = "renewal_refused"
-	// CodeBotLocked: a stale certificate generation was presented, so a copy
-	// of the bot's identity is in use elsewhere; the bot is locked.
+	// CodeBotLocked: the whole bot is locked, by an authority from before
+	// instance-scoped locks (CodeInstanceLocked) that saw a copied identity.
 	CodeBotLocked ErrorCode = "bot_locked"
 	// CodeInstanceLocked: a stale certificate generation of this bot
 	// instance (renewal chain) was presented, so a copy of its identity is

@@ -127,11 +127,11 @@ func TestInstanceLockIsScoped(t *testing.T) {
 	if err != nil || len(list) != 2 {
 		t.Fatalf("BotInstances = %+v, %v", list, err)
 	}
-	if list[0].ID != "c1" || list[0].State() != "locked" || list[0].Runner != "192.0.2.1:4000" || list[0].Generation != 2 ||
+	if list[0].ID != "c1" || list[0].State != "locked" || list[0].Runner != "192.0.2.1:4000" || list[0].Generation != 2 ||
 		list[0].FirstJoin.IsZero() || list[0].LastRenewal.IsZero() {
 		t.Errorf("instance c1 = %+v, want locked at generation 2", list[0])
 	}
-	if list[1].ID != "c2" || list[1].State() != "active" || list[1].Generation != 3 || list[1].JoinToken != "t2" {
+	if list[1].ID != "c2" || list[1].State != "active" || list[1].Generation != 3 || list[1].JoinToken != "t2" {
 		t.Errorf("instance c2 = %+v, want active at generation 3", list[1])
 	}
 	if other, err := st.BotInstances(ctx, "other"); err != nil || len(other) != 0 {

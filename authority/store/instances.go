@@ -39,25 +39,19 @@ func (e *InstanceLockedError) Error() string { return e.Lock.Reason }
 
 // BotInstance is one renewal chain as mbot get bot_instances lists it.
 type BotInstance struct {
-	ID        string    `json:"id"`
-	Bot       string    `json:"bot"`
-	JoinToken string    `json:"join_token"`
-	FirstJoin time.Time `json:"first_join,omitzero"`
-	Runner    string    `json:"runner,omitempty"`
+	ID        string    `json:"id" yaml:"id"`
+	Bot       string    `json:"bot" yaml:"bot"`
+	JoinToken string    `json:"join_token" yaml:"join_token"`
+	FirstJoin time.Time `json:"first_join,omitzero" yaml:"first_join,omitempty"`
+	Runner    string    `json:"runner,omitempty" yaml:"runner,omitempty"`
 	// LastRenewal is zero until the instance renews once.
-	LastRenewal time.Time `json:"last_renewal,omitzero"`
-	Generation  uint64    `json:"generation"`
+	LastRenewal time.Time `json:"last_renewal,omitzero" yaml:"last_renewal,omitempty"`
+	Generation  uint64    `json:"generation" yaml:"generation"`
 	// LockedSince and LockReason are set for a locked instance.
-	LockedSince time.Time `json:"locked_since,omitzero"`
-	LockReason  string    `json:"lock_reason,omitempty"`
-}
-
-// State is "locked" or "active".
-func (i *BotInstance) State() string {
-	if !i.LockedSince.IsZero() {
-		return "locked"
-	}
-	return "active"
+	LockedSince time.Time `json:"locked_since,omitzero" yaml:"locked_since,omitempty"`
+	LockReason  string    `json:"lock_reason,omitempty" yaml:"lock_reason,omitempty"`
+	// State is "locked" or "active".
+	State string `json:"state" yaml:"state"`
 }
 
 // ErrUnknownInstance is returned by UnlockInstance for an ID that is no
@@ -191,6 +185,10 @@ func (s *Store) BotInstances(ctx context.Context, bot string) ([]BotInstance, er
 			return nil, err
 		}
 		in.FirstJoin, in.LockedSince = unixTime(first), unixTime(lockedAt)
+		in.State = "active"
+		if lockedAt != 0 {
+			in.State = "locked"
+		}
 		if in.Generation > 1 {
 			in.LastRenewal = unixTime(updated)
 		}
