@@ -59,6 +59,11 @@ type metrics struct {
 	outboundSeconds            *prometheus.HistogramVec
 	knownMethods, knownCodes   map[string]bool
 	knownOperations, knownCall map[string]bool
+	// The series every admitted join touches, resolved once: a label
+	// lookup hashes its values on each call.
+	admitted    map[string]prometheus.Counter  // by method
+	methodTimes map[string]prometheus.Observer // by method
+	storeTimes  map[string]prometheus.Observer // by operation
 }
 
 // refusalCodes are the codes a join or renewal may be refused with.
@@ -110,9 +115,12 @@ func newMetrics() *metrics {
 		outboundSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: MetricOutboundDuration,
 			Help: "Time of each call to another service to verify proofs.", Buckets: latencyBuckets}, []string{"call"}),
 		knownMethods: map[string]bool{}, knownCodes: map[string]bool{}, knownOperations: map[string]bool{}, knownCall: map[string]bool{},
+		admitted: map[string]prometheus.Counter{}, methodTimes: map[string]prometheus.Observer{}, storeTimes: map[string]prometheus.Observer{},
 	}
-	for _, name := range verify.MethodNames() {
+	for _, name := range append(verify.MethodNames(), labelOther) {
 		m.knownMethods[name] = true
+		m.admitted[name] = m.joins.WithLabelValues(name, resultAdmitted, "none")
+		m.methodTimes[name] = m.joinSeconds.WithLabelValues(name)
 	}
 	for _, c := range refusalCodes {
 		m.knownCodes[string(c)] = true
@@ -122,6 +130,7 @@ func newMetrics() *metrics {
 	for _, op := range storeOperations {
 		m.knownOperations[op] = true
 		m.storeErrors.WithLabelValues(op)
+		m.storeTimes[op] = m.storeSeconds.WithLabelValues(op)
 	}
 	for _, c := range outboundCalls {
 		m.knownCall[c] = true
@@ -165,9 +174,13 @@ func (m *metrics) label(known map[string]bool, v string) string {
 // join counts one answered join; err is its refusal, or nil.
 func (m *metrics) join(method string, took time.Duration, err error) {
 	method = m.label(m.knownMethods, method)
+	m.methodTimes[method].Observe(took.Seconds())
+	if err == nil {
+		m.admitted[method].Inc()
+		return
+	}
 	result, code := m.outcome(err)
 	m.joins.WithLabelValues(method, result, code).Inc()
-	m.joinSeconds.WithLabelValues(method).Observe(took.Seconds())
 	if code == string(identity.CodeProofReplayed) {
 		m.replays.Inc()
 	}
@@ -194,7 +207,7 @@ func (m *metrics) outcome(err error) (result, code string) {
 // storeCall records one store call that started at start.
 func (m *metrics) storeCall(op string, start time.Time, err error) {
 	op = m.label(m.knownOperations, op)
-	m.storeSeconds.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	m.storeTimes[op].Observe(time.Since(start).Seconds())
 	if err != nil {
 		m.storeErrors.WithLabelValues(op).Inc()
 	}
