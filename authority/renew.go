@@ -129,7 +129,19 @@ func (a *Authority) renew(ctx context.Context, req *identity.RenewRequest, cert 
 			"bot", botName, "join_token", lineage.JoinToken, "instance", lineage.Chain, "first_join", mismatch.Lock.FirstJoin,
 			"runner", mismatch.Lock.Runner, "presented", mismatch.Presented, "current", mismatch.Current, "remote", ev.Remote)
 		ev.Claims["instance"] = lineage.Chain
-		return nil, instanceLockedError(mismatch.Lock)
+		// The lock is an event of its own in the audit log, beside the
+		// refused renewal that caused it: mbot audit lists it by name.
+		l := mismatch.Lock
+		lockEv := &store.AuditEvent{Event: "bot_instance.lock", Allowed: true, Bot: botName, JoinToken: l.JoinToken, Method: tokenMethod,
+			Remote: ev.Remote, Claims: map[string]string{"instance": l.Instance, "runner": l.Runner},
+			Message: fmt.Sprintf("locked bot instance %s of bot %s (join token %q, %s): %s; the bot's other instances keep renewing",
+				l.Instance, botName, l.JoinToken, runnerOf(l), l.Reason)}
+		if !l.FirstJoin.IsZero() {
+			lockEv.Claims["first_join"] = l.FirstJoin.Format(time.RFC3339)
+		}
+		lockEv.Bound()
+		a.auditAdmin(context.WithoutCancel(ctx), lockEv)
+		return nil, instanceLockedError(l)
 	case errors.As(err, &locked):
 		a.locks.addInstance(locked.Lock)
 		return nil, instanceLockedError(locked.Lock)

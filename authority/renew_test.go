@@ -22,6 +22,7 @@ import (
 
 	"github.com/mbot-dev/mbot/authority"
 	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/authority/verify"
 	"github.com/mbot-dev/mbot/client"
 	"github.com/mbot-dev/mbot/identity"
@@ -216,7 +217,15 @@ func TestRenewGenerations(t *testing.T) {
 	_, err = renewOverTLS(t, env, gen1, newOutput(t, "identity"), time.Hour)
 	wantCode(t, "renewal with a stale generation", err, identity.CodeInstanceLocked, `instance of bot "deployer"`, "first joined", " from test",
 		"mbot unlock bot_instance/"+l1.Chain, "mbot tokens add --bot deployer", "other instances keep renewing")
-	ev = lastAudit(t, a)
+	evs, err := a.Store().ListAudit(ctx, store.AuditFilter{Limit: 2})
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("audit records: %v %v", evs, err)
+	}
+	if lock := evs[1]; lock.Event != "bot_instance.lock" || lock.Bot != "deployer" || lock.JoinToken != "runner-1" || lock.Claims["instance"] != l1.Chain ||
+		lock.Claims["runner"] != "test" || lock.Claims["first_join"] == "" || !strings.Contains(lock.Message, "other instances keep renewing") {
+		t.Errorf("audit record of the lock = %+v", lock)
+	}
+	ev = evs[0]
 	if ev.Event != "renew" || ev.Allowed || ev.Code != "instance_locked" || ev.Claims["generation"] != "1" || ev.Claims["instance"] != l1.Chain ||
 		!strings.Contains(ev.Message, "generation 1") || !strings.Contains(ev.Message, "first joined") || !strings.Contains(ev.Message, l1.Chain) {
 		t.Errorf("audit record of the lockout = %+v", ev)

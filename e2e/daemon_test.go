@@ -629,6 +629,14 @@ func TestDaemonLockout(t *testing.T) {
 		if !lockout || !daemon {
 			t.Errorf("audit log lacks the lockout (%v) or the daemon's refused renewal (%v):\n%+v", lockout, daemon, auditEvents(t, dc.cluster, "renew"))
 		}
+		var lockEvent bool
+		for _, ev := range auditEvents(t, dc.cluster, "bot_instance.lock") {
+			lockEvent = lockEvent || (ev.Bot == botName && ev.JoinToken == name && ev.Claims["instance"] == instance &&
+				strings.HasPrefix(ev.Claims["runner"], "127.0.0.1:") && ev.Claims["first_join"] != "")
+		}
+		if !lockEvent {
+			t.Errorf("audit log lacks the bot_instance.lock record naming the runner: %+v", auditEvents(t, dc.cluster, "bot_instance.lock"))
+		}
 		if !strings.Contains(dc.auth.logs.String(), "locked a bot instance") {
 			t.Errorf("the authority did not log the lockout:\n%s", dc.auth.logs)
 		}
