@@ -123,25 +123,9 @@ func (a *Authority) renew(ctx context.Context, req *identity.RenewRequest, cert 
 		return nil, identity.Errorf(identity.CodeRenewalRefused, "this identity of bot %q is no longer renewed: join token %q was removed or used to join again since it was issued; "+
 			"join again with a new secret (mbot tokens add --bot %s)", botName, lineage.JoinToken, botName)
 	case errors.As(err, &mismatch):
-		a.locks.addInstance(mismatch.Lock)
-		a.metrics.locks.Inc()
-		a.log.Error("locked a bot instance: a stale certificate generation was presented, so the instance's identity was copied; the bot's other instances keep renewing",
-			"bot", botName, "join_token", lineage.JoinToken, "instance", lineage.Chain, "first_join", mismatch.Lock.FirstJoin,
-			"runner", mismatch.Lock.Runner, "presented", mismatch.Presented, "current", mismatch.Current, "remote", ev.Remote)
 		ev.Claims["instance"] = lineage.Chain
-		// The lock is an event of its own in the audit log, beside the
-		// refused renewal that caused it: mbot audit lists it by name.
-		l := mismatch.Lock
-		lockEv := &store.AuditEvent{Event: "bot_instance.lock", Allowed: true, Bot: botName, JoinToken: l.JoinToken, Method: tokenMethod,
-			Remote: ev.Remote, Claims: map[string]string{"instance": l.Instance, "runner": l.Runner},
-			Message: fmt.Sprintf("locked bot instance %s of bot %s (join token %q, %s): %s; the bot's other instances keep renewing",
-				l.Instance, botName, l.JoinToken, runnerOf(l), l.Reason)}
-		if !l.FirstJoin.IsZero() {
-			lockEv.Claims["first_join"] = l.FirstJoin.Format(time.RFC3339)
-		}
-		lockEv.Bound()
-		a.auditAdmin(context.WithoutCancel(ctx), lockEv)
-		return nil, instanceLockedError(l)
+		a.recordInstanceLock(ctx, mismatch, ev)
+		return nil, instanceLockedError(mismatch.Lock)
 	case errors.As(err, &locked):
 		a.locks.addInstance(locked.Lock)
 		return nil, instanceLockedError(locked.Lock)
@@ -216,12 +200,40 @@ func lockedError(l *store.BotLock) error {
 		l.Bot, l.Time.Format(time.RFC3339), l.Reason, l.Bot, l.Bot)
 }
 
+// recordInstanceLock applies a lock the store has just written to this
+// process, and logs and audits it naming the instance's runner: the lock is
+// a record of its own, beside the refused renewal (ev) that caused it.
+func (a *Authority) recordInstanceLock(ctx context.Context, mismatch *store.GenerationMismatch, ev *store.AuditEvent) {
+	l := mismatch.Lock
+	a.locks.addInstance(l)
+	a.metrics.locks.Inc()
+	a.log.Error("locked a bot instance: a stale certificate generation was presented, so the instance's identity was copied; the bot's other instances keep renewing",
+		"bot", l.Bot, "join_token", l.JoinToken, "instance", l.Instance, "first_join", l.FirstJoin, "runner", l.Runner,
+		"presented", mismatch.Presented, "current", mismatch.Current, "remote", ev.Remote)
+	lockEv := &store.AuditEvent{Event: "bot_instance.lock", Allowed: true, Bot: l.Bot, JoinToken: l.JoinToken, Method: tokenMethod,
+		Remote: ev.Remote, Claims: map[string]string{"instance": l.Instance, "runner": l.Runner},
+		Message: fmt.Sprintf("locked bot instance %s of bot %s (join token %q, %s): %s; the bot's other instances keep renewing",
+			l.Instance, l.Bot, l.JoinToken, runnerOf(l), l.Reason)}
+	if !l.FirstJoin.IsZero() {
+		lockEv.Claims["first_join"] = l.FirstJoin.Format(time.RFC3339)
+	}
+	lockEv.Bound()
+	a.auditAdmin(context.WithoutCancel(ctx), lockEv)
+}
+
+// instanceLockedError is the refusal of a locked instance's renewal. The
+// caller may hold the copy: it learns the instance and when it first
+// joined, not the runner's address, which the audit record keeps.
 func instanceLockedError(l *store.InstanceLock) error {
+	first := "joined before instances were recorded"
+	if !l.FirstJoin.IsZero() {
+		first = "first joined " + l.FirstJoin.Format(time.RFC3339)
+	}
 	return &identity.Error{Code: identity.CodeInstanceLocked,
-		Message: fmt.Sprintf("this instance of bot %q (%s) is locked since %s: a copy of its identity is in use elsewhere, so its renewals are refused; "+
+		Message: fmt.Sprintf("instance %s of bot %q (%s) is locked since %s: a copy of its identity is in use elsewhere, so its renewals are refused; "+
 			"the bot's other instances keep renewing. An admin lifts the lock with mbot unlock bot_instance/%s, which ends this instance's renewals; "+
 			"the runner then joins again with a new secret: mbot tokens add --bot %s",
-			l.Bot, runnerOf(l), l.Time.Format(time.RFC3339), l.Instance, l.Bot),
+			l.Instance, l.Bot, first, l.Time.Format(time.RFC3339), l.Instance, l.Bot),
 		Err: auditDetail(fmt.Sprintf("bot instance %s of bot %s (join token %q, %s) is locked since %s: %s",
 			l.Instance, l.Bot, l.JoinToken, runnerOf(l), l.Time.Format(time.RFC3339), l.Reason))}
 }

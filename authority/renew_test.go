@@ -215,7 +215,7 @@ func TestRenewGenerations(t *testing.T) {
 
 	// A copy of generation 1 with keys of its own gives itself away.
 	_, err = renewOverTLS(t, env, gen1, newOutput(t, "identity"), time.Hour)
-	wantCode(t, "renewal with a stale generation", err, identity.CodeInstanceLocked, `instance of bot "deployer"`, "first joined", " from test",
+	wantCode(t, "renewal with a stale generation", err, identity.CodeInstanceLocked, `of bot "deployer"`, "first joined",
 		"mbot unlock bot_instance/"+l1.Chain, "mbot tokens add --bot deployer", "other instances keep renewing")
 	evs, err := a.Store().ListAudit(ctx, store.AuditFilter{Limit: 2})
 	if err != nil || len(evs) != 2 {
@@ -438,7 +438,7 @@ func TestInstanceLocksSharedStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = a.Renew(ctx, withNewKeys(), cert2, "test")
-	wantCode(t, "renewal of the current generation right after the lock", err, identity.CodeInstanceLocked, `instance of bot "deployer"`)
+	wantCode(t, "renewal of the current generation right after the lock", err, identity.CodeInstanceLocked, `of bot "deployer"`)
 	if err := githubJoin(); err != nil {
 		t.Errorf("join of a bot with a locked instance: %v", err)
 	}
@@ -451,7 +451,7 @@ func TestInstanceLocksSharedStore(t *testing.T) {
 	_, err = other.Renew(ctx, withNewKeys(), inst2.cert, "replica")
 	wantCode(t, "renewal with a stale generation on another replica", err, identity.CodeInstanceLocked)
 	_, err = a.Renew(ctx, withNewKeys(), inst2.cert, "test")
-	wantCode(t, "renewal after another process locked the instance", err, identity.CodeInstanceLocked, "first joined", " from test")
+	wantCode(t, "renewal after another process locked the instance", err, identity.CodeInstanceLocked, "first joined", "is locked since")
 	if err := githubJoin(); err != nil {
 		t.Errorf("join after another process locked an instance: %v", err)
 	}
