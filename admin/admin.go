@@ -32,6 +32,8 @@ type Unlocked = authority.Unlocked
 
 // JoinTokenUnlocked is what UnlockJoinToken lifted.
 type JoinTokenUnlocked = authority.JoinTokenUnlocked
+// BotInstance is one token-joined runner of a bot: its renewal chain.
+type BotInstance = store.BotInstance
 
 // AdminLock is a lock on an admin's identities.
 type AdminLock = store.AdminLock
@@ -45,10 +47,14 @@ type Client interface {
 	Resources(ctx context.Context) (*resources.Set, error)
 	// Delete removes kind/name unless something refers to it.
 	Delete(ctx context.Context, kind, name string) error
-	// Unlock lifts the lock on bot and ends the renewals of its identities.
+	// Unlock lifts the locks on bot's instances and ends their renewals.
 	Unlock(ctx context.Context, bot string) (*Unlocked, error)
 	// UnlockJoinToken lifts the lock on a bound_keypair join token.
 	UnlockJoinToken(ctx context.Context, name string) (*JoinTokenUnlocked, error)
+	// UnlockInstance lifts the lock on one bot instance and ends its renewals.
+	UnlockInstance(ctx context.Context, id string) (*Unlocked, error)
+	// BotInstances lists the instances of bot (of every bot for "").
+	BotInstances(ctx context.Context, bot string) ([]BotInstance, error)
 	// LockAdmin makes the admin API refuse every identity of admin.
 	LockAdmin(ctx context.Context, admin, reason string) (*AdminLock, error)
 	// UnlockAdmin lifts that lock and returns what it lifted.

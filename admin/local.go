@@ -58,6 +58,14 @@ func (l *Local) UnlockJoinToken(ctx context.Context, name string) (*JoinTokenUnl
 	return l.auth.UnlockJoinToken(ctx, name, l.actor)
 }
 
+func (l *Local) UnlockInstance(ctx context.Context, id string) (*Unlocked, error) {
+	return l.auth.UnlockInstance(ctx, id, l.actor)
+}
+
+func (l *Local) BotInstances(ctx context.Context, bot string) ([]BotInstance, error) {
+	return l.auth.BotInstances(ctx, bot)
+}
+
 func (l *Local) LockAdmin(ctx context.Context, admin, reason string) (*AdminLock, error) {
 	return l.auth.LockAdmin(ctx, admin, reason, l.actor)
 }

@@ -104,6 +104,26 @@ func (r *Remote) UnlockJoinToken(ctx context.Context, name string) (*JoinTokenUn
 	return &u, nil
 }
 
+func (r *Remote) UnlockInstance(ctx context.Context, id string) (*Unlocked, error) {
+	var u Unlocked
+	if err := r.api.Do(ctx, http.MethodPost, authority.PathAdminBotInstances+"/"+url.PathEscape(id)+"/unlock", nil, &u); err != nil {
+		return nil, err
+	}
+	return &u, nil
+}
+
+func (r *Remote) BotInstances(ctx context.Context, bot string) ([]BotInstance, error) {
+	path := authority.PathAdminBotInstances
+	if bot != "" {
+		path += "?" + url.Values{"bot": {bot}}.Encode()
+	}
+	var list []BotInstance
+	if err := r.api.Do(ctx, http.MethodGet, path, nil, &list); err != nil {
+		return nil, err
+	}
+	return list, nil
+}
+
 func (r *Remote) LockAdmin(ctx context.Context, admin, reason string) (*AdminLock, error) {
 	var l AdminLock
 	if err := r.api.Do(ctx, http.MethodPost, authority.PathAdminAdmins+"/"+url.PathEscape(admin)+"/lock", authority.LockRequest{Reason: reason}, &l); err != nil {

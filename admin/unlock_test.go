@@ -25,8 +25,9 @@ func runnerTokenYAML(name string) string {
 }
 
 // lockDeployer joins with token joinToken, renews, and presents the joined
-// certificate again with other keys, as a copy of it would: the bot is locked.
-func lockDeployer(t *testing.T, a *authority.Authority, joinToken string) {
+// certificate again with other keys, as a copy of it would: the instance is
+// locked. It returns the instance's ID.
+func lockDeployer(t *testing.T, a *authority.Authority, joinToken string) string {
 	t.Helper()
 	ctx := t.Context()
 	outputs := func() []identity.OutputRequest {
@@ -50,15 +51,21 @@ func lockDeployer(t *testing.T, a *authority.Authority, joinToken string) {
 	}
 	_, err = a.Renew(ctx, &identity.RenewRequest{TTLSeconds: 3600, Outputs: outputs()}, cert, "copy")
 	var refusal *identity.Error
-	if !errors.As(err, &refusal) || refusal.Code != identity.CodeBotLocked {
-		t.Fatalf("renewal of a copied identity: %v, want bot_locked", err)
+	if !errors.As(err, &refusal) || refusal.Code != identity.CodeInstanceLocked {
+		t.Fatalf("renewal of a copied identity: %v, want instance_locked", err)
 	}
+	l, err := identity.LineageOf(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Chain
 }
 
-// TestUnlock unlocks a bot remotely, through the admin API, and locally, on
-// the store of the running authority, and finds each unlock in the audit log.
+// TestUnlock unlocks a bot and a bot instance remotely, through the admin
+// API, and locally, on the store of the running authority, lists the
+// instances, and finds each unlock in the audit log.
 func TestUnlock(t *testing.T) {
-	e := authoritytest.Start(t, "admin.test", botsYAML+runnerTokenYAML("runner-1")+runnerTokenYAML("runner-2"), "")
+	e := authoritytest.Start(t, "admin.test", botsYAML+runnerTokenYAML("runner-1")+runnerTokenYAML("runner-2")+runnerTokenYAML("runner-3"), "")
 	a := e.Authority
 	ctx := t.Context()
 	githubJoin := func() error {
@@ -92,45 +99,63 @@ func TestUnlock(t *testing.T) {
 		client    admin.Client
 		joinToken string
 		actor     string
-		// atOnce: the admin API lifts the serving authority's lock at once;
-		// a local unlock reaches it at its next reload.
-		atOnce bool
+		// byInstance unlocks bot_instance/ID rather than the bot.
+		byInstance bool
 	}{
-		{"remote", remote, "runner-1", "admin admin from 127.0.0.1", true},
-		{"local", local, "runner-2", "local admin", false},
+		{"remote bot", remote, "runner-1", "admin admin from 127.0.0.1", false},
+		{"remote instance", remote, "runner-2", "admin admin from 127.0.0.1", true},
+		{"local instance", local, "runner-3", "local admin", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			lockDeployer(t, a, tc.joinToken)
-			if _, err := tc.client.Unlock(ctx, "nobody"); err == nil || !strings.Contains(err.Error(), `no bot named "nobody"`) {
-				t.Errorf("unlocking an unknown bot: %v", err)
+			id := lockDeployer(t, a, tc.joinToken)
+			// Only the instance is locked: the bot still joins.
+			if err := githubJoin(); err != nil {
+				t.Errorf("join of a bot with a locked instance: %v", err)
 			}
-			u, err := tc.client.Unlock(ctx, "deployer")
+			list, err := tc.client.BotInstances(ctx, "deployer")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if u.Bot != "deployer" || u.LockedBy != tc.joinToken || u.LockedSince.IsZero() || strings.Join(u.EndedJoinTokens, ",") != tc.joinToken {
-				t.Errorf("Unlock = %+v", u)
+			var listed bool
+			for _, in := range list {
+				listed = listed || (in.ID == id && in.State == "locked" && in.JoinToken == tc.joinToken && in.Runner == "test" && in.Generation == 2)
 			}
-			err = githubJoin()
-			for deadline := time.Now().Add(5 * time.Second); err != nil && !tc.atOnce && time.Now().Before(deadline); err = githubJoin() {
-				time.Sleep(50 * time.Millisecond)
+			if !listed {
+				t.Errorf("mbot get bot_instances does not list %s as locked: %+v", id, list)
+			}
+			if _, err := tc.client.Unlock(ctx, "nobody"); err == nil || !strings.Contains(err.Error(), `no bot named "nobody"`) {
+				t.Errorf("unlocking an unknown bot: %v", err)
+			}
+			var u *admin.Unlocked
+			if tc.byInstance {
+				u, err = tc.client.UnlockInstance(ctx, id)
+			} else {
+				u, err = tc.client.Unlock(ctx, "deployer")
 			}
 			if err != nil {
-				t.Errorf("join after the unlock: %v", err)
+				t.Fatal(err)
 			}
-			if _, err := tc.client.Unlock(ctx, "deployer"); err == nil || !strings.Contains(err.Error(), `bot "deployer" is not locked`) {
+			if u.Bot != "deployer" || len(u.Instances) != 1 || u.Instances[0].ID != id || u.Instances[0].JoinToken != tc.joinToken ||
+				u.Instances[0].LockedSince.IsZero() || u.Instances[0].FirstJoin.IsZero() || strings.Join(u.EndedJoinTokens, ",") != tc.joinToken {
+				t.Errorf("Unlock = %+v", u)
+			}
+			if _, err := tc.client.Unlock(ctx, "deployer"); err == nil || !strings.Contains(err.Error(), `bot "deployer" has no locked instance`) {
 				t.Errorf("unlocking a bot that is not locked: %v", err)
+			}
+			if _, err := tc.client.UnlockInstance(ctx, id); err == nil || !strings.Contains(err.Error(), "no bot instance "+id) {
+				t.Errorf("unlocking an instance that was unlocked already: %v", err)
 			}
 			events, err := tc.client.Audit(ctx, store.AuditFilter{Bot: "deployer"})
 			if err != nil {
 				t.Fatal(err)
 			}
+			want := map[bool]string{false: "bot.unlock", true: "bot_instance.unlock"}[tc.byInstance]
 			var found bool
 			for _, ev := range events {
-				found = found || (ev.Event == "bot.unlock" && ev.JoinToken == tc.joinToken && strings.HasPrefix(ev.Remote, tc.actor))
+				found = found || (ev.Event == want && ev.JoinToken == tc.joinToken && strings.HasPrefix(ev.Remote, tc.actor))
 			}
 			if !found {
-				t.Errorf("no bot.unlock record by %q in the audit log: %+v", tc.actor, events)
+				t.Errorf("no %s record by %q in the audit log: %+v", want, tc.actor, events)
 			}
 		})
 	}

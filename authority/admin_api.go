@@ -33,6 +33,9 @@ const (
 	PathAdminLeafTunnels = "/v1/admin/leaf_tunnels"
 	// PathAdminBots + "/NAME/unlock" lifts a bot's lock (POST).
 	PathAdminBots = "/v1/admin/bots"
+	// PathAdminBotInstances lists bot instances (GET, ?bot=NAME narrows);
+	// PathAdminBotInstances + "/ID/unlock" lifts an instance's lock (POST).
+	PathAdminBotInstances = "/v1/admin/bot_instances"
 	// PathAdminAdmins + "/NAME/lock" (POST, a LockRequest) and "/NAME/unlock"
 	// (POST) lock and unlock an admin's identities.
 	PathAdminAdmins = "/v1/admin/admins"
@@ -135,6 +138,8 @@ func (a *Authority) registerAdmin(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, tunnels)
 	}))
 	mux.HandleFunc("POST "+PathAdminBots+"/{name}/unlock", a.adminHandler(a.handleUnlock))
+	mux.HandleFunc("GET "+PathAdminBotInstances, a.adminHandler(a.handleBotInstances))
+	mux.HandleFunc("POST "+PathAdminBotInstances+"/{id}/unlock", a.adminHandler(a.handleUnlockInstance))
 	mux.HandleFunc("POST "+PathAdminAdmins+"/{name}/lock", a.adminHandler(a.handleLockAdmin))
 	mux.HandleFunc("POST "+PathAdminAdmins+"/{name}/unlock", a.adminHandler(a.handleUnlockAdmin))
 	mux.HandleFunc("POST "+PathAdminJoinTokens+"/{name}/unlock", a.adminHandler(a.handleUnlockJoinToken))
@@ -194,6 +199,24 @@ func (a *Authority) handleUnlock(w http.ResponseWriter, r *http.Request, actor s
 
 func (a *Authority) handleUnlockJoinToken(w http.ResponseWriter, r *http.Request, actor string) {
 	u, err := a.UnlockJoinToken(r.Context(), r.PathValue("name"), actor)
+	if err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, u)
+}
+
+func (a *Authority) handleBotInstances(w http.ResponseWriter, r *http.Request, _ string) {
+	list, err := a.BotInstances(r.Context(), r.URL.Query().Get("bot"))
+	if err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (a *Authority) handleUnlockInstance(w http.ResponseWriter, r *http.Request, actor string) {
+	u, err := a.UnlockInstance(r.Context(), r.PathValue("id"), actor)
 	if err != nil {
 		writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
 		return

@@ -34,7 +34,7 @@ var Version = "dev"
 // Authority is a running authority's state.
 type Authority struct {
 	cfg   *Config
-	store *store.Store
+	store timedStore
 	// cas is swapped whole when a CA rotation changes phase (reloadCAs).
 	cas atomic.Pointer[CAs]
 	kek *KEK
@@ -42,8 +42,10 @@ type Authority struct {
 	serving atomic.Pointer[servingTLS]
 	// listening is the address Serve listens on, once it does.
 	listening atomic.Pointer[net.Addr]
-	env       *verify.Env
-	log       *slog.Logger
+	// metrics are served on metrics_listen (metrics.go).
+	metrics *metrics
+	env     *verify.Env
+	log     *slog.Logger
 
 	// state is swapped whole when resources change, so joins never lock.
 	state    atomic.Pointer[state]
@@ -205,10 +207,12 @@ func openStore(ctx context.Context, cfg *Config, opts Options) (*Authority, erro
 	if err != nil {
 		return nil, err
 	}
-	a := &Authority{cfg: cfg, store: st, log: opts.Logger, kek: kek,
-		env:   &verify.Env{Audience: cfg.Audience, HTTPClient: opts.HTTPClient, Now: opts.Now},
+	m := newMetrics()
+	a := &Authority{cfg: cfg, store: timedStore{Store: st, m: m}, metrics: m, log: opts.Logger, kek: kek,
+		env:   &verify.Env{Audience: cfg.Audience, HTTPClient: opts.HTTPClient, Now: opts.Now, Observe: m.outbound},
 		trust: trust.NewRoots(client.FetchClusterCA, nil), hub: tunnel.NewHub()}
 	a.env.Keypairs = st
+	m.watch(a, st.Pools())
 	cas, err := LoadCAs(ctx, st, cfg.ClusterName, kek)
 	if err != nil {
 		st.Close()
@@ -240,7 +244,7 @@ func (a *Authority) CAs() *CAs { return a.cas.Load() }
 func (a *Authority) Config() *Config { return a.cfg }
 
 // Store returns the authority's store.
-func (a *Authority) Store() *store.Store { return a.store }
+func (a *Authority) Store() *store.Store { return a.store.Store }
 
 // Apply checks resources against everything already stored (references,
 // join token sections), stores them and makes them effective for the next
@@ -353,7 +357,7 @@ func (a *Authority) reloadLocked(ctx context.Context) error {
 		return a.reloadFixing(ctx, err)
 	}
 	// Removing a bot lifts its lock: read them again with the resources.
-	if err := a.locks.reload(ctx, a.store); err != nil {
+	if err := a.reloadLocks(ctx); err != nil {
 		return fmt.Errorf("reading bot locks: %w", err)
 	}
 	// A CA rotation step bumps the resources version too. CAs that do not
@@ -378,7 +382,7 @@ func (a *Authority) reloadCAs(ctx context.Context) error {
 	}) {
 		return nil
 	}
-	cas, err := LoadCAs(ctx, a.store, a.cfg.ClusterName, a.kek)
+	cas, err := LoadCAs(ctx, a.store.Store, a.cfg.ClusterName, a.kek)
 	if err != nil {
 		return fmt.Errorf("loading the CAs after a rotation step: %w", err)
 	}
@@ -417,7 +421,7 @@ func (a *Authority) refresh(ctx context.Context) {
 	if a.refreshNow(ctx) {
 		return // reloading the resources read the locks too
 	}
-	if err := a.locks.reload(ctx, a.store); err != nil {
+	if err := a.reloadLocks(ctx); err != nil {
 		a.log.Error("reading bot locks from the store; keeping the previous ones", "err", err)
 	}
 }
@@ -549,3 +553,11 @@ type fileError struct {
 
 func (e *fileError) Error() string { return e.msg }
 func (e *fileError) Unwrap() error { return e.err }
+
+// reloadLocks reads the store's locks into this process's copy.
+func (a *Authority) reloadLocks(ctx context.Context) error {
+	start := time.Now()
+	err := a.locks.reload(ctx, a.store.Store)
+	a.metrics.storeCall("reload_locks", start, err)
+	return err
+}

@@ -189,9 +189,12 @@ func (a *Authority) relay(ctx context.Context, leaf string, body []byte, readErr
 
 // lockView is this authority's bot locks as pushed to leaves.
 func (a *Authority) lockView() *identity.LockView {
-	view := &identity.LockView{Locked: map[string]string{}}
+	view := &identity.LockView{Locked: map[string]string{}, Instances: map[string]string{}}
 	for bot, l := range *a.locks.bots.Load() {
 		view.Locked[bot] = l.Reason
+	}
+	for instance, l := range *a.locks.instances.Load() {
+		view.Instances[instance] = l.Reason
 	}
 	return view
 }
@@ -215,6 +218,7 @@ func (a *Authority) pushLocks(ctx context.Context, leaf string, view *identity.L
 // leaf_clusters.
 func (a *Authority) runLeafHub(ctx context.Context) {
 	var pushed *map[string]*store.BotLock
+	var pushedInstances *map[string]*store.InstanceLock
 	var lastPush time.Time
 	recorded := map[string]tunnel.Status{}
 	every(ctx, lockPushInterval, func(now time.Time) {
@@ -222,13 +226,13 @@ func (a *Authority) runLeafHub(ctx context.Context) {
 			return
 		}
 		a.refresh(ctx)
-		current := a.locks.bots.Load()
-		if current != pushed || now.Sub(lastPush) >= lockHeartbeat {
+		current, instances := a.locks.bots.Load(), a.locks.instances.Load()
+		if current != pushed || instances != pushedInstances || now.Sub(lastPush) >= lockHeartbeat {
 			view := a.lockView()
 			for _, leaf := range a.hub.Leaves() {
 				a.pushLocks(ctx, leaf, view)
 			}
-			pushed, lastPush = current, now
+			pushed, pushedInstances, lastPush = current, instances, now
 		}
 		for leaf, s := range a.hub.Statuses() {
 			if old, ok := recorded[leaf]; ok && old.Connected == s.Connected && s.LastSeen.Sub(old.LastSeen) < lockHeartbeat {

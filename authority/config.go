@@ -51,6 +51,11 @@ type Config struct {
 	// outside it (ca_keys.go); $MBOT_CA_KEK may hold the key instead.
 	CAKeyEncryption CAKeyEncryption `yaml:"ca_key_encryption"`
 
+	// MetricsListen, if set, is host:port of a plain-HTTP listener serving
+	// /metrics (Prometheus), /healthz and /readyz: for a private network
+	// (docs/operations.md).
+	MetricsListen string `yaml:"metrics_listen"`
+
 	// path is the file the config was read from; relative paths are resolved against its directory.
 	path string
 }
@@ -133,6 +138,14 @@ func (c *Config) checkAndSetDefaults(root *yaml.Node) error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fail("listen", "%q is not host:port (%v)", c.Listen, err)
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fail("metrics_listen", "%q is not host:port (%v); for example 127.0.0.1:9090", c.MetricsListen, err)
+		}
+		if c.MetricsListen == c.Listen {
+			return fail("metrics_listen", "%s is the listen address; metrics need a port of their own", c.MetricsListen)
+		}
 	}
 	if c.DataDir == "" {
 		c.DataDir = "/var/lib/mbot"

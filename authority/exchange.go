@@ -54,14 +54,17 @@ func (a *Authority) serveExchange(w http.ResponseWriter, r *http.Request, remote
 // request asks for on behalf of a root identity, and records the outcome
 // in the audit log either way. A refusal is an *identity.Error.
 func (a *Authority) Exchange(ctx context.Context, req *identity.ExchangeRequest, remote string) (*identity.JoinResponse, error) {
+	start := time.Now()
 	ev := &store.AuditEvent{Event: exchangeMethod, Method: exchangeMethod, Remote: remote}
 	resp, err := a.exchange(ctx, req, ev)
 	if err != nil {
 		refusal := a.recordRefusal(ctx, ev, err)
+		a.metrics.join(exchangeMethod, time.Since(start), refusal)
 		a.log.Warn("exchange refused", "root_cluster", ev.Claims["root_cluster"], "bot", ev.Bot, "remote_roles", ev.Claims["remote_roles"],
 			"code", refusal.Code, "reason", ev.Message, "remote", ev.Remote)
 		return nil, refusal
 	}
+	a.metrics.join(exchangeMethod, time.Since(start), nil)
 	a.log.Info("exchange admitted", "root_cluster", ev.Claims["root_cluster"], "bot", ev.Bot, "remote_roles", ev.Claims["remote_roles"],
 		"roles", ev.Roles, "not_after", ev.NotAfter, "remote", ev.Remote)
 	return resp, nil
@@ -98,7 +101,7 @@ func (a *Authority) exchange(ctx context.Context, req *identity.ExchangeRequest,
 	}
 	ev.ClaimsUnverified = false
 	ev.Claims["root_serial"] = exch.Serial
-	if err := a.trust.CheckNotLocked(root, exch.Bot); err != nil {
+	if err := a.trust.CheckNotLocked(root, exch.Bot, exch.Instance); err != nil {
 		return nil, err
 	}
 	roleMap, err := trust.CompileRoleMap(tc.Spec.RoleMap)

@@ -33,15 +33,18 @@ const maxProof = 64 << 10
 // record and the log line is bounded (store.AuditEvent.Bound) whatever the
 // request carries.
 func (a *Authority) Join(ctx context.Context, req *identity.JoinRequest, remote string) (*identity.JoinResponse, error) {
+	start := time.Now()
 	ev := &store.AuditEvent{Event: "join", JoinToken: req.JoinToken, Method: req.Method, Remote: remote}
 	resp, err := a.join(ctx, req, ev)
 	if err != nil {
 		refusal := a.recordRefusal(ctx, ev, err)
+		a.metrics.join(req.Method, time.Since(start), refusal)
 		a.log.Warn("join refused", "join_token", ev.JoinToken, "method", ev.Method, "bot", ev.Bot,
 			"code", refusal.Code, "reason", ev.Message, "cause", boundedCause(refusal.Err), "remote", ev.Remote,
 			"truncated_bytes", ev.TruncatedBytes)
 		return nil, refusal
 	}
+	a.metrics.join(req.Method, time.Since(start), nil)
 	a.log.Info("join admitted", "join_token", ev.JoinToken, "method", ev.Method, "bot", ev.Bot,
 		"roles", ev.Roles, "not_after", ev.NotAfter, "remote", ev.Remote)
 	return resp, nil
@@ -156,7 +159,7 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 		return nil, fmt.Errorf("recording join: %w", err)
 	}
 	if lineage.Generation > 0 {
-		if err := a.store.StartChain(ctx, bot.Metadata.Name, req.JoinToken, lineage.Chain); err != nil {
+		if err := a.store.StartChain(ctx, bot.Metadata.Name, req.JoinToken, lineage.Chain, ev.Remote); err != nil {
 			return nil, fmt.Errorf("recording the renewal chain: %w", err)
 		}
 	}

@@ -51,6 +51,7 @@ func (a *Authority) handleRenew(w http.ResponseWriter, r *http.Request) {
 // a token join or of an earlier renewal, and records the outcome in the
 // audit log either way. A refusal is an *identity.Error.
 func (a *Authority) Renew(ctx context.Context, req *identity.RenewRequest, cert *x509.Certificate, remote string) (*identity.JoinResponse, error) {
+	start := time.Now()
 	ev := &store.AuditEvent{Event: "renew", Method: tokenMethod, Remote: remote}
 	resp, err := a.renew(ctx, req, cert, ev)
 	if err == nil {
@@ -60,10 +61,12 @@ func (a *Authority) Renew(ctx context.Context, req *identity.RenewRequest, cert 
 	}
 	if err != nil {
 		refusal := a.recordRefusal(ctx, ev, err)
+		a.metrics.renewal(time.Since(start), refusal)
 		a.log.Warn("renewal refused", "bot", ev.Bot, "join_token", ev.JoinToken, "generation", ev.Claims["generation"],
 			"code", refusal.Code, "reason", ev.Message, "cause", boundedCause(refusal.Err), "remote", ev.Remote)
 		return nil, refusal
 	}
+	a.metrics.renewal(time.Since(start), nil)
 	a.log.Info("renewal admitted", "bot", ev.Bot, "join_token", ev.JoinToken, "generation", ev.Claims["generation"],
 		"roles", ev.Roles, "not_after", ev.NotAfter, "remote", ev.Remote)
 	return resp, nil
@@ -95,6 +98,9 @@ func (a *Authority) renew(ctx context.Context, req *identity.RenewRequest, cert 
 	if err := a.checkNotLocked(botName); err != nil {
 		return nil, err
 	}
+	if lock := a.locks.lookupInstance(lineage.Chain); lock != nil {
+		return nil, instanceLockedError(lock)
+	}
 	presented := lineage.Generation
 	lineage.Generation++
 	resp, err := a.grant(st, bot, lineage.JoinToken, tok.token.Spec.Method, req.Outputs, req.TTLSeconds, keys, lineage, time.Time{}, ev)
@@ -104,20 +110,25 @@ func (a *Authority) renew(ctx context.Context, req *identity.RenewRequest, cert 
 	// Signing comes first so that a refused grant never advances the
 	// counter; the certificates are dropped if the counter refuses.
 	err = a.store.AdvanceGeneration(ctx, store.Renewal{Bot: botName, JoinToken: lineage.JoinToken, Chain: lineage.Chain,
-		Generation: presented, Keys: keysFingerprint(req.Outputs)})
-	var mismatch *store.GenerationMismatch
+		Generation: presented, Keys: keysFingerprint(req.Outputs), Remote: ev.Remote})
+	var (
+		mismatch *store.GenerationMismatch
+		locked   *store.InstanceLockedError
+	)
 	switch {
 	case errors.Is(err, store.ErrUnlockedChain):
-		return nil, identity.Errorf(identity.CodeRenewalRefused, "this identity of bot %q is no longer renewed: an admin unlocked the bot (mbot unlock) after a copy of its identity was presented, "+
-			"which ends the renewals of every identity of the bot from before, the copy's and the original's alike; join again with a new secret (mbot tokens add --bot %s)", botName, botName)
+		return nil, identity.Errorf(identity.CodeRenewalRefused, "this identity of bot %q is no longer renewed: an admin unlocked its instance (mbot unlock) after a copy of it was presented, "+
+			"which ends the renewals of that instance, the copy's and the original's alike; join again with a new secret (mbot tokens add --bot %s)", botName, botName)
 	case errors.Is(err, store.ErrUnknownChain):
 		return nil, identity.Errorf(identity.CodeRenewalRefused, "this identity of bot %q is no longer renewed: join token %q was removed or used to join again since it was issued; "+
 			"join again with a new secret (mbot tokens add --bot %s)", botName, lineage.JoinToken, botName)
 	case errors.As(err, &mismatch):
-		a.locks.add(mismatch.Lock)
-		a.log.Error("locked a bot: a stale certificate generation was presented, so its identity was copied",
-			"bot", botName, "join_token", lineage.JoinToken, "presented", mismatch.Presented, "current", mismatch.Current, "remote", ev.Remote)
-		return nil, lockedError(mismatch.Lock)
+		ev.Claims["instance"] = lineage.Chain
+		a.recordInstanceLock(ctx, mismatch, ev)
+		return nil, instanceLockedError(mismatch.Lock)
+	case errors.As(err, &locked):
+		a.locks.addInstance(locked.Lock)
+		return nil, instanceLockedError(locked.Lock)
 	case err != nil:
 		return nil, fmt.Errorf("advancing the generation counter: %w", err)
 	}
@@ -189,6 +200,44 @@ func lockedError(l *store.BotLock) error {
 		"Every join and renewal of the bot is refused until an admin unlocks it with mbot unlock %s, which also stops every identity of the bot "+
 		"from renewing; its token joins then need new secrets: mbot tokens add --bot %s",
 		l.Bot, l.Time.Format(time.RFC3339), l.Reason, l.Bot, l.Bot)
+}
+
+// recordInstanceLock applies a lock the store has just written to this
+// process, and logs and audits it naming the instance's runner: the lock is
+// a record of its own, beside the refused renewal (ev) that caused it.
+func (a *Authority) recordInstanceLock(ctx context.Context, mismatch *store.GenerationMismatch, ev *store.AuditEvent) {
+	l := mismatch.Lock
+	a.locks.addInstance(l)
+	a.metrics.locks.Inc()
+	a.log.Error("locked a bot instance: a stale certificate generation was presented, so the instance's identity was copied; the bot's other instances keep renewing",
+		"bot", l.Bot, "join_token", l.JoinToken, "instance", l.Instance, "first_join", l.FirstJoin, "runner", l.Runner,
+		"presented", mismatch.Presented, "current", mismatch.Current, "remote", ev.Remote)
+	lockEv := &store.AuditEvent{Event: "bot_instance.lock", Allowed: true, Bot: l.Bot, JoinToken: l.JoinToken, Method: tokenMethod,
+		Remote: ev.Remote, Claims: map[string]string{"instance": l.Instance, "runner": l.Runner},
+		Message: fmt.Sprintf("locked bot instance %s of bot %s (join token %q, %s): %s; the bot's other instances keep renewing",
+			l.Instance, l.Bot, l.JoinToken, runnerOf(l), l.Reason)}
+	if !l.FirstJoin.IsZero() {
+		lockEv.Claims["first_join"] = l.FirstJoin.Format(time.RFC3339)
+	}
+	lockEv.Bound()
+	a.auditAdmin(context.WithoutCancel(ctx), lockEv)
+}
+
+// instanceLockedError is the refusal of a locked instance's renewal. The
+// caller may hold the copy: it learns the instance and when it first
+// joined, not the runner's address, which the audit record keeps.
+func instanceLockedError(l *store.InstanceLock) error {
+	first := "joined before instances were recorded"
+	if !l.FirstJoin.IsZero() {
+		first = "first joined " + l.FirstJoin.Format(time.RFC3339)
+	}
+	return &identity.Error{Code: identity.CodeInstanceLocked,
+		Message: fmt.Sprintf("instance %s of bot %q (%s) is locked since %s: a copy of its identity is in use elsewhere, so its renewals are refused; "+
+			"the bot's other instances keep renewing. An admin lifts the lock with mbot unlock bot_instance/%s, which ends this instance's renewals; "+
+			"the runner then joins again with a new secret: mbot tokens add --bot %s",
+			l.Instance, l.Bot, first, l.Time.Format(time.RFC3339), l.Instance, l.Bot),
+		Err: auditDetail(fmt.Sprintf("bot instance %s of bot %s (join token %q, %s) is locked since %s: %s",
+			l.Instance, l.Bot, l.JoinToken, runnerOf(l), l.Time.Format(time.RFC3339), l.Reason))}
 }
 
 // keysFingerprint identifies the public keys a renewal asks certificates

@@ -22,6 +22,7 @@ import (
 
 	"github.com/mbot-dev/mbot/authority"
 	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/authority/verify"
 	"github.com/mbot-dev/mbot/client"
 	"github.com/mbot-dev/mbot/identity"
@@ -151,8 +152,9 @@ func wantCode(t *testing.T, what string, err error, code identity.ErrorCode, hin
 }
 
 // TestRenewGenerations renews a token-joined identity over mTLS, then
-// presents a stale copy: the bot is locked for every renewal and join
-// until it is removed and created again.
+// presents a stale copy: that instance is locked for every renewal until
+// its bot is removed and created again, while the bot's other joins and
+// instances go on.
 func TestRenewGenerations(t *testing.T) {
 	env := startRenewAuthority(t)
 	a := env.Authority
@@ -213,38 +215,48 @@ func TestRenewGenerations(t *testing.T) {
 
 	// A copy of generation 1 with keys of its own gives itself away.
 	_, err = renewOverTLS(t, env, gen1, newOutput(t, "identity"), time.Hour)
-	wantCode(t, "renewal with a stale generation", err, identity.CodeBotLocked, `bot "deployer" is locked`, "generation 1", "generation 3", "mbot unlock deployer", "mbot tokens add --bot deployer")
-	ev = lastAudit(t, a)
-	if ev.Event != "renew" || ev.Allowed || ev.Code != "bot_locked" || ev.Claims["generation"] != "1" || !strings.Contains(ev.Message, "generation 1") {
+	wantCode(t, "renewal with a stale generation", err, identity.CodeInstanceLocked, `of bot "deployer"`, "first joined",
+		"mbot unlock bot_instance/"+l1.Chain, "mbot tokens add --bot deployer", "other instances keep renewing")
+	evs, err := a.Store().ListAudit(ctx, store.AuditFilter{Limit: 2})
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("audit records: %v %v", evs, err)
+	}
+	if lock := evs[1]; lock.Event != "bot_instance.lock" || lock.Bot != "deployer" || lock.JoinToken != "runner-1" || lock.Claims["instance"] != l1.Chain ||
+		lock.Claims["runner"] != "test" || lock.Claims["first_join"] == "" || !strings.Contains(lock.Message, "other instances keep renewing") {
+		t.Errorf("audit record of the lock = %+v", lock)
+	}
+	ev = evs[0]
+	if ev.Event != "renew" || ev.Allowed || ev.Code != "instance_locked" || ev.Claims["generation"] != "1" || ev.Claims["instance"] != l1.Chain ||
+		!strings.Contains(ev.Message, "generation 1") || !strings.Contains(ev.Message, "first joined") || !strings.Contains(ev.Message, l1.Chain) {
 		t.Errorf("audit record of the lockout = %+v", ev)
 	}
 
-	// Locked: the daemon's current generation, every join token of the bot.
+	// Locked: the instance's current generation. The bot's other joins and
+	// instances are not.
 	_, err = renewOverTLS(t, env, gen3, newOutput(t, "identity"), time.Hour)
-	wantCode(t, "renewal of the current generation of a locked bot", err, identity.CodeBotLocked)
-	_, err = a.Join(ctx, joinRequest("github-deploy", "github", githubToken(t, env.Issuer, nil), time.Hour, newOutput(t, "identity")), "test")
-	wantCode(t, "github join of a locked bot", err, identity.CodeBotLocked, "locked")
-	if ev := lastAudit(t, a); ev.Event != "join" || ev.Code != "bot_locked" {
-		t.Errorf("audit record of the refused join = %+v", ev)
+	wantCode(t, "renewal of the current generation of a locked instance", err, identity.CodeInstanceLocked)
+	if _, err = a.Join(ctx, joinRequest("github-deploy", "github", githubToken(t, env.Issuer, nil), time.Hour, newOutput(t, "identity")), "test"); err != nil {
+		t.Errorf("github join of a bot with a locked instance: %v", err)
 	}
-	_, err = a.Join(ctx, joinRequest("runner-2", "token", "secret-2", time.Hour, newOutput(t, "identity")), "test")
-	wantCode(t, "token join of a locked bot", err, identity.CodeBotLocked)
+	other := tokenJoin(t, a, "runner-2", "secret-2")
+	if _, err := renewOverTLS(t, env, other, newOutput(t, "identity"), time.Hour); err != nil {
+		t.Errorf("renewal of another instance of the bot: %v", err)
+	}
 
-	// Removing the bot and creating it again lifts the lock; the refused
-	// join did not use runner-2's secret up.
+	// Removing the bot and creating it again lifts the lock.
 	for _, kn := range [][2]string{{"join_token", "runner-1"}, {"join_token", "runner-2"}, {"join_token", "github-deploy"}, {"bot", "deployer"}} {
 		if err := a.Delete(ctx, kn[0], kn[1], "test"); err != nil {
 			t.Fatalf("removing %s/%s: %v", kn[0], kn[1], err)
 		}
 	}
-	again, err := resources.Parse("again.yaml", []byte(strings.ReplaceAll(renewBotsYAML, "%[1]s", env.Issuer.URL)+tokenJoinTokenYAML("runner-2", "secret-2")))
+	again, err := resources.Parse("again.yaml", []byte(strings.ReplaceAll(renewBotsYAML, "%[1]s", env.Issuer.URL)+tokenJoinTokenYAML("runner-2", "secret-2b")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Apply(ctx, again, "test"); err != nil {
 		t.Fatal(err)
 	}
-	fresh := tokenJoin(t, a, "runner-2", "secret-2")
+	fresh := tokenJoin(t, a, "runner-2", "secret-2b")
 	if l := lineage(t, fresh); l.Generation != 1 || l.JoinToken != "runner-2" {
 		t.Errorf("lineage after unlocking = %+v", l)
 	}
@@ -365,8 +377,8 @@ func TestRenewRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantCode(t, "renewal after its join token was removed", renew(h2.cert, newOutput(t, "identity")), identity.CodeRenewalRefused, "runner-2", "mbot tokens add")
-		if lock, err := a.Store().BotLock(context.Background(), "deployer"); err != nil || lock != nil {
-			t.Errorf("a refused renewal locked the bot: %v %v", lock, err)
+		if locks, err := a.Store().InstanceLocks(context.Background()); err != nil || len(locks) != 0 {
+			t.Errorf("a refused renewal locked an instance: %v %v", locks, err)
 		}
 	})
 
@@ -390,11 +402,12 @@ func eventually(t *testing.T, what string, join func() error, want func(error) b
 	}
 }
 
-// TestBotLocksSharedStore checks the bot locks a serving authority keeps in
-// memory: its own lock refuses the very next join, and a lock written or
-// lifted by another process on the same store (another replica, mbot rm in
-// local mode) counts from its next reload.
-func TestBotLocksSharedStore(t *testing.T) {
+// TestInstanceLocksSharedStore checks the instance locks a serving
+// authority keeps in memory: its own lock refuses the instance's very next
+// renewal, and a lock written or lifted by another process on the same
+// store (another replica, mbot rm in local mode) counts at once, since the
+// store checks it with the generation. Joins of the bot go on throughout.
+func TestInstanceLocksSharedStore(t *testing.T) {
 	env := startRenewAuthority(t)
 	a := env.Authority
 	ctx := t.Context()
@@ -411,73 +424,61 @@ func TestBotLocksSharedStore(t *testing.T) {
 	withNewKeys := func() *identity.RenewRequest {
 		return &identity.RenewRequest{TTLSeconds: 3600, Outputs: []identity.OutputRequest{newOutput(t, "identity").req}}
 	}
-	locked := func(err error) bool {
-		var refusal *identity.Error
-		return errors.As(err, &refusal) && refusal.Code == identity.CodeBotLocked
-	}
 
-	// This authority locks the bot: the next join is refused at once.
+	// This authority locks the instance: its next renewal is refused at once.
 	gen1 := tokenJoin(t, a, "runner-1", "secret-1")
-	if _, err := a.Renew(ctx, withNewKeys(), gen1.cert, "test"); err != nil {
+	gen2, err := a.Renew(ctx, withNewKeys(), gen1.cert, "test")
+	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = a.Renew(ctx, withNewKeys(), gen1.cert, "test")
-	wantCode(t, "renewal with a stale generation", err, identity.CodeBotLocked)
-	wantCode(t, "join right after the lock", githubJoin(), identity.CodeBotLocked, `bot "deployer" is locked`)
-
-	// Another process removes the bot and creates it again: the lock is lifted.
-	recreate := func(by *authority.Authority, tokens ...string) {
-		t.Helper()
-		for _, name := range tokens {
-			if err := by.Delete(ctx, "join_token", name, "test"); err != nil {
-				t.Fatalf("removing join_token/%s: %v", name, err)
-			}
-		}
-		if err := by.Delete(ctx, "bot", "deployer", "test"); err != nil {
-			t.Fatal(err)
-		}
-		again, err := resources.Parse("again.yaml", []byte(strings.ReplaceAll(renewBotsYAML, "%[1]s", env.Issuer.URL)+
-			tokenJoinTokenYAML("runner-1", "secret-1b")+tokenJoinTokenYAML("runner-2", "secret-2")))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := by.Apply(ctx, again, "test"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	recreate(other, "github-deploy", "runner-1", "runner-2")
-	eventually(t, "join after another process lifted the lock", githubJoin, func(err error) bool { return err == nil })
-
-	// Another process locks the bot: this one refuses it from its next reload.
-	gen1 = tokenJoin(t, a, "runner-2", "secret-2")
-	if _, err := other.Renew(ctx, withNewKeys(), gen1.cert, "replica"); err != nil {
+	wantCode(t, "renewal with a stale generation", err, identity.CodeInstanceLocked)
+	cert2, err := x509.ParseCertificate(pemBlock(t, gen2.Outputs[0].TLSCertificate))
+	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = other.Renew(ctx, withNewKeys(), gen1.cert, "replica")
-	wantCode(t, "renewal with a stale generation on another replica", err, identity.CodeBotLocked)
-	eventually(t, "join after another process locked the bot", githubJoin, locked)
-	_, err = a.Renew(ctx, withNewKeys(), gen1.cert, "test")
-	wantCode(t, "renewal after another process locked the bot", err, identity.CodeBotLocked)
-
-	// This authority lifts its own copy of the lock when it removes the bot.
-	recreate(a, "github-deploy", "runner-1", "runner-2")
+	_, err = a.Renew(ctx, withNewKeys(), cert2, "test")
+	wantCode(t, "renewal of the current generation right after the lock", err, identity.CodeInstanceLocked, `of bot "deployer"`)
 	if err := githubJoin(); err != nil {
-		t.Fatalf("join right after the bot was created again: %v", err)
+		t.Errorf("join of a bot with a locked instance: %v", err)
+	}
+
+	// Another process locks an instance: this one refuses its renewals at once.
+	inst2 := tokenJoin(t, a, "runner-2", "secret-2")
+	if _, err := other.Renew(ctx, withNewKeys(), inst2.cert, "replica"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = other.Renew(ctx, withNewKeys(), inst2.cert, "replica")
+	wantCode(t, "renewal with a stale generation on another replica", err, identity.CodeInstanceLocked)
+	_, err = a.Renew(ctx, withNewKeys(), inst2.cert, "test")
+	wantCode(t, "renewal after another process locked the instance", err, identity.CodeInstanceLocked, "first joined", "is locked since")
+	if err := githubJoin(); err != nil {
+		t.Errorf("join after another process locked an instance: %v", err)
+	}
+
+	// Another process removes the bot: its instances and their locks go.
+	for _, name := range []string{"github-deploy", "runner-1", "runner-2"} {
+		if err := other.Delete(ctx, "join_token", name, "test"); err != nil {
+			t.Fatalf("removing join_token/%s: %v", name, err)
+		}
+	}
+	if err := other.Delete(ctx, "bot", "deployer", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := a.BotInstances(ctx, ""); err != nil || len(list) != 0 {
+		t.Errorf("instances after removing the bot = %+v, %v", list, err)
 	}
 }
 
-// TestUnlock lifts a lock with Unlock: the lock is gone at once for this
-// process and from the next reload for another; every identity of the bot
-// from before stops renewing, the daemon's and the copy's, while a join with
-// a new secret works and renews. A bot that is not locked is left alone.
+// TestUnlock lifts instance locks with Unlock and UnlockInstance: the lock
+// is gone at once for this process and for another; the unlocked
+// instance's identities stop renewing, the daemon's and the copy's, while
+// the bot's other instances and a join with a new secret renew. Something
+// that is not locked is left alone.
 func TestUnlock(t *testing.T) {
 	env := startRenewAuthority(t)
 	a := env.Authority
 	ctx := t.Context()
-	githubJoin := func() error {
-		_, err := a.Join(ctx, joinRequest("github-deploy", "github", githubToken(t, env.Issuer, nil), time.Hour, newOutput(t, "identity")), "test")
-		return err
-	}
 	// renewed renews h over mTLS and returns the new identity.
 	renewed := func(what string, h held) held {
 		t.Helper()
@@ -493,34 +494,52 @@ func TestUnlock(t *testing.T) {
 		t.Helper()
 		next := renewed("renewal before the copy", h)
 		_, err := renewOverTLS(t, env, h, newOutput(t, "identity"), time.Hour)
-		wantCode(t, "renewal of a copied identity", err, identity.CodeBotLocked)
+		wantCode(t, "renewal of a copied identity", err, identity.CodeInstanceLocked)
 		return next
 	}
 
 	gen1 := tokenJoin(t, a, "runner-1", "secret-1")
+	bystander := tokenJoin(t, a, "runner-2", "secret-2")
 	daemon := lockWith(gen1)
+	chain := lineage(t, gen1).Chain
+
+	list, err := a.BotInstances(ctx, "deployer")
+	if err != nil || len(list) != 2 {
+		t.Fatalf("BotInstances = %+v, %v", list, err)
+	}
+	for _, in := range list {
+		want := map[string]string{"runner-1": "locked", "runner-2": "active"}[in.JoinToken]
+		if in.State != want || in.Runner != "test" || in.FirstJoin.IsZero() || (in.ID == chain) != (in.JoinToken == "runner-1") {
+			t.Errorf("instance %+v, want %s", in, want)
+		}
+	}
 
 	if _, err := a.Unlock(ctx, "nobody", "test admin"); err == nil || !strings.Contains(err.Error(), `no bot named "nobody"`) {
 		t.Errorf("unlocking an unknown bot: %v", err)
 	}
-	u, err := a.Unlock(ctx, "deployer", "test admin")
+	if _, err := a.UnlockInstance(ctx, "../x", "test admin"); err == nil || !strings.Contains(err.Error(), "not a bot instance ID") {
+		t.Errorf("unlocking a malformed instance ID: %v", err)
+	}
+	if _, err := a.UnlockInstance(ctx, lineage(t, bystander).Chain, "test admin"); err == nil || !strings.Contains(err.Error(), "is not locked") {
+		t.Errorf("unlocking an instance that is not locked: %v", err)
+	}
+	u, err := a.UnlockInstance(ctx, chain, "test admin")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u.Bot != "deployer" || u.LockedBy != "runner-1" || !strings.Contains(u.Reason, "generation 1") || u.LockedSince.IsZero() ||
-		strings.Join(u.EndedJoinTokens, ",") != "runner-1" {
-		t.Errorf("Unlock = %+v", u)
+	if u.Bot != "deployer" || len(u.Instances) != 1 || u.Instances[0].ID != chain || u.Instances[0].JoinToken != "runner-1" ||
+		u.Instances[0].Runner != "test" || !strings.Contains(u.Instances[0].Reason, "generation 1") || u.Instances[0].LockedSince.IsZero() ||
+		strings.Join(u.EndedJoinTokens, ",") != "runner-1" || u.BotLock != nil {
+		t.Errorf("UnlockInstance = %+v", u)
 	}
 	ev := lastAudit(t, a)
-	if ev.Event != "bot.unlock" || !ev.Allowed || ev.Bot != "deployer" || ev.JoinToken != "runner-1" || ev.Remote != "test admin" ||
-		!strings.Contains(ev.Message, "runner-1") || !strings.Contains(ev.Message, "generation 1") {
+	if ev.Event != "bot_instance.unlock" || !ev.Allowed || ev.Bot != "deployer" || ev.JoinToken != "runner-1" || ev.Remote != "test admin" ||
+		ev.Claims["instance"] != chain || !strings.Contains(ev.Message, "first joined") || !strings.Contains(ev.Message, "generation 1") {
 		t.Errorf("audit record of the unlock = %+v", ev)
 	}
-	if err := githubJoin(); err != nil {
-		t.Fatalf("join right after the unlock: %v", err)
-	}
 
-	// Neither holder of the copied identity renews, and neither locks the bot again.
+	// Neither holder of the copied identity renews, and neither locks again;
+	// the other instance renews on.
 	for _, h := range []struct {
 		name string
 		held held
@@ -532,29 +551,35 @@ func TestUnlock(t *testing.T) {
 	if ev := lastAudit(t, a); ev.Event != "renew" || ev.Code != "renewal_refused" || ev.JoinToken != "runner-1" {
 		t.Errorf("audit record of the refused renewal = %+v", ev)
 	}
-	if lock, err := a.Store().BotLock(ctx, "deployer"); err != nil || lock != nil {
-		t.Errorf("the bot is locked again: %v %v", lock, err)
+	if locks, err := a.Store().InstanceLocks(ctx); err != nil || len(locks) != 0 {
+		t.Errorf("locked again: %v %v", locks, err)
 	}
+	bystander = renewed("renewal of the bot's other instance", bystander)
 
-	// A new secret joins, and its identity renews; unlocking a bot that is
-	// not locked is refused and ends no renewals.
-	fresh := tokenJoin(t, a, "runner-2", "secret-2")
-	if _, err := a.Unlock(ctx, "deployer", "test admin"); err == nil || !strings.Contains(err.Error(), `bot "deployer" is not locked`) {
+	// Unlocking the bot lifts the locks of its instances; with none locked
+	// it is refused and ends no renewals.
+	if _, err := a.Unlock(ctx, "deployer", "test admin"); err == nil || !strings.Contains(err.Error(), `bot "deployer" has no locked instance`) {
 		t.Errorf("unlocking a bot that is not locked: %v", err)
 	}
-	fresh = renewed("renewal of a join after the unlock", fresh)
+	bystander = renewed("renewal after a refused unlock", bystander)
 
-	// Another process on the same store unlocks: this one reads it at its next reload.
-	daemon = lockWith(fresh)
+	// Another process on the same store unlocks the bot: this one's copy
+	// of the lock goes at its next reload, and the store ends the chain at once.
+	daemon = lockWith(bystander)
 	other, err := authority.OpenLocal(ctx, a.Config(), authority.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { other.Close() })
-	if _, err := other.Unlock(ctx, "deployer", "local admin"); err != nil {
-		t.Fatal(err)
+	u, err = other.Unlock(ctx, "deployer", "local admin")
+	if err != nil || len(u.Instances) != 1 || u.Instances[0].JoinToken != "runner-2" {
+		t.Fatalf("Unlock by another process = %+v, %v", u, err)
 	}
-	eventually(t, "join after another process unlocked the bot", githubJoin, func(err error) bool { return err == nil })
-	_, err = renewOverTLS(t, env, daemon, newOutput(t, "identity"), time.Hour)
-	wantCode(t, "renewal after another process unlocked the bot", err, identity.CodeRenewalRefused, "unlocked")
+	eventually(t, "renewal after another process unlocked the bot", func() error {
+		_, err := renewOverTLS(t, env, daemon, newOutput(t, "identity"), time.Hour)
+		return err
+	}, func(err error) bool {
+		var refusal *identity.Error
+		return errors.As(err, &refusal) && refusal.Code == identity.CodeRenewalRefused && strings.Contains(refusal.Message, "unlocked")
+	})
 }

@@ -80,6 +80,7 @@ func (a *Authority) refuseLimited(w http.ResponseWriter, r *http.Request) bool {
 	key := refusalKey(r.RemoteAddr)
 	wait, ok := a.refusals.admit(key, time.Now())
 	if !ok {
+		a.metrics.limited.Inc()
 		writeError(w, rateLimited(key, wait))
 	}
 	return !ok
@@ -92,6 +93,11 @@ func (a *Authority) refuseBody(w http.ResponseWriter, r *http.Request, event str
 	refusal := identity.Errorf(identity.CodeBadRequest, "the request body is not a %s request: %v", what, decodeErr)
 	ev := &store.AuditEvent{Event: event, Remote: r.RemoteAddr}
 	a.recordRefusal(r.Context(), ev, refusal)
+	if event == "join" {
+		a.metrics.join(labelOther, 0, refusal)
+	} else {
+		a.metrics.renewal(0, refusal)
+	}
 	a.log.Warn(event+" refused", "code", refusal.Code, "reason", ev.Message, "remote", ev.Remote)
 	a.chargeRefusal(r.Context(), r.RemoteAddr, refusal)
 	writeError(w, refusal)
@@ -266,6 +272,15 @@ func (a *Authority) Serve(ctx context.Context, ready func(addr net.Addr)) error 
 	if err := a.ensureAdminIdentity(ctx, ln.Addr()); err != nil {
 		ln.Close()
 		return err
+	}
+	if a.cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", a.cfg.MetricsListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listening on metrics_listen %s: %w", a.cfg.MetricsListen, err)
+		}
+		a.log.Info("serving /metrics, /healthz and /readyz over plain HTTP; keep metrics_listen on a private network", "metrics_addr", mln.Addr().String())
+		go a.serveMetrics(ctx, mln)
 	}
 	if ready != nil {
 		ready(ln.Addr())

@@ -25,16 +25,26 @@ func authorityCommand() *cli.Command {
 			{
 				Name:  "start",
 				Usage: "serve the authority API (creates the CAs on first start)",
-				Description: `Example:
+				Description: `Examples:
 
-   mbot authority start --config authority.yaml`,
-				Flags: []cli.Flag{authorityConfigFlag()},
+   mbot authority start --config authority.yaml
+   mbot authority start --config authority.yaml --log-format json   # one JSON object per line
+
+With metrics_listen: in authority.yaml it also serves /metrics, /healthz and
+/readyz over plain HTTP on that address (docs/operations.md).`,
+				Flags: []cli.Flag{authorityConfigFlag(),
+					&cli.StringFlag{Name: "log-format", EnvVars: []string{"MBOT_LOG_FORMAT"}, Value: "text",
+						Usage: "log format on stderr: " + strings.Join(authority.LogFormats, " or ")}},
 				Action: func(c *cli.Context) error {
+					logger, err := authority.NewLogger(os.Stderr, c.String("log-format"))
+					if err != nil {
+						return usagef("%v", err)
+					}
 					cfg, err := authority.LoadConfig(c.String("config"))
 					if err != nil {
 						return err
 					}
-					a, err := authority.Open(c.Context, cfg, authority.Options{})
+					a, err := authority.Open(c.Context, cfg, authority.Options{Logger: logger})
 					if err != nil {
 						return err
 					}

@@ -19,8 +19,8 @@ import (
 func getCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "get",
-		Usage:     "list roles, bots, join tokens, databases, kubernetes clusters, trusted clusters or leaf clusters",
-		ArgsUsage: "roles|bots|join_tokens|databases|kubernetes_clusters|trusted_clusters|leaf_clusters [NAME]",
+		Usage:     "list roles, bots, join tokens, databases, kubernetes clusters, trusted clusters, leaf clusters or bot instances",
+		ArgsUsage: "roles|bots|join_tokens|databases|kubernetes_clusters|trusted_clusters|leaf_clusters [NAME] | bot_instances [BOT]",
 		Description: `Lists the resources in effect. For bots, the table shows what each role
 grants the bot once "{{internal.<trait>}}" templates expand from its traits
 (logins, and below them db_users, db_names, kubernetes_users,
@@ -31,7 +31,12 @@ resources in a form that mbot apply -f reads back. Examples:
 
    mbot get bots --config authority.yaml
    mbot get roles deploy -o yaml
-   mbot get join_tokens -o json > tokens.json && mbot apply -f tokens.json`,
+   mbot get join_tokens -o json > tokens.json && mbot apply -f tokens.json
+
+mbot get bot_instances [BOT] lists the token-joined runners (instances) of
+every bot, or of BOT: instance ID, bot, join token, first join (time and
+address), last renewal, generation and state (active, or locked when a copy
+of that instance's identity was presented; mbot unlock bot_instance/ID).`,
 		Flags: append(adminFlags(), outputFlag("text", "yaml", "json")),
 		Action: func(c *cli.Context) error {
 			args, err := positionalArgs(c)
@@ -43,7 +48,10 @@ resources in a form that mbot apply -f reads back. Examples:
 				return err
 			}
 			if len(args) < 1 || len(args) > 2 {
-				return usagef("usage: mbot get roles|bots|join_tokens|databases|kubernetes_clusters|trusted_clusters|leaf_clusters [NAME]")
+				return usagef("usage: mbot get roles|bots|join_tokens|databases|kubernetes_clusters|trusted_clusters|leaf_clusters [NAME], or mbot get bot_instances [BOT]")
+			}
+			if args[0] == "bot_instances" || args[0] == "bot_instance" {
+				return getBotInstances(c, format, args[1:])
 			}
 			kind, err := parseKind(args[0])
 			if err != nil {
@@ -292,4 +300,52 @@ func orNone(s string) string {
 		return "(none)"
 	}
 	return s
+}
+
+// getBotInstances prints the instances of every bot, or of the bot in args.
+func getBotInstances(c *cli.Context, format string, args []string) error {
+	bot := ""
+	if len(args) == 1 {
+		bot = args[0]
+	}
+	client, err := openAdmin(c)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	list, err := client.BotInstances(c.Context, bot)
+	if err != nil {
+		return err
+	}
+	switch format {
+	case "yaml":
+		out, err := yaml.Marshal(list)
+		if err != nil {
+			return err
+		}
+		_, err = os.Stdout.Write(out)
+		return err
+	case "json":
+		return writeJSON(os.Stdout, list)
+	}
+	return writeInstances(os.Stdout, list)
+}
+
+// writeInstances prints bot instances as a table; every value comes from
+// the store, so each is quoted unless it is a plain name.
+func writeInstances(w io.Writer, list []admin.BotInstance) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INSTANCE\tBOT\tJOIN TOKEN\tFIRST JOIN\tRUNNER\tLAST RENEWAL\tGENERATION\tSTATE")
+	for _, in := range list {
+		first, last := "-", "-"
+		if !in.FirstJoin.IsZero() {
+			first = in.FirstJoin.Format(time.RFC3339)
+		}
+		if !in.LastRenewal.IsZero() {
+			last = in.LastRenewal.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", displayName(in.ID), displayName(in.Bot), displayName(in.JoinToken),
+			first, orNone(identity.Printable(identity.Truncate(in.Runner, 64))), last, in.Generation, in.State)
+	}
+	return tw.Flush()
 }

@@ -16,8 +16,8 @@ func lockCommand() *cli.Command {
 when locked through the admin API, and within 250 ms when locked on the
 authority host with --config. This is how a copied or lost admin identity is
 revoked before it expires (admin identities live admin_identity_ttl, 24h by
-default). Bots are locked by the authority itself when a copy of their
-identity shows up (see mbot unlock). The lock is recorded in mbot audit.
+default). Bot instances are locked by the authority itself when a copy of a
+runner's identity shows up (see mbot get bot_instances and mbot unlock). The lock is recorded in mbot audit.
 Example:
 
    mbot lock --admin admin --reason "laptop lost" --config authority.yaml

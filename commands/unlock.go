@@ -6,26 +6,32 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mbot-dev/mbot/admin"
+	"github.com/mbot-dev/mbot/identity"
 	"github.com/urfave/cli/v2"
 )
 
 func unlockCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "unlock",
-		Usage:     "lift the lock on a bot whose identity was copied, ending the renewals of its identities (or on an admin: --admin NAME)",
-		ArgsUsage: "BOT | --admin NAME | --join-token NAME",
-		Description: `The authority locks a bot (bot_locked) when a certificate generation of a
-token join that was already renewed is presented again: a copy of the bot's
-identity is in use elsewhere. Unlocking lifts the lock and, since the copy
-cannot be told from the original, ends the renewals of every identity of the
-bot: the daemons holding one are refused at their next renewal
-(renewal_refused) and join again with a new secret. Joins of other methods
-(github, kubernetes, ...) are admitted again. A bot that is not locked is
-refused (exit 1) and left alone. The unlock is recorded in mbot audit.
-Example:
+		Usage:     "lift the lock on a bot instance whose identity was copied, ending its renewals (or on every instance of a bot, on an admin: --admin NAME, or on a bound_keypair join token: --join-token NAME)",
+		ArgsUsage: "bot_instance/ID | --instance ID | BOT | --admin NAME | --join-token NAME",
+		Description: `The authority locks a bot instance (instance_locked) when a certificate
+generation of a token join that was already renewed is presented again: a
+copy of that runner's identity is in use elsewhere. Only that instance (one
+runner's renewal chain) is locked; the bot's other runners keep renewing.
+mbot get bot_instances lists the instances, their runner (first join time
+and address) and state. Unlocking an instance lifts its lock and, since the
+copy cannot be told from the original, ends its renewals: the daemon holding
+it is refused at its next renewal (renewal_refused) and joins again with a
+new secret. Unlocking a BOT lifts the locks of all its locked instances (and
+a bot-wide lock written by an earlier authority, which ends every renewal of
+the bot). Something that is not locked is refused (exit 1) and left alone.
+The unlock is recorded in mbot audit. Example:
 
-   mbot unlock deployer --config authority.yaml
-   mbot tokens add --bot deployer --config authority.yaml   # a new secret for each runner
+   mbot get bot_instances deployer --config authority.yaml
+   mbot unlock bot_instance/5d41402abc4b2a76b9719d911017c592 --config authority.yaml
+   mbot tokens add --bot deployer --config authority.yaml   # a new secret for that runner
 
 With --join-token NAME it lifts the lock on a bound_keypair join token
 (join_token_locked: its key was used from two places). The key and the join
@@ -37,6 +43,7 @@ bind a new key instead: mbot tokens add --name NAME --method bound_keypair
 With --admin NAME it lifts a lock that mbot lock --admin put on an admin:
 its identities that have not expired work again.`,
 		Flags: append(adminFlags(), outputFlag("text", "json"),
+			&cli.StringFlag{Name: "instance", Usage: "unlock this bot instance (its ID, as mbot get bot_instances lists it)"},
 			&cli.StringFlag{Name: "admin", Usage: "unlock this admin (see mbot lock) instead of a bot"},
 			&cli.StringFlag{Name: "join-token", Usage: "unlock this bound_keypair join token (join_token_locked) instead of a bot"}),
 		Action: func(c *cli.Context) error {
@@ -44,20 +51,26 @@ its identities that have not expired work again.`,
 			if err != nil {
 				return err
 			}
-			if name := c.String("join-token"); name != "" {
-				if len(args) > 0 || c.String("admin") != "" {
-					return usagef("mbot unlock takes a BOT, --admin NAME or --join-token NAME, one of them")
+			instance, adminName, joinToken := c.String("instance"), c.String("admin"), c.String("join-token")
+			if len(args) == 1 {
+				if id, ok := strings.CutPrefix(args[0], "bot_instance/"); ok {
+					instance, args = id, nil
 				}
-				return unlockJoinToken(c, name)
 			}
-			if admin := c.String("admin"); admin != "" {
-				if len(args) > 0 {
-					return usagef("mbot unlock takes a BOT or --admin NAME, not both")
+			given := len(args)
+			for _, f := range []string{instance, adminName, joinToken} {
+				if f != "" {
+					given++
 				}
-				return unlockAdmin(c, admin)
 			}
-			if len(args) != 1 {
-				return usagef("usage: mbot unlock BOT, or mbot unlock --admin NAME")
+			if given != 1 {
+				return usagef("usage: mbot unlock bot_instance/ID (or --instance ID), mbot unlock BOT, mbot unlock --admin NAME or mbot unlock --join-token NAME: one of them")
+			}
+			if joinToken != "" {
+				return unlockJoinToken(c, joinToken)
+			}
+			if adminName != "" {
+				return unlockAdmin(c, adminName)
 			}
 			format, err := outputFormat(c, "text", "json")
 			if err != nil {
@@ -68,23 +81,44 @@ its identities that have not expired work again.`,
 				return err
 			}
 			defer client.Close()
-			u, err := client.Unlock(c.Context, args[0])
+			var u *admin.Unlocked
+			if instance != "" {
+				u, err = client.UnlockInstance(c.Context, instance)
+			} else {
+				u, err = client.Unlock(c.Context, args[0])
+			}
 			if err != nil {
 				return err
 			}
 			if format == "json" {
 				return writeJSON(os.Stdout, u)
 			}
-			ended := "no token-joined identity of it was renewing"
-			if len(u.EndedJoinTokens) > 0 {
-				ended = "the identities from join tokens " + strings.Join(u.EndedJoinTokens, ", ") + " are refused at their next renewal"
-			}
-			fmt.Printf("unlocked bot %s (locked since %s by a copy from join token %s); %s.\n"+
-				"Give each of its token-joined runners a new secret: mbot tokens add --bot %s; other join methods join again by themselves.\n",
-				u.Bot, u.LockedSince.Format(time.RFC3339), u.LockedBy, ended, u.Bot)
+			printUnlocked(u)
 			return nil
 		},
 	}
+}
+
+// printUnlocked says what an unlock lifted and what the runners must do.
+func printUnlocked(u *admin.Unlocked) {
+	if u.BotLock != nil {
+		fmt.Printf("lifted the bot-wide lock on bot %s (locked since %s by a copy from join token %s).\n",
+			u.Bot, u.BotLock.LockedSince.Format(time.RFC3339), identity.Printable(u.BotLock.LockedBy))
+	}
+	for _, in := range u.Instances {
+		runner := "runner unknown"
+		if !in.FirstJoin.IsZero() {
+			runner = "first joined " + in.FirstJoin.Format(time.RFC3339) + " from " + identity.Printable(in.Runner)
+		}
+		fmt.Printf("unlocked instance %s of bot %s (join token %s, %s; locked since %s).\n",
+			in.ID, u.Bot, identity.Printable(in.JoinToken), runner, in.LockedSince.Format(time.RFC3339))
+	}
+	ended := "no token-joined identity of it was renewing"
+	if len(u.EndedJoinTokens) > 0 {
+		ended = "the identities from join tokens " + identity.Printable(strings.Join(u.EndedJoinTokens, ", ")) + " are refused at their next renewal"
+	}
+	fmt.Printf("%s; the bot's other instances keep renewing.\n"+
+		"Give each of those runners a new secret: mbot tokens add --bot %s.\n", ended, u.Bot)
 }
 
 func unlockAdmin(c *cli.Context, name string) error {

@@ -129,6 +129,13 @@ func startClusterWith(t *testing.T, resources func(c *cluster) string) (*cluster
 // environment (SSL_CERT_FILE for an issuer under a test CA).
 func startClusterEnv(t *testing.T, env []string, resources func(c *cluster) string) (*cluster, *background) {
 	t.Helper()
+	return startClusterConfig(t, env, resources, "")
+}
+
+// startClusterConfig is startClusterEnv with extraConfig appended to the
+// authority's authority.yaml.
+func startClusterConfig(t *testing.T, env []string, resources func(c *cluster) string, extraConfig string) (*cluster, *background) {
+	t.Helper()
 	u, err := user.Current()
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +149,7 @@ func startClusterEnv(t *testing.T, env []string, resources func(c *cluster) stri
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	c := &cluster{ci: ci, config: filepath.Join(dir, "authority.yaml"), url: "https://" + addr, login: u.Username, home: t.TempDir()}
-	writeFile(t, c.config, fmt.Sprintf(authorityYAML, clusterName, addr, filepath.Join(dir, "data")), 0o600)
+	writeFile(t, c.config, fmt.Sprintf(authorityYAML, clusterName, addr, filepath.Join(dir, "data"))+extraConfig, 0o600)
 	writeFile(t, filepath.Join(dir, "bots.yaml"), resources(c), 0o600)
 
 	auth := startBackground(t, append(baseEnv(c.home), env...), true, mbotBin, "authority", "start", "--config", c.config)

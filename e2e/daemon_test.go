@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mbot-dev/mbot/admin"
 	"github.com/mbot-dev/mbot/client"
 	"github.com/mbot-dev/mbot/identity"
 	"github.com/mbot-dev/mbot/internal/simci"
@@ -504,17 +505,38 @@ func TestDaemonSignals(t *testing.T) {
 	})
 }
 
-// TestDaemonLockout copies a daemon's identity, lets the daemon renew, and
-// presents the copy: the authority locks the bot, refuses the daemon's
-// next renewal and every join of the bot, and records why; mbot unlock
-// lifts the lock, after which neither the daemon nor the copy renews, and
-// a new secret joins.
+// chainOf returns the bot instance (renewal chain) of the identity in dir.
+func chainOf(t *testing.T, dir string) string {
+	t.Helper()
+	l, err := identity.LineageOf(parseCertChain(t, filepath.Join(dir, "tls.crt"))[0])
+	if err != nil {
+		t.Fatalf("%s/tls.crt: %v", dir, err)
+	}
+	return l.Chain
+}
+
+// TestDaemonLockout runs two daemons of one bot (two token joins, two
+// instances), copies one daemon's identity, lets that daemon renew, and
+// presents the copy: the authority locks that instance only, refuses its
+// daemon's next renewal and records which runner it is, while the other
+// daemon and other join methods of the bot go on; mbot get bot_instances
+// shows the states; mbot unlock bot_instance/ID lifts the lock, after which
+// neither the daemon nor the copy of that instance renews, the other
+// instance still does, and a new secret joins.
 func TestDaemonLockout(t *testing.T) {
 	dc := startDaemonCluster(t)
 	name, secret := addToken(t, dc.cluster, "--name", "runner-lockout")
+	otherName, otherSecret := addToken(t, dc.cluster, "--name", "runner-bystander")
 	out := filepath.Join(t.TempDir(), "mbot")
+	otherOut := filepath.Join(t.TempDir(), "mbot")
 	d, health := dc.startDaemon(t, tokenJobEnv(dc.cluster, secret), name, out, "--join-method", "token")
+	other, otherHealth := dc.startDaemon(t, tokenJobEnv(dc.cluster, otherSecret), otherName, otherOut, "--join-method", "token")
 	waitForRenewal(t, d, out, "")
+	otherSerial := waitForRenewal(t, other, otherOut, "")
+	instance, otherInstance := chainOf(t, out), chainOf(t, otherOut)
+	if instance == otherInstance {
+		t.Fatalf("two token joins share instance %s", instance)
+	}
 
 	stolen := copyIdentity(t, out)
 	stolenGen := generation(t, stolen)
@@ -523,14 +545,16 @@ func TestDaemonLockout(t *testing.T) {
 		t.Fatalf("the daemon's certificate is of generation %d, the copy's %d", g, stolenGen)
 	}
 	lockedAt := time.Now()
+	env := baseEnv(dc.home)
+	adminDir := filepath.Join(filepath.Dir(dc.config), "data", "admin")
 
 	t.Run("stale-copy-refused", func(t *testing.T) {
 		err := renewWith(t, dc.cluster, stolen)
 		var refusal *identity.Error
-		if !errors.As(err, &refusal) || refusal.Code != identity.CodeBotLocked {
-			t.Fatalf("renewal with the stale copy: %v, want bot_locked", err)
+		if !errors.As(err, &refusal) || refusal.Code != identity.CodeInstanceLocked {
+			t.Fatalf("renewal with the stale copy: %v, want instance_locked", err)
 		}
-		for _, want := range []string{botName, fmt.Sprintf("generation %d", stolenGen), "mbot unlock " + botName, "mbot tokens add --bot " + botName} {
+		for _, want := range []string{botName, "first joined", "mbot unlock bot_instance/" + instance, "mbot tokens add --bot " + botName, "other instances keep renewing"} {
 			if !strings.Contains(refusal.Message, want) {
 				t.Errorf("refusal %q does not mention %q", refusal.Message, want)
 			}
@@ -540,23 +564,63 @@ func TestDaemonLockout(t *testing.T) {
 	t.Run("daemon-refused", func(t *testing.T) {
 		waitFor(t, "the daemon's renewal to be refused", d, func() bool {
 			code, r := healthz(t, health)
-			return code == http.StatusOK && r.Status == client.HealthRetrying && strings.Contains(r.LastError, "bot_locked")
+			return code == http.StatusOK && r.Status == client.HealthRetrying && strings.Contains(r.LastError, "instance_locked")
 		})
 		d.running(t)
 		checkIdentity(t, dc.cluster, out, name, "token") // still there and valid
 	})
 
-	t.Run("issue-refused", func(t *testing.T) {
-		wantRefused(t, dc.cluster, dc.jobEnv(gitHubJob(t, dc.cluster)), tokenGitHub, "bot_locked", botName, "locked")
+	t.Run("other-instance-renews", func(t *testing.T) {
+		otherSerial = waitForRenewal(t, other, otherOut, waitForRenewal(t, other, otherOut, otherSerial))
+		if code, r := healthz(t, otherHealth); code != http.StatusOK || r.Status != client.HealthOK {
+			t.Errorf("the other daemon reports %d %+v", code, r)
+		}
+		checkIdentity(t, dc.cluster, otherOut, otherName, "token")
+	})
+
+	t.Run("issue-admitted", func(t *testing.T) {
+		if res := dc.issue(t, dc.jobEnv(gitHubJob(t, dc.cluster)), tokenGitHub, filepath.Join(t.TempDir(), "mbot")); res.code != 0 {
+			t.Fatalf("mbot issue of a bot with a locked instance: %s", res)
+		}
+	})
+
+	t.Run("listed", func(t *testing.T) {
+		res := mustMbot(t, env, "get", "bot_instances", "--auth", adminDir, botName)
+		for _, line := range strings.Split(res.stdout, "\n") {
+			switch {
+			case strings.HasPrefix(line, instance):
+				if !strings.Contains(line, name) || !strings.HasSuffix(strings.TrimSpace(line), "locked") || !strings.Contains(line, "127.0.0.1") {
+					t.Errorf("instance %s is listed as %q, want locked, join token %s, runner 127.0.0.1", instance, line, name)
+				}
+			case strings.HasPrefix(line, otherInstance):
+				if !strings.Contains(line, otherName) || !strings.HasSuffix(strings.TrimSpace(line), "active") {
+					t.Errorf("instance %s is listed as %q, want active", otherInstance, line)
+				}
+			}
+		}
+		var list []admin.BotInstance
+		if err := json.Unmarshal([]byte(mustMbot(t, env, "get", "bot_instances", "--config", dc.config, "-o", "json").stdout), &list); err != nil {
+			t.Fatal(err)
+		}
+		states := map[string]string{}
+		for _, in := range list {
+			states[in.ID] = in.State
+			if in.ID == otherInstance && (in.LastRenewal.IsZero() || in.Generation < 3) {
+				t.Errorf("the other instance has not renewed: %+v", in)
+			}
+		}
+		if states[instance] != "locked" || states[otherInstance] != "active" {
+			t.Errorf("mbot get bot_instances -o json: states %v, want %s locked and %s active", states, instance, otherInstance)
+		}
 	})
 
 	t.Run("audited", func(t *testing.T) {
 		var lockout, daemon bool
 		for _, ev := range auditEvents(t, dc.cluster, "renew") {
-			if ev.Allowed || ev.Code != "bot_locked" || ev.Bot != botName || ev.JoinToken != name || ev.Time.Before(lockedAt.Add(-time.Second)) {
+			if ev.Allowed || ev.Code != "instance_locked" || ev.Bot != botName || ev.JoinToken != name || ev.Time.Before(lockedAt.Add(-time.Second)) {
 				continue
 			}
-			if ev.Claims["generation"] == fmt.Sprint(stolenGen) && strings.Contains(ev.Message, "generation") {
+			if ev.Claims["generation"] == fmt.Sprint(stolenGen) && ev.Claims["instance"] == instance && strings.Contains(ev.Message, "first joined") {
 				lockout = true
 			} else {
 				daemon = true
@@ -565,36 +629,41 @@ func TestDaemonLockout(t *testing.T) {
 		if !lockout || !daemon {
 			t.Errorf("audit log lacks the lockout (%v) or the daemon's refused renewal (%v):\n%+v", lockout, daemon, auditEvents(t, dc.cluster, "renew"))
 		}
-		var refusedJoin bool
-		for _, ev := range auditEvents(t, dc.cluster, "join") {
-			refusedJoin = refusedJoin || (ev.JoinToken == tokenGitHub && ev.Code == "bot_locked")
+		var lockEvent bool
+		for _, ev := range auditEvents(t, dc.cluster, "bot_instance.lock") {
+			lockEvent = lockEvent || (ev.Bot == botName && ev.JoinToken == name && ev.Claims["instance"] == instance &&
+				strings.HasPrefix(ev.Claims["runner"], "127.0.0.1:") && ev.Claims["first_join"] != "")
 		}
-		if !refusedJoin {
-			t.Errorf("audit log lacks the refused join of the locked bot")
+		if !lockEvent {
+			t.Errorf("audit log lacks the bot_instance.lock record naming the runner: %+v", auditEvents(t, dc.cluster, "bot_instance.lock"))
 		}
-		if !strings.Contains(dc.auth.logs.String(), "locked a bot") {
+		if !strings.Contains(dc.auth.logs.String(), "locked a bot instance") {
 			t.Errorf("the authority did not log the lockout:\n%s", dc.auth.logs)
 		}
 	})
 
 	t.Run("unlock", func(t *testing.T) {
-		env := baseEnv(dc.home)
-		adminDir := filepath.Join(filepath.Dir(dc.config), "data", "admin")
 		if res := mbot(t, env, "unlock", "--auth", adminDir, "nobody"); res.code != 1 || !strings.Contains(res.stderr, `no bot named "nobody"`) {
 			t.Errorf("mbot unlock of an unknown bot: %s", res)
 		}
-		res := mustMbot(t, env, "unlock", "--config", dc.config, botName)
-		for _, want := range []string{"unlocked bot " + botName, "join tokens " + name, "mbot tokens add --bot " + botName} {
+		if res := mbot(t, env, "unlock", "--auth", adminDir, "bot_instance/"+otherInstance); res.code != 1 || !strings.Contains(res.stderr, "is not locked") {
+			t.Errorf("mbot unlock of an instance that is not locked: %s", res)
+		}
+		res := mustMbot(t, env, "unlock", "--config", dc.config, "bot_instance/"+instance)
+		for _, want := range []string{"unlocked instance " + instance, "join tokens " + name, "other instances keep renewing", "mbot tokens add --bot " + botName} {
 			if !strings.Contains(res.stdout, want) {
 				t.Errorf("mbot unlock printed %q, which does not mention %q", res.stdout, want)
 			}
 		}
-		if res := mbot(t, env, "unlock", "--auth", adminDir, "-o", "json", botName); res.code != 1 || !strings.Contains(res.stderr, "is not locked") {
-			t.Errorf("mbot unlock of a bot that is not locked: %s", res)
+		if res := mbot(t, env, "unlock", "--auth", adminDir, "-o", "json", "--instance", instance); res.code != 1 || !strings.Contains(res.stderr, "no bot instance") {
+			t.Errorf("mbot unlock of an instance unlocked already: %s", res)
+		}
+		if res := mbot(t, env, "unlock", "--auth", adminDir, botName); res.code != 1 || !strings.Contains(res.stderr, "has no locked instance") {
+			t.Errorf("mbot unlock of a bot with nothing locked: %s", res)
 		}
 
 		// Neither the daemon nor the copy renews; the running authority
-		// read the unlock from the store.
+		// read the unlock from the store. The other daemon renews on.
 		waitFor(t, "the daemon's renewal to be refused as unlocked", d, func() bool {
 			_, r := healthz(t, health)
 			return r.Status == client.HealthRetrying && strings.Contains(r.LastError, "renewal_refused") && strings.Contains(r.LastError, "unlocked")
@@ -604,30 +673,30 @@ func TestDaemonLockout(t *testing.T) {
 		if !errors.As(err, &refusal) || refusal.Code != identity.CodeRenewalRefused || !strings.Contains(refusal.Message, "mbot tokens add --bot "+botName) {
 			t.Errorf("renewal with the stale copy after the unlock: %v, want renewal_refused", err)
 		}
-		if code := d.stop(t, syscall.SIGTERM); code != 0 {
-			t.Errorf("mbot start exited %d on SIGTERM", code)
+		otherSerial = waitForRenewal(t, other, otherOut, otherSerial)
+		for _, p := range []*proc{d, other} {
+			if code := p.stop(t, syscall.SIGTERM); code != 0 {
+				t.Errorf("mbot start exited %d on SIGTERM", code)
+			}
 		}
 		var unlocked bool
-		for _, ev := range auditEvents(t, dc.cluster, "bot.unlock") {
-			unlocked = unlocked || (ev.Bot == botName && ev.JoinToken == name && strings.HasPrefix(ev.Remote, "local admin"))
+		for _, ev := range auditEvents(t, dc.cluster, "bot_instance.unlock") {
+			unlocked = unlocked || (ev.Bot == botName && ev.JoinToken == name && ev.Claims["instance"] == instance && strings.HasPrefix(ev.Remote, "local admin"))
 		}
 		if !unlocked {
-			t.Errorf("the audit log lacks the unlock: %+v", auditEvents(t, dc.cluster, "bot.unlock"))
+			t.Errorf("the audit log lacks the unlock: %+v", auditEvents(t, dc.cluster, "bot_instance.unlock"))
 		}
-		if res := mustMbot(t, env, "audit", "--config", dc.config, "--bot", botName); !strings.Contains(res.stdout, "bot.unlock") {
+		if res := mustMbot(t, env, "audit", "--config", dc.config, "--bot", botName); !strings.Contains(res.stdout, "bot_instance.unlock") {
 			t.Errorf("mbot audit does not list the unlock:\n%s", res.stdout)
 		}
 
-		// A new secret joins and renews; other methods join again.
+		// A new secret joins and renews.
 		name, secret := addToken(t, dc.cluster, "--name", "runner-after-unlock")
 		out := filepath.Join(t.TempDir(), "mbot")
 		d, _ := dc.startDaemon(t, tokenJobEnv(dc.cluster, secret), name, out, "--join-method", "token")
 		waitForRenewal(t, d, out, waitForRenewal(t, d, out, ""))
 		if code := d.stop(t, syscall.SIGTERM); code != 0 {
 			t.Errorf("mbot start exited %d on SIGTERM", code)
-		}
-		if res := dc.issue(t, dc.jobEnv(gitHubJob(t, dc.cluster)), tokenGitHub, filepath.Join(t.TempDir(), "mbot")); res.code != 0 {
-			t.Fatalf("mbot issue after the unlock: %s", res)
 		}
 	})
 }

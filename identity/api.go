@@ -298,9 +298,13 @@ const (
 	// CodeRenewalRefused: the certificate cannot be renewed (its join token or
 	// bot is gone, or it came from a join that does not renew itself).
 	CodeRenewalRefused ErrorCode = "renewal_refused"
-	// CodeBotLocked: a stale certificate generation was presented, so a copy
-	// of the bot's identity is in use elsewhere; the bot is locked.
+	// CodeBotLocked: the whole bot is locked, by an authority from before
+	// instance-scoped locks (CodeInstanceLocked) that saw a copied identity.
 	CodeBotLocked ErrorCode = "bot_locked"
+	// CodeInstanceLocked: a stale certificate generation of this bot
+	// instance (renewal chain) was presented, so a copy of its identity is
+	// in use elsewhere; the instance is locked, the bot's others are not.
+	CodeInstanceLocked ErrorCode = "instance_locked"
 	// CodeUnsupportedKey: an output's public key is of a type or size the
 	// authority does not certify (RSA below 2048 bits, an unknown curve).
 	CodeUnsupportedKey ErrorCode = "unsupported_key"

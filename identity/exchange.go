@@ -122,4 +122,7 @@ func CheckExchangeSignature(cert *x509.Certificate, payload, sig []byte) error {
 type LockView struct {
 	// Locked maps each locked bot of the root to why.
 	Locked map[string]string `json:"locked"`
+	// Instances maps each locked bot instance (renewal chain) of the root
+	// to why: a root identity of that chain is refused as on the root.
+	Instances map[string]string `json:"instances,omitempty"`
 }

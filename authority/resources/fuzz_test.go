@@ -161,6 +161,22 @@ func checkAccepted(t *testing.T, r resources.Resource) {
 		if err := resources.CheckAPIServerURL("api_server", r.KubernetesCluster.Spec.APIServer); err != nil {
 			t.Errorf("kubernetes_cluster %q: accepted %v", r.Name(), err)
 		}
+	case r.TrustedCluster != nil:
+		if err := resources.CheckCAPin("ca_pin", r.TrustedCluster.Spec.Root.CAPin); err != nil {
+			t.Errorf("trusted_cluster %q: accepted %v", r.Name(), err)
+		}
+		if !strings.HasPrefix(r.TrustedCluster.Spec.Root.URL, "https://") {
+			t.Errorf("trusted_cluster %q: accepted root url %q", r.Name(), r.TrustedCluster.Spec.Root.URL)
+		}
+		for _, m := range r.TrustedCluster.Spec.RoleMap {
+			if m.Remote == "" || len(m.Local) == 0 || strings.ContainsFunc(m.Remote, func(c rune) bool { return c < ' ' || c == 0x7f }) {
+				t.Errorf("trusted_cluster %q: accepted role_map entry %+v", r.Name(), m)
+			}
+		}
+	case r.LeafCluster != nil:
+		if err := resources.CheckCAPin("ca_pin", r.LeafCluster.Spec.CAPin); err != nil {
+			t.Errorf("leaf_cluster %q: accepted %v", r.Name(), err)
+		}
 	default:
 		t.Errorf("accepted a resource of no kind: %+v", r)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"time"
 )
 
@@ -12,9 +11,12 @@ import (
 // with their own certificate): every certificate of a renewal chain carries
 // its generation, the store keeps the current one per (bot, join token),
 // and a renewal must present exactly that one. Presenting an older one means
-// two copies of the identity are in use, and the bot is locked. Unlocking
-// the bot (mbot unlock) lifts its lock and ends its chains, since either
-// holder could be the copy. Removing the bot (mbot rm bot/NAME) removes its
+// two copies of the instance's identity are in use, and the instance (its
+// chain, see instances.go) is locked; the bot's other instances keep
+// renewing. Unlocking the instance (mbot unlock) lifts its lock and ends its
+// chain, since either holder could be the copy. A bot-wide lock (bot_locks)
+// is what authorities before instance locks wrote; it is still honoured and
+// lifted by unlocking the bot. Removing the bot (mbot rm bot/NAME) removes its
 // lock and counters; removing a join token removes its counter (triggers in
 // the schema).
 
@@ -26,10 +28,12 @@ var ErrUnknownChain = errors.New("no such renewal chain")
 // admin unlocked its bot.
 var ErrUnlockedChain = errors.New("renewal chain ended when its bot was unlocked")
 
-// ErrNotLocked is returned by UnlockBot for a bot that is not locked.
-var ErrNotLocked = errors.New("bot is not locked")
+// ErrNotLocked is returned by UnlockBot and UnlockInstance for a bot or
+// instance that is not locked.
+var ErrNotLocked = errors.New("not locked")
 
-// BotLock refuses every join and renewal of a bot.
+// BotLock refuses every join and renewal of a bot: the lock of authorities
+// before instance-scoped locks.
 type BotLock struct {
 	Bot       string
 	JoinToken string // whose chain gave the copy away
@@ -38,10 +42,10 @@ type BotLock struct {
 }
 
 // GenerationMismatch is returned when a renewal presents a generation other
-// than the current one. The bot was locked by the same transaction.
+// than the current one. The instance was locked by the same transaction.
 type GenerationMismatch struct {
 	Presented, Current uint64
-	Lock               *BotLock
+	Lock               *InstanceLock
 }
 
 func (e *GenerationMismatch) Error() string { return e.Lock.Reason }
@@ -56,22 +60,16 @@ type Renewal struct {
 	// answer never reached the client is served again instead of locking:
 	// only the holder of those private keys can use what it gets.
 	Keys string
-}
-
-// StartChain records generation 1 of a new renewal chain for a token join,
-// replacing any earlier chain of the same bot and join token.
-func (s *Store) StartChain(ctx context.Context, bot, joinToken, chain string) error {
-	_, err := s.write.ExecContext(ctx, `INSERT INTO bot_generations (bot, join_token, chain, generation, last_keys, updated)
-		VALUES (?, ?, ?, 1, '', ?) ON CONFLICT (bot, join_token) DO UPDATE SET chain = excluded.chain,
-		generation = 1, last_keys = '', updated = excluded.updated`, bot, joinToken, chain, time.Now().UnixNano())
-	return err
+	// Remote is the address the renewal came from, for the lock's reason.
+	Remote string
 }
 
 // AdvanceGeneration admits r if it presents the current generation of its
 // chain, which then moves to the next one (the generation of the renewed
 // certificates), or if it retries the renewal that moved it there. It
-// fails with ErrUnknownChain or ErrUnlockedChain, or with a
-// *GenerationMismatch after locking the bot.
+// fails with ErrUnknownChain or ErrUnlockedChain, with an
+// *InstanceLockedError if its instance is locked, or with a
+// *GenerationMismatch after locking the instance.
 func (s *Store) AdvanceGeneration(ctx context.Context, r Renewal) error {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
@@ -98,6 +96,12 @@ func (s *Store) AdvanceGeneration(ctx context.Context, r Renewal) error {
 	if err != nil {
 		return err
 	}
+	// A lock written by another process sharing the store counts at once.
+	if lock, err := instanceLock(ctx, tx, r.Chain); err != nil {
+		return err
+	} else if lock != nil {
+		return &InstanceLockedError{Lock: lock}
+	}
 	now := time.Now()
 	switch {
 	case r.Generation == current:
@@ -109,11 +113,8 @@ func (s *Store) AdvanceGeneration(ctx context.Context, r Renewal) error {
 	case r.Generation+1 == current && r.Keys != "" && r.Keys == lastKeys:
 		return nil
 	}
-	lock := &BotLock{Bot: r.Bot, JoinToken: r.JoinToken, Time: now.UTC(),
-		Reason: fmt.Sprintf("a certificate of generation %d from join token %q was presented for renewal, but that chain is at generation %d",
-			r.Generation, r.JoinToken, current)}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO bot_locks (bot, time, join_token, reason) VALUES (?, ?, ?, ?) ON CONFLICT (bot) DO NOTHING`,
-		lock.Bot, lock.Time.UnixNano(), lock.JoinToken, lock.Reason); err != nil {
+	lock, err := lockInstance(ctx, tx, r, current, now)
+	if err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -166,18 +167,22 @@ func (s *Store) BotLocks(ctx context.Context) (map[string]*BotLock, error) {
 	return locks, rows.Err()
 }
 
-// Unlock is what UnlockBot lifted and ended.
+// Unlock is what UnlockBot or UnlockInstance lifted and ended.
 type Unlock struct {
+	// Lock is the bot-wide lock UnlockBot lifted, if there was one.
 	Lock *BotLock
+	// Instances are the instance locks lifted, by first join.
+	Instances []*InstanceLock
 	// JoinTokens are those whose renewal chains of the bot were ended.
 	JoinTokens []string
 }
 
-// UnlockBot lifts the lock on bot and, in the same transaction, ends every
-// renewal chain of the bot: a copy of its identity is in use and the store
-// cannot tell the copy from the original, so neither renews again; both
-// join again with a new secret. It returns ErrNotLocked, changing nothing,
-// if bot is not locked.
+// UnlockBot lifts every lock on bot and, in the same transaction, ends the
+// renewal chains they cover: a locked instance's chain (the copy cannot be
+// told from the original, so neither renews again; the runner joins again
+// with a new secret), and for a bot-wide lock every chain of the bot. The
+// bot's instances that are not locked keep renewing. It returns
+// ErrNotLocked, changing nothing, if nothing of bot is locked.
 func (s *Store) UnlockBot(ctx context.Context, bot string) (*Unlock, error) {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
@@ -188,36 +193,47 @@ func (s *Store) UnlockBot(ctx context.Context, bot string) (*Unlock, error) {
 	if err != nil {
 		return nil, err
 	}
-	if lock == nil {
-		return nil, ErrNotLocked
-	}
-	u := &Unlock{Lock: lock}
-	rows, err := tx.QueryContext(ctx, `SELECT join_token FROM bot_generations WHERE bot = ? ORDER BY join_token`, bot)
+	instances, err := lockedInstances(ctx, tx, bot)
 	if err != nil {
 		return nil, err
 	}
-	for rows.Next() {
-		var tok string
-		if err := rows.Scan(&tok); err != nil {
-			rows.Close()
+	if lock == nil && len(instances) == 0 {
+		return nil, ErrNotLocked
+	}
+	u := &Unlock{Lock: lock, Instances: instances}
+	var chains []string
+	if lock != nil {
+		rows, err := tx.QueryContext(ctx, `SELECT chain, join_token FROM bot_generations WHERE bot = $1 ORDER BY join_token`, bot)
+		if err != nil {
 			return nil, err
 		}
-		u.JoinTokens = append(u.JoinTokens, tok)
+		for rows.Next() {
+			var chain, tok string
+			if err := rows.Scan(&chain, &tok); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			chains, u.JoinTokens = append(chains, chain), append(u.JoinTokens, tok)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return nil, err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM bot_locks WHERE bot = $1`, bot); err != nil {
+			return nil, err
+		}
+	} else {
+		for _, l := range instances {
+			chains, u.JoinTokens = append(chains, l.Instance), append(u.JoinTokens, l.JoinToken)
+		}
 	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		return nil, err
+	now := time.Now()
+	for _, chain := range chains {
+		if err := endChain(ctx, tx, chain, now); err != nil {
+			return nil, err
+		}
 	}
-	// The ended chains are kept so that their renewals are refused as
-	// unlocked rather than as unknown.
-	if _, err := tx.ExecContext(ctx, `INSERT INTO unlocked_chains (chain, bot, join_token, time)
-		SELECT chain, bot, join_token, ? FROM bot_generations WHERE bot = ? ON CONFLICT (chain) DO NOTHING`,
-		time.Now().UnixNano(), bot); err != nil {
-		return nil, err
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM bot_generations WHERE bot = ?`, bot); err != nil {
-		return nil, err
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM bot_locks WHERE bot = ?`, bot); err != nil {
+	// Locks on instances whose chain was already gone go too.
+	if _, err := tx.ExecContext(ctx, `DELETE FROM bot_instances WHERE bot = $1 AND locked_at > 0`, bot); err != nil {
 		return nil, err
 	}
 	return u, tx.Commit()

@@ -24,7 +24,7 @@ func TestGenerationCounter(t *testing.T) {
 	if err := st.AdvanceGeneration(ctx, renewal(1, "k1")); !errors.Is(err, store.ErrUnknownChain) {
 		t.Fatalf("renewal before any token join: %v, want ErrUnknownChain", err)
 	}
-	if err := st.StartChain(ctx, bot, tok, chain); err != nil {
+	if err := st.StartChain(ctx, bot, tok, chain, "192.0.2.1:4000"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -57,19 +57,17 @@ func TestGenerationCounter(t *testing.T) {
 			}
 		}
 	}
-	lock, err := st.BotLock(ctx, bot)
-	if err != nil || lock == nil {
-		t.Fatalf("BotLock after a mismatch = %v, %v; want a lock", lock, err)
+	if lock, err := st.BotLock(ctx, bot); err != nil || lock != nil {
+		t.Errorf("BotLock after a mismatch = %v, %v; want none: the instance is locked, not the bot", lock, err)
 	}
-	if lock.JoinToken != tok || !strings.Contains(lock.Reason, "generation 7") || lock.Time.IsZero() {
+	all, err := st.InstanceLocks(ctx)
+	lock := all[chain]
+	if err != nil || len(all) != 1 || lock == nil {
+		t.Fatalf("InstanceLocks = %v, %v; want only the lock of %s", all, err, chain)
+	}
+	if lock.Bot != bot || lock.JoinToken != tok || lock.Runner != "192.0.2.1:4000" || lock.FirstJoin.IsZero() ||
+		!strings.Contains(lock.Reason, "generation 7") || lock.Time.IsZero() {
 		t.Errorf("lock = %+v", lock)
-	}
-	if other, err := st.BotLock(ctx, "other-bot"); err != nil || other != nil {
-		t.Errorf("BotLock of another bot = %v, %v; want none", other, err)
-	}
-	all, err := st.BotLocks(ctx)
-	if err != nil || len(all) != 1 || *all[bot] != *lock {
-		t.Errorf("BotLocks = %v, %v; want only %+v", all, err, lock)
 	}
 }
 
@@ -78,21 +76,86 @@ func TestGenerationCounter(t *testing.T) {
 func TestStaleGenerationLocks(t *testing.T) {
 	st, _ := open(t)
 	ctx := context.Background()
-	if err := st.StartChain(ctx, "b", "t", "c"); err != nil {
+	if err := st.StartChain(ctx, "b", "t", "c", "192.0.2.1:4000"); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t", Chain: "c", Generation: 1, Keys: "daemon"}); err != nil {
 		t.Fatal(err)
 	}
-	for _, keys := range []string{"thief", ""} {
-		err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t", Chain: "c", Generation: 1, Keys: keys})
-		var mismatch *store.GenerationMismatch
-		if !errors.As(err, &mismatch) || mismatch.Current != 2 || mismatch.Lock.Bot != "b" {
-			t.Errorf("stale generation with keys %q: %v, want a mismatch that locks b", keys, err)
+	err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t", Chain: "c", Generation: 1, Keys: "thief", Remote: "198.51.100.7:5000"})
+	var mismatch *store.GenerationMismatch
+	if !errors.As(err, &mismatch) || mismatch.Current != 2 || mismatch.Lock.Instance != "c" || mismatch.Lock.Bot != "b" ||
+		!strings.Contains(mismatch.Lock.Reason, "198.51.100.7:5000") {
+		t.Fatalf("stale generation: %v, want a mismatch that locks instance c", err)
+	}
+	// Once locked, the instance is refused whatever it presents: the copy
+	// and the original alike.
+	for _, r := range []store.Renewal{
+		{Bot: "b", JoinToken: "t", Chain: "c", Generation: 1, Keys: ""},
+		{Bot: "b", JoinToken: "t", Chain: "c", Generation: 2, Keys: "daemon2"},
+	} {
+		var locked *store.InstanceLockedError
+		if err := st.AdvanceGeneration(ctx, r); !errors.As(err, &locked) || locked.Lock.Reason != mismatch.Lock.Reason {
+			t.Errorf("renewal of generation %d of a locked instance: %v, want the first lock", r.Generation, err)
 		}
 	}
-	if lock, _ := st.BotLock(ctx, "b"); lock == nil {
-		t.Fatal("the bot is not locked")
+}
+
+// TestInstanceLockIsScoped is issue 14 item 7: a copy of one runner's
+// identity locks that runner's instance only; another instance of the
+// same bot keeps renewing, and unlocking the instance ends its chain only.
+func TestInstanceLockIsScoped(t *testing.T) {
+	st, _ := open(t)
+	ctx := context.Background()
+	for _, c := range [][4]string{{"b", "t1", "c1", "192.0.2.1:4000"}, {"b", "t2", "c2", "192.0.2.2:4000"}} {
+		if err := st.StartChain(ctx, c[0], c[1], c[2], c[3]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []string{"c1", "c2"} {
+		if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t" + c[1:], Chain: c, Generation: 1, Keys: "k"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t1", Chain: "c1", Generation: 1, Keys: "copy"}); err == nil {
+		t.Fatal("a stale generation was admitted")
+	}
+	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t2", Chain: "c2", Generation: 2, Keys: "k2"}); err != nil {
+		t.Fatalf("the other instance of the bot: %v, want it to keep renewing", err)
+	}
+	list, err := st.BotInstances(ctx, "b")
+	if err != nil || len(list) != 2 {
+		t.Fatalf("BotInstances = %+v, %v", list, err)
+	}
+	if list[0].ID != "c1" || list[0].State != "locked" || list[0].Runner != "192.0.2.1:4000" || list[0].Generation != 2 ||
+		list[0].FirstJoin.IsZero() || list[0].LastRenewal.IsZero() {
+		t.Errorf("instance c1 = %+v, want locked at generation 2", list[0])
+	}
+	if list[1].ID != "c2" || list[1].State != "active" || list[1].Generation != 3 || list[1].JoinToken != "t2" {
+		t.Errorf("instance c2 = %+v, want active at generation 3", list[1])
+	}
+	if other, err := st.BotInstances(ctx, "other"); err != nil || len(other) != 0 {
+		t.Errorf("instances of another bot = %+v, %v", other, err)
+	}
+
+	if _, err := st.UnlockInstance(ctx, "c2"); !errors.Is(err, store.ErrNotLocked) {
+		t.Errorf("unlocking an instance that is not locked: %v, want ErrNotLocked", err)
+	}
+	if _, err := st.UnlockInstance(ctx, "nope"); !errors.Is(err, store.ErrUnknownInstance) {
+		t.Errorf("unlocking an unknown instance: %v, want ErrUnknownInstance", err)
+	}
+	u, err := st.UnlockInstance(ctx, "c1")
+	if err != nil || len(u.Instances) != 1 || u.Instances[0].Instance != "c1" || u.Lock != nil || strings.Join(u.JoinTokens, ",") != "t1" {
+		t.Fatalf("UnlockInstance = %+v, %v", u, err)
+	}
+	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t1", Chain: "c1", Generation: 2, Keys: "k3"}); !errors.Is(err, store.ErrUnlockedChain) {
+		t.Errorf("renewal of the unlocked instance: %v, want ErrUnlockedChain", err)
+	}
+	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t2", Chain: "c2", Generation: 3, Keys: "k4"}); err != nil {
+		t.Errorf("the other instance after the unlock: %v", err)
+	}
+	if locks, err := st.InstanceLocks(ctx); err != nil || len(locks) != 0 {
+		t.Errorf("InstanceLocks after the unlock = %v, %v; want none", locks, err)
 	}
 }
 
@@ -101,7 +164,7 @@ func TestStaleGenerationLocks(t *testing.T) {
 func TestConcurrentRenewalsOfOneGeneration(t *testing.T) {
 	st, _ := open(t)
 	ctx := context.Background()
-	if err := st.StartChain(ctx, "b", "t", "c"); err != nil {
+	if err := st.StartChain(ctx, "b", "t", "c", "192.0.2.1:4000"); err != nil {
 		t.Fatal(err)
 	}
 	errs := make([]error, 2)
@@ -142,7 +205,7 @@ func TestRemovingResourcesClearsRenewalState(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tok := range []string{"t1", "t2"} {
-		if err := st.StartChain(ctx, "b", tok, "c-"+tok); err != nil {
+		if err := st.StartChain(ctx, "b", tok, "c-"+tok, "192.0.2.1:4000"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -156,23 +219,24 @@ func TestRemovingResourcesClearsRenewalState(t *testing.T) {
 	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t2", Chain: "c-t2", Generation: 5, Keys: "k"}); err == nil {
 		t.Fatal("a generation that was never issued was admitted")
 	}
-	if lock, _ := st.BotLock(ctx, "b"); lock == nil {
-		t.Fatal("the bot is not locked")
+	if locks, _ := st.InstanceLocks(ctx); locks["c-t2"] == nil {
+		t.Fatal("the instance is not locked")
 	}
 	if err := st.DeleteResource(ctx, "bot", "b"); err != nil {
 		t.Fatal(err)
 	}
-	if lock, err := st.BotLock(ctx, "b"); err != nil || lock != nil {
-		t.Errorf("lock after removing the bot = %v, %v; want none", lock, err)
+	if locks, err := st.InstanceLocks(ctx); err != nil || len(locks) != 0 {
+		t.Errorf("locks after removing the bot = %v, %v; want none", locks, err)
 	}
 	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t2", Chain: "c-t2", Generation: 1, Keys: "k"}); !errors.Is(err, store.ErrUnknownChain) {
 		t.Errorf("renewal of a removed bot's chain: %v, want ErrUnknownChain", err)
 	}
 }
 
-// TestUnlockBot: unlocking lifts the lock and ends every chain of the bot,
-// whose renewals are then refused as unlocked; a new join starts a new
-// chain; other bots are untouched; a bot that is not locked is refused.
+// TestUnlockBot: unlocking a bot lifts the locks of its instances and ends
+// their chains, whose renewals are then refused as unlocked; its instances
+// that were not locked keep renewing; a new join starts a new chain; other
+// bots are untouched; a bot that is not locked is refused.
 func TestUnlockBot(t *testing.T) {
 	st, _ := open(t)
 	ctx := context.Background()
@@ -180,7 +244,7 @@ func TestUnlockBot(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range [][3]string{{"b", "t1", "c1"}, {"b", "t2", "c2"}, {"other", "o1", "co"}} {
-		if err := st.StartChain(ctx, c[0], c[1], c[2]); err != nil {
+		if err := st.StartChain(ctx, c[0], c[1], c[2], "192.0.2.1:4000"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -198,24 +262,26 @@ func TestUnlockBot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u.Lock == nil || u.Lock.Bot != "b" || u.Lock.JoinToken != "t2" || !strings.Contains(u.Lock.Reason, "generation 4") ||
-		strings.Join(u.JoinTokens, ",") != "t1,t2" {
-		t.Errorf("UnlockBot = %+v (lock %+v), want the lock from t2 and the chains of t1 and t2", u, u.Lock)
+	if u.Lock != nil || len(u.Instances) != 1 || u.Instances[0].Instance != "c2" || u.Instances[0].JoinToken != "t2" ||
+		!strings.Contains(u.Instances[0].Reason, "generation 4") || strings.Join(u.JoinTokens, ",") != "t2" {
+		t.Errorf("UnlockBot = %+v, want the lock of instance c2 and its chain", u)
 	}
-	if lock, err := st.BotLock(ctx, "b"); err != nil || lock != nil {
-		t.Errorf("lock after unlocking = %v, %v; want none", lock, err)
+	if locks, err := st.InstanceLocks(ctx); err != nil || len(locks) != 0 {
+		t.Errorf("locks after unlocking = %v, %v; want none", locks, err)
 	}
 	for _, r := range []store.Renewal{
-		{Bot: "b", JoinToken: "t1", Chain: "c1", Generation: 2, Keys: "daemon"}, // the current generation
-		{Bot: "b", JoinToken: "t1", Chain: "c1", Generation: 1, Keys: "k"},      // the retry of the last renewal
+		{Bot: "b", JoinToken: "t2", Chain: "c2", Generation: 1, Keys: "daemon"}, // the current generation
 		{Bot: "b", JoinToken: "t2", Chain: "c2", Generation: 1, Keys: "thief"},
 	} {
 		if err := st.AdvanceGeneration(ctx, r); !errors.Is(err, store.ErrUnlockedChain) {
 			t.Errorf("renewal of generation %d of ended chain %s: %v, want ErrUnlockedChain", r.Generation, r.Chain, err)
 		}
 	}
-	if lock, _ := st.BotLock(ctx, "b"); lock != nil {
-		t.Errorf("a renewal of an ended chain locked the bot again: %+v", lock)
+	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t1", Chain: "c1", Generation: 2, Keys: "daemon"}); err != nil {
+		t.Errorf("the instance that was not locked: %v, want it to keep renewing", err)
+	}
+	if locks, _ := st.InstanceLocks(ctx); len(locks) != 0 {
+		t.Errorf("a renewal of an ended chain locked again: %+v", locks)
 	}
 	if _, err := st.UnlockBot(ctx, "b"); !errors.Is(err, store.ErrNotLocked) {
 		t.Errorf("unlocking twice: %v, want ErrNotLocked", err)
@@ -225,7 +291,7 @@ func TestUnlockBot(t *testing.T) {
 	}
 
 	// A join with a new secret starts a new chain, which renews.
-	if err := st.StartChain(ctx, "b", "t3", "c3"); err != nil {
+	if err := st.StartChain(ctx, "b", "t3", "c3", "192.0.2.1:4000"); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t3", Chain: "c3", Generation: 1, Keys: "k"}); err != nil {
@@ -236,7 +302,7 @@ func TestUnlockBot(t *testing.T) {
 	if err := st.DeleteResource(ctx, "bot", "b"); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t1", Chain: "c1", Generation: 2, Keys: "k"}); !errors.Is(err, store.ErrUnknownChain) {
+	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t2", Chain: "c2", Generation: 2, Keys: "k"}); !errors.Is(err, store.ErrUnknownChain) {
 		t.Errorf("renewal of an ended chain of a removed bot: %v, want ErrUnknownChain", err)
 	}
 }
@@ -249,7 +315,7 @@ func TestRenewalStateSurvivesReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.StartChain(ctx, "b", "t", "c"); err != nil {
+	if err := st.StartChain(ctx, "b", "t", "c", "192.0.2.1:4000"); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t", Chain: "c", Generation: 1, Keys: "k"}); err != nil {
@@ -269,7 +335,7 @@ func TestRenewalStateSurvivesReopen(t *testing.T) {
 	if err := st2.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t", Chain: "c", Generation: 1, Keys: "x"}); err == nil {
 		t.Error("generation 1 admitted after reopening")
 	}
-	if lock, _ := st2.BotLock(ctx, "b"); lock == nil {
+	if locks, _ := st2.InstanceLocks(ctx); locks["c"] == nil {
 		t.Error("no lock after a stale generation")
 	}
 }

@@ -143,10 +143,6 @@ func (s *Store) KeypairBinding(ctx context.Context, joinToken string) (*KeypairB
 	return keypairBinding(ctx, s.read, joinToken)
 }
 
-type queryRower interface {
-	QueryRowContext(context.Context, string, ...any) *sql.Row
-}
-
 func keypairBinding(ctx context.Context, db queryRower, joinToken string) (*KeypairBinding, error) {
 	b := KeypairBinding{JoinToken: joinToken}
 	var (

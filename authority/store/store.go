@@ -121,6 +121,16 @@ CREATE TABLE IF NOT EXISTS leaf_tunnels (leaf TEXT PRIMARY KEY, connected INTEGE
 CREATE TRIGGER IF NOT EXISTS join_token_removed_unlocked_chains AFTER DELETE ON resources WHEN old.kind = 'join_token' BEGIN
 	DELETE FROM unlocked_chains WHERE join_token = old.name;
 END;
+CREATE TABLE IF NOT EXISTS bot_instances (chain TEXT PRIMARY KEY, bot TEXT NOT NULL, join_token TEXT NOT NULL,
+	first_join INTEGER NOT NULL, runner TEXT NOT NULL, locked_at INTEGER NOT NULL, lock_reason TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS bot_instances_bot ON bot_instances (bot, join_token);
+CREATE INDEX IF NOT EXISTS bot_generations_chain ON bot_generations (chain);
+CREATE TRIGGER IF NOT EXISTS bot_removed_instances AFTER DELETE ON resources WHEN old.kind = 'bot' BEGIN
+	DELETE FROM bot_instances WHERE bot = old.name;
+END;
+CREATE TRIGGER IF NOT EXISTS join_token_removed_instances AFTER DELETE ON resources WHEN old.kind = 'join_token' BEGIN
+	DELETE FROM bot_instances WHERE join_token = old.name;
+END;
 `
 
 // FileName is the store's database file in data_dir.
@@ -358,4 +368,16 @@ func (s *Store) PruneAudit(ctx context.Context, before time.Time) (int64, error)
 		return 0, err
 	}
 	return res.RowsAffected()
+}
+
+// Ping checks that the store answers a query, for readiness (/readyz).
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	return s.read.QueryRowContext(ctx, `SELECT 1`).Scan(&one)
+}
+
+// Pools returns the store's connection pools by name, for their
+// statistics (mbot's go_sql_* metrics).
+func (s *Store) Pools() map[string]*sql.DB {
+	return map[string]*sql.DB{"write": s.write, "read": s.read}
 }

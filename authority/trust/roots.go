@@ -48,13 +48,14 @@ type Root struct {
 	// Name is the trusted_cluster's name; URL and Pin where it was fetched.
 	Name, URL, Pin string
 
-	mu      sync.Mutex
-	cluster string
-	pool    *x509.CertPool
-	fetched time.Time
-	lastErr error
-	locks   map[string]string
-	locksAt time.Time
+	mu            sync.Mutex
+	cluster       string
+	pool          *x509.CertPool
+	fetched       time.Time
+	lastErr       error
+	locks         map[string]string
+	instanceLocks map[string]string
+	locksAt       time.Time
 }
 
 // Get returns the root of trusted cluster tc, created (unfetched) if new
@@ -156,12 +157,13 @@ func parseBundle(bundle string) (*x509.CertPool, error) {
 func (rs *Roots) SetLocks(r *Root, view *identity.LockView) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.locks, r.locksAt = view.Locked, rs.now()
+	r.locks, r.instanceLocks, r.locksAt = view.Locked, view.Instances, rs.now()
 }
 
-// CheckNotLocked refuses bot when the root has it locked, or when the
-// leaf's copy of the root's locks is older than MaxLockAge.
-func (rs *Roots) CheckNotLocked(r *Root, bot string) error {
+// CheckNotLocked refuses bot, or its instance (renewal chain, "" for none),
+// when the root has it locked, or when the leaf's copy of the root's locks
+// is older than MaxLockAge.
+func (rs *Roots) CheckNotLocked(r *Root, bot, instance string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if age := rs.now().Sub(r.locksAt); r.locksAt.IsZero() || age > MaxLockAge {
@@ -175,6 +177,10 @@ func (rs *Roots) CheckNotLocked(r *Root, bot string) error {
 	if reason, ok := r.locks[bot]; ok {
 		return identity.Errorf(identity.CodeBotLocked, "bot %q is locked on root cluster %s (%s), so this leaf refuses its exchanges too; an admin of the root unlocks it with mbot unlock %s",
 			bot, r.cluster, identity.Truncate(reason, 200), bot)
+	}
+	if reason, ok := r.instanceLocks[instance]; ok && instance != "" {
+		return identity.Errorf(identity.CodeInstanceLocked, "instance %s of bot %q is locked on root cluster %s (%s), so this leaf refuses its exchanges too; an admin of the root unlocks it with mbot unlock bot_instance/%s",
+			instance, bot, r.cluster, identity.Truncate(reason, 200), instance)
 	}
 	return nil
 }

@@ -26,6 +26,9 @@ type Exchanger struct {
 	Roles    []string
 	NotAfter time.Time
 	Serial   string
+	// Instance is the root's bot instance (renewal chain) the certificate
+	// belongs to, for a token join that renews; "" otherwise.
+	Instance string
 }
 
 // ProofID identifies the exchange for replay refusal: one signed payload
@@ -137,6 +140,10 @@ func Verify(req *identity.ExchangeRequest, o VerifyOptions) (*Exchanger, *identi
 	if len(p.Nonce) < 16 || len(p.Nonce) > 128 {
 		return nil, nil, identity.Errorf(identity.CodeBadRequest, "the exchange's nonce must be 16 to 128 characters")
 	}
+	var instance string
+	if lineage, err := identity.LineageOf(cert); err == nil {
+		instance = lineage.Chain
+	}
 	return &Exchanger{RootCluster: cluster, Bot: bot, Roles: cert.Subject.OrganizationalUnit, NotAfter: cert.NotAfter,
-		Serial: fmt.Sprintf("%X", cert.SerialNumber)}, &p, nil
+		Serial: fmt.Sprintf("%X", cert.SerialNumber), Instance: instance}, &p, nil
 }

@@ -392,6 +392,7 @@ func (v *iamVerifier) callSTS(ctx context.Context, req *http.Request) (*stsCalle
 		resp *http.Response
 		body []byte
 	)
+	start := time.Now()
 	err := v.env.outbound().Call(ctx, v.tokenName, "AWS STS", func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, stsTimeout)
 		defer cancel()
@@ -409,6 +410,11 @@ func (v *iamVerifier) callSTS(ctx context.Context, req *http.Request) (*stsCalle
 		}
 		return nil
 	})
+	if err == nil && resp.StatusCode >= 500 {
+		v.env.observe(CallSTS, start, fmt.Errorf("STS answered %s", resp.Status))
+	} else {
+		v.env.observe(CallSTS, start, err)
+	}
 	if err != nil {
 		return nil, err
 	}

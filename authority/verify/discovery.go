@@ -97,7 +97,9 @@ func (e *Env) discover(issuer string) (*remoteIssuer, error) {
 		client = http.DefaultClient
 	}
 	where := strings.TrimSuffix(issuer, "/") + "/.well-known/openid-configuration"
+	start := time.Now()
 	body, err := getDocument(context.Background(), client, where, discoveryTimeout)
+	e.observe(CallOIDCDiscovery, start, err)
 	if err != nil {
 		return nil, fmt.Errorf("discovery: %w", err)
 	}
@@ -120,5 +122,6 @@ func (e *Env) discover(issuer string) (*remoteIssuer, error) {
 		return nil, fmt.Errorf("discovery: jwks_uri %v", err)
 	}
 	keys := newJWKSCache(doc.JWKSURL, client)
+	keys.observe = e.observe
 	return &remoteIssuer{verifier: oidc.NewVerifier(issuer, keys, verifierConfig()), keys: keys}, nil
 }

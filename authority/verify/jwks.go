@@ -37,6 +37,8 @@ const maxDocument = 1 << 20
 type jwksCache struct {
 	url    string
 	client *http.Client
+	// observe, if set, is told of each fetch (Env.Observe).
+	observe func(call string, start time.Time, err error)
 
 	fetching sync.Mutex // held while fetching, so concurrent misses fetch once
 
@@ -131,7 +133,11 @@ func (c *jwksCache) refresh(ctx context.Context) ([]jose.JSONWebKey, error) {
 }
 
 func (c *jwksCache) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
+	start := time.Now()
 	body, err := getDocument(ctx, c.client, c.url, 5*time.Second)
+	if c.observe != nil {
+		c.observe(CallJWKS, start, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("fetching keys: %w", err)
 	}

@@ -431,6 +431,7 @@ func (v *kubernetesInClusterVerifier) review(ctx context.Context, token string) 
 		resp *http.Response
 		text []byte
 	)
+	start := time.Now()
 	err = v.env.outbound().Call(ctx, v.tokenName, "the cluster's API server", func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
@@ -451,6 +452,11 @@ func (v *kubernetesInClusterVerifier) review(ctx context.Context, token string) 
 		}
 		return nil
 	})
+	if err == nil && resp.StatusCode/100 != 2 {
+		v.env.observe(CallTokenReview, start, fmt.Errorf("the API server answered %s", resp.Status))
+	} else {
+		v.env.observe(CallTokenReview, start, err)
+	}
 	if err != nil {
 		return nil, err
 	}

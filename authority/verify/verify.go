@@ -75,9 +75,29 @@ type Env struct {
 	// Keypairs keeps the challenges and join sequences of bound_keypair
 	// join tokens; without it, that method refuses every join.
 	Keypairs KeypairStore
+	// Observe, if set, is told of every call made to another service to
+	// judge a proof (CallSTS, CallTokenReview, CallOIDCDiscovery,
+	// CallJWKS): how long it took and whether it failed. The authority
+	// turns it into metrics.
+	Observe func(call string, took time.Duration, err error)
 
 	outboundMu sync.Mutex // guards setting the default Outbound
 	issuers    issuers
+}
+
+// The outbound calls Observe is told of.
+const (
+	CallSTS           = "sts"
+	CallTokenReview   = "tokenreview"
+	CallOIDCDiscovery = "oidc_discovery"
+	CallJWKS          = "jwks"
+)
+
+// observe tells Observe of a call that started at start.
+func (e *Env) observe(call string, start time.Time, err error) {
+	if e.Observe != nil {
+		e.Observe(call, time.Since(start), err)
+	}
 }
 
 func (e *Env) now() time.Time {
