@@ -317,22 +317,23 @@ func TestTrustedClusters(t *testing.T) {
 		if err := exchangeWith(t, tc, out); err != nil {
 			t.Fatalf("exchange before the lock: %v", err)
 		}
-		// A copy of the identity renews twice: the second presents a stale generation, and the root locks the bot.
+		// A copy of the identity renews twice: the second presents a stale
+		// generation, and the root locks the bot instance (the renewal chain).
 		if err := renewWith(t, tc.root, out); err != nil {
 			t.Fatal(err)
 		}
 		var refusal *identity.Error
-		if err := renewWith(t, tc.root, out); !errors.As(err, &refusal) || refusal.Code != identity.CodeBotLocked {
-			t.Fatalf("renewal with a stale generation: %v, want bot_locked", err)
+		if err := renewWith(t, tc.root, out); !errors.As(err, &refusal) || refusal.Code != identity.CodeInstanceLocked {
+			t.Fatalf("renewal with a stale generation: %v, want instance_locked", err)
 		}
 		var err error
 		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			if err = exchangeWith(t, tc, out); errors.As(err, &refusal) && refusal.Code == identity.CodeBotLocked {
+			if err = exchangeWith(t, tc, out); errors.As(err, &refusal) && refusal.Code == identity.CodeInstanceLocked {
 				break
 			}
 		}
-		if !errors.As(err, &refusal) || refusal.Code != identity.CodeBotLocked || !strings.Contains(refusal.Message, "locked on root cluster "+clusterName) {
-			t.Fatalf("exchange of a bot locked on the root: %v, want bot_locked", err)
+		if !errors.As(err, &refusal) || refusal.Code != identity.CodeInstanceLocked || !strings.Contains(refusal.Message, "locked on root cluster "+clusterName) {
+			t.Fatalf("exchange of a bot instance locked on the root: %v, want instance_locked", err)
 		}
 	})
 
