@@ -97,7 +97,7 @@ type CAs struct {
 
 // LoadCAs reads the CAs from the store, creating any that is missing. The
 // store resolves concurrent first starts: whichever CA is stored first wins.
-func LoadCAs(ctx context.Context, st *store.Store, clusterName string) (*CAs, error) {
+func LoadCAs(ctx context.Context, st store.Store, clusterName string) (*CAs, error) {
 	cas := CAs{clusterName: clusterName}
 	var err error
 	if cas.SSHUser, err = loadSSHCA(ctx, st, caSSHUser); err != nil {
@@ -122,7 +122,7 @@ func LoadCAs(ctx context.Context, st *store.Store, clusterName string) (*CAs, er
 	return &cas, nil
 }
 
-func loadSSHCA(ctx context.Context, st *store.Store, name string) (ssh.Signer, error) {
+func loadSSHCA(ctx context.Context, st store.Store, name string) (ssh.Signer, error) {
 	key, err := loadKey(ctx, st, name, func() (crypto.Signer, error) {
 		_, key, err := ed25519.GenerateKey(rand.Reader)
 		return key, err
@@ -133,7 +133,7 @@ func loadSSHCA(ctx context.Context, st *store.Store, name string) (ssh.Signer, e
 	return ssh.NewSignerFromSigner(key)
 }
 
-func (c *CAs) loadJWT(ctx context.Context, st *store.Store) error {
+func (c *CAs) loadJWT(ctx context.Context, st store.Store) error {
 	key, err := loadKey(ctx, st, caJWT, func() (crypto.Signer, error) {
 		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	})
@@ -149,7 +149,7 @@ func (c *CAs) loadJWT(ctx context.Context, st *store.Store) error {
 }
 
 // loadKey reads a CA that is a bare private key, creating it when missing.
-func loadKey(ctx context.Context, st *store.Store, name string, generate func() (crypto.Signer, error)) (crypto.Signer, error) {
+func loadKey(ctx context.Context, st store.Store, name string, generate func() (crypto.Signer, error)) (crypto.Signer, error) {
 	material, err := st.CA(ctx, name)
 	if errors.Is(err, store.ErrNotFound) {
 		key, gerr := generate()
@@ -173,7 +173,7 @@ func loadKey(ctx context.Context, st *store.Store, name string, generate func() 
 }
 
 // loadX509CA reads an X.509 CA (certificate and key PEM), creating it when missing.
-func loadX509CA(ctx context.Context, st *store.Store, name string, create func() ([]byte, error)) (*X509CA, error) {
+func loadX509CA(ctx context.Context, st store.Store, name string, create func() ([]byte, error)) (*X509CA, error) {
 	material, err := st.CA(ctx, name)
 	if errors.Is(err, store.ErrNotFound) {
 		var created []byte

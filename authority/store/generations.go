@@ -15,8 +15,8 @@ import (
 // two copies of the identity are in use, and the bot is locked. Unlocking
 // the bot (mbot unlock) lifts its lock and ends its chains, since either
 // holder could be the copy. Removing the bot (mbot rm bot/NAME) removes its
-// lock and counters; removing a join token removes its counter (triggers in
-// the schema).
+// lock and counters; removing a join token removes its counter
+// (DeleteResource).
 
 // ErrUnknownChain is returned for a renewal whose chain the store does not
 // know: its join token was removed, or used to join again since.
@@ -60,11 +60,11 @@ type Renewal struct {
 
 // StartChain records generation 1 of a new renewal chain for a token join,
 // replacing any earlier chain of the same bot and join token.
-func (s *Store) StartChain(ctx context.Context, bot, joinToken, chain string) error {
+func (s *sqlStore) StartChain(ctx context.Context, bot, joinToken, chain string) error {
 	_, err := s.write.ExecContext(ctx, `INSERT INTO bot_generations (bot, join_token, chain, generation, last_keys, updated)
-		VALUES (?, ?, ?, 1, '', ?) ON CONFLICT (bot, join_token) DO UPDATE SET chain = excluded.chain,
+		VALUES ($1, $2, $3, 1, '', $4) ON CONFLICT (bot, join_token) DO UPDATE SET chain = excluded.chain,
 		generation = 1, last_keys = '', updated = excluded.updated`, bot, joinToken, chain, time.Now().UnixNano())
-	return err
+	return s.wrap("starting a renewal chain", err)
 }
 
 // AdvanceGeneration admits r if it presents the current generation of its
@@ -72,7 +72,16 @@ func (s *Store) StartChain(ctx context.Context, bot, joinToken, chain string) er
 // certificates), or if it retries the renewal that moved it there. It
 // fails with ErrUnknownChain or ErrUnlockedChain, or with a
 // *GenerationMismatch after locking the bot.
-func (s *Store) AdvanceGeneration(ctx context.Context, r Renewal) error {
+func (s *sqlStore) AdvanceGeneration(ctx context.Context, r Renewal) error {
+	err := s.advanceGeneration(ctx, r)
+	var mismatch *GenerationMismatch
+	if errors.Is(err, ErrUnknownChain) || errors.Is(err, ErrUnlockedChain) || errors.As(err, &mismatch) {
+		return err
+	}
+	return s.wrap("checking the renewal generation", err)
+}
+
+func (s *sqlStore) advanceGeneration(ctx context.Context, r Renewal) error {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -82,11 +91,11 @@ func (s *Store) AdvanceGeneration(ctx context.Context, r Renewal) error {
 		chain, lastKeys string
 		current         uint64
 	)
-	err = tx.QueryRowContext(ctx, `SELECT chain, generation, last_keys FROM bot_generations WHERE bot = ? AND join_token = ?`,
+	err = tx.QueryRowContext(ctx, `SELECT chain, generation, last_keys FROM bot_generations WHERE bot = $1 AND join_token = $2`+s.engine.forUpdate,
 		r.Bot, r.JoinToken).Scan(&chain, &current, &lastKeys)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && chain != r.Chain) {
 		var unlocked int
-		err := tx.QueryRowContext(ctx, `SELECT count(*) FROM unlocked_chains WHERE chain = ? AND bot = ?`, r.Chain, r.Bot).Scan(&unlocked)
+		err := tx.QueryRowContext(ctx, `SELECT count(*) FROM unlocked_chains WHERE chain = $1 AND bot = $2`, r.Chain, r.Bot).Scan(&unlocked)
 		switch {
 		case err != nil:
 			return err
@@ -101,7 +110,7 @@ func (s *Store) AdvanceGeneration(ctx context.Context, r Renewal) error {
 	now := time.Now()
 	switch {
 	case r.Generation == current:
-		if _, err := tx.ExecContext(ctx, `UPDATE bot_generations SET generation = ?, last_keys = ?, updated = ? WHERE bot = ? AND join_token = ?`,
+		if _, err := tx.ExecContext(ctx, `UPDATE bot_generations SET generation = $1, last_keys = $2, updated = $3 WHERE bot = $4 AND join_token = $5`,
 			current+1, r.Keys, now.UnixNano(), r.Bot, r.JoinToken); err != nil {
 			return err
 		}
@@ -112,8 +121,11 @@ func (s *Store) AdvanceGeneration(ctx context.Context, r Renewal) error {
 	lock := &BotLock{Bot: r.Bot, JoinToken: r.JoinToken, Time: now.UTC(),
 		Reason: fmt.Sprintf("a certificate of generation %d from join token %q was presented for renewal, but that chain is at generation %d",
 			r.Generation, r.JoinToken, current)}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO bot_locks (bot, time, join_token, reason) VALUES (?, ?, ?, ?) ON CONFLICT (bot) DO NOTHING`,
+	if _, err := tx.ExecContext(ctx, `INSERT INTO bot_locks (bot, time, join_token, reason) VALUES ($1, $2, $3, $4) ON CONFLICT (bot) DO NOTHING`,
 		lock.Bot, lock.Time.UnixNano(), lock.JoinToken, lock.Reason); err != nil {
+		return err
+	}
+	if err := s.notifyIn(ctx, tx); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -123,16 +135,17 @@ func (s *Store) AdvanceGeneration(ctx context.Context, r Renewal) error {
 }
 
 // BotLock returns the lock on bot, or nil if it is not locked.
-func (s *Store) BotLock(ctx context.Context, bot string) (*BotLock, error) {
-	return botLock(ctx, s.read, bot)
+func (s *sqlStore) BotLock(ctx context.Context, bot string) (*BotLock, error) {
+	l, err := botLock(ctx, s.read, bot, "")
+	return l, s.wrap("reading the lock of bot "+bot, err)
 }
 
 func botLock(ctx context.Context, db interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
-}, bot string) (*BotLock, error) {
+}, bot, suffix string) (*BotLock, error) {
 	l := BotLock{Bot: bot}
 	var at int64
-	err := db.QueryRowContext(ctx, `SELECT time, join_token, reason FROM bot_locks WHERE bot = ?`, bot).Scan(&at, &l.JoinToken, &l.Reason)
+	err := db.QueryRowContext(ctx, `SELECT time, join_token, reason FROM bot_locks WHERE bot = $1`+suffix, bot).Scan(&at, &l.JoinToken, &l.Reason)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -145,7 +158,12 @@ func botLock(ctx context.Context, db interface {
 
 // BotLocks returns every bot lock by bot name. Locked bots are few: a lock
 // stays until an admin unlocks or removes the bot.
-func (s *Store) BotLocks(ctx context.Context) (map[string]*BotLock, error) {
+func (s *sqlStore) BotLocks(ctx context.Context) (map[string]*BotLock, error) {
+	locks, err := s.botLocks(ctx)
+	return locks, s.wrap("reading bot locks", err)
+}
+
+func (s *sqlStore) botLocks(ctx context.Context) (map[string]*BotLock, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT bot, time, join_token, reason FROM bot_locks`)
 	if err != nil {
 		return nil, err
@@ -178,13 +196,21 @@ type Unlock struct {
 // cannot tell the copy from the original, so neither renews again; both
 // join again with a new secret. It returns ErrNotLocked, changing nothing,
 // if bot is not locked.
-func (s *Store) UnlockBot(ctx context.Context, bot string) (*Unlock, error) {
+func (s *sqlStore) UnlockBot(ctx context.Context, bot string) (*Unlock, error) {
+	u, err := s.unlockBot(ctx, bot)
+	if errors.Is(err, ErrNotLocked) {
+		return nil, err
+	}
+	return u, s.wrap("unlocking bot "+bot, err)
+}
+
+func (s *sqlStore) unlockBot(ctx context.Context, bot string) (*Unlock, error) {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback()
-	lock, err := botLock(ctx, tx, bot)
+	lock, err := botLock(ctx, tx, bot, s.engine.forUpdate)
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +218,7 @@ func (s *Store) UnlockBot(ctx context.Context, bot string) (*Unlock, error) {
 		return nil, ErrNotLocked
 	}
 	u := &Unlock{Lock: lock}
-	rows, err := tx.QueryContext(ctx, `SELECT join_token FROM bot_generations WHERE bot = ? ORDER BY join_token`, bot)
+	rows, err := tx.QueryContext(ctx, `SELECT join_token FROM bot_generations WHERE bot = $1 ORDER BY join_token`, bot)
 	if err != nil {
 		return nil, err
 	}
@@ -210,14 +236,17 @@ func (s *Store) UnlockBot(ctx context.Context, bot string) (*Unlock, error) {
 	// The ended chains are kept so that their renewals are refused as
 	// unlocked rather than as unknown.
 	if _, err := tx.ExecContext(ctx, `INSERT INTO unlocked_chains (chain, bot, join_token, time)
-		SELECT chain, bot, join_token, ? FROM bot_generations WHERE bot = ? ON CONFLICT (chain) DO NOTHING`,
+		SELECT chain, bot, join_token, CAST($1 AS BIGINT) FROM bot_generations WHERE bot = $2 ON CONFLICT (chain) DO NOTHING`,
 		time.Now().UnixNano(), bot); err != nil {
 		return nil, err
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM bot_generations WHERE bot = ?`, bot); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM bot_generations WHERE bot = $1`, bot); err != nil {
 		return nil, err
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM bot_locks WHERE bot = ?`, bot); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM bot_locks WHERE bot = $1`, bot); err != nil {
+		return nil, err
+	}
+	if err := s.notifyIn(ctx, tx); err != nil {
 		return nil, err
 	}
 	return u, tx.Commit()

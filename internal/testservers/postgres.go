@@ -25,6 +25,8 @@ type PostgresConfig struct {
 	// "hostssl all all 127.0.0.1/32 cert". The harness puts
 	// "local all postgres trust" first for Exec.
 	HBA []string
+	// Settings override postgresql.conf settings (max_connections, ...).
+	Settings map[string]string
 }
 
 // Postgres is a running PostgreSQL server on 127.0.0.1:Port with TLS.
@@ -76,6 +78,9 @@ func StartPostgres(t testing.TB, cfg PostgresConfig) *Postgres {
 		"max_connections":         "20",
 		"shared_buffers":          "16MB",
 		"log_connections":         "on",
+	}
+	for k, v := range cfg.Settings {
+		settings[k] = v
 	}
 	keys := make([]string, 0, len(settings))
 	for k := range settings {

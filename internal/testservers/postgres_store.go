@@ -1,0 +1,37 @@
+//go:build linux
+
+package testservers
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// StartPostgresForStore starts PostgreSQL as the authority's store uses it
+// in tests: TCP clients on 127.0.0.1 log in as the superuser without a
+// password (trust) and over TLS when they ask for it, with room for a few
+// replicas' connection pools.
+func StartPostgresForStore(t testing.TB) *Postgres {
+	t.Helper()
+	ca := NewCA(t, "test postgres server CA")
+	cert, key := ca.Issue(t, localhostServer("127.0.0.1"))
+	return StartPostgres(t, PostgresConfig{ServerCert: cert, ServerKey: key, ClientCA: ca.CertPEM,
+		HBA: []string{"host all all 127.0.0.1/32 trust"}, Settings: map[string]string{"max_connections": "100"}})
+}
+
+// CreateDatabase creates an empty database named name (letters, digits and
+// underscores) and returns a DSN that connects to it as the superuser.
+func (p *Postgres) CreateDatabase(t testing.TB, name string) string {
+	t.Helper()
+	if strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789_") != "" {
+		t.Fatalf("database name %q: use lower-case letters, digits and underscores", name)
+	}
+	p.Exec(t, "CREATE DATABASE "+name)
+	return p.DSN(name)
+}
+
+// DSN connects to database over TCP as the superuser.
+func (p *Postgres) DSN(database string) string {
+	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", p.Superuser, p.Host, p.Port, database)
+}
