@@ -60,7 +60,11 @@ func boundedCause(err error) any {
 // returns the refusal to answer with.
 func (a *Authority) recordRefusal(ctx context.Context, ev *store.AuditEvent, err error) *identity.Error {
 	var refusal *identity.Error
-	if !errors.As(err, &refusal) {
+	switch {
+	case errors.As(err, &refusal):
+	case errors.Is(err, store.ErrUnavailable):
+		refusal = storeUnavailable(ev.Event, err)
+	default:
 		refusal = &identity.Error{Code: identity.CodeInternal, Message: "the authority failed to complete the " + ev.Event + "; see its log", Err: err}
 	}
 	ev.Allowed, ev.Code, ev.Message = false, string(refusal.Code), refusal.Message

@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -55,14 +56,21 @@ Flags and MBOT_* variables override mbot.yaml.
 			&cli.StringFlag{Name: "roles", EnvVars: []string{"MBOT_ROLES"}, Usage: "comma-separated subset of the bot's roles (default: all)"},
 			&cli.StringFlag{Name: "host-names", EnvVars: []string{"MBOT_HOST_NAMES"}, Usage: "comma-separated names for an ssh_host output: writes an SSH host key and certificate instead of an identity"},
 			&cli.StringFlag{Name: "config", EnvVars: []string{"MBOT_CONFIG"}, Usage: "mbot.yaml: connection settings and several outputs"},
+			&cli.DurationFlag{Name: "timeout", EnvVars: []string{"MBOT_TIMEOUT"}, Value: 30 * time.Second,
+				Usage: "give up after this long; within it a join refused while the authority's store is down is retried with backoff"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef("mbot issue takes no arguments, got %q", c.Args().Slice())
 			}
+			if c.Duration("timeout") <= 0 {
+				return usagef("--timeout %s: give a positive duration such as 30s", c.Duration("timeout"))
+			}
+			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+			defer cancel()
 			opts := issueOptions(c)
 			opts.Stdout = os.Stdout
-			res, err := client.Issue(c.Context, opts)
+			res, err := client.Issue(ctx, opts)
 			if err != nil {
 				return err
 			}

@@ -300,6 +300,10 @@ const (
 	// CodeRateLimited: too many refused requests came from the caller's
 	// address; the answer carries Retry-After.
 	CodeRateLimited ErrorCode = "rate_limited"
+	// CodeStoreUnavailable: the authority cannot reach its database
+	// (PostgreSQL down or restarting); nothing was issued or recorded, and
+	// the answer carries Retry-After.
+	CodeStoreUnavailable ErrorCode = "store_unavailable"
 )
 
 // HTTPStatus is the status code the authority answers a code with.
@@ -311,7 +315,7 @@ func (c ErrorCode) HTTPStatus() int {
 		return 429
 	case CodeAdminRequired, CodeIdentityRequired:
 		return 401
-	case CodeIssuerUnavailable:
+	case CodeIssuerUnavailable, CodeStoreUnavailable:
 		return 503
 	case CodeInternal:
 		return 500
