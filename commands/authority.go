@@ -71,6 +71,7 @@ func authorityCommand() *cli.Command {
 					return err
 				},
 			},
+			migrateStoreCommand(),
 		},
 	}
 }
