@@ -39,6 +39,10 @@ type Postgres struct {
 	Dir     string
 	Version string // major version, e.g. "15"
 	psql    string
+	// bin, account and data are what Restart runs pg_ctl with.
+	bin     string
+	account account
+	data    string
 }
 
 // StartPostgres initialises a cluster in a fresh directory (initdb) as an
@@ -53,6 +57,7 @@ func StartPostgres(t testing.TB, cfg PostgresConfig) *Postgres {
 	p := &Postgres{Host: "127.0.0.1", Port: freePort(t), SocketDir: filepath.Join(dir, "sock"),
 		Superuser: "postgres", Dir: dir, Version: filepath.Base(filepath.Dir(bin)), psql: filepath.Join(bin, "psql")}
 	data := filepath.Join(dir, "data")
+	p.bin, p.account, p.data = bin, a, data
 	mustRun(t, "initdb", a.command(dir, filepath.Join(bin, "initdb"), "-D", data, "-U", p.Superuser,
 		"--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"))
 

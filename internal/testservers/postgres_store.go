@@ -4,6 +4,7 @@ package testservers
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -34,4 +35,23 @@ func (p *Postgres) CreateDatabase(t testing.TB, name string) string {
 // DSN connects to database over TCP as the superuser.
 func (p *Postgres) DSN(database string) string {
 	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", p.Superuser, p.Host, p.Port, database)
+}
+
+// Restart runs pg_ctl restart -m fast, as an operator restarting the
+// database would: connected clients are disconnected, the server shuts
+// down and starts again on the same port and data. The new server runs
+// detached from the test (pg_ctl starts it); it is stopped with an
+// immediate shutdown when the test ends.
+func (p *Postgres) Restart(t testing.TB) {
+	t.Helper()
+	logFile := filepath.Join(p.Dir, "restart.log")
+	cmd := p.account.command(p.Dir, filepath.Join(p.bin, "pg_ctl"), "restart", "-m", "fast", "-w", "-t", "60", "-D", p.data, "-l", logFile)
+	cmd.SysProcAttr.Pdeathsig = 0 // pg_ctl's postmaster must outlive pg_ctl
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("pg_ctl restart -m fast: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		stop := p.account.command(p.Dir, filepath.Join(p.bin, "pg_ctl"), "stop", "-m", "immediate", "-w", "-D", p.data)
+		_ = stop.Run()
+	})
 }
