@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/user"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mbot-dev/mbot/authority/store"
+	"github.com/mbot-dev/mbot/identity"
 	"github.com/mbot-dev/mbot/internal/simci"
 	"github.com/mbot-dev/mbot/internal/testservers"
 )
@@ -251,4 +253,37 @@ func waitForRefusal(t *testing.T, what string, try func() string, code string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("waiting for %s: still %q, want %s", what, last, code)
+}
+
+// TestIssueWhileStoreDown stops PostgreSQL under a running replica: mbot
+// issue is refused store_unavailable with Retry-After, retries within its
+// --timeout, then fails saying the authority's store is down and writes
+// nothing. When PostgreSQL starts again the same replica serves again.
+func TestIssueWhileStoreDown(t *testing.T) {
+	rs := startReplicas(t, 1)
+	r := rs.replicas[0]
+	rs.pg.Stop(t)
+
+	job, err := r.ci.GitLabEnv(clusterName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = joinOnce(r, job["MBOT_ID_TOKEN"], 3*time.Second)
+	var refusal *identity.Error
+	if !errors.As(err, &refusal) || refusal.Code != identity.CodeStoreUnavailable || refusal.RetryAfter <= 0 {
+		t.Errorf("a join with PostgreSQL down: %v, want store_unavailable with Retry-After", err)
+	}
+	parent := t.TempDir()
+	out := filepath.Join(parent, "id")
+	res := r.issue(t, r.jobEnv(job), tokenGitLab, out, "--timeout", "6s")
+	if res.code == 0 || !strings.Contains(res.stderr, "store_unavailable") || !strings.Contains(res.stderr, "the authority's store is down") {
+		t.Errorf("mbot issue with PostgreSQL down should fail saying the authority's store is down:\n%s", res)
+	}
+	wantEmpty(t, parent)
+	r.auth.running(t)
+
+	rs.pg.Start(t)
+	if res := r.issue(t, r.jobEnv(job), tokenGitLab, out); res.code != 0 {
+		t.Fatalf("mbot issue once PostgreSQL is back (same replica, same proof, which was never recorded):\n%s", res)
+	}
 }

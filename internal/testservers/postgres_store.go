@@ -44,11 +44,30 @@ func (p *Postgres) DSN(database string) string {
 // immediate shutdown when the test ends.
 func (p *Postgres) Restart(t testing.TB) {
 	t.Helper()
-	logFile := filepath.Join(p.Dir, "restart.log")
-	cmd := p.account.command(p.Dir, filepath.Join(p.bin, "pg_ctl"), "restart", "-m", "fast", "-w", "-t", "60", "-D", p.data, "-l", logFile)
+	p.pgCtl(t, "restart", "-m", "fast", "-w", "-t", "60", "-D", p.data, "-l", filepath.Join(p.Dir, "restart.log"))
+}
+
+// Stop runs pg_ctl stop -m fast: the database is down until Start.
+func (p *Postgres) Stop(t testing.TB) {
+	t.Helper()
+	p.pgCtl(t, "stop", "-m", "fast", "-w", "-t", "60", "-D", p.data)
+}
+
+// Start runs pg_ctl start after Stop, on the same port and data.
+func (p *Postgres) Start(t testing.TB) {
+	t.Helper()
+	p.pgCtl(t, "start", "-w", "-t", "60", "-D", p.data, "-l", filepath.Join(p.Dir, "restart.log"))
+}
+
+func (p *Postgres) pgCtl(t testing.TB, args ...string) {
+	t.Helper()
+	cmd := p.account.command(p.Dir, filepath.Join(p.bin, "pg_ctl"), args...)
 	cmd.SysProcAttr.Pdeathsig = 0 // pg_ctl's postmaster must outlive pg_ctl
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("pg_ctl restart -m fast: %v\n%s", err, out)
+		t.Fatalf("pg_ctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	if args[0] == "stop" {
+		return
 	}
 	t.Cleanup(func() {
 		stop := p.account.command(p.Dir, filepath.Join(p.bin, "pg_ctl"), "stop", "-m", "immediate", "-w", "-D", p.data)
