@@ -99,7 +99,11 @@ func (s *sqlStore) commitBatch(batch []*pendingWrite) {
 	var err error
 	for attempt := 0; ; attempt++ {
 		clear(results)
-		err = s.tryBatch(batch, results)
+		if s.engine.writeBatch != nil {
+			err = s.engine.writeBatch(s, batch, results)
+		} else {
+			err = s.tryBatch(batch, results)
+		}
 		if err == nil || attempt == 2 || s.engine.retry == nil || !s.engine.retry(err) {
 			break
 		}

@@ -52,6 +52,10 @@ type engine struct {
 	// retry reports whether a batch of joins that failed with err (a
 	// deadlock or serialisation failure) may run again at once.
 	retry func(error) bool
+	// writeBatch, if set, writes a batch of joins in one transaction in
+	// the engine's own way (PostgreSQL: one pipelined round trip) instead
+	// of a statement at a time; it reports replays in results.
+	writeBatch func(s *sqlStore, batch []*pendingWrite, results []error) error
 }
 
 func newSQLStore(ctx context.Context, e engine, write, read *sql.DB) (*sqlStore, error) {
@@ -245,15 +249,21 @@ func (s *sqlStore) Audit(ctx context.Context, ev *AuditEvent) error {
 }
 
 func insertAudit(ctx context.Context, stmt *sql.Stmt, ev *AuditEvent) error {
+	record, err := auditRecord(ev)
+	if err != nil {
+		return err
+	}
+	_, err = stmt.ExecContext(ctx, ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record)
+	return err
+}
+
+// auditRecord is ev as the audit table's record column holds it.
+func auditRecord(ev *AuditEvent) (string, error) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now().UTC()
 	}
 	record, err := json.Marshal(ev)
-	if err != nil {
-		return err
-	}
-	_, err = stmt.ExecContext(ctx, ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, string(record))
-	return err
+	return string(record), err
 }
 
 func (s *sqlStore) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error) {
