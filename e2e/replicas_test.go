@@ -190,6 +190,29 @@ func TestReplicasShareChanges(t *testing.T) {
 		}, "unknown_join_token")
 	})
 
+	t.Run("remote apply and admin lock", func(t *testing.T) {
+		adminA := filepath.Join(filepath.Dir(a.config), "data", "admin")
+		adminB := filepath.Join(filepath.Dir(b.config), "data", "admin")
+		rolePath := filepath.Join(t.TempDir(), "role.yaml")
+		writeFile(t, rolePath, "kind: role\nversion: v1\nmetadata: {name: made-on-a}\nspec: {logins: [nobody]}\n", 0o600)
+		mustMbot(t, a.env, "apply", "--auth", adminA, "-f", rolePath)
+		if res := mustMbot(t, b.env, "get", "roles", "--auth", adminB); !strings.Contains(res.stdout, "made-on-a") {
+			t.Errorf("a role applied through replica A's admin API is not listed by replica B:\n%s", res)
+		}
+		mustMbot(t, a.env, "lock", "--admin", "admin", "--reason", "laptop lost", "--config", a.config)
+		waitForRefusal(t, "replica B to refuse an admin locked on host A", func() string {
+			return mbot(t, b.env, "get", "bots", "--auth", adminB).stderr
+		}, "admin_locked")
+		mustMbot(t, a.env, "unlock", "--admin", "admin", "--config", a.config)
+		start := time.Now()
+		for mbot(t, b.env, "get", "bots", "--auth", adminB).code != 0 {
+			if time.Since(start) > 10*time.Second {
+				t.Fatal("replica B still refuses the admin unlocked on host A")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+
 	t.Run("lock", func(t *testing.T) {
 		_, secret1 := addTokenEnv(t, a, "--name", "runner-1")
 		_, secret2 := addTokenEnv(t, a, "--name", "runner-2")
