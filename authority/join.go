@@ -146,17 +146,20 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 	}
 
 	ev.Allowed = true
-	if err := a.store.RecordJoin(ctx, adm.ProofID, adm.UsableUntil, ev); err != nil {
-		if errors.Is(err, store.ErrReplay) {
-			return nil, identity.Errorf(identity.CodeProofReplayed, "join token %q: this proof was already used to join; each is accepted once, so fetch a fresh one from the platform (for a token join: mbot tokens add prints a new secret)",
-				req.JoinToken)
-		}
-		return nil, fmt.Errorf("recording join: %w", err)
-	}
+	// A token join's renewal chain is recorded with the join, in one
+	// transaction: a consumed single-use secret always leaves a chain.
 	if lineage.Generation > 0 {
-		if err := a.store.StartChain(ctx, bot.Metadata.Name, req.JoinToken, lineage.Chain); err != nil {
-			return nil, fmt.Errorf("recording the renewal chain: %w", err)
-		}
+		err = a.store.RecordJoinStartingChain(ctx, adm.ProofID, adm.UsableUntil, ev,
+			store.Chain{Bot: bot.Metadata.Name, JoinToken: req.JoinToken, ID: lineage.Chain})
+	} else {
+		err = a.store.RecordJoin(ctx, adm.ProofID, adm.UsableUntil, ev)
+	}
+	if errors.Is(err, store.ErrReplay) {
+		return nil, identity.Errorf(identity.CodeProofReplayed, "join token %q: this proof was already used to join; each is accepted once, so fetch a fresh one from the platform (for a token join: mbot tokens add prints a new secret)",
+			req.JoinToken)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("recording join: %w", err)
 	}
 	return resp, nil
 }

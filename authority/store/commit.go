@@ -26,6 +26,7 @@ type pendingWrite struct {
 	proofID string // empty for an audit record alone
 	expires time.Time
 	event   *AuditEvent
+	chain   *Chain // a token join's renewal chain, started if the proof is new
 	result  chan error
 }
 
@@ -133,6 +134,11 @@ func (s *sqlStore) tryBatch(batch []*pendingWrite, results []error) error {
 			if n, _ := res.RowsAffected(); n == 0 {
 				results[i] = ErrReplay
 				continue
+			}
+			if c := w.chain; c != nil {
+				if _, err := tx.ExecContext(ctx, startChainSQL, c.Bot, c.JoinToken, c.ID, w.event.Time.UnixNano()); err != nil {
+					return err
+				}
 			}
 		}
 		if err := insertAudit(ctx, addAudit, w.event); err != nil {

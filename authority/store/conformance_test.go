@@ -47,6 +47,7 @@ var conformance = []struct {
 	{"ReplayAcrossHandles", testReplayAcrossHandles},
 	{"GenerationAcrossHandles", testGenerationAcrossHandles},
 	{"Ping", testPing},
+	{"RecordJoinStartingChain", testRecordJoinStartingChain},
 }
 
 // TestConformanceSQLite runs the suite on SQLite in a fresh data_dir per test.

@@ -58,12 +58,24 @@ type Renewal struct {
 	Keys string
 }
 
+// Chain names a renewal chain a token join starts.
+type Chain struct {
+	Bot, JoinToken string
+	// ID is the chain's identifier, on every certificate of the chain.
+	ID string
+}
+
+// startChainSQL records generation 1 of a new renewal chain ($1 bot, $2
+// join token, $3 chain, $4 time), replacing any earlier chain of the same
+// bot and join token.
+const startChainSQL = `INSERT INTO bot_generations (bot, join_token, chain, generation, last_keys, updated)
+	VALUES ($1, $2, $3, 1, '', $4) ON CONFLICT (bot, join_token) DO UPDATE SET chain = excluded.chain,
+	generation = 1, last_keys = '', updated = excluded.updated`
+
 // StartChain records generation 1 of a new renewal chain for a token join,
 // replacing any earlier chain of the same bot and join token.
 func (s *sqlStore) StartChain(ctx context.Context, bot, joinToken, chain string) error {
-	_, err := s.write.ExecContext(ctx, `INSERT INTO bot_generations (bot, join_token, chain, generation, last_keys, updated)
-		VALUES ($1, $2, $3, 1, '', $4) ON CONFLICT (bot, join_token) DO UPDATE SET chain = excluded.chain,
-		generation = 1, last_keys = '', updated = excluded.updated`, bot, joinToken, chain, time.Now().UnixNano())
+	_, err := s.write.ExecContext(ctx, startChainSQL, bot, joinToken, chain, time.Now().UnixNano())
 	return s.wrap("starting a renewal chain", err)
 }
 

@@ -218,6 +218,16 @@ func writeBatchPipelined(s *sqlStore, batch []*pendingWrite, results []error) er
 					ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record)
 				continue
 			}
+			if c := w.chain; c != nil {
+				// The chain starts only if the proof is new (a row in used).
+				b.Queue(`WITH used AS (INSERT INTO used_proofs (id, expires) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id),
+					chain AS (INSERT INTO bot_generations (bot, join_token, chain, generation, last_keys, updated)
+						SELECT $8, $9, $10, 1, '', $3 FROM used ON CONFLICT (bot, join_token) DO UPDATE SET chain = excluded.chain,
+						generation = 1, last_keys = '', updated = excluded.updated)
+					INSERT INTO audit (time, event, allowed, bot, record) SELECT $3, $4, $5, $6, $7 FROM used`,
+					w.proofID, w.expires.Unix(), ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record, c.Bot, c.JoinToken, c.ID)
+				continue
+			}
 			b.Queue(`WITH used AS (INSERT INTO used_proofs (id, expires) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id)
 				INSERT INTO audit (time, event, allowed, bot, record) SELECT $3, $4, $5, $6, $7 FROM used`,
 				w.proofID, w.expires.Unix(), ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record)

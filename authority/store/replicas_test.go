@@ -104,3 +104,28 @@ func testPing(t *testing.T, db *testDB) {
 		t.Errorf("Engine() = %q", e)
 	}
 }
+
+// testRecordJoinStartingChain: a token join records its proof, audit record
+// and renewal chain together; a replay of its proof starts no chain, so the
+// chain of the join that was admitted keeps renewing.
+func testRecordJoinStartingChain(t *testing.T, db *testDB) {
+	st := db.open(t)
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour)
+	if err := st.RecordJoinStartingChain(ctx, "secret-1", exp, joinEvent("b"), store.Chain{Bot: "b", JoinToken: "t", ID: "first"}); err != nil {
+		t.Fatal(err)
+	}
+	err := db.open(t).RecordJoinStartingChain(ctx, "secret-1", exp, joinEvent("b"), store.Chain{Bot: "b", JoinToken: "t", ID: "replayed"})
+	if !errors.Is(err, store.ErrReplay) {
+		t.Fatalf("replayed token join: %v, want ErrReplay", err)
+	}
+	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t", Chain: "first", Generation: 1, Keys: "k"}); err != nil {
+		t.Errorf("renewing the admitted join's chain after a replay: %v", err)
+	}
+	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t", Chain: "replayed", Generation: 1, Keys: "k"}); !errors.Is(err, store.ErrUnknownChain) {
+		t.Errorf("renewing the replay's chain: %v, want ErrUnknownChain", err)
+	}
+	if n := db.rows(t, "audit"); n != 1 {
+		t.Errorf("audit holds %d records, want the admitted join's", n)
+	}
+}

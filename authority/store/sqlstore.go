@@ -244,6 +244,10 @@ func (s *sqlStore) RecordJoin(ctx context.Context, proofID string, expires time.
 	return s.commit(ctx, &pendingWrite{proofID: proofID, expires: expires, event: ev})
 }
 
+func (s *sqlStore) RecordJoinStartingChain(ctx context.Context, proofID string, expires time.Time, ev *AuditEvent, c Chain) error {
+	return s.commit(ctx, &pendingWrite{proofID: proofID, expires: expires, event: ev, chain: &c})
+}
+
 func (s *sqlStore) Audit(ctx context.Context, ev *AuditEvent) error {
 	return s.commit(ctx, &pendingWrite{event: ev})
 }

@@ -59,6 +59,10 @@ type Store interface {
 	// If the proof was already used, by this process or any other sharing
 	// the database, it returns ErrReplay and records nothing.
 	RecordJoin(ctx context.Context, proofID string, expires time.Time, ev *AuditEvent) error
+	// RecordJoinStartingChain is RecordJoin for a token join, which starts
+	// (or restarts) the renewal chain c in the same transaction: a join
+	// whose proof is consumed always has its chain.
+	RecordJoinStartingChain(ctx context.Context, proofID string, expires time.Time, ev *AuditEvent, c Chain) error
 	// Audit appends ev to the audit log.
 	Audit(ctx context.Context, ev *AuditEvent) error
 	// ListAudit returns audit events, newest first.
