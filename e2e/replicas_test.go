@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os/user"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mbot-dev/mbot/admin"
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/identity"
 	"github.com/mbot-dev/mbot/internal/simci"
@@ -172,8 +174,9 @@ func TestReplicasAdmitAProofOnce(t *testing.T) {
 
 // TestReplicasShareChanges makes changes through one replica and sees them
 // take effect on the other without restarting it: a join token added at
-// run time, a join token removed, and a bot locked by a stale renewal on
-// one replica refusing renewals on the other.
+// run time, a join token removed, an admin locked, and a bot instance
+// locked by a stale renewal on one replica refusing that instance's
+// renewals (only) on the other, then unlocked.
 func TestReplicasShareChanges(t *testing.T) {
 	rs := startReplicas(t, 2)
 	a, b := rs.replicas[0], rs.replicas[1]
@@ -226,21 +229,49 @@ func TestReplicasShareChanges(t *testing.T) {
 		}
 		stale := copyIdentity(t, dir1)
 		// The first renewal of runner-1's generation 1 goes through A; the
-		// copy of that generation then shows up at B, which locks the bot.
+		// copy of that generation then shows up at B, which locks runner-1's
+		// instance (not the bot).
 		if err := renewWith(t, a.cluster, dir1); err != nil {
 			t.Fatalf("renewing runner-1 through replica A: %v", err)
 		}
-		if err := renewWith(t, b.cluster, stale); err == nil || !strings.Contains(err.Error(), "bot_locked") {
-			t.Fatalf("a stale generation presented to replica B: %v, want bot_locked", err)
+		if err := renewWith(t, b.cluster, stale); err == nil || !strings.Contains(err.Error(), "instance_locked") {
+			t.Fatalf("a stale generation presented to replica B: %v, want instance_locked", err)
 		}
-		// runner-2's chain is sound; only the lock, taken on B, refuses it on A.
-		waitForRefusal(t, "replica A to refuse renewals of the bot locked on replica B", func() string {
-			err := renewWith(t, a.cluster, dir2)
+		// runner-1's original is refused on A by the lock taken on B.
+		waitForRefusal(t, "replica A to refuse renewals of the instance locked on replica B", func() string {
+			err := renewWith(t, a.cluster, dir1)
 			if err == nil {
 				return ""
 			}
 			return err.Error()
-		}, "bot_locked")
+		}, "instance_locked")
+		// runner-2 is another instance of the same bot: it keeps renewing,
+		// through the replica that took the lock too.
+		if err := renewWith(t, b.cluster, dir2); err != nil {
+			t.Errorf("renewing runner-2, another instance of the bot, through replica B: %v", err)
+		}
+		var list []admin.BotInstance
+		if err := json.Unmarshal([]byte(mustMbot(t, a.env, "get", "bot_instances", "--config", a.config, "-o", "json").stdout), &list); err != nil {
+			t.Fatal(err)
+		}
+		var locked []string
+		for _, in := range list {
+			if in.State == "locked" {
+				locked = append(locked, in.ID)
+			}
+		}
+		if len(locked) != 1 {
+			t.Fatalf("bot instances listed through host A: %+v; want one locked", list)
+		}
+		// Unlocking the instance through A ends its chain on B too.
+		mustMbot(t, a.env, "unlock", "--config", a.config, "bot_instance/"+locked[0])
+		waitForRefusal(t, "replica B to refuse renewals of the instance unlocked on host A", func() string {
+			err := renewWith(t, b.cluster, dir1)
+			if err == nil {
+				return ""
+			}
+			return err.Error()
+		}, "renewal_refused")
 	})
 }
 
