@@ -238,15 +238,16 @@ func OpenStore(ctx context.Context, cfg *Config) (store.Store, error) {
 	return store.OpenSQLite(ctx, cfg.DataDir)
 }
 
-// followChanges reloads resources and locks as soon as the store says
-// another replica changed them (PostgreSQL's LISTEN/NOTIFY), instead of at
-// the next join after reloadInterval. It ends when the store closes.
+// followChanges reloads resources, CAs under rotation and locks (of bots,
+// instances and admins) as soon as the store says another replica changed
+// them (PostgreSQL's LISTEN/NOTIFY), instead of at the next join after
+// reloadInterval. It ends when the store closes.
 func (a *Authority) followChanges(changes <-chan struct{}) {
 	for range changes {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		// Before the first load (Open still starting) there is nothing to refresh.
 		if a.state.Load() == nil || !a.refreshNow(ctx) {
-			if err := a.locks.reload(ctx, a.store); err != nil {
+			if err := a.reloadLocks(ctx); err != nil {
 				a.log.Error("reading locks from the store; keeping the previous ones", "err", err)
 			}
 		}

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os/user"
 	"path/filepath"
 	"strings"
@@ -40,8 +42,10 @@ type replicaSet struct {
 type replica struct {
 	*cluster
 	addr string
-	env  []string
-	auth *proc
+	// metricsAddr serves /metrics, /healthz and /readyz (metrics_listen).
+	metricsAddr string
+	env         []string
+	auth        *proc
 }
 
 // startReplicas starts PostgreSQL and n replicas on one database, all at
@@ -65,9 +69,10 @@ func startReplicas(t *testing.T, n int) *replicaSet {
 		dir := t.TempDir()
 		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		c := &cluster{ci: ci, config: filepath.Join(dir, "authority.yaml"), url: "https://" + addr, login: u.Username, home: home}
-		writeFile(t, c.config, fmt.Sprintf(authorityPostgresYAML, clusterName, addr, filepath.Join(dir, "data")), 0o600)
+		metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		writeFile(t, c.config, fmt.Sprintf(authorityPostgresYAML, clusterName, addr, filepath.Join(dir, "data"))+"metrics_listen: "+metricsAddr+"\n", 0o600)
 		writeFile(t, filepath.Join(dir, "bots.yaml"), defaultResources(c), 0o600)
-		r := &replica{cluster: c, addr: addr, env: append(baseEnv(home), "MBOT_STORAGE_DSN="+rs.dsn)}
+		r := &replica{cluster: c, addr: addr, metricsAddr: metricsAddr, env: append(baseEnv(home), "MBOT_STORAGE_DSN="+rs.dsn)}
 		rs.replicas = append(rs.replicas, r)
 	}
 	for _, r := range rs.replicas {
@@ -337,9 +342,46 @@ func TestIssueWhileStoreDown(t *testing.T) {
 	}
 	wantEmpty(t, parent)
 	r.auth.running(t)
+	// A load balancer checking /readyz drains the replica meanwhile, and
+	// the refusals are counted under their code.
+	if code := r.readyz(t); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with PostgreSQL down: %d, want 503", code)
+	}
+	if metrics := r.metrics(t); !strings.Contains(metrics, `code="store_unavailable"`) {
+		t.Errorf("/metrics counts no store_unavailable refusal:\n%s", metrics)
+	}
 
 	rs.pg.Start(t)
 	if res := r.issue(t, r.jobEnv(job), tokenGitLab, out); res.code != 0 {
 		t.Fatalf("mbot issue once PostgreSQL is back (same replica, same proof, which was never recorded):\n%s", res)
 	}
+	if code := r.readyz(t); code != http.StatusOK {
+		t.Errorf("/readyz once PostgreSQL is back: %d, want 200", code)
+	}
+}
+
+// readyz is the status of the replica's /readyz.
+func (r *replica) readyz(t *testing.T) int {
+	t.Helper()
+	resp, err := http.Get("http://" + r.metricsAddr + "/readyz")
+	if err != nil {
+		t.Fatalf("GET /readyz: %v", err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// metrics is the replica's /metrics page.
+func (r *replica) metrics(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get("http://" + r.metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
 }
