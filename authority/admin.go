@@ -34,12 +34,12 @@ var ExportTypes = []string{"ca-pin", "tls-ca", "ssh-user-ca", "ssh-host-ca",
 // OpenAdmin opens the store and CAs of an authority without serving or
 // re-applying its resources: what local admin commands on the authority
 // host need (like tctl). The CAs are created if this is the first use.
-func OpenAdmin(ctx context.Context, cfg *Config) (*store.Store, *CAs, error) {
+func OpenAdmin(ctx context.Context, cfg *Config) (store.Store, *CAs, error) {
 	kek, err := LoadKEK(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := store.OpenSQLite(ctx, cfg.DataDir)
+	st, err := OpenStore(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -82,7 +82,7 @@ func (c *CAs) Export(typ string) (string, error) {
 
 // SignHost issues an SSH host key and certificate and a TLS server key and
 // certificate for names, and records the signing in the audit log.
-func SignHost(ctx context.Context, st *store.Store, cas *CAs, names []string, ttl time.Duration) ([]identity.File, error) {
+func SignHost(ctx context.Context, st store.Store, cas *CAs, names []string, ttl time.Duration) ([]identity.File, error) {
 	if len(names) == 0 {
 		return nil, fmt.Errorf("--host needs at least one host name")
 	}

@@ -203,7 +203,7 @@ func openStore(ctx context.Context, cfg *Config, opts Options) (*Authority, erro
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.OpenSQLite(ctx, cfg.DataDir)
+	st, err := OpenStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +223,36 @@ func openStore(ctx context.Context, cfg *Config, opts Options) (*Authority, erro
 		st.Close()
 		return nil, fmt.Errorf("reading bot locks: %w", err)
 	}
+	if changes := st.Changes(); changes != nil {
+		go a.followChanges(changes)
+	}
 	return a, nil
+}
+
+// OpenStore opens the store the config's storage section names: SQLite
+// in data_dir, or the PostgreSQL database that replicas share.
+func OpenStore(ctx context.Context, cfg *Config) (store.Store, error) {
+	if cfg.Storage.Type == "postgres" {
+		return store.OpenPostgres(ctx, cfg.Storage.DSN)
+	}
+	return store.OpenSQLite(ctx, cfg.DataDir)
+}
+
+// followChanges reloads resources, CAs under rotation and locks (of bots,
+// instances and admins) as soon as the store says another replica changed
+// them (PostgreSQL's LISTEN/NOTIFY), instead of at the next join after
+// reloadInterval. It ends when the store closes.
+func (a *Authority) followChanges(changes <-chan struct{}) {
+	for range changes {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		// Before the first load (Open still starting) there is nothing to refresh.
+		if a.state.Load() == nil || !a.refreshNow(ctx) {
+			if err := a.reloadLocks(ctx); err != nil {
+				a.log.Error("reading locks from the store; keeping the previous ones", "err", err)
+			}
+		}
+		cancel()
+	}
 }
 
 // applyFiles applies the config's resource files, as every start does.
@@ -244,7 +273,7 @@ func (a *Authority) CAs() *CAs { return a.cas.Load() }
 func (a *Authority) Config() *Config { return a.cfg }
 
 // Store returns the authority's store.
-func (a *Authority) Store() *store.Store { return a.store.Store }
+func (a *Authority) Store() store.Store { return a.store.Store }
 
 // Apply checks resources against everything already stored (references,
 // join token sections), stores them and makes them effective for the next

@@ -131,7 +131,7 @@ func (c *CAs) assign() error {
 // store resolves concurrent first starts: whichever CA is stored first wins.
 // kek, if set, opens the CA keys and seals those created; nil means keys
 // are stored in the clear, and a store holding sealed ones is refused.
-func LoadCAs(ctx context.Context, st *store.Store, clusterName string, kek *KEK) (*CAs, error) {
+func LoadCAs(ctx context.Context, st store.Store, clusterName string, kek *KEK) (*CAs, error) {
 	rotations, err := st.CARotations(ctx)
 	if err != nil {
 		return nil, err
@@ -218,7 +218,7 @@ func newCAMaterial(def caDef, clusterName string, kek *KEK) ([]byte, error) {
 
 // loadCASet reads a CA (creating it when missing) and, while it is being
 // rotated, the CA that replaces it.
-func loadCASet(ctx context.Context, st *store.Store, def caDef, clusterName string, kek *KEK, rot store.CARotation) (*caSet, error) {
+func loadCASet(ctx context.Context, st store.Store, def caDef, clusterName string, kek *KEK, rot store.CARotation) (*caSet, error) {
 	material, err := st.CA(ctx, def.name)
 	if errors.Is(err, store.ErrNotFound) {
 		var created []byte

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/identity"
 	"gopkg.in/yaml.v3"
 )
@@ -60,11 +61,16 @@ type Config struct {
 	path string
 }
 
-// StorageConfig selects the store.
+// StorageConfig selects the store: sqlite (the default, in data_dir) or
+// postgres, which several authority replicas share.
 type StorageConfig struct {
 	Type string `yaml:"type"`
-	DSN  string `yaml:"dsn"`
+	// DSN is the PostgreSQL connection string; default $MBOT_STORAGE_DSN.
+	DSN string `yaml:"dsn"`
 }
+
+// StorageDSNEnv is the environment variable read when storage.dsn is empty.
+const StorageDSNEnv = "MBOT_STORAGE_DSN"
 
 // SSHConfig configures SSH outputs.
 type SSHConfig struct {
@@ -155,7 +161,16 @@ func (c *Config) checkAndSetDefaults(root *yaml.Node) error {
 	case "", "sqlite":
 		c.Storage.Type = "sqlite"
 	case "postgres":
-		return fail("storage.type", "postgres storage is not part of this release yet; use sqlite")
+		// The DSN may carry a password: the environment keeps it out of the file.
+		if c.Storage.DSN == "" {
+			c.Storage.DSN = os.Getenv(StorageDSNEnv)
+		}
+		if c.Storage.DSN == "" {
+			return fail("storage", "dsn is required for postgres storage (or set %s): postgres://user@host/db?sslmode=verify-full", StorageDSNEnv)
+		}
+		if err := store.CheckPostgresDSN(c.Storage.DSN); err != nil {
+			return fail("storage.dsn", "%v", err)
+		}
 	default:
 		return fail("storage.type", "%q is not one of sqlite, postgres", c.Storage.Type)
 	}

@@ -62,6 +62,7 @@ tls_names: [auth.acme.internal]
 }
 
 func TestParseConfigErrors(t *testing.T) {
+	t.Setenv(authority.StorageDSNEnv, "")
 	cases := []struct {
 		name, yaml string
 		want       []string
@@ -75,7 +76,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"cluster name with a slash", "listen: 127.0.0.1:8443\ncluster_name: acme/prod\n", []string{"authority.yaml:2:", "cluster_name", "SPIFFE"}},
 		{"listen without port", "cluster_name: acme\nlisten: localhost\n", []string{"authority.yaml:2:", "listen", "host:port"}},
 		{"unknown storage", "cluster_name: acme\nstorage:\n  type: mysql\n", []string{"authority.yaml:3:", "storage.type", `"mysql"`}},
-		{"postgres not yet", "cluster_name: acme\nstorage: {type: postgres, dsn: 'postgres://x'}\n", []string{"authority.yaml:2:", "postgres"}},
+		{"postgres without dsn", "cluster_name: acme\nstorage: {type: postgres}\n", []string{"authority.yaml:2:", "dsn is required", "MBOT_STORAGE_DSN"}},
+		{"postgres dsn unparsable", "cluster_name: acme\nstorage:\n  type: postgres\n  dsn: 'postgres://mbot:s3cret@db:99999999/mbot'\n", []string{"authority.yaml:4:", "storage.dsn", "not a PostgreSQL connection string"}},
 		{"admin identity above max_admin_ttl", "cluster_name: acme\nmax_admin_ttl: 12h\nadmin_identity_ttl: 24h\n", []string{"authority.yaml:3:", "admin_identity_ttl", "above max_admin_ttl (12h0m0s)"}},
 		{"admin identity too short", "cluster_name: acme\nadmin_identity_ttl: 1m\n", []string{"authority.yaml:2:", "admin_identity_ttl", "at least 10m"}},
 		{"host pattern with a space", "cluster_name: acme\nssh:\n  host_patterns: ['a b']\n", []string{"authority.yaml:3:", "ssh.host_patterns"}},
@@ -92,5 +94,23 @@ func TestParseConfigErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStorageDSNFromEnvironment: a postgres storage section without a dsn
+// takes MBOT_STORAGE_DSN, so that the password stays out of the file.
+func TestStorageDSNFromEnvironment(t *testing.T) {
+	const dsn = "postgres://mbot@db.internal/mbot?sslmode=verify-full"
+	t.Setenv(authority.StorageDSNEnv, dsn)
+	cfg, err := authority.ParseConfig("authority.yaml", []byte("cluster_name: acme\nstorage: {type: postgres}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Storage.DSN != dsn {
+		t.Errorf("storage.dsn = %q, want %q from %s", cfg.Storage.DSN, dsn, authority.StorageDSNEnv)
+	}
+	cfg, err = authority.ParseConfig("authority.yaml", []byte("cluster_name: acme\nstorage: {type: postgres, dsn: 'postgres://other/mbot'}\n"))
+	if err != nil || cfg.Storage.DSN != "postgres://other/mbot" {
+		t.Errorf("a dsn in the file: %q, %v; want it to win over the environment", cfg.Storage.DSN, err)
 	}
 }

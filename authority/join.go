@@ -63,7 +63,11 @@ func boundedCause(err error) any {
 // returns the refusal to answer with.
 func (a *Authority) recordRefusal(ctx context.Context, ev *store.AuditEvent, err error) *identity.Error {
 	var refusal *identity.Error
-	if !errors.As(err, &refusal) {
+	switch {
+	case errors.As(err, &refusal):
+	case errors.Is(err, store.ErrUnavailable):
+		refusal = storeUnavailable(ev.Event, err)
+	default:
 		refusal = &identity.Error{Code: identity.CodeInternal, Message: "the authority failed to complete the " + ev.Event + "; see its log", Err: err}
 	}
 	ev.Allowed, ev.Code, ev.Message = false, string(refusal.Code), refusal.Message
@@ -151,17 +155,20 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 		}
 	}
 	ev.Allowed = true
-	if err := a.store.RecordJoin(ctx, adm.ProofID, adm.UsableUntil, ev); err != nil {
-		if errors.Is(err, store.ErrReplay) {
-			return nil, identity.Errorf(identity.CodeProofReplayed, "join token %q: this proof was already used to join; each is accepted once, so fetch a fresh one from the platform (for a token join: mbot tokens add prints a new secret)",
-				req.JoinToken)
-		}
-		return nil, fmt.Errorf("recording join: %w", err)
-	}
+	// A token join's renewal chain is recorded with the join, in one
+	// transaction: a consumed single-use secret always leaves a chain.
 	if lineage.Generation > 0 {
-		if err := a.store.StartChain(ctx, bot.Metadata.Name, req.JoinToken, lineage.Chain, ev.Remote); err != nil {
-			return nil, fmt.Errorf("recording the renewal chain: %w", err)
-		}
+		err = a.store.RecordJoinStartingChain(ctx, adm.ProofID, adm.UsableUntil, ev,
+			store.Chain{Bot: bot.Metadata.Name, JoinToken: req.JoinToken, ID: lineage.Chain, Runner: ev.Remote})
+	} else {
+		err = a.store.RecordJoin(ctx, adm.ProofID, adm.UsableUntil, ev)
+	}
+	if errors.Is(err, store.ErrReplay) {
+		return nil, identity.Errorf(identity.CodeProofReplayed, "join token %q: this proof was already used to join; each is accepted once, so fetch a fresh one from the platform (for a token join: mbot tokens add prints a new secret)",
+			req.JoinToken)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("recording join: %w", err)
 	}
 	return resp, nil
 }

@@ -94,7 +94,7 @@ func setLock[L any](p *atomic.Pointer[map[string]*L], name string, lock *L) {
 }
 
 // reload replaces the locks with the store's.
-func (l *lockTables) reload(ctx context.Context, st *store.Store) error {
+func (l *lockTables) reload(ctx context.Context, st store.Store) error {
 	l.mu.Lock()
 	seen := l.changes
 	l.mu.Unlock()

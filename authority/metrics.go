@@ -77,6 +77,8 @@ var refusalCodes = []identity.ErrorCode{
 	// A leaf's exchanges (trusted clusters) are counted as joins of method "exchange".
 	identity.CodeExchangeInvalid, identity.CodeExchangeExpired, identity.CodeRootIdentityExpired, identity.CodeUnknownRoot,
 	identity.CodeTrustDisabled, identity.CodeRoleUnmapped, identity.CodeRootUnavailable,
+	// The store (PostgreSQL) could not be reached: 503 with Retry-After.
+	identity.CodeStoreUnavailable,
 }
 
 // storeOperations are the store calls timed (timedStore), by name.

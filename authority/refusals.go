@@ -210,3 +210,15 @@ func (a *Authority) recordBurst(ctx context.Context, b burstSummary) {
 	}
 	a.log.Warn("requests rate limited", "remote", ev.Remote, "dropped", b.dropped, "first", b.first, "last", b.last)
 }
+
+// storeRetryAfter is what a store_unavailable refusal asks the client to
+// wait: a PostgreSQL restart or failover takes seconds.
+const storeRetryAfter = 2 * time.Second
+
+// storeUnavailable refuses a join or renewal that could not be recorded
+// because the database is unreachable: no certificate leaves the authority
+// unless its audit and replay records are committed.
+func storeUnavailable(event string, err error) *identity.Error {
+	return &identity.Error{Code: identity.CodeStoreUnavailable, RetryAfter: storeRetryAfter, Err: err,
+		Message: "the authority's store (its database) is unavailable, so the " + event + " was not recorded and nothing was issued; retry in a few seconds"}
+}

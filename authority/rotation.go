@@ -150,7 +150,7 @@ type RotateRequest struct {
 // RotateCA takes one step of a CA's rotation in the store; every authority
 // sharing the store picks it up within reloadInterval. It returns what the
 // rotation is now, for the operator, and records the step in the audit log.
-func RotateCA(ctx context.Context, st *store.Store, cas *CAs, req RotateRequest) (string, error) {
+func RotateCA(ctx context.Context, st store.Store, cas *CAs, req RotateRequest) (string, error) {
 	out, err := rotateCA(ctx, st, cas, req)
 	ev := &store.AuditEvent{Event: "ca.rotate", Allowed: err == nil, Remote: req.Actor,
 		Claims: map[string]string{"type": req.Type, "phase": req.Phase}}
@@ -165,7 +165,7 @@ func RotateCA(ctx context.Context, st *store.Store, cas *CAs, req RotateRequest)
 	return out, err
 }
 
-func rotateCA(ctx context.Context, st *store.Store, cas *CAs, req RotateRequest) (string, error) {
+func rotateCA(ctx context.Context, st store.Store, cas *CAs, req RotateRequest) (string, error) {
 	name, err := rotationCA(req.Type)
 	if err != nil {
 		return "", err

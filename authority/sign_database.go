@@ -44,7 +44,7 @@ type DatabaseServerCredentials struct {
 // resources with ca_issued_by_authority check servers by) and hands out
 // the database-client CA, which the server must check clients by; the
 // signing is recorded in the audit log.
-func SignDatabaseServer(ctx context.Context, st *store.Store, cas *CAs, format string, names []string, ttl time.Duration) (*DatabaseServerCredentials, error) {
+func SignDatabaseServer(ctx context.Context, st store.Store, cas *CAs, format string, names []string, ttl time.Duration) (*DatabaseServerCredentials, error) {
 	if format != resources.ProtocolPostgres && format != resources.ProtocolMySQL {
 		return nil, fmt.Errorf("--format %s is not one of %s", identity.Quote(identity.Truncate(format, 40)), strings.Join(DatabaseServerFormats, ", "))
 	}

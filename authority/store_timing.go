@@ -2,6 +2,7 @@ package authority
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/mbot-dev/mbot/authority/store"
@@ -12,14 +13,14 @@ import (
 // failures counted. A refused replay or a stale generation is the store's
 // answer, not a failure. Calls not listed here pass through untimed.
 type timedStore struct {
-	*store.Store
+	store.Store
 	m *metrics
 }
 
 // answered is err unless it is one of the store's answers.
 func answered(err error, answers ...error) error {
 	for _, a := range answers {
-		if err == a {
+		if errors.Is(err, a) {
 			return nil
 		}
 	}
@@ -29,6 +30,13 @@ func answered(err error, answers ...error) error {
 func (s timedStore) RecordJoin(ctx context.Context, proofID string, expires time.Time, ev *store.AuditEvent) error {
 	start := time.Now()
 	err := s.Store.RecordJoin(ctx, proofID, expires, ev)
+	s.m.storeCall("record_join", start, answered(err, store.ErrReplay))
+	return err
+}
+
+func (s timedStore) RecordJoinStartingChain(ctx context.Context, proofID string, expires time.Time, ev *store.AuditEvent, c store.Chain) error {
+	start := time.Now()
+	err := s.Store.RecordJoinStartingChain(ctx, proofID, expires, ev, c)
 	s.m.storeCall("record_join", start, answered(err, store.ErrReplay))
 	return err
 }
@@ -50,10 +58,12 @@ func (s timedStore) StartChain(ctx context.Context, bot, joinToken, chain, runne
 func (s timedStore) AdvanceGeneration(ctx context.Context, r store.Renewal) error {
 	start := time.Now()
 	err := s.Store.AdvanceGeneration(ctx, r)
-	var failed error
-	switch err.(type) {
-	case nil, *store.GenerationMismatch, *store.InstanceLockedError:
-	default:
+	var (
+		failed   error
+		mismatch *store.GenerationMismatch
+		locked   *store.InstanceLockedError
+	)
+	if !errors.As(err, &mismatch) && !errors.As(err, &locked) {
 		failed = answered(err, store.ErrUnknownChain, store.ErrUnlockedChain)
 	}
 	s.m.storeCall("advance_generation", start, failed)

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -174,8 +175,16 @@ const (
 	retryMargin     = 2 * time.Second
 )
 
+// A join refused store_unavailable (the authority's database is down or
+// restarting; nothing was recorded) is retried with backoff, from
+// Retry-After up to maxStoreRetryStep between attempts, for as long as the
+// context's deadline (mbot issue --timeout) allows.
+const maxStoreRetryStep = 8 * time.Second
+
 // Join sends one join request, retrying as the authority's Retry-After says.
 func (c *API) Join(ctx context.Context, req *identity.JoinRequest) (*identity.JoinResponse, error) {
+	start := time.Now()
+	var storeBackoff *backoff
 	for attempt := 1; ; attempt++ {
 		var out identity.JoinResponse
 		err := c.Do(ctx, http.MethodPost, identity.PathJoin, req, &out)
@@ -188,7 +197,17 @@ func (c *API) Join(ctx context.Context, req *identity.JoinRequest) (*identity.Jo
 		}
 		wait := refusal.RetryAfter
 		deadline, hasDeadline := ctx.Deadline()
-		if attempt == maxJoinAttempts || wait > maxRetryAfter || hasDeadline && time.Until(deadline) < wait+retryMargin {
+		if refusal.Code == identity.CodeStoreUnavailable {
+			if storeBackoff == nil {
+				storeBackoff = &backoff{first: min(wait, maxStoreRetryStep), limit: maxStoreRetryStep, randN: rand.Int64N}
+			}
+			wait = max(wait, storeBackoff.next())
+			if !hasDeadline || time.Until(deadline) < wait+retryMargin {
+				return nil, &identity.Error{Code: refusal.Code, RetryAfter: refusal.RetryAfter,
+					Message: fmt.Sprintf("the authority's store is down: %s (mbot tried %d times over %s; raise --timeout to wait longer, or ask the authority's admins to bring its database back)",
+						refusal.Message, attempt, time.Since(start).Round(time.Second))}
+			}
+		} else if attempt >= maxJoinAttempts || wait > maxRetryAfter || hasDeadline && time.Until(deadline) < wait+retryMargin {
 			return nil, &identity.Error{Code: refusal.Code, RetryAfter: wait,
 				Message: fmt.Sprintf("%s (the authority asks to retry in %s; mbot tried %d times)", refusal.Message, wait, attempt)}
 		}

@@ -388,3 +388,66 @@ func TestJoinHonoursRetryAfter(t *testing.T) {
 		})
 	}
 }
+
+// TestJoinRetriesWhileStoreUnavailable answers joins 503 store_unavailable:
+// Join keeps retrying, past the three attempts other Retry-After refusals
+// get, until the authority's store is back or the deadline is near, and
+// then says the store is down.
+func TestJoinRetriesWhileStoreUnavailable(t *testing.T) {
+	ca := newCA(t, "acme TLS CA")
+	cases := []struct {
+		name        string
+		unavailable int // answers 503 before admitting
+		timeout     time.Duration
+		wantMin     int // requests at least
+		wantErr     bool
+	}{
+		{"store back after four refusals", 4, 30 * time.Second, 5, false},
+		{"store down for the whole timeout", 1000, 6 * time.Second, 2, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := 0
+			mux := http.NewServeMux()
+			mux.HandleFunc("POST "+identity.PathJoin, func(w http.ResponseWriter, r *http.Request) {
+				calls++
+				w.Header().Set("Content-Type", "application/json")
+				if calls <= tc.unavailable {
+					w.Header().Set("Retry-After", "1")
+					w.WriteHeader(http.StatusServiceUnavailable)
+					_ = json.NewEncoder(w).Encode(identity.ErrorResponse{Code: identity.CodeStoreUnavailable, Message: "the authority's store (its database) is unavailable"})
+					return
+				}
+				_ = json.NewEncoder(w).Encode(identity.JoinResponse{ClusterName: "acme", Bot: "deployer"})
+			})
+			srv := startAuthority(t, ca.issue(t, loopback), mux)
+			api, err := client.NewAPI(srv.URL, ca.pin())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer api.CloseIdleConnections()
+			ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
+			defer cancel()
+			resp, err := api.Join(ctx, &identity.JoinRequest{JoinToken: "github-deploy", Method: "github", Proof: "jwt"})
+			if calls < tc.wantMin {
+				t.Errorf("%d requests, want at least %d", calls, tc.wantMin)
+			}
+			if !tc.wantErr {
+				if err != nil || resp.Bot != "deployer" {
+					t.Fatalf("Join = %+v, %v; want admitted once the store is back", resp, err)
+				}
+				return
+			}
+			var refusal *identity.Error
+			if !errors.As(err, &refusal) || refusal.Code != identity.CodeStoreUnavailable {
+				t.Fatalf("err = %v, want store_unavailable", err)
+			}
+			if !strings.Contains(refusal.Message, "the authority's store is down") || !strings.Contains(refusal.Message, "--timeout") {
+				t.Errorf("message %q should say the authority's store is down and how to wait longer", refusal.Message)
+			}
+			if ctx.Err() != nil {
+				t.Errorf("Join ran past its deadline instead of giving up before it")
+			}
+		})
+	}
+}

@@ -44,7 +44,7 @@ func openAdmin(c *cli.Context) (admin.Client, error) {
 
 // openCAs opens the store and CAs of the authority that --config names,
 // for commands that sign or export on the authority host.
-func openCAs(c *cli.Context) (*store.Store, *authority.CAs, error) {
+func openCAs(c *cli.Context) (store.Store, *authority.CAs, error) {
 	cfg, err := authority.LoadConfig(c.String("config"))
 	if err != nil {
 		return nil, nil, err

@@ -160,6 +160,7 @@ Examples:
 					return err
 				},
 			},
+			migrateStoreCommand(),
 		},
 	}
 }

@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -59,14 +60,21 @@ Flags and MBOT_* variables override mbot.yaml.
 				Usage: "bound_keypair: the runner's private key (its join sequence is kept beside it in <path>.state); generated here when registering with " + joiners.RegistrationSecretEnv},
 			&cli.BoolFlag{Name: "rotate-keypair", EnvVars: []string{"MBOT_ROTATE_KEYPAIR"},
 				Usage: "bound_keypair: rotate to a freshly generated key in this join (signed by the current one)"},
+			&cli.DurationFlag{Name: "timeout", EnvVars: []string{"MBOT_TIMEOUT"}, Value: 30 * time.Second,
+				Usage: "give up after this long; within it a join refused while the authority's store is down is retried with backoff"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef("mbot issue takes no arguments, got %q", c.Args().Slice())
 			}
+			if c.Duration("timeout") <= 0 {
+				return usagef("--timeout %s: give a positive duration such as 30s", c.Duration("timeout"))
+			}
+			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+			defer cancel()
 			opts := issueOptions(c)
 			opts.Stdout = os.Stdout
-			res, err := client.Issue(c.Context, opts)
+			res, err := client.Issue(ctx, opts)
 			if err != nil {
 				return err
 			}

@@ -344,6 +344,10 @@ const (
 	CodeLeafUnreachable ErrorCode = "leaf_unreachable"
 	// CodeUnknownLeaf: the root has no leaf_cluster of that name.
 	CodeUnknownLeaf ErrorCode = "unknown_leaf"
+	// CodeStoreUnavailable: the authority cannot reach its database
+	// (PostgreSQL down or restarting); nothing was issued or recorded, and
+	// the answer carries Retry-After.
+	CodeStoreUnavailable ErrorCode = "store_unavailable"
 )
 
 // HTTPStatus is the status code the authority answers a code with.
@@ -355,7 +359,7 @@ func (c ErrorCode) HTTPStatus() int {
 		return 429
 	case CodeAdminRequired, CodeIdentityRequired:
 		return 401
-	case CodeIssuerUnavailable, CodeRootUnavailable:
+	case CodeIssuerUnavailable, CodeRootUnavailable, CodeStoreUnavailable:
 		return 503
 	case CodeLeafUnreachable:
 		return 502

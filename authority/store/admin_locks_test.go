@@ -11,18 +11,11 @@ import (
 // TestAdminLocks locks an admin, finds the lock from a second handle on the
 // same database (another process), refuses a second lock and an unlock of
 // an admin that is not locked, and unlocks.
-func TestAdminLocks(t *testing.T) {
+func testAdminLocks(t *testing.T, db *testDB) {
 	ctx := t.Context()
-	dir := t.TempDir()
-	st, err := store.OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := db.open(t)
 	defer st.Close()
-	other, err := store.OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := db.open(t)
 	defer other.Close()
 
 	lock := &store.AdminLock{Admin: "admin", Time: time.Now().UTC().Truncate(time.Microsecond), Reason: "laptop lost", LockedBy: "local admin root"}

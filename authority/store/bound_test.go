@@ -14,8 +14,8 @@ import (
 // TestAuditRecordBounded stores records carrying what an unauthenticated
 // caller can send and checks that each comes back within the bounds, says
 // how much was cut, and that an honest record is stored as it was.
-func TestAuditRecordBounded(t *testing.T) {
-	st, _ := open(t)
+func testAuditRecordBounded(t *testing.T, db *testDB) {
+	st := db.open(t)
 	huge := strings.Repeat("a", 250<<10)
 	manyClaims := map[string]string{}
 	for i := range 1000 {

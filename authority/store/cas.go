@@ -43,7 +43,12 @@ type CAChange struct {
 }
 
 // ListCAs returns every stored CA row's material by row name.
-func (s *Store) ListCAs(ctx context.Context) (map[string][]byte, error) {
+func (s *sqlStore) ListCAs(ctx context.Context) (map[string][]byte, error) {
+	out, err := s.listCAs(ctx)
+	return out, s.wrap("listing CAs", err)
+}
+
+func (s *sqlStore) listCAs(ctx context.Context) (map[string][]byte, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT name, pem FROM cas`)
 	if err != nil {
 		return nil, fmt.Errorf("listing CAs: %w", err)
@@ -65,7 +70,14 @@ func (s *Store) ListCAs(ctx context.Context) (map[string][]byte, error) {
 // ErrConflict when a row no longer holds its Old material. The material
 // replaced does not stay behind in the database file (see scrub): it is
 // what sealing CA keys in place removes.
-func (s *Store) ReplaceCAs(ctx context.Context, changes []CAChange) error {
+func (s *sqlStore) ReplaceCAs(ctx context.Context, changes []CAChange) error {
+	if err := s.replaceCAs(ctx, changes); err != nil {
+		return s.wrap("replacing CAs", err)
+	}
+	return s.scrub(ctx)
+}
+
+func (s *sqlStore) replaceCAs(ctx context.Context, changes []CAChange) error {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -73,7 +85,7 @@ func (s *Store) ReplaceCAs(ctx context.Context, changes []CAChange) error {
 	defer tx.Rollback()
 	for _, c := range changes {
 		var cur []byte
-		err := tx.QueryRowContext(ctx, `SELECT pem FROM cas WHERE name = $1`, c.Name).Scan(&cur)
+		err := tx.QueryRowContext(ctx, `SELECT pem FROM cas WHERE name = $1`+s.engine.forUpdate, c.Name).Scan(&cur)
 		if errors.Is(err, sql.ErrNoRows) || err == nil && !bytes.Equal(cur, c.Old) {
 			return fmt.Errorf("replacing the %s CA: %w", c.Name, ErrConflict)
 		}
@@ -84,19 +96,27 @@ func (s *Store) ReplaceCAs(ctx context.Context, changes []CAChange) error {
 			return fmt.Errorf("replacing the %s CA: %w", c.Name, err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	// The replicas reload their CAs.
+	if err := s.notifyIn(ctx, tx); err != nil {
 		return err
 	}
-	return s.scrub(ctx)
+	return tx.Commit()
 }
 
-// scrub rewrites the database file and empties the write-ahead log, so
-// that rows replaced or deleted (CA keys in the clear) are gone from the
-// disk, not only unreachable: SQLite leaves old pages in free lists and
-// old frames in the -wal file.
-func (s *Store) scrub(ctx context.Context) error {
+// scrub removes from the disk, not only from reach, the rows replaced or
+// deleted (CA keys in the clear), as far as the engine can (engine.scrub).
+func (s *sqlStore) scrub(ctx context.Context) error {
+	if s.engine.scrub == nil {
+		return nil
+	}
+	return s.engine.scrub(ctx, s.write)
+}
+
+// scrubSQLite rewrites the database file and empties the write-ahead log:
+// SQLite leaves old pages in free lists and old frames in the -wal file.
+func scrubSQLite(ctx context.Context, db *sql.DB) error {
 	for _, stmt := range []string{`PRAGMA wal_checkpoint(TRUNCATE)`, `VACUUM`, `PRAGMA wal_checkpoint(TRUNCATE)`} {
-		if _, err := s.write.ExecContext(ctx, stmt); err != nil {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
 			return fmt.Errorf("scrubbing replaced CA material from the database file (%s): %w", stmt, err)
 		}
 	}
@@ -104,7 +124,12 @@ func (s *Store) scrub(ctx context.Context) error {
 }
 
 // CARotations lists the CAs being rotated.
-func (s *Store) CARotations(ctx context.Context) ([]CARotation, error) {
+func (s *sqlStore) CARotations(ctx context.Context) ([]CARotation, error) {
+	out, err := s.caRotations(ctx)
+	return out, s.wrap("reading CA rotations", err)
+}
+
+func (s *sqlStore) caRotations(ctx context.Context) ([]CARotation, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT ca, phase, grace, started, updated, new_signs_since FROM ca_rotations ORDER BY ca`)
 	if err != nil {
 		return nil, fmt.Errorf("reading CA rotations: %w", err)
@@ -128,7 +153,7 @@ func (s *Store) CARotations(ctx context.Context) ([]CARotation, error) {
 
 // StartCARotation records r and stores next as the CA that will replace
 // r.CA, or returns ErrConflict if r.CA is already being rotated.
-func (s *Store) StartCARotation(ctx context.Context, r CARotation, next []byte) error {
+func (s *sqlStore) StartCARotation(ctx context.Context, r CARotation, next []byte) error {
 	return s.changeResources(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO ca_rotations (ca, phase, grace, started, updated, new_signs_since)
 			VALUES ($1, $2, $3, $4, $5, 0) ON CONFLICT (ca) DO NOTHING`,
@@ -148,7 +173,7 @@ func (s *Store) StartCARotation(ctx context.Context, r CARotation, next []byte) 
 
 // SetCARotationPhase moves a rotation from phase from to r.Phase, or
 // returns ErrConflict if it is no longer in from.
-func (s *Store) SetCARotationPhase(ctx context.Context, from string, r CARotation) error {
+func (s *sqlStore) SetCARotationPhase(ctx context.Context, from string, r CARotation) error {
 	var since int64
 	if !r.NewSignsSince.IsZero() {
 		since = r.NewSignsSince.UnixNano()
@@ -168,7 +193,7 @@ func (s *Store) SetCARotationPhase(ctx context.Context, from string, r CARotatio
 
 // FinishCARotation makes the next CA of ca the current one, dropping the
 // old one, and ends the rotation, if it is still in phase from.
-func (s *Store) FinishCARotation(ctx context.Context, ca, from string) error {
+func (s *sqlStore) FinishCARotation(ctx context.Context, ca, from string) error {
 	err := s.changeResources(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM ca_rotations WHERE ca = $1 AND phase = $2`, ca, from)
 		if err != nil {

@@ -2,7 +2,8 @@ package store
 
 import (
 	"context"
-	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -25,6 +26,7 @@ type pendingWrite struct {
 	proofID string // empty for an audit record alone
 	expires time.Time
 	event   *AuditEvent
+	chain   *Chain // a token join's renewal chain, started if the proof is new
 	result  chan error
 }
 
@@ -32,7 +34,8 @@ type pendingWrite struct {
 // arrive while a transaction commits share the next one (group commit):
 // SQLite has one writer, so this is what lets it keep up with thousands of
 // joins per second, and each join still returns only after its commit.
-func (s *Store) commit(ctx context.Context, w *pendingWrite) error {
+// PostgreSQL runs engine.committers such loops side by side.
+func (s *sqlStore) commit(ctx context.Context, w *pendingWrite) error {
 	if w.event.Time.IsZero() {
 		w.event.Time = time.Now().UTC()
 	}
@@ -48,8 +51,8 @@ func (s *Store) commit(ctx context.Context, w *pendingWrite) error {
 	return <-w.result
 }
 
-func (s *Store) commitLoop() {
-	defer close(s.done)
+func (s *sqlStore) commitLoop() {
+	defer s.committed.Done()
 	batch := make([]*pendingWrite, 0, maxBatch)
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
@@ -83,38 +86,64 @@ func (s *Store) commitLoop() {
 }
 
 // commitBatch writes a batch in one transaction. A replayed proof fails only
-// its own write; a database error fails the whole batch.
-func (s *Store) commitBatch(batch []*pendingWrite) {
+// its own write; a database error fails the whole batch. A batch that lost
+// a deadlock to another replica's (two batches holding the same proofs) runs
+// again.
+func (s *sqlStore) commitBatch(batch []*pendingWrite) {
+	if s.engine.retry != nil {
+		// Proofs in one order in every batch, so that two replicas' batches
+		// holding the same proofs wait for each other instead of deadlocking.
+		batch = slices.Clone(batch)
+		slices.SortStableFunc(batch, func(a, b *pendingWrite) int { return strings.Compare(a.proofID, b.proofID) })
+	}
 	results := make([]error, len(batch))
-	err := func() error {
-		ctx := context.Background()
-		tx, err := s.write.BeginTx(ctx, nil)
-		if err != nil {
-			return err
+	var err error
+	for attempt := 0; ; attempt++ {
+		clear(results)
+		if s.engine.writeBatch != nil {
+			err = s.engine.writeBatch(s, batch, results)
+		} else {
+			err = s.tryBatch(batch, results)
 		}
-		defer tx.Rollback()
-		useProof, addAudit := tx.StmtContext(ctx, s.useProof), tx.StmtContext(ctx, s.addAudit)
-		for i, w := range batch {
-			if w.proofID != "" {
-				res, err := useProof.ExecContext(ctx, w.proofID, w.expires.Unix())
-				if err != nil {
-					return err
-				}
-				if n, _ := res.RowsAffected(); n == 0 {
-					results[i] = ErrReplay
-					continue
-				}
-			}
-			if err := insertAudit(ctx, addAudit, w.event); err != nil {
-				return err
-			}
+		if err == nil || attempt == 2 || s.engine.retry == nil || !s.engine.retry(err) {
+			break
 		}
-		return tx.Commit()
-	}()
+	}
 	for i, w := range batch {
 		if err != nil {
-			results[i] = fmt.Errorf("writing to the store: %w", err)
+			results[i] = s.wrap("writing to the store", err)
 		}
 		w.result <- results[i]
 	}
+}
+
+func (s *sqlStore) tryBatch(batch []*pendingWrite, results []error) error {
+	ctx := context.Background()
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	useProof, addAudit := tx.StmtContext(ctx, s.useProof), tx.StmtContext(ctx, s.addAudit)
+	for i, w := range batch {
+		if w.proofID != "" {
+			res, err := useProof.ExecContext(ctx, w.proofID, w.expires.Unix())
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				results[i] = ErrReplay
+				continue
+			}
+			if c := w.chain; c != nil {
+				if err := startChain(ctx, tx, *c, w.event.Time.UnixNano()); err != nil {
+					return err
+				}
+			}
+		}
+		if err := insertAudit(ctx, addAudit, w.event); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
 }

@@ -14,10 +14,11 @@ import (
 func TestCloseFinishesPendingWrites(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "data")
-	st, err := OpenSQLite(ctx, dir)
+	opened, err := OpenSQLite(ctx, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	st := opened.(*sqlStore)
 	const n = 300
 	pending := make([]*pendingWrite, n)
 	for i := range pending {
@@ -40,12 +41,12 @@ func TestCloseFinishesPendingWrites(t *testing.T) {
 			t.Fatalf("Close returned before write %d was answered", i)
 		}
 	}
-	st, err = OpenSQLite(ctx, dir)
+	reopened, err := OpenSQLite(ctx, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	got, err := st.ListAudit(ctx, AuditFilter{})
+	defer reopened.Close()
+	got, err := reopened.ListAudit(ctx, AuditFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,11 +59,12 @@ func TestCloseFinishesPendingWrites(t *testing.T) {
 // that write, and a proof used twice in one batch is admitted once.
 func TestCommitBatch(t *testing.T) {
 	ctx := context.Background()
-	st, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "data"))
+	opened, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "data"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	defer opened.Close()
+	st := opened.(*sqlStore)
 	exp := time.Now().Add(time.Hour)
 	mk := func(id string) *pendingWrite {
 		return &pendingWrite{proofID: id, expires: exp, event: &AuditEvent{Event: "join", Allowed: true, Bot: id, Time: time.Now()},

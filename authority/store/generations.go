@@ -17,8 +17,8 @@ import (
 // chain, since either holder could be the copy. A bot-wide lock (bot_locks)
 // is what authorities before instance locks wrote; it is still honoured and
 // lifted by unlocking the bot. Removing the bot (mbot rm bot/NAME) removes its
-// lock and counters; removing a join token removes its counter (triggers in
-// the schema).
+// lock and counters; removing a join token removes its counter
+// (DeleteResource).
 
 // ErrUnknownChain is returned for a renewal whose chain the store does not
 // know: its join token was removed, or used to join again since.
@@ -64,13 +64,26 @@ type Renewal struct {
 	Remote string
 }
 
+// Chain names a renewal chain a token join starts.
+type Chain struct {
+	Bot, JoinToken string
+	// ID is the chain's identifier, on every certificate of the chain.
+	ID string
+	// Runner is the address the join came from: the instance's runner.
+	Runner string
+}
+
 // AdvanceGeneration admits r if it presents the current generation of its
 // chain, which then moves to the next one (the generation of the renewed
 // certificates), or if it retries the renewal that moved it there. It
 // fails with ErrUnknownChain or ErrUnlockedChain, with an
 // *InstanceLockedError if its instance is locked, or with a
 // *GenerationMismatch after locking the instance.
-func (s *Store) AdvanceGeneration(ctx context.Context, r Renewal) error {
+func (s *sqlStore) AdvanceGeneration(ctx context.Context, r Renewal) error {
+	return s.wrap("checking the renewal generation", s.advanceGeneration(ctx, r))
+}
+
+func (s *sqlStore) advanceGeneration(ctx context.Context, r Renewal) error {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -80,11 +93,11 @@ func (s *Store) AdvanceGeneration(ctx context.Context, r Renewal) error {
 		chain, lastKeys string
 		current         uint64
 	)
-	err = tx.QueryRowContext(ctx, `SELECT chain, generation, last_keys FROM bot_generations WHERE bot = ? AND join_token = ?`,
+	err = tx.QueryRowContext(ctx, `SELECT chain, generation, last_keys FROM bot_generations WHERE bot = $1 AND join_token = $2`+s.engine.forUpdate,
 		r.Bot, r.JoinToken).Scan(&chain, &current, &lastKeys)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && chain != r.Chain) {
 		var unlocked int
-		err := tx.QueryRowContext(ctx, `SELECT count(*) FROM unlocked_chains WHERE chain = ? AND bot = ?`, r.Chain, r.Bot).Scan(&unlocked)
+		err := tx.QueryRowContext(ctx, `SELECT count(*) FROM unlocked_chains WHERE chain = $1 AND bot = $2`, r.Chain, r.Bot).Scan(&unlocked)
 		switch {
 		case err != nil:
 			return err
@@ -105,7 +118,7 @@ func (s *Store) AdvanceGeneration(ctx context.Context, r Renewal) error {
 	now := time.Now()
 	switch {
 	case r.Generation == current:
-		if _, err := tx.ExecContext(ctx, `UPDATE bot_generations SET generation = ?, last_keys = ?, updated = ? WHERE bot = ? AND join_token = ?`,
+		if _, err := tx.ExecContext(ctx, `UPDATE bot_generations SET generation = $1, last_keys = $2, updated = $3 WHERE bot = $4 AND join_token = $5`,
 			current+1, r.Keys, now.UnixNano(), r.Bot, r.JoinToken); err != nil {
 			return err
 		}
@@ -117,6 +130,9 @@ func (s *Store) AdvanceGeneration(ctx context.Context, r Renewal) error {
 	if err != nil {
 		return err
 	}
+	if err := s.notifyIn(ctx, tx); err != nil {
+		return err
+	}
 	if err := tx.Commit(); err != nil {
 		return err
 	}
@@ -124,16 +140,17 @@ func (s *Store) AdvanceGeneration(ctx context.Context, r Renewal) error {
 }
 
 // BotLock returns the lock on bot, or nil if it is not locked.
-func (s *Store) BotLock(ctx context.Context, bot string) (*BotLock, error) {
-	return botLock(ctx, s.read, bot)
+func (s *sqlStore) BotLock(ctx context.Context, bot string) (*BotLock, error) {
+	l, err := botLock(ctx, s.read, bot, "")
+	return l, s.wrap("reading the lock of bot "+bot, err)
 }
 
 func botLock(ctx context.Context, db interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
-}, bot string) (*BotLock, error) {
+}, bot, suffix string) (*BotLock, error) {
 	l := BotLock{Bot: bot}
 	var at int64
-	err := db.QueryRowContext(ctx, `SELECT time, join_token, reason FROM bot_locks WHERE bot = ?`, bot).Scan(&at, &l.JoinToken, &l.Reason)
+	err := db.QueryRowContext(ctx, `SELECT time, join_token, reason FROM bot_locks WHERE bot = $1`+suffix, bot).Scan(&at, &l.JoinToken, &l.Reason)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -146,7 +163,12 @@ func botLock(ctx context.Context, db interface {
 
 // BotLocks returns every bot lock by bot name. Locked bots are few: a lock
 // stays until an admin unlocks or removes the bot.
-func (s *Store) BotLocks(ctx context.Context) (map[string]*BotLock, error) {
+func (s *sqlStore) BotLocks(ctx context.Context) (map[string]*BotLock, error) {
+	locks, err := s.botLocks(ctx)
+	return locks, s.wrap("reading bot locks", err)
+}
+
+func (s *sqlStore) botLocks(ctx context.Context) (map[string]*BotLock, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT bot, time, join_token, reason FROM bot_locks`)
 	if err != nil {
 		return nil, err
@@ -183,13 +205,18 @@ type Unlock struct {
 // with a new secret), and for a bot-wide lock every chain of the bot. The
 // bot's instances that are not locked keep renewing. It returns
 // ErrNotLocked, changing nothing, if nothing of bot is locked.
-func (s *Store) UnlockBot(ctx context.Context, bot string) (*Unlock, error) {
+func (s *sqlStore) UnlockBot(ctx context.Context, bot string) (*Unlock, error) {
+	u, err := s.unlockBot(ctx, bot)
+	return u, s.wrap("unlocking bot "+bot, err)
+}
+
+func (s *sqlStore) unlockBot(ctx context.Context, bot string) (*Unlock, error) {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback()
-	lock, err := botLock(ctx, tx, bot)
+	lock, err := botLock(ctx, tx, bot, s.engine.forUpdate)
 	if err != nil {
 		return nil, err
 	}
@@ -234,6 +261,9 @@ func (s *Store) UnlockBot(ctx context.Context, bot string) (*Unlock, error) {
 	}
 	// Locks on instances whose chain was already gone go too.
 	if _, err := tx.ExecContext(ctx, `DELETE FROM bot_instances WHERE bot = $1 AND locked_at > 0`, bot); err != nil {
+		return nil, err
+	}
+	if err := s.notifyIn(ctx, tx); err != nil {
 		return nil, err
 	}
 	return u, tx.Commit()

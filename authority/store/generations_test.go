@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,8 +13,8 @@ import (
 // TestGenerationCounter walks a renewal chain the way a daemon and a thief
 // would: each renewal must present the current generation; a retry with
 // the same keys is served again; an older generation locks the bot.
-func TestGenerationCounter(t *testing.T) {
-	st, _ := open(t)
+func testGenerationCounter(t *testing.T, db *testDB) {
+	st := db.open(t)
 	ctx := context.Background()
 	const bot, tok, chain = "jenkins", "jenkins-1", "c1"
 	renewal := func(gen uint64, keys string) store.Renewal {
@@ -73,8 +72,8 @@ func TestGenerationCounter(t *testing.T) {
 
 // TestStaleGenerationLocks is the stolen copy: the daemon renewed from
 // generation 1, then the copy of generation 1 asks with keys of its own.
-func TestStaleGenerationLocks(t *testing.T) {
-	st, _ := open(t)
+func testStaleGenerationLocks(t *testing.T, db *testDB) {
+	st := db.open(t)
 	ctx := context.Background()
 	if err := st.StartChain(ctx, "b", "t", "c", "192.0.2.1:4000"); err != nil {
 		t.Fatal(err)
@@ -104,8 +103,8 @@ func TestStaleGenerationLocks(t *testing.T) {
 // TestInstanceLockIsScoped is issue 14 item 7: a copy of one runner's
 // identity locks that runner's instance only; another instance of the
 // same bot keeps renewing, and unlocking the instance ends its chain only.
-func TestInstanceLockIsScoped(t *testing.T) {
-	st, _ := open(t)
+func testInstanceLockIsScoped(t *testing.T, db *testDB) {
+	st := db.open(t)
 	ctx := context.Background()
 	for _, c := range [][4]string{{"b", "t1", "c1", "192.0.2.1:4000"}, {"b", "t2", "c2", "192.0.2.2:4000"}} {
 		if err := st.StartChain(ctx, c[0], c[1], c[2], c[3]); err != nil {
@@ -161,8 +160,8 @@ func TestInstanceLockIsScoped(t *testing.T) {
 
 // TestConcurrentRenewalsOfOneGeneration: of two holders of generation 1
 // with different keys, exactly one wins and the other locks the bot.
-func TestConcurrentRenewalsOfOneGeneration(t *testing.T) {
-	st, _ := open(t)
+func testConcurrentRenewalsOfOneGeneration(t *testing.T, db *testDB) {
+	st := db.open(t)
 	ctx := context.Background()
 	if err := st.StartChain(ctx, "b", "t", "c", "192.0.2.1:4000"); err != nil {
 		t.Fatal(err)
@@ -194,8 +193,8 @@ func TestConcurrentRenewalsOfOneGeneration(t *testing.T) {
 
 // TestRemovingResourcesClearsRenewalState: removing a bot lifts its lock
 // and ends its chains; removing a join token ends that token's chain.
-func TestRemovingResourcesClearsRenewalState(t *testing.T) {
-	st, _ := open(t)
+func testRemovingResourcesClearsRenewalState(t *testing.T, db *testDB) {
+	st := db.open(t)
 	ctx := context.Background()
 	if err := st.PutResources(ctx, []store.StoredResource{
 		{Kind: "bot", Name: "b", Body: []byte("bot")},
@@ -237,8 +236,8 @@ func TestRemovingResourcesClearsRenewalState(t *testing.T) {
 // their chains, whose renewals are then refused as unlocked; its instances
 // that were not locked keep renewing; a new join starts a new chain; other
 // bots are untouched; a bot that is not locked is refused.
-func TestUnlockBot(t *testing.T) {
-	st, _ := open(t)
+func testUnlockBot(t *testing.T, db *testDB) {
+	st := db.open(t)
 	ctx := context.Background()
 	if err := st.PutResources(ctx, []store.StoredResource{{Kind: "bot", Name: "b", Body: []byte("bot")}}); err != nil {
 		t.Fatal(err)
@@ -308,13 +307,9 @@ func TestUnlockBot(t *testing.T) {
 }
 
 // TestRenewalStateSurvivesReopen: a restarted authority keeps counters and locks.
-func TestRenewalStateSurvivesReopen(t *testing.T) {
+func testRenewalStateSurvivesReopen(t *testing.T, db *testDB) {
 	ctx := context.Background()
-	dir := filepath.Join(t.TempDir(), "data")
-	st, err := store.OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := db.open(t)
 	if err := st.StartChain(ctx, "b", "t", "c", "192.0.2.1:4000"); err != nil {
 		t.Fatal(err)
 	}
@@ -324,10 +319,7 @@ func TestRenewalStateSurvivesReopen(t *testing.T) {
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	st2, err := store.OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st2 := db.open(t)
 	defer st2.Close()
 	if err := st2.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t", Chain: "c", Generation: 2, Keys: "k2"}); err != nil {
 		t.Errorf("renewal of generation 2 after reopening: %v", err)

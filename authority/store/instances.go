@@ -61,27 +61,36 @@ var ErrUnknownInstance = errors.New("no such bot instance")
 // StartChain records generation 1 of a new renewal chain for a token join,
 // replacing any earlier chain of the same bot and join token, and the
 // instance it starts: first joined now from runner (the remote address).
-func (s *Store) StartChain(ctx context.Context, bot, joinToken, chain, runner string) error {
-	tx, err := s.write.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	now := time.Now().UnixNano()
+func (s *sqlStore) StartChain(ctx context.Context, bot, joinToken, chain, runner string) error {
+	err := func() error {
+		tx, err := s.write.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		if err := startChain(ctx, tx, Chain{Bot: bot, JoinToken: joinToken, ID: chain, Runner: runner}, time.Now().UnixNano()); err != nil {
+			return err
+		}
+		return tx.Commit()
+	}()
+	return s.wrap("starting a renewal chain", err)
+}
+
+// startChain records generation 1 of chain c in tx at now (Unix
+// nanoseconds) and the instance it starts; the instance of the chain it
+// replaces can no longer renew and is forgotten.
+func startChain(ctx context.Context, tx *sql.Tx, c Chain, now int64) error {
 	if _, err := tx.ExecContext(ctx, `INSERT INTO bot_generations (bot, join_token, chain, generation, last_keys, updated)
 		VALUES ($1, $2, $3, 1, '', $4) ON CONFLICT (bot, join_token) DO UPDATE SET chain = excluded.chain,
-		generation = 1, last_keys = '', updated = excluded.updated`, bot, joinToken, chain, now); err != nil {
+		generation = 1, last_keys = '', updated = excluded.updated`, c.Bot, c.JoinToken, c.ID, now); err != nil {
 		return err
 	}
-	// The chain this one replaces can no longer renew: forget its instance.
-	if _, err := tx.ExecContext(ctx, `DELETE FROM bot_instances WHERE bot = $1 AND join_token = $2`, bot, joinToken); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM bot_instances WHERE bot = $1 AND join_token = $2 AND chain <> $3`, c.Bot, c.JoinToken, c.ID); err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO bot_instances (chain, bot, join_token, first_join, runner, locked_at, lock_reason)
-		VALUES ($1, $2, $3, $4, $5, 0, '')`, chain, bot, joinToken, now, runner); err != nil {
-		return err
-	}
-	return tx.Commit()
+	_, err := tx.ExecContext(ctx, `INSERT INTO bot_instances (chain, bot, join_token, first_join, runner, locked_at, lock_reason)
+		VALUES ($1, $2, $3, $4, $5, 0, '') ON CONFLICT (chain) DO NOTHING`, c.ID, c.Bot, c.JoinToken, now, c.Runner)
+	return err
 }
 
 // lockInstance locks r's instance in tx (keeping an earlier lock and its
@@ -133,7 +142,12 @@ func unixTime(ns int64) time.Time {
 }
 
 // InstanceLocks returns every instance lock by instance ID.
-func (s *Store) InstanceLocks(ctx context.Context) (map[string]*InstanceLock, error) {
+func (s *sqlStore) InstanceLocks(ctx context.Context) (map[string]*InstanceLock, error) {
+	locks, err := s.instanceLocks(ctx)
+	return locks, s.wrap("reading instance locks", err)
+}
+
+func (s *sqlStore) instanceLocks(ctx context.Context) (map[string]*InstanceLock, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT chain, bot, join_token, first_join, runner, locked_at, lock_reason
 		FROM bot_instances WHERE locked_at > 0`)
 	if err != nil {
@@ -157,7 +171,12 @@ func (s *Store) InstanceLocks(ctx context.Context) (map[string]*InstanceLock, er
 
 // BotInstances lists the current instances of bot (of every bot for ""),
 // by bot and first join.
-func (s *Store) BotInstances(ctx context.Context, bot string) ([]BotInstance, error) {
+func (s *sqlStore) BotInstances(ctx context.Context, bot string) ([]BotInstance, error) {
+	out, err := s.botInstances(ctx, bot)
+	return out, s.wrap("listing bot instances", err)
+}
+
+func (s *sqlStore) botInstances(ctx context.Context, bot string) ([]BotInstance, error) {
 	const query = `SELECT g.chain, g.bot, g.join_token, g.generation, g.updated,
 		COALESCE(i.first_join, 0), COALESCE(i.runner, ''), COALESCE(i.locked_at, 0), COALESCE(i.lock_reason, '')
 		FROM bot_generations g LEFT JOIN bot_instances i ON i.chain = g.chain`
@@ -203,7 +222,7 @@ func endChain(ctx context.Context, tx *sql.Tx, chain string, now time.Time) erro
 	// The ended chain is kept so that its renewals are refused as unlocked
 	// rather than as unknown.
 	if _, err := tx.ExecContext(ctx, `INSERT INTO unlocked_chains (chain, bot, join_token, time)
-		SELECT chain, bot, join_token, $1 FROM bot_generations WHERE chain = $2 ON CONFLICT (chain) DO NOTHING`,
+		SELECT chain, bot, join_token, CAST($1 AS BIGINT) FROM bot_generations WHERE chain = $2 ON CONFLICT (chain) DO NOTHING`,
 		now.UnixNano(), chain); err != nil {
 		return err
 	}
@@ -220,7 +239,12 @@ func endChain(ctx context.Context, tx *sql.Tx, chain string, now time.Time) erro
 // secret. The bot's other instances are untouched. It returns ErrNotLocked
 // for an instance that is not locked and ErrUnknownInstance for an ID that
 // is no current instance, changing nothing.
-func (s *Store) UnlockInstance(ctx context.Context, id string) (*Unlock, error) {
+func (s *sqlStore) UnlockInstance(ctx context.Context, id string) (*Unlock, error) {
+	u, err := s.unlockInstance(ctx, id)
+	return u, s.wrap("unlocking bot instance "+id, err)
+}
+
+func (s *sqlStore) unlockInstance(ctx context.Context, id string) (*Unlock, error) {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
@@ -241,6 +265,9 @@ func (s *Store) UnlockInstance(ctx context.Context, id string) (*Unlock, error) 
 		return nil, ErrNotLocked
 	}
 	if err := endChain(ctx, tx, id, time.Now()); err != nil {
+		return nil, err
+	}
+	if err := s.notifyIn(ctx, tx); err != nil {
 		return nil, err
 	}
 	return &Unlock{Instances: []*InstanceLock{lock}, JoinTokens: []string{lock.JoinToken}}, tx.Commit()

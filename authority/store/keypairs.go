@@ -80,7 +80,11 @@ func (e *KeypairMismatch) Error() string { return e.Lock.Reason }
 // challenges are kept per join token and requester: anyone may ask, and
 // one address can neither grow the table without end nor use up the
 // challenges of the runner's.
-func (s *Store) AddKeypairChallenge(ctx context.Context, joinToken, requester, nonce string, expires time.Time, max int) error {
+func (s *sqlStore) AddKeypairChallenge(ctx context.Context, joinToken, requester, nonce string, expires time.Time, max int) error {
+	return s.wrap("recording a keypair challenge", s.addKeypairChallenge(ctx, joinToken, requester, nonce, expires, max))
+}
+
+func (s *sqlStore) addKeypairChallenge(ctx context.Context, joinToken, requester, nonce string, expires time.Time, max int) error {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -103,14 +107,18 @@ func (s *Store) AddKeypairChallenge(ctx context.Context, joinToken, requester, n
 
 // UseKeypairChallenge marks the challenge nonce of joinToken as answered.
 // Each challenge is answered once: the second answer gets ErrChallengeUsed.
-func (s *Store) UseKeypairChallenge(ctx context.Context, joinToken, nonce string, now time.Time) error {
+func (s *sqlStore) UseKeypairChallenge(ctx context.Context, joinToken, nonce string, now time.Time) error {
+	return s.wrap("answering a keypair challenge", s.useKeypairChallenge(ctx, joinToken, nonce, now))
+}
+
+func (s *sqlStore) useKeypairChallenge(ctx context.Context, joinToken, nonce string, now time.Time) error {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
 	var expires, used int64
-	err = tx.QueryRowContext(ctx, `SELECT expires, used FROM keypair_challenges WHERE nonce = $1 AND join_token = $2`,
+	err = tx.QueryRowContext(ctx, `SELECT expires, used FROM keypair_challenges WHERE nonce = $1 AND join_token = $2`+s.engine.forUpdate,
 		nonce, joinToken).Scan(&expires, &used)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -133,24 +141,27 @@ func (s *Store) UseKeypairChallenge(ctx context.Context, joinToken, nonce string
 }
 
 // PruneKeypairChallenges forgets challenges that expired before before.
-func (s *Store) PruneKeypairChallenges(ctx context.Context, before time.Time) error {
+func (s *sqlStore) PruneKeypairChallenges(ctx context.Context, before time.Time) error {
 	_, err := s.write.ExecContext(ctx, `DELETE FROM keypair_challenges WHERE expires < $1`, before.UnixNano())
-	return err
+	return s.wrap("pruning keypair challenges", err)
 }
 
 // KeypairBinding returns the state of joinToken, or nil if none joined yet.
-func (s *Store) KeypairBinding(ctx context.Context, joinToken string) (*KeypairBinding, error) {
-	return keypairBinding(ctx, s.read, joinToken)
+func (s *sqlStore) KeypairBinding(ctx context.Context, joinToken string) (*KeypairBinding, error) {
+	b, err := keypairBinding(ctx, s.read, joinToken, "")
+	return b, s.wrap("reading the keypair binding of join token "+joinToken, err)
 }
 
-func keypairBinding(ctx context.Context, db queryRower, joinToken string) (*KeypairBinding, error) {
+// keypairBinding reads joinToken's state; suffix is appended to the
+// SELECT (the engine's FOR UPDATE, in a transaction that changes it).
+func keypairBinding(ctx context.Context, db queryRower, joinToken, suffix string) (*KeypairBinding, error) {
 	b := KeypairBinding{JoinToken: joinToken}
 	var (
 		last, locked int64
 		reason       string
 	)
 	err := db.QueryRowContext(ctx, `SELECT binding, public_key, sequence, last_keys, last_remote, last_time, locked_time, locked_reason
-		FROM keypair_bindings WHERE join_token = $1`, joinToken).
+		FROM keypair_bindings WHERE join_token = $1`+suffix, joinToken).
 		Scan(&b.Binding, &b.PublicKey, &b.Sequence, &b.LastKeys, &b.LastRemote, &last, &locked, &reason)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
@@ -171,26 +182,57 @@ func keypairBinding(ctx context.Context, db queryRower, joinToken string) (*Keyp
 // A retry of the join that moved it, with the same output keys, is admitted
 // again. It fails with a *KeypairMismatch, after locking the join token,
 // when the sequence presented is older than the store's or the key another.
-func (s *Store) AdvanceKeypair(ctx context.Context, j KeypairJoin) error {
+func (s *sqlStore) AdvanceKeypair(ctx context.Context, j KeypairJoin) error {
+	return s.wrap("advancing the join sequence of join token "+j.JoinToken, s.advanceKeypair(ctx, j))
+}
+
+func (s *sqlStore) advanceKeypair(ctx context.Context, j KeypairJoin) error {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	cur, err := keypairBinding(ctx, tx, j.JoinToken)
+	// On PostgreSQL the row lock (and, for a first join, the conditional
+	// insert below) serialises joins of one token as SQLite's single
+	// writer does: of two first joins racing, one starts the state and the
+	// other is judged against it.
+	cur, err := keypairBinding(ctx, tx, j.JoinToken, s.engine.forUpdate)
 	if err != nil {
 		return err
 	}
 	now := time.Now()
-	if cur == nil || cur.Binding != j.Binding {
-		// The first join since the admin bound this key or secret.
-		if _, err := tx.ExecContext(ctx, `INSERT INTO keypair_bindings (join_token, binding, public_key, sequence, last_keys,
+	if cur == nil {
+		// The first join since the token was made.
+		res, err := tx.ExecContext(ctx, `INSERT INTO keypair_bindings (join_token, binding, public_key, sequence, last_keys,
 			last_remote, last_time, locked_time, locked_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, '')
-			ON CONFLICT (join_token) DO UPDATE SET binding = excluded.binding, public_key = excluded.public_key,
-			sequence = excluded.sequence, last_keys = excluded.last_keys, last_remote = excluded.last_remote,
-			last_time = excluded.last_time, locked_time = 0, locked_reason = ''`,
-			j.JoinToken, j.Binding, j.NewPublicKey, j.Presented+1, j.Keys, j.Remote, now.UnixNano()); err != nil {
+			ON CONFLICT (join_token) DO NOTHING`,
+			j.JoinToken, j.Binding, j.NewPublicKey, j.Presented+1, j.Keys, j.Remote, now.UnixNano())
+		if err != nil {
 			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 1 {
+			return tx.Commit()
+		}
+		// Another join started it first (PostgreSQL waited for its commit).
+		if cur, err = keypairBinding(ctx, tx, j.JoinToken, s.engine.forUpdate); err != nil {
+			return err
+		} else if cur == nil {
+			return fmt.Errorf("join token %s: keypair state not recorded", j.JoinToken)
+		}
+	}
+	if cur.Binding != j.Binding {
+		// The first join since the admin bound another key or secret; the
+		// row is locked, so a racing join waits and is judged against this one.
+		res, err := tx.ExecContext(ctx, `UPDATE keypair_bindings SET binding = $1, public_key = $2, sequence = $3, last_keys = $4,
+			last_remote = $5, last_time = $6, locked_time = 0, locked_reason = '' WHERE join_token = $7 AND binding = $8`,
+			j.Binding, j.NewPublicKey, j.Presented+1, j.Keys, j.Remote, now.UnixNano(), j.JoinToken, cur.Binding)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return errors.Join(fmt.Errorf("join token %s: the keypair binding changed meanwhile: %w", j.JoinToken, ErrConflict), err)
 		}
 		return tx.Commit()
 	}
@@ -222,6 +264,9 @@ func (s *Store) AdvanceKeypair(ctx context.Context, j KeypairJoin) error {
 		lock.Time.UnixNano(), lock.Reason, j.JoinToken); err != nil {
 		return err
 	}
+	if err := s.notifyIn(ctx, tx); err != nil {
+		return err
+	}
 	if err := tx.Commit(); err != nil {
 		return err
 	}
@@ -232,13 +277,18 @@ func (s *Store) AdvanceKeypair(ctx context.Context, j KeypairJoin) error {
 // the holder with the current sequence joins again, and a holder with an
 // older one locks the token again. It returns ErrNotLocked, changing
 // nothing, if the token is not locked.
-func (s *Store) UnlockKeypair(ctx context.Context, joinToken string) (*KeypairLock, error) {
+func (s *sqlStore) UnlockKeypair(ctx context.Context, joinToken string) (*KeypairLock, error) {
+	l, err := s.unlockKeypair(ctx, joinToken)
+	return l, s.wrap("unlocking join token "+joinToken, err)
+}
+
+func (s *sqlStore) unlockKeypair(ctx context.Context, joinToken string) (*KeypairLock, error) {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback()
-	cur, err := keypairBinding(ctx, tx, joinToken)
+	cur, err := keypairBinding(ctx, tx, joinToken, s.engine.forUpdate)
 	if err != nil {
 		return nil, err
 	}
@@ -246,6 +296,9 @@ func (s *Store) UnlockKeypair(ctx context.Context, joinToken string) (*KeypairLo
 		return nil, ErrNotLocked
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE keypair_bindings SET locked_time = 0, locked_reason = '' WHERE join_token = $1`, joinToken); err != nil {
+		return nil, err
+	}
+	if err := s.notifyIn(ctx, tx); err != nil {
 		return nil, err
 	}
 	return cur.Lock, tx.Commit()

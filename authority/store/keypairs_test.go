@@ -3,17 +3,19 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/mbot-dev/mbot/authority/store"
 )
 
-// TestKeypairSequence walks a bound_keypair join token's sequence the way a
+// testKeypairSequence walks a bound_keypair join token's sequence the way a
 // runner and a thief would.
-func TestKeypairSequence(t *testing.T) {
-	st, _ := open(t)
+func testKeypairSequence(t *testing.T, db *testDB) {
+	st := db.open(t)
 	ctx := context.Background()
 	const tok, binding, key = "runner-1", "key:SHA256:a", "ssh-ed25519 AAAA-a"
 	join := func(seq uint64, keys, remote string) store.KeypairJoin {
@@ -72,8 +74,10 @@ func TestKeypairSequence(t *testing.T) {
 	}
 }
 
-func TestKeypairChallenges(t *testing.T) {
-	st, _ := open(t)
+// testKeypairChallenges: challenges are bounded per address, answered once,
+// for their join token only, and until they expire.
+func testKeypairChallenges(t *testing.T, db *testDB) {
+	st := db.open(t)
 	ctx := context.Background()
 	now := time.Now()
 	if err := st.AddKeypairChallenge(ctx, "t", "192.0.2.1", "n1", now.Add(time.Minute), 2); err != nil {
@@ -107,4 +111,80 @@ func TestKeypairChallenges(t *testing.T) {
 	if err := st.UseKeypairChallenge(ctx, "t", "n2", now); !errors.Is(err, store.ErrChallengeUnknown) {
 		t.Errorf("a pruned challenge: %v; want ErrChallengeUnknown", err)
 	}
+}
+
+// testKeypairRaces: two replicas (handles) answering one challenge at once
+// admit it once; two first joins of one token at once, and two joins
+// presenting the same sequence with different keys, admit one and lock the
+// token for the other, as SQLite's single writer does.
+func testKeypairRaces(t *testing.T, db *testDB) {
+	ctx := context.Background()
+	a, b := db.open(t), db.open(t)
+	handles := []store.Store{a, b}
+	for round := range 20 {
+		nonce := fmt.Sprintf("n%d", round)
+		if err := a.AddKeypairChallenge(ctx, "t", "192.0.2.1", nonce, time.Now().Add(time.Minute), 100); err != nil {
+			t.Fatal(err)
+		}
+		errs := race(handles, func(st store.Store) error { return st.UseKeypairChallenge(ctx, "t", nonce, time.Now()) })
+		if ok, used := count(errs, nil), count(errs, store.ErrChallengeUsed); ok != 1 || used != 1 {
+			t.Fatalf("round %d: one challenge answered on two handles at once: %v; want one admitted, one ErrChallengeUsed", round, errs)
+		}
+	}
+	for round := range 10 {
+		tok := fmt.Sprintf("first-%d", round)
+		errs := race(handles, func(st store.Store) error {
+			keys := fmt.Sprintf("%p", st)
+			return st.AdvanceKeypair(ctx, store.KeypairJoin{JoinToken: tok, Binding: "key:a", PublicKey: "a", NewPublicKey: "a", Keys: keys})
+		})
+		assertOneAdmittedOneLocked(t, ctx, a, tok, errs)
+
+		tok = fmt.Sprintf("next-%d", round)
+		if err := a.AdvanceKeypair(ctx, store.KeypairJoin{JoinToken: tok, Binding: "key:a", PublicKey: "a", NewPublicKey: "a", Keys: "k0"}); err != nil {
+			t.Fatal(err)
+		}
+		errs = race(handles, func(st store.Store) error {
+			keys := fmt.Sprintf("%p", st)
+			return st.AdvanceKeypair(ctx, store.KeypairJoin{JoinToken: tok, Binding: "key:a", Presented: 1, PublicKey: "a", NewPublicKey: "a", Keys: keys})
+		})
+		assertOneAdmittedOneLocked(t, ctx, a, tok, errs)
+	}
+}
+
+func assertOneAdmittedOneLocked(t *testing.T, ctx context.Context, st store.Store, tok string, errs []error) {
+	t.Helper()
+	var mismatch *store.KeypairMismatch
+	if count(errs, nil) != 1 || !(errors.As(errs[0], &mismatch) || errors.As(errs[1], &mismatch)) {
+		t.Fatalf("join token %s: two joins of one sequence at once: %v; want one admitted, one KeypairMismatch", tok, errs)
+	}
+	if b, err := st.KeypairBinding(ctx, tok); err != nil || b == nil || b.Lock == nil {
+		t.Fatalf("join token %s after the race: %+v, %v; want it locked", tok, b, err)
+	}
+}
+
+// race runs f on every handle at once and returns their errors.
+func race(handles []store.Store, f func(store.Store) error) []error {
+	errs := make([]error, len(handles))
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i, st := range handles {
+		wg.Go(func() {
+			<-start
+			errs[i] = f(st)
+		})
+	}
+	close(start)
+	wg.Wait()
+	return errs
+}
+
+// count is how many of errs are target (nil counts nil errors).
+func count(errs []error, target error) int {
+	n := 0
+	for _, err := range errs {
+		if target == nil && err == nil || target != nil && errors.Is(err, target) {
+			n++
+		}
+	}
+	return n
 }

@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -15,7 +14,7 @@ import (
 	"github.com/mbot-dev/mbot/authority/store"
 )
 
-func open(t *testing.T) (*store.Store, string) {
+func open(t *testing.T) (store.Store, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "data")
 	st, err := store.OpenSQLite(context.Background(), dir)
@@ -24,22 +23,6 @@ func open(t *testing.T) (*store.Store, string) {
 	}
 	t.Cleanup(func() { _ = st.Close() })
 	return st, dir
-}
-
-// auditRows counts the audit table's rows with a connection of its own, so
-// the count does not depend on ListAudit.
-func auditRows(t *testing.T, dir string) int {
-	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "mbot.db")+"?_pragma=query_only(1)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var n int
-	if err := db.QueryRow(`SELECT count(*) FROM audit`).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 func joinEvent(bot string) *store.AuditEvent {
@@ -95,13 +78,9 @@ func TestOpenSQLiteInSharedDir(t *testing.T) {
 	}
 }
 
-func TestReopenKeepsState(t *testing.T) {
+func testReopenKeepsState(t *testing.T, db *testDB) {
 	ctx := context.Background()
-	dir := filepath.Join(t.TempDir(), "data")
-	st, err := store.OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := db.open(t)
 	if _, err := st.CreateCA(ctx, "tls", []byte("tls CA")); err != nil {
 		t.Fatal(err)
 	}
@@ -111,10 +90,7 @@ func TestReopenKeepsState(t *testing.T) {
 	if err := st.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	st, err = store.OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st = db.open(t)
 	defer st.Close()
 	if pem, err := st.CA(ctx, "tls"); err != nil || string(pem) != "tls CA" {
 		t.Errorf("CA after reopening = %q, %v", pem, err)
@@ -124,8 +100,8 @@ func TestReopenKeepsState(t *testing.T) {
 	}
 }
 
-func TestCreateCA(t *testing.T) {
-	st, _ := open(t)
+func testCreateCA(t *testing.T, db *testDB) {
+	st := db.open(t)
 	ctx := context.Background()
 	if _, err := st.CA(ctx, "ssh-user"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("CA of an empty store: %v, want ErrNotFound", err)
@@ -147,8 +123,8 @@ func TestCreateCA(t *testing.T) {
 	}
 }
 
-func TestResources(t *testing.T) {
-	st, _ := open(t)
+func testResources(t *testing.T, db *testDB) {
+	st := db.open(t)
 	ctx := context.Background()
 	if got, err := st.Resources(ctx); err != nil || len(got) != 0 {
 		t.Fatalf("Resources of an empty store = %v, %v", got, err)
@@ -184,21 +160,21 @@ func TestResources(t *testing.T) {
 	}
 }
 
-func TestRecordJoin(t *testing.T) {
-	st, dir := open(t)
+func testRecordJoin(t *testing.T, db *testDB) {
+	st := db.open(t)
 	ctx := context.Background()
 	exp := time.Now().Add(time.Hour)
 	ev := joinEvent("deployer")
 	if err := st.RecordJoin(ctx, "jti-1", exp, ev); err != nil {
 		t.Fatalf("RecordJoin: %v", err)
 	}
-	if n := auditRows(t, dir); n != 1 {
+	if n := db.rows(t, "audit"); n != 1 {
 		t.Fatalf("audit has %d rows after one join, want 1", n)
 	}
 	if err := st.RecordJoin(ctx, "jti-1", exp, joinEvent("deployer")); !errors.Is(err, store.ErrReplay) {
 		t.Errorf("second RecordJoin of jti-1: %v, want ErrReplay", err)
 	}
-	if n := auditRows(t, dir); n != 1 {
+	if n := db.rows(t, "audit"); n != 1 {
 		t.Errorf("audit has %d rows after a replay, want 1 (the caller records the refusal)", n)
 	}
 	got, err := st.ListAudit(ctx, store.AuditFilter{})
@@ -213,8 +189,8 @@ func TestRecordJoin(t *testing.T) {
 
 // TestRecordJoinConcurrent has many joins share group commits: each proof
 // must be admitted exactly once however the joins are batched.
-func TestRecordJoinConcurrent(t *testing.T) {
-	st, dir := open(t)
+func testRecordJoinConcurrent(t *testing.T, db *testDB) {
+	st := db.open(t)
 	ctx := context.Background()
 	const ids = 100
 	exp := time.Now().Add(time.Hour)
@@ -254,13 +230,13 @@ func TestRecordJoinConcurrent(t *testing.T) {
 	if ok != ids || replays != ids {
 		t.Errorf("%d admitted and %d replays, want %d and %d", ok, replays, ids, ids)
 	}
-	if n := auditRows(t, dir); n != ids {
+	if n := db.rows(t, "audit"); n != ids {
 		t.Errorf("audit has %d rows, want %d (one per admitted join)", n, ids)
 	}
 }
 
-func TestListAudit(t *testing.T) {
-	st, _ := open(t)
+func testListAudit(t *testing.T, db *testDB) {
+	st := db.open(t)
 	ctx := context.Background()
 	t0 := time.Date(2025, 6, 2, 10, 0, 0, 0, time.UTC)
 	events := []store.AuditEvent{
@@ -315,8 +291,8 @@ func TestListAudit(t *testing.T) {
 	}
 }
 
-func TestPruneProofs(t *testing.T) {
-	st, dir := open(t)
+func testPruneProofs(t *testing.T, db *testDB) {
+	st := db.open(t)
 	ctx := context.Background()
 	now := time.Now()
 	if err := st.RecordJoin(ctx, "expired", now.Add(-time.Minute), joinEvent("deployer")); err != nil {
@@ -334,19 +310,19 @@ func TestPruneProofs(t *testing.T) {
 	if err := st.RecordJoin(ctx, "valid", now.Add(time.Hour), joinEvent("deployer")); !errors.Is(err, store.ErrReplay) {
 		t.Errorf("RecordJoin of an unexpired proof after pruning: %v, want ErrReplay", err)
 	}
-	if n := auditRows(t, dir); n != 3 {
+	if n := db.rows(t, "audit"); n != 3 {
 		t.Errorf("audit has %d rows, want 3: pruning proofs must not touch the audit log", n)
 	}
 }
 
-func TestCanceledContext(t *testing.T) {
-	st, dir := open(t)
+func testCanceledContext(t *testing.T, db *testDB) {
+	st := db.open(t)
 	// A canceled caller either never queues its write or waits for it, so
 	// the outcome it reports is the outcome stored.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	err := st.RecordJoin(ctx, "jti-canceled", time.Now().Add(time.Hour), joinEvent("deployer"))
-	rows := auditRows(t, dir)
+	rows := db.rows(t, "audit")
 	switch {
 	case err == nil && rows != 1, errors.Is(err, context.Canceled) && rows != 0:
 		t.Errorf("RecordJoin with a canceled context returned %v but the audit has %d rows", err, rows)
@@ -355,8 +331,8 @@ func TestCanceledContext(t *testing.T) {
 	}
 }
 
-func TestPruneAudit(t *testing.T) {
-	st, _ := open(t)
+func testPruneAudit(t *testing.T, db *testDB) {
+	st := db.open(t)
 	ctx := context.Background()
 	old := time.Now().Add(-48 * time.Hour)
 	for i, at := range []time.Time{old, old.Add(time.Minute), time.Now()} {

@@ -36,6 +36,14 @@ func Start(tb testing.TB, clusterName, botsYAML, extraConfig string) *Env {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { iss.Close() })
+	return StartWithIssuer(tb, iss, clusterName, botsYAML, extraConfig)
+}
+
+// StartWithIssuer is Start with an issuer already running: a second
+// authority replica beside the first (extraConfig naming the same
+// PostgreSQL storage) trusts the same one.
+func StartWithIssuer(tb testing.TB, iss *simci.Issuer, clusterName, botsYAML, extraConfig string) *Env {
+	tb.Helper()
 	dir := tb.TempDir()
 	resourcesYAML := strings.ReplaceAll(botsYAML, "%[1]s", iss.URL)
 	if err := os.WriteFile(filepath.Join(dir, "bots.yaml"), []byte(resourcesYAML), 0o600); err != nil {

@@ -25,6 +25,8 @@ type PostgresConfig struct {
 	// "hostssl all all 127.0.0.1/32 cert". The harness puts
 	// "local all postgres trust" first for Exec.
 	HBA []string
+	// Settings override postgresql.conf settings (max_connections, ...).
+	Settings map[string]string
 }
 
 // Postgres is a running PostgreSQL server on 127.0.0.1:Port with TLS.
@@ -37,6 +39,10 @@ type Postgres struct {
 	Dir     string
 	Version string // major version, e.g. "15"
 	psql    string
+	// bin, account and data are what Restart runs pg_ctl with.
+	bin     string
+	account account
+	data    string
 }
 
 // StartPostgres initialises a cluster in a fresh directory (initdb) as an
@@ -51,6 +57,7 @@ func StartPostgres(t testing.TB, cfg PostgresConfig) *Postgres {
 	p := &Postgres{Host: "127.0.0.1", Port: freePort(t), SocketDir: filepath.Join(dir, "sock"),
 		Superuser: "postgres", Dir: dir, Version: filepath.Base(filepath.Dir(bin)), psql: filepath.Join(bin, "psql")}
 	data := filepath.Join(dir, "data")
+	p.bin, p.account, p.data = bin, a, data
 	mustRun(t, "initdb", a.command(dir, filepath.Join(bin, "initdb"), "-D", data, "-U", p.Superuser,
 		"--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"))
 
@@ -76,6 +83,9 @@ func StartPostgres(t testing.TB, cfg PostgresConfig) *Postgres {
 		"max_connections":         "20",
 		"shared_buffers":          "16MB",
 		"log_connections":         "on",
+	}
+	for k, v := range cfg.Settings {
+		settings[k] = v
 	}
 	keys := make([]string, 0, len(settings))
 	for k := range settings {
