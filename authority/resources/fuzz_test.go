@@ -161,6 +161,26 @@ func checkAccepted(t *testing.T, r resources.Resource) {
 		if err := resources.CheckAPIServerURL("api_server", r.KubernetesCluster.Spec.APIServer); err != nil {
 			t.Errorf("kubernetes_cluster %q: accepted %v", r.Name(), err)
 		}
+	case r.TrustedCluster != nil:
+		spec := r.TrustedCluster.Spec
+		if !strings.HasPrefix(spec.Root.URL, "https://") || strings.ContainsFunc(spec.Root.URL, func(c rune) bool { return c < ' ' || c == 0x7f }) {
+			t.Errorf("trusted_cluster %q: accepted root url %q", r.Name(), spec.Root.URL)
+		}
+		if err := resources.CheckCAPin("ca_pin", spec.Root.CAPin); err != nil {
+			t.Errorf("trusted_cluster %q: accepted %v", r.Name(), err)
+		}
+		if len(spec.RoleMap) == 0 {
+			t.Errorf("trusted_cluster %q: accepted an empty role_map", r.Name())
+		}
+		for _, m := range spec.RoleMap {
+			if _, err := resources.CompileRemoteRole(m.Remote); err != nil {
+				t.Errorf("trusted_cluster %q: accepted remote %q: %v", r.Name(), m.Remote, err)
+			}
+		}
+	case r.LeafCluster != nil:
+		if err := resources.CheckCAPin("ca_pin", r.LeafCluster.Spec.CAPin); err != nil {
+			t.Errorf("leaf_cluster %q: accepted %v", r.Name(), err)
+		}
 	default:
 		t.Errorf("accepted a resource of no kind: %+v", r)
 	}
