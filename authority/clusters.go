@@ -311,8 +311,9 @@ func (a *Authority) runLeafHub(ctx context.Context) {
 			pushed, lastPush = current, now
 		}
 		if now.Sub(lastLearn) >= lockHeartbeat {
+			// Aside, so that a slow leaf never holds up the lock pushes.
 			for _, leaf := range a.hub.Leaves() {
-				a.learnLeafCAs(ctx, leaf)
+				go a.learnLeafCAs(ctx, leaf)
 			}
 			lastLearn = now
 		}
