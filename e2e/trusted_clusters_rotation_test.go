@@ -164,6 +164,9 @@ func waitRefetch(t *testing.T) {
 func tlsPinAfterRotation(t *testing.T, c *cluster) string {
 	t.Helper()
 	status := c.rotate(t, "--status").stdout
+	if !strings.Contains(status, "spec.ca_pin of this cluster's leaf_cluster on its roots") {
+		t.Errorf("rotate --status does not tell what to change in trusted clusters:\n%s", status)
+	}
 	for line := range strings.Lines(status) {
 		if rest, ok := strings.CutPrefix(line, "CA pin after the TLS rotation:"); ok {
 			if pin := strings.TrimSpace(rest); pin != c.pin {
