@@ -81,7 +81,11 @@ func (a *Authority) exchange(ctx context.Context, req *identity.ExchangeRequest,
 	ev.Claims = map[string]string{"root_cluster": claimed, "remote_roles": strings.Join(chain[0].Subject.OrganizationalUnit, ",")}
 	ev.ClaimsUnverified = true
 
-	a.refresh(ctx)
+	// Trust disabled or removed by another process (mbot apply, mbot rm in
+	// local mode) stops exchanges at once: one version query per exchange.
+	if !a.refreshNow(ctx) {
+		a.refresh(ctx)
+	}
 	st := a.state.Load()
 	tc, root, err := a.trustedRoot(ctx, st, claimed)
 	if err != nil {
