@@ -148,6 +148,26 @@ func TestTrustedClusterRotation(t *testing.T) {
 		if out := tc.waitConnected(t, true); !strings.Contains(out, oldPin) {
 			t.Errorf("the root's leaf_cluster no longer pins the leaf's first CA, yet this test changed nothing:\n%s", out)
 		}
+
+		// The root's admin then changes spec.ca_pin, as rotate --status
+		// says: what the leaf announced under the old pin no longer counts,
+		// so a wrong pin is refused and the new one attaches.
+		applyLeafCluster := func(pin string) {
+			path := filepath.Join(t.TempDir(), "leaf.yaml")
+			writeFile(t, path, fmt.Sprintf("kind: leaf_cluster\nversion: v1\nmetadata: {name: %s}\nspec: {ca_pin: %s}\n", leafName, pin), 0o600)
+			mustMbot(t, baseEnv(tc.root.home), "apply", "-f", path, "--config", tc.root.config)
+			time.Sleep(300 * time.Millisecond) // the running root reads resources changed by others every 250ms
+		}
+		tc.proxy.stop()
+		tc.waitConnected(t, false)
+		applyLeafCluster(tc.root.pin) // not the leaf's
+		tc.proxy.start(t)
+		waitForLog(t, tc.rootAuth, "tunnel refused", "presents no certificate of the CA pinned by leaf_cluster "+leafName)
+		applyLeafCluster(newPin)
+		if out := tc.waitConnected(t, true); !strings.Contains(out, newPin) {
+			t.Errorf("mbot get leaf_clusters does not show the new pin:\n%s", out)
+		}
+		job(t, "new pin")
 	})
 }
 
