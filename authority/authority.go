@@ -66,6 +66,8 @@ type Authority struct {
 	// hub holds the tunnels of its leaves, as a root (clusters.go).
 	trust *trust.Roots
 	hub   *tunnel.Hub
+	// leafCAs are the TLS CAs each attached leaf announced (clusters.go).
+	leafCAs leafCAs
 	// fixing is set by OpenLocal when the stored resources do not load:
 	// admin commands then work on what does, so that the rest can be
 	// replaced or removed.

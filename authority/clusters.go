@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"maps"
@@ -17,6 +18,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mbot-dev/mbot/authority/resources"
@@ -80,7 +82,85 @@ func (a *Authority) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	a.log.Info("leaf tunnel attached", "leaf", leaf, "remote", r.RemoteAddr)
 	a.auditAdmin(context.WithoutCancel(r.Context()), &store.AuditEvent{Event: "tunnel", Allowed: true, Remote: r.RemoteAddr,
 		Claims: map[string]string{"leaf": leaf}, Message: "leaf " + leaf + " attached its tunnel"})
-	go a.pushLocks(context.WithoutCancel(r.Context()), leaf, a.lockView())
+	go func() {
+		ctx := context.WithoutCancel(r.Context())
+		a.pushLocks(ctx, leaf, a.lockView())
+		a.learnLeafCAs(ctx, leaf)
+	}()
+}
+
+// leafCAs are the TLS CAs each leaf announced down its tunnel, by leaf,
+// with the spec.ca_pin of its leaf_cluster when it announced them. A
+// leaf's TLS CA rotation announces the new CA at init; its tunnel
+// certificates come from the new CA from update_servers on, which the root
+// accepts by these, without a change to the leaf_cluster. They are kept in
+// memory: a root restarted after the leaf's update_servers needs the
+// leaf's new pin in spec.ca_pin (docs/trusted-clusters.md).
+type leafCAs struct {
+	mu    sync.Mutex
+	byPin map[string]announcedCAs
+}
+
+type announcedCAs struct {
+	specPin string
+	pins    []string
+}
+
+// announced reports whether leaf, while its leaf_cluster pinned specPin,
+// announced a CA of pin.
+func (l *leafCAs) announced(leaf, specPin, pin string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	got, ok := l.byPin[leaf]
+	return ok && got.specPin == specPin && slices.Contains(got.pins, pin)
+}
+
+// set records what leaf announced and reports whether it changed.
+func (l *leafCAs) set(leaf string, got announcedCAs) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.byPin == nil {
+		l.byPin = map[string]announcedCAs{}
+	}
+	old, ok := l.byPin[leaf]
+	l.byPin[leaf] = got
+	return !ok || old.specPin != got.specPin || !slices.Equal(old.pins, got.pins)
+}
+
+// learnLeafCAs asks leaf, down its tunnel (authenticated by its
+// leaf_cluster's pin, or by a CA the leaf announced before), for its TLS
+// CA bundle and records the CAs in it.
+func (a *Authority) learnLeafCAs(ctx context.Context, leaf string) {
+	lc, ok := a.state.Load().set.LeafClusters[leaf]
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+leaf+identity.PathClusterCA, nil)
+	resp, err := a.hub.RoundTrip(leaf, req)
+	if err != nil {
+		a.log.Warn("asking a leaf for its CAs", "leaf", leaf, "err", err)
+		return
+	}
+	defer resp.Body.Close()
+	var ca identity.ClusterCAResponse
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ca) != nil {
+		return // a leaf that does not announce its CAs: its pin alone is accepted
+	}
+	got := announcedCAs{specPin: lc.Spec.CAPin}
+	for rest := []byte(ca.TLSCA); ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		if c, err := x509.ParseCertificate(block.Bytes); err == nil && c.IsCA {
+			got.pins = append(got.pins, CAPin(c))
+		}
+	}
+	if a.leafCAs.set(leaf, got) {
+		a.log.Info("leaf announced its TLS CAs; its tunnel certificates may chain to any of them", "leaf", leaf, "ca_pins", strings.Join(got.pins, ","))
+	}
 }
 
 func (a *Authority) tunnelLeaf(r *http.Request) (string, error) {
@@ -100,7 +180,7 @@ func (a *Authority) tunnelLeaf(r *http.Request) (string, error) {
 	}
 	roots := x509.NewCertPool()
 	for _, c := range r.TLS.PeerCertificates[1:] {
-		if c.IsCA && CAPin(c) == lc.Spec.CAPin {
+		if pin := CAPin(c); c.IsCA && (pin == lc.Spec.CAPin || a.leafCAs.announced(name, lc.Spec.CAPin, pin)) {
 			roots.AddCert(c)
 		}
 	}
@@ -219,7 +299,7 @@ func (a *Authority) pushLocks(ctx context.Context, leaf string, view *identity.L
 func (a *Authority) runLeafHub(ctx context.Context) {
 	var pushed *map[string]*store.BotLock
 	var pushedInstances *map[string]*store.InstanceLock
-	var lastPush time.Time
+	var lastPush, lastLearn time.Time
 	recorded := map[string]tunnel.Status{}
 	every(ctx, lockPushInterval, func(now time.Time) {
 		if len(a.state.Load().set.LeafClusters) == 0 && len(recorded) == 0 {
@@ -233,6 +313,13 @@ func (a *Authority) runLeafHub(ctx context.Context) {
 				a.pushLocks(ctx, leaf, view)
 			}
 			pushed, pushedInstances, lastPush = current, instances, now
+		}
+		if now.Sub(lastLearn) >= lockHeartbeat {
+			// Aside, so that a slow leaf never holds up the lock pushes.
+			for _, leaf := range a.hub.Leaves() {
+				go a.learnLeafCAs(ctx, leaf)
+			}
+			lastLearn = now
 		}
 		for leaf, s := range a.hub.Statuses() {
 			if old, ok := recorded[leaf]; ok && old.Connected == s.Connected && s.LastSeen.Sub(old.LastSeen) < lockHeartbeat {
@@ -316,11 +403,22 @@ func (a *Authority) leafTunnel(tc *resources.TrustedCluster) (*tunnel.Leaf, erro
 		return nil, err
 	}
 	root := a.trust.Get(tc)
+	// Each dial checks the root against the pins of now: spec.root.ca_pin
+	// and the CAs the root announced, which follow its TLS CA rotation.
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		cur, err := client.PinnedTLSConfig(tc.Spec.Root.URL, root.Pins())
+		if err != nil {
+			return err
+		}
+		return cur.VerifyConnection(cs)
+	}
 	mux := http.NewServeMux()
 	from := "tunnel from " + tc.Spec.Root.URL
 	mux.HandleFunc("POST "+identity.PathExchange, func(w http.ResponseWriter, r *http.Request) {
 		a.serveExchange(w, r, from, false)
 	})
+	// The root asks for this authority's TLS CAs, so that it follows their rotation.
+	mux.HandleFunc("GET "+identity.PathClusterCA, a.handleClusterCA)
 	mux.HandleFunc("POST "+identity.PathTunnelLocks, func(w http.ResponseWriter, r *http.Request) {
 		var view identity.LockView
 		if err := decodeBody(w, r, &view); err != nil {

@@ -100,6 +100,12 @@ func (a *Authority) exchange(ctx context.Context, req *identity.ExchangeRequest,
 		return nil, err
 	}
 	exch, p, err := trust.Verify(req, trust.VerifyOptions{Roots: pool, RootCluster: rootCluster, LeafCluster: a.cfg.ClusterName, Now: time.Now()})
+	if err != nil && a.trust.RefreshIfOlder(ctx, root) {
+		// Perhaps signed by a CA the root added since the last fetch (a
+		// TLS CA rotation's update_clients): check against the new bundle.
+		pool, rootCluster, _ = a.trust.Bundle(ctx, root)
+		exch, p, err = trust.Verify(req, trust.VerifyOptions{Roots: pool, RootCluster: rootCluster, LeafCluster: a.cfg.ClusterName, Now: time.Now()})
+	}
 	if err != nil {
 		return nil, err
 	}

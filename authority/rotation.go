@@ -267,6 +267,9 @@ func (c *CAs) RotationStatus(now time.Time) string {
 	fmt.Fprintf(&b, "\nCA pin of the serving certificate (mbot issue --ca-pin): %s\n", c.Pin())
 	if set := c.sets[caTLS]; set.next != nil {
 		fmt.Fprintf(&b, "CA pin after the TLS rotation:                          %s\n", CAPin(set.next.cert))
+		// Trusted clusters learn the new CA over their tunnel, in memory.
+		fmt.Fprintf(&b, "Trusted clusters follow the TLS rotation while connected; once it is done, put the new pin in\n"+
+			"the spec.ca_pin of this cluster's leaf_cluster on its roots and spec.root.ca_pin of its trusted_cluster on its leaves.\n")
 	}
 	return b.String()
 }

@@ -176,6 +176,20 @@ func writeTable(w io.Writer, set *resources.Set, kind string, docs []resources.D
 			spec := set.KubernetesClusters[d.Metadata.Name].Spec
 			fmt.Fprintf(tw, "%s\t%s\n", displayName(d.Metadata.Name), identity.Printable(spec.APIServer))
 		}
+	case resources.KindTrustedCluster:
+		fmt.Fprintln(tw, "NAME\tENABLED\tROOT\tCA PIN\tROLE MAP")
+		for _, d := range docs {
+			spec := set.TrustedClusters[d.Metadata.Name].Spec
+			var maps []string
+			for _, m := range spec.RoleMap {
+				maps = append(maps, identity.Printable(m.Remote)+" -> "+identity.Printable(strings.Join(m.Local, ",")))
+			}
+			enabled := "no"
+			if spec.Enabled {
+				enabled = "yes"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", displayName(d.Metadata.Name), enabled, identity.Printable(spec.Root.URL), spec.Root.CAPin, orNone(strings.Join(maps, "; ")))
+		}
 	case resources.KindJoinToken:
 		fmt.Fprintln(tw, "NAME\tBOT\tMETHOD\tALLOW")
 		for _, d := range docs {

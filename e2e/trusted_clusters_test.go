@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -388,8 +390,10 @@ func checkLeafIdentity(t *testing.T, tc *trustedClusters, dir string) {
 	if sum.Cluster != leafName || sum.Bot != "deployer" || strings.Join(sum.Roles, ",") != "leaf-deploy,ci-build" {
 		t.Errorf("eu/identity.json: cluster %q bot %q roles %v, want %s deployer [leaf-deploy ci-build]", sum.Cluster, sum.Bot, sum.Roles, leafName)
 	}
-	if got, want := readFile(t, filepath.Join(eu, "ca.crt")), tc.leaf.export(t, "tls-ca"); strings.TrimSpace(got) != strings.TrimSpace(want) {
-		t.Error("eu/ca.crt is not the leaf's TLS CA")
+	// The same CAs; their order (the signing one first) is the phase's of
+	// the moment, should the leaf's TLS CA be in rotation.
+	if got, want := pemBlocks(readFile(t, filepath.Join(eu, "ca.crt"))), pemBlocks(tc.leaf.export(t, "tls-ca")); !slices.Equal(got, want) {
+		t.Errorf("eu/ca.crt is not the leaf's TLS CA:\n%s\nwant:\n%s", got, want)
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM([]byte(tc.leaf.export(t, "tls-ca")))
@@ -527,4 +531,18 @@ func (p *tcpProxy) stop() {
 		c.Close()
 	}
 	p.conns = nil
+}
+
+// pemBlocks are the PEM blocks of data, sorted.
+func pemBlocks(data string) []string {
+	var out []string
+	for rest := []byte(data); ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		out = append(out, string(pem.EncodeToMemory(block)))
+	}
+	slices.Sort(out)
+	return out
 }

@@ -162,15 +162,19 @@ func checkAccepted(t *testing.T, r resources.Resource) {
 			t.Errorf("kubernetes_cluster %q: accepted %v", r.Name(), err)
 		}
 	case r.TrustedCluster != nil:
-		if err := resources.CheckCAPin("ca_pin", r.TrustedCluster.Spec.Root.CAPin); err != nil {
+		spec := r.TrustedCluster.Spec
+		if !strings.HasPrefix(spec.Root.URL, "https://") || strings.ContainsFunc(spec.Root.URL, func(c rune) bool { return c < ' ' || c == 0x7f }) {
+			t.Errorf("trusted_cluster %q: accepted root url %q", r.Name(), spec.Root.URL)
+		}
+		if err := resources.CheckCAPin("ca_pin", spec.Root.CAPin); err != nil {
 			t.Errorf("trusted_cluster %q: accepted %v", r.Name(), err)
 		}
-		if !strings.HasPrefix(r.TrustedCluster.Spec.Root.URL, "https://") {
-			t.Errorf("trusted_cluster %q: accepted root url %q", r.Name(), r.TrustedCluster.Spec.Root.URL)
+		if len(spec.RoleMap) == 0 {
+			t.Errorf("trusted_cluster %q: accepted an empty role_map", r.Name())
 		}
-		for _, m := range r.TrustedCluster.Spec.RoleMap {
-			if m.Remote == "" || len(m.Local) == 0 || strings.ContainsFunc(m.Remote, func(c rune) bool { return c < ' ' || c == 0x7f }) {
-				t.Errorf("trusted_cluster %q: accepted role_map entry %+v", r.Name(), m)
+		for _, m := range spec.RoleMap {
+			if _, err := resources.CompileRemoteRole(m.Remote); err != nil {
+				t.Errorf("trusted_cluster %q: accepted remote %q: %v", r.Name(), m.Remote, err)
 			}
 		}
 	case r.LeafCluster != nil:

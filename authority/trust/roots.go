@@ -2,10 +2,14 @@ package trust
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,12 +52,17 @@ type Root struct {
 	// Name is the trusted_cluster's name; URL and Pin where it was fetched.
 	Name, URL, Pin string
 
-	mu            sync.Mutex
-	cluster       string
-	pool          *x509.CertPool
-	fetched       time.Time
-	lastErr       error
-	locks         map[string]string
+	mu      sync.Mutex
+	cluster string
+	pool    *x509.CertPool
+	// announced are the pins of the CAs in the bundle last fetched: the
+	// root named them over a connection pinned to Pin (or to one it named
+	// before), so the leaf follows the root's TLS CA rotation by them.
+	announced []string
+	fetched   time.Time
+	lastErr   error
+	locks     map[string]string
+	// instanceLocks are the root's locked bot instances (renewal chains).
 	instanceLocks map[string]string
 	locksAt       time.Time
 }
@@ -80,6 +89,25 @@ func (rs *Roots) Forget(keep map[string]*resources.TrustedCluster) {
 			delete(rs.roots, name)
 		}
 	}
+}
+
+// Pins are the pins the root's serving certificate may chain to,
+// comma-separated as client.NewAPI takes them: the trusted_cluster's
+// spec.root.ca_pin and the pins of the CAs the root announced in its
+// bundle. A root's TLS CA rotation announces the new CA at init, and its
+// serving certificate switches to it at update_servers, after the leaf has
+// refetched the bundle (every RefreshInterval/2), so the tunnel and the
+// fetches keep working without a change on the leaf.
+func (r *Root) Pins() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pins := []string{r.Pin}
+	for _, p := range r.announced {
+		if !slices.Contains(pins, p) {
+			pins = append(pins, p)
+		}
+	}
+	return strings.Join(pins, ",")
 }
 
 // Cluster returns the root's cluster_name, or "" before the first fetch.
@@ -112,10 +140,11 @@ func (rs *Roots) Bundle(ctx context.Context, r *Root) (*x509.CertPool, string, e
 func (rs *Roots) Refresh(ctx context.Context, r *Root) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	resp, err := rs.fetch(ctx, r.URL, r.Pin)
+	resp, err := rs.fetch(ctx, r.URL, r.Pins())
 	var pool *x509.CertPool
+	var announced []string
 	if err == nil {
-		pool, err = parseBundle(resp.TLSCA)
+		pool, announced, err = parseBundle(resp.TLSCA)
 	}
 	if err == nil && identity.CheckName("cluster_name", resp.ClusterName) != nil {
 		err = fmt.Errorf("the root answered an invalid cluster name")
@@ -126,12 +155,29 @@ func (rs *Roots) Refresh(ctx context.Context, r *Root) error {
 	if err != nil {
 		return err
 	}
-	r.pool, r.cluster, r.fetched = pool, resp.ClusterName, rs.now()
+	r.pool, r.announced, r.cluster, r.fetched = pool, announced, resp.ClusterName, rs.now()
 	return nil
 }
 
-func parseBundle(bundle string) (*x509.CertPool, error) {
+// MinRefetch is how soon after a fetch a root identity of a CA the leaf
+// does not know yet makes it fetch the root's bundle again, rather than
+// wait for the next refresh: a root identity signed by the root's new TLS
+// CA just after update_clients.
+const MinRefetch = 2 * time.Second
+
+// RefreshIfOlder fetches the root's CA bundle again if it was last
+// fetched more than MinRefetch ago, and reports whether it did so.
+func (rs *Roots) RefreshIfOlder(ctx context.Context, r *Root) bool {
+	r.mu.Lock()
+	stale := rs.now().Sub(r.fetched) >= MinRefetch
+	r.mu.Unlock()
+	return stale && rs.Refresh(ctx, r) == nil
+}
+
+// parseBundle returns the CAs of a root's bundle and their pins.
+func parseBundle(bundle string) (*x509.CertPool, []string, error) {
 	pool := x509.NewCertPool()
+	var pins []string
 	rest := []byte(bundle)
 	n := 0
 	for {
@@ -142,15 +188,17 @@ func parseBundle(bundle string) (*x509.CertPool, error) {
 		}
 		c, err := x509.ParseCertificate(block.Bytes)
 		if err != nil || !c.IsCA {
-			return nil, errors.New("the root's CA bundle holds a certificate that is not a CA")
+			return nil, nil, errors.New("the root's CA bundle holds a certificate that is not a CA")
 		}
 		pool.AddCert(c)
+		sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+		pins = append(pins, "sha256:"+hex.EncodeToString(sum[:]))
 		n++
 	}
 	if n == 0 {
-		return nil, errors.New("the root's CA bundle is empty")
+		return nil, nil, errors.New("the root's CA bundle is empty")
 	}
-	return pool, nil
+	return pool, pins, nil
 }
 
 // SetLocks records the root's bot locks as just pushed.

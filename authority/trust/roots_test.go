@@ -2,6 +2,9 @@ package trust
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"strings"
@@ -21,10 +24,12 @@ func TestRootsRefresh(t *testing.T) {
 	var fetchErr error
 	fetches := 0
 	now := time.Now()
+	// The pins of the fetch: the configured one, then the announced CAs'.
+	wantPins := "sha256:pin"
 	rs := NewRoots(func(_ context.Context, url, pin string) (*identity.ClusterCAResponse, error) {
 		fetches++
-		if url != "https://root.example:8443" || pin != "sha256:pin" {
-			t.Errorf("fetched %s pinned to %s", url, pin)
+		if url != "https://root.example:8443" || pin != wantPins {
+			t.Errorf("fetched %s pinned to %s, want %s", url, pin, wantPins)
 		}
 		if fetchErr != nil {
 			return nil, fetchErr
@@ -51,14 +56,30 @@ func TestRootsRefresh(t *testing.T) {
 	if err := verify(); err != nil || fetches != 1 {
 		t.Fatalf("first exchange: %v after %d fetches", err, fetches)
 	}
+	wantPins = "sha256:pin," + pinOf(first.cert)
+	if got := r.Pins(); got != wantPins {
+		t.Errorf("pins after the first fetch: %s, want %s", got, wantPins)
+	}
 	// The root's CA changes (rotation): the old bundle serves until the refresh.
 	current = second
 	chain, key = second.botCert(t, "acme", "deployer", []string{"deploy"}, now.Add(time.Hour))
 	if err := verify(); err == nil || fetches != 1 {
 		t.Fatalf("before the refresh: %v after %d fetches", err, fetches)
 	}
-	now = now.Add(RefreshInterval + time.Second)
+	// An unknown CA refetches at most once per MinRefetch.
+	if rs.RefreshIfOlder(context.Background(), r) || fetches != 1 {
+		t.Errorf("refetched %d times within MinRefetch of the last fetch", fetches-1)
+	}
+	now = now.Add(MinRefetch)
+	if !rs.RefreshIfOlder(context.Background(), r) || fetches != 2 {
+		t.Fatalf("no refetch after MinRefetch (%d fetches)", fetches)
+	}
 	if err := verify(); err != nil || fetches != 2 {
+		t.Fatalf("after the refetch: %v after %d fetches", err, fetches)
+	}
+	wantPins = "sha256:pin," + pinOf(second.cert)
+	now = now.Add(RefreshInterval + time.Second)
+	if err := verify(); err != nil || fetches != 3 {
 		t.Fatalf("after the refresh: %v after %d fetches", err, fetches)
 	}
 	// The root is unreachable: the last good bundle stays.
@@ -95,4 +116,9 @@ func TestLockView(t *testing.T) {
 	if err := rs.CheckNotLocked(r, "deployer", ""); !errors.As(err, &refusal) || refusal.Code != identity.CodeRootUnavailable {
 		t.Fatalf("with a stale lock list: %v, want root_unavailable", err)
 	}
+}
+
+func pinOf(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
