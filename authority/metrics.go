@@ -1,25 +1,29 @@
 package authority
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
+	vm "github.com/VictoriaMetrics/metrics"
 	"github.com/mbot-dev/mbot/authority/verify"
 	"github.com/mbot-dev/mbot/identity"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// The authority's metrics live in a registry of its own (not Prometheus's
+// The authority's metrics live in a set of their own (not the library's
 // global one), served at /metrics on metrics_listen. Every label value
 // comes from a fixed set: a method or refusal code the authority does not
 // know is counted as "other", so that no client can grow the series.
+//
+// github.com/VictoriaMetrics/metrics rather than prometheus/client_golang:
+// the latter links protobuf, client_model and procfs, whose package
+// initializers run in every mbot process (mbot issue, mbot --version).
 
 // Metric names, as docs/operations.md lists them and deploy/ uses them.
 const (
@@ -36,7 +40,7 @@ const (
 	MetricInstanceLocks      = "mbot_bot_instance_locks_total"
 	MetricReady              = "mbot_ready"
 	MetricBuildInfo          = "mbot_build_info"
-	metricStorePoolPrefix    = "go_sql_" // collectors.NewDBStatsCollector, by db_name
+	metricStorePoolPrefix    = "go_sql_" // the names client_golang's DBStatsCollector used, by db_name
 	labelOther               = "other"
 	resultAdmitted, resultOK = "admitted", "ok"
 )
@@ -47,23 +51,18 @@ var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1
 
 // metrics are the authority's counters and histograms.
 type metrics struct {
-	registry *prometheus.Registry
+	set *vm.Set
 
-	joins, renewals            *prometheus.CounterVec
-	joinSeconds                *prometheus.HistogramVec
-	renewSeconds               prometheus.Histogram
-	storeSeconds               *prometheus.HistogramVec
-	storeErrors                *prometheus.CounterVec
-	replays, limited, locks    prometheus.Counter
-	outboundCalls              *prometheus.CounterVec
-	outboundSeconds            *prometheus.HistogramVec
+	renewSeconds               *vm.PrometheusHistogram
+	replays, limited, locks    *vm.Counter
 	knownMethods, knownCodes   map[string]bool
 	knownOperations, knownCall map[string]bool
-	// The series every admitted join touches, resolved once: a label
-	// lookup hashes its values on each call.
-	admitted    map[string]prometheus.Counter  // by method
-	methodTimes map[string]prometheus.Observer // by method
-	storeTimes  map[string]prometheus.Observer // by operation
+	// The series every admitted join and store call touches, resolved
+	// once: a lookup by name formats and hashes it on each call.
+	admitted    map[string]*vm.Counter             // by method
+	methodTimes map[string]*vm.PrometheusHistogram // by method
+	storeTimes  map[string]*vm.PrometheusHistogram // by operation
+	storeErrors map[string]*vm.Counter             // by operation
 }
 
 // refusalCodes are the codes a join or renewal may be refused with.
@@ -91,42 +90,51 @@ var storeOperations = []string{
 // Outbound calls made to judge a proof (verify.Env.Observe).
 var outboundCalls = []string{verify.CallSTS, verify.CallTokenReview, verify.CallOIDCDiscovery, verify.CallJWKS}
 
+// labelEscaper escapes a label value as the text exposition format wants.
+var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+
+// series names one series: the metric name and its labels, given as
+// name, value pairs, in the form the metrics library registers.
+func series(name string, labels ...string) string {
+	if len(labels) == 0 {
+		return name
+	}
+	var b strings.Builder
+	b.WriteString(name)
+	for i := 0; i+1 < len(labels); i += 2 {
+		if i == 0 {
+			b.WriteByte('{')
+		} else {
+			b.WriteByte(',')
+		}
+		b.WriteString(labels[i])
+		b.WriteString(`="`)
+		b.WriteString(labelEscaper.Replace(labels[i+1]))
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
 func newMetrics() *metrics {
+	// TYPE lines, so that a scraper sees histograms and counters, not
+	// untyped samples (the library's switch is process-wide).
+	vm.ExposeMetadata(true)
+	set := vm.NewSet()
 	m := &metrics{
-		registry: prometheus.NewRegistry(),
-		joins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricJoins,
-			Help: "Join requests by join method, result (admitted, refused) and refusal code (none when admitted)."},
-			[]string{"method", "result", "code"}),
-		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricRenewals,
-			Help: "Renewals of token-joined identities by result (admitted, refused) and refusal code (none when admitted)."},
-			[]string{"result", "code"}),
-		joinSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: MetricJoinDuration,
-			Help: "Time to answer a join, from the decoded request to the signed and recorded answer, by join method.", Buckets: latencyBuckets},
-			[]string{"method"}),
-		renewSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: MetricRenewalDuration,
-			Help: "Time to answer a renewal.", Buckets: latencyBuckets}),
-		storeSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: MetricStoreCallDuration,
-			Help: "Time of each store call, by operation.", Buckets: latencyBuckets}, []string{"operation"}),
-		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricStoreCallErrors,
-			Help: "Store calls that failed, by operation (a refused replay or stale generation is an answer, not a failure)."}, []string{"operation"}),
-		replays: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricProofReplays,
-			Help: "Joins refused because their proof was already used (proof_replayed)."}),
-		limited: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricRateLimited,
-			Help: "Requests answered rate_limited without being read, from addresses refused too often."}),
-		locks: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricInstanceLocks,
-			Help: "Bot instances locked because a stale certificate generation of theirs was presented (a copied identity)."}),
-		outboundCalls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricOutboundCalls,
-			Help: "Calls to other services to verify proofs (sts, tokenreview, oidc_discovery, jwks), by result (ok, error)."},
-			[]string{"call", "result"}),
-		outboundSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: MetricOutboundDuration,
-			Help: "Time of each call to another service to verify proofs.", Buckets: latencyBuckets}, []string{"call"}),
+		set:          set,
+		renewSeconds: set.NewPrometheusHistogramExt(MetricRenewalDuration, latencyBuckets),
+		replays:      set.NewCounter(MetricProofReplays),
+		limited:      set.NewCounter(MetricRateLimited),
+		locks:        set.NewCounter(MetricInstanceLocks),
 		knownMethods: map[string]bool{}, knownCodes: map[string]bool{}, knownOperations: map[string]bool{}, knownCall: map[string]bool{},
-		admitted: map[string]prometheus.Counter{}, methodTimes: map[string]prometheus.Observer{}, storeTimes: map[string]prometheus.Observer{},
+		admitted: map[string]*vm.Counter{}, methodTimes: map[string]*vm.PrometheusHistogram{},
+		storeTimes: map[string]*vm.PrometheusHistogram{}, storeErrors: map[string]*vm.Counter{},
 	}
 	for _, name := range append(verify.MethodNames(), exchangeMethod, labelOther) {
 		m.knownMethods[name] = true
-		m.admitted[name] = m.joins.WithLabelValues(name, resultAdmitted, "none")
-		m.methodTimes[name] = m.joinSeconds.WithLabelValues(name)
+		m.admitted[name] = set.NewCounter(series(MetricJoins, "method", name, "result", resultAdmitted, "code", "none"))
+		m.methodTimes[name] = set.NewPrometheusHistogramExt(series(MetricJoinDuration, "method", name), latencyBuckets)
 	}
 	for _, c := range refusalCodes {
 		m.knownCodes[string(c)] = true
@@ -135,39 +143,54 @@ func newMetrics() *metrics {
 	// the start, at zero, rather than from their first event.
 	for _, op := range storeOperations {
 		m.knownOperations[op] = true
-		m.storeErrors.WithLabelValues(op)
-		m.storeTimes[op] = m.storeSeconds.WithLabelValues(op)
+		m.storeErrors[op] = set.NewCounter(series(MetricStoreCallErrors, "operation", op))
+		m.storeTimes[op] = set.NewPrometheusHistogramExt(series(MetricStoreCallDuration, "operation", op), latencyBuckets)
 	}
 	for _, c := range outboundCalls {
 		m.knownCall[c] = true
-		m.outboundCalls.WithLabelValues(c, resultOK)
-		m.outboundCalls.WithLabelValues(c, "error")
+		set.NewCounter(series(MetricOutboundCalls, "call", c, "result", resultOK))
+		set.NewCounter(series(MetricOutboundCalls, "call", c, "result", "error"))
 	}
-	m.renewals.WithLabelValues(resultAdmitted, "none")
-	m.registry.MustRegister(m.joins, m.renewals, m.joinSeconds, m.renewSeconds, m.storeSeconds, m.storeErrors,
-		m.replays, m.limited, m.locks, m.outboundCalls, m.outboundSeconds,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricBuildInfo, Help: "Always 1; the version label is the authority's.",
-			ConstLabels: prometheus.Labels{"version": Version}}, func() float64 { return 1 }))
+	set.NewCounter(series(MetricRenewals, "result", resultAdmitted, "code", "none"))
+	set.NewGauge(series(MetricBuildInfo, "version", Version), func() float64 { return 1 })
 	return m
+}
+
+// dbStats are the store pool's gauges, by the names client_golang's
+// DBStatsCollector gave them (deploy/ and operators' queries use them),
+// read from sql.DBStats at scrape time.
+var dbStats = []struct {
+	name  string
+	value func(sql.DBStats) float64
+}{
+	{"max_open_connections", func(s sql.DBStats) float64 { return float64(s.MaxOpenConnections) }},
+	{"open_connections", func(s sql.DBStats) float64 { return float64(s.OpenConnections) }},
+	{"in_use_connections", func(s sql.DBStats) float64 { return float64(s.InUse) }},
+	{"idle_connections", func(s sql.DBStats) float64 { return float64(s.Idle) }},
+	{"wait_count_total", func(s sql.DBStats) float64 { return float64(s.WaitCount) }},
+	{"wait_duration_seconds_total", func(s sql.DBStats) float64 { return s.WaitDuration.Seconds() }},
+	{"max_idle_closed_total", func(s sql.DBStats) float64 { return float64(s.MaxIdleClosed) }},
+	{"max_idle_time_closed_total", func(s sql.DBStats) float64 { return float64(s.MaxIdleTimeClosed) }},
+	{"max_lifetime_closed_total", func(s sql.DBStats) float64 { return float64(s.MaxLifetimeClosed) }},
 }
 
 // watch adds what needs the opened authority: the store's connection pools
 // and readiness.
 func (m *metrics) watch(a *Authority, pools map[string]*sql.DB) {
 	for name, db := range pools {
-		m.registry.MustRegister(collectors.NewDBStatsCollector(db, name))
+		for _, st := range dbStats {
+			value := st.value
+			m.set.NewGauge(series(metricStorePoolPrefix+st.name, "db_name", name), func() float64 { return value(db.Stats()) })
+		}
 	}
-	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricReady,
-		Help: "1 when the authority is ready to serve joins (store reachable, CAs loaded), as /readyz answers; 0 otherwise."},
-		func() float64 {
-			ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
-			defer cancel()
-			if a.notReady(ctx) != "" {
-				return 0
-			}
-			return 1
-		}))
+	m.set.NewGauge(MetricReady, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+		defer cancel()
+		if a.notReady(ctx) != "" {
+			return 0
+		}
+		return 1
+	})
 }
 
 func (m *metrics) label(known map[string]bool, v string) string {
@@ -180,13 +203,13 @@ func (m *metrics) label(known map[string]bool, v string) string {
 // join counts one answered join; err is its refusal, or nil.
 func (m *metrics) join(method string, took time.Duration, err error) {
 	method = m.label(m.knownMethods, method)
-	m.methodTimes[method].Observe(took.Seconds())
+	m.methodTimes[method].Update(took.Seconds())
 	if err == nil {
 		m.admitted[method].Inc()
 		return
 	}
 	result, code := m.outcome(err)
-	m.joins.WithLabelValues(method, result, code).Inc()
+	m.set.GetOrCreateCounter(series(MetricJoins, "method", method, "result", result, "code", code)).Inc()
 	if code == string(identity.CodeProofReplayed) {
 		m.replays.Inc()
 	}
@@ -195,8 +218,8 @@ func (m *metrics) join(method string, took time.Duration, err error) {
 // renewal counts one answered renewal; err is its refusal, or nil.
 func (m *metrics) renewal(took time.Duration, err error) {
 	result, code := m.outcome(err)
-	m.renewals.WithLabelValues(result, code).Inc()
-	m.renewSeconds.Observe(took.Seconds())
+	m.set.GetOrCreateCounter(series(MetricRenewals, "result", result, "code", code)).Inc()
+	m.renewSeconds.Update(took.Seconds())
 }
 
 func (m *metrics) outcome(err error) (result, code string) {
@@ -213,9 +236,9 @@ func (m *metrics) outcome(err error) (result, code string) {
 // storeCall records one store call that started at start.
 func (m *metrics) storeCall(op string, start time.Time, err error) {
 	op = m.label(m.knownOperations, op)
-	m.storeTimes[op].Observe(time.Since(start).Seconds())
+	m.storeTimes[op].UpdateDuration(start)
 	if err != nil {
-		m.storeErrors.WithLabelValues(op).Inc()
+		m.storeErrors[op].Inc()
 	}
 }
 
@@ -226,8 +249,36 @@ func (m *metrics) outbound(call string, took time.Duration, err error) {
 	if err != nil {
 		result = "error"
 	}
-	m.outboundCalls.WithLabelValues(call, result).Inc()
-	m.outboundSeconds.WithLabelValues(call).Observe(took.Seconds())
+	m.set.GetOrCreateCounter(series(MetricOutboundCalls, "call", call, "result", result)).Inc()
+	m.set.GetOrCreatePrometheusHistogramExt(series(MetricOutboundDuration, "call", call), latencyBuckets).Update(took.Seconds())
+}
+
+// scrapesInFlight bounds concurrent scrapes: each one pings the store
+// (mbot_ready).
+const scrapesInFlight = 4
+
+// handler serves the Prometheus text format: the authority's set, then the
+// Go runtime's and the process's metrics.
+func (m *metrics) handler(a *Authority) http.Handler {
+	inFlight := make(chan struct{}, scrapesInFlight)
+	serve := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case inFlight <- struct{}{}:
+			defer func() { <-inFlight }()
+		default:
+			http.Error(w, "too many concurrent scrapes", http.StatusServiceUnavailable)
+			return
+		}
+		var buf bytes.Buffer
+		m.set.WritePrometheus(&buf)
+		vm.WriteProcessMetrics(&buf)
+		vm.WriteFDMetrics(&buf)
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		if _, err := w.Write(buf.Bytes()); err != nil {
+			a.log.Error("serving /metrics", "err", identity.Truncate(err.Error(), 512))
+		}
+	})
+	return http.TimeoutHandler(serve, 10*time.Second, "scraping /metrics took too long")
 }
 
 // readyTimeout bounds the store check of /readyz and mbot_ready.
@@ -250,8 +301,7 @@ func (a *Authority) notReady(ctx context.Context) string {
 // network: it shows counts and latencies, never a name or a secret.
 func (a *Authority) MetricsHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{
-		ErrorLog: slogErrorLogger{a}, MaxRequestsInFlight: 4, Timeout: 10 * time.Second}))
+	mux.Handle("GET /metrics", a.metrics.handler(a))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
@@ -269,13 +319,6 @@ func (a *Authority) MetricsHandler() http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	return mux
-}
-
-// slogErrorLogger is promhttp's error log, into the authority's log.
-type slogErrorLogger struct{ a *Authority }
-
-func (l slogErrorLogger) Println(v ...any) {
-	l.a.log.Error("serving /metrics", "err", identity.Truncate(fmt.Sprint(v...), 512))
 }
 
 // serveMetrics serves MetricsHandler on metrics_listen until ctx ends.

@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -207,6 +209,75 @@ func TestMetricsListener(t *testing.T) {
 					t.Errorf("%s has label %s=%q, from a caller", name, l.GetName(), l.GetValue())
 				}
 			}
+		}
+	}
+}
+
+// TestMetricsExposition: the exposition is classic Prometheus text: each
+// mbot metric has its TYPE, histograms have the same le buckets as ever
+// (dashboards and recorded queries depend on them), and the Content-Type
+// is one Prometheus accepts without a fallback protocol.
+func TestMetricsExposition(t *testing.T) {
+	addr := freeAddr(t)
+	env := authoritytest.Start(t, "acme", renewBotsYAML+tokenJoinTokenYAML("runner-1", "secret-1"), "metrics_listen: "+addr+"\n")
+	exerciseAuthority(t, env)
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
+		t.Errorf("/metrics Content-Type %q, want text/plain; version=0.0.4", ct)
+	}
+	families := scrape(t, addr)
+	buckets := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, math.Inf(1)}
+	for name, want := range map[string]dto.MetricType{
+		authority.MetricJoins: dto.MetricType_COUNTER, authority.MetricRenewals: dto.MetricType_COUNTER,
+		authority.MetricStoreCallErrors: dto.MetricType_COUNTER, authority.MetricProofReplays: dto.MetricType_COUNTER,
+		authority.MetricRateLimited: dto.MetricType_COUNTER, authority.MetricOutboundCalls: dto.MetricType_COUNTER,
+		authority.MetricInstanceLocks: dto.MetricType_COUNTER, authority.MetricReady: dto.MetricType_GAUGE,
+		authority.MetricBuildInfo: dto.MetricType_GAUGE, "go_sql_open_connections": dto.MetricType_GAUGE,
+		authority.MetricJoinDuration: dto.MetricType_HISTOGRAM, authority.MetricRenewalDuration: dto.MetricType_HISTOGRAM,
+		authority.MetricStoreCallDuration: dto.MetricType_HISTOGRAM, authority.MetricOutboundDuration: dto.MetricType_HISTOGRAM,
+	} {
+		f := families[name]
+		if f == nil || f.GetType() != want {
+			t.Errorf("%s: type %v, want %v", name, f.GetType(), want)
+			continue
+		}
+		if want != dto.MetricType_HISTOGRAM {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			h := m.GetHistogram()
+			var got []float64
+			for _, b := range h.GetBucket() {
+				got = append(got, b.GetUpperBound())
+			}
+			if fmt.Sprint(got) != fmt.Sprint(buckets) {
+				t.Errorf("%s%v buckets %v, want %v", name, m.GetLabel(), got, buckets)
+			}
+			if n := len(h.GetBucket()); n > 0 && h.GetBucket()[n-1].GetCumulativeCount() > h.GetSampleCount() {
+				t.Errorf("%s%v: last bucket %d above the count %d", name, m.GetLabel(), h.GetBucket()[n-1].GetCumulativeCount(), h.GetSampleCount())
+			}
+		}
+	}
+	if v, ok := sample(families, authority.MetricJoinDuration, map[string]string{"method": "github"}); !ok || v != 2 {
+		t.Errorf("%s{method=github} count %v (present %v), want 2", authority.MetricJoinDuration, v, ok)
+	}
+}
+
+// TestMetricsLibraryNotLinked: the mbot binary links no Prometheus client
+// nor protobuf, whose package initializers would run in every mbot
+// process (mbot issue, mbot --version); tests may use them to parse.
+func TestMetricsLibraryNotLinked(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", "github.com/mbot-dev/mbot").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if strings.HasPrefix(pkg, "github.com/prometheus/") || strings.HasPrefix(pkg, "google.golang.org/protobuf/") {
+			t.Errorf("the mbot binary links %s", pkg)
 		}
 	}
 }
