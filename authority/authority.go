@@ -52,7 +52,9 @@ type Authority struct {
 	reloadMu sync.Mutex
 	// checked is when (UnixNano) the store's resources version was last compared.
 	checked atomic.Int64
-	locks   lockTables
+	// lockReadErrors quiets the error of reading locks while the store is down.
+	lockReadErrors repeatedErrorLog
+	locks          lockTables
 	// adminOnly is set by OpenLocal: the store is opened for admin commands,
 	// never to serve joins, so a join token stored before allow rules had to
 	// pin an owner is left out instead of locking the admin out; mbot lint
@@ -249,9 +251,7 @@ func (a *Authority) followChanges(changes <-chan struct{}) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		// Before the first load (Open still starting) there is nothing to refresh.
 		if a.state.Load() == nil || !a.refreshNow(ctx) {
-			if err := a.reloadLocks(ctx); err != nil {
-				a.log.Error("reading locks from the store; keeping the previous ones", "err", err)
-			}
+			a.reloadLocksLogged(ctx)
 		}
 		cancel()
 	}
@@ -452,9 +452,17 @@ func (a *Authority) refresh(ctx context.Context) {
 	if a.refreshNow(ctx) {
 		return // reloading the resources read the locks too
 	}
+	a.reloadLocksLogged(ctx)
+}
+
+// reloadLocksLogged reads the locks again, logging a failure that repeats
+// (the store is down) once per repeatedErrorEvery.
+func (a *Authority) reloadLocksLogged(ctx context.Context) {
 	if err := a.reloadLocks(ctx); err != nil {
-		a.log.Error("reading bot locks from the store; keeping the previous ones", "err", err)
+		a.lockReadErrors.failed(a.log, "reading locks from the store; keeping the previous ones", err)
+		return
 	}
+	a.lockReadErrors.succeeded(a.log, "reading locks from the store works again")
 }
 
 // staleResource is a stored resource that no longer loads: stored by an
