@@ -32,6 +32,7 @@ type Unlocked = authority.Unlocked
 
 // JoinTokenUnlocked is what UnlockJoinToken lifted.
 type JoinTokenUnlocked = authority.JoinTokenUnlocked
+
 // BotInstance is one token-joined runner of a bot: its renewal chain.
 type BotInstance = store.BotInstance
 

@@ -59,12 +59,12 @@ func TestTrustedClusterBoundKeypair(t *testing.T) {
 	})
 
 	t.Run("exchange-fails-after-join", func(t *testing.T) {
-		tc.proxy.stop()
+		tc.proxy.Cut()
 		tc.waitConnected(t, false)
 		dir, res := run(t)
 		wantExchangeRefused(t, res, "leaf_unreachable")
 		wantNoOutput(t, dir, "root", "eu")
-		tc.proxy.start(t)
+		tc.proxy.Restore(t)
 		tc.waitConnected(t, true)
 		// The root admitted the failed run's join, whose identity was
 		// never written: the next run's sequence follows it.

@@ -53,9 +53,9 @@ func TestTrustedClusterRotation(t *testing.T) {
 	// ends check each other's certificates anew.
 	redial := func(t *testing.T) {
 		t.Helper()
-		tc.proxy.stop()
+		tc.proxy.Cut()
 		tc.waitConnected(t, false)
-		tc.proxy.start(t)
+		tc.proxy.Restore(t)
 		tc.waitConnected(t, true)
 	}
 
@@ -158,10 +158,10 @@ func TestTrustedClusterRotation(t *testing.T) {
 			mustMbot(t, baseEnv(tc.root.home), "apply", "-f", path, "--config", tc.root.config)
 			time.Sleep(300 * time.Millisecond) // the running root reads resources changed by others every 250ms
 		}
-		tc.proxy.stop()
+		tc.proxy.Cut()
 		tc.waitConnected(t, false)
 		applyLeafCluster(tc.root.pin) // not the leaf's
-		tc.proxy.start(t)
+		tc.proxy.Restore(t)
 		waitForLog(t, tc.rootAuth, "tunnel refused", "presents no certificate of the CA pinned by leaf_cluster "+leafName)
 		applyLeafCluster(newPin)
 		if out := tc.waitConnected(t, true); !strings.Contains(out, newPin) {

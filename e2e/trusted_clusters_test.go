@@ -8,22 +8,20 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mbot-dev/mbot/client"
 	"github.com/mbot-dev/mbot/identity"
 	"github.com/mbot-dev/mbot/internal/simci"
+	"github.com/mbot-dev/mbot/internal/testservers"
 )
 
 // Trusted clusters (SPEC §8): a root authority whose bots exchange their
@@ -145,7 +143,7 @@ func startNamedCluster(t *testing.T, name string, ci *simci.Issuer, resources fu
 type trustedClusters struct {
 	root, leaf         *cluster
 	rootAuth, leafAuth *background
-	proxy              *tcpProxy
+	proxy              *testservers.TCPProxy
 }
 
 // startTrustedClusters starts the root, then the leaf with leafExtra's
@@ -161,13 +159,13 @@ func startTrustedClusters(t *testing.T, leafExtra func(c *cluster) string) *trus
 	tc.root, tc.rootAuth = startNamedCluster(t, clusterName, ci, func(c *cluster) string {
 		return fmt.Sprintf(rootResourcesYAML, c.login, c.ci.URL)
 	})
-	tc.proxy = startTCPProxy(t, strings.TrimPrefix(tc.root.url, "https://"))
+	tc.proxy = testservers.StartTCPProxy(t, strings.TrimPrefix(tc.root.url, "https://"))
 	tc.leaf, tc.leafAuth = startNamedCluster(t, leafName, ci, func(c *cluster) string {
 		extra := ""
 		if leafExtra != nil {
 			extra = leafExtra(c)
 		}
-		return fmt.Sprintf(leafRolesYAML, c.login) + extra + fmt.Sprintf(trustedClusterYAML, "https://"+tc.proxy.addr, tc.root.pin, true)
+		return fmt.Sprintf(leafRolesYAML, c.login) + extra + fmt.Sprintf(trustedClusterYAML, "https://"+tc.proxy.Addr, tc.root.pin, true)
 	})
 	// The root lets the leaf attach its tunnel.
 	lc := filepath.Join(t.TempDir(), "leaf.yaml")
@@ -351,7 +349,7 @@ func TestTrustedClusters(t *testing.T) {
 	})
 
 	t.Run("tunnel-down-and-back", func(t *testing.T) {
-		tc.proxy.stop()
+		tc.proxy.Cut()
 		tc.waitConnected(t, false)
 		dir := t.TempDir()
 		config := tc.mbotYAML(t, dir, "", leafOut(dir))
@@ -359,7 +357,7 @@ func TestTrustedClusters(t *testing.T) {
 		wantExchangeRefused(t, res, "leaf_unreachable", "leaf cluster "+leafName+" is not connected", "last seen")
 		wantNoOutput(t, dir, "root", "eu")
 
-		tc.proxy.start(t) // the leaf redials by itself
+		tc.proxy.Restore(t) // the leaf redials by itself
 		tc.waitConnected(t, true)
 		if res := tc.issue(t, config, tokenDeployer); res.code != 0 {
 			t.Fatalf("mbot issue after the tunnel came back: %s", res)
@@ -369,7 +367,7 @@ func TestTrustedClusters(t *testing.T) {
 
 	t.Run("trust-disabled", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "tc.yaml")
-		writeFile(t, path, fmt.Sprintf(trustedClusterYAML, "https://"+tc.proxy.addr, tc.root.pin, false), 0o600)
+		writeFile(t, path, fmt.Sprintf(trustedClusterYAML, "https://"+tc.proxy.Addr, tc.root.pin, false), 0o600)
 		mustMbot(t, baseEnv(tc.leaf.home), "apply", "-f", path, "--config", tc.leaf.config)
 		dir := t.TempDir()
 		res := tc.issue(t, tc.mbotYAML(t, dir, fmt.Sprintf("leaf_clusters:\n  - {name: %s, url: %s, ca_pin: %s}\n", leafName, tc.leaf.url, tc.leaf.pin), leafOut(dir)), tokenDeployer)
@@ -473,64 +471,6 @@ func exchangeWith(t *testing.T, tc *trustedClusters, dir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
 	return api.Do(ctx, http.MethodPost, identity.PathRelay(leafName), req, nil)
-}
-
-// tcpProxy forwards 127.0.0.1:addr to target; stop closes its listener
-// and every connection, start listens on the same address again.
-type tcpProxy struct {
-	addr, target string
-	mu           sync.Mutex
-	ln           net.Listener
-	conns        []net.Conn
-}
-
-func startTCPProxy(t *testing.T, target string) *tcpProxy {
-	p := &tcpProxy{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), target: target}
-	p.start(t)
-	t.Cleanup(p.stop)
-	return p
-}
-
-func (p *tcpProxy) start(t *testing.T) {
-	t.Helper()
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", p.target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, in, out)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(out, in); out.Close() }()
-			go func() { _, _ = io.Copy(in, out); in.Close() }()
-		}
-	}()
-}
-
-func (p *tcpProxy) stop() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
 }
 
 // pemBlocks are the PEM blocks of data, sorted.

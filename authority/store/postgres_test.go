@@ -6,9 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -110,9 +107,9 @@ func TestPostgresNotifiesChanges(t *testing.T) {
 func TestPostgresUnavailable(t *testing.T) {
 	pg := testservers.StartPostgresForStore(t)
 	pg.CreateDatabase(t, "unavailable")
-	proxy := startProxy(t, fmt.Sprintf("%s:%d", pg.Host, pg.Port))
+	proxy := testservers.StartTCPProxy(t, fmt.Sprintf("%s:%d", pg.Host, pg.Port))
 	ctx := context.Background()
-	st, err := store.OpenPostgres(ctx, fmt.Sprintf("postgres://%s@%s/unavailable?sslmode=disable", pg.Superuser, proxy.addr))
+	st, err := store.OpenPostgres(ctx, fmt.Sprintf("postgres://%s@%s/unavailable?sslmode=disable", pg.Superuser, proxy.Addr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +119,7 @@ func TestPostgresUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	proxy.cut()
+	proxy.Cut()
 	for i := range 3 {
 		err := st.RecordJoin(ctx, fmt.Sprintf("jti-down-%d", i), time.Now().Add(time.Hour), joinEvent("deployer"))
 		if !errors.Is(err, store.ErrUnavailable) {
@@ -136,7 +133,7 @@ func TestPostgresUnavailable(t *testing.T) {
 		t.Errorf("BotLocks with PostgreSQL unreachable: %v, want ErrUnavailable", err)
 	}
 
-	proxy.restore(t)
+	proxy.Restore(t)
 	if err := st.Ping(ctx); err != nil {
 		t.Fatalf("Ping once PostgreSQL is back: %v", err)
 	}
@@ -151,69 +148,4 @@ func TestPostgresUnavailable(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Error("the listener did not reconnect once PostgreSQL was back")
 	}
-}
-
-// proxy forwards TCP connections to PostgreSQL until cut, which closes the
-// listener and every connection, as a database host going away does.
-type proxy struct {
-	addr, target string
-	mu           sync.Mutex
-	ln           net.Listener
-	conns        []net.Conn
-}
-
-func startProxy(t *testing.T, target string) *proxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{addr: ln.Addr().String(), target: target}
-	p.serve(ln)
-	t.Cleanup(p.cut)
-	return p
-}
-
-func (p *proxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(up, c); up.Close() }()
-			go func() { _, _ = io.Copy(c, up); c.Close() }()
-		}
-	}()
-}
-
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
-func (p *proxy) restore(t *testing.T) {
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		t.Fatalf("listening again on %s: %v", p.addr, err)
-	}
-	p.serve(ln)
 }
