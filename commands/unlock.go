@@ -66,35 +66,24 @@ its identities that have not expired work again.`,
 			if given != 1 {
 				return usagef("usage: mbot unlock bot_instance/ID (or --instance ID), mbot unlock BOT, mbot unlock --admin NAME or mbot unlock --join-token NAME: one of them")
 			}
-			if joinToken != "" {
-				return unlockJoinToken(c, joinToken)
+			switch {
+			case joinToken != "":
+				return unlockWith(c, func(client admin.Client) (*admin.JoinTokenUnlocked, error) {
+					return client.UnlockJoinToken(c.Context, joinToken)
+				}, printJoinTokenUnlocked)
+			case adminName != "":
+				return unlockWith(c, func(client admin.Client) (*admin.AdminLock, error) {
+					return client.UnlockAdmin(c.Context, adminName)
+				}, printAdminUnlocked)
+			case instance != "":
+				return unlockWith(c, func(client admin.Client) (*admin.Unlocked, error) {
+					return client.UnlockInstance(c.Context, instance)
+				}, printUnlocked)
+			default:
+				return unlockWith(c, func(client admin.Client) (*admin.Unlocked, error) {
+					return client.Unlock(c.Context, args[0])
+				}, printUnlocked)
 			}
-			if adminName != "" {
-				return unlockAdmin(c, adminName)
-			}
-			format, err := outputFormat(c, "text", "json")
-			if err != nil {
-				return err
-			}
-			client, err := openAdmin(c)
-			if err != nil {
-				return err
-			}
-			defer client.Close()
-			var u *admin.Unlocked
-			if instance != "" {
-				u, err = client.UnlockInstance(c.Context, instance)
-			} else {
-				u, err = client.Unlock(c.Context, args[0])
-			}
-			if err != nil {
-				return err
-			}
-			if format == "json" {
-				return writeJSON(os.Stdout, u)
-			}
-			printUnlocked(u)
-			return nil
 		},
 	}
 }
@@ -121,7 +110,9 @@ func printUnlocked(u *admin.Unlocked) {
 		"Give each of those runners a new secret: mbot tokens add --bot %s.\n", ended, u.Bot)
 }
 
-func unlockAdmin(c *cli.Context, name string) error {
+// unlockWith opens the admin client, runs unlock with it and prints what
+// it lifted: as JSON with -o json, else with print.
+func unlockWith[T any](c *cli.Context, unlock func(admin.Client) (T, error), print func(T)) error {
 	format, err := outputFormat(c, "text", "json")
 	if err != nil {
 		return err
@@ -131,36 +122,23 @@ func unlockAdmin(c *cli.Context, name string) error {
 		return err
 	}
 	defer client.Close()
-	l, err := client.UnlockAdmin(c.Context, name)
+	lifted, err := unlock(client)
 	if err != nil {
 		return err
 	}
 	if format == "json" {
-		return writeJSON(os.Stdout, l)
+		return writeJSON(os.Stdout, lifted)
 	}
-	fmt.Printf("unlocked admin %s (locked since %s: %s); its identities that have not expired work again.\n",
-		l.Admin, l.Time.Format(time.RFC3339), l.Reason)
+	print(lifted)
 	return nil
 }
 
-func unlockJoinToken(c *cli.Context, name string) error {
-	format, err := outputFormat(c, "text", "json")
-	if err != nil {
-		return err
-	}
-	client, err := openAdmin(c)
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	u, err := client.UnlockJoinToken(c.Context, name)
-	if err != nil {
-		return err
-	}
-	if format == "json" {
-		return writeJSON(os.Stdout, u)
-	}
+func printAdminUnlocked(l *admin.AdminLock) {
+	fmt.Printf("unlocked admin %s (locked since %s: %s); its identities that have not expired work again.\n",
+		l.Admin, l.Time.Format(time.RFC3339), l.Reason)
+}
+
+func printJoinTokenUnlocked(u *admin.JoinTokenUnlocked) {
 	fmt.Printf("unlocked join token %s (locked since %s: %s); the runner with the current join sequence joins again.\n",
 		u.JoinToken, u.LockedSince.Format(time.RFC3339), u.Reason)
-	return nil
 }
