@@ -3,10 +3,8 @@ package joiners
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -59,24 +57,6 @@ func (azureDevOps) Proof(ctx context.Context, env Env, _ string) (string, error)
 	req.Header.Set("Authorization", "Bearer "+accessToken)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("requesting the Azure Pipelines OIDC token: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return "", fmt.Errorf("reading the Azure Pipelines OIDC token: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("the Azure Pipelines oidctoken API answered %s: %s; check that the job's access token may use the service connection (%s)",
-			resp.Status, lastLines(strings.TrimSpace(string(body)), 3), AzureServiceConnectionEnv)
-	}
-	var out struct {
-		OIDCToken string `json:"oidcToken"`
-	}
-	if err := json.Unmarshal(body, &out); err != nil || out.OIDCToken == "" {
-		return "", errors.New("the Azure Pipelines oidctoken API answered without an oidcToken")
-	}
-	return out.OIDCToken, nil
+	return requestIDToken(req, "Azure Pipelines", "oidcToken",
+		"; check that the job's access token may use the service connection ("+AzureServiceConnectionEnv+")")
 }

@@ -2,13 +2,10 @@ package joiners
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"strings"
 )
 
 // codefresh asks Codefresh's OIDC provider for the pipeline's ID token, as
@@ -46,23 +43,5 @@ func (codefresh) Proof(ctx context.Context, env Env, audience string) (string, e
 	}
 	req.Header.Set("Authorization", reqToken)
 	req.Header.Set("Accept", "application/json")
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("requesting the Codefresh ID token: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return "", fmt.Errorf("reading the Codefresh ID token: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("the Codefresh OIDC provider answered %s: %s", resp.Status, lastLines(strings.TrimSpace(string(body)), 3))
-	}
-	var out struct {
-		IDToken string `json:"id_token"`
-	}
-	if err := json.Unmarshal(body, &out); err != nil || out.IDToken == "" {
-		return "", errors.New("the Codefresh OIDC provider answered without an id_token")
-	}
-	return out.IDToken, nil
+	return requestIDToken(req, "Codefresh", "id_token", "")
 }

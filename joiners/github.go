@@ -54,6 +54,13 @@ func fetchActionsToken(ctx context.Context, reqURL, reqToken, audience, label st
 	}
 	req.Header.Set("Authorization", "Bearer "+reqToken)
 	req.Header.Set("Accept", "application/json")
+	return requestIDToken(req, label, "value", "")
+}
+
+// requestIDToken sends req to a CI platform's ID token endpoint and returns
+// the string in field of its JSON answer. label names the platform in
+// messages; hint, if set, follows a refusal's.
+func requestIDToken(req *http.Request, label, field, hint string) (string, error) {
 	resp, err := httpClient.Do(req)
 	if err != nil {
 		return "", fmt.Errorf("requesting the %s OIDC token: %w", label, err)
@@ -64,13 +71,12 @@ func fetchActionsToken(ctx context.Context, reqURL, reqToken, audience, label st
 		return "", fmt.Errorf("reading the %s OIDC token: %w", label, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("the %s token endpoint answered %s: %s", label, resp.Status, strings.TrimSpace(string(body)))
+		return "", fmt.Errorf("the %s token endpoint answered %s: %s%s", label, resp.Status, lastLines(strings.TrimSpace(string(body)), 3), hint)
 	}
-	var out struct {
-		Value string `json:"value"`
+	var out map[string]json.RawMessage
+	var token string
+	if json.Unmarshal(body, &out) != nil || json.Unmarshal(out[field], &token) != nil || token == "" {
+		return "", fmt.Errorf("the %s token endpoint answered without a token value (%s)", label, field)
 	}
-	if err := json.Unmarshal(body, &out); err != nil || out.Value == "" {
-		return "", fmt.Errorf("the %s token endpoint answered without a token value", label)
-	}
-	return out.Value, nil
+	return token, nil
 }
