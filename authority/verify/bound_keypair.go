@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/mbot-dev/mbot/authority/policy"
-	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/identity"
 	"golang.org/x/crypto/ssh"
@@ -99,12 +98,7 @@ func (boundKeypairMethod) Compile(tokenName string, section *yaml.Node, env *Env
 	if err := section.Decode(&s); err != nil {
 		return nil, err
 	}
-	line := func(field string) int {
-		if n := resources.Lookup(section, field); n != nil {
-			return n.Line
-		}
-		return section.Line
-	}
+	line := func(field string) int { return fieldLine(section, field) }
 	v := &boundKeypairVerifier{name: tokenName, env: env}
 	switch {
 	case s.PublicKey != "" && s.RegistrationSecretHash != "":

@@ -48,12 +48,7 @@ func (tokenMethod) Compile(tokenName string, section *yaml.Node, env *Env) (Veri
 	if err := section.Decode(&s); err != nil {
 		return nil, err
 	}
-	line := func(field string) int {
-		if n := resources.Lookup(section, field); n != nil {
-			return n.Line
-		}
-		return section.Line
-	}
+	line := func(field string) int { return fieldLine(section, field) }
 	digest, ok := strings.CutPrefix(s.SecretHash, TokenHashPrefix)
 	if raw, err := hex.DecodeString(digest); !ok || err != nil || len(raw) != sha256.Size {
 		return nil, fmt.Errorf("line %d: spec.token.secret_hash must be %s followed by 64 hex digits (the SHA-256 of the secret); "+
@@ -106,4 +101,13 @@ func (v *tokenVerifier) Verify(_ context.Context, secret string) (*Admission, er
 		ProofID:     hex.EncodeToString(sum[:]),
 		UsableUntil: v.expires,
 	}, nil
+}
+
+// fieldLine is the line of field in a join token's method section, or the
+// section's own when the field is absent: where a message points.
+func fieldLine(section *yaml.Node, field string) int {
+	if n := resources.Lookup(section, field); n != nil {
+		return n.Line
+	}
+	return section.Line
 }
