@@ -9,6 +9,7 @@ import (
 	"context"
 
 	"github.com/mbot-dev/mbot/authority"
+	"github.com/mbot-dev/mbot/authority/locks"
 	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/authority/store"
 )
@@ -37,7 +38,18 @@ type JoinTokenUnlocked = authority.JoinTokenUnlocked
 type BotInstance = store.BotInstance
 
 // AdminLock is a lock on an admin's identities.
-type AdminLock = store.AdminLock
+type AdminLock = locks.Lock
+
+// Lock is one lock of the authority's lock set (mbot get locks).
+type Lock = locks.Lock
+
+// LockRequest asks for a lock; LockAdded is what it set, LockLifted what
+// an unlock lifted.
+type (
+	LockRequest = authority.LockRequest
+	LockAdded   = authority.LockAdded
+	LockLifted  = authority.LockLifted
+)
 
 // Client is an authority as the admin commands see it.
 type Client interface {
@@ -60,6 +72,11 @@ type Client interface {
 	LockAdmin(ctx context.Context, admin, reason string) (*AdminLock, error)
 	// UnlockAdmin lifts that lock and returns what it lifted.
 	UnlockAdmin(ctx context.Context, admin string) (*AdminLock, error)
+	// Lock sets a lock (mbot lock KIND/NAME, --claim); UnlockLock lifts
+	// one; Locks lists those in force.
+	Lock(ctx context.Context, req LockRequest) (*LockAdded, error)
+	UnlockLock(ctx context.Context, kind, target string) (*LockLifted, error)
+	Locks(ctx context.Context) ([]Lock, error)
 	// Audit lists audit records, newest first.
 	Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error)
 	// Settings returns the cluster-wide settings.

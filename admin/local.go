@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"os/user"
+	"time"
 
 	"github.com/mbot-dev/mbot/authority"
 	"github.com/mbot-dev/mbot/authority/resources"
@@ -72,6 +73,22 @@ func (l *Local) LockAdmin(ctx context.Context, admin, reason string) (*AdminLock
 
 func (l *Local) UnlockAdmin(ctx context.Context, admin string) (*AdminLock, error) {
 	return l.auth.UnlockAdmin(ctx, admin, l.actor)
+}
+
+func (l *Local) Lock(ctx context.Context, req LockRequest) (*LockAdded, error) {
+	return l.auth.Lock(ctx, req, l.actor)
+}
+
+func (l *Local) UnlockLock(ctx context.Context, kind, target string) (*LockLifted, error) {
+	return l.auth.UnlockLock(ctx, kind, target, l.actor)
+}
+
+func (l *Local) Locks(context.Context) ([]Lock, error) {
+	list := l.auth.Locks().List(time.Now())
+	if list == nil {
+		list = []Lock{}
+	}
+	return list, nil
 }
 
 func (l *Local) Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {

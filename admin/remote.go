@@ -140,6 +140,27 @@ func (r *Remote) UnlockAdmin(ctx context.Context, admin string) (*AdminLock, err
 	return &l, nil
 }
 
+func (r *Remote) Lock(ctx context.Context, req LockRequest) (*LockAdded, error) {
+	var out LockAdded
+	if err := r.api.Do(ctx, http.MethodPost, authority.PathAdminLocks, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func (r *Remote) UnlockLock(ctx context.Context, kind, target string) (*LockLifted, error) {
+	var out LockLifted
+	if err := r.api.Do(ctx, http.MethodPost, authority.PathAdminLocks+"/unlock", LockRequest{Kind: kind, Target: target}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func (r *Remote) Locks(ctx context.Context) ([]Lock, error) {
+	var out []Lock
+	return out, r.api.Do(ctx, http.MethodGet, authority.PathAdminLocks, nil, &out)
+}
+
 func (r *Remote) Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {
 	q := url.Values{}
 	if !f.Since.IsZero() {

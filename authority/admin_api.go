@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mbot-dev/mbot/authority/locks"
 	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/identity"
@@ -41,12 +42,12 @@ const (
 	PathAdminAdmins = "/v1/admin/admins"
 	// PathAdminJoinTokens + "/NAME/unlock" lifts a bound_keypair join token's lock (POST).
 	PathAdminJoinTokens = "/v1/admin/join_tokens"
+	// PathAdminLocks lists the locks (GET) and sets one (POST, a
+	// LockRequest); PathAdminLocks + "/unlock" lifts one (POST, a
+	// LockRequest's kind and target).
+	PathAdminLocks = "/v1/admin/locks"
 )
 
-// LockRequest is the body of an admin lock.
-type LockRequest struct {
-	Reason string `json:"reason"`
-}
 
 // AdminDirName is the directory under data_dir where the first start writes
 // an admin identity, like kubeadm's admin.conf.
@@ -108,15 +109,15 @@ func (a *Authority) adminHandler(h func(w http.ResponseWriter, r *http.Request, 
 			return
 		}
 		actor := fmt.Sprintf("admin %s from %s", name, r.RemoteAddr)
-		// Locks written by other processes arrive with the next refresh,
-		// at most reloadInterval late, as bot locks do.
-		a.refresh(r.Context())
-		if lock := a.locks.lookupAdmin(name); lock != nil {
+		// A lock written by another process counts at once: one version
+		// query per admin request.
+		a.refreshNow(r.Context())
+		if lock, ok := a.Locks().Lookup(locks.KindAdmin, name, time.Now()); ok {
+			refusal := lock.Refusal("admin API request")
 			a.auditAdmin(r.Context(), &store.AuditEvent{Event: "admin.refused", Code: string(identity.CodeAdminLocked), Remote: actor,
 				Claims:  map[string]string{"admin": name, "request": identity.Truncate(r.Method+" "+r.URL.Path, 200)},
-				Message: fmt.Sprintf("admin %s is locked since %s", name, lock.Time.Format(time.RFC3339))})
-			writeError(w, identity.Errorf(identity.CodeAdminLocked, "admin %q is locked (since %s), so the admin API refuses its identities; another admin can lift the lock with mbot unlock --admin %s",
-				name, lock.Time.Format(time.RFC3339), name))
+				Message: refusal.Err.Error()})
+			writeError(w, refusal)
 			return
 		}
 		h(w, r, actor)
@@ -143,6 +144,47 @@ func (a *Authority) registerAdmin(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+PathAdminAdmins+"/{name}/lock", a.adminHandler(a.handleLockAdmin))
 	mux.HandleFunc("POST "+PathAdminAdmins+"/{name}/unlock", a.adminHandler(a.handleUnlockAdmin))
 	mux.HandleFunc("POST "+PathAdminJoinTokens+"/{name}/unlock", a.adminHandler(a.handleUnlockJoinToken))
+	mux.HandleFunc("GET "+PathAdminLocks, a.adminHandler(func(w http.ResponseWriter, r *http.Request, _ string) {
+		list := a.Locks().List(time.Now())
+		if list == nil {
+			list = []locks.Lock{}
+		}
+		writeJSON(w, http.StatusOK, list)
+	}))
+	mux.HandleFunc("POST "+PathAdminLocks, a.adminHandler(a.handleLock))
+	mux.HandleFunc("POST "+PathAdminLocks+"/unlock", a.adminHandler(a.handleUnlockLock))
+}
+
+func (a *Authority) handleLock(w http.ResponseWriter, r *http.Request, actor string) {
+	var req LockRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "the body is not a lock request: %v", err))
+		return
+	}
+	if self, _ := a.adminName(r); req.Kind == locks.KindAdmin && self == req.Target {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "this request is made with an identity of admin %q, which the lock would refuse at once; lock it with another admin's identity (--auth), or on the authority host with --config", req.Target))
+		return
+	}
+	added, err := a.Lock(r.Context(), req, actor)
+	if err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, added)
+}
+
+func (a *Authority) handleUnlockLock(w http.ResponseWriter, r *http.Request, actor string) {
+	var req LockRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "the body is not an unlock request: %v", err))
+		return
+	}
+	lifted, err := a.UnlockLock(r.Context(), req.Kind, req.Target, actor)
+	if err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, lifted)
 }
 
 func (a *Authority) handleListResources(w http.ResponseWriter, r *http.Request, _ string) {
@@ -314,7 +356,7 @@ func (a *Authority) ensureAdminIdentity(ctx context.Context, addr net.Addr) erro
 		return err
 	}
 	const name = "admin"
-	if a.locks.lookupAdmin(name) != nil {
+	if _, ok := a.Locks().Lookup(locks.KindAdmin, name, time.Now()); ok {
 		a.log.Warn("admin \"admin\" is locked: the admin API refuses the identity written now until mbot unlock --admin admin --config on this host", "dir", dir)
 	}
 	notAfter := time.Now().Add(ttl)

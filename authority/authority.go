@@ -54,7 +54,7 @@ type Authority struct {
 	checked atomic.Int64
 	// lockReadErrors quiets the error of reading locks while the store is down.
 	lockReadErrors repeatedErrorLog
-	locks          lockTables
+	lockSet        lockSet
 	// adminOnly is set by OpenLocal: the store is opened for admin commands,
 	// never to serve joins, so a join token stored before allow rules had to
 	// pin an owner is left out instead of locking the admin out; mbot lint
@@ -223,7 +223,7 @@ func openStore(ctx context.Context, cfg *Config, opts Options) (*Authority, erro
 		return nil, err
 	}
 	a.cas.Store(cas)
-	if err := a.locks.reload(ctx, st); err != nil {
+	if err := a.lockSet.reload(ctx, st); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("reading bot locks: %w", err)
 	}
@@ -250,8 +250,10 @@ func (a *Authority) followChanges(changes <-chan struct{}) {
 	for range changes {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		// Before the first load (Open still starting) there is nothing to refresh.
-		if a.state.Load() == nil || !a.refreshNow(ctx) {
+		if a.state.Load() == nil {
 			a.reloadLocksLogged(ctx)
+		} else {
+			a.refreshNow(ctx)
 		}
 		cancel()
 	}
@@ -426,33 +428,40 @@ func (a *Authority) reloadCAs(ctx context.Context) error {
 	return nil
 }
 
-// refreshNow reloads the resources at once if another process changed them,
-// and reports whether it did.
+// refreshNow reads the store's resources and locks versions (one query)
+// and reloads what another process changed, and reports whether it
+// reloaded anything.
 func (a *Authority) refreshNow(ctx context.Context) bool {
-	version, err := a.store.ResourcesVersion(ctx)
-	if err != nil || version == a.state.Load().version {
+	v, err := a.store.Versions(ctx)
+	if err != nil {
 		return false
 	}
-	if err := a.reload(ctx); err != nil {
-		a.log.Error("reloading resources changed in the store; keeping the previous ones", "err", err)
-		return false
+	a.checked.Store(time.Now().UnixNano())
+	if v.Resources != a.state.Load().version {
+		if err := a.reload(ctx); err != nil {
+			a.log.Error("reloading resources changed in the store; keeping the previous ones", "err", err)
+			return false
+		}
+		return true
 	}
-	return true
+	if v.Locks != a.Locks().Generation() {
+		a.reloadLocksLogged(ctx)
+		return true
+	}
+	return false
 }
 
-// refresh picks up resource changes and bot locks made by other processes,
+// refresh picks up resource and lock changes made by other processes,
 // checking the store at most every reloadInterval. A bad change keeps the
-// current state.
+// current state. Joins, renewals and exchanges do not depend on it to be
+// current: their commit checks the versions they were decided on.
 func (a *Authority) refresh(ctx context.Context) {
 	now := time.Now().UnixNano()
 	last := a.checked.Load()
 	if now-last < int64(reloadInterval) || !a.checked.CompareAndSwap(last, now) {
 		return
 	}
-	if a.refreshNow(ctx) {
-		return // reloading the resources read the locks too
-	}
-	a.reloadLocksLogged(ctx)
+	a.refreshNow(ctx)
 }
 
 // reloadLocksLogged reads the locks again, logging a failure that repeats
@@ -596,7 +605,7 @@ func (e *fileError) Unwrap() error { return e.err }
 // reloadLocks reads the store's locks into this process's copy.
 func (a *Authority) reloadLocks(ctx context.Context) error {
 	start := time.Now()
-	err := a.locks.reload(ctx, a.store.Store)
+	err := a.lockSet.reload(ctx, a.store.Store)
 	a.metrics.storeCall("reload_locks", start, err)
 	return err
 }

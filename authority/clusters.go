@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mbot-dev/mbot/authority/locks"
 	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/authority/trust"
@@ -267,14 +268,22 @@ func (a *Authority) relay(ctx context.Context, leaf string, body []byte, readErr
 	return resp.StatusCode, answer, nil
 }
 
-// lockView is this authority's bot locks as pushed to leaves.
+// lockView is this authority's locks as pushed to leaves: those an
+// exchange of one of its identities can meet.
 func (a *Authority) lockView() *identity.LockView {
-	view := &identity.LockView{Locked: map[string]string{}, Instances: map[string]string{}}
-	for bot, l := range *a.locks.bots.Load() {
-		view.Locked[bot] = l.Reason
-	}
-	for instance, l := range *a.locks.instances.Load() {
-		view.Instances[instance] = l.Reason
+	view := &identity.LockView{Locked: map[string]string{}, Instances: map[string]string{}, Locks: []identity.LockEntry{}}
+	for _, l := range a.Locks().List(time.Now()) {
+		switch l.Kind {
+		case locks.KindBot:
+			view.Locked[l.Target] = l.Reason
+		case locks.KindInstance:
+			view.Instances[l.Target] = l.Reason
+		case locks.KindCert, locks.KindClaim, locks.KindRole:
+		default:
+			continue
+		}
+		view.Locks = append(view.Locks, identity.LockEntry{Kind: l.Kind, Target: l.Target, Reason: l.Reason, Since: l.Since,
+			Expires: l.Expires, LockedBy: l.LockedBy})
 	}
 	return view
 }
@@ -297,8 +306,7 @@ func (a *Authority) pushLocks(ctx context.Context, leaf string, view *identity.L
 // and every lockHeartbeat, and records the tunnels' state for mbot get
 // leaf_clusters.
 func (a *Authority) runLeafHub(ctx context.Context) {
-	var pushed *map[string]*store.BotLock
-	var pushedInstances *map[string]*store.InstanceLock
+	var pushed *locks.Set
 	var lastPush, lastLearn time.Time
 	recorded := map[string]tunnel.Status{}
 	every(ctx, lockPushInterval, func(now time.Time) {
@@ -306,13 +314,12 @@ func (a *Authority) runLeafHub(ctx context.Context) {
 			return
 		}
 		a.refresh(ctx)
-		current, instances := a.locks.bots.Load(), a.locks.instances.Load()
-		if current != pushed || instances != pushedInstances || now.Sub(lastPush) >= lockHeartbeat {
+		if current := a.Locks(); current != pushed || now.Sub(lastPush) >= lockHeartbeat {
 			view := a.lockView()
 			for _, leaf := range a.hub.Leaves() {
 				a.pushLocks(ctx, leaf, view)
 			}
-			pushed, pushedInstances, lastPush = current, instances, now
+			pushed, lastPush = current, now
 		}
 		if now.Sub(lastLearn) >= lockHeartbeat {
 			// Aside, so that a slow leaf never holds up the lock pushes.

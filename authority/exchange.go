@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mbot-dev/mbot/authority/locks"
 	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/authority/trust"
@@ -55,8 +56,18 @@ func (a *Authority) serveExchange(w http.ResponseWriter, r *http.Request, remote
 // in the audit log either way. A refusal is an *identity.Error.
 func (a *Authority) Exchange(ctx context.Context, req *identity.ExchangeRequest, remote string) (*identity.JoinResponse, error) {
 	start := time.Now()
-	ev := &store.AuditEvent{Event: exchangeMethod, Method: exchangeMethod, Remote: remote}
-	resp, err := a.exchange(ctx, req, ev)
+	var (
+		ev   *store.AuditEvent
+		resp *identity.JoinResponse
+		err  error
+	)
+	for attempt := 0; ; attempt++ {
+		ev = &store.AuditEvent{Event: exchangeMethod, Method: exchangeMethod, Remote: remote}
+		resp, err = a.exchange(ctx, req, ev)
+		if !errors.Is(err, store.ErrStale) || attempt == maxStaleRetries {
+			break
+		}
+	}
 	if err != nil {
 		refusal := a.recordRefusal(ctx, ev, err)
 		a.metrics.join(exchangeMethod, time.Since(start), refusal)
@@ -111,7 +122,8 @@ func (a *Authority) exchange(ctx context.Context, req *identity.ExchangeRequest,
 	}
 	ev.ClaimsUnverified = false
 	ev.Claims["root_serial"] = exch.Serial
-	if err := a.trust.CheckNotLocked(root, exch.Bot, exch.Instance); err != nil {
+	if err := a.trust.CheckNotLocked(root, locks.Subject{Bot: exch.Bot, Instance: exch.Instance, Roles: exch.Roles,
+		Serials: []string{"tls:" + exch.Serial}, Claims: exch.Claims}); err != nil {
 		return nil, err
 	}
 	roleMap, err := trust.CompileRoleMap(tc.Spec.RoleMap)
@@ -137,12 +149,17 @@ func (a *Authority) exchange(ctx context.Context, req *identity.ExchangeRequest,
 	}
 	// The root's bot, on this leaf: the mapped roles and no traits.
 	leafBot := &resources.Bot{Metadata: resources.Metadata{Name: exch.Bot}, Spec: resources.BotSpec{Roles: local}}
-	resp, err := a.grant(st, leafBot, tc.Metadata.Name, exchangeMethod, p.Outputs, p.TTLSeconds, keys, identity.Lineage{}, exch.NotAfter, ev)
+	ls := a.Locks()
+	resp, err := a.grant(st, ls, leafBot, tc.Metadata.Name, exchangeMethod, p.Outputs, p.TTLSeconds, keys, identity.Lineage{}, exch.NotAfter, ev)
 	if err != nil {
 		return nil, err
 	}
 	ev.Allowed = true
-	if err := a.store.RecordJoin(ctx, trust.ProofID(req), p.Time.Add(identity.ExchangeWindow), ev); err != nil {
+	if err := a.store.RecordJoinSeen(ctx, trust.ProofID(req), p.Time.Add(identity.ExchangeWindow), ev, nil,
+		store.Seen{Resources: st.version, Locks: ls.Generation()}); err != nil {
+		if errors.Is(err, store.ErrStale) {
+			return nil, err
+		}
 		if errors.Is(err, store.ErrReplay) {
 			return nil, identity.Errorf(identity.CodeProofReplayed, "this exchange request was already used; each is accepted once, so make a new one (mbot issue does for every run)")
 		}

@@ -2,12 +2,14 @@ package authority
 
 import (
 	"context"
+	"reflect"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/mbot-dev/mbot/authority/locks"
 	"github.com/mbot-dev/mbot/authority/policy"
 	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/authority/store"
@@ -74,6 +76,8 @@ func (a *Authority) recordRefusal(ctx context.Context, ev *store.AuditEvent, err
 	var detail auditDetail
 	if errors.As(refusal.Err, &detail) {
 		ev.Message = string(detail)
+	} else if full, ok := locks.AuditDetail(refusal.Err); ok {
+		ev.Message = full
 	}
 	// Certificates signed before a late refusal (replay) are never handed out.
 	ev.Serials, ev.Outputs, ev.NotAfter = nil, nil, time.Time{}
@@ -98,12 +102,12 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 		return nil, err
 	}
 	a.refresh(ctx)
-	st := a.state.Load()
+	st, ls := a.state.Load(), a.Locks()
 	tok, err := st.joinToken(req.JoinToken)
 	if err != nil && a.refreshNow(ctx) {
 		// A join token applied a moment ago by another process (mbot tokens
 		// add, mbot apply) may not be loaded yet: look once more.
-		st = a.state.Load()
+		st, ls = a.state.Load(), a.Locks()
 		tok, err = st.joinToken(req.JoinToken)
 	}
 	if err != nil {
@@ -129,6 +133,61 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 	}
 	ev.Claims = adm.Claims.Flatten()
 	recordCIPlatform(ev, req.CIPlatform)
+	lineage := newLineage(req)
+	advanced := false
+	for attempt := 0; ; attempt++ {
+		resp, err := a.admit(st, ls, tok, req, adm, keys, lineage, ev)
+		if err != nil {
+			return nil, err
+		}
+		if adm.Advance != nil && !advanced {
+			if err := adm.Advance(ctx); err != nil {
+				return nil, err
+			}
+			advanced = true
+		}
+		ev.Allowed = true
+		// A token join's renewal chain is recorded with the join, in one
+		// transaction: a consumed single-use secret always leaves a chain.
+		// The commit checks that resources and locks are still those the
+		// join was admitted on.
+		var chain *store.Chain
+		if lineage.Generation > 0 {
+			chain = &store.Chain{Bot: ev.Bot, JoinToken: req.JoinToken, ID: lineage.Chain, Runner: ev.Remote}
+		}
+		err = a.store.RecordJoinSeen(ctx, adm.ProofID, adm.UsableUntil, ev, chain, store.Seen{Resources: st.version, Locks: ls.Generation()})
+		switch {
+		case errors.Is(err, store.ErrStale) && attempt < maxStaleRetries:
+			// Changed by mbot rm, apply or lock (any process) since this
+			// process read them: admit again on the current ones.
+			ev.Allowed, ev.Roles, ev.Outputs, ev.Serials, ev.NotAfter = false, nil, nil, nil, time.Time{}
+			a.refreshNow(ctx)
+			st, ls = a.state.Load(), a.Locks()
+			next, err := st.joinToken(req.JoinToken)
+			if err != nil {
+				return nil, err
+			}
+			if !reflect.DeepEqual(next.token.Spec, tok.token.Spec) {
+				return nil, identity.Errorf(identity.CodeRuleMismatch, "join token %q changed while this join was admitted (mbot apply); join again, so that the proof is checked against the join token as it is now",
+					req.JoinToken)
+			}
+			tok = next
+			continue
+		case errors.Is(err, store.ErrReplay):
+			return nil, identity.Errorf(identity.CodeProofReplayed, "join token %q: this proof was already used to join; each is accepted once, so fetch a fresh one from the platform (for a token join: mbot tokens add prints a new secret)",
+				req.JoinToken)
+		case err != nil:
+			return nil, fmt.Errorf("recording join: %w", err)
+		}
+		return resp, nil
+	}
+}
+
+// admit is the part of a join decided on the resources and locks in effect
+// (st, ls), which it repeats when they change before its commit: allow
+// rules, bot and locks, roles and TTL, signing.
+func (a *Authority) admit(st *state, ls *locks.Set, tok *compiledToken, req *identity.JoinRequest, adm *verify.Admission,
+	keys []outputKeys, lineage identity.Lineage, ev *store.AuditEvent) (*identity.JoinResponse, error) {
 	if ok, why := policy.MatchRules(tok.verifier.Rules(), adm.Claims); !ok {
 		// The caller learns which fields failed, not the patterns they failed:
 		// those are for the admins who read the audit record.
@@ -138,39 +197,11 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 			Err: auditDetail(fmt.Sprintf("join token %q admits no token with these claims (%s): %s; change the join token's allow rules or run from a matching job",
 				req.JoinToken, adm.Claims, why))}
 	}
-
 	bot := st.set.Bots[tok.token.Spec.Bot]
-	if err := a.checkNotLocked(bot.Metadata.Name); err != nil {
+	if err := checkLocks(ls, locks.Subject{Bot: bot.Metadata.Name, JoinToken: req.JoinToken, Claims: ev.Claims}, "join"); err != nil {
 		return nil, err
 	}
-	lineage := newLineage(req)
-	resp, err := a.grant(st, bot, req.JoinToken, req.Method, req.Outputs, req.TTLSeconds, keys, lineage, time.Time{}, ev)
-	if err != nil {
-		return nil, err
-	}
-
-	if adm.Advance != nil {
-		if err := adm.Advance(ctx); err != nil {
-			return nil, err
-		}
-	}
-	ev.Allowed = true
-	// A token join's renewal chain is recorded with the join, in one
-	// transaction: a consumed single-use secret always leaves a chain.
-	if lineage.Generation > 0 {
-		err = a.store.RecordJoinStartingChain(ctx, adm.ProofID, adm.UsableUntil, ev,
-			store.Chain{Bot: bot.Metadata.Name, JoinToken: req.JoinToken, ID: lineage.Chain, Runner: ev.Remote})
-	} else {
-		err = a.store.RecordJoin(ctx, adm.ProofID, adm.UsableUntil, ev)
-	}
-	if errors.Is(err, store.ErrReplay) {
-		return nil, identity.Errorf(identity.CodeProofReplayed, "join token %q: this proof was already used to join; each is accepted once, so fetch a fresh one from the platform (for a token join: mbot tokens add prints a new secret)",
-			req.JoinToken)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("recording join: %w", err)
-	}
-	return resp, nil
+	return a.grant(st, ls, bot, req.JoinToken, req.Method, req.Outputs, req.TTLSeconds, keys, lineage, time.Time{}, ev)
 }
 
 // recordCIPlatform adds the CI platform the client reports to the audit
@@ -196,7 +227,7 @@ func recordCIPlatform(ev *store.AuditEvent, reported string) {
 // repeat. Certificates of a renewal chain carry its lineage (zero for joins
 // that renew by joining again). No certificate outlives limit, when set
 // (an exchange's: the root identity it was exchanged for).
-func (a *Authority) grant(st *state, bot *resources.Bot, joinToken, method string, outputs []identity.OutputRequest,
+func (a *Authority) grant(st *state, ls *locks.Set, bot *resources.Bot, joinToken, method string, outputs []identity.OutputRequest,
 	ttlSeconds int64, keys []outputKeys, lineage identity.Lineage, limit time.Time, ev *store.AuditEvent) (*identity.JoinResponse, error) {
 	resp := &identity.JoinResponse{
 		ClusterName:  a.cfg.ClusterName,
@@ -210,6 +241,9 @@ func (a *Authority) grant(st *state, bot *resources.Bot, joinToken, method strin
 	for i, out := range outputs {
 		grant, err := policy.ResolveGrant(st.set, bot, out.Roles, time.Duration(ttlSeconds)*time.Second, identity.MaxBotTTL)
 		if err != nil {
+			return nil, err
+		}
+		if err := checkLocks(ls, locks.Subject{Roles: grant.Roles}, ev.Event); err != nil {
 			return nil, err
 		}
 		if grant.CapNote != "" {

@@ -2,120 +2,61 @@ package authority
 
 import (
 	"context"
+	"slices"
 	"errors"
 	"fmt"
-	"maps"
-	"strings"
+		"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/mbot-dev/mbot/authority/locks"
 	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/identity"
 )
 
-// lockTables is this process's copy of the store's locks on bot instances,
-// bots and admins, so that a join, a renewal or an admin request checks its
-// name without a query. A lock this process writes (renew, LockAdmin) or lifts (Unlock,
-// UnlockAdmin) counts from the moment it is committed; locks that other
-// processes sharing the store write or lift (another replica, mbot rm,
-// mbot lock or mbot unlock in local mode) are read again with the
-// resources, at most reloadInterval late.
-type lockTables struct {
-	bots      atomic.Pointer[map[string]*store.BotLock]
-	instances atomic.Pointer[map[string]*store.InstanceLock]
-	admins    atomic.Pointer[map[string]*store.AdminLock]
-
-	mu sync.Mutex // held while changing bots or admins
-	// changes counts the locks added or lifted by this process: a read of
-	// the store that ran while one was may lack it, and is dropped.
-	changes uint64
+// lockSet is this process's copy of the store's locks (package locks):
+// those admins set and those the authority set itself, read together with
+// the store's locks version. A join, a renewal or an exchange checks its
+// subject against the copy without a query and commits only if the
+// store's locks and resources versions are still the copy's
+// (store.RecordJoinSeen, store.Renewal.Seen): a change committed by any
+// process (another replica, mbot lock, rm or apply in local mode) before
+// the commit makes it decide again on the current locks.
+type lockSet struct {
+	set atomic.Pointer[locks.Set]
+	mu  sync.Mutex // held while storing a newer set
 }
 
-// lookup returns the lock on bot, or nil if it is not locked.
-func (l *lockTables) lookup(bot string) *store.BotLock {
-	return (*l.bots.Load())[bot]
-}
+// load returns the current lock set.
+func (l *lockSet) load() *locks.Set { return l.set.Load() }
 
-// lookupInstance returns the lock on instance, or nil if it is not locked.
-func (l *lockTables) lookupInstance(instance string) *store.InstanceLock {
-	return (*l.instances.Load())[instance]
-}
-
-// lookupAdmin returns the lock on admin, or nil if it is not locked.
-func (l *lockTables) lookupAdmin(admin string) *store.AdminLock {
-	return (*l.admins.Load())[admin]
-}
-
-// addInstance records an instance lock this process has just committed to
-// the store.
-func (l *lockTables) addInstance(lock *store.InstanceLock) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if _, ok := (*l.instances.Load())[lock.Instance]; !ok {
-		setLock(&l.instances, lock.Instance, lock)
-	}
-	l.changes++
-}
-
-// removeUnlocked records that this process has just lifted what u lists.
-func (l *lockTables) removeUnlocked(bot string, u *store.Unlock) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if u.Lock != nil {
-		setLock(&l.bots, bot, nil)
-	}
-	for _, in := range u.Instances {
-		setLock(&l.instances, in.Instance, nil)
-	}
-	l.changes++
-}
-
-// setAdmin records that this process has just locked (lock) or unlocked
-// (nil) admin.
-func (l *lockTables) setAdmin(admin string, lock *store.AdminLock) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	setLock(&l.admins, admin, lock)
-	l.changes++
-}
-
-// setLock replaces the map in p by a copy with name set to lock, or
-// without name for a nil lock.
-func setLock[L any](p *atomic.Pointer[map[string]*L], name string, lock *L) {
-	next := maps.Clone(*p.Load())
-	if lock == nil {
-		delete(next, name)
-	} else {
-		next[name] = lock
-	}
-	p.Store(&next)
-}
-
-// reload replaces the locks with the store's.
-func (l *lockTables) reload(ctx context.Context, st store.Store) error {
-	l.mu.Lock()
-	seen := l.changes
-	l.mu.Unlock()
-	bots, err := st.BotLocks(ctx)
+// reload reads the store's locks; a set older than the current one (two
+// reloads racing) is dropped.
+func (l *lockSet) reload(ctx context.Context, st store.Store) error {
+	state, err := st.LockState(ctx)
 	if err != nil {
 		return err
 	}
-	instances, err := st.InstanceLocks(ctx)
-	if err != nil {
-		return err
-	}
-	admins, err := st.AdminLocks(ctx)
-	if err != nil {
-		return err
-	}
+	next := locks.FromStore(state)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.changes == seen {
-		l.bots.Store(&bots)
-		l.instances.Store(&instances)
-		l.admins.Store(&admins)
+	if cur := l.set.Load(); cur == nil || next.Generation() >= cur.Generation() {
+		l.set.Store(next)
+	}
+	return nil
+}
+
+// Locks returns the lock set in effect; its Generation changes with every
+// change of the store's locks.
+func (a *Authority) Locks() *locks.Set { return a.lockSet.load() }
+
+// checkLocks refuses what sub covers a lock of ls for; what names the
+// request ("join", "renewal", "exchange").
+func checkLocks(ls *locks.Set, sub locks.Subject, what string) error {
+	if l, ok := ls.Match(sub, time.Now()); ok {
+		return l.Refusal(what)
 	}
 	return nil
 }
@@ -212,7 +153,7 @@ func validInstanceID(id string) bool {
 // recordUnlock applies what the store lifted to this process's locks,
 // audits and logs it, and returns it as the admin API answers it.
 func (a *Authority) recordUnlock(ctx context.Context, event, bot string, u *store.Unlock, actor string) *Unlocked {
-	a.locks.removeUnlocked(bot, u)
+	a.reloadLocksLogged(ctx)
 	out := &Unlocked{Bot: bot, Instances: []UnlockedInstance{}, EndedJoinTokens: nonNil(u.JoinTokens)}
 	var what []string
 	if u.Lock != nil {
@@ -267,51 +208,260 @@ func (a *Authority) BotInstances(ctx context.Context, bot string) ([]store.BotIn
 	return list, nil
 }
 
-// LockAdmin locks admin: from now on the admin API refuses every identity
-// of that name (admin_locked), at once in this process and within
-// reloadInterval in the others sharing the store, until UnlockAdmin. It is
-// how a copied or lost admin identity is revoked before it expires. actor
-// names who locked it, for the audit log.
-func (a *Authority) LockAdmin(ctx context.Context, admin, reason, actor string) (*store.AdminLock, error) {
-	if err := identity.CheckName("admin name", admin); err != nil {
+// LockRequest asks for a lock (POST PathAdminLocks; the admin lock path
+// takes only Reason).
+type LockRequest struct {
+	// Kind is bot, bot_instance, join_token, role, cert, claim or admin.
+	Kind string `json:"kind"`
+	// Target is the name, instance ID or serial; for a claim NAME=VALUE.
+	Target string `json:"target"`
+	Reason string `json:"reason"`
+	// Expires is an RFC 3339 time or a duration from now ("2h"); empty
+	// for a lock that stays until it is lifted.
+	Expires string `json:"expires,omitempty"`
+}
+
+// LockAdded is what Lock answers: the lock, and what it cannot stop.
+type LockAdded struct {
+	Lock  locks.Lock `json:"lock"`
+	Notes []string   `json:"notes"`
+}
+
+// maxLockExpiry bounds --expires: a lock meant to last longer stays until
+// it is lifted.
+const maxLockExpiry = 10 * 366 * 24 * time.Hour
+
+// Lock sets a lock: from the moment it returns, every join, renewal and
+// exchange it covers is refused by every process sharing the store (and by
+// leaves within a second), until it expires or mbot unlock lifts it.
+// actor names who locked it, for the audit log.
+func (a *Authority) Lock(ctx context.Context, req LockRequest, actor string) (*LockAdded, error) {
+	target, err := a.checkLockTarget(ctx, req.Kind, req.Target)
+	if err != nil {
 		return nil, err
 	}
-	if reason == "" {
-		reason = "locked by " + actor
+	now := time.Now().UTC()
+	l := &store.Lock{Kind: req.Kind, Target: target, Reason: identity.Truncate(req.Reason, 512), Time: now, LockedBy: actor}
+	if l.Reason == "" {
+		l.Reason = "locked by " + actor
 	}
-	lock := &store.AdminLock{Admin: admin, Time: time.Now().UTC(), Reason: identity.Truncate(reason, 512), LockedBy: actor}
-	err := a.store.LockAdmin(ctx, lock)
+	if req.Expires != "" {
+		if l.Expires, err = parseExpiry(req.Expires, now); err != nil {
+			return nil, err
+		}
+	}
+	name := req.Kind + "/" + target
+	err = a.store.AddLock(ctx, l)
 	if errors.Is(err, store.ErrAlreadyLocked) {
-		return nil, fmt.Errorf("admin %q is already locked; nothing changed (mbot unlock --admin %s lifts the lock)", admin, admin)
+		return nil, fmt.Errorf("%s is already locked; nothing changed (mbot get locks shows the lock, mbot unlock %s lifts it)", identity.Printable(name), identity.Printable(name))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("locking admin %q: %w", admin, err)
+		return nil, fmt.Errorf("locking %s: %w", identity.Printable(name), err)
 	}
-	a.locks.setAdmin(admin, lock)
-	a.auditAdmin(ctx, &store.AuditEvent{Event: "admin.lock", Allowed: true, Remote: actor, Claims: map[string]string{"admin": admin},
-		Message: fmt.Sprintf("locked admin %s: %s", admin, lock.Reason)})
-	a.log.Warn("locked an admin; the admin API refuses its identities", "admin", admin, "by", actor)
-	return lock, nil
+	a.reloadLocksLogged(ctx)
+	lock := locks.Lock{Kind: l.Kind, Target: l.Target, Reason: l.Reason, Since: l.Time, Expires: l.Expires, LockedBy: l.LockedBy}
+	claims := map[string]string{"kind": l.Kind, "target": l.Target}
+	until := "until unlocked"
+	if !l.Expires.IsZero() {
+		claims["expires"] = l.Expires.Format(time.RFC3339)
+		until = "until " + claims["expires"]
+	}
+	ev := &store.AuditEvent{Event: l.Kind + ".lock", Allowed: true, Remote: actor, Claims: claims,
+		Message: fmt.Sprintf("locked %s %s: %s", name, until, l.Reason)}
+	switch l.Kind {
+	case locks.KindAdmin:
+		claims["admin"] = l.Target
+	case locks.KindBot:
+		ev.Bot = l.Target
+	case locks.KindJoinToken:
+		ev.JoinToken = l.Target
+	}
+	ev.Bound()
+	a.auditAdmin(ctx, ev)
+	a.log.Warn("locked; what the lock covers is refused", "lock", name, "expires", l.Expires, "by", actor)
+	out := &LockAdded{Lock: lock}
+	if l.Kind != locks.KindAdmin {
+		out.Notes = []string{
+			"every join, renewal and exchange it covers is refused from now on, by every replica, and by leaf clusters within a second",
+			"kubeconfigs (kubernetes outputs) and JWT-SVIDs already issued cannot be revoked: Kubernetes reads no revocation list and a JWT-SVID carries no serial; " +
+				"they stop working when they expire (JWT-SVIDs within 1 h, kubeconfigs within their TTL) and are not renewed",
+		}
+	}
+	return out, nil
+}
+
+// checkLockTarget checks what a lock names and returns its target as
+// stored: the bot, join token, role and instance must exist (a typo must
+// not lock nothing and say done), a serial is normalised.
+func (a *Authority) checkLockTarget(ctx context.Context, kind, target string) (string, error) {
+	a.refreshNow(ctx)
+	set := a.Resources()
+	switch kind {
+	case locks.KindBot, locks.KindJoinToken, locks.KindRole:
+		if err := identity.CheckName(kind, target); err != nil {
+			return "", err
+		}
+		var ok bool
+		switch kind {
+		case locks.KindBot:
+			_, ok = set.Bots[target]
+		case locks.KindJoinToken:
+			_, ok = set.JoinTokens[target]
+		default:
+			_, ok = set.Roles[target]
+		}
+		if !ok {
+			return "", set.NotFound(kind, target)
+		}
+	case locks.KindAdmin:
+		if err := identity.CheckName("admin name", target); err != nil {
+			return "", err
+		}
+	case locks.KindInstance:
+		if !validInstanceID(target) {
+			return "", fmt.Errorf("%s is not a bot instance ID: an ID is 32 hexadecimal digits, as mbot get bot_instances lists it", identity.Quote(identity.Truncate(target, 64)))
+		}
+		list, err := a.store.BotInstances(ctx, "")
+		if err != nil {
+			return "", fmt.Errorf("listing bot instances: %w", err)
+		}
+		if !slices.ContainsFunc(list, func(in store.BotInstance) bool { return in.ID == target }) {
+			return "", fmt.Errorf("there is no bot instance %s (mbot get bot_instances lists them)", target)
+		}
+	case locks.KindCert:
+		return locks.NormalizeSerial(target)
+	case locks.KindClaim:
+		return checkClaimTarget(target)
+	default:
+		return "", fmt.Errorf("%s is not a kind of lock; lock one of bot/NAME, bot_instance/ID, join_token/NAME, role/NAME, cert/SERIAL, admin/NAME or --claim NAME=VALUE",
+			identity.Quote(identity.Truncate(kind, 40)))
+	}
+	return target, nil
+}
+
+// checkClaimTarget checks a claim lock's NAME=VALUE: a claim name as the
+// audit records it, and a value of at most MaxClaimValue printable bytes.
+func checkClaimTarget(target string) (string, error) {
+	name, value, ok := strings.Cut(target, "=")
+	valid := ok && name != "" && len(name) <= store.MaxAuditClaimKey && value != "" && len(value) <= store.MaxAuditClaimValue
+	for _, c := range name {
+		valid = valid && ('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.')
+	}
+	if !valid || identity.Printable(value) != value {
+		return "", fmt.Errorf("--claim %s is not NAME=VALUE of an identifying claim as mbot audit shows it (for example repository=acme/app); the value is matched exactly",
+			identity.Quote(identity.Truncate(target, 80)))
+	}
+	return target, nil
+}
+
+// parseExpiry reads --expires: an RFC 3339 time or a duration from now.
+func parseExpiry(s string, now time.Time) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		d, derr := time.ParseDuration(s)
+		if derr != nil {
+			return time.Time{}, fmt.Errorf("--expires %s is neither a duration (2h, 30m) nor an RFC 3339 time (2026-12-31T18:00:00Z)", identity.Quote(identity.Truncate(s, 64)))
+		}
+		t = now.Add(d)
+	}
+	switch {
+	case !t.After(now):
+		return time.Time{}, fmt.Errorf("--expires %s is not in the future", identity.Quote(identity.Truncate(s, 64)))
+	case t.Sub(now) > maxLockExpiry:
+		return time.Time{}, fmt.Errorf("--expires %s is more than 10 years away; leave it out for a lock that stays until it is lifted", identity.Quote(identity.Truncate(s, 64)))
+	}
+	return t.UTC(), nil
+}
+
+// LockLifted is what UnlockLock lifted.
+type LockLifted struct {
+	// Lifted is the admin's lock lifted, if there was one.
+	Lifted *locks.Lock `json:"lifted,omitempty"`
+	// Instances is set when the authority's locks on a bot or instance
+	// were lifted (ending their renewals), JoinToken when a bound_keypair
+	// join token's was.
+	Instances *Unlocked          `json:"instances,omitempty"`
+	JoinToken *JoinTokenUnlocked `json:"join_token,omitempty"`
+	// Remaining are the locks that still hold on the same target.
+	Remaining []locks.Lock `json:"remaining"`
+}
+
+// UnlockLock lifts the lock an admin set on kind/target; where there is
+// none, the lock the authority set there itself (a bot's copied instances,
+// one instance, a bound_keypair join token), as mbot unlock always did.
+// Something that is not locked is refused and left alone.
+func (a *Authority) UnlockLock(ctx context.Context, kind, target, actor string) (*LockLifted, error) {
+	if kind == locks.KindCert {
+		t, err := locks.NormalizeSerial(target)
+		if err != nil {
+			return nil, err
+		}
+		target = t
+	}
+	name := kind + "/" + target
+	if !slices.Contains(locks.Kinds, kind) {
+		return nil, fmt.Errorf("%s is not a kind of lock (mbot get locks lists them)", identity.Quote(identity.Truncate(kind, 40)))
+	}
+	out := &LockLifted{Remaining: []locks.Lock{}}
+	l, err := a.store.RemoveLock(ctx, kind, target)
+	switch {
+	case err == nil:
+		a.reloadLocksLogged(ctx)
+		out.Lifted = &locks.Lock{Kind: l.Kind, Target: l.Target, Reason: l.Reason, Since: l.Time, Expires: l.Expires, LockedBy: l.LockedBy}
+		ev := &store.AuditEvent{Event: kind + ".unlock", Allowed: true, Remote: actor, Claims: map[string]string{"kind": kind, "target": target},
+			Message: fmt.Sprintf("unlocked %s, locked since %s by %s: %s", name, l.Time.Format(time.RFC3339), l.LockedBy, l.Reason)}
+		if kind == locks.KindAdmin {
+			ev.Claims["admin"] = target
+		}
+		ev.Bound()
+		a.auditAdmin(ctx, ev)
+		a.log.Warn("unlocked", "lock", name, "by", actor)
+	case !errors.Is(err, store.ErrNotLocked):
+		return nil, fmt.Errorf("unlocking %s: %w", identity.Printable(name), err)
+	case kind == locks.KindBot:
+		if out.Instances, err = a.Unlock(ctx, target, actor); err != nil {
+			return nil, err
+		}
+	case kind == locks.KindInstance:
+		if out.Instances, err = a.UnlockInstance(ctx, target, actor); err != nil {
+			return nil, err
+		}
+	case kind == locks.KindJoinToken:
+		if out.JoinToken, err = a.UnlockJoinToken(ctx, target, actor); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("%s is not locked, so there is nothing to unlock (mbot get locks lists the locks)", identity.Printable(name))
+	}
+	for _, rest := range a.Locks().List(time.Now()) {
+		if rest.Kind == kind && rest.Target == target {
+			out.Remaining = append(out.Remaining, rest)
+		}
+	}
+	return out, nil
+}
+
+// LockAdmin locks admin (mbot lock --admin): the admin API refuses every
+// identity of that name (admin_locked) until UnlockAdmin.
+func (a *Authority) LockAdmin(ctx context.Context, admin, reason, actor string) (*locks.Lock, error) {
+	added, err := a.Lock(ctx, LockRequest{Kind: locks.KindAdmin, Target: admin, Reason: reason}, actor)
+	if err != nil {
+		return nil, err
+	}
+	return &added.Lock, nil
 }
 
 // UnlockAdmin lifts the lock on admin: its identities that have not
 // expired work again. An admin that is not locked is refused.
-func (a *Authority) UnlockAdmin(ctx context.Context, admin, actor string) (*store.AdminLock, error) {
+func (a *Authority) UnlockAdmin(ctx context.Context, admin, actor string) (*locks.Lock, error) {
 	if err := identity.CheckName("admin name", admin); err != nil {
 		return nil, err
 	}
-	lock, err := a.store.UnlockAdmin(ctx, admin)
-	if errors.Is(err, store.ErrNotLocked) {
-		return nil, fmt.Errorf("admin %q is not locked, so there is nothing to unlock", admin)
-	}
+	lifted, err := a.UnlockLock(ctx, locks.KindAdmin, admin, actor)
 	if err != nil {
-		return nil, fmt.Errorf("unlocking admin %q: %w", admin, err)
+		return nil, err
 	}
-	a.locks.setAdmin(admin, nil)
-	a.auditAdmin(ctx, &store.AuditEvent{Event: "admin.unlock", Allowed: true, Remote: actor, Claims: map[string]string{"admin": admin},
-		Message: fmt.Sprintf("unlocked admin %s, locked since %s: %s", admin, lock.Time.Format(time.RFC3339), lock.Reason)})
-	a.log.Warn("unlocked an admin", "admin", admin, "by", actor)
-	return lock, nil
+	return lifted.Lifted, nil
 }
 
 // JoinTokenUnlocked is what UnlockJoinToken lifted, as the admin API answers it.

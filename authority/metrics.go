@@ -84,7 +84,7 @@ var refusalCodes = []identity.ErrorCode{
 var storeOperations = []string{
 	"record_join", "audit", "start_chain", "advance_generation", "resources_version", "resources", "put_resources",
 	"delete_resource", "list_audit", "prune_proofs", "prune_audit", "unlock_bot", "unlock_instance", "bot_instances",
-	"reload_locks", "ping",
+	"reload_locks", "versions", "ping",
 }
 
 // Outbound calls made to judge a proof (verify.Env.Observe).

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mbot-dev/mbot/authority/locks"
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/identity"
 )
@@ -52,8 +53,21 @@ func (a *Authority) handleRenew(w http.ResponseWriter, r *http.Request) {
 // audit log either way. A refusal is an *identity.Error.
 func (a *Authority) Renew(ctx context.Context, req *identity.RenewRequest, cert *x509.Certificate, remote string) (*identity.JoinResponse, error) {
 	start := time.Now()
-	ev := &store.AuditEvent{Event: "renew", Method: tokenMethod, Remote: remote}
-	resp, err := a.renew(ctx, req, cert, ev)
+	var (
+		ev   *store.AuditEvent
+		resp *identity.JoinResponse
+		err  error
+	)
+	for attempt := 0; ; attempt++ {
+		ev = &store.AuditEvent{Event: "renew", Method: tokenMethod, Remote: remote}
+		resp, err = a.renew(ctx, req, cert, ev)
+		// Resources or locks changed since this process read them: decide
+		// again on the current ones (nothing was written).
+		if !errors.Is(err, store.ErrStale) || attempt == maxStaleRetries {
+			break
+		}
+		a.refreshNow(ctx)
+	}
 	if err == nil {
 		if err = a.store.Audit(ctx, ev); err != nil {
 			err = fmt.Errorf("recording renewal: %w", err)
@@ -88,29 +102,28 @@ func (a *Authority) renew(ctx context.Context, req *identity.RenewRequest, cert 
 	ev.Claims = map[string]string{"generation": strconv.FormatUint(lineage.Generation, 10), "tls_serial": serialString(cert.SerialNumber)}
 
 	a.refresh(ctx)
-	st := a.state.Load()
+	st, ls := a.state.Load(), a.Locks()
 	tok, ok := st.tokens[lineage.JoinToken]
 	if !ok || tok.token.Spec.Bot != botName {
 		return nil, identity.Errorf(identity.CodeRenewalRefused, "join token %q, which bot %q joined with, no longer exists on this authority, so identities from it are not renewed; "+
 			"have an admin run mbot tokens add --bot %s and join again with the new secret", lineage.JoinToken, botName, botName)
 	}
 	bot := st.set.Bots[botName] // the join token's bot exists: references are checked
-	if err := a.checkNotLocked(botName); err != nil {
+	if err := checkLocks(ls, locks.Subject{Bot: botName, Instance: lineage.Chain, JoinToken: lineage.JoinToken,
+		Serials: []string{"tls:" + serialString(cert.SerialNumber)}}, "renewal"); err != nil {
 		return nil, err
-	}
-	if lock := a.locks.lookupInstance(lineage.Chain); lock != nil {
-		return nil, instanceLockedError(lock)
 	}
 	presented := lineage.Generation
 	lineage.Generation++
-	resp, err := a.grant(st, bot, lineage.JoinToken, tok.token.Spec.Method, req.Outputs, req.TTLSeconds, keys, lineage, time.Time{}, ev)
+	resp, err := a.grant(st, ls, bot, lineage.JoinToken, tok.token.Spec.Method, req.Outputs, req.TTLSeconds, keys, lineage, time.Time{}, ev)
 	if err != nil {
 		return nil, err
 	}
 	// Signing comes first so that a refused grant never advances the
 	// counter; the certificates are dropped if the counter refuses.
 	err = a.store.AdvanceGeneration(ctx, store.Renewal{Bot: botName, JoinToken: lineage.JoinToken, Chain: lineage.Chain,
-		Generation: presented, Keys: keysFingerprint(req.Outputs), Remote: ev.Remote})
+		Generation: presented, Keys: keysFingerprint(req.Outputs), Remote: ev.Remote,
+		Seen: store.Seen{Resources: st.version, Locks: ls.Generation(), Check: true}})
 	var (
 		mismatch *store.GenerationMismatch
 		locked   *store.InstanceLockedError
@@ -127,8 +140,10 @@ func (a *Authority) renew(ctx context.Context, req *identity.RenewRequest, cert 
 		a.recordInstanceLock(ctx, mismatch, ev)
 		return nil, instanceLockedError(mismatch.Lock)
 	case errors.As(err, &locked):
-		a.locks.addInstance(locked.Lock)
+		a.reloadLocksLogged(ctx)
 		return nil, instanceLockedError(locked.Lock)
+	case errors.Is(err, store.ErrStale):
+		return nil, err
 	case err != nil:
 		return nil, fmt.Errorf("advancing the generation counter: %w", err)
 	}
@@ -187,27 +202,12 @@ func newLineage(req *identity.JoinRequest) identity.Lineage {
 	return identity.Lineage{JoinToken: req.JoinToken, Chain: hex.EncodeToString(chain), Generation: 1}
 }
 
-// checkNotLocked refuses a locked bot.
-func (a *Authority) checkNotLocked(bot string) error {
-	if lock := a.locks.lookup(bot); lock != nil {
-		return lockedError(lock)
-	}
-	return nil
-}
-
-func lockedError(l *store.BotLock) error {
-	return identity.Errorf(identity.CodeBotLocked, "bot %q is locked since %s: %s, so a copy of its identity is in use elsewhere. "+
-		"Every join and renewal of the bot is refused until an admin unlocks it with mbot unlock %s, which also stops every identity of the bot "+
-		"from renewing; its token joins then need new secrets: mbot tokens add --bot %s",
-		l.Bot, l.Time.Format(time.RFC3339), l.Reason, l.Bot, l.Bot)
-}
-
 // recordInstanceLock applies a lock the store has just written to this
 // process, and logs and audits it naming the instance's runner: the lock is
 // a record of its own, beside the refused renewal (ev) that caused it.
 func (a *Authority) recordInstanceLock(ctx context.Context, mismatch *store.GenerationMismatch, ev *store.AuditEvent) {
 	l := mismatch.Lock
-	a.locks.addInstance(l)
+	a.reloadLocksLogged(ctx)
 	a.metrics.locks.Inc()
 	a.log.Error("locked a bot instance: a stale certificate generation was presented, so the instance's identity was copied; the bot's other instances keep renewing",
 		"bot", l.Bot, "join_token", l.JoinToken, "instance", l.Instance, "first_join", l.FirstJoin, "runner", l.Runner,
@@ -223,22 +223,16 @@ func (a *Authority) recordInstanceLock(ctx context.Context, mismatch *store.Gene
 	a.auditAdmin(context.WithoutCancel(ctx), lockEv)
 }
 
-// instanceLockedError is the refusal of a locked instance's renewal. The
-// caller may hold the copy: it learns the instance and when it first
-// joined, not the runner's address, which the audit record keeps.
+// instanceLockedError is the refusal of a locked instance's renewal, in
+// the lock set's one shape.
 func instanceLockedError(l *store.InstanceLock) error {
-	first := "joined before instances were recorded"
-	if !l.FirstJoin.IsZero() {
-		first = "first joined " + l.FirstJoin.Format(time.RFC3339)
-	}
-	return &identity.Error{Code: identity.CodeInstanceLocked,
-		Message: fmt.Sprintf("instance %s of bot %q (%s) is locked since %s: a copy of its identity is in use elsewhere, so its renewals are refused; "+
-			"the bot's other instances keep renewing. An admin lifts the lock with mbot unlock bot_instance/%s, which ends this instance's renewals; "+
-			"the runner then joins again with a new secret: mbot tokens add --bot %s",
-			l.Instance, l.Bot, first, l.Time.Format(time.RFC3339), l.Instance, l.Bot),
-		Err: auditDetail(fmt.Sprintf("bot instance %s of bot %s (join token %q, %s) is locked since %s: %s",
-			l.Instance, l.Bot, l.JoinToken, runnerOf(l), l.Time.Format(time.RFC3339), l.Reason))}
+	return locks.Lock{Kind: locks.KindInstance, Target: l.Instance, Reason: l.Reason, Since: l.Time, LockedBy: "authority", Automatic: true,
+		Bot: l.Bot, JoinToken: l.JoinToken, FirstJoin: l.FirstJoin, Runner: l.Runner}.Refusal("renewal")
 }
+
+// maxStaleRetries bounds how often a join, renewal or exchange decides
+// again because resources or locks changed while it was decided.
+const maxStaleRetries = 5
 
 // keysFingerprint identifies the public keys a renewal asks certificates
 // for, so that a retry of a renewal whose answer was lost is recognised.

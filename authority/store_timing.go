@@ -41,6 +41,20 @@ func (s timedStore) RecordJoinStartingChain(ctx context.Context, proofID string,
 	return err
 }
 
+func (s timedStore) RecordJoinSeen(ctx context.Context, proofID string, expires time.Time, ev *store.AuditEvent, c *store.Chain, seen store.Seen) error {
+	start := time.Now()
+	err := s.Store.RecordJoinSeen(ctx, proofID, expires, ev, c, seen)
+	s.m.storeCall("record_join", start, answered(err, store.ErrReplay, store.ErrStale))
+	return err
+}
+
+func (s timedStore) Versions(ctx context.Context) (store.Versions, error) {
+	start := time.Now()
+	v, err := s.Store.Versions(ctx)
+	s.m.storeCall("versions", start, err)
+	return v, err
+}
+
 func (s timedStore) Audit(ctx context.Context, ev *store.AuditEvent) error {
 	start := time.Now()
 	err := s.Store.Audit(ctx, ev)
@@ -64,7 +78,7 @@ func (s timedStore) AdvanceGeneration(ctx context.Context, r store.Renewal) erro
 		locked   *store.InstanceLockedError
 	)
 	if !errors.As(err, &mismatch) && !errors.As(err, &locked) {
-		failed = answered(err, store.ErrUnknownChain, store.ErrUnlockedChain)
+		failed = answered(err, store.ErrUnknownChain, store.ErrUnlockedChain, store.ErrStale)
 	}
 	s.m.storeCall("advance_generation", start, failed)
 	return err

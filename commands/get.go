@@ -19,8 +19,8 @@ import (
 func getCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "get",
-		Usage:     "list roles, bots, join tokens, databases, kubernetes clusters, trusted clusters, leaf clusters or bot instances",
-		ArgsUsage: "roles|bots|join_tokens|databases|kubernetes_clusters|trusted_clusters|leaf_clusters [NAME] | bot_instances [BOT]",
+		Usage:     "list roles, bots, join tokens, databases, kubernetes clusters, trusted clusters, leaf clusters, bot instances or locks",
+		ArgsUsage: "roles|bots|join_tokens|databases|kubernetes_clusters|trusted_clusters|leaf_clusters [NAME] | bot_instances [BOT] | locks",
 		Description: `Lists the resources in effect. For bots, the table shows what each role
 grants the bot once "{{internal.<trait>}}" templates expand from its traits
 (logins, and below them db_users, db_names, kubernetes_users,
@@ -36,7 +36,11 @@ resources in a form that mbot apply -f reads back. Examples:
 mbot get bot_instances [BOT] lists the token-joined runners (instances) of
 every bot, or of BOT: instance ID, bot, join token, first join (time and
 address), last renewal, generation and state (active, or locked when a copy
-of that instance's identity was presented; mbot unlock bot_instance/ID).`,
+of that instance's identity was presented; mbot unlock bot_instance/ID).
+
+mbot get locks lists the locks in force: what each locks (KIND/NAME, or
+claim/NAME=VALUE), who set it (an admin, or the authority on seeing a copied
+identity), when, why and until when (mbot lock, mbot unlock).`,
 		Flags: append(adminFlags(), outputFlag("text", "yaml", "json")),
 		Action: func(c *cli.Context) error {
 			args, err := positionalArgs(c)
@@ -49,6 +53,12 @@ of that instance's identity was presented; mbot unlock bot_instance/ID).`,
 			}
 			if len(args) < 1 || len(args) > 2 {
 				return usagef("usage: mbot get roles|bots|join_tokens|databases|kubernetes_clusters|trusted_clusters|leaf_clusters [NAME], or mbot get bot_instances [BOT]")
+			}
+			if args[0] == "locks" || args[0] == "lock" {
+				if len(args) != 1 {
+					return usagef("usage: mbot get locks")
+				}
+				return getLocks(c, format)
 			}
 			if args[0] == "bot_instances" || args[0] == "bot_instance" {
 				return getBotInstances(c, format, args[1:])
@@ -317,6 +327,50 @@ func orNone(s string) string {
 }
 
 // getBotInstances prints the instances of every bot, or of the bot in args.
+func getLocks(c *cli.Context, format string) error {
+	client, err := openAdmin(c)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	list, err := client.Locks(c.Context)
+	if err != nil {
+		return err
+	}
+	switch format {
+	case "yaml":
+		out, err := yaml.Marshal(list)
+		if err != nil {
+			return err
+		}
+		_, err = os.Stdout.Write(out)
+		return err
+	case "json":
+		return writeJSON(os.Stdout, list)
+	}
+	return writeLocks(os.Stdout, list)
+}
+
+// writeLocks prints locks as a table; reasons and names come from the
+// store, so each is quoted unless it prints as itself.
+func writeLocks(w io.Writer, list []admin.Lock) error {
+	if len(list) == 0 {
+		_, err := fmt.Fprintln(w, "no locks")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "LOCK\tLOCKED BY\tSINCE\tEXPIRES\tREASON")
+	for _, l := range list {
+		expires := "never"
+		if !l.Expires.IsZero() {
+			expires = l.Expires.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", identity.Printable(l.Name()), identity.Printable(l.LockedBy), l.Since.Format(time.RFC3339),
+			expires, identity.Printable(identity.Truncate(l.Reason, 120)))
+	}
+	return tw.Flush()
+}
+
 func getBotInstances(c *cli.Context, format string, args []string) error {
 	bot := ""
 	if len(args) == 1 {

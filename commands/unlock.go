@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mbot-dev/mbot/admin"
+	"github.com/mbot-dev/mbot/authority/locks"
 	"github.com/mbot-dev/mbot/identity"
 	"github.com/urfave/cli/v2"
 )
@@ -14,9 +15,15 @@ import (
 func unlockCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "unlock",
-		Usage:     "lift the lock on a bot instance whose identity was copied, ending its renewals (or on every instance of a bot, on an admin: --admin NAME, or on a bound_keypair join token: --join-token NAME)",
-		ArgsUsage: "bot_instance/ID | --instance ID | BOT | --admin NAME | --join-token NAME",
-		Description: `The authority locks a bot instance (instance_locked) when a certificate
+		Usage:     "lift a lock set by mbot lock (KIND/NAME, --claim), or the lock the authority set on a copied bot instance or bound_keypair join token",
+		ArgsUsage: "KIND/NAME | --claim NAME=VALUE | BOT | --admin NAME | --instance ID | --join-token NAME",
+		Description: `mbot unlock KIND/NAME (bot/NAME, bot_instance/ID, join_token/NAME,
+role/NAME, cert/SERIAL, admin/NAME) or --claim NAME=VALUE lifts a lock that
+mbot lock set (mbot get locks lists them); it counts on every replica when
+the command returns. Where an admin set no lock on a bot, bot instance or
+join token, it lifts the lock the authority set there itself, as below.
+
+The authority locks a bot instance (instance_locked) when a certificate
 generation of a token join that was already renewed is presented again: a
 copy of that runner's identity is in use elsewhere. Only that instance (one
 runner's renewal chain) is locked; the bot's other runners keep renewing.
@@ -43,48 +50,58 @@ bind a new key instead: mbot tokens add --name NAME --method bound_keypair
 With --admin NAME it lifts a lock that mbot lock --admin put on an admin:
 its identities that have not expired work again.`,
 		Flags: append(adminFlags(), outputFlag("text", "json"),
-			&cli.StringFlag{Name: "instance", Usage: "unlock this bot instance (its ID, as mbot get bot_instances lists it)"},
-			&cli.StringFlag{Name: "admin", Usage: "unlock this admin (see mbot lock) instead of a bot"},
-			&cli.StringFlag{Name: "join-token", Usage: "unlock this bound_keypair join token (join_token_locked) instead of a bot"}),
+			&cli.StringFlag{Name: "instance", Usage: "unlock this bot instance (its ID, as mbot get bot_instances lists it); the same as bot_instance/ID"},
+			&cli.StringFlag{Name: "admin", Usage: "unlock this admin (see mbot lock); the same as admin/NAME"},
+			&cli.StringFlag{Name: "claim", Usage: "lift the lock mbot lock --claim NAME=VALUE set"},
+			&cli.StringFlag{Name: "join-token", Usage: "unlock this join token; the same as join_token/NAME"}),
 		Action: func(c *cli.Context) error {
 			args, err := positionalArgs(c)
 			if err != nil {
 				return err
 			}
-			instance, adminName, joinToken := c.String("instance"), c.String("admin"), c.String("join-token")
-			if len(args) == 1 {
-				if id, ok := strings.CutPrefix(args[0], "bot_instance/"); ok {
-					instance, args = id, nil
-				}
-			}
-			given := len(args)
-			for _, f := range []string{instance, adminName, joinToken} {
-				if f != "" {
-					given++
-				}
-			}
-			if given != 1 {
-				return usagef("usage: mbot unlock bot_instance/ID (or --instance ID), mbot unlock BOT, mbot unlock --admin NAME or mbot unlock --join-token NAME: one of them")
-			}
-			switch {
-			case joinToken != "":
-				return unlockWith(c, func(client admin.Client) (*admin.JoinTokenUnlocked, error) {
-					return client.UnlockJoinToken(c.Context, joinToken)
-				}, printJoinTokenUnlocked)
-			case adminName != "":
-				return unlockWith(c, func(client admin.Client) (*admin.AdminLock, error) {
-					return client.UnlockAdmin(c.Context, adminName)
-				}, printAdminUnlocked)
-			case instance != "":
-				return unlockWith(c, func(client admin.Client) (*admin.Unlocked, error) {
-					return client.UnlockInstance(c.Context, instance)
-				}, printUnlocked)
-			default:
+			noFlag := c.String("instance") == "" && c.String("admin") == "" && c.String("claim") == "" && c.String("join-token") == ""
+			if len(args) == 1 && !strings.Contains(args[0], "/") && noFlag {
+				// mbot unlock BOT, as before KIND/NAME.
 				return unlockWith(c, func(client admin.Client) (*admin.Unlocked, error) {
 					return client.Unlock(c.Context, args[0])
 				}, printUnlocked)
 			}
+			var kind, target string
+			switch {
+			case c.String("instance") != "" && len(args) == 0 && c.String("admin") == "" && c.String("claim") == "" && c.String("join-token") == "":
+				kind, target = locks.KindInstance, c.String("instance")
+			case c.String("join-token") != "" && len(args) == 0 && c.String("admin") == "" && c.String("claim") == "":
+				kind, target = locks.KindJoinToken, c.String("join-token")
+			default:
+				if c.String("instance") != "" || c.String("join-token") != "" {
+					return usagef("usage: mbot unlock KIND/NAME, --claim NAME=VALUE, --admin NAME, --instance ID or --join-token NAME: one of them")
+				}
+				if kind, target, err = lockTarget(c, "unlock"); err != nil {
+					return err
+				}
+			}
+			return unlockWith(c, func(client admin.Client) (*admin.LockLifted, error) {
+				return client.UnlockLock(c.Context, kind, target)
+			}, printLockLifted)
 		},
+	}
+}
+
+// printLockLifted says what mbot unlock KIND/NAME lifted and what still holds.
+func printLockLifted(u *admin.LockLifted) {
+	if l := u.Lifted; l != nil {
+		fmt.Printf("unlocked %s (locked since %s by %s: %s).\n", identity.Printable(l.Name()), l.Since.Format(time.RFC3339),
+			identity.Printable(l.LockedBy), identity.Printable(l.Reason))
+	}
+	if u.Instances != nil {
+		printUnlocked(u.Instances)
+	}
+	if u.JoinToken != nil {
+		printJoinTokenUnlocked(u.JoinToken)
+	}
+	for _, l := range u.Remaining {
+		fmt.Printf("%s is still locked by %s (since %s: %s); mbot unlock %s again lifts that lock too.\n", identity.Printable(l.Name()),
+			identity.Printable(l.LockedBy), l.Since.Format(time.RFC3339), identity.Printable(l.Reason), identity.Printable(l.Name()))
 	}
 }
 
@@ -131,11 +148,6 @@ func unlockWith[T any](c *cli.Context, unlock func(admin.Client) (T, error), pri
 	}
 	print(lifted)
 	return nil
-}
-
-func printAdminUnlocked(l *admin.AdminLock) {
-	fmt.Printf("unlocked admin %s (locked since %s: %s); its identities that have not expired work again.\n",
-		l.Admin, l.Time.Format(time.RFC3339), l.Reason)
 }
 
 func printJoinTokenUnlocked(u *admin.JoinTokenUnlocked) {

@@ -321,6 +321,15 @@ const (
 	// than the last join's, so two holders of the key are joining; the
 	// join token refuses every join until an admin rotates or unlocks it.
 	CodeJoinTokenLocked ErrorCode = "join_token_locked"
+	// CodeRoleLocked: the join, renewal or exchange would grant a role an
+	// admin locked (mbot lock role/NAME).
+	CodeRoleLocked ErrorCode = "role_locked"
+	// CodeClaimLocked: the join's proof carries an identifying claim an
+	// admin locked (mbot lock --claim NAME=VALUE).
+	CodeClaimLocked ErrorCode = "claim_locked"
+	// CodeCertLocked: the renewal or exchange presented a certificate an
+	// admin locked by its serial (mbot lock cert/SERIAL).
+	CodeCertLocked ErrorCode = "cert_locked"
 
 	// Trusted clusters (SPEC §8).
 	// CodeExchangeInvalid: an exchange whose root certificate, signature

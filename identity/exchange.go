@@ -125,4 +125,19 @@ type LockView struct {
 	// Instances maps each locked bot instance (renewal chain) of the root
 	// to why: a root identity of that chain is refused as on the root.
 	Instances map[string]string `json:"instances,omitempty"`
+	// Locks are every lock of the root that an exchange of its identities
+	// can meet (bot, bot_instance, cert, claim and role locks), with why
+	// and until when; Locked and Instances hold the bot and instance
+	// locks again for leaves that read only those.
+	Locks []LockEntry `json:"locks,omitempty"`
+}
+
+// LockEntry is one lock of a root as pushed to its leaves.
+type LockEntry struct {
+	Kind     string    `json:"kind"`
+	Target   string    `json:"target"`
+	Reason   string    `json:"reason"`
+	Since    time.Time `json:"locked_since"`
+	Expires  time.Time `json:"expires,omitzero"`
+	LockedBy string    `json:"locked_by"`
 }

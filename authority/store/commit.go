@@ -27,7 +27,10 @@ type pendingWrite struct {
 	expires time.Time
 	event   *AuditEvent
 	chain   *Chain // a token join's renewal chain, started if the proof is new
-	result  chan error
+	// seen is what the join was admitted on: it is written only if the
+	// resources and locks are still those (else ErrStale).
+	seen   Seen
+	result chan error
 }
 
 // commit hands w to the committer and waits until it is durable. Joins that
@@ -125,7 +128,20 @@ func (s *sqlStore) tryBatch(batch []*pendingWrite, results []error) error {
 	}
 	defer tx.Rollback()
 	useProof, addAudit := tx.StmtContext(ctx, s.useProof), tx.StmtContext(ctx, s.addAudit)
+	var now *Versions // read once, in the batch's transaction (SQLite's one writer: nothing commits between)
 	for i, w := range batch {
+		if w.seen.Check {
+			if now == nil {
+				now = &Versions{}
+				if err := tx.QueryRowContext(ctx, versionsQuery).Scan(&now.Resources, &now.Locks); err != nil {
+					return err
+				}
+			}
+			if now.Resources != w.seen.Resources || now.Locks != w.seen.Locks {
+				results[i] = ErrStale
+				continue
+			}
+		}
 		if w.proofID != "" {
 			res, err := useProof.ExecContext(ctx, w.proofID, w.expires.Unix())
 			if err != nil {

@@ -25,6 +25,7 @@ var copiedTables = []copiedTable{
 	{"bot_generations", []string{"bot", "join_token", "chain", "generation", "last_keys", "updated"}, "tttiti"},
 	{"bot_locks", []string{"bot", "time", "join_token", "reason"}, "titt"},
 	{"admin_locks", []string{"admin", "time", "reason", "locked_by"}, "titt"},
+	{"locks", []string{"kind", "target", "reason", "time", "expires", "locked_by"}, "tttiit"},
 	{"unlocked_chains", []string{"chain", "bot", "join_token", "time"}, "ttti"},
 	{"bot_instances", []string{"chain", "bot", "join_token", "first_join", "runner", "locked_at", "lock_reason"}, "tttitit"},
 	{"keypair_bindings", []string{"join_token", "binding", "public_key", "sequence", "last_keys", "last_remote", "last_time",

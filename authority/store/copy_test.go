@@ -52,7 +52,8 @@ func TestCopySQLiteToPostgres(t *testing.T) {
 	mustDo(src.AdvanceKeypair(ctx, store.KeypairJoin{JoinToken: "kp", Binding: "key:a", PublicKey: "a", NewPublicKey: "a", Keys: "k0"}))
 	mustDo(src.RecordLeafTunnel(ctx, "leaf", store.LeafTunnel{Connected: true, LastSeen: time.Now()}))
 	mustDo(src.StartCARotation(ctx, store.CARotation{CA: "acme-tls", Phase: "init", Grace: time.Hour, Started: time.Now(), Updated: time.Now()}, []byte("next")))
-	mustDo(src.LockAdmin(ctx, &store.AdminLock{Admin: "alice", Time: time.Now().UTC().Truncate(time.Microsecond), Reason: "laptop lost", LockedBy: "root"}))
+	mustDo(src.AddLock(ctx, &store.Lock{Kind: "admin", Target: "alice", Time: time.Now().UTC().Truncate(time.Microsecond), Reason: "laptop lost", LockedBy: "root"}))
+	mustDo(src.AddLock(ctx, &store.Lock{Kind: "claim", Target: "repository=acme/app", Time: time.Now(), Expires: time.Now().Add(time.Hour), Reason: "leaked", LockedBy: "root"}))
 	wantAudit, err := src.ListAudit(ctx, store.AuditFilter{})
 	mustDo(err)
 	mustDo(src.Close())
@@ -105,8 +106,9 @@ func TestCopySQLiteToPostgres(t *testing.T) {
 	if rots, err := dst.CARotations(ctx); err != nil || len(rots) != 1 || rots[0].Phase != "init" {
 		t.Errorf("CA rotations after the copy = %+v, %v", rots, err)
 	}
-	if locks, err := dst.AdminLocks(ctx); err != nil || locks["alice"] == nil || locks["alice"].Reason != "laptop lost" {
-		t.Errorf("admin locks after the copy = %v, %v", locks, err)
+	if st, err := dst.LockState(ctx); err != nil || len(st.Locks) != 2 || st.Locks[0].Target != "alice" || st.Locks[0].Reason != "laptop lost" ||
+		st.Locks[1].Target != "repository=acme/app" || st.Locks[1].Expires.IsZero() {
+		t.Errorf("locks after the copy = %+v, %v", st, err)
 	}
 	u, err := dst.UnlockBot(ctx, "copied")
 	if err != nil || len(u.JoinTokens) != 1 {

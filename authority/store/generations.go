@@ -62,6 +62,9 @@ type Renewal struct {
 	Keys string
 	// Remote is the address the renewal came from, for the lock's reason.
 	Remote string
+	// Seen is the resources and locks the renewal was admitted on: if
+	// either changed since, it fails with ErrStale and changes nothing.
+	Seen Seen
 }
 
 // Chain names a renewal chain a token join starts.
@@ -115,6 +118,9 @@ func (s *sqlStore) advanceGeneration(ctx context.Context, r Renewal) error {
 	} else if lock != nil {
 		return &InstanceLockedError{Lock: lock}
 	}
+	if err := checkSeen(ctx, tx, r.Seen); err != nil {
+		return err
+	}
 	now := time.Now()
 	switch {
 	case r.Generation == current:
@@ -130,7 +136,7 @@ func (s *sqlStore) advanceGeneration(ctx context.Context, r Renewal) error {
 	if err != nil {
 		return err
 	}
-	if err := s.notifyIn(ctx, tx); err != nil {
+	if err := s.locksChanged(ctx, tx); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -169,7 +175,15 @@ func (s *sqlStore) BotLocks(ctx context.Context) (map[string]*BotLock, error) {
 }
 
 func (s *sqlStore) botLocks(ctx context.Context) (map[string]*BotLock, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT bot, time, join_token, reason FROM bot_locks`)
+	return botLocksIn(ctx, s.read)
+}
+
+type querier interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}
+
+func botLocksIn(ctx context.Context, db querier) (map[string]*BotLock, error) {
+	rows, err := db.QueryContext(ctx, `SELECT bot, time, join_token, reason FROM bot_locks`)
 	if err != nil {
 		return nil, err
 	}
@@ -263,7 +277,7 @@ func (s *sqlStore) unlockBot(ctx context.Context, bot string) (*Unlock, error) {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM bot_instances WHERE bot = $1 AND locked_at > 0`, bot); err != nil {
 		return nil, err
 	}
-	if err := s.notifyIn(ctx, tx); err != nil {
+	if err := s.locksChanged(ctx, tx); err != nil {
 		return nil, err
 	}
 	return u, tx.Commit()

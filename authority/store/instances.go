@@ -148,7 +148,11 @@ func (s *sqlStore) InstanceLocks(ctx context.Context) (map[string]*InstanceLock,
 }
 
 func (s *sqlStore) instanceLocks(ctx context.Context) (map[string]*InstanceLock, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT chain, bot, join_token, first_join, runner, locked_at, lock_reason
+	return instanceLocksIn(ctx, s.read)
+}
+
+func instanceLocksIn(ctx context.Context, db querier) (map[string]*InstanceLock, error) {
+	rows, err := db.QueryContext(ctx, `SELECT chain, bot, join_token, first_join, runner, locked_at, lock_reason
 		FROM bot_instances WHERE locked_at > 0`)
 	if err != nil {
 		return nil, err
@@ -267,7 +271,7 @@ func (s *sqlStore) unlockInstance(ctx context.Context, id string) (*Unlock, erro
 	if err := endChain(ctx, tx, id, time.Now()); err != nil {
 		return nil, err
 	}
-	if err := s.notifyIn(ctx, tx); err != nil {
+	if err := s.locksChanged(ctx, tx); err != nil {
 		return nil, err
 	}
 	return &Unlock{Instances: []*InstanceLock{lock}, JoinTokens: []string{lock.JoinToken}}, tx.Commit()

@@ -264,7 +264,7 @@ func (s *sqlStore) advanceKeypair(ctx context.Context, j KeypairJoin) error {
 		lock.Time.UnixNano(), lock.Reason, j.JoinToken); err != nil {
 		return err
 	}
-	if err := s.notifyIn(ctx, tx); err != nil {
+	if err := s.locksChanged(ctx, tx); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -298,7 +298,7 @@ func (s *sqlStore) unlockKeypair(ctx context.Context, joinToken string) (*Keypai
 	if _, err := tx.ExecContext(ctx, `UPDATE keypair_bindings SET locked_time = 0, locked_reason = '' WHERE join_token = $1`, joinToken); err != nil {
 		return nil, err
 	}
-	if err := s.notifyIn(ctx, tx); err != nil {
+	if err := s.locksChanged(ctx, tx); err != nil {
 		return nil, err
 	}
 	return cur.Lock, tx.Commit()

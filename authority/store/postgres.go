@@ -50,6 +50,11 @@ CREATE TABLE keypair_challenges (nonce TEXT PRIMARY KEY, join_token TEXT NOT NUL
 CREATE INDEX keypair_challenges_token ON keypair_challenges (join_token, requester, expires);
 CREATE TABLE leaf_tunnels (leaf TEXT PRIMARY KEY, connected BOOLEAN NOT NULL, last_seen BIGINT NOT NULL);
 ` + caRotationsSchema,
+	2: locksSchema + `
+INSERT INTO meta (key, value) VALUES ('locks_version', 0);
+INSERT INTO locks (kind, target, reason, time, expires, locked_by) SELECT 'admin', admin, reason, time, 0, locked_by FROM admin_locks;
+DELETE FROM admin_locks;
+`,
 }
 
 // migrationLock is the pg_advisory_xact_lock key that replicas starting at
@@ -234,7 +239,7 @@ func writeBatchPipelined(s *sqlStore, batch []*pendingWrite, results []error) er
 				// The chain starts only if the proof is new (a row in used).
 				// The instance the chain replaces goes (its chain can no
 				// longer renew) and the new one is recorded with its runner.
-				b.Queue(`WITH used AS (INSERT INTO used_proofs (id, expires) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id),
+				b.Queue(`WITH `+seenGuard(12)+`used AS (INSERT INTO used_proofs (id, expires) SELECT $1, $2 FROM ok ON CONFLICT (id) DO NOTHING RETURNING id),
 					chain AS (INSERT INTO bot_generations (bot, join_token, chain, generation, last_keys, updated)
 						SELECT $8, $9, $10, 1, '', $3 FROM used ON CONFLICT (bot, join_token) DO UPDATE SET chain = excluded.chain,
 						generation = 1, last_keys = '', updated = excluded.updated),
@@ -242,12 +247,13 @@ func writeBatchPipelined(s *sqlStore, batch []*pendingWrite, results []error) er
 					instance AS (INSERT INTO bot_instances (chain, bot, join_token, first_join, runner, locked_at, lock_reason)
 						SELECT $10, $8, $9, $3, $11, 0, '' FROM used ON CONFLICT (chain) DO NOTHING)
 					INSERT INTO audit (time, event, allowed, bot, record) SELECT $3, $4, $5, $6, $7 FROM used`,
-					w.proofID, w.expires.Unix(), ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record, c.Bot, c.JoinToken, c.ID, c.Runner)
+					w.proofID, w.expires.Unix(), ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record, c.Bot, c.JoinToken, c.ID, c.Runner,
+					w.seen.Check, w.seen.Resources, w.seen.Locks)
 				continue
 			}
-			b.Queue(`WITH used AS (INSERT INTO used_proofs (id, expires) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id)
+			b.Queue(`WITH `+seenGuard(8)+`used AS (INSERT INTO used_proofs (id, expires) SELECT $1, $2 FROM ok ON CONFLICT (id) DO NOTHING RETURNING id)
 				INSERT INTO audit (time, event, allowed, bot, record) SELECT $3, $4, $5, $6, $7 FROM used`,
-				w.proofID, w.expires.Unix(), ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record)
+				w.proofID, w.expires.Unix(), ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record, w.seen.Check, w.seen.Resources, w.seen.Locks)
 		}
 		br := pc.SendBatch(ctx, b)
 		replayed := make([]bool, len(batch))
@@ -264,11 +270,38 @@ func writeBatchPipelined(s *sqlStore, batch []*pendingWrite, results []error) er
 		if err := br.Close(); err != nil {
 			return err
 		}
-		for i := range batch {
-			if replayed[i] {
-				results[i] = ErrReplay
+		// A join that wrote nothing was replayed or admitted on resources or
+		// locks changed since (the guard): the versions now tell which.
+		// Versions only grow, so one that differs now differed then, or the
+		// join is retried and then found replayed.
+		var now *Versions
+		for i, w := range batch {
+			if !replayed[i] {
+				continue
+			}
+			results[i] = ErrReplay
+			if !w.seen.Check {
+				continue
+			}
+			if now == nil {
+				now = &Versions{}
+				if err := pc.QueryRow(ctx, versionsQuery).Scan(&now.Resources, &now.Locks); err != nil {
+					return err
+				}
+			}
+			if now.Resources != w.seen.Resources || now.Locks != w.seen.Locks {
+				results[i] = ErrStale
 			}
 		}
 		return nil
 	})
+}
+
+// seenGuard is the CTE "ok" of a join's statement, whose parameters from
+// $n are (check, resources version, locks version): one row if the join
+// checks nothing or the store's versions are still those it was admitted
+// on, none if they changed, so that the join writes nothing.
+func seenGuard(n int) string {
+	return fmt.Sprintf(`ok AS (SELECT 1 WHERE NOT $%d::boolean OR ((SELECT value FROM meta WHERE key = 'resources_version') = $%d::bigint
+		AND (SELECT value FROM meta WHERE key = 'locks_version') = $%d::bigint)), `, n, n+1, n+2)
 }

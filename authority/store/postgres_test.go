@@ -45,9 +45,9 @@ func TestPostgresNotifiesChanges(t *testing.T) {
 			return a.PutResources(ctx, []store.StoredResource{{Kind: "bot", Name: "deployer", Body: []byte("kind: bot\n")}})
 		}},
 		{"lock an admin", func() error {
-			return a.LockAdmin(ctx, &store.AdminLock{Admin: "alice", Time: time.Now(), Reason: "laptop lost", LockedBy: "root"})
+			return a.AddLock(ctx, &store.Lock{Kind: "admin", Target: "alice", Time: time.Now(), Reason: "laptop lost", LockedBy: "root"})
 		}},
-		{"unlock an admin", func() error { _, err := a.UnlockAdmin(ctx, "alice"); return err }},
+		{"unlock an admin", func() error { _, err := a.RemoveLock(ctx, "admin", "alice"); return err }},
 		{"remove a resource", func() error { return a.DeleteResource(ctx, "bot", "deployer") }},
 		{"lock a bot instance", func() error {
 			if err := a.StartChain(ctx, "b", "t", "c", "192.0.2.1:4000"); err != nil {

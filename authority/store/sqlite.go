@@ -66,6 +66,11 @@ END;
 CREATE TRIGGER IF NOT EXISTS join_token_removed_instances AFTER DELETE ON resources WHEN old.kind = 'join_token' BEGIN
 	DELETE FROM bot_instances WHERE join_token = old.name;
 END;
+` + locksSchema + `
+INSERT OR IGNORE INTO meta (key, value) VALUES ('locks_version', 0);
+INSERT OR IGNORE INTO locks (kind, target, reason, time, expires, locked_by)
+	SELECT 'admin', admin, reason, time, 0, locked_by FROM admin_locks;
+DELETE FROM admin_locks;
 `
 
 // FileName is the store's database file in data_dir.

@@ -281,6 +281,11 @@ func (s *sqlStore) RecordJoinStartingChain(ctx context.Context, proofID string, 
 	return s.commit(ctx, &pendingWrite{proofID: proofID, expires: expires, event: ev, chain: &c})
 }
 
+func (s *sqlStore) RecordJoinSeen(ctx context.Context, proofID string, expires time.Time, ev *AuditEvent, c *Chain, seen Seen) error {
+	seen.Check = true
+	return s.commit(ctx, &pendingWrite{proofID: proofID, expires: expires, event: ev, chain: c, seen: seen})
+}
+
 func (s *sqlStore) Audit(ctx context.Context, ev *AuditEvent) error {
 	return s.commit(ctx, &pendingWrite{event: ev})
 }

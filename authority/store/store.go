@@ -67,6 +67,13 @@ type Store interface {
 	// (or restarts) the renewal chain c in the same transaction: a join
 	// whose proof is consumed always has its chain.
 	RecordJoinStartingChain(ctx context.Context, proofID string, expires time.Time, ev *AuditEvent, c Chain) error
+	// RecordJoinSeen is RecordJoin (with c, RecordJoinStartingChain) for a
+	// join admitted on the resources and locks of seen: if either changed
+	// since, by this process or another, it records nothing and returns
+	// ErrStale, in the join's own transaction, so that a join committed
+	// after mbot rm, mbot apply or mbot lock returned never passes on
+	// what they changed.
+	RecordJoinSeen(ctx context.Context, proofID string, expires time.Time, ev *AuditEvent, c *Chain, seen Seen) error
 	// Audit appends ev to the audit log.
 	Audit(ctx context.Context, ev *AuditEvent) error
 	// ListAudit returns audit events, newest first.
@@ -112,10 +119,13 @@ type Store interface {
 	RecordLeafTunnel(ctx context.Context, leaf string, t LeafTunnel) error
 	LeafTunnels(ctx context.Context) (map[string]LeafTunnel, error)
 
-	// LockAdmin, UnlockAdmin and AdminLocks keep admin locks (admin_locks.go).
-	LockAdmin(ctx context.Context, l *AdminLock) error
-	UnlockAdmin(ctx context.Context, admin string) (*AdminLock, error)
-	AdminLocks(ctx context.Context) (map[string]*AdminLock, error)
+	// AddLock, RemoveLock and LockState keep the locks admins set (mbot
+	// lock) and read them with those the authority sets (locks.go);
+	// Versions reads the resources and locks versions together.
+	AddLock(ctx context.Context, l *Lock) error
+	RemoveLock(ctx context.Context, kind, target string) (*Lock, error)
+	LockState(ctx context.Context) (*LockState, error)
+	Versions(ctx context.Context) (Versions, error)
 }
 
 // AuditEvent is one record of the audit log. It never holds a token, key or

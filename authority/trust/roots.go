@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mbot-dev/mbot/authority/locks"
 	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/identity"
 )
@@ -61,10 +62,9 @@ type Root struct {
 	announced []string
 	fetched   time.Time
 	lastErr   error
-	locks     map[string]string
-	// instanceLocks are the root's locked bot instances (renewal chains).
-	instanceLocks map[string]string
-	locksAt       time.Time
+	// locks is the root's lock set as last pushed.
+	locks   *locks.Set
+	locksAt time.Time
 }
 
 // Get returns the root of trusted cluster tc, created (unfetched) if new
@@ -201,17 +201,31 @@ func parseBundle(bundle string) (*x509.CertPool, []string, error) {
 	return pool, pins, nil
 }
 
-// SetLocks records the root's bot locks as just pushed.
+// SetLocks records the root's locks as just pushed.
 func (rs *Roots) SetLocks(r *Root, view *identity.LockView) {
+	var list []locks.Lock
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.locks, r.instanceLocks, r.locksAt = view.Locked, view.Instances, rs.now()
+	for _, e := range view.Locks {
+		list = append(list, locks.Lock{Kind: e.Kind, Target: e.Target, Reason: e.Reason, Since: e.Since, Expires: e.Expires,
+			LockedBy: e.LockedBy, Cluster: r.cluster})
+	}
+	if len(view.Locks) == 0 {
+		// A root from before lock entries pushes its bot and instance locks only.
+		for bot, reason := range view.Locked {
+			list = append(list, locks.Lock{Kind: locks.KindBot, Target: bot, Reason: reason, LockedBy: "authority", Cluster: r.cluster})
+		}
+		for instance, reason := range view.Instances {
+			list = append(list, locks.Lock{Kind: locks.KindInstance, Target: instance, Reason: reason, LockedBy: "authority", Cluster: r.cluster})
+		}
+	}
+	r.locks, r.locksAt = locks.NewSet(0, list), rs.now()
 }
 
-// CheckNotLocked refuses bot, or its instance (renewal chain, "" for none),
-// when the root has it locked, or when the leaf's copy of the root's locks
-// is older than MaxLockAge.
-func (rs *Roots) CheckNotLocked(r *Root, bot, instance string) error {
+// CheckNotLocked refuses what sub names (the root identity's bot, instance,
+// serial, roles and claims) when a lock of the root covers it, or when the
+// leaf's copy of the root's locks is older than MaxLockAge.
+func (rs *Roots) CheckNotLocked(r *Root, sub locks.Subject) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if age := rs.now().Sub(r.locksAt); r.locksAt.IsZero() || age > MaxLockAge {
@@ -220,15 +234,13 @@ func (rs *Roots) CheckNotLocked(r *Root, bot, instance string) error {
 			seen = age.Truncate(time.Second).String() + " ago"
 		}
 		return identity.Errorf(identity.CodeRootUnavailable, "this leaf last heard from root cluster %s %s (its tunnel to %s is down), so it cannot tell whether bot %q is locked there; retry once the tunnel is back (the leaf's log says why it is down, and the root needs a leaf_cluster resource for this leaf)",
-			r.cluster, seen, r.URL, bot)
+			r.cluster, seen, r.URL, sub.Bot)
 	}
-	if reason, ok := r.locks[bot]; ok {
-		return identity.Errorf(identity.CodeBotLocked, "bot %q is locked on root cluster %s (%s), so this leaf refuses its exchanges too; an admin of the root unlocks it with mbot unlock %s",
-			bot, r.cluster, identity.Truncate(reason, 200), bot)
-	}
-	if reason, ok := r.instanceLocks[instance]; ok && instance != "" {
-		return identity.Errorf(identity.CodeInstanceLocked, "instance %s of bot %q is locked on root cluster %s (%s), so this leaf refuses its exchanges too; an admin of the root unlocks it with mbot unlock bot_instance/%s",
-			instance, bot, r.cluster, identity.Truncate(reason, 200), instance)
+	if l, ok := r.locks.Match(sub, rs.now()); ok {
+		if l.Cluster == "" {
+			l.Cluster = r.cluster
+		}
+		return l.Refusal("exchange")
 	}
 	return nil
 }

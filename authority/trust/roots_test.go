@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mbot-dev/mbot/authority/locks"
 	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/identity"
 )
@@ -102,18 +103,18 @@ func TestLockView(t *testing.T) {
 	rs := NewRoots(nil, func() time.Time { return now })
 	r := rs.Get(&resources.TrustedCluster{Metadata: resources.Metadata{Name: "acme-root"}})
 	var refusal *identity.Error
-	if err := rs.CheckNotLocked(r, "deployer", ""); !errors.As(err, &refusal) || refusal.Code != identity.CodeRootUnavailable || !strings.Contains(refusal.Message, "never") {
+	if err := rs.CheckNotLocked(r, locks.Subject{Bot: "deployer"}); !errors.As(err, &refusal) || refusal.Code != identity.CodeRootUnavailable || !strings.Contains(refusal.Message, "never") {
 		t.Fatalf("before any push: %v, want root_unavailable", err)
 	}
 	rs.SetLocks(r, &identity.LockView{Locked: map[string]string{"thief": "a stale generation was presented"}})
-	if err := rs.CheckNotLocked(r, "deployer", ""); err != nil {
+	if err := rs.CheckNotLocked(r, locks.Subject{Bot: "deployer"}); err != nil {
 		t.Fatalf("an unlocked bot: %v", err)
 	}
-	if err := rs.CheckNotLocked(r, "thief", ""); !errors.As(err, &refusal) || refusal.Code != identity.CodeBotLocked || !strings.Contains(refusal.Message, "stale generation") {
+	if err := rs.CheckNotLocked(r, locks.Subject{Bot: "thief"}); !errors.As(err, &refusal) || refusal.Code != identity.CodeBotLocked || !strings.Contains(refusal.Message, "stale generation") {
 		t.Fatalf("a locked bot: %v, want bot_locked", err)
 	}
 	now = now.Add(MaxLockAge + time.Second)
-	if err := rs.CheckNotLocked(r, "deployer", ""); !errors.As(err, &refusal) || refusal.Code != identity.CodeRootUnavailable {
+	if err := rs.CheckNotLocked(r, locks.Subject{Bot: "deployer"}); !errors.As(err, &refusal) || refusal.Code != identity.CodeRootUnavailable {
 		t.Fatalf("with a stale lock list: %v, want root_unavailable", err)
 	}
 }

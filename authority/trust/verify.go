@@ -29,6 +29,9 @@ type Exchanger struct {
 	// Instance is the root's bot instance (renewal chain) the certificate
 	// belongs to, for a token join that renews; "" otherwise.
 	Instance string
+	// Claims are the identifying claims of the root's join the
+	// certificate carries (provenance extensions), by audit name.
+	Claims map[string]string
 }
 
 // ProofID identifies the exchange for replay refusal: one signed payload
