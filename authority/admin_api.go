@@ -48,7 +48,6 @@ const (
 	PathAdminLocks = "/v1/admin/locks"
 )
 
-
 // AdminDirName is the directory under data_dir where the first start writes
 // an admin identity, like kubeadm's admin.conf.
 const AdminDirName = "admin"

@@ -2,10 +2,10 @@ package authority
 
 import (
 	"context"
-	"slices"
 	"errors"
 	"fmt"
-		"strings"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"

@@ -249,8 +249,13 @@ func (s *Set) Match(sub Subject, now time.Time) (Lock, bool) {
 		if c.target == "" {
 			continue
 		}
-		if l, ok := s.Lookup(c.kind, c.target, now); ok {
-			return l, true
+		for _, l := range s.locks[key{c.kind, c.target}] {
+			// A bound_keypair join token the authority locked is refused by
+			// its verifier, in the transaction that checks the join
+			// sequence, with what to do about the copied key.
+			if l.Active(now) && !(l.Kind == KindJoinToken && l.Automatic) {
+				return l, true
+			}
 		}
 	}
 	if s.claims > 0 {

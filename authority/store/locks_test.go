@@ -113,7 +113,9 @@ func testStaleJoinIsNotRecorded(t *testing.T, db *testDB) {
 		what string
 		do   func() error
 	}{
-		{"a lock", func() error { return other.AddLock(ctx, &store.Lock{Kind: "bot", Target: "deployer", Time: time.Now()}) }},
+		{"a lock", func() error {
+			return other.AddLock(ctx, &store.Lock{Kind: "bot", Target: "deployer", Time: time.Now()})
+		}},
 		{"a resource", func() error {
 			return other.PutResources(ctx, []store.StoredResource{{Kind: "role", Name: "r", Body: []byte("kind: role\n")}})
 		}},
