@@ -14,6 +14,8 @@ import (
 	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/identity"
+	"github.com/mbot-dev/mbot/internal/lazyregexp"
+	"github.com/mbot-dev/mbot/internal/suggest"
 	"gopkg.in/yaml.v3"
 )
 
@@ -103,7 +105,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		if errors.As(err, &te) {
 			msgs := make([]string, len(te.Errors))
 			for i, e := range te.Errors {
-				msgs[i] = path + ":" + strings.TrimPrefix(strings.ReplaceAll(e, "in type authority.", "in "), "line ")
+				msgs[i] = path + ":" + strings.TrimPrefix(unknownConfigField.ReplaceAllStringFunc(e, unknownConfigFieldMessage), "line ")
 			}
 			return nil, errors.New(strings.Join(msgs, "\n"))
 		}
@@ -120,6 +122,36 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		return nil, err
 	}
 	return &cfg, nil
+}
+
+// yaml.v3's "field lisen not found in type authority.Config".
+var unknownConfigField = lazyregexp.New(`field (\S+) not found in type authority\.(\w+)`)
+
+// configSections are authority.yaml's mappings by Go type: where a field
+// is, and the fields it has.
+var configSections = map[string]struct {
+	where  string
+	fields []string
+}{
+	"Config":          {"authority.yaml's top level", suggest.YAMLFields(Config{})},
+	"StorageConfig":   {"storage", suggest.YAMLFields(StorageConfig{})},
+	"SSHConfig":       {"ssh", suggest.YAMLFields(SSHConfig{})},
+	"CAKeyEncryption": {"ca_key_encryption", suggest.YAMLFields(CAKeyEncryption{})},
+}
+
+// unknownConfigFieldMessage says which field of authority.yaml is unknown,
+// with the nearest known one and the fields of its section.
+func unknownConfigFieldMessage(m string) string {
+	sub := unknownConfigField.FindStringSubmatch(m)
+	section, ok := configSections[sub[2]]
+	if !ok {
+		return strings.ReplaceAll(m, "in type authority.", "in ")
+	}
+	msg := fmt.Sprintf("unknown field %q in %s", sub[1], section.where)
+	if near := suggest.Nearest(sub[1], section.fields); near != "" {
+		msg += fmt.Sprintf(" (did you mean %s?)", near)
+	}
+	return msg + "; its fields: " + strings.Join(section.fields, ", ")
 }
 
 func (c *Config) checkAndSetDefaults(root *yaml.Node) error {

@@ -67,9 +67,10 @@ func TestParseConfigErrors(t *testing.T) {
 		name, yaml string
 		want       []string
 	}{
-		{"unknown field", "cluster_name: acme\nlisten_addr: 127.0.0.1:8443\n", []string{"authority.yaml:2:", "listen_addr"}},
-		{"unknown nested field", "cluster_name: acme\nssh:\n  host_pattern: ['*.acme']\n", []string{"authority.yaml:3:", "host_pattern"}},
-		{"unknown storage field", "cluster_name: acme\nstorage:\n  type: sqlite\n  path: /tmp/x\n", []string{"authority.yaml:4:", "path"}},
+		{"unknown field", "cluster_name: acme\nlisten_addr: 127.0.0.1:8443\n", []string{"authority.yaml:2:", `unknown field "listen_addr" in authority.yaml's top level; its fields: cluster_name, audience, listen,`}},
+		{"mistyped field", "cluster_name: acme\nlisen: 127.0.0.1:8443\n", []string{"authority.yaml:2:", `unknown field "lisen" in authority.yaml's top level (did you mean listen?)`}},
+		{"unknown nested field", "cluster_name: acme\nssh:\n  host_pattern: ['*.acme']\n", []string{"authority.yaml:3:", `unknown field "host_pattern" in ssh (did you mean host_patterns?); its fields: host_patterns`}},
+		{"unknown storage field", "cluster_name: acme\nstorage:\n  type: sqlite\n  path: /tmp/x\n", []string{"authority.yaml:4:", `unknown field "path" in storage; its fields: type, dsn`}},
 		{"wrong type", "cluster_name: acme\nresources: bots.yaml\n", []string{"authority.yaml:2:"}},
 		{"no cluster name", "listen: 127.0.0.1:8443\n", []string{"authority.yaml:1:", "cluster_name", "is required"}},
 		{"empty file", "", []string{"cluster_name", "is required"}},

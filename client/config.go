@@ -14,6 +14,7 @@ import (
 
 	"github.com/mbot-dev/mbot/identity"
 	"github.com/mbot-dev/mbot/internal/lazyregexp"
+	"github.com/mbot-dev/mbot/internal/suggest"
 	"github.com/mbot-dev/mbot/joiners"
 	"gopkg.in/yaml.v3"
 )
@@ -118,11 +119,17 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%s is empty; it needs at least outputs:", path)
 		}
-		return nil, configYAMLError(path, err)
+		var doc yaml.Node
+		_ = yaml.Unmarshal(data, &doc) // where the error points, when it parses
+		var root *yaml.Node
+		if len(doc.Content) > 0 {
+			root = doc.Content[0]
+		}
+		return nil, configYAMLError(path, root, err)
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, configYAMLError(path, err)
+		return nil, configYAMLError(path, nil, err)
 	}
 	if err := cfg.checkAndSetDefaults(path, doc.Content[0]); err != nil {
 		return nil, err
@@ -347,23 +354,14 @@ var fieldNotFound = lazyregexp.New(`field (\S+) not found in type client\.(\w+)`
 
 // configYAMLError turns yaml.v3's "line N: ..." messages into "file:N: ...",
 // naming the fields that are allowed where an unknown one was found.
-func configYAMLError(path string, err error) error {
-	known := map[string]string{
-		"Config":      "authority, ca_pin, token, join_method, ttl, renewal_interval, keypair_path, leaf_clusters, outputs",
-		"Output":      "type, destination, roles, name, cluster, authority",
-		"LeafCluster": "name, url, ca_pin",
-	}
+func configYAMLError(path string, root *yaml.Node, err error) error {
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
 		msgs := make([]string, len(te.Errors))
 		for i, e := range te.Errors {
 			e = fieldNotFound.ReplaceAllStringFunc(e, func(m string) string {
 				sub := fieldNotFound.FindStringSubmatch(m)
-				where := map[string]string{"Output": "an output", "LeafCluster": "a leaf_clusters entry"}[sub[2]]
-				if where == "" {
-					where = "mbot.yaml's top level"
-				}
-				return fmt.Sprintf("unknown field %q in %s (known fields: %s)", sub[1], where, known[sub[2]])
+				return unknownFieldMessage(root, e, sub[1], sub[2])
 			})
 			e = strings.ReplaceAll(e, "into []string", "into a list (write [a, b])")
 			msgs[i] = path + ":" + strings.TrimPrefix(e, "line ")
@@ -375,4 +373,45 @@ func configYAMLError(path string, err error) error {
 		return errors.New(path + ":" + rest)
 	}
 	return fmt.Errorf("%s: %s", path, msg)
+}
+
+// unknownFieldMessage says that field is not one of typ's (a Go type of
+// mbot.yaml), with the nearest known field and the known ones. For an
+// output they are the fields of that output's own type.
+func unknownFieldMessage(root *yaml.Node, yamlErr, field, typ string) string {
+	where, known := "mbot.yaml's top level", suggest.YAMLFields(Config{})
+	switch typ {
+	case "LeafCluster":
+		where, known = "a leaf_clusters entry", suggest.YAMLFields(LeafCluster{})
+	case "Output":
+		line, _ := strconv.Atoi(strings.TrimPrefix(strings.SplitN(yamlErr, ":", 2)[0], "line "))
+		n, outType := outputAt(root, field, line)
+		where, known = fmt.Sprintf("output %d (type %s)", n, outType), outputFields(outType)
+	}
+	msg := fmt.Sprintf("unknown field %q in %s", field, where)
+	if near := suggest.Nearest(field, known); near != "" {
+		msg += fmt.Sprintf(" (did you mean %s?)", near)
+	}
+	return msg + "; its fields: " + strings.Join(known, ", ")
+}
+
+// outputAt finds the output whose key field is on line: its number from 1
+// and its type (identity when it sets none).
+func outputAt(root *yaml.Node, field string, line int) (int, string) {
+	outputs := lookup(root, "outputs")
+	if outputs == nil || outputs.Kind != yaml.SequenceNode {
+		return 0, OutputTypeIdentity
+	}
+	for i, out := range outputs.Content {
+		for k := 0; k+1 < len(out.Content); k += 2 {
+			if out.Content[k].Value == field && out.Content[k].Line == line {
+				typ := OutputTypeIdentity
+				if t := lookup(out, "type"); t != nil && t.Value != "" {
+					typ = t.Value
+				}
+				return i + 1, typ
+			}
+		}
+	}
+	return 0, OutputTypeIdentity
 }

@@ -58,9 +58,9 @@ func TestParseConfigErrors(t *testing.T) {
 		wants      []string // the first is the file:line prefix
 	}{
 		{"unknown top-level field", "token: x\ntokne: y\noutputs: [{destination: ./a}]\n",
-			[]string{"mbot.yaml:2:", `unknown field "tokne"`, "token"}},
+			[]string{"mbot.yaml:2:", `unknown field "tokne"`, "(did you mean token?)"}},
 		{"unknown output field", "outputs:\n  - destination: ./a\n    role: [deploy]\n",
-			[]string{"mbot.yaml:3:", `unknown field "role" in an output`, "roles"}},
+			[]string{"mbot.yaml:3:", `unknown field "role" in output 1 (type identity) (did you mean roles?)`}},
 		{"duplicate destination", "outputs:\n  - destination: ./a\n    roles: [x]\n  - destination: a/\n    roles: [y]\n",
 			[]string{"mbot.yaml:4:", "outputs[1].destination", "is already the destination of outputs[0]"}},
 		{"nested destinations", "outputs:\n  - destination: ./a\n  - destination: ./a/b\n",
@@ -177,4 +177,36 @@ func TestResolve(t *testing.T) {
 			t.Errorf("want an error at %s:3, got %v", path, err)
 		}
 	})
+}
+
+// TestUnknownOutputField checks that a mistyped field of an output is
+// matched against, and listed with, the fields of that output's own type.
+func TestUnknownOutputField(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       string
+		notListed  []string
+	}{
+		{"database", "outputs:\n  - destination: ./a\n  - type: database\n    destination: ./db\n    databse: prod-pg\n",
+			`mbot.yaml:5: unknown field "databse" in output 2 (type database) (did you mean database?); its fields: type, destination, roles, name, cluster, authority, database, username, db_name`,
+			[]string{"kubernetes_cluster", "host_names"}},
+		{"kubernetes, flow style", "outputs: [{type: kubernetes, destination: ./k, kubernetes_clustr: prod}]\n",
+			`mbot.yaml:1: unknown field "kubernetes_clustr" in output 1 (type kubernetes) (did you mean kubernetes_cluster?)`,
+			[]string{"username", "host_names"}},
+		{"identity, nothing near", "outputs:\n  - destination: ./a\n    flavour: x\n",
+			`mbot.yaml:3: unknown field "flavour" in output 1 (type identity); its fields: type, destination, roles, name, cluster, authority`,
+			[]string{"database", "did you mean"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig("mbot.yaml", []byte(tc.yaml))
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Fatalf("got %v\nwant %s", err, tc.want)
+			}
+			for _, other := range tc.notListed {
+				if strings.Contains(err.Error(), other) {
+					t.Errorf("the error names %s, which is not a field of this output's type: %v", other, err)
+				}
+			}
+		})
+	}
 }

@@ -7,9 +7,12 @@ import (
 	"crypto/rand"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
+	"strings"
 
 	"github.com/mbot-dev/mbot/identity"
+	"github.com/mbot-dev/mbot/internal/suggest"
 )
 
 // outputKind is the client's half of one output type (SPEC §7): its
@@ -37,6 +40,27 @@ type outputKind interface {
 // print, what an output holds and how to use it.
 type summarizer interface {
 	summary(dir string, grant *identity.OutputResponse) string
+}
+
+// configurer is an outputKind with mbot.yaml fields of its own: the struct
+// embedded in Output that holds them, so that a mistyped field is matched
+// against the fields of that kind and an error lists them.
+type configurer interface{ config() any }
+
+// outputFields are the mbot.yaml fields of an output of type typ: those
+// every output has, then its type's own.
+func outputFields(typ string) []string {
+	var fields []string
+	t := reflect.TypeOf(Output{})
+	for i := range t.NumField() {
+		if name, opts, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" && opts != "inline" {
+			fields = append(fields, name)
+		}
+	}
+	if c, ok := outputKinds[typ].(configurer); ok {
+		fields = append(fields, suggest.YAMLFields(c.config())...)
+	}
+	return fields
 }
 
 // outputKinds are the output types this client writes, by name.

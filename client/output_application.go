@@ -187,3 +187,6 @@ func (applicationOutput) render(dir string, keys *identity.Keys, resp *identity.
 		{Name: FileApplicationJSON, Data: append(sumJSON, '\n'), Mode: 0o600},
 	}, nil
 }
+
+// config is the type's own mbot.yaml fields.
+func (applicationOutput) config() any { return ApplicationOutput{} }

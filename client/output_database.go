@@ -300,3 +300,6 @@ func ensureNewline(s string) string {
 	}
 	return s
 }
+
+// config is the type's own mbot.yaml fields.
+func (databaseOutput) config() any { return DatabaseOutput{} }

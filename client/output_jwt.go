@@ -157,3 +157,6 @@ func checkJWTSVID(s identity.JWTSVID, g *identity.JWTGrant) error {
 	}
 	return nil
 }
+
+// config is the type's own mbot.yaml fields.
+func (jwtOutput) config() any { return JWTOutput{} }

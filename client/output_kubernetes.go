@@ -266,3 +266,6 @@ func checkKubernetesSubject(certPEM string, g *identity.KubernetesGrant) error {
 	}
 	return nil
 }
+
+// config is the type's own mbot.yaml fields.
+func (kubernetesOutput) config() any { return KubernetesOutput{} }

@@ -194,3 +194,6 @@ func checkAuthorizedKeys(what, s string) (string, error) {
 	}
 	return out.String(), nil
 }
+
+// config is the type's own mbot.yaml fields.
+func (sshHostOutput) config() any { return SSHHostOutput{} }
