@@ -29,6 +29,8 @@ import (
 type API struct {
 	base   *url.URL
 	client *http.Client
+	// unpinned is a client given no --ca-pin, which trusts the system roots.
+	unpinned bool
 }
 
 // NewAPI returns a client for the authority at authorityURL. With a CA pin
@@ -57,7 +59,9 @@ func NewAPI(authorityURL, caPin string) (*API, error) {
 		tlsCfg.InsecureSkipVerify = true
 		tlsCfg.VerifyConnection = verifyPinned(pins, u.Hostname())
 	}
-	return newAPI(u, tlsCfg), nil
+	api := newAPI(u, tlsCfg)
+	api.unpinned = caPin == ""
+	return api, nil
 }
 
 // NewAPIWithIdentity returns a client that trusts roots and presents cert:
@@ -74,10 +78,10 @@ func NewAPIWithIdentity(authorityURL string, roots *x509.CertPool, cert tls.Cert
 func parseAuthorityURL(authorityURL string) (*url.URL, error) {
 	u, err := url.Parse(authorityURL)
 	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("--authority %q is not a URL such as https://auth.example.com:8443", authorityURL)
+		return nil, settingErrorf("--authority %q is not a URL such as https://auth.example.com:8443", authorityURL)
 	}
 	if u.Scheme != "https" {
-		return nil, fmt.Errorf("--authority %q must use https://", authorityURL)
+		return nil, settingErrorf("--authority %q must use https://", authorityURL)
 	}
 	return u, nil
 }
@@ -97,7 +101,7 @@ func parsePin(pin string) ([]byte, error) {
 	hexPart, ok := strings.CutPrefix(pin, "sha256:")
 	sum, err := hex.DecodeString(hexPart)
 	if !ok || err != nil || len(sum) != sha256.Size {
-		return nil, fmt.Errorf("--ca-pin %q is not sha256:<64 hex digits>; get it with mbot authority export --type ca-pin", pin)
+		return nil, settingErrorf("--ca-pin %q is not sha256:<64 hex digits>; get it with mbot authority export --type ca-pin", pin)
 	}
 	return sum, nil
 }
@@ -265,6 +269,14 @@ func (c *API) Do(ctx context.Context, method, path string, in, out any) error {
 		if errors.As(err, &mismatch) {
 			// The server answered: it is not unreachable, it is not the one pinned.
 			return fmt.Errorf("reached %s, but it is not the authority pinned: %w", c.base.Host, mismatch)
+		}
+		var unknownCA x509.UnknownAuthorityError
+		if c.unpinned && errors.As(err, &unknownCA) {
+			// An authority's TLS CA is its own, in no system store: the usual
+			// first mistake, not a network problem.
+			return fmt.Errorf("reached the authority at %s, but its certificate is signed by a CA this machine does not trust (%w); "+
+				"pass the authority's pin with --ca-pin (MBOT_CA_PIN, or ca_pin: in mbot.yaml), which mbot authority export --type ca-pin prints on the authority host",
+				c.base.Host, err)
 		}
 		return fmt.Errorf("cannot reach the authority at %s: %w", c.base.Host, err)
 	}

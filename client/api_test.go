@@ -203,7 +203,7 @@ func TestPinnedConnection(t *testing.T) {
 		{"leaf for clients only", startAuthority(t, ca.issue(t, leaf{ips: loopback.ips, eku: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}), pingHandler()).URL,
 			ca.pin(), "not valid for 127.0.0.1"},
 		// Without a pin the system roots apply, which do not hold the test CA.
-		{"no pin", good.URL, "", "cannot reach the authority"},
+		{"no pin", good.URL, "", "reached the authority at " + strings.TrimPrefix(good.URL, "https://") + ", but its certificate is signed by a CA this machine does not trust"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -251,6 +251,32 @@ func TestPinMismatchMessage(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "cannot reach") {
 		t.Errorf("error %q says the authority was not reached", err)
+	}
+}
+
+// TestUnpinnedUnknownCAMessage checks that an authority reached without
+// --ca-pin, whose CA the system does not trust, is reported as reached,
+// with the flag to pass and the command that prints the pin, and that a
+// malformed --authority or --ca-pin is a mistake in the command line.
+func TestUnpinnedUnknownCAMessage(t *testing.T) {
+	srv := startAuthority(t, newCA(t, "acme TLS CA").issue(t, loopback), pingHandler())
+	_, err := ping(t, srv.URL, "")
+	if err == nil {
+		t.Fatal("Ping without a pin succeeded against a CA in no system store")
+	}
+	for _, want := range []string{"reached the authority at " + strings.TrimPrefix(srv.URL, "https://"),
+		"signed by a CA this machine does not trust", "--ca-pin", "mbot authority export --type ca-pin"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "cannot reach") {
+		t.Errorf("error %q says the authority was not reached", err)
+	}
+	for _, tc := range [][2]string{{"auth.acme.internal", ""}, {"https://auth.acme.internal", "sha256:zz"}} {
+		if _, err := client.NewAPI(tc[0], tc[1]); !errors.Is(err, client.ErrBadSetting) {
+			t.Errorf("NewAPI(%q, %q) = %v, want an error that is ErrBadSetting", tc[0], tc[1], err)
+		}
 	}
 }
 

@@ -192,6 +192,19 @@ func (o *IssueOptions) resolve() error {
 // ErrMissingSettings is wrapped by the error for settings that were not given.
 var ErrMissingSettings = errors.New("missing")
 
+// ErrBadSetting is wrapped by the error for a setting whose value is
+// malformed (--authority, --ca-pin): a mistake in the command line.
+var ErrBadSetting = errors.New("malformed setting")
+
+type settingError struct{ msg string }
+
+func (e settingError) Error() string        { return e.msg }
+func (e settingError) Is(target error) bool { return target == ErrBadSetting }
+
+func settingErrorf(format string, args ...any) error {
+	return settingError{fmt.Sprintf(format, args...)}
+}
+
 func (o *IssueOptions) check() error {
 	required := func(flag, env, field string) string {
 		if o.Config != "" {
@@ -208,6 +221,17 @@ func (o *IssueOptions) check() error {
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("%w: %s", ErrMissingSettings, strings.Join(missing, ", "))
+	}
+	// Checked before anything is detected, fetched or spent.
+	if _, err := parseAuthorityURL(o.Authority); err != nil {
+		return err
+	}
+	if o.CAPin != "" {
+		for _, p := range strings.Split(o.CAPin, ",") {
+			if _, err := parsePin(strings.TrimSpace(p)); err != nil {
+				return err
+			}
+		}
 	}
 	if o.TTL < 0 {
 		return fmt.Errorf("--ttl %s must be positive", o.TTL)

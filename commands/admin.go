@@ -2,6 +2,7 @@ package commands
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -93,7 +94,7 @@ func positionalArgs(c *cli.Context) ([]string, error) {
 		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		flag := lookupFlag(c.Command.Flags, name)
 		if flag == nil {
-			return nil, usagef("flag provided but not defined: %s", a)
+			return nil, usageError{fmt.Errorf("%s", unknownFlagMessage(c.Command.Flags, name, c.Command.HelpName))}
 		}
 		if flag == cli.HelpFlag {
 			cli.HelpPrinter(c.App.Writer, cli.CommandHelpTemplate, c.Command)
@@ -104,13 +105,13 @@ func positionalArgs(c *cli.Context) ([]string, error) {
 		}
 		if !hasValue {
 			if i+1 == len(rest) {
-				return nil, usagef("flag needs an argument: %s", a)
+				return nil, usagef("%s needs a value%s", dashed(name), formatHint(flag))
 			}
 			i++
 			value = rest[i]
 		}
 		if err := c.Set(flag.Names()[0], value); err != nil {
-			return nil, usagef("invalid value %q for flag %s: %v", value, a, err)
+			return nil, explainFlagError(c.Command.Flags, c.Command.HelpName, fmt.Errorf("invalid value %q for flag -%s: %v", value, name, err))
 		}
 	}
 	return args, nil

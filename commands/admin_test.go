@@ -28,9 +28,9 @@ func TestPositionalArgs(t *testing.T) {
 		{args: []string{"bots", "--denied=false", "x"}, wantArgs: []string{"bots", "x"}, wantOutput: "text"},
 		{args: []string{"bots", "--", "-o"}, wantArgs: []string{"bots", "-o"}, wantOutput: "text"},
 		{args: []string{"bots", "-"}, wantArgs: []string{"bots", "-"}, wantOutput: "text"},
-		{args: []string{"bots", "--colour", "red"}, wantErr: "not defined: --colour"},
-		{args: []string{"bots", "-o"}, wantErr: "needs an argument: -o"},
-		{args: []string{"bots", "--denied=maybe"}, wantErr: "invalid value"},
+		{args: []string{"bots", "--colour", "red"}, wantErr: "mbot get has no flag --colour; see mbot get --help"},
+		{args: []string{"bots", "-o"}, wantErr: "-o needs a value"},
+		{args: []string{"bots", "--denied=maybe"}, wantErr: `--denied "maybe" is not valid: write true or false`},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

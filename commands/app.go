@@ -55,23 +55,25 @@ func App() *cli.App {
 			demoCommand(),
 			completionCommand(),
 		},
-		HideHelpCommand: true,
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return usageError{err}
-		},
-		CommandNotFound: func(_ *cli.Context, name string) {
-			fmt.Fprintf(os.Stderr, "mbot: there is no command %q; see mbot --help\n", name)
-			os.Exit(exitUsage)
-		},
+		HideHelpCommand:      true,
+		OnUsageError:         flagUsageError,
+		CommandNotFound:      commandNotFound,
 		EnableBashCompletion: true,
 	}
-	// urfave/cli calls a command's own OnUsageError for its flags.
+	app.Before = func(*cli.Context) error {
+		checkRequiredFlagsQuietly(app.Commands)
+		return nil
+	}
+	// urfave/cli calls a command's own OnUsageError for its flags. No
+	// command has a "help" subcommand: --help is enough, and completion
+	// would offer it beside the real ones.
 	var setUsage func(cmds []*cli.Command)
 	setUsage = func(cmds []*cli.Command) {
 		for _, c := range cmds {
 			if c.OnUsageError == nil {
 				c.OnUsageError = app.OnUsageError
 			}
+			c.HideHelpCommand = true
 			setUsage(c.Subcommands)
 		}
 	}
@@ -118,8 +120,7 @@ func Run(args []string) int {
 	if err := App().RunContext(ctx, args); err != nil {
 		fmt.Fprintf(os.Stderr, "mbot: %v\n", err)
 		var usage usageError
-		if errors.As(err, &usage) || errors.Is(err, client.ErrMissingSettings) ||
-			strings.HasPrefix(err.Error(), "Required flag") { // urfave/cli's unexported error for Required flags
+		if errors.As(err, &usage) || errors.Is(err, client.ErrMissingSettings) || errors.Is(err, client.ErrBadSetting) {
 			return exitUsage
 		}
 		return exitFailure

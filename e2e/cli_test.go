@@ -110,3 +110,40 @@ func TestPlainOutput(t *testing.T) {
 		t.Errorf("mbot --help does not list the completion command:\n%s", res.stdout)
 	}
 }
+
+// TestCommandLineMistakes checks what a mistake in the command line gets:
+// exit code 2, nothing on stdout (where a redirect would keep it), and one
+// message on stderr that says what to change: the nearest command or flag,
+// the format of a value, the one-line usage of a missing required flag.
+func TestCommandLineMistakes(t *testing.T) {
+	env := baseEnv(t.TempDir())
+	pin := "sha256:" + strings.Repeat("ab", 32)
+	for _, tc := range []struct {
+		args  []string
+		wants []string
+	}{
+		{[]string{"isue"}, []string{`mbot: mbot has no command "isue" (did you mean issue?)`}},
+		{[]string{"authority", "strat"}, []string{`mbot authority has no command "strat" (did you mean start?); its commands: `, "export"}},
+		{[]string{"issue", "--tokn", "x"}, []string{"mbot issue has no flag --tokn (did you mean --token?)"}},
+		{[]string{"get", "bots", "--outptu", "json"}, []string{"mbot get has no flag --outptu (did you mean --output?)"}},
+		{[]string{"issue", "--ttl", "2days"}, []string{`--ttl "2days" is not valid`, "90m, 2h or 24h"}},
+		{[]string{"issue", "--authority", "https://127.0.0.1:1", "--token", "x", "--ca-pin", "sha256:zz"}, []string{`--ca-pin "sha256:zz" is not sha256:<64 hex digits>`}},
+		{[]string{"issue", "--authority", "auth.acme.internal:8443", "--token", "x", "--ca-pin", pin}, []string{`--authority "auth.acme.internal:8443" is not a URL`}},
+		{[]string{"issue", "--authority", "http://auth.acme.internal:8443", "--token", "x"}, []string{"must use https://"}},
+		{[]string{"tokens", "add", "-o", "json"}, []string{"mbot: missing --bot", "\nusage: mbot tokens add --bot BOT [options]"}},
+		{[]string{"authority", "export"}, []string{"mbot: missing --type", "\nusage: mbot authority export --type TYPE [options]"}},
+	} {
+		res := mbot(t, env, tc.args...)
+		if res.code != 2 || res.stdout != "" {
+			t.Errorf("mbot %s: exit %d with stdout %q, want exit 2 and nothing on stdout\n%s", strings.Join(tc.args, " "), res.code, res.stdout, res)
+		}
+		for _, want := range tc.wants {
+			if !strings.Contains(res.stderr, want) {
+				t.Errorf("mbot %s: stderr lacks %q:\n%s", strings.Join(tc.args, " "), want, res.stderr)
+			}
+		}
+		if n := strings.Count(strings.TrimSpace(res.stderr), "\n"); n > 1 {
+			t.Errorf("mbot %s printed %d lines, want the error and at most a usage line:\n%s", strings.Join(tc.args, " "), n+1, res.stderr)
+		}
+	}
+}
