@@ -737,9 +737,9 @@ func TestGoreleaserConfig(t *testing.T) {
 	if want := map[string]string{"version": "Version", "commit": "ShortCommit", "date": "Date"}; !maps.Equal(got, want) {
 		t.Errorf("ldflags set %v, want %v", got, want)
 	}
-	app := readFile(t, filepath.Join(root, "commands", "app.go"))
-	if !strings.Contains(app, `fmt.Sprintf("%s (commit %s, built %s)", version, commit, date)`) {
-		t.Error("commands/app.go no longer prints version, commit and date in --version")
+	versionGo := readFile(t, filepath.Join(root, "commands", "version.go"))
+	if !strings.Contains(versionGo, `fmt.Sprintf("%s (commit %s, built %s)", version, commit, date)`) {
+		t.Error("commands/version.go no longer prints version, commit and date in --version")
 	}
 
 	// Archive names: the scripts that download them build the same names.

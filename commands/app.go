@@ -33,11 +33,12 @@ const (
 
 // App builds the mbot command tree.
 func App() *cli.App {
-	authority.Version = version
+	versionText, shortVersion := buildVersion()
+	authority.Version = shortVersion
 	app := &cli.App{
 		Name:    "mbot",
 		Usage:   "short-lived machine identities for CI jobs, with no stored secret",
-		Version: fmt.Sprintf("%s (commit %s, built %s)", version, commit, date),
+		Version: versionText,
 		Commands: []*cli.Command{
 			issueCommand(),
 			startCommand(),
