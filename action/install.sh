@@ -3,6 +3,9 @@
 #
 #   INPUT_VERSION     "latest" (default), a release tag (v1.2.3 or 1.2.3), or
 #                     "path" / empty: use the mbot already on PATH.
+#   INPUT_MBOT_PATH   an mbot binary already on the runner (input mbot-path;
+#                     else the environment variable MBOT_BINARY): used as it
+#                     is, nothing is downloaded, version is not looked at.
 #   MBOT_RELEASES_URL where releases live (default
 #                     https://github.com/mbot-dev/mbot/releases): the tag of the
 #                     latest one is where "$MBOT_RELEASES_URL/latest" redirects,
@@ -76,6 +79,17 @@ want=${INPUT_VERSION:-}
 want=${want//[[:space:]]/}
 on_path=$(command -v mbot 2>/dev/null || true)
 
+binary=${INPUT_MBOT_PATH:-${MBOT_BINARY:-}}
+if [[ -n $binary ]]; then
+	[[ -f $binary && -x $binary ]] || fail "mbot-path: $binary is not an executable file on this runner"
+	"$binary" --version >/dev/null 2>&1 || fail "mbot-path: $binary does not run ('$binary --version' failed)"
+	use "$binary" "$(installed_version "$binary")"
+	exit 0
+fi
+
+# no_release is the advice when the release asked for does not exist.
+no_release="until mbot has that release, build mbot on the runner (go build -o \"\$RUNNER_TEMP/mbot\" . in a checkout of mbot) and pass it as mbot-path, or set version: to a tag listed at $releases"
+
 if [[ -z $want || $want == path ]]; then
 	[[ -n $on_path ]] || fail "version: '${want}' means the mbot on PATH, but there is none; install mbot in an earlier step or set version: latest"
 	use "$on_path" "$(installed_version "$on_path")"
@@ -85,13 +99,21 @@ fi
 command -v curl >/dev/null 2>&1 || fail "curl is needed to download mbot"
 curl_opts=(--fail --silent --show-error --location --retry 3 --connect-timeout 20)
 
+# status prints the HTTP status of a HEAD request to $1 after redirects
+# (000: no answer).
+status() {
+	curl --silent --location --retry 3 --connect-timeout 20 --head --output /dev/null --write-out '%{http_code}' "$1" || true
+}
+
 if [[ $want == latest ]]; then
-	# The releases page redirects .../latest to .../tag/<latest tag>.
-	effective=$(curl "${curl_opts[@]}" --head --output /dev/null --write-out '%{url_effective}' "$releases/latest") ||
-		fail "cannot find the latest release at $releases/latest"
+	# The releases page redirects .../latest to .../tag/<latest tag>; with
+	# no release yet there is no tag to lead to.
+	answer=$(curl --silent --show-error --location --retry 3 --connect-timeout 20 --head --output /dev/null --write-out '%{http_code} %{url_effective}' "$releases/latest") ||
+		fail "cannot reach $releases/latest to find the latest mbot release"
+	effective=${answer#* }
 	tag=${effective##*/}
-	if [[ $effective != */tag/* || -z $tag ]]; then
-		fail "$releases/latest did not lead to a release tag (got $effective); set version: to a tag such as v1.2.3"
+	if [[ ${answer%% *} == 404 || $effective != */tag/* || -z $tag ]]; then
+		fail "mbot has no release at $releases yet ($releases/latest leads to no release tag): $no_release"
 	fi
 else
 	tag=v${want#v}
@@ -129,8 +151,12 @@ else
 	trap 'rm -rf "$work"' EXIT
 	base=$releases/download/$tag
 	echo "mbot install: downloading $base/$asset" >&2
-	curl "${curl_opts[@]}" --output "$work/$asset" "$base/$asset" ||
-		fail "cannot download $base/$asset (is $tag a release of mbot? set version: to an existing tag)"
+	if ! curl "${curl_opts[@]}" --output "$work/$asset" "$base/$asset"; then
+		if [[ $(status "$releases/tag/$tag") == 404 ]]; then
+			fail "mbot release $tag does not exist at $releases: $no_release"
+		fi
+		fail "cannot download $base/$asset (release $tag has no archive for $os $arch, or the download failed)"
+	fi
 	curl "${curl_opts[@]}" --output "$work/checksums.txt" "$base/checksums.txt" ||
 		fail "cannot download $base/checksums.txt: refusing to install an archive that cannot be verified"
 

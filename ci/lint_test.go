@@ -681,6 +681,7 @@ func TestGoreleaserConfig(t *testing.T) {
 		} `yaml:"builds"`
 		Archives []struct {
 			NameTemplate    string   `yaml:"name_template"`
+			Files           []string `yaml:"files"`
 			Formats         []string `yaml:"formats"`
 			FormatOverrides []struct {
 				Goos    string   `yaml:"goos"`
@@ -694,9 +695,10 @@ func TestGoreleaserConfig(t *testing.T) {
 			Artifacts string `yaml:"artifacts"`
 		} `yaml:"sboms"`
 		DockersV2 []struct {
-			Dockerfile string   `yaml:"dockerfile"`
-			Images     []string `yaml:"images"`
-			Platforms  []string `yaml:"platforms"`
+			Dockerfile string            `yaml:"dockerfile"`
+			Images     []string          `yaml:"images"`
+			Platforms  []string          `yaml:"platforms"`
+			Labels     map[string]string `yaml:"labels"`
 		} `yaml:"dockers_v2"`
 	}
 	unmarshal(t, filepath.Join(root, ".goreleaser.yaml"), &cfg)
@@ -762,6 +764,15 @@ func TestGoreleaserConfig(t *testing.T) {
 			t.Errorf("%s no longer builds the archive name as %s", file, want)
 		}
 	}
+	// The license: Apache-2.0 in LICENSE, shipped in every archive and
+	// named by its SPDX identifier in the image's OCI labels.
+	license := readFile(t, filepath.Join(root, "LICENSE"))
+	if !strings.Contains(license, "Apache License\n                           Version 2.0, January 2004") || !strings.Contains(license, "END OF TERMS AND CONDITIONS") {
+		t.Error("LICENSE is not the Apache License 2.0 text")
+	}
+	if !slices.Contains(a.Files, "LICENSE") {
+		t.Errorf("the archives hold %v: LICENSE must ship with the binary", a.Files)
+	}
 	if cfg.Checksum.NameTemplate != "checksums.txt" {
 		t.Errorf("checksum name_template %q: the installers download checksums.txt", cfg.Checksum.NameTemplate)
 	}
@@ -775,6 +786,9 @@ func TestGoreleaserConfig(t *testing.T) {
 	d := cfg.DockersV2[0]
 	if !slices.Equal(d.Platforms, []string{"linux/amd64", "linux/arm64"}) || !slices.Equal(d.Images, []string{"ghcr.io/mbot-dev/mbot"}) {
 		t.Errorf("image %v for %v", d.Images, d.Platforms)
+	}
+	if got := d.Labels["org.opencontainers.image.licenses"]; got != "Apache-2.0" {
+		t.Errorf("image label org.opencontainers.image.licenses is %q, want the SPDX identifier Apache-2.0", got)
 	}
 	dockerfile := readFile(t, filepath.Join(root, d.Dockerfile))
 	from := regexp.MustCompile(`(?m)^FROM\s+(\S+)`).FindAllStringSubmatch(dockerfile, -1)

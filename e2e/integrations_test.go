@@ -175,6 +175,42 @@ func startRelease(t *testing.T, tampered bool) *release {
 	return r
 }
 
+// startNoRelease serves a releases page of a repository that has no
+// release yet, as GitHub does before the first tag: .../latest leads to the
+// list of releases, every download and tag page is 404.
+func startNoRelease(t *testing.T) *release {
+	t.Helper()
+	r := &release{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.mu.Lock()
+		r.got = append(r.got, req.URL.Path)
+		r.mu.Unlock()
+		switch req.URL.Path {
+		case "/latest":
+			http.Redirect(w, req, "/", http.StatusFound)
+		case "/":
+			fmt.Fprint(w, "<html>There aren't any releases here</html>")
+		default:
+			http.NotFound(w, req)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	r.url = srv.URL
+	return r
+}
+
+// copyOfMbot copies the mbot under test to a directory off PATH under a
+// name of its own, as a binary built in an earlier step would be.
+func copyOfMbot(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "build", "mbot-from-checkout")
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, bin, readFile(t, mbotBin), 0o755)
+	return bin
+}
+
 func tarGz(t *testing.T, files map[string]string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
@@ -513,6 +549,67 @@ func TestGitHubAction(t *testing.T) {
 		}
 	})
 
+	// Before the first release: a clear refusal, and mbot-path (or
+	// MBOT_BINARY) to use a binary already on the runner.
+	for _, tc := range []struct{ name, version, want string }{
+		{"no-release-latest", "latest", "mbot has no release at "},
+		{"no-release-tag", "v9.9.9", "mbot release v9.9.9 does not exist at "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rel := startNoRelease(t)
+			r := newGitHubRunner(t, c)
+			in := maps.Clone(inputs)
+			in["version"] = tc.version
+			ar := r.runAction(t, in, pathWithoutMbot(), map[string]string{"MBOT_RELEASES_URL": rel.url})
+			if ar.failed != "install" {
+				t.Fatalf("a release that does not exist did not stop the install step: failed step %q\n%s", ar.failed, ar.steps["install"])
+			}
+			res := ar.steps["install"]
+			for _, want := range []string{tc.want + rel.url, "mbot-path", "go build"} {
+				if !strings.Contains(res.stderr, want) {
+					t.Errorf("install's error does not say %q:\n%s", want, res)
+				}
+			}
+			if !strings.Contains(res.stdout, "::error title=mbot install::"+tc.want) {
+				t.Errorf("install did not annotate the job with the error:\n%s", res)
+			}
+		})
+	}
+	for _, how := range []string{"input", "env"} {
+		t.Run("mbot-path-"+how, func(t *testing.T) {
+			rel := startNoRelease(t)
+			bin := copyOfMbot(t)
+			r := newGitHubRunner(t, c)
+			in := maps.Clone(inputs)
+			extra := map[string]string{"MBOT_RELEASES_URL": rel.url}
+			if how == "input" {
+				in["mbot-path"] = bin
+			} else {
+				extra["MBOT_BINARY"] = bin
+			}
+			ar := r.runAction(t, in, pathWithoutMbot(), extra)
+			if ar.failed != "" {
+				t.Fatalf("step %s failed: %s", ar.failed, ar.steps[ar.failed])
+			}
+			if got := ar.outputs["install"]["mbot"]; got != bin {
+				t.Errorf("install used %q, want the mbot-path binary %s", got, bin)
+			}
+			if got := rel.requests(); len(got) != 0 {
+				t.Errorf("with mbot-path, install still asked the release server for %v", got)
+			}
+			checkIdentity(t, c, filepath.Join(r.temp, "mbot"), tokenGitHub, "github")
+		})
+	}
+	t.Run("mbot-path-missing", func(t *testing.T) {
+		r := newGitHubRunner(t, c)
+		in := maps.Clone(inputs)
+		in["mbot-path"] = filepath.Join(t.TempDir(), "mbot")
+		ar := r.runAction(t, in, pathWithMbot(mbotBin), nil)
+		if ar.failed != "install" || !strings.Contains(ar.steps["install"].stderr, "mbot-path: "+in["mbot-path"]+" is not an executable file") {
+			t.Fatalf("a mbot-path that names no file was not refused clearly: failed step %q\n%s", ar.failed, ar.steps["install"])
+		}
+	})
+
 	t.Run("refused-join", func(t *testing.T) {
 		r := newGitHubRunner(t, c)
 		in := maps.Clone(inputs)
@@ -656,6 +753,32 @@ func TestGitLabComponent(t *testing.T) {
 		wantEmpty(t, project)
 	})
 
+	t.Run("no-release", func(t *testing.T) {
+		rel := startNoRelease(t)
+		res, project, _, _ := job(t, inputs, pathWithoutMbot(), map[string]string{"MBOT_RELEASES_URL": rel.url})
+		if res.code == 0 || !strings.Contains(res.stderr, "mbot has no release 'latest' at "+rel.url) || !strings.Contains(res.stderr, "mbot-path") {
+			t.Fatalf("a release that does not exist was not refused clearly: %s", res)
+		}
+		wantEmpty(t, project)
+	})
+
+	t.Run("mbot-path", func(t *testing.T) {
+		rel := startNoRelease(t)
+		in := maps.Clone(inputs)
+		in["mbot-path"] = copyOfMbot(t)
+		res, _, dir, _ := job(t, in, pathWithoutMbot(), map[string]string{"MBOT_RELEASES_URL": rel.url})
+		if res.code != 0 {
+			t.Fatalf("the component's script: %s", res)
+		}
+		if !strings.Contains(res.stderr, "using "+in["mbot-path"]+" (mbot-path)") {
+			t.Errorf("the script did not say it used the mbot-path binary:\n%s", res)
+		}
+		if got := rel.requests(); len(got) != 0 {
+			t.Errorf("with mbot-path, the script still asked the release server for %v", got)
+		}
+		checkIdentity(t, c, dir, tokenGitLab, "gitlab")
+	})
+
 	t.Run("wrong-audience", func(t *testing.T) {
 		in := maps.Clone(inputs)
 		in["audience"] = "another-cluster"
@@ -772,4 +895,40 @@ func TestCircleCIOrb(t *testing.T) {
 			t.Errorf("the refused binary was installed")
 		}
 	})
+
+	t.Run("no-release", func(t *testing.T) {
+		rel := startNoRelease(t)
+		steps, _, _ := job(t, params, pathWithoutMbot(), map[string]string{"MBOT_RELEASES_URL": rel.url})
+		if len(steps) != 1 || steps[0].code == 0 {
+			t.Fatalf("a release that does not exist did not stop the install step: %v", steps)
+		}
+		if !strings.Contains(steps[0].stderr, "mbot has no release 'latest' at "+rel.url) || !strings.Contains(steps[0].stderr, "mbot-path") {
+			t.Errorf("the install step's error does not explain it:\n%s", steps[0])
+		}
+	})
+
+	for _, how := range []string{"parameter", "env"} {
+		t.Run("mbot-path-"+how, func(t *testing.T) {
+			rel := startNoRelease(t)
+			bin := copyOfMbot(t)
+			p := maps.Clone(params)
+			extra := map[string]string{"MBOT_RELEASES_URL": rel.url}
+			if how == "parameter" {
+				p["mbot-path"] = bin
+			} else {
+				extra["MBOT_BINARY"] = bin
+			}
+			steps, dir, _ := job(t, p, pathWithoutMbot(), extra)
+			if last := steps[len(steps)-1]; last.code != 0 {
+				t.Fatalf("step %d: %s", len(steps), last)
+			}
+			if !strings.Contains(steps[0].stdout, "using "+bin+" (mbot-path") {
+				t.Errorf("the install step did not say it used the mbot-path binary:\n%s", steps[0])
+			}
+			if got := rel.requests(); len(got) != 0 {
+				t.Errorf("with mbot-path, the install step still asked the release server for %v", got)
+			}
+			checkIdentity(t, c, dir, tokenCircleCI, "circleci")
+		})
+	}
 }
