@@ -158,6 +158,11 @@ func Lint(set *resources.Set, settings *Settings) *Report {
 		r.Bots = append(r.Bots, BotReport{Bot: name, Roles: roles})
 		r.Findings = append(r.Findings, lintBot(set, bot, roles, settings)...)
 	}
+	if settings != nil && settings.CAKeysAtRest == "clear" {
+		r.Findings = append(r.Findings, Finding{Severity: Warning, Message: "the CA private keys are not sealed: they sit in the clear in " +
+			"data_dir/mbot.db, and a copy or backup of it is enough to mint certificates. Make a key with `" + authority.GenKEKCommand +
+			"`, set ca_key_encryption: {key_file: /etc/mbot/kek} in authority.yaml, stop the authority and run `mbot authority migrate-keys --config authority.yaml`"})
+	}
 	for _, name := range slices.Sorted(maps.Keys(set.JoinTokens)) {
 		if f, ok := lintJoinToken(name, set.JoinTokens[name]); ok {
 			r.Findings = append(r.Findings, f)

@@ -96,7 +96,9 @@ func (l *Local) Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEv
 }
 
 func (l *Local) Settings(context.Context) (*Settings, error) {
-	return SettingsOf(l.auth.Config()), nil
+	s := SettingsOf(l.auth.Config())
+	s.CAKeysAtRest = l.auth.KeysAtRest()
+	return s, nil
 }
 
 func (l *Local) LeafTunnels(ctx context.Context) (map[string]store.LeafTunnel, error) {

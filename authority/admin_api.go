@@ -66,6 +66,9 @@ type AdminSettings struct {
 	RequireSessionMFA bool   `json:"require_session_mfa"`
 	DeviceTrustMode   string `json:"device_trust_mode"`
 	MaxAdminTTL       string `json:"max_admin_ttl"`
+	// CAKeysAtRest is "sealed" (ca_key_encryption) or "clear"; empty from
+	// an authority that predates it.
+	CAKeysAtRest string `json:"ca_keys_at_rest,omitempty"`
 }
 
 // StoredDocument is one resource as the admin API lists it: its YAML as written.
@@ -327,7 +330,7 @@ func (a *Authority) handleAudit(w http.ResponseWriter, r *http.Request, _ string
 
 func (a *Authority) handleSettings(w http.ResponseWriter, _ *http.Request, _ string) {
 	writeJSON(w, http.StatusOK, AdminSettings{ClusterName: a.cfg.ClusterName, RequireSessionMFA: a.cfg.RequireSessionMFA,
-		DeviceTrustMode: a.cfg.DeviceTrustMode, MaxAdminTTL: a.cfg.MaxAdminTTL.String()})
+		DeviceTrustMode: a.cfg.DeviceTrustMode, MaxAdminTTL: a.cfg.MaxAdminTTL.String(), CAKeysAtRest: a.KeysAtRest()})
 }
 
 // ensureAdminIdentity writes <data_dir>/admin (tls.key, tls.crt, ca.crt,

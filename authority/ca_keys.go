@@ -64,9 +64,14 @@ type CAKeyEncryption struct {
 	KeyFile string `yaml:"key_file"`
 }
 
+// GenKEKCommand is the command that makes a key-encryption key, for messages.
+const GenKEKCommand = "mbot authority gen-kek --out /etc/mbot/kek"
+
 // LoadKEK reads the key-encryption key from ca_key_encryption.key_file or
-// $MBOT_CA_KEK; nil when neither is set (CA keys are then stored in the
-// clear, as before).
+// $MBOT_CA_KEK. Without either it is nil on SQLite (CA keys are then stored
+// in the clear, and the start log and mbot lint say so), and an error on
+// PostgreSQL: a database dump or backup must never be enough to mint
+// certificates, and a shared database is dumped and backed up by others.
 func LoadKEK(cfg *Config) (*KEK, error) {
 	env, inEnv := os.LookupEnv(EnvCAKEK)
 	file := cfg.CAKeyEncryption.KeyFile
@@ -77,8 +82,68 @@ func LoadKEK(cfg *Config) (*KEK, error) {
 		return parseKEK([]byte(env), "$"+EnvCAKEK)
 	case file != "":
 		return readKEKFile(file)
+	case cfg.Storage.Type == "postgres":
+		return nil, ErrPostgresWithoutKEK
 	}
 	return nil, nil
+}
+
+// ErrPostgresWithoutKEK refuses PostgreSQL storage without a key-encryption key.
+var ErrPostgresWithoutKEK = fmt.Errorf("storage is postgres, but no CA key-encryption key is set: the CA private keys would sit in the database, "+
+	"and a pg_dump or backup of it would be enough to mint certificates. Make a key with `%s`, "+
+	"then set ca_key_encryption: {key_file: /etc/mbot/kek} in authority.yaml (or put the key itself in $%s) on every replica",
+	GenKEKCommand, EnvCAKEK)
+
+// GenerateKEK writes a new key-encryption key (32 random bytes, base64) to
+// path, readable by its owner only. An existing file is never overwritten:
+// it may be the key a store is sealed with.
+func GenerateKEK(path string) error {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("%s already exists; it may be the key a store is sealed with, so it is left alone: give another --out", path)
+	}
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(base64.StdEncoding.EncodeToString(key) + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// KeysAtRest says how the authority stores its CA private keys: "sealed"
+// with a key-encryption key, or "clear".
+func (a *Authority) KeysAtRest() string {
+	if a.kek != nil {
+		return "sealed"
+	}
+	return "clear"
+}
+
+// SealCAForCopy returns what migrate-store writes into PostgreSQL for a CA
+// row of a SQLite store: its key sealed with kek (a key already sealed
+// with kek is kept as it is; one that does not open with kek is refused).
+func SealCAForCopy(kek *KEK) func(name string, material []byte) ([]byte, error) {
+	return func(name string, material []byte) ([]byte, error) {
+		ca := strings.TrimSuffix(name, ".next") // a rotation's next CA is sealed for its CA's name
+		m, err := parseCAMaterial(ca, material, kek, true)
+		if err != nil {
+			return nil, err
+		}
+		if m.sealed {
+			return material, nil
+		}
+		return m.encode(ca, kek), nil
+	}
 }
 
 // readKEKFile reads a key file, refusing one others can read.
@@ -116,7 +181,7 @@ func parseKEK(text []byte, source string) (*KEK, error) {
 		key, _ = base64.StdEncoding.DecodeString(s)
 	}
 	if len(key) != 32 {
-		return nil, fmt.Errorf("the CA key-encryption key in %s is not 32 bytes written as 64 hex digits or base64; make one with: openssl rand -base64 32", source)
+		return nil, fmt.Errorf("the CA key-encryption key in %s is not 32 bytes written as 64 hex digits or base64; make one with: %s (or: openssl rand -base64 32)", source, GenKEKCommand)
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
@@ -262,13 +327,15 @@ func MigrateKeys(ctx context.Context, cfg *Config, req MigrateKeysRequest) (stri
 		if target, err = readKEKFile(req.NewKeyFile); err != nil {
 			return "", err
 		}
+	case req.Unseal && cfg.Storage.Type == "postgres":
+		return "", errors.New("--unseal would store the CA keys in the clear in PostgreSQL, where a pg_dump or backup would be enough to mint certificates; the authority does not start that way. Re-key with --new-key-file instead")
 	case req.Unseal:
 		target = nil
 	case kek == nil:
 		return "", fmt.Errorf("no key-encryption key to seal the CA keys with: set ca_key_encryption.key_file in %s (or $%s), then run this again",
 			cfg.path, EnvCAKEK)
 	}
-	st, err := store.OpenSQLite(ctx, cfg.DataDir)
+	st, err := OpenStore(ctx, cfg)
 	if err != nil {
 		return "", err
 	}

@@ -210,7 +210,7 @@ func (c *Config) checkAndSetDefaults(root *yaml.Node) error {
 		c.Resources[i] = c.resolve(r)
 	}
 	if resources.Lookup(root, "ca_key_encryption") != nil && c.CAKeyEncryption.KeyFile == "" {
-		return fail("ca_key_encryption", "key_file is required: the file holding the 32-byte key that seals the CA keys (make one with: openssl rand -base64 32)")
+		return fail("ca_key_encryption", "key_file is required: the file holding the 32-byte key that seals the CA keys (make one with: "+GenKEKCommand+")")
 	}
 	if c.CAKeyEncryption.KeyFile != "" {
 		c.CAKeyEncryption.KeyFile = c.resolve(c.CAKeyEncryption.KeyFile)

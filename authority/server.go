@@ -269,6 +269,10 @@ func (a *Authority) Serve(ctx context.Context, ready func(addr net.Addr)) error 
 	a.listening.Store(&addr)
 	a.log.Info("authority serving", "cluster", a.cfg.ClusterName, "addr", ln.Addr().String(), "issuer", a.issuerURL(),
 		"ca_pin", a.CAs().Pin(), "data_dir", a.cfg.DataDir, "join_tokens", len(a.state.Load().tokens))
+	if a.kek == nil {
+		a.log.Warn("CA private keys are not sealed: they sit in the clear in data_dir/mbot.db, and a copy or backup of it is enough to mint certificates; "+
+			"make a key with `"+GenKEKCommand+"` and set ca_key_encryption.key_file (see docs/ca-keys-and-rotation.md)", "data_dir", a.cfg.DataDir)
+	}
 	if err := a.ensureAdminIdentity(ctx, ln.Addr()); err != nil {
 		ln.Close()
 		return err

@@ -35,7 +35,7 @@ func BenchmarkJoinsByStorage(b *testing.B) {
 	pg := testservers.StartPostgresForStore(b)
 	var dbs atomic.Int64
 	postgres := func(b *testing.B) string {
-		return fmt.Sprintf("storage: {type: postgres, dsn: %q}\n", pg.CreateDatabase(b, fmt.Sprintf("bench_%d", dbs.Add(1))))
+		return testservers.PostgresStorageYAML(b, pg.CreateDatabase(b, fmt.Sprintf("bench_%d", dbs.Add(1))))
 	}
 	b.Run("sqlite", func(b *testing.B) {
 		benchJoinsThrough(b, []*authoritytest.Env{startEnv(b).Env})

@@ -84,6 +84,27 @@ With metrics_listen: in authority.yaml it also serves /metrics, /healthz and
 				},
 			},
 			{
+				Name:  "gen-kek",
+				Usage: "make a CA key-encryption key (ca_key_encryption.key_file) in a new file readable by its owner only",
+				Description: `Writes 32 random bytes, base64, to a new file with mode 0600 (an existing
+file is never overwritten). Point ca_key_encryption.key_file in
+authority.yaml at it, or put its content in $MBOT_CA_KEK. PostgreSQL
+storage requires one. Keep a copy apart from the database backups: without
+it, sealed CA keys cannot be opened again.
+
+Example:
+
+   mbot authority gen-kek --out /etc/mbot/kek`,
+				Flags: []cli.Flag{&cli.StringFlag{Name: "out", Required: true, Usage: "the file to create"}},
+				Action: func(c *cli.Context) error {
+					if err := authority.GenerateKEK(c.String("out")); err != nil {
+						return err
+					}
+					fmt.Fprintf(os.Stderr, "mbot: wrote a key-encryption key to %s; set ca_key_encryption: {key_file: %s} in authority.yaml\n", c.String("out"), c.String("out"))
+					return nil
+				},
+			},
+			{
 				Name:  "migrate-keys",
 				Usage: "seal every CA key in the store with the key-encryption key (or re-key, or unseal)",
 				Description: `Seals, in place and in one transaction, every CA private key the store

@@ -21,8 +21,10 @@ func migrateStoreCommand() *cli.Command {
 
 copies the CAs, resources, replay records, renewal generations, bot and
 admin locks and the audit log in one transaction, and refuses a database
-that already holds an authority. Then set storage: {type: postgres} in
-authority.yaml and start the replicas.`,
+that already holds an authority. The CA private keys are sealed as they are
+copied with the key-encryption key of ca_key_encryption.key_file (or
+$MBOT_CA_KEK), which PostgreSQL storage requires: without one it refuses.
+Then set storage: {type: postgres} in authority.yaml and start the replicas.`,
 		Flags: []cli.Flag{authorityConfigFlag(),
 			&cli.StringFlag{Name: "to-dsn", EnvVars: []string{authority.StorageDSNEnv},
 				Usage: "PostgreSQL connection string to copy into (keep its password in " + authority.StorageDSNEnv + ")"}},
@@ -41,14 +43,21 @@ authority.yaml and start the replicas.`,
 			if err := store.CheckPostgresDSN(dsn); err != nil {
 				return usagef("--to-dsn %v", err)
 			}
-			report, err := store.CopySQLiteToPostgres(c.Context, cfg.DataDir, dsn)
+			kek, err := authority.LoadKEK(cfg)
+			if err != nil {
+				return err
+			}
+			if kek == nil {
+				return fmt.Errorf("%w; migrate-store seals the CA keys with it as it copies", authority.ErrPostgresWithoutKEK)
+			}
+			report, err := store.CopySQLiteToPostgres(c.Context, cfg.DataDir, dsn, authority.SealCAForCopy(kek))
 			if err != nil {
 				return fmt.Errorf("copying %s into PostgreSQL: %w", cfg.DataDir, err)
 			}
-			fmt.Fprintf(os.Stderr, "mbot: copied %d CAs, %d resources, %d audit records, %d replay records, %d renewal chains, %d bot locks, %d admin locks\n",
-				report.Rows["cas"], report.Rows["resources"], report.Rows["audit"], report.Rows["used_proofs"],
+			fmt.Fprintf(os.Stderr, "mbot: copied %d CAs (their keys sealed with the key from %s), %d resources, %d audit records, %d replay records, %d renewal chains, %d bot locks, %d admin locks\n",
+				report.Rows["cas"], kek.Source, report.Rows["resources"], report.Rows["audit"], report.Rows["used_proofs"],
 				report.Rows["bot_generations"], report.Rows["bot_locks"], report.Rows["admin_locks"])
-			fmt.Fprintf(os.Stderr, "mbot: now set storage: {type: postgres} in %s (the DSN in %s) and start the authority\n",
+			fmt.Fprintf(os.Stderr, "mbot: now set storage: {type: postgres} in %s (the DSN in %s), keep the same key-encryption key, and start the authority\n",
 				c.String("config"), authority.StorageDSNEnv)
 			return nil
 		},

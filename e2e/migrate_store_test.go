@@ -41,11 +41,37 @@ func TestMigrateStore(t *testing.T) {
 
 	pg := testservers.StartPostgresForStore(t)
 	dsn := pg.CreateDatabase(t, "moved")
-	env := append(baseEnv(c.home), "MBOT_STORAGE_DSN="+dsn)
-	res := mustMbot(t, env, "authority", "migrate-store", "--config", c.config)
-	if !strings.Contains(res.stderr, "copied") || !strings.Contains(res.stderr, "storage: {type: postgres}") {
-		t.Errorf("migrate-store does not say what it copied and what to do next:\n%s", res)
+	// Without a key-encryption key it refuses and copies nothing: the keys
+	// would sit in the clear in PostgreSQL.
+	noKEK := append(baseEnv(c.home), "MBOT_STORAGE_DSN="+dsn)
+	if res := mbot(t, noKEK, "authority", "migrate-store", "--config", c.config); res.code == 0 ||
+		!strings.Contains(res.stderr, "ca_key_encryption") || !strings.Contains(res.stderr, "MBOT_CA_KEK") || !strings.Contains(res.stderr, "mbot authority gen-kek") {
+		t.Errorf("migrate-store without a key-encryption key: want a refusal naming ca_key_encryption, MBOT_CA_KEK and gen-kek:\n%s", res)
 	}
+	env := append(noKEK, "MBOT_CA_KEK="+testservers.NewKEK(t))
+	res := mustMbot(t, env, "authority", "migrate-store", "--config", c.config)
+	if !strings.Contains(res.stderr, "copied") || !strings.Contains(res.stderr, "sealed") || !strings.Contains(res.stderr, "storage: {type: postgres}") {
+		t.Errorf("migrate-store does not say what it copied, that it sealed the keys, and what to do next:\n%s", res)
+	}
+	// Every CA row in PostgreSQL is sealed, and none holds a key in the clear.
+	func() {
+		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+		defer cancel()
+		st, err := store.OpenPostgres(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		rows, err := st.ListCAs(ctx)
+		if err != nil || len(rows) < 8 {
+			t.Fatalf("CA rows in PostgreSQL: %d, %v; want the 8 CAs", len(rows), err)
+		}
+		for name, material := range rows {
+			if !strings.Contains(string(material), "BEGIN MBOT SEALED PRIVATE KEY") || strings.Contains(string(material), "BEGIN PRIVATE KEY") {
+				t.Errorf("the %s CA was copied with its key in the clear", name)
+			}
+		}
+	}()
 	if strings.Contains(res.stdout+res.stderr, dsn) {
 		t.Errorf("migrate-store printed the DSN:\n%s", res)
 	}

@@ -24,7 +24,8 @@ import (
 )
 
 // authorityPostgresYAML is authority.yaml of a replica: the DSN comes from
-// MBOT_STORAGE_DSN, as a deployment keeps the password out of the file.
+// MBOT_STORAGE_DSN, as a deployment keeps the password out of the file, and
+// the CA key-encryption key from MBOT_CA_KEK (replicaSet.kek).
 const authorityPostgresYAML = authorityYAML + `storage: {type: postgres}
 `
 
@@ -32,8 +33,10 @@ const authorityPostgresYAML = authorityYAML + `storage: {type: postgres}
 // PostgreSQL database, each with its own port, data_dir and config, as
 // behind a load balancer.
 type replicaSet struct {
-	pg       *testservers.Postgres
-	dsn      string
+	pg  *testservers.Postgres
+	dsn string
+	// kek seals the CA keys in the database, as PostgreSQL storage requires.
+	kek      string
 	replicas []*replica
 }
 
@@ -55,6 +58,7 @@ func startReplicas(t *testing.T, n int) *replicaSet {
 	t.Helper()
 	rs := &replicaSet{pg: testservers.StartPostgresForStore(t)}
 	rs.dsn = rs.pg.CreateDatabase(t, "mbot")
+	rs.kek = testservers.NewKEK(t)
 	u, err := user.Current()
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +76,7 @@ func startReplicas(t *testing.T, n int) *replicaSet {
 		metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		writeFile(t, c.config, fmt.Sprintf(authorityPostgresYAML, clusterName, addr, filepath.Join(dir, "data"))+"metrics_listen: "+metricsAddr+"\n", 0o600)
 		writeFile(t, filepath.Join(dir, "bots.yaml"), defaultResources(c), 0o600)
-		r := &replica{cluster: c, addr: addr, metricsAddr: metricsAddr, env: append(baseEnv(home), "MBOT_STORAGE_DSN="+rs.dsn)}
+		r := &replica{cluster: c, addr: addr, metricsAddr: metricsAddr, env: append(baseEnv(home), "MBOT_STORAGE_DSN="+rs.dsn, "MBOT_CA_KEK="+rs.kek)}
 		rs.replicas = append(rs.replicas, r)
 	}
 	for _, r := range rs.replicas {

@@ -46,7 +46,10 @@ type CopyReport struct {
 // chains, bound_keypair state, leaf tunnels, CA rotations and the audit log (with its record ids). The database must hold no authority yet,
 // so that a mistaken second run cannot mix two authorities. The authority
 // must be stopped while it runs: joins recorded after the copy would be lost.
-func CopySQLiteToPostgres(ctx context.Context, dataDir, dsn string) (*CopyReport, error) {
+// sealCA, if set, rewrites each CA row's material as it is copied (mbot
+// authority migrate-store seals the CA keys with it); an error from it
+// stops the copy and nothing is written.
+func CopySQLiteToPostgres(ctx context.Context, dataDir, dsn string, sealCA func(name string, material []byte) ([]byte, error)) (*CopyReport, error) {
 	src, err := OpenSQLite(ctx, dataDir)
 	if err != nil {
 		return nil, err
@@ -73,7 +76,16 @@ func CopySQLiteToPostgres(ctx context.Context, dataDir, dsn string) (*CopyReport
 	}
 	report := &CopyReport{Rows: map[string]int64{}}
 	for _, t := range copiedTables {
-		n, err := copyTable(ctx, from.read, tx, t)
+		var rewrite func(values []any) error
+		if t.name == "cas" && sealCA != nil {
+			rewrite = func(values []any) (err error) {
+				name, _ := values[0].(string)
+				material, _ := values[1].([]byte)
+				values[1], err = sealCA(name, material)
+				return err
+			}
+		}
+		n, err := copyTable(ctx, from.read, tx, t, rewrite)
 		if err != nil {
 			return nil, fmt.Errorf("copying table %s: %w", t.name, err)
 		}
@@ -97,7 +109,7 @@ func CopySQLiteToPostgres(ctx context.Context, dataDir, dsn string) (*CopyReport
 	return report, nil
 }
 
-func copyTable(ctx context.Context, from *sql.DB, to *sql.Tx, t copiedTable) (int64, error) {
+func copyTable(ctx context.Context, from *sql.DB, to *sql.Tx, t copiedTable, rewrite func(values []any) error) (int64, error) {
 	cols := strings.Join(t.columns, ", ")
 	rows, err := from.QueryContext(ctx, `SELECT `+cols+` FROM `+t.name)
 	if err != nil {
@@ -126,6 +138,11 @@ func copyTable(ctx context.Context, from *sql.DB, to *sql.Tx, t copiedTable) (in
 		for i, kind := range t.kinds {
 			if values[i], err = convertValue(values[i], kind); err != nil {
 				return n, fmt.Errorf("column %s: %w", t.columns[i], err)
+			}
+		}
+		if rewrite != nil {
+			if err := rewrite(values); err != nil {
+				return n, err
 			}
 		}
 		if _, err := insert.ExecContext(ctx, values...); err != nil {

@@ -59,7 +59,7 @@ func TestCopySQLiteToPostgres(t *testing.T) {
 	mustDo(src.Close())
 
 	dsn := pg.CreateDatabase(t, "copied")
-	report, err := store.CopySQLiteToPostgres(ctx, dir, dsn)
+	report, err := store.CopySQLiteToPostgres(ctx, dir, dsn, nil)
 	if err != nil {
 		t.Fatalf("CopySQLiteToPostgres: %v", err)
 	}
@@ -118,7 +118,7 @@ func TestCopySQLiteToPostgres(t *testing.T) {
 		t.Errorf("renewal of a chain ended by unlock: %v, want ErrUnlockedChain", err)
 	}
 
-	if _, err := store.CopySQLiteToPostgres(ctx, dir, dsn); err == nil || !strings.Contains(err.Error(), "already holds an authority") {
+	if _, err := store.CopySQLiteToPostgres(ctx, dir, dsn, nil); err == nil || !strings.Contains(err.Error(), "already holds an authority") {
 		t.Errorf("a second copy into the same database: %v, want a refusal", err)
 	}
 }

@@ -3,7 +3,10 @@
 package testservers
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -73,4 +76,34 @@ func (p *Postgres) pgCtl(t testing.TB, args ...string) {
 		stop := p.account.command(p.Dir, filepath.Join(p.bin, "pg_ctl"), "stop", "-m", "immediate", "-w", "-D", p.data)
 		_ = stop.Run()
 	})
+}
+
+// NewKEK returns a fresh CA key-encryption key as 64 hex digits, the form
+// $MBOT_CA_KEK takes. PostgreSQL storage refuses to start without one.
+func NewKEK(t testing.TB) string {
+	t.Helper()
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(key)
+}
+
+// KEKFile writes a fresh key-encryption key into a file readable by its
+// owner only and returns its path, for ca_key_encryption.key_file.
+func KEKFile(t testing.TB) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kek")
+	if err := os.WriteFile(path, []byte(NewKEK(t)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// PostgresStorageYAML is the authority.yaml lines of PostgreSQL storage at
+// dsn with a key-encryption key in a new file: what a test authority on
+// PostgreSQL needs.
+func PostgresStorageYAML(t testing.TB, dsn string) string {
+	t.Helper()
+	return fmt.Sprintf("storage: {type: postgres, dsn: %q}\nca_key_encryption: {key_file: %q}\n", dsn, KEKFile(t))
 }
