@@ -55,8 +55,8 @@ func openCAs(c *cli.Context) (store.Store, *authority.CAs, error) {
 
 // outputFlag is -o for commands that print resources or records.
 func outputFlag(formats ...string) *cli.StringFlag {
-	return &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: formats[0],
-		Usage: "output format: " + strings.Join(formats, ", ")}
+	return withValues(&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: formats[0],
+		Usage: "output format: " + strings.Join(formats, ", ")}, func() []string { return formats })
 }
 
 // outputFormat returns -o, refusing a format the command does not know.

@@ -79,6 +79,7 @@ func App() *cli.App {
 		}
 	}
 	setUsage(app.Commands)
+	registerCompletions(app)
 	for _, c := range app.Commands {
 		c.Category = categories[c.Name]
 	}

@@ -24,7 +24,7 @@ func TestCompletion(t *testing.T) {
 		scripts[shell] = res.stdout
 	}
 	for shell, want := range map[string]string{
-		"bash": "complete -o bashdefault -o default -o nospace -F _mbot_complete mbot",
+		"bash": "complete -o bashdefault -o default -F _mbot_complete mbot",
 		"zsh":  "compdef _mbot_complete mbot",
 		"fish": "complete -c mbot ",
 	} {
