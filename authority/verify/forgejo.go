@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/mbot-dev/mbot/authority/policy"
+	"github.com/mbot-dev/mbot/internal/lazyregexp"
 )
 
 // CodebergInstance is the public Forgejo instance most Forgejo Actions
@@ -28,6 +30,47 @@ var forgejoScope = &policy.OwnerScope{
 		{Name: "repository_id", Shape: "the repository's numeric id"},
 		{Name: "sub", Pins: firstSegment("repo:", "/"), Shape: "repo:acme/app:ref:refs/heads/main or repo:acme/*"},
 	},
+}
+
+// forgejoImmutableOwner is an owner segment in Forgejo's immutable-id
+// form: the name, a dash and the owner's numeric id (acme-1234).
+var forgejoImmutableOwner = lazyregexp.New(`^([^*?/]+)-([0-9]+)$`)
+
+// checkForgejoImmutableIDs refuses a rule whose sub or repository reads as
+// the immutable-id form (repo:acme-1234/app-5678:...) without the id claims:
+// a dash is legal in names, so the same text is the old-form sub of a user
+// named acme-1234, who could then pass for acme. The rule must also set
+// repository_owner_id or repository_id to an exact value; only the real
+// owner's tokens carry those ids.
+func checkForgejoImmutableIDs(rules []policy.AllowRule) error {
+	for i, r := range rules {
+		pinned := false
+		for _, f := range r.Fields {
+			if (f.Name == "repository_owner_id" || f.Name == "repository_id") && !slices.ContainsFunc(f.Patterns, func(p string) bool { return !policy.IsLiteral(p) }) {
+				pinned = true
+			}
+		}
+		if pinned {
+			continue
+		}
+		for _, f := range r.Fields {
+			if f.Name != "sub" && f.Name != "repository" {
+				continue
+			}
+			for _, p := range f.Patterns {
+				owner, _, _ := strings.Cut(strings.TrimPrefix(p, "repo:"), "/")
+				m := forgejoImmutableOwner.FindStringSubmatch(owner)
+				if m == nil || f.Name == "sub" && !strings.HasPrefix(p, "repo:") {
+					continue
+				}
+				return &policy.UnscopedRuleError{Line: r.Line, Message: fmt.Sprintf(
+					"allow[%d] %s: %q reads as Forgejo's immutable-id form (owner %s, id %s), but it reads the same as the old-form %s of a user named %s, "+
+						"who could then pass for %s; add repository_owner_id: %q to the rule (only the owner with that id carries it)",
+					i, f.Name, p, m[1], m[2], f.Name, owner, m[1], m[2])}
+			}
+		}
+	}
+	return nil
 }
 
 // forgejoClaims are the claims of a Forgejo Actions ID token, as documented
@@ -57,6 +100,7 @@ func init() {
 		ruleFields: []string{"sub", "repository", "repository_owner", "repository_id", "repository_owner_id",
 			"workflow", "actor", "actor_id", "ref", "ref_type", "event_name"},
 		scope:       forgejoScope,
+		checkRules:  checkForgejoImmutableIDs,
 		issuerField: "instance",
 		issuer: func(s *oidcSection) (string, error) {
 			if s.Instance == "" && s.Issuer == "" {

@@ -37,8 +37,16 @@ func TestForgejoRules(t *testing.T) {
 	runRuleCases(t, platformByName(t, "forgejo"), jose.ES256, []ruleCase{
 		{name: "repository and ref", allow: "  - repository: acme/app\n    ref: refs/heads/main\n", wantMatch: true},
 		{name: "owner id", allow: "  - repository_owner_id: \"1234\"\n", wantMatch: true},
-		{name: "sub with the immutable ids", allow: "  - sub: repo:acme-1234/app-5678:ref:refs/heads/main\n", wantMatch: true},
-		{name: "sub of the owner's repositories", allow: "  - sub: repo:acme-1234/*\n", wantMatch: true},
+		{name: "sub with the immutable ids", allow: "  - sub: repo:acme-1234/app-5678:ref:refs/heads/main\n    repository_owner_id: \"1234\"\n", wantMatch: true},
+		{name: "sub of the owner's repositories", allow: "  - sub: repo:acme-1234/*\n    repository_owner_id: \"1234\"\n", wantMatch: true},
+		{
+			// The old-form sub of a user named acme-1234 reads the same; its owner id is its own.
+			name:  "an old-form sub that reads as the immutable form",
+			allow: "  - sub: repo:acme-1234/*\n    repository_owner_id: \"1234\"\n",
+			edit: func(c map[string]any) {
+				c["sub"], c["repository"], c["repository_owner"], c["repository_owner_id"] = "repo:acme-1234/app-5678:ref:refs/heads/main", "acme-1234/app-5678", "acme-1234", "99001"
+			},
+		},
 		{
 			name:  "ids sent as JSON numbers",
 			allow: "  - repository_id: \"5678\"\n    actor_id: \"4321\"\n",

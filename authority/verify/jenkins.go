@@ -24,8 +24,13 @@ func init() {
 		sectionFields: []string{"audience"},
 		ruleFields:    []string{"sub", "job", "folder", "build_number"},
 		// The issuer is the admin's own Jenkins, yet it signs for every job
-		// on it: a rule of globs only would admit them all.
-		scope: &policy.OwnerScope{Issuer: "the Jenkins instance, for every job on it", AnyLiteral: true},
+		// on it: a rule must name the job (sub, job) or its folder exactly.
+		// build_number alone, exact or not, names a build of every job.
+		scope: &policy.OwnerScope{Issuer: "the Jenkins instance signs for every job on it, and build_number counts the builds of each job", Fields: []policy.OwnerField{
+			{Name: "sub", Shape: "the job URL, exactly", Example: "https://<jenkins>/job/<folder>/job/<job>/"},
+			{Name: "job", Shape: "the job's full name, exactly: infra/deploy"},
+			{Name: "folder", Shape: "the folder, exactly: infra"},
+		}},
 		issuer: func(s *oidcSection) (string, error) {
 			if s.Issuer == "" {
 				return "", errors.New("issuer is required: the issuer the Jenkins OpenID Connect Provider plugin is configured with " +

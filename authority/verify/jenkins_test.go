@@ -62,7 +62,8 @@ func TestJenkinsCompile(t *testing.T) {
 	runCompileCases(t, "jenkins", []compileCase{
 		{"issuer and folder", "issuer: https://jenkins.acme.internal/oidc\nallow:\n  - folder: infra\n", ""},
 		{"no issuer", "allow:\n  - folder: infra\n", "issuer is required"},
-		{"globs only", "issuer: https://jenkins.acme.internal/oidc\nallow:\n  - job: \"*\"\n", "sets every field to a glob"},
+		{"globs only", "issuer: https://jenkins.acme.internal/oidc\nallow:\n  - job: \"*\"\n", "does not pin the owner"},
+		{"build number only", "issuer: https://jenkins.acme.internal/oidc\nallow:\n  - build_number: \"1\"\n", "must set one of sub"},
 		{"unknown field", "issuer: https://jenkins.acme.internal/oidc\nallow:\n  - branch: main\n", `unknown field "branch"`},
 	})
 }

@@ -127,6 +127,10 @@ func TestOwnerScope(t *testing.T) {
 		// The new methods: the tenant by an exact value, in each rule or on the section.
 		{"forgejo", "owner on Codeberg", "instance: https://codeberg.org\nallow:\n  - repository_owner: acme\n", ""},
 		{"forgejo", "ref alone on Codeberg", "instance: https://codeberg.org\nallow:\n  - ref: refs/heads/main\n", notPinned},
+		{"forgejo", "an immutable-id sub alone", "instance: https://codeberg.org\nallow:\n  - sub: \"repo:acme-1234/app-5678:*\"\n", `reads the same as the old-form sub of a user named acme-1234`},
+		{"forgejo", "an immutable-id repository alone", "instance: https://codeberg.org\nallow:\n  - repository: acme-1234/app-5678\n", `add repository_owner_id: "1234"`},
+		{"forgejo", "an immutable-id sub with the owner id", "instance: https://codeberg.org\nallow:\n  - sub: \"repo:acme-1234/app-5678:*\"\n    repository_owner_id: \"1234\"\n", ""},
+		{"forgejo", "an old-form sub", "instance: https://codeberg.org\nallow:\n  - sub: \"repo:acme/app:*\"\n", ""},
 		{"env0", "organization", "allow:\n  - organization_id: 5c6d7e8f-0000-4000-8000-0000000000e0\n", ""},
 		{"env0", "project alone", "allow:\n  - project_id: 9a8b7c6d-0000-4000-8000-0000000000e1\n", notPinned},
 		{"codefresh", "account", "allow:\n  - account_id: 5f30ebd30312313ae7f17948\n", ""},
@@ -134,7 +138,9 @@ func TestOwnerScope(t *testing.T) {
 		{"semaphore", "the organization is the issuer", "organization: acme\nallow:\n  - branch: main\n", ""},
 		{"azure_devops", "the organization is the issuer", "organization_id: 0f8e4c2b-1a2b-4c3d-9e8f-123456789abc\nallow:\n  - repository_ref: refs/heads/main\n", ""},
 		{"jenkins", "an exact folder", "issuer: https://jenkins.acme.internal/oidc\nallow:\n  - folder: infra\n", ""},
-		{"jenkins", "globs only", "issuer: https://jenkins.acme.internal/oidc\nallow:\n  - job: \"infra/*\"\n", allGlobs},
+		{"jenkins", "a glob job", "issuer: https://jenkins.acme.internal/oidc\nallow:\n  - job: \"infra/*\"\n", notPinned},
+		{"jenkins", "an exact build number only", "issuer: https://jenkins.acme.internal/oidc\nallow:\n  - build_number: \"1\"\n", notPinned},
+		{"jenkins", "an exact job", "issuer: https://jenkins.acme.internal/oidc\nallow:\n  - job: infra/deploy\n    build_number: \"1\"\n", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.method+"/"+tc.name, func(t *testing.T) {
