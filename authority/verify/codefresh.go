@@ -13,8 +13,11 @@ import (
 const CodefreshIssuer = "https://oidc.codefresh.io"
 
 // codefreshClaims are the claims of a Codefresh pipeline's ID token, as
-// documented in "OIDC in pipelines": sub is
-// account:<account id>:pipeline:<pipeline id>[:initiator:...][:scm_repo_url:...].
+// documented in "OIDC in pipelines" and sent by real pipelines (Sigstore
+// Fulcio's Codefresh verifier and its fixtures): sub is
+// account:<account id>:pipeline:<pipeline id>[:initiator:...][:scm_repo_url:...];
+// runner_environment says where the build ran (hybrid: a runner of the
+// account's own).
 type codefreshClaims struct {
 	Sub                        string `json:"sub"`
 	AccountID                  string `json:"account_id"`
@@ -27,7 +30,7 @@ type codefreshClaims struct {
 	SCMUserName                string `json:"scm_user_name"`
 	SCMRef                     string `json:"scm_ref"`
 	SCMPullRequestTargetBranch string `json:"scm_pull_request_target_branch"`
-	RunnerType                 string `json:"runner_type"`
+	RunnerEnvironment          string `json:"runner_environment"`
 	PlatformURL                string `json:"platform_url"`
 }
 
@@ -37,7 +40,11 @@ func init() {
 		label:         "Codefresh",
 		sectionFields: []string{"audience"},
 		ruleFields: []string{"sub", "account_id", "account_name", "pipeline_id", "pipeline_name", "initiator",
-			"scm_repo_url", "scm_user_name", "scm_ref", "scm_pull_request_target_branch", "runner_type"},
+			"scm_repo_url", "scm_user_name", "scm_ref", "scm_pull_request_target_branch", "runner_environment"},
+		// mbot read a runner_type claim before; Codefresh never sent one.
+		retiredFields: map[string]string{
+			"runner_type": "Codefresh sends no runner_type claim (a rule on it never matched); its tokens carry runner_environment (such as hybrid): rename the field to runner_environment",
+		},
 		// oidc.codefresh.io signs for every account; the account id never
 		// changes, the name can.
 		scope: &policy.OwnerScope{
@@ -76,7 +83,7 @@ func init() {
 				"sub": c.Sub, "account_id": c.AccountID, "account_name": c.AccountName, "pipeline_id": c.PipelineID,
 				"pipeline_name": c.PipelineName, "workflow_id": c.WorkflowID, "initiator": c.Initiator,
 				"scm_repo_url": c.SCMRepoURL, "scm_user_name": c.SCMUserName, "scm_ref": c.SCMRef,
-				"scm_pull_request_target_branch": c.SCMPullRequestTargetBranch, "runner_type": c.RunnerType,
+				"scm_pull_request_target_branch": c.SCMPullRequestTargetBranch, "runner_environment": c.RunnerEnvironment,
 				"platform_url": c.PlatformURL,
 			})
 		},

@@ -19,17 +19,17 @@ func init() {
 			return "issuer: " + issuer + "\nallow:\n  - account_id: " + codefreshAccount + "\n    pipeline_name: app/deploy\n"
 		},
 		claims: policy.Claims{
-			"sub":           {"account:" + codefreshAccount + ":pipeline:64de5cd47626b3ca134e760a:scm_repo_url:https://github.com/acme/app:scm_user_name:octocat:scm_ref:main"},
-			"account_id":    {codefreshAccount},
-			"account_name":  {"acme"},
-			"pipeline_id":   {"64de5cd47626b3ca134e760a"},
-			"pipeline_name": {"app/deploy"},
-			"workflow_id":   {"65a1b2c3d4e5f6a7b8c9d0e1"},
-			"scm_repo_url":  {"https://github.com/acme/app"},
-			"scm_user_name": {"octocat"},
-			"scm_ref":       {"main"},
-			"runner_type":   {"hybrid"},
-			"platform_url":  {"https://g.codefresh.io"},
+			"sub":                {"account:" + codefreshAccount + ":pipeline:64de5cd47626b3ca134e760a:scm_repo_url:https://github.com/acme/app:scm_user_name:octocat:scm_ref:main"},
+			"account_id":         {codefreshAccount},
+			"account_name":       {"acme"},
+			"pipeline_id":        {"64de5cd47626b3ca134e760a"},
+			"pipeline_name":      {"app/deploy"},
+			"workflow_id":        {"65a1b2c3d4e5f6a7b8c9d0e1"},
+			"scm_repo_url":       {"https://github.com/acme/app"},
+			"scm_user_name":      {"octocat"},
+			"scm_ref":            {"main"},
+			"runner_environment": {"hybrid"},
+			"platform_url":       {"https://g.codefresh.io"},
 		},
 	})
 }
@@ -41,7 +41,7 @@ func TestCodefreshRules(t *testing.T) {
 		{
 			name: "every documented rule field",
 			allow: "  - account_id: " + codefreshAccount + "\n    account_name: acme\n    pipeline_id: 64de5cd47626b3ca134e760a\n    pipeline_name: app/deploy\n" +
-				"    scm_repo_url: https://github.com/acme/app\n    scm_user_name: octocat\n    scm_ref: main\n    runner_type: hybrid\n",
+				"    scm_repo_url: https://github.com/acme/app\n    scm_user_name: octocat\n    scm_ref: main\n    runner_environment: hybrid\n",
 			wantMatch: true,
 		},
 		{
@@ -77,5 +77,7 @@ func TestCodefreshCompile(t *testing.T) {
 		{"pipeline alone", "allow:\n  - pipeline_name: app/deploy\n", notPinned},
 		{"account by name only", "allow:\n  - account_name: acme\n", notPinned},
 		{"sub of any account", "allow:\n  - sub: \"account:*\"\n", notPinned},
+		// runner_type never was a Codefresh claim: say what to write instead.
+		{"retired runner_type", "allow:\n  - account_id: " + codefreshAccount + "\n    runner_type: hybrid\n", "allow[0].runner_type: Codefresh sends no runner_type claim (a rule on it never matched); its tokens carry runner_environment (such as hybrid): rename the field to runner_environment"},
 	})
 }

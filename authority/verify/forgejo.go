@@ -90,22 +90,36 @@ type forgejoClaims struct {
 	EventName         string       `json:"event_name"`
 	RunID             numberOrText `json:"run_id"`
 	SHA               string       `json:"sha"`
+	RunnerEnvironment string       `json:"runner_environment"`
 }
+
+// The issuer each server derives from its root URL (AppURL): Forgejo's
+// /api/actions discovery document names <AppURL>api/actions, Gitea's
+// services/actions/oidc.go signs as <AppURL>/api/actions/oidc.
+var forgejoIssuerPaths = map[string]string{"forgejo": "/api/actions", "gitea": "/api/actions/oidc"}
 
 func init() {
 	register(&oidcPlatform{
 		name:          "forgejo",
 		label:         "Forgejo Actions",
-		sectionFields: []string{"instance"},
+		sectionFields: []string{"instance", "type"},
 		ruleFields: []string{"sub", "repository", "repository_owner", "repository_id", "repository_owner_id",
-			"workflow", "actor", "actor_id", "ref", "ref_type", "event_name"},
+			"workflow", "actor", "actor_id", "ref", "ref_type", "event_name", "runner_environment"},
 		scope:       forgejoScope,
 		checkRules:  checkForgejoImmutableIDs,
 		issuerField: "instance",
 		issuer: func(s *oidcSection) (string, error) {
+			software := s.Type
+			if software == "" {
+				software = "forgejo"
+			}
+			path, ok := forgejoIssuerPaths[software]
+			if !ok {
+				return "", fmt.Errorf("type %q is neither forgejo (the default; issuer <instance>/api/actions) nor gitea (issuer <instance>/api/actions/oidc)", s.Type)
+			}
 			if s.Instance == "" && s.Issuer == "" {
-				return "", errors.New("instance is required: the Forgejo instance's URL, such as " + CodebergInstance +
-					"; its Actions tokens' issuer is <instance>/api/actions")
+				return "", errors.New("instance is required: the Forgejo or Gitea instance's URL, such as " + CodebergInstance +
+					"; a Forgejo instance's Actions tokens' issuer is <instance>/api/actions, a Gitea instance's (type: gitea) <instance>/api/actions/oidc")
 			}
 			if s.Issuer != "" {
 				return s.Issuer, nil
@@ -114,7 +128,7 @@ func init() {
 			if err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 				return "", fmt.Errorf("instance %q is not the URL of a Forgejo instance, such as %s", s.Instance, CodebergInstance)
 			}
-			return strings.TrimSuffix(s.Instance, "/") + "/api/actions", nil
+			return strings.TrimSuffix(s.Instance, "/") + path, nil
 		},
 		audience: func(_ *oidcSection, env *Env) string { return env.Audience },
 		claims: func(tok *oidc.IDToken) (policy.Claims, error) {
@@ -126,7 +140,7 @@ func init() {
 				"sub": c.Sub, "repository": c.Repository, "repository_owner": c.RepositoryOwner,
 				"repository_id": string(c.RepositoryID), "repository_owner_id": string(c.RepositoryOwnerID),
 				"workflow": c.Workflow, "actor": c.Actor, "actor_id": string(c.ActorID), "ref": c.Ref, "ref_type": c.RefType,
-				"event_name": c.EventName, "run_id": string(c.RunID), "sha": c.SHA,
+				"event_name": c.EventName, "run_id": string(c.RunID), "sha": c.SHA, "runner_environment": c.RunnerEnvironment,
 			}, "sub", "repository", "repository_owner", "ref")
 		},
 	})

@@ -92,6 +92,8 @@ func TestForgejoCompile(t *testing.T) {
 		{"any repository", "instance: https://codeberg.org\nallow:\n  - repository: \"*\"\n", notPinned},
 		{"sub of any owner", "instance: https://codeberg.org\nallow:\n  - sub: \"repo:*\"\n", notPinned},
 		{"globbed owner id", "instance: https://codeberg.org\nallow:\n  - repository_owner_id: \"12*\"\n", notPinned},
+		{"gitea", "instance: https://gitea.acme.internal\ntype: gitea\nallow:\n  - repository_owner_id: \"65\"\n", ""},
+		{"unknown type", "instance: https://gitea.acme.internal\ntype: gogs\nallow:\n  - repository_owner_id: \"65\"\n", `type "gogs" is neither forgejo`},
 	})
 	// The issuer is <instance>/api/actions.
 	v, err := compile(t, "forgejo", "instance: https://codeberg.org\nallow:\n  - repository_owner: acme\n", newEnv(nil))
@@ -101,4 +103,12 @@ func TestForgejoCompile(t *testing.T) {
 	iss := startIssuer(t, jose.ES256)
 	_, err = v.Verify(t.Context(), iss.Sign(t, tokenClaims(t, "forgejo", iss.URL, "acme")))
 	wantRefusal(t, err, identity.CodeWrongIssuer, "https://codeberg.org/api/actions", "spec.forgejo.instance")
+
+	// Gitea signs as <AppURL>/api/actions/oidc (services/actions/oidc.go).
+	v, err = compile(t, "forgejo", "instance: https://gitea.acme.internal/\ntype: gitea\nallow:\n  - repository_owner: acme\n", newEnv(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = v.Verify(t.Context(), iss.Sign(t, tokenClaims(t, "forgejo", iss.URL, "acme")))
+	wantRefusal(t, err, identity.CodeWrongIssuer, "https://gitea.acme.internal/api/actions/oidc", "spec.forgejo.instance")
 }

@@ -56,6 +56,9 @@ type oidcPlatform struct {
 	// ruleFields are the allow-rule field names; nil means any claim name
 	// (the generic oidc method, whose claims are whatever the issuer sends).
 	ruleFields []string
+	// retiredFields are rule fields mbot once took that the platform never
+	// sends, each with what to write instead; a rule naming one is refused.
+	retiredFields map[string]string
 	// checkRules refuses rules that would admit too much (optional).
 	checkRules func(rules []policy.AllowRule) error
 	// scope says how a rule pins the tenant that owns a token, for an issuer
@@ -120,6 +123,9 @@ func (p *oidcPlatform) Compile(tokenName string, section *yaml.Node, env *Env) (
 	}
 	if len(p.foldCaseFields) > 0 {
 		s.Allow = lowerRuleValues(s.Allow, p.foldCaseFields)
+	}
+	if err := p.refuseRetired(&s.Allow); err != nil {
+		return nil, err
 	}
 	known, fields := p.ruleFields, strings.Join(p.ruleFields, ", ")
 	if known == nil {
@@ -574,4 +580,24 @@ func (v *oidcVerifier) UnverifiedClaims(proof string) policy.Claims {
 		return nil
 	}
 	return claims
+}
+
+// refuseRetired names the first rule field of allow that is one of the
+// platform's retired fields, with what to write instead.
+func (p *oidcPlatform) refuseRetired(allow *yaml.Node) error {
+	if allow.Kind != yaml.SequenceNode || len(p.retiredFields) == 0 {
+		return nil
+	}
+	for i, rule := range allow.Content {
+		if rule.Kind != yaml.MappingNode {
+			continue
+		}
+		for j := 0; j+1 < len(rule.Content); j += 2 {
+			key := rule.Content[j]
+			if msg, ok := p.retiredFields[key.Value]; ok {
+				return fmt.Errorf("line %d: spec.%s.allow[%d].%s: %s", key.Line, p.name, i, key.Value, msg)
+			}
+		}
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package verify
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/mbot-dev/mbot/authority/policy"
@@ -38,6 +39,7 @@ func init() {
 		label:         "Semaphore",
 		sectionFields: []string{"organization", "audience"},
 		ruleFields:    []string{"sub", "project_id", "repo", "repo_slug", "branch", "pr_branch", "ref", "ref_type", "tag", "job_type"},
+		checkRules:    refuseSemaphorePR,
 		// No scope on rules: the required organization makes the issuer the
 		// organization's own (https://<organization>.semaphoreci.com).
 		issuer: func(s *oidcSection) (string, error) {
@@ -75,4 +77,20 @@ func init() {
 			})
 		},
 	})
+}
+
+// refuseSemaphorePR refuses ref_type "pr", which mbot's docs once told
+// users to write: Semaphore's pull-request jobs send the claim ref_type
+// "pull-request" (its OIDC reference and SEMAPHORE_GIT_REF_TYPE), so such
+// a rule never matched. (The sub template of that reference spells it
+// "pr"; a sub pattern is left as the user wrote it.)
+func refuseSemaphorePR(rules []policy.AllowRule) error {
+	for _, r := range rules {
+		for _, f := range r.Fields {
+			if f.Name == "ref_type" && slices.Contains(f.Patterns, "pr") {
+				return fmt.Errorf("line %d: allow rule field ref_type: Semaphore's pull-request jobs send ref_type \"pull-request\", never \"pr\": write ref_type: pull-request", r.Line)
+			}
+		}
+	}
+	return nil
 }

@@ -72,6 +72,9 @@ func TestSemaphoreCompile(t *testing.T) {
 		{"no organization", "allow:\n  - branch: main\n", "organization is required"},
 		{"organization as a URL", "organization: https://acme.semaphoreci.com\nallow:\n  - branch: main\n", "is not a Semaphore organization name"},
 		{"organization glob", "organization: \"*\"\nallow:\n  - branch: main\n", "is not a Semaphore organization name"},
+		// Semaphore sends ref_type "pull-request"; "pr" (in mbot's docs once) never matched.
+		{"ref_type pr", "organization: acme\nallow:\n  - branch: main\n    ref_type: pr\n", `Semaphore's pull-request jobs send ref_type "pull-request", never "pr": write ref_type: pull-request`},
+		{"ref_type pull-request", "organization: acme\nallow:\n  - pr_branch: main\n    ref_type: pull-request\n", ""},
 	})
 	// Another organization's tokens come from another issuer.
 	v, err := compile(t, "semaphore", "organization: acme\nallow:\n  - branch: main\n", newEnv(nil))

@@ -235,16 +235,16 @@ func SemaphoreClaims() map[string]any {
 // app/deploy of account acme, shaped like Codefresh's documented ID token.
 func CodefreshClaims() map[string]any {
 	return map[string]any{
-		"sub":           "account:5f30ebd30312313ae7f17948:pipeline:64de5cd47626b3ca134e760a:scm_repo_url:https://github.com/acme/app:scm_user_name:octocat:scm_ref:main",
-		"account_id":    "5f30ebd30312313ae7f17948",
-		"account_name":  "acme",
-		"pipeline_id":   "64de5cd47626b3ca134e760a",
-		"pipeline_name": "app/deploy",
-		"workflow_id":   "65a1b2c3d4e5f6a7b8c9d0e1",
-		"scm_repo_url":  "https://github.com/acme/app",
-		"scm_user_name": "octocat",
-		"scm_ref":       "main",
-		"runner_type":   "hybrid",
-		"platform_url":  "https://g.codefresh.io",
+		"sub":                "account:5f30ebd30312313ae7f17948:pipeline:64de5cd47626b3ca134e760a:scm_repo_url:https://github.com/acme/app:scm_user_name:octocat:scm_ref:main",
+		"account_id":         "5f30ebd30312313ae7f17948",
+		"account_name":       "acme",
+		"pipeline_id":        "64de5cd47626b3ca134e760a",
+		"pipeline_name":      "app/deploy",
+		"workflow_id":        "65a1b2c3d4e5f6a7b8c9d0e1",
+		"scm_repo_url":       "https://github.com/acme/app",
+		"scm_user_name":      "octocat",
+		"scm_ref":            "main",
+		"runner_environment": "hybrid",
+		"platform_url":       "https://g.codefresh.io",
 	}
 }
