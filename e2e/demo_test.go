@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"net/url"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -237,4 +239,89 @@ func hostPort(t *testing.T, rawURL string) string {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// TestDemoLastLine checks that the demo's last line works as printed: by
+// name when PATH finds this mbot, else by its path with how to put it on
+// PATH.
+func TestDemoLastLine(t *testing.T) {
+	for _, tc := range []struct {
+		name, path string
+		last       string
+		note       string
+	}{
+		{"mbot on PATH", pathWithMbot(mbotBin), "To continue by hand, run: mbot demo --keep", ""},
+		{"mbot not on PATH", pathWithoutMbot(), "To continue by hand, run: " + mbotBin + " demo --keep",
+			"mbot is not on PATH: export PATH=" + filepath.Dir(mbotBin) + `:"$PATH"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "mbot-demo")
+			res := mustMbot(t, []string{"PATH=" + tc.path, "HOME=" + t.TempDir(), "TMPDIR=" + t.TempDir()}, "demo", "--out", out)
+			lines := strings.Split(strings.TrimSpace(res.stdout), "\n")
+			if got := lines[len(lines)-1]; got != tc.last {
+				t.Errorf("the demo's last line is %q, want %q", got, tc.last)
+			}
+			if tc.note != "" && !strings.Contains(res.stdout, tc.note) {
+				t.Errorf("the demo does not say how to put mbot on PATH (%q):\n%s", tc.note, res.stdout)
+			}
+			if tc.note == "" && strings.Contains(res.stdout, "not on PATH") {
+				t.Errorf("the demo says mbot is not on PATH, which finds it:\n%s", res.stdout)
+			}
+		})
+	}
+}
+
+// TestDemoLoginFails runs the demo as an account that cannot log in
+// (nobody, whose shell is nologin): the certificate is fine, the real sshd
+// refuses the session, and the demo says so and exits non-zero.
+func TestDemoLoginFails(t *testing.T) {
+	if !demoSSH(t) {
+		t.Skip("sshd or ssh is not installed")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("running the demo as nobody needs root")
+	}
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skipf("no user nobody: %v", err)
+	}
+	uid, _ := strconv.Atoi(nobody.Uid)
+	gid, _ := strconv.Atoi(nobody.Gid)
+	// A directory nobody can read and write, with a copy of the binary.
+	dir, err := os.MkdirTemp("", "mbot-demo-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "mbot")
+	writeFile(t, bin, readFile(t, mbotBin), 0o755)
+	for _, d := range []string{dir, filepath.Join(dir, "tmp"), filepath.Join(dir, "home")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(d, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(bin, "demo", "--out", filepath.Join(dir, "mbot-demo"))
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + filepath.Join(dir, "home"), "TMPDIR=" + filepath.Join(dir, "tmp")}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("mbot demo as nobody: %v, want exit 1\n--- stdout:\n%s--- stderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	for _, want := range []string{`the SSH login as "nobody" failed`, "Permission denied", `sshd: "User nobody not allowed`, "not locked, a real login shell"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("the demo's error lacks %q:\n%s", want, stderr.String())
+		}
+	}
+	if !strings.Contains(stdout.String(), "the login failed") {
+		t.Errorf("the demo's story does not say the login failed:\n%s", stdout.String())
+	}
+	if testing.Verbose() {
+		t.Log(stdout.String())
+	}
 }

@@ -168,6 +168,7 @@ func Run(ctx context.Context, w io.Writer, opts Options) error {
 			defer sshd.Close()
 		}
 	}
+	var loginFailed error // the demo's point: a run whose login fails is not a success
 	if sshErr == nil {
 		fmt.Fprintf(w, "4. The job logs in to %s: a real sshd on 127.0.0.1:%d trusting the SSH user CA, with a host certificate\n", demoHost, sshd.Port)
 		args := sshArgs(sshConfig, sshd.Port, remoteCommand)
@@ -177,6 +178,8 @@ func Run(ctx context.Context, w io.Writer, opts Options) error {
 			// This machine's accounts may forbid it (a locked account, a
 			// nologin shell): say why, and go on with the story.
 			fmt.Fprintf(w, "   the login failed (%v):\n%s\n   sshd logged:\n%s\n", err, indent(output, 5), indent(sshd.logs.Bytes(), 10))
+			loginFailed = fmt.Errorf("the SSH login as %s failed (ssh: %v, %q; sshd: %q): this machine's account %s must be able to log in over SSH (not locked, a real login shell)",
+				identity.Quote(login), err, identity.Printable(lastLine(output)), identity.Printable(sshdReason(sshd.logs.Bytes())), identity.Quote(login))
 		} else {
 			fmt.Fprintf(w, "   %s\n", identity.Printable(string(bytes.TrimSpace(output))))
 		}
@@ -222,6 +225,7 @@ func Run(ctx context.Context, w io.Writer, opts Options) error {
 		fmt.Fprintf(w, "   %s join join_token=%s bot=%s repository=%s ref=%s: %s\n", ev.Time.Format(time.TimeOnly),
 			ev.JoinToken, ev.Bot, ev.Claims["repository"], ev.Claims["ref"], outcome)
 	}
+	again := runAgain()
 	if !opts.Keep {
 		fmt.Fprintf(w, `
 Look closer:
@@ -229,13 +233,17 @@ Look closer:
    openssl verify -CAfile %[2]s %[3]s
 A server trusts these identities with sshd_config "TrustedUserCAKeys <file>"
 holding the output of "mbot authority export --type ssh-user-ca".
-Everything the demo started has stopped. Run "mbot demo --keep" to continue by hand.
+Everything the demo started has stopped.%[4]s
+To continue by hand, run: %[5]s demo --keep
 `, shellQuote(filepath.Join(res.Dir, identity.FileSSHCert)), shellQuote(filepath.Join(res.Dir, identity.FileCA)),
-			shellQuote(filepath.Join(res.Dir, identity.FileTLSCert)))
-		return nil
+			shellQuote(filepath.Join(res.Dir, identity.FileTLSCert)), again.pathNote, again.mbot)
+		return loginFailed
 	}
 
 	fmt.Fprintf(w, "\nThe authority, the simulated GitHub Actions platform and the sshd keep running. In another shell:\n\n")
+	if again.pathNote != "" {
+		fmt.Fprintf(w, "#%s\n", strings.ReplaceAll(again.pathNote, "\n", "\n#"))
+	}
 	for _, kv := range [][2]string{{"MBOT_AUTHORITY", authorityURL}, {"MBOT_CA_PIN", pin}, {"MBOT_TOKEN", "github-deploy"},
 		{"GITHUB_ACTIONS", env["GITHUB_ACTIONS"]}, {"ACTIONS_ID_TOKEN_REQUEST_URL", env["ACTIONS_ID_TOKEN_REQUEST_URL"]},
 		{"ACTIONS_ID_TOKEN_REQUEST_TOKEN", env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"]}} {
@@ -250,7 +258,60 @@ Everything the demo started has stopped. Run "mbot demo --keep" to continue by h
 	fmt.Fprintf(w, "\nPress Ctrl-C to stop everything.\n")
 	<-ctx.Done()
 	fmt.Fprintf(w, "Stopping the authority, the simulated platform and the sshd.\n")
-	return nil
+	return loginFailed
+}
+
+// sshdReason is the last line of sshd's log that says something other than
+// that it listened or a connection closed: why it refused a login.
+func sshdReason(logs []byte) string {
+	reason := "nothing logged"
+	for _, line := range strings.Split(string(logs), "\n") {
+		line = strings.TrimSpace(line)
+		routine := line == ""
+		for _, p := range []string{"Server listening", "Connection closed", "kex_exchange_identification", "Received disconnect", "Disconnected from", "Accepted "} {
+			routine = routine || strings.HasPrefix(line, p)
+		}
+		if !routine {
+			reason = line
+		}
+	}
+	return reason
+}
+
+// lastLine is the last non-empty line of out.
+func lastLine(out []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+// rerun is how the user runs this mbot again, so that the printed
+// commands work as printed.
+type rerun struct {
+	mbot     string // "mbot", "go run .", or the binary's path
+	pathNote string // how to put mbot on PATH, when it is not there
+}
+
+// runAgain finds how this mbot is run again: by name when PATH finds this
+// very binary; with go run when go run built it (a temporary binary);
+// else by its path, with how to put it on PATH for the other commands.
+func runAgain() rerun {
+	self, err := os.Executable()
+	if err != nil {
+		return rerun{mbot: "mbot"}
+	}
+	if onPath, err := exec.LookPath("mbot"); err == nil && sameFile(onPath, self) {
+		return rerun{mbot: "mbot"}
+	}
+	if strings.Contains(self, string(filepath.Separator)+"go-build") {
+		return rerun{mbot: "go run .", pathNote: "\nmbot is not on PATH (go run builds it in a temporary directory): run go install . and add $(go env GOPATH)/bin to PATH, or replace mbot with go run . in the commands below."}
+	}
+	return rerun{mbot: shellQuote(self), pathNote: fmt.Sprintf("\nmbot is not on PATH: export PATH=%s:\"$PATH\" to run the commands below as printed.", shellQuote(filepath.Dir(self)))}
+}
+
+func sameFile(a, b string) bool {
+	ia, errA := os.Stat(a)
+	ib, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(ia, ib)
 }
 
 // indent returns the last n lines of out, indented for the story.
