@@ -432,3 +432,21 @@ func TestAnchors(t *testing.T) {
 		t.Error("a comment in a code block was taken for a heading")
 	}
 }
+
+// TestNoRepeatedParagraphs fails when a page prints one paragraph of prose
+// twice (a merge that kept both sides).
+func TestNoRepeatedParagraphs(t *testing.T) {
+	for file, text := range markdownFiles(t) {
+		seen := map[string]bool{}
+		for _, p := range strings.Split(prose(text), "\n\n") {
+			p = strings.TrimSpace(p)
+			if len(p) < 80 || strings.HasPrefix(p, "|") {
+				continue
+			}
+			if seen[p] {
+				t.Errorf("%s prints this paragraph twice:\n%s", file, p)
+			}
+			seen[p] = true
+		}
+	}
+}
