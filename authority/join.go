@@ -2,6 +2,9 @@ package authority
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -288,9 +291,36 @@ func (a *Authority) grant(st *state, ls *locks.Set, bot *resources.Bot, joinToke
 // it comes in (bound_keypair) is verified with the request's output keys.
 func verifyProof(ctx context.Context, v verify.Verifier, req *identity.JoinRequest, remote string) (*verify.Admission, error) {
 	if rv, ok := v.(verify.RequestVerifier); ok {
-		return rv.VerifyJoin(ctx, req.Proof, verify.JoinContext{OutputKeys: identity.OutputKeysDigest(req.Outputs), Remote: remote})
+		return rv.VerifyJoin(ctx, req.Proof, verify.JoinContext{OutputKeys: identity.OutputKeysDigest(req.Outputs), Retry: retryDigest(req), Remote: remote})
 	}
 	return v.Verify(ctx, req.Proof)
+}
+
+// retryDigest fingerprints the whole join request for bound_keypair's
+// retry exemption (verify.JoinContext.Retry): every output as sent (name,
+// type, roles, keys, and what it asks for, audiences included) and the TTL.
+// It is empty, so that no retry is admitted, unless every output carries a
+// key: a keyless output (workload-identity-jwt) answered twice is a second
+// bearer credential, not a retry.
+func retryDigest(req *identity.JoinRequest) string {
+	if len(req.Outputs) == 0 {
+		return ""
+	}
+	for _, o := range req.Outputs {
+		if o.SSHPublicKey == "" && o.TLSPublicKey == "" {
+			return ""
+		}
+	}
+	b, err := json.Marshal(struct {
+		JoinToken  string                   `json:"join_token"`
+		TTLSeconds int64                    `json:"ttl_seconds"`
+		Outputs    []identity.OutputRequest `json:"outputs"`
+	}{req.JoinToken, req.TTLSeconds, req.Outputs})
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(append([]byte("mbot join retry v1\x00"), b...))
+	return hex.EncodeToString(sum[:])
 }
 
 func (s *state) joinToken(name string) (*compiledToken, error) {

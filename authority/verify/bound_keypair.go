@@ -53,8 +53,16 @@ type KeypairStore interface {
 // JoinContext is what a verifier that binds its proof to the request sees
 // of the join besides the proof.
 type JoinContext struct {
-	// OutputKeys is identity.OutputKeysDigest of the request's outputs.
+	// OutputKeys is identity.OutputKeysDigest of the request's outputs,
+	// which the proof signs.
 	OutputKeys string
+	// Retry fingerprints the whole request (every output with its type,
+	// keys and fields, the TTL) when a retry of it may be answered again:
+	// only when every output carries a key the runner keeps, so that an
+	// answer lost in transit is worth nothing to anyone else. Empty
+	// otherwise: a JWT-SVID or another keyless output is a bearer
+	// credential, and presenting the previous sequence for it is a copy.
+	Retry string
 	// Remote is the caller's address, for the join sequence's records.
 	Remote string
 }
@@ -338,11 +346,12 @@ func (v *boundKeypairVerifier) VerifyJoin(ctx context.Context, proof string, jc 
 	}
 
 	j := store.KeypairJoin{JoinToken: v.name, Binding: v.binding, Presented: p.Sequence, PublicKey: expected, NewPublicKey: next,
-		Keys: jc.OutputKeys, Remote: jc.Remote}
+		Keys: jc.Retry, Remote: jc.Remote}
 	advance := func(ctx context.Context) error { return v.advance(ctx, st, j) }
-	if cur != nil && p.Sequence < cur.Sequence && (p.Sequence+1 != cur.Sequence || jc.OutputKeys != cur.LastKeys) {
-		// An older sequence, signed by the key: a copy. Lock the token now,
-		// before anything is signed.
+	if cur != nil && p.Sequence < cur.Sequence && (p.Sequence+1 != cur.Sequence || jc.Retry == "" || jc.Retry != cur.LastKeys) {
+		// An older sequence, signed by the key, that is not exactly the
+		// last join again with keys only its runner holds: a copy. Lock
+		// the token now, before anything is signed.
 		if err := advance(ctx); err != nil {
 			return nil, err
 		}

@@ -106,7 +106,12 @@ func sshSign(t *testing.T, s ssh.Signer, data []byte) string {
 // join verifies proof and, when admitted, commits the sequence as the join
 // path does after signing.
 func join(v verify.Verifier, proof, remote string) (*verify.Admission, error) {
-	adm, err := v.(verify.RequestVerifier).VerifyJoin(context.Background(), proof, verify.JoinContext{OutputKeys: outputKeys, Remote: remote})
+	return joinWith(v, proof, verify.JoinContext{OutputKeys: outputKeys, Retry: "request " + outputKeys, Remote: remote})
+}
+
+// joinWith is join with the request's context as given.
+func joinWith(v verify.Verifier, proof string, jc verify.JoinContext) (*verify.Admission, error) {
+	adm, err := v.(verify.RequestVerifier).VerifyJoin(context.Background(), proof, jc)
 	if err != nil {
 		return nil, err
 	}
@@ -256,6 +261,42 @@ func TestBoundKeypairCopiedKeyLocks(t *testing.T) {
 	wantRefusal(t, err, identity.CodeKeypairMismatch)
 	if _, err := join(v2, keypairJoin{signer: runner, sequence: 2}.proof(t, v2), "192.0.2.1:1"); err != nil {
 		t.Fatalf("an unsigned stale sequence locked the join token: %v", err)
+	}
+}
+
+// TestBoundKeypairRetryIsTheSameRequest: the previous sequence is admitted
+// again only for exactly the request it was admitted for (the same Retry
+// digest), and only when that request may be retried at all (a non-empty
+// digest: every output carries a key). A copy of the key and its .state
+// asking for keyless outputs (a JWT-SVID) or for anything else locks the
+// join token.
+func TestBoundKeypairRetryIsTheSameRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name, first, again string
+		admitted           bool
+	}{
+		{"the same request with keys", "request A", "request A", true},
+		{"another request", "request A", "request B", false},
+		{"a keyless request, the same", "", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env, _ := keypairEnv(t)
+			runner := newSigner(t)
+			v := mustCompile(t, "bound_keypair", "public_key: "+authorized(runner)+"\n", env)
+			if _, err := joinWith(v, keypairJoin{signer: runner}.proof(t, v), verify.JoinContext{OutputKeys: outputKeys, Retry: tc.first, Remote: "192.0.2.1:1"}); err != nil {
+				t.Fatal(err)
+			}
+			_, err := joinWith(v, keypairJoin{signer: runner}.proof(t, v), verify.JoinContext{OutputKeys: outputKeys, Retry: tc.again, Remote: "198.51.100.7:2"})
+			if tc.admitted {
+				if err != nil {
+					t.Fatalf("the retry of the same request: %v", err)
+				}
+				return
+			}
+			wantRefusal(t, err, identity.CodeJoinTokenLocked, "two holders")
+			_, err = join(v, keypairJoin{signer: runner, sequence: 1}.proof(t, v), "192.0.2.1:1")
+			wantRefusal(t, err, identity.CodeJoinTokenLocked, "is locked")
+		})
 	}
 }
 
