@@ -63,8 +63,12 @@ func (a *Authority) Exchange(ctx context.Context, req *identity.ExchangeRequest,
 	)
 	for attempt := 0; ; attempt++ {
 		ev = &store.AuditEvent{Event: exchangeMethod, Method: exchangeMethod, Remote: remote}
+		st, ls := a.state.Load(), a.Locks()
 		resp, err = a.exchange(ctx, req, ev)
-		if !errors.Is(err, store.ErrStale) || attempt == maxStaleRetries {
+		// Decided on resources or locks that another process changed since
+		// (nothing was written, or a refusal the change may lift): decide
+		// again on the current ones.
+		if err == nil || attempt == maxStaleRetries || (!a.changedSince(ctx, st, ls) && !errors.Is(err, store.ErrStale)) {
 			break
 		}
 	}

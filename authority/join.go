@@ -141,7 +141,15 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 	for attempt := 0; ; attempt++ {
 		resp, err := a.admit(st, ls, tok, req, adm, keys, lineage, ev)
 		if err != nil {
-			return nil, err
+			// A refusal on resources or locks another process changed since
+			// (mbot unlock, an apply that allows it) is decided again.
+			if attempt == maxStaleRetries || !a.changedSince(ctx, st, ls) {
+				return nil, err
+			}
+			if st, ls, tok, adm, err = a.readmit(ctx, req, tok, adm, ev); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		if adm.Advance != nil && !advanced {
 			if err := adm.Advance(ctx); err != nil {
@@ -163,18 +171,10 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 		case errors.Is(err, store.ErrStale) && attempt < maxStaleRetries:
 			// Changed by mbot rm, apply or lock (any process) since this
 			// process read them: admit again on the current ones.
-			ev.Allowed, ev.Roles, ev.Outputs, ev.Serials, ev.NotAfter = false, nil, nil, nil, time.Time{}
 			a.refreshNow(ctx)
-			st, ls = a.state.Load(), a.Locks()
-			next, err := st.joinToken(req.JoinToken)
-			if err != nil {
+			if st, ls, tok, adm, err = a.readmit(ctx, req, tok, adm, ev); err != nil {
 				return nil, err
 			}
-			if !reflect.DeepEqual(next.token.Spec, tok.token.Spec) {
-				return nil, identity.Errorf(identity.CodeRuleMismatch, "join token %q changed while this join was admitted (mbot apply); join again, so that the proof is checked against the join token as it is now",
-					req.JoinToken)
-			}
-			tok = next
 			continue
 		case errors.Is(err, store.ErrReplay):
 			return nil, identity.Errorf(identity.CodeProofReplayed, "join token %q: this proof was already used to join; each is accepted once, so fetch a fresh one from the platform (for a token join: mbot tokens add prints a new secret)",
@@ -184,6 +184,31 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 		}
 		return resp, nil
 	}
+}
+
+// readmit prepares a join to be decided again on the resources and locks
+// now in effect: its join token as it is now, and the proof verified again
+// if the join token changed.
+func (a *Authority) readmit(ctx context.Context, req *identity.JoinRequest, tok *compiledToken, adm *verify.Admission, ev *store.AuditEvent) (
+	*state, *locks.Set, *compiledToken, *verify.Admission, error) {
+	ev.Allowed, ev.Roles, ev.Outputs, ev.Serials, ev.NotAfter = false, nil, nil, nil, time.Time{}
+	st, ls := a.state.Load(), a.Locks()
+	next, err := st.joinToken(req.JoinToken)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if next.token.Spec.Method != tok.token.Spec.Method {
+		return nil, nil, nil, nil, identity.Errorf(identity.CodeMethodMismatch, "join token %q became a %s join token while this join was admitted; join again",
+			req.JoinToken, next.token.Spec.Method)
+	}
+	if !reflect.DeepEqual(next.token.Spec, tok.token.Spec) {
+		if adm, err = verifyProof(ctx, next.verifier, req, ev.Remote); err != nil {
+			return nil, nil, nil, nil, err
+		}
+		ev.Claims = adm.Claims.Flatten()
+		recordCIPlatform(ev, req.CIPlatform)
+	}
+	return st, ls, next, adm, nil
 }
 
 // admit is the part of a join decided on the resources and locks in effect

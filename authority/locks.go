@@ -42,7 +42,7 @@ func (l *lockSet) reload(ctx context.Context, st store.Store) error {
 	next := locks.FromStore(state)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if cur := l.set.Load(); cur == nil || next.Generation() >= cur.Generation() {
+	if cur := l.set.Load(); cur == nil || next.Generation() > cur.Generation() {
 		l.set.Store(next)
 	}
 	return nil
@@ -51,6 +51,15 @@ func (l *lockSet) reload(ctx context.Context, st store.Store) error {
 // Locks returns the lock set in effect; its Generation changes with every
 // change of the store's locks.
 func (a *Authority) Locks() *locks.Set { return a.lockSet.load() }
+
+// changedSince reads what other processes changed and reports whether the
+// resources or locks in effect are no longer st and ls: a refusal decided
+// on those is decided again (a change read by followChanges in between
+// counts too).
+func (a *Authority) changedSince(ctx context.Context, st *state, ls *locks.Set) bool {
+	a.refreshNow(ctx)
+	return a.state.Load() != st || a.Locks() != ls
+}
 
 // checkLocks refuses what sub covers a lock of ls for; what names the
 // request ("join", "renewal", "exchange").

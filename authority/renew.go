@@ -60,13 +60,15 @@ func (a *Authority) Renew(ctx context.Context, req *identity.RenewRequest, cert 
 	)
 	for attempt := 0; ; attempt++ {
 		ev = &store.AuditEvent{Event: "renew", Method: tokenMethod, Remote: remote}
+		st, ls := a.state.Load(), a.Locks()
 		resp, err = a.renew(ctx, req, cert, ev)
-		// Resources or locks changed since this process read them: decide
-		// again on the current ones (nothing was written).
-		if !errors.Is(err, store.ErrStale) || attempt == maxStaleRetries {
+		// Decided on resources or locks that another process changed since
+		// (nothing was written, or a refusal the change may lift): decide
+		// again on the current ones.
+		var answered storeAnswer
+		if err == nil || attempt == maxStaleRetries || errors.As(err, &answered) || (!a.changedSince(ctx, st, ls) && !errors.Is(err, store.ErrStale)) {
 			break
 		}
-		a.refreshNow(ctx)
 	}
 	if err == nil {
 		if err = a.store.Audit(ctx, ev); err != nil {
@@ -138,10 +140,10 @@ func (a *Authority) renew(ctx context.Context, req *identity.RenewRequest, cert 
 	case errors.As(err, &mismatch):
 		ev.Claims["instance"] = lineage.Chain
 		a.recordInstanceLock(ctx, mismatch, ev)
-		return nil, instanceLockedError(mismatch.Lock)
+		return nil, storeAnswer{instanceLockedError(mismatch.Lock)}
 	case errors.As(err, &locked):
 		a.reloadLocksLogged(ctx)
-		return nil, instanceLockedError(locked.Lock)
+		return nil, storeAnswer{instanceLockedError(locked.Lock)}
 	case errors.Is(err, store.ErrStale):
 		return nil, err
 	case err != nil:
@@ -229,6 +231,13 @@ func instanceLockedError(l *store.InstanceLock) error {
 	return locks.Lock{Kind: locks.KindInstance, Target: l.Instance, Reason: l.Reason, Since: l.Time, LockedBy: "authority", Automatic: true,
 		Bot: l.Bot, JoinToken: l.JoinToken, FirstJoin: l.FirstJoin, Runner: l.Runner}.Refusal("renewal")
 }
+
+// storeAnswer is a refusal the store gave in the renewal's own
+// transaction (it locked the instance, or found it locked): the renewal is
+// not decided again.
+type storeAnswer struct{ error }
+
+func (e storeAnswer) Unwrap() error { return e.error }
 
 // maxStaleRetries bounds how often a join, renewal or exchange decides
 // again because resources or locks changed while it was decided.
