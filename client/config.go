@@ -65,9 +65,10 @@ type Output struct {
 	// Type is what is written (SPEC §7): identity (the default), database,
 	// kubernetes, application, workload-identity-jwt, ssh_host.
 	Type string `yaml:"type"`
-	// Destination is the directory the output is written to; a relative
-	// path is relative to the working directory, like --out.
-	Destination string `yaml:"destination"`
+	// Destination is the directory the output is written to (a relative
+	// path is relative to the working directory, like --out), or a
+	// Kubernetes Secret (destination.go).
+	Destination Destination `yaml:"destination"`
 	// Roles is the subset of the bot's roles this output carries; empty means all.
 	Roles []string `yaml:"roles"`
 	// Name names the output in identity.json, the audit log and GitHub step
@@ -250,11 +251,19 @@ func (o *Output) CheckAndSetDefaults() error {
 	if err := kind.checkAndSetDefaults(o); err != nil {
 		return err
 	}
-	if o.Destination == "" {
-		return badField("destination", "is required: the directory this output is written to")
+	switch {
+	case o.Destination.Secret != nil:
+		if err := o.Destination.Secret.checkAndSetDefaults(); err != nil {
+			return err
+		}
+	case o.Destination.Dir == "":
+		return badField("destination", "is required: the directory this output is written to, or a Secret ({type: kubernetes_secret, name: NAME})")
 	}
 	if o.Name == "" {
-		o.Name = outputNameFrom(o.Destination)
+		o.Name = outputNameFrom(o.Destination.Dir)
+		if s := o.Destination.Secret; s != nil {
+			o.Name = outputNameFrom(s.Name)
+		}
 	}
 	// The authority checks the name again: it reaches the SSH certificate's key ID.
 	if err := identity.CheckName("output name", o.Name); err != nil {
@@ -297,9 +306,16 @@ func outputNameFrom(dest string) string {
 }
 
 // distinctDestinations refuses output b when it would write the same
-// directory as output a (named other), or one inside it or around it
-// (writing the outer one would replace the inner).
-func distinctDestinations(a, b, other string) error {
+// directory or Secret as output a (named other), or a directory inside it
+// or around it (writing the outer one would replace the inner).
+func distinctDestinations(da, db Destination, other string) error {
+	if da.Secret != nil || db.Secret != nil {
+		if da.Secret != nil && db.Secret != nil && da.Secret.Name == db.Secret.Name && da.Secret.Namespace == db.Secret.Namespace {
+			return fmt.Errorf("%s is already the destination of %s; give each output its own Secret", db, other)
+		}
+		return nil
+	}
+	a, b := da.Dir, db.Dir
 	ca, cb := canonicalDir(a), canonicalDir(b)
 	switch {
 	case ca == cb:

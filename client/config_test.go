@@ -30,8 +30,8 @@ func TestParseConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Output{
-		{Type: "identity", Destination: "./mbot-deploy", Roles: []string{"deploy"}, Name: "mbot-deploy"},
-		{Type: "identity", Destination: "./mbot-readonly", Roles: []string{"audit-read"}, Name: "readonly"},
+		{Type: "identity", Destination: Destination{Dir: "./mbot-deploy"}, Roles: []string{"deploy"}, Name: "mbot-deploy"},
+		{Type: "identity", Destination: Destination{Dir: "./mbot-readonly"}, Roles: []string{"audit-read"}, Name: "readonly"},
 	}
 	if cfg.Authority != "https://auth.acme.internal:8443" || cfg.Token != "github-deploy" || cfg.JoinMethod != "auto" ||
 		time.Duration(cfg.TTL) != 2*time.Hour || !slices.EqualFunc(cfg.Outputs, want, outputsEqual) {
@@ -140,7 +140,7 @@ func TestResolve(t *testing.T) {
 		if err := o.resolve(); err != nil {
 			t.Fatal(err)
 		}
-		if len(o.Outputs) != 1 || o.Outputs[0].Destination != "./flag-out" || !slices.Equal(o.Outputs[0].Roles, []string{"flag-role"}) ||
+		if len(o.Outputs) != 1 || o.Outputs[0].Destination.Dir != "./flag-out" || !slices.Equal(o.Outputs[0].Roles, []string{"flag-role"}) ||
 			o.Token != "from-file" || o.TTL != 3*time.Hour {
 			t.Errorf("resolved %+v", o)
 		}
@@ -157,7 +157,7 @@ func TestResolve(t *testing.T) {
 		if err := o.resolve(); err != nil {
 			t.Fatal(err)
 		}
-		want := []Output{{Type: "identity", Name: "identity", Destination: DefaultOut, Roles: []string{"deploy"}}}
+		want := []Output{{Type: "identity", Name: "identity", Destination: Destination{Dir: DefaultOut}, Roles: []string{"deploy"}}}
 		if !slices.EqualFunc(o.Outputs, want, outputsEqual) || o.TTL != DefaultTTL || o.JoinMethod != "auto" {
 			t.Errorf("resolved %+v", o)
 		}

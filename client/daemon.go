@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -111,6 +110,10 @@ func resolveSettings(o DaemonOptions) (*settings, error) {
 		// bot's identity, which only an identity output holds.
 		return nil, fmt.Errorf("mbot start renews with its first output's identity, but the first output is of type %s; list an identity output first", t)
 	}
+	if s.issue.JoinMethod == tokenMethod && s.issue.Outputs[0].Destination.Secret != nil {
+		// The identity is read back from its files to renew it over mTLS.
+		return nil, fmt.Errorf("mbot start with join method token renews with its first output's identity, read back from its directory, but the first output is written to a Secret; give the first output a directory (such as an emptyDir volume)")
+	}
 	where := "--renewal-interval (MBOT_RENEWAL_INTERVAL)"
 	if s.interval == 0 && s.issue.Config != "" {
 		cfg, err := LoadConfig(s.issue.Config)
@@ -139,13 +142,11 @@ func resolveSettings(o DaemonOptions) (*settings, error) {
 		return nil, fmt.Errorf("%s %s must be shorter than --ttl %s, so that the outputs are renewed before they expire (default: a third of the TTL)",
 			where, s.interval, s.issue.TTL)
 	}
-	for _, out := range s.issue.Outputs {
-		dir, err := filepath.Abs(out.Destination)
-		if err != nil {
-			return nil, err
-		}
-		s.dirs = append(s.dirs, dir)
+	dirs, err := outputDirs(s.issue.Outputs)
+	if err != nil {
+		return nil, err
 	}
+	s.dirs = dirs
 	if _, err := checkDestinations(s.issue.Outputs, s.dirs); err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mbot-dev/mbot/client/kubesecret"
 	"github.com/mbot-dev/mbot/identity"
 	"github.com/mbot-dev/mbot/joiners"
 )
@@ -62,6 +63,8 @@ type IssueOptions struct {
 	// sentProof, when set, receives the fingerprint of a proof the
 	// authority accepted, or refused as a replay.
 	sentProof func(fingerprint [sha256.Size]byte)
+	// kube writes the outputs whose destination is a Secret; set by issue.
+	kube *kubeTargets
 }
 
 // IssueResult is what a successful issue wrote.
@@ -79,7 +82,15 @@ type IssueResult struct {
 
 // IssuedOutput is one output written by a join.
 type IssuedOutput struct {
-	Dir   string
+	// Dir is the output's directory; for a Secret, the path where pods
+	// mount it (mount_path), which its files refer to.
+	Dir string
+	// Secret is "Secret namespace/name" when the output was written to a
+	// Secret, else "".
+	Secret string
+	// Conflicts counts the writes of the Secret that the API server
+	// refused because it had changed meanwhile, each retried.
+	Conflicts int
 	Grant *identity.OutputResponse
 	// Summary says what an output of a type other than identity holds and
 	// how to use it, for mbot issue to print; empty for identity outputs.
@@ -105,19 +116,20 @@ func Issue(ctx context.Context, o IssueOptions) (*IssueResult, error) {
 	if err := o.resolve(); err != nil {
 		return nil, err
 	}
-	dirs := make([]string, len(o.Outputs))
-	for i, out := range o.Outputs {
-		dir, err := filepath.Abs(out.Destination)
-		if err != nil {
-			return nil, err
-		}
-		dirs[i] = dir
+	dirs, err := outputDirs(o.Outputs)
+	if err != nil {
+		return nil, err
 	}
 	var written []string
 	res, err := issue(ctx, o, dirs, &written)
 	if err != nil {
+		// A Secret is left as it was: it holds the previous, still valid
+		// credentials, or nothing, and pods that mount it keep running.
 		var stale, partial []string
-		for _, dir := range dirs {
+		for i, dir := range dirs {
+			if o.Outputs[i].Destination.Secret != nil {
+				continue
+			}
 			if ok, rerr := identity.RemoveStale(dir); ok && rerr == nil {
 				if slices.Contains(written, dir) {
 					partial = append(partial, dir)
@@ -162,17 +174,19 @@ func (o *IssueOptions) resolve() error {
 	switch {
 	case len(o.Outputs) > 0:
 	case cfg == nil && len(o.HostNames) > 0:
-		o.Outputs = []Output{{Type: OutputTypeSSHHost, Name: OutputTypeSSHHost, Destination: firstSet(o.Out, DefaultOut), Roles: o.Roles,
+		o.Outputs = []Output{{Type: OutputTypeSSHHost, Name: OutputTypeSSHHost, Destination: Destination{Dir: firstSet(o.Out, DefaultOut)}, Roles: o.Roles,
 			SSHHostOutput: SSHHostOutput{HostNames: o.HostNames}}}
 	case cfg == nil:
-		o.Outputs = []Output{{Type: OutputTypeIdentity, Name: OutputTypeIdentity, Destination: firstSet(o.Out, DefaultOut), Roles: o.Roles}}
+		o.Outputs = []Output{{Type: OutputTypeIdentity, Name: OutputTypeIdentity, Destination: Destination{Dir: firstSet(o.Out, DefaultOut)}, Roles: o.Roles}}
 	case o.Out != "" || len(o.Roles) > 0 || len(o.HostNames) > 0:
 		if len(cfg.Outputs) > 1 {
 			return fmt.Errorf("--out (MBOT_OUT), --roles (MBOT_ROLES) and --host-names (MBOT_HOST_NAMES) describe one output, but %s has %d; set destination:, roles: and host_names: per output there, or unset them",
 				o.Config, len(cfg.Outputs))
 		}
 		only := cfg.Outputs[0]
-		only.Destination = firstSet(o.Out, only.Destination)
+		if o.Out != "" {
+			only.Destination = Destination{Dir: o.Out}
+		}
 		if len(o.Roles) > 0 {
 			only.Roles = o.Roles
 		}
@@ -262,6 +276,35 @@ func firstSet(values ...string) string {
 	return ""
 }
 
+// Where is where the output was written: its Secret, or its directory.
+func (out IssuedOutput) Where() string { return firstSet(out.Secret, out.Dir) }
+
+// outputDirs are the absolute directories of outputs; for a Secret, the
+// path pods mount it at.
+func outputDirs(outputs []Output) ([]string, error) {
+	dirs := make([]string, len(outputs))
+	for i, out := range outputs {
+		if s := out.Destination.Secret; s != nil {
+			dirs[i] = s.MountPath
+			continue
+		}
+		dir, err := filepath.Abs(out.Destination.Dir)
+		if err != nil {
+			return nil, err
+		}
+		dirs[i] = dir
+	}
+	return dirs, nil
+}
+
+// withKube gives o what writes its Secrets, reading the Kubernetes
+// configuration only when an output needs it.
+func (o *IssueOptions) withKube() {
+	if o.kube == nil {
+		o.kube = &kubeTargets{env: kubesecret.Env(o.Env)}
+	}
+}
+
 // issue joins and writes the outputs, adding each directory it writes to written.
 func issue(ctx context.Context, o IssueOptions, dirs []string, written *[]string) (*IssueResult, error) {
 	// A destination mbot will not write is refused before the proof is
@@ -269,6 +312,15 @@ func issue(ctx context.Context, o IssueOptions, dirs []string, written *[]string
 	created, err := checkDestinations(o.Outputs, dirs)
 	if err != nil {
 		return nil, err
+	}
+	o.withKube()
+	defer o.kube.close()
+	for _, out := range o.Outputs {
+		if out.Destination.Secret != nil {
+			if err := o.kube.check(ctx, out); err != nil {
+				return nil, fmt.Errorf("output %q: %w", out.Name, err)
+			}
+		}
 	}
 	var joiner joiners.Joiner
 	if o.JoinMethod == "auto" {
@@ -444,6 +496,9 @@ func recordKeypairJoin(kp *joiners.Keypair, joinErr error) error {
 func checkDestinations(outputs []Output, dirs []string) ([]string, error) {
 	var created []string
 	for i, dir := range dirs {
+		if outputs[i].Destination.Secret != nil {
+			continue // checked with the API server (kubeTargets.check)
+		}
 		if err := identity.CheckDir(dir); err != nil {
 			return nil, fmt.Errorf("output %q: %w", outputs[i].Name, err)
 		}
@@ -488,9 +543,9 @@ func newOutputKeys(outputs []Output) ([]*identity.Keys, []identity.OutputRequest
 	return keys, requests, nil
 }
 
-// writeOutputs writes each output's directory from the authority's answer,
-// adding each directory it writes to written.
-func writeOutputs(outputs []Output, dirs []string, keys []*identity.Keys, resp *identity.JoinResponse, written *[]string) ([]IssuedOutput, error) {
+// writeOutputs writes each output's directory or Secret from the
+// authority's answer, adding each directory it writes to written.
+func writeOutputs(ctx context.Context, kube *kubeTargets, outputs []Output, dirs []string, keys []*identity.Keys, resp *identity.JoinResponse, written *[]string) ([]IssuedOutput, error) {
 	if len(resp.Outputs) != len(outputs) {
 		return nil, fmt.Errorf("the authority answered with %d outputs for %d asked", len(resp.Outputs), len(outputs))
 	}
@@ -511,6 +566,9 @@ func writeOutputs(outputs []Output, dirs []string, keys []*identity.Keys, resp *
 			return nil, fmt.Errorf("output %q: %w", out.Name, err)
 		}
 		done := IssuedOutput{Dir: dirs[i], Grant: grant}
+		if out.Destination.Secret != nil {
+			done.Secret = out.Destination.String()
+		}
 		if d, ok := outputKinds[out.Type].(summarizer); ok {
 			done.Summary = d.summary(dirs[i], grant)
 		}
@@ -519,10 +577,27 @@ func writeOutputs(outputs []Output, dirs []string, keys []*identity.Keys, resp *
 	// Each directory is replaced atomically; if one fails, Issue removes
 	// the ones written before it along with every other stale identity.
 	for i := range outputs {
+		if outputs[i].Destination.Secret != nil {
+			continue
+		}
 		if err := identity.WriteDir(dirs[i], rendered[i]); err != nil {
 			return nil, fmt.Errorf("output %q: %w", outputs[i].Name, err)
 		}
 		*written = append(*written, dirs[i])
+	}
+	// Secrets come last, each in one write: Issue never removes a Secret,
+	// so one is written only once every directory is.
+	for i := range outputs {
+		if outputs[i].Destination.Secret == nil {
+			continue
+		}
+		res, err := kube.write(ctx, outputs[i], rendered[i])
+		if err != nil {
+			return nil, fmt.Errorf("output %q: %w", outputs[i].Name, err)
+		}
+		r, _ := kube.ref(outputs[i])
+		issued[i].Secret = r.String()
+		issued[i].Conflicts = res.Conflicts
 	}
 	return issued, nil
 }

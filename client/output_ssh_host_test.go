@@ -47,7 +47,7 @@ func TestHostNamesFlag(t *testing.T) {
 	if err := o.resolve(); err != nil {
 		t.Fatal(err)
 	}
-	if len(o.Outputs) != 1 || o.Outputs[0].Type != OutputTypeSSHHost || !slices.Equal(o.Outputs[0].HostNames, base.HostNames) || o.Outputs[0].Destination != "./host" {
+	if len(o.Outputs) != 1 || o.Outputs[0].Type != OutputTypeSSHHost || !slices.Equal(o.Outputs[0].HostNames, base.HostNames) || o.Outputs[0].Destination.Dir != "./host" {
 		t.Errorf("outputs %+v", o.Outputs)
 	}
 	_, reqs, err := newOutputKeys(o.Outputs)

@@ -109,7 +109,10 @@ func (d *daemon) renewWithIdentity(ctx context.Context) (*IssueResult, error) {
 		return nil, err
 	}
 	var written []string
-	issued, resp, err := obtain(ctx, s.issue, api, s.dirs, keys, requests, rj, renew, &written)
+	o := s.issue
+	o.withKube()
+	defer o.kube.close()
+	issued, resp, err := obtain(ctx, o, api, s.dirs, keys, requests, rj, renew, &written)
 	if err != nil {
 		return nil, err
 	}

@@ -93,20 +93,20 @@ Flags and MBOT_* variables override mbot.yaml.
 			for _, out := range res.Outputs {
 				if h := out.Grant.SSHHost; h != nil {
 					fmt.Fprintf(os.Stderr, "mbot: wrote %s: SSH host certificate for %s, valid until %s (use: Include %s in sshd_config)\n",
-						out.Dir, strings.Join(h.HostNames, ","), out.Grant.NotAfter.UTC().Format(time.RFC3339), filepath.Join(out.Dir, client.FileSSHDConfigSnippet))
+						out.Where(), strings.Join(h.HostNames, ","), out.Grant.NotAfter.UTC().Format(time.RFC3339), filepath.Join(out.Dir, client.FileSSHDConfigSnippet))
 					continue
 				}
 				if out.Summary != "" {
-					fmt.Fprintf(os.Stderr, "mbot: wrote %s: %s\n", out.Dir, out.Summary)
+					fmt.Fprintf(os.Stderr, "mbot: wrote %s: %s\n", out.Where(), out.Summary)
 					continue
 				}
 				if t := out.Grant.Type; t != "" && t != client.OutputTypeIdentity {
 					fmt.Fprintf(os.Stderr, "mbot: wrote %s: %s output, roles %s, valid until %s\n",
-						out.Dir, t, strings.Join(out.Grant.Roles, ","), out.Grant.NotAfter.UTC().Format(time.RFC3339))
+						out.Where(), t, strings.Join(out.Grant.Roles, ","), out.Grant.NotAfter.UTC().Format(time.RFC3339))
 					continue
 				}
 				fmt.Fprintf(os.Stderr, "mbot: wrote %s: roles %s, logins %s, valid until %s (use: ssh -F %s/ssh_config <host>)\n",
-					out.Dir, strings.Join(out.Grant.Roles, ","), strings.Join(out.Grant.Logins, ","),
+					out.Where(), strings.Join(out.Grant.Roles, ","), strings.Join(out.Grant.Logins, ","),
 					out.Grant.NotAfter.UTC().Format(time.RFC3339), out.Dir)
 			}
 			return nil
