@@ -146,7 +146,9 @@ var secretKey = lazyregexp.New(`^[-._a-zA-Z0-9]+$`)
 // when they hold tls.crt and tls.key (the keys that type requires, which
 // ingress controllers and mounted TLS consumers read), else Opaque.
 func secretType(files []identity.File) string {
-	has := func(name string) bool { return slices.ContainsFunc(files, func(f identity.File) bool { return f.Name == name }) }
+	has := func(name string) bool {
+		return slices.ContainsFunc(files, func(f identity.File) bool { return f.Name == name })
+	}
 	if has(identity.FileTLSCert) && has(identity.FileTLSKey) {
 		return kubesecret.TypeTLS
 	}

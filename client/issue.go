@@ -91,7 +91,7 @@ type IssuedOutput struct {
 	// Conflicts counts the writes of the Secret that the API server
 	// refused because it had changed meanwhile, each retried.
 	Conflicts int
-	Grant *identity.OutputResponse
+	Grant     *identity.OutputResponse
 	// Summary says what an output of a type other than identity holds and
 	// how to use it, for mbot issue to print; empty for identity outputs.
 	Summary string

@@ -268,3 +268,38 @@ func httpOK(ctx context.Context, c *http.Client, url, want string) error {
 	}
 	return nil
 }
+
+// TokenKubeconfig writes a kubeconfig for a bearer token (such as one
+// `kubectl create token` printed for a service account) that trusts the
+// server's CA, with namespace as the context's, and returns its path.
+func (k *KubeAPIServer) TokenKubeconfig(t testing.TB, user, token, namespace string) string {
+	t.Helper()
+	cfg := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster:
+    server: %s
+    certificate-authority-data: %s
+users:
+- name: %s
+  user:
+    token: %s
+contexts:
+- name: test
+  context:
+    cluster: test
+    user: %[3]s
+    namespace: %s
+current-context: test
+`, k.URL, base64.StdEncoding.EncodeToString(k.CAPEM), user, token, namespace)
+	f, err := os.CreateTemp(k.Dir, "kubeconfig-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return f.Name()
+}
