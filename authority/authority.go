@@ -177,6 +177,32 @@ func readResourceFiles(cfg *Config) ([]resources.Resource, error) {
 	return fromFiles, nil
 }
 
+// ResourceFileSet is the set of cfg's resources: files alone, checked as a
+// start checks them, read without opening or creating the store: what the
+// first start will apply, for mbot lint before it.
+func ResourceFileSet(cfg *Config) (*resources.Set, error) {
+	fromFiles, err := readResourceFiles(cfg)
+	if err != nil {
+		return nil, err
+	}
+	set := resources.NewSet(fromFiles)
+	if err := set.CheckReferences(); err != nil {
+		return nil, err
+	}
+	return set, nil
+}
+
+// StoreCreated says whether cfg's store exists: for SQLite, whether
+// data_dir holds the database a first start creates; a PostgreSQL database
+// is provisioned by the operator, so it is taken to exist.
+func StoreCreated(cfg *Config) bool {
+	if cfg.Storage.Type == "postgres" {
+		return true
+	}
+	_, err := os.Stat(filepath.Join(cfg.DataDir, store.FileName))
+	return err == nil
+}
+
 // OpenLocal opens an authority's store for admin commands on its host (like
 // tctl): resources can be read and changed, and a running authority on the
 // same store picks the changes up. Resource files are not re-applied.

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/mbot-dev/mbot/admin"
+	"github.com/mbot-dev/mbot/authority"
+	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/identity"
 	"github.com/urfave/cli/v2"
 )
@@ -27,7 +29,9 @@ as "{{internal.logins}}" expand from the bot's traits, then reports:
    warning  templates that expand to nothing because the bot lacks the trait,
             bots without any login, role max_ttl above the 24h bot cap
 
-Exits 1 when there is an error. Example:
+Before the authority's first start (no database in data_dir yet) it reads
+the resources: files of authority.yaml and reports on them, creating
+nothing. Exits 1 when there is an error. Example:
 
    mbot lint --config authority.yaml`,
 		Flags: append(adminFlags(), outputFlag("text", "json")),
@@ -43,16 +47,7 @@ Exits 1 when there is an error. Example:
 			if err != nil {
 				return err
 			}
-			client, err := openAdmin(c)
-			if err != nil {
-				return err
-			}
-			defer client.Close()
-			set, err := client.Resources(c.Context)
-			if err != nil {
-				return err
-			}
-			settings, err := client.Settings(c.Context)
+			set, settings, err := lintedResources(c)
 			if err != nil {
 				return err
 			}
@@ -70,6 +65,48 @@ Exits 1 when there is an error. Example:
 			return nil
 		},
 	}
+}
+
+// lintedResources are the resources and settings mbot lint checks: those
+// in effect, or, before the first start (no store yet), those of the
+// resources: files, read without creating data_dir or the database.
+func lintedResources(c *cli.Context) (*resources.Set, *admin.Settings, error) {
+	if c.String("auth") == "" {
+		cfg, err := authority.LoadConfig(c.String("config"))
+		if err != nil {
+			return nil, nil, err
+		}
+		if !authority.StoreCreated(cfg) {
+			set, err := authority.ResourceFileSet(cfg)
+			if err != nil {
+				return nil, nil, err
+			}
+			settings := admin.SettingsOf(cfg)
+			settings.CAKeysAtRest = "sealed"
+			if kek, err := authority.LoadKEK(cfg); err != nil {
+				return nil, nil, err
+			} else if kek == nil {
+				settings.CAKeysAtRest = "clear"
+			}
+			fmt.Fprintf(os.Stderr, "mbot: the authority has not started yet (no database in %s): linting its resources: files (%s); nothing was created\n",
+				cfg.DataDir, strings.Join(cfg.Resources, ", "))
+			return set, settings, nil
+		}
+	}
+	client, err := openAdmin(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer client.Close()
+	set, err := client.Resources(c.Context)
+	if err != nil {
+		return nil, nil, err
+	}
+	settings, err := client.Settings(c.Context)
+	if err != nil {
+		return nil, nil, err
+	}
+	return set, settings, nil
 }
 
 func writeLintReport(w io.Writer, r *admin.Report) {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -382,5 +383,58 @@ func waitForNewLog(s *sshServer, before map[string]int, wants []string) string {
 			return ""
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestLintBeforeFirstStart checks mbot lint --config on an authority that
+// never started: it reports on the resources: files, as the first start
+// would apply them, and creates no data_dir and no database.
+func TestLintBeforeFirstStart(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "authority.yaml")
+	writeFile(t, config, "cluster_name: acme\nlisten: 127.0.0.1:0\ndata_dir: ./data\nresources: [bots.yaml]\n", 0o600)
+	writeFile(t, filepath.Join(dir, "bots.yaml"), `kind: role
+version: v1
+metadata: {name: deploy}
+spec: {logins: [deploy]}
+---
+kind: role
+version: v1
+metadata: {name: mfa-role}
+spec: {logins: [ops], require_session_mfa: true}
+---
+kind: bot
+version: v1
+metadata: {name: deployer}
+spec: {roles: [deploy]}
+---
+kind: bot
+version: v1
+metadata: {name: mfa-bot}
+spec: {roles: [mfa-role]}
+`, 0o600)
+	env := baseEnv(t.TempDir())
+	res := mbot(t, env, "lint", "--config", config)
+	if res.code != 1 {
+		t.Fatalf("mbot lint of a bot holding a require_session_mfa role: want exit 1: %s", res)
+	}
+	for _, want := range []string{"bot deployer\n  role deploy: deploy\n", "bot mfa-bot\n", `role "mfa-role"`} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("mbot lint before the first start lacks %q:\n%s", want, res.stdout)
+		}
+	}
+	if !strings.Contains(res.stderr, "has not started yet") || !strings.Contains(res.stderr, "nothing was created") {
+		t.Errorf("mbot lint does not say it read the files of an authority that never started:\n%s", res.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("mbot lint created data_dir (%v)", err)
+	}
+	// A reference to a role no file defines is what the first start would refuse.
+	writeFile(t, filepath.Join(dir, "bots.yaml"), "kind: bot\nversion: v1\nmetadata: {name: lost}\nspec: {roles: [nowhere]}\n", 0o600)
+	if res := mbot(t, env, "lint", "--config", config); res.code != 1 || !strings.Contains(res.stderr, "nowhere") {
+		t.Errorf("mbot lint of a bot whose role no file defines: %s", res)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("mbot lint created data_dir (%v)", err)
 	}
 }
