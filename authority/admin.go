@@ -17,6 +17,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -124,7 +125,9 @@ func SignHost(ctx context.Context, st store.Store, cas *CAs, names []string, ttl
 		return nil, err
 	}
 	ev := &store.AuditEvent{Event: "sign.host", Allowed: true, Message: "host certificate for " + strings.Join(names, ","),
-		Serials: []string{fmt.Sprintf("ssh:%d", serial), "tls:" + serialString(tlsCert.Serial)}, NotAfter: notAfter}
+		Serials: []string{fmt.Sprintf("ssh:%d", serial), "tls:" + serialString(tlsCert.Serial)}, NotAfter: notAfter,
+		Certificates: []store.IssuedCertificate{{CA: "ssh-host-ca", Serial: strconv.FormatUint(serial, 10), NotAfter: notAfter},
+			{CA: "tls-ca", Serial: serialString(tlsCert.Serial), NotAfter: notAfter}}}
 	if err := st.Audit(ctx, ev); err != nil {
 		return nil, fmt.Errorf("recording the signing in the audit log: %w", err)
 	}
@@ -200,7 +203,7 @@ func (a *Authority) SignUser(ctx context.Context, req UserSignRequest) (*SignedU
 	signed, err := a.signUser(ctx, req, ev)
 	if err != nil {
 		ev.Allowed, ev.Message = false, err.Error()
-		ev.Serials, ev.NotAfter = nil, time.Time{} // nothing was handed out
+		ev.Serials, ev.NotAfter, ev.Certificates = nil, time.Time{}, nil // nothing was handed out
 		var refusal *identity.Error
 		if errors.As(err, &refusal) {
 			ev.Code, ev.Message = string(refusal.Code), refusal.Message
@@ -391,6 +394,8 @@ func (a *Authority) signUser(ctx context.Context, req UserSignRequest, ev *store
 	// Recorded before the files are handed out: no credential without its audit record.
 	ev.Allowed, ev.Roles, ev.NotAfter = true, roles, notAfter
 	ev.Serials = []string{fmt.Sprintf("ssh:%d", serial), "tls:" + out.Output.TLSSerial}
+	ev.Certificates = []store.IssuedCertificate{{CA: "ssh-user-ca", Serial: strconv.FormatUint(serial, 10), NotAfter: notAfter, Roles: roles},
+		{CA: "tls-ca", Serial: out.Output.TLSSerial, NotAfter: notAfter, Roles: roles}}
 	ev.Claims["logins"] = strings.Join(logins, ",")
 	ev.Message = fmt.Sprintf("long-lived identity for user %s (roles %s, logins %s) valid %s, signed by OS user %s",
 		req.User, strings.Join(roles, ","), strings.Join(logins, ","), shortDuration(req.TTL), req.OSUser)

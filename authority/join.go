@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -83,7 +84,7 @@ func (a *Authority) recordRefusal(ctx context.Context, ev *store.AuditEvent, err
 		ev.Message = full
 	}
 	// Certificates signed before a late refusal (replay) are never handed out.
-	ev.Serials, ev.Outputs, ev.NotAfter = nil, nil, time.Time{}
+	ev.Serials, ev.Outputs, ev.NotAfter, ev.Certificates = nil, nil, time.Time{}, nil
 	ev.Bound()
 	if aerr := a.store.Audit(context.WithoutCancel(ctx), ev); aerr != nil {
 		a.log.Error("recording refused "+ev.Event, "err", aerr)
@@ -299,11 +300,18 @@ func (a *Authority) grant(st *state, ls *locks.Set, bot *resources.Bot, joinToke
 			}
 		}
 		ev.Outputs = append(ev.Outputs, kind.audit(signed))
+		sshCA, tlsCA := kind.signers()
+		issued := store.IssuedCertificate{NotAfter: signed.NotAfter, Output: out.Name, OutputType: out.OutputType(),
+			BotInstance: lineage.Chain, Roles: grant.Roles}
 		if signed.SSHCertificate != "" {
 			ev.Serials = append(ev.Serials, fmt.Sprintf("ssh:%d", signed.SSHSerial))
+			issued.CA, issued.Serial = sshCA, strconv.FormatUint(signed.SSHSerial, 10)
+			ev.Certificates = append(ev.Certificates, issued)
 		}
 		if signed.TLSSerial != "" {
 			ev.Serials = append(ev.Serials, "tls:"+signed.TLSSerial)
+			issued.CA, issued.Serial = tlsCA, signed.TLSSerial
+			ev.Certificates = append(ev.Certificates, issued)
 		}
 		if ev.NotAfter.IsZero() || signed.NotAfter.After(ev.NotAfter) {
 			ev.NotAfter = signed.NotAfter

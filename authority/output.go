@@ -21,6 +21,10 @@ type outputKind interface {
 	// keys says which public keys the type certifies; a request carrying
 	// another is refused.
 	keys() (sshKey, tlsKey bool)
+	// signers names the CAs that sign its SSH and X.509 certificates as
+	// mbot authority export --type does ("" for none): what its issued
+	// certificates are recorded under, and whose revocation list has them.
+	signers() (sshCA, tlsCA string)
 	// checkRequest checks the type's own request fields (shape and names)
 	// before the proof is verified, so that a bad request leaves the proof usable.
 	checkRequest(out *identity.OutputRequest) error

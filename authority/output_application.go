@@ -23,6 +23,8 @@ func init() { outputKinds[identity.OutputApplication] = applicationOutput{} }
 
 func (applicationOutput) keys() (sshKey, tlsKey bool) { return false, true }
 
+func (applicationOutput) signers() (sshCA, tlsCA string) { return "", "spiffe-ca" }
+
 func (applicationOutput) checkRequest(out *identity.OutputRequest) error {
 	r := out.Application
 	if r == nil {

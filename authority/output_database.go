@@ -22,6 +22,8 @@ func init() { outputKinds[identity.OutputDatabase] = databaseOutput{} }
 
 func (databaseOutput) keys() (sshKey, tlsKey bool) { return false, true }
 
+func (databaseOutput) signers() (sshCA, tlsCA string) { return "", "database-client-ca" }
+
 func (databaseOutput) checkRequest(out *identity.OutputRequest) error {
 	r := out.Database
 	if r == nil {

@@ -18,6 +18,8 @@ func init() { outputKinds[identity.OutputIdentity] = identityOutput{} }
 
 func (identityOutput) keys() (sshKey, tlsKey bool) { return true, true }
 
+func (identityOutput) signers() (sshCA, tlsCA string) { return "ssh-user-ca", "tls-ca" }
+
 func (identityOutput) checkRequest(*identity.OutputRequest) error { return nil }
 
 func (identityOutput) audit(resp *identity.OutputResponse) string {

@@ -24,6 +24,8 @@ func init() { outputKinds[identity.OutputJWT] = jwtOutput{} }
 
 func (jwtOutput) keys() (sshKey, tlsKey bool) { return false, false }
 
+func (jwtOutput) signers() (sshCA, tlsCA string) { return "", "" }
+
 func (jwtOutput) checkRequest(out *identity.OutputRequest) error {
 	r := out.JWT
 	if r == nil || len(r.Audiences) == 0 {

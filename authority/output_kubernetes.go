@@ -24,6 +24,8 @@ func init() { outputKinds[identity.OutputKubernetes] = kubernetesOutput{} }
 
 func (kubernetesOutput) keys() (sshKey, tlsKey bool) { return false, true }
 
+func (kubernetesOutput) signers() (sshCA, tlsCA string) { return "", "kubernetes-client-ca" }
+
 func (kubernetesOutput) checkRequest(out *identity.OutputRequest) error {
 	r := out.Kubernetes
 	if r == nil {

@@ -27,6 +27,8 @@ func init() {
 
 func (sshHostOutput) keys() (sshKey, tlsKey bool) { return true, false }
 
+func (sshHostOutput) signers() (sshCA, tlsCA string) { return "ssh-host-ca", "" }
+
 func (sshHostOutput) checkRequest(out *identity.OutputRequest) error {
 	r := out.SSHHost
 	if r == nil || len(r.HostNames) == 0 {

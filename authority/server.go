@@ -328,13 +328,17 @@ func every(ctx context.Context, interval time.Duration, f func(now time.Time)) {
 	}
 }
 
-// prune forgets expired replay records and audit records past the retention.
+// prune forgets expired replay records and issued certificates, and audit
+// records past the retention.
 func (a *Authority) prune(ctx context.Context, now time.Time) {
 	if err := a.store.PruneProofs(ctx, now); err != nil {
 		a.log.Error("pruning used proofs", "err", err)
 	}
 	if err := a.store.PruneKeypairChallenges(ctx, now.Add(-verify.Leeway)); err != nil {
 		a.log.Error("pruning bound_keypair challenges", "err", err)
+	}
+	if _, err := a.store.PruneIssuedCertificates(ctx, now); err != nil {
+		a.log.Error("pruning expired issued certificates", "err", err)
 	}
 	n, err := a.store.PruneAudit(ctx, now.Add(-time.Duration(a.cfg.AuditRetention)))
 	if err != nil {

@@ -82,7 +82,8 @@ func SignDatabaseServer(ctx context.Context, st store.Store, cas *CAs, format st
 		return nil, err
 	}
 	ev := &store.AuditEvent{Event: "sign.database", Allowed: true, Message: format + " server certificate for " + strings.Join(names, ","),
-		Serials: []string{"tls:" + serialString(cert.Serial)}, NotAfter: cert.NotAfter}
+		Serials: []string{"tls:" + serialString(cert.Serial)}, NotAfter: cert.NotAfter,
+		Certificates: []store.IssuedCertificate{{CA: "database-server-ca", Serial: serialString(cert.Serial), NotAfter: cert.NotAfter}}}
 	if err := st.Audit(ctx, ev); err != nil {
 		return nil, fmt.Errorf("recording the signing in the audit log: %w", err)
 	}

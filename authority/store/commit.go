@@ -157,7 +157,7 @@ func (s *sqlStore) tryBatch(batch []*pendingWrite, results []error) error {
 				}
 			}
 		}
-		if err := insertAudit(ctx, addAudit, w.event); err != nil {
+		if err := insertAudit(ctx, tx, addAudit, w.event); err != nil {
 			return err
 		}
 	}

@@ -57,6 +57,7 @@ var conformance = []struct {
 	{"ReplaceCAs", testReplaceCAs},
 	{"CARotationRows", testCARotationRows},
 	{"LeafTunnels", testLeafTunnels},
+	{"IssuedCertificates", testIssuedCertificates},
 }
 
 // TestConformanceSQLite runs the suite on SQLite in a fresh data_dir per test.

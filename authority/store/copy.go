@@ -33,6 +33,7 @@ var copiedTables = []copiedTable{
 	{"keypair_challenges", []string{"nonce", "join_token", "requester", "expires", "used"}, "tttii"},
 	{"leaf_tunnels", []string{"leaf", "connected", "last_seen"}, "toi"},
 	{"ca_rotations", []string{"ca", "phase", "grace", "started", "updated", "new_signs_since"}, "ttiiii"},
+	{"issued_certificates", []string{"ca", "serial", "not_after", "bot", "bot_instance", "join_token", "audit_id", "record"}, "ttitttit"},
 }
 
 // CopyReport counts the rows copied per table.
@@ -43,7 +44,7 @@ type CopyReport struct {
 // CopySQLiteToPostgres copies a whole SQLite store (dataDir/mbot.db) into
 // the PostgreSQL database at dsn in one transaction: CAs, resources, replay
 // records, renewal generations, bot instances, bot and admin locks, ended
-// chains, bound_keypair state, leaf tunnels, CA rotations and the audit log (with its record ids). The database must hold no authority yet,
+// chains, bound_keypair state, leaf tunnels, CA rotations, issued certificates and the audit log (with its record ids). The database must hold no authority yet,
 // so that a mistaken second run cannot mix two authorities. The authority
 // must be stopped while it runs: joins recorded after the copy would be lost.
 // sealCA, if set, rewrites each CA row's material as it is copied (mbot

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -55,6 +56,7 @@ INSERT INTO meta (key, value) VALUES ('locks_version', 0);
 INSERT INTO locks (kind, target, reason, time, expires, locked_by) SELECT 'admin', admin, reason, time, 0, locked_by FROM admin_locks;
 DELETE FROM admin_locks;
 `,
+	3: issuedSchema,
 }
 
 // migrationLock is the pg_advisory_xact_lock key that replicas starting at
@@ -230,30 +232,58 @@ func writeBatchPipelined(s *sqlStore, batch []*pendingWrite, results []error) er
 				return err
 			}
 			ev := w.event
-			if w.proofID == "" {
-				b.Queue(`INSERT INTO audit (time, event, allowed, bot, record) VALUES ($1, $2, $3, $4, $5)`,
-					ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record)
-				continue
-			}
-			if c := w.chain; c != nil {
+			var (
+				ctes  []string
+				audit string
+				args  []any
+			)
+			switch c := w.chain; {
+			case w.proofID == "":
+				audit = `INSERT INTO audit (time, event, allowed, bot, record) VALUES ($1, $2, $3, $4, $5)`
+				args = []any{ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record}
+			case c != nil:
 				// The chain starts only if the proof is new (a row in used).
 				// The instance the chain replaces goes (its chain can no
 				// longer renew) and the new one is recorded with its runner.
-				b.Queue(`WITH `+seenGuard(12)+`used AS (INSERT INTO used_proofs (id, expires) SELECT $1, $2 FROM ok ON CONFLICT (id) DO NOTHING RETURNING id),
-					chain AS (INSERT INTO bot_generations (bot, join_token, chain, generation, last_keys, updated)
+				ctes = []string{guard(12), `used AS (INSERT INTO used_proofs (id, expires) SELECT $1, $2 FROM ok ON CONFLICT (id) DO NOTHING RETURNING id)`,
+					`chain AS (INSERT INTO bot_generations (bot, join_token, chain, generation, last_keys, updated)
 						SELECT $8, $9, $10, 1, '', $3 FROM used ON CONFLICT (bot, join_token) DO UPDATE SET chain = excluded.chain,
-						generation = 1, last_keys = '', updated = excluded.updated),
-					replaced AS (DELETE FROM bot_instances WHERE bot = $8 AND join_token = $9 AND chain <> $10 AND EXISTS (SELECT 1 FROM used)),
-					instance AS (INSERT INTO bot_instances (chain, bot, join_token, first_join, runner, locked_at, lock_reason)
-						SELECT $10, $8, $9, $3, $11, 0, '' FROM used ON CONFLICT (chain) DO NOTHING)
-					INSERT INTO audit (time, event, allowed, bot, record) SELECT $3, $4, $5, $6, $7 FROM used`,
-					w.proofID, w.expires.Unix(), ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record, c.Bot, c.JoinToken, c.ID, c.Runner,
-					w.seen.Check, w.seen.Resources, w.seen.Locks)
-				continue
+						generation = 1, last_keys = '', updated = excluded.updated)`,
+					`replaced AS (DELETE FROM bot_instances WHERE bot = $8 AND join_token = $9 AND chain <> $10 AND EXISTS (SELECT 1 FROM used))`,
+					`instance AS (INSERT INTO bot_instances (chain, bot, join_token, first_join, runner, locked_at, lock_reason)
+						SELECT $10, $8, $9, $3, $11, 0, '' FROM used ON CONFLICT (chain) DO NOTHING)`}
+				audit = `INSERT INTO audit (time, event, allowed, bot, record) SELECT $3, $4, $5, $6, $7 FROM used`
+				args = []any{w.proofID, w.expires.Unix(), ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record, c.Bot, c.JoinToken, c.ID, c.Runner,
+					w.seen.Check, w.seen.Resources, w.seen.Locks}
+			default:
+				ctes = []string{guard(8), `used AS (INSERT INTO used_proofs (id, expires) SELECT $1, $2 FROM ok ON CONFLICT (id) DO NOTHING RETURNING id)`}
+				audit = `INSERT INTO audit (time, event, allowed, bot, record) SELECT $3, $4, $5, $6, $7 FROM used`
+				args = []any{w.proofID, w.expires.Unix(), ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record, w.seen.Check, w.seen.Resources, w.seen.Locks}
 			}
-			b.Queue(`WITH `+seenGuard(8)+`used AS (INSERT INTO used_proofs (id, expires) SELECT $1, $2 FROM ok ON CONFLICT (id) DO NOTHING RETURNING id)
-				INSERT INTO audit (time, event, allowed, bot, record) SELECT $3, $4, $5, $6, $7 FROM used`,
-				w.proofID, w.expires.Unix(), ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record, w.seen.Check, w.seen.Resources, w.seen.Locks)
+			if len(ev.Certificates) > 0 {
+				// The certificates go in under the audit record's id, in
+				// the same statement: none is recorded for a replay.
+				issued, err := issuedRows(ev)
+				if err != nil {
+					return err
+				}
+				rows, err := json.Marshal(issued)
+				if err != nil {
+					return err
+				}
+				n := len(args)
+				ctes = append(ctes, `a AS (`+audit+` RETURNING id)`,
+					fmt.Sprintf(`issued AS (INSERT INTO issued_certificates (ca, serial, not_after, bot, bot_instance, join_token, audit_id, record)
+						SELECT c.ca, c.serial, c.not_after, $%d, c.bot_instance, $%d, a.id, c.record
+						FROM a, jsonb_to_recordset($%d::jsonb) AS c(ca text, serial text, not_after bigint, bot_instance text, record text)
+						ON CONFLICT (ca, serial) DO NOTHING)`, n+1, n+2, n+3))
+				audit = `SELECT id FROM a`
+				args = append(args, ev.Bot, ev.JoinToken, string(rows))
+			}
+			if len(ctes) > 0 {
+				audit = "WITH " + strings.Join(ctes, ",\n") + "\n" + audit
+			}
+			b.Queue(audit, args...)
 		}
 		br := pc.SendBatch(ctx, b)
 		replayed := make([]bool, len(batch))
@@ -301,6 +331,9 @@ func writeBatchPipelined(s *sqlStore, batch []*pendingWrite, results []error) er
 // $n are (check, resources version, locks version): one row if the join
 // checks nothing or the store's versions are still those it was admitted
 // on, none if they changed, so that the join writes nothing.
+// guard is seenGuard as one of a list of common table expressions.
+func guard(n int) string { return strings.TrimSuffix(seenGuard(n), ", ") }
+
 func seenGuard(n int) string {
 	return fmt.Sprintf(`ok AS (SELECT 1 WHERE NOT $%d::boolean OR ((SELECT value FROM meta WHERE key = 'resources_version') = $%d::bigint
 		AND (SELECT value FROM meta WHERE key = 'locks_version') = $%d::bigint)), `, n, n+1, n+2)

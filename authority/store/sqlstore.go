@@ -67,7 +67,7 @@ func newSQLStore(ctx context.Context, e engine, write, read *sql.DB) (*sqlStore,
 	s := &sqlStore{engine: e, write: write, read: read, writes: make(chan *pendingWrite, 1024)}
 	var err error
 	if s.useProof, err = write.PrepareContext(ctx, `INSERT INTO used_proofs (id, expires) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`); err == nil {
-		s.addAudit, err = write.PrepareContext(ctx, `INSERT INTO audit (time, event, allowed, bot, record) VALUES ($1, $2, $3, $4, $5)`)
+		s.addAudit, err = write.PrepareContext(ctx, `INSERT INTO audit (time, event, allowed, bot, record) VALUES ($1, $2, $3, $4, $5) RETURNING id`)
 	}
 	if err != nil {
 		return nil, s.wrap("preparing statements", err)
@@ -290,13 +290,18 @@ func (s *sqlStore) Audit(ctx context.Context, ev *AuditEvent) error {
 	return s.commit(ctx, &pendingWrite{event: ev})
 }
 
-func insertAudit(ctx context.Context, stmt *sql.Stmt, ev *AuditEvent) error {
+// insertAudit appends ev to the audit log within tx (stmt is addAudit in
+// tx), and records the certificates issued with it under its id.
+func insertAudit(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, ev *AuditEvent) error {
 	record, err := auditRecord(ev)
 	if err != nil {
 		return err
 	}
-	_, err = stmt.ExecContext(ctx, ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record)
-	return err
+	var id int64
+	if err := stmt.QueryRowContext(ctx, ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record).Scan(&id); err != nil {
+		return err
+	}
+	return insertIssued(ctx, tx, ev, id)
 }
 
 // auditRecord is ev as the audit table's record column holds it.

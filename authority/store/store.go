@@ -126,6 +126,12 @@ type Store interface {
 	RemoveLock(ctx context.Context, kind, target string) (*Lock, error)
 	LockState(ctx context.Context) (*LockState, error)
 	Versions(ctx context.Context) (Versions, error)
+
+	// IssuedCertificates lists the certificates recorded as issued
+	// (AuditEvent.Certificates) that f matches; PruneIssuedCertificates
+	// forgets those that expired before before (issued.go).
+	IssuedCertificates(ctx context.Context, f IssuedFilter) ([]IssuedCertificate, error)
+	PruneIssuedCertificates(ctx context.Context, before time.Time) (int64, error)
 }
 
 // AuditEvent is one record of the audit log. It never holds a token, key or
@@ -154,6 +160,10 @@ type AuditEvent struct {
 	Remote   string    `json:"remote,omitempty"`
 	// TruncatedBytes is how much Bound cut from values the caller chose.
 	TruncatedBytes int `json:"truncated_bytes,omitempty"`
+	// Certificates are those issued with this event (an admitted join,
+	// renewal, exchange or signing), which the store records in
+	// issued_certificates in the event's transaction, under its id.
+	Certificates []IssuedCertificate `json:"-"`
 }
 
 // StoredResource is a resource document as kept in the store.
