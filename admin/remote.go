@@ -172,6 +172,9 @@ func (r *Remote) Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditE
 	if f.DeniedOnly {
 		q.Set("denied", "true")
 	}
+	if f.Serial != "" {
+		q.Set("serial", f.Serial)
+	}
 	if f.Limit > 0 {
 		q.Set("limit", strconv.Itoa(f.Limit))
 	}

@@ -301,6 +301,14 @@ func (a *Authority) handleUnlockAdmin(w http.ResponseWriter, r *http.Request, ac
 func (a *Authority) handleAudit(w http.ResponseWriter, r *http.Request, _ string) {
 	q := r.URL.Query()
 	f := store.AuditFilter{Bot: q.Get("bot"), DeniedOnly: q.Get("denied") == "true"}
+	if s := q.Get("serial"); s != "" {
+		serial, err := locks.NormalizeSerial(s)
+		if err != nil {
+			writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
+			return
+		}
+		f.Serial = serial
+	}
 	if s := q.Get("since"); s != "" {
 		t, err := time.Parse(time.RFC3339Nano, s)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mbot-dev/mbot/authority/locks"
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/identity"
 	"github.com/urfave/cli/v2"
@@ -24,11 +25,13 @@ token, key or certificate is ever recorded. Examples:
 
    mbot audit --config authority.yaml --since 1h
    mbot audit --denied --bot deployer
+   mbot audit --serial tls:3F2A9C01...   # the join that got this certificate (a server's log shows the serial)
    mbot audit -o json --limit 0 | jq '.[] | select(.code == "rule_mismatch") | .claims'`,
 		Flags: append(adminFlags(),
 			&cli.DurationFlag{Name: "since", Usage: "only records from this long ago or later, such as 1h or 30m (default: all records)"},
 			&cli.StringFlag{Name: "bot", Usage: "only records of this bot"},
 			&cli.BoolFlag{Name: "denied", Usage: "only refusals"},
+			&cli.StringFlag{Name: "serial", Usage: "only the records of the certificate with this serial (ssh:DECIMAL or tls:HEX as the SERIALS column shows it, or bare): the join, renewal or exchange that issued it"},
 			&cli.IntFlag{Name: "limit", Value: 100, Usage: "at most this many records (0: all)"},
 			outputFlag("text", "json")),
 		Action: func(c *cli.Context) error {
@@ -47,6 +50,11 @@ token, key or certificate is ever recorded. Examples:
 				return usagef("--since and --limit must not be negative")
 			}
 			filter := store.AuditFilter{Bot: c.String("bot"), DeniedOnly: c.Bool("denied"), Limit: c.Int("limit")}
+			if s := c.String("serial"); s != "" {
+				if filter.Serial, err = locks.NormalizeSerial(s); err != nil {
+					return usagef("--serial: %v", err)
+				}
+			}
 			if d := c.Duration("since"); d > 0 {
 				filter.Since = time.Now().Add(-d)
 			}

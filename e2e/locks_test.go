@@ -214,3 +214,49 @@ func TestLocksExpireAndList(t *testing.T) {
 		t.Errorf("audit records of the locks: %v", events)
 	}
 }
+
+// TestLockCertBySerial: mbot audit --serial finds the join that issued a
+// certificate (the serial an sshd or database log shows), mbot lock
+// cert/SERIAL refuses its renewal at once (cert_locked), and another
+// runner of the same bot keeps renewing.
+func TestLockCertBySerial(t *testing.T) {
+	c := startCluster(t)
+	env := baseEnv(c.home)
+	name, secret := addToken(t, c)
+	name2, secret2 := addToken(t, c)
+	dir, dir2 := filepath.Join(t.TempDir(), "id"), filepath.Join(t.TempDir(), "id2")
+	for _, j := range []struct{ name, secret, dir string }{{name, secret, dir}, {name2, secret2, dir2}} {
+		if res := c.issue(t, tokenJobEnv(c, j.secret), j.name, j.dir); res.code != 0 {
+			t.Fatalf("token join:\n%s", res)
+		}
+	}
+	serial := tlsSerial(dir)
+	if serial == "" {
+		t.Fatal("identity.json names no TLS serial")
+	}
+	var events []struct {
+		Event     string   `json:"event"`
+		JoinToken string   `json:"join_token"`
+		Serials   []string `json:"serials"`
+	}
+	if err := json.Unmarshal([]byte(mustMbot(t, env, "audit", "--serial", "tls:"+serial, "-o", "json", "--config", c.config).stdout), &events); err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 1 || events[0].Event != "join" || events[0].JoinToken != name {
+		t.Fatalf("mbot audit --serial tls:%s = %+v, want the join with %s", serial, events, name)
+	}
+	res := mustMbot(t, env, "lock", "cert/tls:"+serial, "--reason", "key left on a laptop", "--config", c.config)
+	if !strings.Contains(res.stdout, "locked cert/tls:"+serial) {
+		t.Errorf("mbot lock cert/ printed:\n%s", res)
+	}
+	if err := renewWith(t, c, dir); err == nil || !strings.Contains(err.Error(), "cert_locked") || !strings.Contains(err.Error(), "key left on a laptop") {
+		t.Errorf("renewing the locked certificate: %v, want cert_locked with the reason", err)
+	}
+	if err := renewWith(t, c, dir2); err != nil {
+		t.Errorf("renewing another runner of the bot: %v", err)
+	}
+	mustMbot(t, env, "unlock", "cert/tls:"+serial, "--config", c.config)
+	if err := renewWith(t, c, dir); err != nil {
+		t.Errorf("renewing after mbot unlock cert/: %v", err)
+	}
+}

@@ -273,6 +273,31 @@ func (s *Set) Match(sub Subject, now time.Time) (Lock, bool) {
 	return Lock{}, false
 }
 
+// Covers returns the lock that covers a certificate already issued to sub
+// (its serials with their "ssh:"/"tls:" prefix, see CertSerial), at now:
+// what a revocation list lists. Unlike Match it counts the locks the
+// authority set on a copied bound_keypair key too.
+func (s *Set) Covers(sub Subject, now time.Time) (Lock, bool) {
+	if l, ok := s.Match(sub, now); ok {
+		return l, true
+	}
+	if sub.JoinToken != "" {
+		return s.Lookup(KindJoinToken, sub.JoinToken, now)
+	}
+	return Lock{}, false
+}
+
+// CertSerial is a serial as the audit and cert locks write it: "ssh:" and
+// the decimal serial for a certificate of an SSH CA (ca as mbot authority
+// export --type names it: ssh-user-ca, ssh-host-ca), "tls:" and the
+// upper-case hexadecimal one for the X.509 CAs.
+func CertSerial(ca, serial string) string {
+	if strings.HasPrefix(ca, "ssh-") {
+		return "ssh:" + serial
+	}
+	return "tls:" + serial
+}
+
 // serialTargets are the cert lock targets a serial as the audit records it
 // ("ssh:123", "tls:AB12") matches: with its prefix, and bare.
 func serialTargets(serial string) []string {

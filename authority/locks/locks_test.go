@@ -84,3 +84,25 @@ func TestNormalizeSerial(t *testing.T) {
 		}
 	}
 }
+
+// TestCovers: a certificate is covered by what would refuse its join, and
+// by a copied bound_keypair key's lock, which joins leave to the verifier.
+func TestCovers(t *testing.T) {
+	now := time.Now()
+	set := locks.NewSet(1, []locks.Lock{
+		{Kind: locks.KindJoinToken, Target: "kp", Reason: "key copied", Since: now, LockedBy: "authority", Automatic: true},
+		{Kind: locks.KindCert, Target: "ssh:42", Reason: "leaked", Since: now, LockedBy: "admin"},
+	})
+	if _, ok := set.Match(locks.Subject{Bot: "b", JoinToken: "kp"}, now); ok {
+		t.Error("Match refuses a join of a bound_keypair token the authority locked; its verifier does")
+	}
+	if l, ok := set.Covers(locks.Subject{Bot: "b", JoinToken: "kp"}, now); !ok || l.Target != "kp" {
+		t.Errorf("Covers of a certificate from the copied key's token = %v %v", l, ok)
+	}
+	if l, ok := set.Covers(locks.Subject{Bot: "b", Serials: []string{locks.CertSerial("ssh-user-ca", "42")}}, now); !ok || l.Name() != "cert/ssh:42" {
+		t.Errorf("Covers by serial = %v %v", l, ok)
+	}
+	if _, ok := set.Covers(locks.Subject{Bot: "b", Serials: []string{locks.CertSerial("tls-ca", "42")}}, now); ok {
+		t.Error("an ssh: serial lock covers an X.509 certificate of the same number")
+	}
+}

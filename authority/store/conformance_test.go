@@ -42,6 +42,7 @@ var conformance = []struct {
 	{"UnlockBot", testUnlockBot},
 	{"RenewalStateSurvivesReopen", testRenewalStateSurvivesReopen},
 	{"Locks", testLocks},
+	{"AuditBySerial", testAuditBySerial},
 	{"StaleJoinIsNotRecorded", testStaleJoinIsNotRecorded},
 	{"StaleRenewalChangesNothing", testStaleRenewalChangesNothing},
 	{"AuditRecordBounded", testAuditRecordBounded},

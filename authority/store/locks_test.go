@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -192,5 +193,30 @@ func testStaleRenewalChangesNothing(t *testing.T, db *testDB) {
 	// Generation 1 is still the current one: the stale renewal moved nothing.
 	if err := st.AdvanceGeneration(ctx, store.Renewal{Bot: "b", JoinToken: "t", Chain: "c", Generation: 1, Keys: "k", Seen: seen}); err != nil {
 		t.Fatalf("renewal on the current versions: %v", err)
+	}
+}
+
+// testAuditBySerial: ListAudit with a serial finds the record of the
+// certificate with exactly that serial, prefixed or bare.
+func testAuditBySerial(t *testing.T, db *testDB) {
+	ctx := t.Context()
+	st := db.open(t)
+	exp := time.Now().Add(time.Hour)
+	for i, serials := range [][]string{{"ssh:123", "tls:AB12"}, {"ssh:1234", "tls:AB1"}, {"ssh:9"}} {
+		ev := joinEvent("deployer")
+		ev.Serials = serials
+		if err := st.RecordJoin(ctx, "jti-"+string(rune('a'+i)), exp, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for serial, want := range map[string][]string{"ssh:123": {"ssh:123"}, "123": {"ssh:123"}, "tls:AB12": {"tls:AB12"}, "AB1": {"tls:AB1"},
+		"tls:123": nil, "12": nil} {
+		got, err := st.ListAudit(ctx, store.AuditFilter{Serial: serial})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) || (len(want) == 1 && !slices.Contains(got[0].Serials, want[0])) {
+			t.Errorf("ListAudit(serial %s) = %+v, want the record with %v", serial, got, want)
+		}
 	}
 }

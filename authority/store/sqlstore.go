@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"slices"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -331,6 +332,17 @@ func (s *sqlStore) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, 
 	if f.DeniedOnly {
 		where = append(where, "NOT allowed")
 	}
+	_, bare, prefixed := strings.Cut(f.Serial, ":")
+	if f.Serial != "" {
+		if !prefixed {
+			bare = f.Serial
+		}
+		if strings.Trim(bare, "0123456789ABCDEF") != "" {
+			return nil, fmt.Errorf("serial %q is not a normalised serial", f.Serial)
+		}
+		// Narrowed in SQL, matched exactly below.
+		where = append(where, "record LIKE "+arg(`%:`+bare+`"%`))
+	}
 	q := `SELECT id, record FROM audit`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
@@ -359,6 +371,12 @@ func (s *sqlStore) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, 
 				return nil, err
 			}
 			ev.ID = id
+			if f.Serial != "" && !slices.ContainsFunc(ev.Serials, func(s string) bool {
+				_, b, _ := strings.Cut(s, ":")
+				return s == f.Serial || (!prefixed && b == f.Serial)
+			}) {
+				continue
+			}
 			out = append(out, ev)
 		}
 		return out, rows.Err()

@@ -177,5 +177,8 @@ type AuditFilter struct {
 	Since      time.Time
 	Bot        string
 	DeniedOnly bool
-	Limit      int
+	// Serial keeps the records of the certificate with this serial, as
+	// locks.NormalizeSerial writes it ("ssh:N", "tls:HEX", or bare for either).
+	Serial string
+	Limit  int
 }
