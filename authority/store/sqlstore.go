@@ -2,11 +2,11 @@ package store
 
 import (
 	"context"
-	"slices"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
