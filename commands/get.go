@@ -11,6 +11,7 @@ import (
 	"github.com/mbot-dev/mbot/admin"
 	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/authority/store"
+	"github.com/mbot-dev/mbot/authority/verify"
 	"github.com/mbot-dev/mbot/identity"
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
@@ -111,9 +112,71 @@ identity), when, why and until when (mbot lock, mbot unlock).`,
 				}
 				return writeLeafClusters(os.Stdout, set, docs, tunnels, time.Now())
 			}
+			if kind == resources.KindJoinToken {
+				used, err := usedTokens(c, client)
+				if err != nil {
+					return err
+				}
+				return writeJoinTokens(os.Stdout, set, docs, used, time.Now())
+			}
 			return writeTable(os.Stdout, set, kind, docs)
 		},
 	}
+}
+
+// usedTokens are the single-use (method token) join tokens a join was
+// admitted with, and when: the audit records each such join in the same
+// transaction that spends the token.
+func usedTokens(c *cli.Context, client admin.Client) (map[string]time.Time, error) {
+	events, err := client.Audit(c.Context, store.AuditFilter{})
+	if err != nil {
+		return nil, fmt.Errorf("reading the audit log for the join tokens' use: %w", err)
+	}
+	used := map[string]time.Time{}
+	for _, ev := range events {
+		if ev.Event == "join" && ev.Allowed && ev.Method == verify.TokenMethod && ev.JoinToken != "" {
+			if t, seen := used[ev.JoinToken]; !seen || ev.Time.Before(t) {
+				used[ev.JoinToken] = ev.Time
+			}
+		}
+	}
+	return used, nil
+}
+
+// writeJoinTokens lists join tokens; a single-use one says whether it was
+// used, or expired, and when it expires.
+func writeJoinTokens(w io.Writer, set *resources.Set, docs []resources.Document, used map[string]time.Time, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tBOT\tMETHOD\tSINGLE USE\tALLOW")
+	for _, d := range docs {
+		tok := set.JoinTokens[d.Metadata.Name]
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", displayName(d.Metadata.Name), displayName(tok.Spec.Bot), displayName(tok.Spec.Method),
+			singleUseState(tok, used, now), orNone(allowRules(tok.Spec.Section())))
+	}
+	return tw.Flush()
+}
+
+// singleUseState is "used 2026-...", "expired 2026-..." or "unused, expires
+// 2026-... (in 42m)" for a method token join token, "-" for the others.
+func singleUseState(tok *resources.JoinToken, used map[string]time.Time, now time.Time) string {
+	if tok.Spec.Method != verify.TokenMethod {
+		return "-"
+	}
+	if t, ok := used[tok.Metadata.Name]; ok {
+		return "used " + t.UTC().Format(time.RFC3339)
+	}
+	n := resources.Lookup(tok.Spec.Section(), "expires")
+	if n == nil {
+		return "unused"
+	}
+	expires, err := time.Parse(time.RFC3339, n.Value)
+	if err != nil {
+		return "unused, expires " + identity.Quote(n.Value)
+	}
+	if !now.Before(expires) {
+		return "expired " + expires.UTC().Format(time.RFC3339)
+	}
+	return fmt.Sprintf("unused, expires %s (in %s)", expires.UTC().Format(time.RFC3339), expires.Sub(now).Round(time.Minute))
 }
 
 func selectDocument(docs []resources.Document, name string) []resources.Document {

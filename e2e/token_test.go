@@ -108,6 +108,38 @@ func TestTokenJoin(t *testing.T) {
 		}
 	})
 
+	t.Run("get-join-tokens", func(t *testing.T) {
+		// Each single-use join token says whether it was used or expired, and when it expires.
+		fresh, _ := addToken(t, c, "--name", "unused-host", "--ttl", "2h")
+		table := mustMbot(t, baseEnv(c.home), "get", "join_tokens", "--config", c.config).stdout
+		rows := map[string]string{}
+		for _, line := range strings.Split(table, "\n") {
+			if f := strings.Fields(line); len(f) > 0 {
+				rows[f[0]] = line
+			}
+		}
+		if !strings.Contains(rows["NAME"], "SINGLE USE") {
+			t.Errorf("mbot get join_tokens has no SINGLE USE column:\n%s", table)
+		}
+		for token, want := range map[string]string{name: "  used 20", fresh: "  unused, expires 20"} {
+			if !strings.Contains(rows[token], want) {
+				t.Errorf("join token %s: row %q lacks %q\n%s", token, rows[token], want, table)
+			}
+		}
+		if !strings.Contains(rows[fresh], "(in 2h0m0s)") && !strings.Contains(rows[fresh], "(in 1h59m0s)") {
+			t.Errorf("join token %s: row %q does not say when it expires\n%s", fresh, rows[fresh], table)
+		}
+		expired := 0
+		for _, row := range rows {
+			if strings.Contains(row, "  expired 20") {
+				expired++
+			}
+		}
+		if expired != 1 {
+			t.Errorf("want one expired join token (the --ttl 1s one):\n%s", table)
+		}
+	})
+
 	t.Run("existing-name", func(t *testing.T) {
 		res := mbot(t, baseEnv(c.home), "tokens", "add", "--bot", botName, "--name", tokenGitHub, "--config", c.config)
 		if res.code == 0 || !strings.Contains(res.stderr, "exists already") {

@@ -35,7 +35,10 @@ type tokenMethod struct{}
 
 func init() { register(tokenMethod{}) }
 
-func (tokenMethod) Name() string { return "token" }
+// TokenMethod is the method of single-use join tokens (mbot tokens add).
+const TokenMethod = "token"
+
+func (tokenMethod) Name() string { return TokenMethod }
 
 func (tokenMethod) Compile(tokenName string, section *yaml.Node, env *Env) (Verifier, error) {
 	if section == nil {
