@@ -126,7 +126,7 @@ func (a *Authority) adminHandler(h func(w http.ResponseWriter, r *http.Request, 
 	}
 }
 
-func (a *Authority) registerAdmin(mux *http.ServeMux) {
+func (a *Authority) registerAdmin(mux *routes) {
 	mux.HandleFunc("GET "+PathAdminResources, a.adminHandler(a.handleListResources))
 	mux.HandleFunc("POST "+PathAdminResources, a.adminHandler(a.handleApply))
 	mux.HandleFunc("DELETE "+PathAdminResources+"/{kind}/{name}", a.adminHandler(a.handleDelete))

@@ -26,6 +26,7 @@ import (
 	"github.com/mbot-dev/mbot/authority/tunnel"
 	"github.com/mbot-dev/mbot/authority/verify"
 	"github.com/mbot-dev/mbot/client"
+	"github.com/mbot-dev/mbot/identity"
 )
 
 // Version is set at build time.
@@ -60,8 +61,10 @@ type Authority struct {
 	// pin an owner is left out instead of locking the admin out; mbot lint
 	// reports it and mbot apply replaces it. Open and Apply still refuse it.
 	adminOnly bool
-	// refusals limits refused requests per remote address (refusals.go).
+	// refusals limits refused requests per remote address (refusals.go);
+	// limiter caps the work of addresses it limits (guard.go).
 	refusals refusalLimiter
+	limiter  *limiter
 	// issuer is the OIDC issuer URL once Serve knows its port (issuerURL).
 	issuer atomic.Pointer[string]
 	// trust is what this authority, as a leaf, knows of its roots;
@@ -240,7 +243,7 @@ func openStore(ctx context.Context, cfg *Config, opts Options) (*Authority, erro
 	m := newMetrics()
 	a := &Authority{cfg: cfg, store: timedStore{Store: st, m: m}, metrics: m, log: opts.Logger, kek: kek,
 		env:   &verify.Env{Audience: cfg.Audience, HTTPClient: opts.HTTPClient, Now: opts.Now, Observe: m.outbound},
-		trust: trust.NewRoots(client.FetchClusterCA, nil), hub: tunnel.NewHub()}
+		trust: trust.NewRoots(client.FetchClusterCA, nil), hub: tunnel.NewHub(), limiter: newLimiter()}
 	a.env.Keypairs = st
 	m.watch(a, st.Pools())
 	cas, err := LoadCAs(ctx, st, cfg.ClusterName, kek)
@@ -384,9 +387,18 @@ func (a *Authority) audit(ctx context.Context, event, actor, message string) {
 	a.auditAdmin(ctx, &store.AuditEvent{Event: event, Allowed: true, Message: message, Remote: actor})
 }
 
-// auditAdmin records an admin action that has already taken effect: a
-// failure to record it is logged, not returned.
+// auditAdmin records an admin action that has already taken effect, or a
+// refusal that has no other record (which the guard may summarise
+// instead, guard.go): a failure to record it is logged, not returned.
 func (a *Authority) auditAdmin(ctx context.Context, ev *store.AuditEvent) {
+	if st := stateOf(ctx); st != nil && !ev.Allowed {
+		if ev.Code != "" {
+			st.code = identity.ErrorCode(ev.Code)
+		}
+		if st.limited {
+			return
+		}
+	}
 	if err := a.store.Audit(ctx, ev); err != nil {
 		a.log.Error("writing audit record", "event", ev.Event, "err", err)
 	}

@@ -14,9 +14,6 @@ import (
 // one round trip before the join, for a nonce the authority issued itself,
 // so that a signature cannot be made ahead of time or used twice.
 func (a *Authority) handleJoinChallenge(w http.ResponseWriter, r *http.Request) {
-	if a.refuseLimited(w, r) {
-		return
-	}
 	var req identity.ChallengeRequest
 	if err := decodeBody(w, r, &req); err != nil {
 		a.refuseBody(w, r, "join.challenge", err)
@@ -24,7 +21,6 @@ func (a *Authority) handleJoinChallenge(w http.ResponseWriter, r *http.Request) 
 	}
 	resp, err := a.JoinChallenge(r.Context(), &req, r.RemoteAddr)
 	if err != nil {
-		a.chargeRefusal(r.Context(), r.RemoteAddr, err)
 		writeError(w, err)
 		return
 	}
@@ -45,7 +41,7 @@ func (a *Authority) JoinChallenge(ctx context.Context, req *identity.ChallengeRe
 	if err != nil {
 		ev := &store.AuditEvent{Event: "join.challenge", JoinToken: req.JoinToken, Method: verify.BoundKeypairMethod, Remote: remote}
 		refusal := a.recordRefusal(ctx, ev, err)
-		a.log.Warn("challenge refused", "join_token", ev.JoinToken, "code", refusal.Code, "reason", ev.Message,
+		a.logRefusal(ctx, "challenge refused", "join_token", ev.JoinToken, "code", refusal.Code, "reason", ev.Message,
 			"cause", boundedCause(refusal.Err), "remote", ev.Remote)
 		return nil, refusal
 	}

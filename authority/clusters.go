@@ -44,7 +44,7 @@ const (
 	lockHeartbeat    = 3 * time.Second
 )
 
-func (a *Authority) registerClusters(mux *http.ServeMux) {
+func (a *Authority) registerClusters(mux *routes) {
 	mux.HandleFunc("GET "+identity.PathClusterCA, a.handleClusterCA)
 	mux.HandleFunc("POST "+identity.PathExchange, a.handleExchange)
 	mux.HandleFunc("GET "+identity.PathTunnel, a.handleTunnel)
@@ -71,7 +71,7 @@ func tunnelTLS(base *tls.Config) *tls.Config {
 func (a *Authority) handleTunnel(w http.ResponseWriter, r *http.Request) {
 	leaf, err := a.tunnelLeaf(r)
 	if err != nil {
-		a.log.Warn("tunnel refused", "remote", r.RemoteAddr, "err", err)
+		a.logRefusal(r.Context(), "tunnel refused", "remote", r.RemoteAddr, "err", err)
 		a.auditAdmin(r.Context(), &store.AuditEvent{Event: "tunnel", Remote: r.RemoteAddr, Code: string(identity.CodeUnknownLeaf), Message: identity.Truncate(err.Error(), 400)})
 		writeError(w, err)
 		return
@@ -196,9 +196,6 @@ func (a *Authority) tunnelLeaf(r *http.Request) (string, error) {
 // tunnel and answers with the leaf's answer. The root cannot read
 // anything useful in it: the keys it certifies are the client's.
 func (a *Authority) handleRelay(w http.ResponseWriter, r *http.Request) {
-	if a.refuseLimited(w, r) {
-		return
-	}
 	leaf := r.PathValue("leaf")
 	ev := &store.AuditEvent{Event: "relay", Method: exchangeMethod, Remote: r.RemoteAddr, Claims: map[string]string{"leaf": identity.Truncate(leaf, 64)}}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
@@ -214,8 +211,7 @@ func (a *Authority) handleRelay(w http.ResponseWriter, r *http.Request) {
 	status, answer, err := a.relay(r.Context(), leaf, body, err)
 	if err != nil {
 		refusal := a.recordRefusal(r.Context(), ev, err)
-		a.log.Warn("relay refused", "leaf", leaf, "bot", ev.Bot, "code", refusal.Code, "reason", ev.Message, "remote", ev.Remote)
-		a.chargeRefusal(r.Context(), r.RemoteAddr, refusal)
+		a.logRefusal(r.Context(), "relay refused", "leaf", leaf, "bot", ev.Bot, "code", refusal.Code, "reason", ev.Message, "remote", ev.Remote)
 		writeError(w, refusal)
 		return
 	}
@@ -230,7 +226,6 @@ func (a *Authority) handleRelay(w http.ResponseWriter, r *http.Request) {
 		var e identity.ErrorResponse
 		_ = json.Unmarshal(answer, &e)
 		ev.Code, ev.Message = identity.Truncate(string(e.Code), 64), "the leaf refused: "+identity.Truncate(e.Message, 400)
-		a.chargeRefusal(r.Context(), r.RemoteAddr, &identity.Error{Code: e.Code})
 	}
 	a.auditAdmin(context.WithoutCancel(r.Context()), ev)
 }
@@ -419,10 +414,10 @@ func (a *Authority) leafTunnel(tc *resources.TrustedCluster) (*tunnel.Leaf, erro
 		}
 		return cur.VerifyConnection(cs)
 	}
-	mux := http.NewServeMux()
+	mux := newRoutes()
 	from := "tunnel from " + tc.Spec.Root.URL
 	mux.HandleFunc("POST "+identity.PathExchange, func(w http.ResponseWriter, r *http.Request) {
-		a.serveExchange(w, r, from, false)
+		a.serveExchange(w, r, from)
 	})
 	// The root asks for this authority's TLS CAs, so that it follows their rotation.
 	mux.HandleFunc("GET "+identity.PathClusterCA, a.handleClusterCA)
@@ -435,7 +430,10 @@ func (a *Authority) leafTunnel(tc *resources.TrustedCluster) (*tunnel.Leaf, erro
 		a.trust.SetLocks(root, &view)
 		w.WriteHeader(http.StatusNoContent)
 	})
-	return &tunnel.Leaf{RootURL: tc.Spec.Root.URL, TLS: cfg, Certificate: a.tunnelCertificate, Handler: mux,
+	// Every request down the tunnel is the root's: never held back, but its
+	// refusals are recorded one by one only within one bucket (guard.go).
+	handler := a.guarded(mux, false, func(*http.Request) string { return from })
+	return &tunnel.Leaf{RootURL: tc.Spec.Root.URL, TLS: cfg, Certificate: a.tunnelCertificate, Handler: handler,
 		Log: a.log.With("trusted_cluster", tc.Metadata.Name)}, nil
 }
 

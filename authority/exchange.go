@@ -23,28 +23,20 @@ const exchangeMethod = "exchange"
 
 // handleExchange serves POST /v1/exchange straight from a client.
 func (a *Authority) handleExchange(w http.ResponseWriter, r *http.Request) {
-	if a.refuseLimited(w, r) {
-		return
-	}
-	a.serveExchange(w, r, r.RemoteAddr, true)
+	a.serveExchange(w, r, r.RemoteAddr)
 }
 
-// serveExchange answers one exchange; charge says whether a refusal draws
-// from the caller's refusal bucket (not for exchanges relayed by a root,
-// which all come from one tunnel).
-func (a *Authority) serveExchange(w http.ResponseWriter, r *http.Request, remote string, charge bool) {
+// serveExchange answers one exchange, from a client or relayed by a root
+// down the tunnel (remote says which).
+func (a *Authority) serveExchange(w http.ResponseWriter, r *http.Request, remote string) {
 	var req identity.ExchangeRequest
 	if err := decodeBody(w, r, &req); err != nil {
-		refusal := identity.Errorf(identity.CodeBadRequest, "the request body is not an exchange request: %v", err)
-		a.recordRefusal(r.Context(), &store.AuditEvent{Event: exchangeMethod, Method: exchangeMethod, Remote: remote}, refusal)
-		writeError(w, refusal)
+		r.RemoteAddr = remote
+		a.refuseBody(w, r, exchangeMethod, err)
 		return
 	}
 	resp, err := a.Exchange(r.Context(), &req, remote)
 	if err != nil {
-		if charge {
-			a.chargeRefusal(r.Context(), remote, err)
-		}
 		writeError(w, err)
 		return
 	}
@@ -75,7 +67,7 @@ func (a *Authority) Exchange(ctx context.Context, req *identity.ExchangeRequest,
 	if err != nil {
 		refusal := a.recordRefusal(ctx, ev, err)
 		a.metrics.join(exchangeMethod, time.Since(start), refusal)
-		a.log.Warn("exchange refused", "root_cluster", ev.Claims["root_cluster"], "bot", ev.Bot, "remote_roles", ev.Claims["remote_roles"],
+		a.logRefusal(ctx, "exchange refused", "root_cluster", ev.Claims["root_cluster"], "bot", ev.Bot, "remote_roles", ev.Claims["remote_roles"],
 			"code", refusal.Code, "reason", ev.Message, "remote", ev.Remote)
 		return nil, refusal
 	}

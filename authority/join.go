@@ -45,7 +45,7 @@ func (a *Authority) Join(ctx context.Context, req *identity.JoinRequest, remote 
 	if err != nil {
 		refusal := a.recordRefusal(ctx, ev, err)
 		a.metrics.join(req.Method, time.Since(start), refusal)
-		a.log.Warn("join refused", "join_token", ev.JoinToken, "method", ev.Method, "bot", ev.Bot,
+		a.logRefusal(ctx, "join refused", "join_token", ev.JoinToken, "method", ev.Method, "bot", ev.Bot,
 			"code", refusal.Code, "reason", ev.Message, "cause", boundedCause(refusal.Err), "remote", ev.Remote,
 			"truncated_bytes", ev.TruncatedBytes)
 		return nil, refusal
@@ -65,8 +65,8 @@ func boundedCause(err error) any {
 	return identity.Truncate(err.Error(), store.MaxAuditMessage)
 }
 
-// recordRefusal records a refused join or renewal in the audit log and
-// returns the refusal to answer with.
+// recordRefusal records a refused request in the audit log, unless the
+// guard summarises it (guard.go), and returns the refusal to answer with.
 func (a *Authority) recordRefusal(ctx context.Context, ev *store.AuditEvent, err error) *identity.Error {
 	var refusal *identity.Error
 	switch {
@@ -86,6 +86,12 @@ func (a *Authority) recordRefusal(ctx context.Context, ev *store.AuditEvent, err
 	// Certificates signed before a late refusal (replay) are never handed out.
 	ev.Serials, ev.Outputs, ev.NotAfter, ev.Certificates = nil, nil, time.Time{}, nil
 	ev.Bound()
+	if st := stateOf(ctx); st != nil {
+		st.code = refusal.Code
+		if st.limited {
+			return refusal
+		}
+	}
 	if aerr := a.store.Audit(context.WithoutCancel(ctx), ev); aerr != nil {
 		a.log.Error("recording refused "+ev.Event, "err", aerr)
 	}

@@ -24,7 +24,7 @@ const wellKnownMaxAge = 5 * time.Minute
 // registerIssuer serves, without authentication, what relying parties
 // need to trust JWT-SVIDs and X.509-SVIDs: the OIDC discovery document,
 // the JWT key set and the SPIFFE trust bundle. All of it is public.
-func (a *Authority) registerIssuer(mux *http.ServeMux) {
+func (a *Authority) registerIssuer(mux *routes) {
 	mux.HandleFunc("GET "+identity.PathOIDCDiscovery, a.handleDiscovery)
 	mux.HandleFunc("GET "+identity.PathJWKS, a.handleJWKS)
 	mux.HandleFunc("GET "+identity.PathSPIFFEBundle, a.handleSPIFFEBundle)

@@ -3,10 +3,13 @@ package authority
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,22 +17,24 @@ import (
 	"github.com/mbot-dev/mbot/identity"
 )
 
-// Refused joins and renewals are limited per remote address by a token
-// bucket that only refusals draw from: an address may be refused
-// refusalBurst times in a row, then refusalRate times a second. While its
-// bucket is empty, its requests are answered rate_limited (429) with
-// Retry-After, without being read, verified, recorded or logged one by one;
-// one audit record summarises each burst instead. Admitted joins never draw
-// from the bucket, so a CI fleet behind one NAT address that joins
-// successfully is never limited.
+// Refusals are limited per remote address by a token bucket: every
+// request takes a token when it is admitted (guard.go), and an answer below
+// 400 gives it back, so only refusals spend them. An address may be
+// refused refusalBurst times in a row, then refusalRate times a second,
+// with a record and a log line each. While its bucket is empty its
+// requests are still served, valid proofs admitted, but its refusals are
+// counted into a burst that one audit record summarises (recordBursts),
+// and their answers are held back (refusalTarpit). A CI fleet behind one
+// NAT address that joins successfully never empties its bucket, and a
+// stranger on the same address who empties it does not keep the fleet out.
 const (
 	refusalBurst = 20
 	refusalRate  = 2 // per second
 	// maxRefusalAddrs bounds the addresses tracked (about 100 bytes each),
 	// so that the limiter itself cannot be made to grow without end.
 	maxRefusalAddrs = 10000
-	// A burst is summarised once no request of its address was dropped for
-	// burstQuiet, and every burstEvery while it goes on.
+	// A burst is summarised once no refusal of its address was summarised
+	// for burstQuiet, and every burstEvery while it goes on.
 	burstQuiet = 10 * time.Second
 	burstEvery = time.Minute
 )
@@ -41,18 +46,30 @@ type refusalLimiter struct {
 }
 
 type refusalBucket struct {
-	tokens  float64 // refusals still allowed now
+	tokens  float64 // requests that may still be looked at and recorded one by one
 	updated time.Time
-	// The current burst of dropped requests, if dropped > 0.
-	dropped         int
-	first, lastDrop time.Time
+	burst   *burstSummary // the current burst, if any
 }
 
-// burstSummary is one burst of dropped requests from one address.
+// burstKind says what became of a request counted into a burst.
+type burstKind int
+
+const (
+	// burstDropped: answered rate_limited without being read (no slot).
+	burstDropped burstKind = iota
+	// burstSummarised: served and refused, without a record of its own.
+	burstSummarised
+)
+
+// burstSummary is one burst of refusals from one address that were not
+// recorded one by one.
 type burstSummary struct {
-	addr        string
-	dropped     int
-	first, last time.Time
+	addr                string
+	dropped, summarised int
+	first, last         time.Time
+	// codes and routes count the refusals by code and by route pattern:
+	// both are fixed sets, so a summary stays small.
+	codes, routes map[string]int
 }
 
 // refusalKey is what the limiter counts refusals by: the IP address
@@ -81,34 +98,59 @@ func (b *refusalBucket) refill(now time.Time) {
 	}
 }
 
-// admit says whether a request from key may be served. A request that may
-// not is counted into its address's burst and gets how long to wait.
-func (l *refusalLimiter) admit(key string, now time.Time) (time.Duration, bool) {
+// take takes a token from key's bucket for a request admitted now. When
+// there is none, took is false and wait says when there will be one. When
+// the limiter is full it forgets another address first; if that address
+// was in a burst, the burst is returned for the caller to record.
+func (l *refusalLimiter) take(key string, now time.Time) (took bool, wait time.Duration, evicted *burstSummary) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b := l.buckets[key]
-	if b == nil {
-		return 0, true
-	}
+	b, evicted := l.bucketLocked(key, now)
 	b.refill(now)
 	if b.tokens >= 1 {
-		return 0, true
+		b.tokens--
+		return true, 0, evicted
 	}
-	if b.dropped == 0 {
-		b.first = now
-	}
-	b.dropped++
-	b.lastDrop = now
-	wait := time.Duration(math.Ceil((1-b.tokens)/refusalRate)) * time.Second
-	return max(wait, time.Second), false
+	wait = time.Duration(math.Ceil((1-b.tokens)/refusalRate)) * time.Second
+	return false, max(wait, time.Second), evicted
 }
 
-// charge draws one refusal from key's bucket. When the limiter is full it
-// forgets another address first; if that address was in a burst, the
-// burst's summary is returned for the caller to record.
-func (l *refusalLimiter) charge(key string, now time.Time) *burstSummary {
+// refund gives back the token of a request that was not refused.
+func (l *refusalLimiter) refund(key string, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if b := l.buckets[key]; b != nil {
+		b.refill(now)
+		b.tokens = min(refusalBurst, b.tokens+1)
+	}
+}
+
+// count counts a refusal of key that is not recorded one by one into its burst.
+func (l *refusalLimiter) count(key string, now time.Time, kind burstKind, code identity.ErrorCode, route string) *burstSummary {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, evicted := l.bucketLocked(key, now)
+	s := b.burst
+	if s == nil {
+		s = &burstSummary{addr: key, first: now, codes: map[string]int{}, routes: map[string]int{}}
+		b.burst = s
+	}
+	s.last = now
+	if kind == burstDropped {
+		s.dropped++
+	} else {
+		s.summarised++
+	}
+	if code == "" {
+		code = "none"
+	}
+	s.codes[identity.Truncate(string(code), 64)]++
+	s.routes[identity.Truncate(route, 200)]++
+	return evicted
+}
+
+// bucketLocked returns key's bucket, made full if it is new.
+func (l *refusalLimiter) bucketLocked(key string, now time.Time) (*refusalBucket, *burstSummary) {
 	var evicted *burstSummary
 	b := l.buckets[key]
 	if b == nil {
@@ -116,20 +158,18 @@ func (l *refusalLimiter) charge(key string, now time.Time) *burstSummary {
 			l.buckets = map[string]*refusalBucket{}
 		}
 		if len(l.buckets) >= maxRefusalAddrs {
-			evicted = l.evictLocked(now)
+			evicted = l.evictLocked()
 		}
 		b = &refusalBucket{tokens: refusalBurst, updated: now}
 		l.buckets[key] = b
 	}
-	b.refill(now)
-	b.tokens = max(0, b.tokens-1)
-	return evicted
+	return b, evicted
 }
 
 // evictLocked forgets one address, preferring one that is not in a burst
 // among a few picked at random (map order), so that making room costs
 // little however many addresses are tracked.
-func (l *refusalLimiter) evictLocked(now time.Time) *burstSummary {
+func (l *refusalLimiter) evictLocked() *burstSummary {
 	const sample = 16
 	var victim string
 	seen := 0
@@ -137,7 +177,7 @@ func (l *refusalLimiter) evictLocked(now time.Time) *burstSummary {
 		if victim == "" {
 			victim = k
 		}
-		if b.dropped == 0 {
+		if b.burst == nil {
 			victim = k
 			break
 		}
@@ -147,10 +187,10 @@ func (l *refusalLimiter) evictLocked(now time.Time) *burstSummary {
 	}
 	b := l.buckets[victim]
 	delete(l.buckets, victim)
-	if b == nil || b.dropped == 0 {
+	if b == nil {
 		return nil
 	}
-	return &burstSummary{addr: victim, dropped: b.dropped, first: b.first, last: b.lastDrop}
+	return b.burst
 }
 
 // bursts returns the bursts that ended (or, with all, every burst) and
@@ -161,34 +201,24 @@ func (l *refusalLimiter) bursts(now time.Time, all bool) []burstSummary {
 	defer l.mu.Unlock()
 	var out []burstSummary
 	for k, b := range l.buckets {
-		if b.dropped > 0 && (all || now.Sub(b.lastDrop) >= burstQuiet || now.Sub(b.first) >= burstEvery) {
-			out = append(out, burstSummary{addr: k, dropped: b.dropped, first: b.first, last: b.lastDrop})
-			b.dropped = 0
+		if s := b.burst; s != nil && (all || now.Sub(s.last) >= burstQuiet || now.Sub(s.first) >= burstEvery) {
+			out = append(out, *s)
+			b.burst = nil
 		}
 		b.refill(now)
-		if b.dropped == 0 && b.tokens >= refusalBurst {
+		if b.burst == nil && b.tokens >= refusalBurst {
 			delete(l.buckets, k)
 		}
 	}
 	return out
 }
 
-// rateLimited is the answer to a request from an address whose bucket is empty.
+// rateLimited is the answer to a request from an address whose bucket is
+// empty when no limited slot is free: it was not read.
 func rateLimited(key string, wait time.Duration) *identity.Error {
 	return &identity.Error{Code: identity.CodeRateLimited, RetryAfter: wait,
-		Message: fmt.Sprintf("the authority refused more than %d requests from %s in a short time, so it does not look at requests from there for %s; "+
-			"fix what the earlier refusals said (an admin sees them with mbot audit --denied), then retry", refusalBurst, key, wait)}
-}
-
-// chargeRefusal draws from the bucket of remote when err is a refusal of
-// the request itself (4xx): the authority's own trouble (5xx) does not count.
-func (a *Authority) chargeRefusal(ctx context.Context, remote string, err error) {
-	if status := errorStatus(err); status < 400 || status >= 500 || status == 429 {
-		return
-	}
-	if evicted := a.refusals.charge(refusalKey(remote), time.Now()); evicted != nil {
-		a.recordBurst(ctx, *evicted)
-	}
+		Message: fmt.Sprintf("the authority refused more than %d requests from %s in a short time and is busy with others from refused addresses, so it did not read this one; "+
+			"retry in %s, and fix what the earlier refusals said (an admin sees them with mbot audit --denied)", refusalBurst, key, wait)}
 }
 
 // recordBursts records a summary of every burst that ended (all: every
@@ -199,16 +229,34 @@ func (a *Authority) recordBursts(ctx context.Context, now time.Time, all bool) {
 	}
 }
 
+// burstEvent is the audit event of a burst summary.
+const burstEvent = "refusals.summary"
+
 func (a *Authority) recordBurst(ctx context.Context, b burstSummary) {
-	ev := &store.AuditEvent{Event: "join.rate_limited", Code: string(identity.CodeRateLimited), Remote: b.addr,
-		Message: fmt.Sprintf("%d join and renewal requests from %s were answered rate_limited without being looked at, from %s to %s, after more than %d refusals",
-			b.dropped, b.addr, b.first.UTC().Format(time.RFC3339), b.last.UTC().Format(time.RFC3339), refusalBurst),
-		Claims: map[string]string{"dropped": strconv.Itoa(b.dropped),
+	codes, routes := countList(b.codes), countList(b.routes)
+	ev := &store.AuditEvent{Event: burstEvent, Code: string(identity.CodeRateLimited), Remote: b.addr,
+		Message: fmt.Sprintf("%d requests from %s were refused without a record of their own, from %s to %s, after more than %d refusals: "+
+			"%d served and refused, %d answered rate_limited unread; codes %s; routes %s",
+			b.summarised+b.dropped, b.addr, b.first.UTC().Format(time.RFC3339), b.last.UTC().Format(time.RFC3339), refusalBurst,
+			b.summarised, b.dropped, codes, routes),
+		Claims: map[string]string{"dropped": strconv.Itoa(b.dropped), "summarised": strconv.Itoa(b.summarised),
+			"codes": codes, "routes": routes,
 			"first": b.first.UTC().Format(time.RFC3339Nano), "last": b.last.UTC().Format(time.RFC3339Nano)}}
 	if err := a.store.Audit(context.WithoutCancel(ctx), ev); err != nil {
-		a.log.Error("recording rate-limited requests", "err", err)
+		a.log.Error("recording a burst of refusals", "err", err)
 	}
-	a.log.Warn("requests rate limited", "remote", ev.Remote, "dropped", b.dropped, "first", b.first, "last", b.last)
+	a.log.Warn("refusals summarised", "remote", ev.Remote, "summarised", b.summarised, "dropped", b.dropped,
+		"codes", codes, "routes", routes, "first", b.first, "last", b.last)
+}
+
+// countList is counts as "name=N,..." in name order.
+func countList(counts map[string]int) string {
+	names := slices.Sorted(maps.Keys(counts))
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = n + "=" + strconv.Itoa(counts[n])
+	}
+	return strings.Join(parts, ",")
 }
 
 // storeRetryAfter is what a store_unavailable refusal asks the client to

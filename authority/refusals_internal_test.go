@@ -23,61 +23,71 @@ func TestRefusalKey(t *testing.T) {
 	}
 }
 
-// TestRefusalLimiter checks the bucket: refusals only draw from it, it
-// refills at refusalRate, drops are counted into one burst, and a burst is
-// summarised once it has been quiet for burstQuiet.
+// TestRefusalLimiter checks the bucket: every request takes a token at
+// admission and one not refused gives it back, it refills at refusalRate,
+// refusals not recorded one by one are counted into one burst, and a burst
+// is summarised once it has been quiet for burstQuiet.
 func TestRefusalLimiter(t *testing.T) {
 	var l refusalLimiter
 	now := time.Unix(1_800_000_000, 0)
-	for i := range refusalBurst {
-		if _, ok := l.admit("a", now); !ok {
-			t.Fatalf("refusal %d was limited; the first %d are not", i+1, refusalBurst)
+	// Admitted requests give their token back: any number of them.
+	for i := range 5 * refusalBurst {
+		if took, _, _ := l.take("a", now); !took {
+			t.Fatalf("admitted request %d found no token", i+1)
 		}
-		l.charge("a", now)
+		l.refund("a", now)
 	}
-	wait, ok := l.admit("a", now)
-	if ok || wait != time.Second {
-		t.Fatalf("after %d refusals: admitted=%t wait %s, want limited for 1s", refusalBurst, ok, wait)
+	// Tokens are taken at admission: refusalBurst at once, not more.
+	for i := range refusalBurst {
+		if took, _, _ := l.take("a", now); !took {
+			t.Fatalf("request %d was limited; the first %d are not", i+1, refusalBurst)
+		}
 	}
-	if _, ok := l.admit("b", now); !ok {
+	took, wait, _ := l.take("a", now)
+	if took || wait != time.Second {
+		t.Fatalf("after %d requests in flight: took=%t wait %s, want none for 1s", refusalBurst, took, wait)
+	}
+	if took, _, _ := l.take("b", now); !took {
 		t.Fatal("another address is limited too")
 	}
 	for range 9 {
-		l.admit("a", now)
+		l.count("a", now, burstSummarised, "bad_request", "POST /v1/join")
 	}
+	l.count("a", now, burstDropped, "rate_limited", "POST /v1/join")
 	if got := l.bursts(now.Add(burstQuiet/2), false); len(got) != 0 {
 		t.Fatalf("burst summarised while it goes on: %+v", got)
 	}
 	// refusalRate tokens a second: half a second later one request may pass.
-	if _, ok := l.admit("a", now.Add(time.Second/refusalRate)); !ok {
+	if took, _, _ := l.take("a", now.Add(time.Second/refusalRate)); !took {
 		t.Fatal("the bucket does not refill")
 	}
 	got := l.bursts(now.Add(burstQuiet), false)
-	if len(got) != 1 || got[0].addr != "a" || got[0].dropped != 10 {
-		t.Fatalf("bursts %+v, want one of 10 dropped requests from a", got)
+	if len(got) != 1 || got[0].addr != "a" || got[0].summarised != 9 || got[0].dropped != 1 ||
+		got[0].codes["bad_request"] != 9 || got[0].routes["POST /v1/join"] != 10 {
+		t.Fatalf("bursts %+v, want one of 9 summarised and 1 dropped request from a", got)
 	}
 	if again := l.bursts(now.Add(2*burstQuiet), false); len(again) != 0 {
 		t.Fatalf("a burst is summarised twice: %+v", again)
 	}
-	// Full again after burstQuiet: the address is forgotten.
+	// Full again after burstQuiet: the addresses are forgotten.
 	if len(l.buckets) != 0 {
 		t.Errorf("%d buckets kept; a refilled bucket is forgotten", len(l.buckets))
 	}
 }
 
-// TestRefusalLimiterBounded refuses from more addresses than it tracks:
-// the map stays bounded, and an evicted address's burst is summarised.
+// TestRefusalLimiterBounded takes tokens for more addresses than it
+// tracks: the map stays bounded, and an evicted address's burst is summarised.
 func TestRefusalLimiterBounded(t *testing.T) {
 	var l refusalLimiter
 	now := time.Unix(1_800_000_000, 0)
 	for range refusalBurst {
-		l.charge("limited", now)
+		l.take("limited", now)
 	}
-	l.admit("limited", now)
+	l.count("limited", now, burstSummarised, "bad_request", "POST /v1/join")
 	summarised := 0
 	for i := range 2 * maxRefusalAddrs {
-		if ev := l.charge(fmt.Sprintf("10.%d.%d.%d", i>>16, i>>8&255, i&255), now); ev != nil {
-			if ev.addr != "limited" || ev.dropped != 1 {
+		if _, _, ev := l.take(fmt.Sprintf("10.%d.%d.%d", i>>16, i>>8&255, i&255), now); ev != nil {
+			if ev.addr != "limited" || ev.summarised != 1 {
 				t.Errorf("evicted burst %+v", ev)
 			}
 			summarised++

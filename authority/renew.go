@@ -22,14 +22,11 @@ import (
 // presented twice: its bots renew with their certificate instead.
 const tokenMethod = "token"
 
-func (a *Authority) registerRenew(mux *http.ServeMux) {
+func (a *Authority) registerRenew(mux *routes) {
 	mux.HandleFunc("POST "+identity.PathRenew, a.handleRenew)
 }
 
 func (a *Authority) handleRenew(w http.ResponseWriter, r *http.Request) {
-	if a.refuseLimited(w, r) {
-		return
-	}
 	var req identity.RenewRequest
 	if err := decodeBody(w, r, &req); err != nil {
 		a.refuseBody(w, r, "renew", err)
@@ -41,7 +38,6 @@ func (a *Authority) handleRenew(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, err := a.Renew(r.Context(), &req, cert, r.RemoteAddr)
 	if err != nil {
-		a.chargeRefusal(r.Context(), r.RemoteAddr, err)
 		writeError(w, err)
 		return
 	}
@@ -78,7 +74,7 @@ func (a *Authority) Renew(ctx context.Context, req *identity.RenewRequest, cert 
 	if err != nil {
 		refusal := a.recordRefusal(ctx, ev, err)
 		a.metrics.renewal(time.Since(start), refusal)
-		a.log.Warn("renewal refused", "bot", ev.Bot, "join_token", ev.JoinToken, "generation", ev.Claims["generation"],
+		a.logRefusal(ctx, "renewal refused", "bot", ev.Bot, "join_token", ev.JoinToken, "generation", ev.Claims["generation"],
 			"code", refusal.Code, "reason", ev.Message, "cause", boundedCause(refusal.Err), "remote", ev.Remote)
 		return nil, refusal
 	}

@@ -29,9 +29,18 @@ import (
 // proof fits in a few kilobytes.
 const maxBody = 256 << 10
 
-// Handler returns the HTTP API (SPEC §3).
+// Handler returns the HTTP API (SPEC §3): every route behind the guard
+// (guard.go), which bounds what refusals cost on each of them.
 func (a *Authority) Handler() http.Handler {
-	mux := http.NewServeMux()
+	return a.guarded(a.apiRoutes(), true, remoteKey)
+}
+
+// Routes lists the pattern of every route an authority's Handler serves,
+// for the tests that flood each one.
+func Routes() []string { return (&Authority{}).apiRoutes().patterns }
+
+func (a *Authority) apiRoutes() *routes {
+	mux := newRoutes()
 	mux.HandleFunc("GET "+identity.PathPing, a.handlePing)
 	mux.HandleFunc("POST "+identity.PathJoin, a.handleJoin)
 	mux.HandleFunc("POST "+identity.PathJoinChallenge, a.handleJoinChallenge)
@@ -52,9 +61,6 @@ func (a *Authority) handlePing(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Authority) handleJoin(w http.ResponseWriter, r *http.Request) {
-	if a.refuseLimited(w, r) {
-		return
-	}
 	var req identity.JoinRequest
 	if err := decodeBody(w, r, &req); err != nil {
 		a.refuseBody(w, r, "join", err)
@@ -62,7 +68,6 @@ func (a *Authority) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, err := a.Join(r.Context(), &req, r.RemoteAddr)
 	if err != nil {
-		a.chargeRefusal(r.Context(), r.RemoteAddr, err)
 		writeError(w, err)
 		return
 	}
@@ -74,33 +79,33 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	return json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(v)
 }
 
-// refuseLimited answers rate_limited, without reading the request, when its
-// address was refused too often lately (refusals.go).
-func (a *Authority) refuseLimited(w http.ResponseWriter, r *http.Request) bool {
-	key := refusalKey(r.RemoteAddr)
-	wait, ok := a.refusals.admit(key, time.Now())
-	if !ok {
-		a.metrics.limited.Inc()
-		writeError(w, rateLimited(key, wait))
-	}
-	return !ok
-}
-
 // refuseBody refuses a request whose body is not JSON of the right shape,
 // and records the refusal like any other.
 func (a *Authority) refuseBody(w http.ResponseWriter, r *http.Request, event string, decodeErr error) {
-	what := map[string]string{"join": "join", "renew": "renewal", "join.challenge": "challenge"}[event]
+	what := map[string]string{"join": "join", "renew": "renewal", "join.challenge": "challenge", exchangeMethod: "exchange"}[event]
 	refusal := identity.Errorf(identity.CodeBadRequest, "the request body is not a %s request: %v", what, decodeErr)
 	ev := &store.AuditEvent{Event: event, Remote: r.RemoteAddr}
+	if event == exchangeMethod {
+		ev.Method = exchangeMethod
+	}
 	a.recordRefusal(r.Context(), ev, refusal)
-	if event == "join" {
+	switch event {
+	case "join":
 		a.metrics.join(labelOther, 0, refusal)
-	} else {
+	case exchangeMethod:
+		a.metrics.join(exchangeMethod, 0, refusal)
+	default:
 		a.metrics.renewal(0, refusal)
 	}
-	a.log.Warn(event+" refused", "code", refusal.Code, "reason", ev.Message, "remote", ev.Remote)
-	a.chargeRefusal(r.Context(), r.RemoteAddr, refusal)
+	a.logRefusal(r.Context(), event+" refused", "code", refusal.Code, "reason", ev.Message, "remote", ev.Remote)
 	writeError(w, refusal)
+}
+
+// logRefusal logs a refusal, unless the guard summarises it (guard.go).
+func (a *Authority) logRefusal(ctx context.Context, msg string, args ...any) {
+	if !summarised(ctx) {
+		a.log.Warn(msg, args...)
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -114,6 +119,9 @@ func writeError(w http.ResponseWriter, err error) {
 	var e *identity.Error
 	if !errors.As(err, &e) {
 		e = &identity.Error{Code: identity.CodeInternal, Message: "internal error; see the authority's log"}
+	}
+	if gw, ok := w.(*guardWriter); ok {
+		gw.code = e.Code
 	}
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))

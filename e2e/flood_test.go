@@ -1,0 +1,233 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/big"
+	"net"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mbot-dev/mbot/authority"
+	"github.com/mbot-dev/mbot/authority/store"
+	"github.com/mbot-dev/mbot/identity"
+)
+
+// Floods through a real authority process, sent over raw HTTPS as an
+// attacker would (docs/security-model.md, "Promises and the tests that
+// hold them").
+
+// floodLeaf is a leaf_cluster the flooded authority knows but that never
+// attaches its tunnel: relays to it are refused 502 leaf_unreachable.
+const floodLeaf = "leaf-gone"
+
+func floodResources(c *cluster) string {
+	return defaultResources(c) + fmt.Sprintf("---\nkind: leaf_cluster\nversion: v1\nmetadata: {name: %s}\nspec: {ca_pin: sha256:%s}\n",
+		floodLeaf, strings.Repeat("ab", 32))
+}
+
+// flooder sends requests from one loopback address, over up to conns
+// connections at once, trusting nothing (an attacker needs no pin).
+type flooder struct {
+	c     *http.Client
+	url   string
+	conns int
+}
+
+func newFlooder(t *testing.T, url, ip string, conns int, cert *tls.Certificate) *flooder {
+	t.Helper()
+	cfg := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}
+	if cert != nil {
+		// A tunnel dial: the ALPN protocol that gets the tunnel's TLS
+		// config, and a self-signed client certificate.
+		cfg.Certificates = []tls.Certificate{*cert}
+		cfg.NextProtos = []string{identity.TunnelProtocol}
+	}
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 10 * time.Second}
+	tr := &http.Transport{DialContext: dialer.DialContext, TLSClientConfig: cfg, MaxConnsPerHost: conns, MaxIdleConnsPerHost: conns,
+		ForceAttemptHTTP2: false, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &flooder{c: &http.Client{Transport: tr, Timeout: 60 * time.Second}, url: url, conns: conns}
+}
+
+// flood sends n requests made by mk and counts the answers by status.
+func (f *flooder) flood(t *testing.T, n int, mk func() *http.Request) map[int]int {
+	t.Helper()
+	var (
+		mu     sync.Mutex
+		counts = map[int]int{}
+		next   atomic.Int64
+		wg     sync.WaitGroup
+	)
+	for range f.conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				status := 0
+				if resp, err := f.c.Do(mk()); err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					status = resp.StatusCode
+				}
+				mu.Lock()
+				counts[status]++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return counts
+}
+
+// selfSigned is a client certificate of no CA, named like the leaf.
+func selfSigned(t *testing.T, cn string) *tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// auditRecords reads the flooded authority's audit log from its SQLite store.
+func auditRecords(t *testing.T, c *cluster) []store.AuditEvent {
+	t.Helper()
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(filepath.Dir(c.config), "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	evs, err := st.ListAudit(context.Background(), store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+func dirSize(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if info, err := d.Info(); err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// wildcard is a {name} segment of a route pattern.
+var wildcard = regexp.MustCompile(`\{[^}]*\}`)
+
+// TestFloodEveryRoute floods every route the authority registers
+// (authority.Routes, so that a route added later is flooded too), each
+// from its own address, with requests an attacker can send without any
+// credential: garbage bodies, wildcards filled in, the tunnel with a
+// self-signed certificate, relays to a leaf that is not connected (502).
+// Each flood of 2,000 (300 for the others) adds at most a few dozen
+// records and well under 1 MB, and the authority still admits a valid
+// job afterwards. Before the guard (guard.go), 2,000 non-JSON exchanges
+// added 2,000 records (+3.6 MB), and so did 2,000 tunnel attempts.
+func TestFloodEveryRoute(t *testing.T) {
+	c, auth := startClusterWith(t, floodResources)
+	dataDir := filepath.Join(filepath.Dir(c.config), "data")
+	garbage := []byte("\x00\x01 not json {")
+	routes := authority.Routes()
+	if len(routes) < 10 {
+		t.Fatalf("authority.Routes() lists %d routes: %v", len(routes), routes)
+	}
+	for i, pattern := range routes {
+		method, path, ok := strings.Cut(pattern, " ")
+		if !ok {
+			t.Fatalf("route %q has no method; register every route as \"METHOD /path\"", pattern)
+		}
+		path = strings.ReplaceAll(path, "{leaf}", floodLeaf)
+		path = wildcard.ReplaceAllString(path, "x")
+		t.Run(pattern, func(t *testing.T) {
+			ip := fmt.Sprintf("127.0.%d.%d", 40+i/200, 1+i%200)
+			n := 300
+			var cert *tls.Certificate
+			switch path {
+			case identity.PathExchange, identity.PathTunnel, "/v1/clusters/" + floodLeaf + "/exchange":
+				n = 2000 // the paths the issue found unbounded
+			}
+			if path == identity.PathTunnel {
+				cert = selfSigned(t, floodLeaf)
+			}
+			f := newFlooder(t, c.url, ip, 200, cert)
+			before, sizeBefore := len(auditRecords(t, c)), dirSize(t, dataDir)
+			start := time.Now()
+			counts := f.flood(t, n, func() *http.Request {
+				var body io.Reader
+				if method != http.MethodGet {
+					body = bytes.NewReader(garbage)
+				}
+				req, _ := http.NewRequest(method, c.url+path, body)
+				req.Header.Set("Content-Type", "application/json")
+				if path == identity.PathTunnel {
+					req.Header.Set("Connection", "Upgrade")
+					req.Header.Set("Upgrade", identity.TunnelProtocol)
+				}
+				return req
+			})
+			elapsed := time.Since(start)
+			added, grown := len(auditRecords(t, c))-before, dirSize(t, dataDir)-sizeBefore
+			t.Logf("%d requests in %s: answers %v; %d records, %d bytes added", n, elapsed.Round(time.Millisecond), counts, added, grown)
+			if counts[0] > 0 {
+				t.Errorf("%d requests got no answer", counts[0])
+			}
+			// 20 in a burst, then 2 a second (the flood's own duration).
+			if limit := 20 + int(2*elapsed.Seconds()) + 2; added > limit {
+				t.Errorf("%d audit records added by %d requests in %s; want at most %d", added, n, elapsed, limit)
+			}
+			if grown > 1<<20 {
+				t.Errorf("data_dir grew %d bytes; want well under 1 MB", grown)
+			}
+		})
+	}
+
+	// Every flooded address's burst is summarised once it is quiet.
+	deadline := time.Now().Add(30 * time.Second)
+	var summaries int
+	for ; time.Now().Before(deadline); time.Sleep(time.Second) {
+		summaries = 0
+		for _, ev := range auditRecords(t, c) {
+			if ev.Event == "refusals.summary" {
+				summaries++
+			}
+		}
+		if summaries > 0 {
+			break
+		}
+	}
+	if summaries == 0 {
+		t.Errorf("no refusals.summary record after the floods:\n%s", auth.logs)
+	}
+	if res := c.issue(t, c.jobEnv(gitHubJob(t, c)), tokenGitHub, t.TempDir()); res.code != 0 {
+		t.Fatalf("a valid job after the floods: %s", res)
+	}
+}
