@@ -73,6 +73,8 @@ type Authority struct {
 	hub   *tunnel.Hub
 	// leafCAs are the TLS CAs each attached leaf announced (clusters.go).
 	leafCAs leafCAs
+	// lockPushes pushes the locks to each leaf on its own (clusters.go).
+	lockPushes lockPushes
 	// fixing is set by OpenLocal when the stored resources do not load:
 	// admin commands then work on what does, so that the rest can be
 	// replaced or removed.

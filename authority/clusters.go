@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -245,6 +246,11 @@ func (a *Authority) relay(ctx context.Context, leaf string, body []byte, readErr
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+leaf+identity.PathExchange, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := a.hub.RoundTrip(leaf, req)
+	if errors.Is(err, tunnel.ErrBusy) {
+		return 0, nil, &identity.Error{Code: identity.CodeLeafBusy, Err: err, RetryAfter: time.Second,
+			Message: fmt.Sprintf("leaf cluster %s's tunnel to root %s carries %d exchanges at once and more are waiting; retry in a second (mbot issue retries by itself), or send the exchange to the leaf directly (leaf_clusters[].url in mbot.yaml)",
+				leaf, a.cfg.ClusterName, tunnel.MaxInFlight)}
+	}
 	if err != nil {
 		seen := "never since this root started"
 		if s, ok := a.hub.Statuses()[leaf]; ok {
@@ -297,6 +303,45 @@ func (a *Authority) pushLocks(ctx context.Context, leaf string, view *identity.L
 	resp.Body.Close()
 }
 
+// lockPushes pushes lock views to the leaves concurrently, each leaf on
+// its own with its own timeout (pushLocks), so that a stalled leaf never
+// delays another's. A leaf has at most one push in flight; the newest view
+// that arrives meanwhile waits behind it, and older ones are skipped.
+type lockPushes struct {
+	mu      sync.Mutex
+	running map[string]bool
+	waiting map[string]*identity.LockView
+}
+
+func (p *lockPushes) push(ctx context.Context, leaf string, view *identity.LockView, send func(context.Context, string, *identity.LockView)) {
+	p.mu.Lock()
+	if p.running == nil {
+		p.running, p.waiting = map[string]bool{}, map[string]*identity.LockView{}
+	}
+	if p.running[leaf] {
+		p.waiting[leaf] = view
+		p.mu.Unlock()
+		return
+	}
+	p.running[leaf] = true
+	p.mu.Unlock()
+	go func() {
+		for {
+			send(ctx, leaf, view)
+			p.mu.Lock()
+			next, ok := p.waiting[leaf]
+			delete(p.waiting, leaf)
+			if !ok {
+				delete(p.running, leaf)
+				p.mu.Unlock()
+				return
+			}
+			p.mu.Unlock()
+			view = next
+		}
+	}()
+}
+
 // runLeafHub pushes the bot locks to every attached leaf when they change
 // and every lockHeartbeat, and records the tunnels' state for mbot get
 // leaf_clusters.
@@ -312,7 +357,7 @@ func (a *Authority) runLeafHub(ctx context.Context) {
 		if current := a.Locks(); current != pushed || now.Sub(lastPush) >= lockHeartbeat {
 			view := a.lockView()
 			for _, leaf := range a.hub.Leaves() {
-				a.pushLocks(ctx, leaf, view)
+				a.lockPushes.push(ctx, leaf, view, a.pushLocks)
 			}
 			pushed, lastPush = current, now
 		}

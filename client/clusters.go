@@ -166,7 +166,7 @@ func exchangeLeaf(ctx context.Context, o IssueOptions, root *API, leaf leafGroup
 		path, via = identity.PathExchange, "at "+url
 	}
 	var resp identity.JoinResponse
-	if err := api.Do(ctx, http.MethodPost, path, req, &resp); err != nil {
+	if err := doRetryBusy(ctx, api, path, req, &resp); err != nil {
 		var refusal *identity.Error
 		if errors.As(err, &refusal) {
 			return nil, fmt.Errorf("leaf cluster %s refused the exchange %s (%s): %s", leaf.cluster, via, refusal.Code, refusal.Message)
@@ -215,4 +215,28 @@ func pick[T any](all []T, idx []int) []T {
 		out[i] = all[j]
 	}
 	return out
+}
+
+// doRetryBusy posts an exchange, sending it again (at most
+// maxJoinAttempts times) while the root answers leaf_busy: the relay was
+// full and the leaf never saw it.
+func doRetryBusy(ctx context.Context, api *API, path string, req, resp any) error {
+	for attempt := 1; ; attempt++ {
+		err := api.Do(ctx, http.MethodPost, path, req, resp)
+		var refusal *identity.Error
+		if err == nil || !errors.As(err, &refusal) || refusal.Code != identity.CodeLeafBusy || attempt >= maxJoinAttempts ||
+			refusal.RetryAfter <= 0 || refusal.RetryAfter > maxRetryAfter {
+			return err
+		}
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < refusal.RetryAfter+retryMargin {
+			return err
+		}
+		t := time.NewTimer(refusal.RetryAfter)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
 }

@@ -351,6 +351,10 @@ const (
 	CodeRootUnavailable ErrorCode = "root_unavailable"
 	// CodeLeafUnreachable: the root relays to a leaf whose tunnel is not attached.
 	CodeLeafUnreachable ErrorCode = "leaf_unreachable"
+	// CodeLeafBusy: the leaf's tunnel carries as many relayed requests as
+	// the root sends it at once, and more are waiting; retry after
+	// Retry-After.
+	CodeLeafBusy ErrorCode = "leaf_busy"
 	// CodeUnknownLeaf: the root has no leaf_cluster of that name.
 	CodeUnknownLeaf ErrorCode = "unknown_leaf"
 	// CodeStoreUnavailable: the authority cannot reach its database
@@ -368,7 +372,7 @@ func (c ErrorCode) HTTPStatus() int {
 		return 429
 	case CodeAdminRequired, CodeIdentityRequired:
 		return 401
-	case CodeIssuerUnavailable, CodeRootUnavailable, CodeStoreUnavailable:
+	case CodeIssuerUnavailable, CodeRootUnavailable, CodeStoreUnavailable, CodeLeafBusy:
 		return 503
 	case CodeLeafUnreachable:
 		return 502

@@ -123,7 +123,7 @@ func (l *Leaf) attach(ctx context.Context) error {
 	}
 	_ = conn.SetDeadline(time.Time{})
 	l.Log.Info("tunnel to the root attached", "root", l.RootURL)
-	srv := &http2.Server{ReadIdleTimeout: pingIdle, PingTimeout: pingTimeout}
+	srv := &http2.Server{ReadIdleTimeout: pingIdle, PingTimeout: pingTimeout, MaxConcurrentStreams: MaxStreams}
 	srv.ServeConn(&bufferedConn{Conn: conn, r: br}, &http2.ServeConnOpts{Context: ctx, Handler: l.Handler})
 	return fmt.Errorf("the tunnel closed")
 }

@@ -1,12 +1,15 @@
 package tunnel
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -17,6 +20,23 @@ import (
 // ErrNotAttached is returned for a leaf whose tunnel is not attached.
 var ErrNotAttached = errors.New("the leaf's tunnel is not attached")
 
+// ErrBusy is returned when a leaf's tunnel carries MaxInFlight requests
+// and MaxQueued more wait, or one waited QueueWait: the tunnel is healthy,
+// only full.
+var ErrBusy = errors.New("the leaf's tunnel is full")
+
+// The root sends at most MaxInFlight requests down one tunnel at once,
+// well below the leaf's HTTP/2 stream limit (MaxStreams), so that a flood
+// of relays never meets the limit (which is not a dead tunnel). Up to
+// MaxQueued more wait, each at most QueueWait, for a slot; beyond that a
+// request is refused with ErrBusy at once.
+const (
+	MaxStreams  = 250
+	MaxInFlight = 100
+	MaxQueued   = 400
+	QueueWait   = 5 * time.Second
+)
+
 // Hub is the root's end of the leaves' tunnels.
 type Hub struct {
 	mu     sync.Mutex
@@ -26,8 +46,55 @@ type Hub struct {
 }
 
 type attached struct {
-	cc   *http2.ClientConn
-	conn net.Conn
+	cc     *http2.ClientConn
+	conn   net.Conn
+	slots  chan struct{} // one per request in flight
+	queued atomic.Int32  // requests waiting for a slot
+}
+
+// acquire takes a slot for one request, waiting in the queue if the
+// tunnel is full, and returns its release.
+func (a *attached) acquire(ctx context.Context) (func(), error) {
+	release := sync.OnceFunc(func() { <-a.slots })
+	select {
+	case a.slots <- struct{}{}:
+		return release, nil
+	default:
+	}
+	if a.queued.Add(1) > MaxQueued {
+		a.queued.Add(-1)
+		return nil, ErrBusy
+	}
+	defer a.queued.Add(-1)
+	wait := time.NewTimer(QueueWait)
+	defer wait.Stop()
+	select {
+	case a.slots <- struct{}{}:
+		return release, nil
+	case <-wait.C:
+		return nil, ErrBusy
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// closing reports whether the tunnel is closed or going away (a GOAWAY,
+// a failed ping): only then is it dropped, never for being full.
+func (a *attached) closing() bool {
+	st := a.cc.State()
+	return st.Closed || st.Closing
+}
+
+// releasingBody frees the request's slot when its answer has been read.
+type releasingBody struct {
+	io.ReadCloser
+	release func()
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.release()
+	return err
 }
 
 // NewHub returns a hub without tunnels.
@@ -74,7 +141,7 @@ func (h *Hub) Attach(w http.ResponseWriter, leaf string) error {
 	}
 	h.mu.Lock()
 	old := h.leaves[leaf]
-	h.leaves[leaf] = &attached{cc: cc, conn: conn}
+	h.leaves[leaf] = &attached{cc: cc, conn: conn, slots: make(chan struct{}, MaxInFlight)}
 	h.lastSeen[leaf] = time.Now()
 	h.mu.Unlock()
 	if old != nil {
@@ -83,22 +150,30 @@ func (h *Hub) Attach(w http.ResponseWriter, leaf string) error {
 	return nil
 }
 
-// RoundTrip sends req to leaf down its tunnel.
+// RoundTrip sends req to leaf down its tunnel, waiting for a slot when
+// MaxInFlight requests are in flight (ErrBusy when too many wait). The
+// response's body must be closed, which frees the slot.
 func (h *Hub) RoundTrip(leaf string, req *http.Request) (*http.Response, error) {
 	h.mu.Lock()
 	a := h.leaves[leaf]
 	h.mu.Unlock()
-	if a == nil || !a.cc.CanTakeNewRequest() {
+	if a == nil || a.closing() {
 		h.drop(leaf, a)
 		return nil, ErrNotAttached
 	}
+	release, err := a.acquire(req.Context())
+	if err != nil {
+		return nil, err
+	}
 	resp, err := a.cc.RoundTrip(req)
 	if err != nil {
-		if a.cc.State().Closed {
+		release()
+		if a.closing() {
 			h.drop(leaf, a)
 		}
 		return nil, err
 	}
+	resp.Body = &releasingBody{ReadCloser: resp.Body, release: release}
 	h.mu.Lock()
 	h.lastSeen[leaf] = time.Now()
 	h.mu.Unlock()
@@ -131,7 +206,7 @@ func (h *Hub) Statuses() map[string]Status {
 	out := map[string]Status{}
 	for leaf, seen := range h.lastSeen {
 		a := h.leaves[leaf]
-		if a != nil && a.cc.State().Closed {
+		if a != nil && a.closing() {
 			delete(h.leaves, leaf)
 			a.conn.Close()
 			a = nil
