@@ -231,3 +231,53 @@ func TestFloodEveryRoute(t *testing.T) {
 		t.Fatalf("a valid job after the floods: %s", res)
 	}
 }
+
+// TestValidJobDuringFlood floods garbage joins from 127.0.0.1 while a real
+// job (mbot issue) joins from the same address, as a stranger behind the
+// CI fleet's NAT would: the job is admitted. Before the guard, a fresh
+// valid proof from an address refused about 20 times was answered 429.
+// The flood's concurrent requests are also looked at and recorded one by
+// one only within the documented budget (before: each concurrent request
+// was checked before any was charged, 10-13x the budget).
+func TestValidJobDuringFlood(t *testing.T) {
+	c, _ := startClusterWith(t, floodResources)
+	garbage := []byte(`{"join_token":"` + tokenGitHub + `","method":"github","proof":"not.a.jwt","outputs":[]}`)
+	f := newFlooder(t, c.url, "127.0.0.1", 100, nil)
+	before := len(auditRecords(t, c))
+	start := time.Now()
+	counts := f.flood(t, 100, func() *http.Request {
+		req, _ := http.NewRequest(http.MethodPost, c.url+identity.PathJoin, bytes.NewReader(garbage))
+		return req
+	})
+	elapsed := time.Since(start)
+	added := len(auditRecords(t, c)) - before
+	t.Logf("100 concurrent garbage joins in %s: %v, %d records", elapsed, counts, added)
+	if limit := 20 + int(2*elapsed.Seconds()) + 2; added > limit {
+		t.Errorf("100 concurrent refused joins added %d records in %s; want at most %d (20, then 2 a second)", added, elapsed, limit)
+	}
+
+	// The flood goes on while the job joins from the same address.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			f.flood(t, 50, func() *http.Request {
+				req, _ := http.NewRequest(http.MethodPost, c.url+identity.PathJoin, bytes.NewReader(garbage))
+				return req
+			})
+		}
+	}()
+	for i := range 3 {
+		if res := c.issue(t, c.jobEnv(gitHubJob(t, c)), tokenGitHub, t.TempDir()); res.code != 0 {
+			t.Errorf("valid job %d from the flooded address: %s", i+1, res)
+		}
+	}
+	close(stop)
+	<-done
+}
