@@ -295,7 +295,7 @@ func (a *Authority) grant(st *state, ls *locks.Set, bot *resources.Bot, joinToke
 		kind := outputKinds[out.OutputType()] // checked by parseKeys
 		signed, err := kind.sign(&signCtx{cas: a.CAs(), cluster: a.cfg.ClusterName, set: st.set, bot: bot, joinToken: joinToken,
 			out: &outputs[i], grant: grant, keys: keys[i], lineage: lineage, notAfter: notAfter,
-			issuer: a.issuerURL()})
+			issuer: a.issuerURL(), claims: ev.Claims})
 		if err != nil {
 			return nil, err
 		}

@@ -56,6 +56,9 @@ type signCtx struct {
 	notAfter time.Time
 	// issuer is the authority's OIDC issuer URL, the iss of JWT-SVIDs.
 	issuer string
+	// claims are the join's identifying claims, for the certificates'
+	// provenance (provenance.go); none for renewals and exchanges.
+	claims map[string]string
 }
 
 // botName is the signing bot's name.

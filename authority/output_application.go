@@ -142,6 +142,7 @@ func (applicationOutput) sign(sc *signCtx) (*identity.OutputResponse, error) {
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtraExtensions:       sc.provenance(),
 	}, sc.keys.tls)
 	if err != nil {
 		return nil, err

@@ -81,10 +81,11 @@ func (databaseOutput) sign(sc *signCtx) (*identity.OutputResponse, error) {
 	// against the whole of it, and PostgreSQL's cert method maps the CN to
 	// the user. No SAN, no SPIFFE ID: nothing makes it pass as a bot.
 	cert, err := sc.cas.DatabaseClient.Sign(&x509.Certificate{
-		Subject:     pkix.Name{CommonName: r.Username},
-		NotAfter:    sc.notAfter,
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		Subject:         pkix.Name{CommonName: r.Username},
+		NotAfter:        sc.notAfter,
+		KeyUsage:        x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		ExtraExtensions: sc.provenance(),
 	}, sc.keys.tls)
 	if err != nil {
 		return nil, err

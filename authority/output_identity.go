@@ -1,7 +1,6 @@
 package authority
 
 import (
-	"crypto/x509/pkix"
 	"fmt"
 	"strings"
 
@@ -40,8 +39,8 @@ func (identityOutput) sign(sc *signCtx) (*identity.OutputResponse, error) {
 		// login, so a bot with no logins gets one that matches no account.
 		principals = []string{noLoginPrincipal + bot}
 	}
-	keyID := fmt.Sprintf("bot=%s join_token=%s output=%s serial=%d", bot, sc.joinToken, sc.out.Name, serial)
-	var extensions []pkix.Extension
+	keyID := fmt.Sprintf("bot=%s join_token=%s output=%s serial=%d", bot, sc.joinToken, sc.out.Name, serial) + provenanceKeyID(sc.claims)
+	extensions := sc.provenance()
 	if sc.lineage.Generation > 0 {
 		keyID += fmt.Sprintf(" generation=%d", sc.lineage.Generation)
 		ext, err := sc.lineage.Extension()

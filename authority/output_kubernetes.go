@@ -96,10 +96,11 @@ func (kubernetesOutput) sign(sc *signCtx) (*identity.OutputResponse, error) {
 	// a group from each O. No SAN, no SPIFFE ID: nothing makes it pass as
 	// a bot or a database user, and no other CA's certificate passes here.
 	cert, err := sc.cas.KubernetesClient.Sign(&x509.Certificate{
-		Subject:     pkix.Name{CommonName: user, Organization: groups},
-		NotAfter:    sc.notAfter,
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		Subject:         pkix.Name{CommonName: user, Organization: groups},
+		NotAfter:        sc.notAfter,
+		KeyUsage:        x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		ExtraExtensions: sc.provenance(),
 	}, sc.keys.tls)
 	if err != nil {
 		return nil, err
