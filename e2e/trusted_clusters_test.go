@@ -337,6 +337,57 @@ func TestTrustedClusters(t *testing.T) {
 		}
 	})
 
+	t.Run("admin-locks-on-root-reach-leaf", func(t *testing.T) {
+		res := mustMbot(t, baseEnv(tc.root.home), "tokens", "add", "--bot", "locker", "--name", "locker-host-2", "--config", tc.root.config)
+		var secret string
+		for _, line := range strings.Split(res.stdout, "\n") {
+			if v, ok := strings.CutPrefix(line, "MBOT_JOIN_SECRET="); ok {
+				secret = v
+			}
+		}
+		out := filepath.Join(t.TempDir(), "root")
+		mustMbot(t, tc.root.jobEnv(map[string]string{"MBOT_JOIN_SECRET": secret}), "issue", "--authority", tc.root.url, "--ca-pin", tc.root.pin,
+			"--token", "locker-host-2", "--join-method", "token", "--out", out)
+		if err := exchangeWith(t, tc, out); err != nil {
+			t.Fatalf("exchange before the lock: %v", err)
+		}
+		// refusedWithin waits for the leaf to refuse the exchange with code, at most 1 s.
+		refusedWithin := func(code identity.ErrorCode, naming string) {
+			t.Helper()
+			start := time.Now()
+			var err error
+			var refusal *identity.Error
+			for time.Since(start) < 3*time.Second {
+				if err = exchangeWith(t, tc, out); errors.As(err, &refusal) && refusal.Code == code {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			took := time.Since(start)
+			if !errors.As(err, &refusal) || refusal.Code != code || !strings.Contains(refusal.Message, naming) || !strings.Contains(refusal.Message, "root cluster "+clusterName) {
+				t.Fatalf("exchange after a lock on the root: %v, want %s naming %q", err, code, naming)
+			}
+			if took > time.Second {
+				t.Errorf("the leaf refused %s after %s, want within 1 s", code, took)
+			}
+			t.Logf("the leaf refused %s %s after the lock on the root", code, took.Round(time.Millisecond))
+		}
+		mustMbot(t, baseEnv(tc.root.home), "lock", "bot/locker", "--reason", "runner stolen", "--config", tc.root.config)
+		refusedWithin(identity.CodeBotLocked, "runner stolen")
+		mustMbot(t, baseEnv(tc.root.home), "unlock", "bot/locker", "--config", tc.root.config)
+		var err error
+		for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if err = exchangeWith(t, tc, out); err == nil {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("exchange after the unlock on the root: %v", err)
+		}
+		mustMbot(t, baseEnv(tc.root.home), "lock", "cert/tls:"+tlsSerial(out), "--reason", "key copied", "--config", tc.root.config)
+		refusedWithin(identity.CodeCertLocked, "key copied")
+	})
+
 	t.Run("daemon-renews-leaf-outputs", func(t *testing.T) {
 		dir := t.TempDir()
 		config := tc.mbotYAML(t, dir, "renewal_interval: 1s\n", leafOut(dir))
