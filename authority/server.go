@@ -44,6 +44,8 @@ func (a *Authority) apiRoutes() *routes {
 	mux.HandleFunc("GET "+identity.PathPing, a.handlePing)
 	mux.HandleFunc("POST "+identity.PathJoin, a.handleJoin)
 	mux.HandleFunc("POST "+identity.PathJoinChallenge, a.handleJoinChallenge)
+	mux.HandleFunc("GET /v1/revocations/{type}", a.handleRevocations)
+	mux.HandleFunc("GET /v1/revocations/{type}/{purpose}", a.handleRevocations)
 	a.registerRenew(mux)
 	a.registerIssuer(mux)
 	a.registerAdmin(mux)

@@ -66,15 +66,26 @@ With metrics_listen: in authority.yaml it also serves /metrics, /healthz and
    mbot authority export --type kubernetes-client-ca  # PEM, the API server's --client-ca-file
    mbot authority export --type spiffe-ca             # PEM, the SPIFFE X.509 trust bundle
    mbot authority export --type jwt-jwks              # JSON Web Key Set of the JWT-SVID signing key
-   mbot authority export --type spiffe-bundle         # SPIFFE bundle (JWKS): spiffe CA and JWT key, for federation`,
+   mbot authority export --type spiffe-bundle         # SPIFFE bundle (JWKS): spiffe CA and JWT key, for federation
+   mbot authority export --type ssh-krl > revoked_keys          # OpenSSH KRL of locked certificates, for sshd's RevokedKeys
+   mbot authority export --type crl --purpose database-client   # PEM CRL, for ssl_crl_file (PostgreSQL), ssl_crl (MariaDB, nginx)`,
 				Flags: []cli.Flag{authorityConfigFlag(),
-					&cli.StringFlag{Name: "type", Required: true, Usage: strings.Join(authority.ExportTypes, ", ")}},
+					&cli.StringFlag{Name: "type", Required: true, Usage: strings.Join(authority.ExportTypes, ", ") + ", ssh-krl, crl"},
+					&cli.StringFlag{Name: "purpose", Usage: "for --type crl: the CA, one of " + strings.Join(authority.CRLPurposes, ", ")}},
 				Action: func(c *cli.Context) error {
 					st, cas, err := openCAs(c)
 					if err != nil {
 						return err
 					}
 					defer st.Close()
+					if typ := c.String("type"); typ == "ssh-krl" || typ == "crl" {
+						list, err := authority.ExportRevocations(c.Context, st, cas, typ, c.String("purpose"))
+						if err != nil {
+							return err
+						}
+						_, err = os.Stdout.Write(list)
+						return err
+					}
 					out, err := cas.Export(c.String("type"))
 					if err != nil {
 						return usagef("%v", err)
