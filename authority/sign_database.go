@@ -118,13 +118,14 @@ hostssl all all 0.0.0.0/0 cert
 hostssl all all ::/0 cert
 
 # PostgreSQL refuses a key file others can read: the server's user must own
-# %s with mode 0600, for example
-#   chown postgres: %s && chmod 0600 %s
+# %s with mode 0600, and the directory (0700) with it: sign with
+# --owner postgres, or
+#   chown -R postgres: %s
 # Then reload (SELECT pg_reload_conf(); or pg_ctl reload). Database outputs
 # check this server with the database-server CA: set ca_issued_by_authority:
 # true on its kind: database resource.
 `, q(path(FileDBServerCert)), q(path(FileDBServerKey)), q(path(FileDBClientCA)),
-			path(FileDBServerKey), shellQuote(path(FileDBServerKey)), shellQuote(path(FileDBServerKey))), nil
+			path(FileDBServerKey), shellQuote(dir)), nil
 	case resources.ProtocolMySQL:
 		q := func(s string) string { return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"` }
 		return fmt.Sprintf(`# my.cnf (MySQL, MariaDB)
@@ -137,7 +138,8 @@ require_secure_transport=ON
 # Each database user that bots connect as must present a certificate of the
 # database-client CA with its name as the subject, for example:
 #   CREATE USER 'ci_migrate'@'%%' REQUIRE SUBJECT '/CN=ci_migrate';
-# The server's user must be able to read %s (mode 0600, owned by mysql).
+# The server's user must be able to read %s (mode 0600) and its directory
+# (0700): sign with --owner mysql, or chown -R mysql: the directory.
 # Database outputs check this server with the database-server CA: set
 # ca_issued_by_authority: true on its kind: database resource.
 `, q(path(FileDBClientCA)), q(path(FileDBServerCert)), q(path(FileDBServerKey)), path(FileDBServerKey)), nil

@@ -3,8 +3,10 @@ package commands
 import (
 	"fmt"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,7 +36,7 @@ A database server's certificate (signed by the database-server CA) and the
 CA it must check clients by (the database-client CA), with the exact
 postgresql.conf and pg_hba.conf or my.cnf lines printed:
 
-   mbot sign --config authority.yaml --format postgres --host db.acme.internal --out ./pg
+   mbot sign --config authority.yaml --format postgres --host db.acme.internal --out /etc/postgresql/mbot --owner postgres
    mbot sign --config authority.yaml --format mysql --host db.acme.internal,10.0.0.7 --out ./my`,
 		Flags: []cli.Flag{authorityConfigFlag(),
 			&cli.StringFlag{Name: "host", Usage: "comma-separated DNS names and IP addresses, no wildcards (host credentials)"},
@@ -44,10 +46,14 @@ postgresql.conf and pg_hba.conf or my.cnf lines printed:
 			&cli.StringFlag{Name: "logins", Usage: "with --user: the user's logins trait, for {{internal.logins}} in the roles"},
 			&cli.StringFlag{Name: "out", Required: true, Usage: "directory to write the credentials to"},
 			&cli.DurationFlag{Name: "ttl", Usage: "certificate lifetime (--host: default 8760h; --user: required, at most max_admin_ttl)"},
+			&cli.StringFlag{Name: "owner", Usage: "USER[:GROUP] to give the --out directory and its files to (as root), for a server that reads them as its own user: --owner postgres"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef("mbot sign takes no arguments, got %q", c.Args().Slice())
+			}
+			if _, _, err := lookupOwner(c.String("owner")); err != nil {
+				return err
 			}
 			switch {
 			case c.IsSet("host") && c.IsSet("user"):
@@ -93,7 +99,7 @@ func signHost(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := identity.WriteDir(c.String("out"), files); err != nil {
+	if err := writeOwned(c, c.String("out"), files); err != nil {
 		return err
 	}
 	reportCreated(created)
@@ -135,7 +141,7 @@ func signDatabase(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := identity.WriteDir(dir, creds.Files); err != nil {
+	if err := writeOwned(c, dir, creds.Files); err != nil {
 		return err
 	}
 	reportCreated(created)
@@ -178,7 +184,7 @@ func signUser(c *cli.Context) error {
 	for _, w := range signed.Warnings {
 		fmt.Fprintf(os.Stderr, "warning: %s\n", w)
 	}
-	if err := identity.WriteDir(dir, signed.Files); err != nil {
+	if err := writeOwned(c, dir, signed.Files); err != nil {
 		return err
 	}
 	reportCreated(created)
@@ -201,4 +207,53 @@ func reportCreated(dirs []string) {
 	for _, d := range dirs {
 		fmt.Fprintf(os.Stderr, "mbot: created the missing directory %s (mode 0700) above --out\n", d)
 	}
+}
+
+// writeOwned writes the credentials and, with --owner, gives them to that
+// user: the directory is 0700 and the key 0600, so a server running as
+// another user than mbot sign's could not read them otherwise.
+func writeOwned(c *cli.Context, dir string, files []identity.File) error {
+	if err := identity.WriteDir(dir, files); err != nil {
+		return err
+	}
+	if c.String("owner") == "" {
+		return nil
+	}
+	uid, gid, err := lookupOwner(c.String("owner"))
+	if err != nil {
+		return err
+	}
+	if err := identity.ChownDir(dir, uid, gid); err != nil {
+		os.RemoveAll(dir) // nothing half-given: sign again
+		return fmt.Errorf("--owner %s: %w (chown needs root)", c.String("owner"), err)
+	}
+	fmt.Fprintf(os.Stderr, "mbot: gave %s and its files to %s\n", dir, c.String("owner"))
+	return nil
+}
+
+// lookupOwner reads --owner USER[:GROUP] (names or numeric ids; the
+// group defaults to the user's primary group). An empty owner is none.
+func lookupOwner(owner string) (uid, gid int, err error) {
+	if owner == "" {
+		return -1, -1, nil
+	}
+	name, group, hasGroup := strings.Cut(owner, ":")
+	u, err := user.Lookup(name)
+	if err != nil {
+		if u, err = user.LookupId(name); err != nil {
+			return 0, 0, usagef("--owner %s: there is no user %s on this host", identity.Quote(owner), identity.Quote(name))
+		}
+	}
+	uid, _ = strconv.Atoi(u.Uid)
+	gid, _ = strconv.Atoi(u.Gid)
+	if hasGroup {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			if g, err = user.LookupGroupId(group); err != nil {
+				return 0, 0, usagef("--owner %s: there is no group %s on this host", identity.Quote(owner), identity.Quote(group))
+			}
+		}
+		gid, _ = strconv.Atoi(g.Gid)
+	}
+	return uid, gid, nil
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -333,4 +334,77 @@ func loopbackAlias(t *testing.T) string {
 		}
 	}
 	return ""
+}
+
+// TestPostgresRecipe follows docs/outputs.md's PostgreSQL recipe as
+// written: the documented mbot sign line (its --config, --host and --out
+// pointed at this test's), then a real PostgreSQL server started as the
+// postgres user with the printed ssl_*_file lines naming the files where
+// mbot left them. --owner postgres is what lets that user read the 0700
+// directory and the 0600 key; without it the server cannot start.
+func TestPostgresRecipe(t *testing.T) {
+	dc := startDatabaseCluster(t)
+	var recipe []string
+	for _, line := range strings.Split(readFile(t, filepath.Join(repoRoot(t), "docs", "outputs.md")), "\n") {
+		if strings.HasPrefix(line, "mbot sign ") && strings.Contains(line, "--format postgres") {
+			recipe = strings.Fields(line)
+			break
+		}
+	}
+	if recipe == nil {
+		t.Fatal("docs/outputs.md has no `mbot sign ... --format postgres` line")
+	}
+	base, err := os.MkdirTemp("", "mbot-pg-recipe-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil { // as /etc/postgresql is
+		t.Fatal(err)
+	}
+	out := filepath.Join(base, "mbot")
+	owner := "postgres"
+	if os.Geteuid() != 0 {
+		// The test servers run as the test's user then (testservers).
+		owner = strconv.Itoa(os.Geteuid())
+	}
+	args := slices.Clone(recipe[1:])
+	sawOwner := false
+	for i := 0; i+1 < len(args); i++ {
+		switch args[i] {
+		case "--config":
+			args[i+1] = dc.config
+		case "--host":
+			args[i+1] = "localhost," + dbHost
+		case "--out":
+			args[i+1] = out
+		case "--owner":
+			sawOwner = true
+			if args[i+1] != "postgres" {
+				t.Errorf("the recipe gives the files to %q, not to the postgres user", args[i+1])
+			}
+			args[i+1] = owner
+		}
+	}
+	if !sawOwner {
+		t.Fatalf("the recipe %q does not give the files to the postgres user (--owner postgres): the server, running as postgres, cannot read a root-owned 0700 directory", strings.Join(recipe, " "))
+	}
+	res := mustMbot(t, baseEnv(dc.home), args...)
+	files := map[string]string{}
+	for _, m := range pgFileLine.FindAllStringSubmatch(res.stdout, -1) {
+		files[m[1]] = m[2]
+	}
+	if len(files) != 3 {
+		t.Fatalf("mbot sign printed no ssl_cert_file, ssl_key_file and ssl_ca_file lines:\n%s", res.stdout)
+	}
+	pg := testservers.StartPostgres(t, testservers.PostgresConfig{
+		SSLFiles: &[3]string{files["cert"], files["key"], files["ca"]},
+		HBA:      []string{"hostssl all all 127.0.0.1/32 cert"},
+	})
+	if got := strings.TrimSpace(pg.Exec(t, "SHOW ssl")); got != "on" {
+		t.Errorf("SHOW ssl = %q, want on", got)
+	}
+	if got := strings.TrimSpace(pg.Exec(t, "SELECT pg_read_file(current_setting('ssl_key_file')) LIKE '-----BEGIN%'")); got != "t" {
+		t.Errorf("the server does not read its key where mbot wrote it: %q", got)
+	}
 }

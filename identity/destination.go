@@ -323,3 +323,23 @@ func syncDir(path string) error {
 	_ = d.Sync() // not every filesystem supports syncing a directory
 	return nil
 }
+
+// ChownDir gives a directory WriteDir wrote, and the files in it, to
+// uid:gid, for a server that reads its credentials as its own user
+// (mbot sign --owner postgres). Modes are kept: the key stays 0600, now
+// readable by that user only.
+func ChownDir(dir string, uid, gid int) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.Lchown(filepath.Join(dir, e.Name()), uid, gid); err != nil {
+			return fmt.Errorf("giving %s to %d:%d: %w", filepath.Join(dir, e.Name()), uid, gid, err)
+		}
+	}
+	if err := os.Lchown(dir, uid, gid); err != nil {
+		return fmt.Errorf("giving %s to %d:%d: %w", dir, uid, gid, err)
+	}
+	return nil
+}

@@ -25,6 +25,10 @@ type PostgresConfig struct {
 	// "hostssl all all 127.0.0.1/32 cert". The harness puts
 	// "local all postgres trust" first for Exec.
 	HBA []string
+	// SSLFiles, when set, are the ssl_cert_file, ssl_key_file and
+	// ssl_ca_file to use where they are (as mbot sign --owner postgres
+	// left them) instead of copies of ServerCert, ServerKey and ClientCA.
+	SSLFiles *[3]string
 	// Settings override postgresql.conf settings (max_connections, ...).
 	Settings map[string]string
 }
@@ -65,9 +69,14 @@ func StartPostgres(t testing.TB, cfg PostgresConfig) *Postgres {
 	for _, d := range []string{p.SocketDir, ssl} {
 		a.mkdir(t, d)
 	}
-	a.writeFile(t, filepath.Join(ssl, "server.crt"), cfg.ServerCert, 0o644)
-	a.writeFile(t, filepath.Join(ssl, "server.key"), cfg.ServerKey, 0o600) // PostgreSQL refuses a key others can read
-	a.writeFile(t, filepath.Join(ssl, "client_ca.crt"), cfg.ClientCA, 0o644)
+	files := [3]string{filepath.Join(ssl, "server.crt"), filepath.Join(ssl, "server.key"), filepath.Join(ssl, "client_ca.crt")}
+	if cfg.SSLFiles != nil {
+		files = *cfg.SSLFiles
+	} else {
+		a.writeFile(t, files[0], cfg.ServerCert, 0o644)
+		a.writeFile(t, files[1], cfg.ServerKey, 0o600) // PostgreSQL refuses a key others can read
+		a.writeFile(t, files[2], cfg.ClientCA, 0o644)
+	}
 
 	hba := "local all " + p.Superuser + " trust\n" + strings.Join(cfg.HBA, "\n") + "\n"
 	a.writeFile(t, filepath.Join(data, "pg_hba.conf"), []byte(hba), 0o600)
@@ -76,9 +85,9 @@ func StartPostgres(t testing.TB, cfg PostgresConfig) *Postgres {
 		"port":                    strconv.Itoa(p.Port),
 		"unix_socket_directories": p.SocketDir,
 		"ssl":                     "on",
-		"ssl_cert_file":           filepath.Join(ssl, "server.crt"),
-		"ssl_key_file":            filepath.Join(ssl, "server.key"),
-		"ssl_ca_file":             filepath.Join(ssl, "client_ca.crt"),
+		"ssl_cert_file":           files[0],
+		"ssl_key_file":            files[1],
+		"ssl_ca_file":             files[2],
 		"fsync":                   "off",
 		"max_connections":         "20",
 		"shared_buffers":          "16MB",
