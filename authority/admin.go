@@ -222,6 +222,10 @@ func (a *Authority) signUser(ctx context.Context, req UserSignRequest, ev *store
 	if err := identity.CheckName("--user", req.User); err != nil {
 		return nil, identity.Errorf(identity.CodeBadRequest, "%v", err)
 	}
+	if c := a.state.Load().set.ClusterNamed(req.User); c != "" {
+		return nil, identity.Errorf(identity.CodeBadRequest, "--user %s is named like a cluster (%s); bots, users and admins may not share a cluster's name, so that no certificate of this authority reads like a cluster's: pick another name",
+			req.User, c)
+	}
 	if len(req.Roles) == 0 {
 		return nil, identity.Errorf(identity.CodeBadRequest, "--roles is required: name the roles whose logins user %q gets", req.User)
 	}

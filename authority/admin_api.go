@@ -341,6 +341,9 @@ func (a *Authority) handleSettings(w http.ResponseWriter, _ *http.Request, _ str
 		DeviceTrustMode: a.cfg.DeviceTrustMode, MaxAdminTTL: a.cfg.MaxAdminTTL.String(), CAKeysAtRest: a.KeysAtRest()})
 }
 
+// adminName is the name of the admin identity every start writes.
+const adminName = "admin"
+
 // ensureAdminIdentity writes <data_dir>/admin (tls.key, tls.crt, ca.crt,
 // admin.json) unless a fresh one is there, so that every start leaves an
 // operator able to use the admin API remotely. It lives admin_identity_ttl
@@ -365,7 +368,7 @@ func (a *Authority) ensureAdminIdentity(ctx context.Context, addr net.Addr) erro
 	if err != nil {
 		return err
 	}
-	const name = "admin"
+	const name = adminName
 	if _, ok := a.Locks().Lookup(locks.KindAdmin, name, time.Now()); ok {
 		a.log.Warn("admin \"admin\" is locked: the admin API refuses the identity written now until mbot unlock --admin admin --config on this host", "dir", dir)
 	}

@@ -326,7 +326,11 @@ func (a *Authority) Apply(ctx context.Context, add []resources.Resource, actor s
 			return r.err
 		}
 	}
-	if _, err := a.compile(append(stored, add...), 0, false); err != nil {
+	st, err := a.compile(append(stored, add...), 0, false)
+	if err != nil {
+		return err
+	}
+	if err := st.set.CheckClusterNames(adminName); err != nil {
 		return err
 	}
 	rows := make([]store.StoredResource, len(add))

@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mbot-dev/mbot/authority/locks"
@@ -29,6 +30,7 @@ import (
 	"github.com/mbot-dev/mbot/authority/tunnel"
 	"github.com/mbot-dev/mbot/client"
 	"github.com/mbot-dev/mbot/identity"
+	"golang.org/x/crypto/ssh"
 )
 
 // Trusted clusters (SPEC §8), both ends. A leaf keeps one tunnel per
@@ -54,7 +56,7 @@ func (a *Authority) registerClusters(mux *routes) {
 
 // handleClusterCA serves the TLS CA bundle that bot identities are checked by.
 func (a *Authority) handleClusterCA(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, identity.ClusterCAResponse{ClusterName: a.cfg.ClusterName, TLSCA: string(a.CAs().TLSCertPEM)})
+	writeJSON(w, http.StatusOK, identity.ClusterCAResponse{ClusterName: a.cfg.ClusterName, TLSCA: string(a.CAs().TLSCertPEM), SSHHostCA: a.CAs().SSHHostCAKeys()})
 }
 
 // tunnelTLS is what a tunnel dial (tunnel.WantsTunnel) is served: it must
@@ -106,6 +108,16 @@ type leafCAs struct {
 type announcedCAs struct {
 	specPin string
 	pins    []string
+	// sshHost are the leaf's SSH host CA keys (ssh.PublicKey.Marshal, as strings).
+	sshHost []string
+}
+
+// get returns what leaf announced while its leaf_cluster pinned specPin.
+func (l *leafCAs) get(leaf, specPin string) (announcedCAs, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	got, ok := l.byPin[leaf]
+	return got, ok && got.specPin == specPin
 }
 
 // announced reports whether leaf, while its leaf_cluster pinned specPin,
@@ -126,7 +138,7 @@ func (l *leafCAs) set(leaf string, got announcedCAs) bool {
 	}
 	old, ok := l.byPin[leaf]
 	l.byPin[leaf] = got
-	return !ok || old.specPin != got.specPin || !slices.Equal(old.pins, got.pins)
+	return !ok || old.specPin != got.specPin || !slices.Equal(old.pins, got.pins) || !slices.Equal(old.sshHost, got.sshHost)
 }
 
 // learnLeafCAs asks leaf, down its tunnel (authenticated by its
@@ -160,6 +172,7 @@ func (a *Authority) learnLeafCAs(ctx context.Context, leaf string) {
 			got.pins = append(got.pins, CAPin(c))
 		}
 	}
+	got.sshHost = sshKeys(ca.SSHHostCA)
 	if a.leafCAs.set(leaf, got) {
 		a.log.Info("leaf announced its TLS CAs; its tunnel certificates may chain to any of them", "leaf", leaf, "ca_pins", strings.Join(got.pins, ","))
 	}
@@ -173,10 +186,16 @@ func (a *Authority) tunnelLeaf(r *http.Request) (string, error) {
 		return "", identity.Errorf(identity.CodeIdentityRequired, "a leaf's tunnel presents a client certificate of the leaf's TLS CA")
 	}
 	cert := r.TLS.PeerCertificates[0]
-	name := cert.Subject.CommonName
+	// The leaf is named by the tunnel identity alone, never by the CN: the
+	// leaf's TLS CA also signs bot identities, whose CN is a bot's name.
+	name, ok := TunnelIdentity(cert)
+	if !ok {
+		return "", identity.Errorf(identity.CodeUnknownLeaf, "the tunnel's certificate (CN %s) carries no tunnel identity (one URI SAN spiffe://<leaf>%s); a leaf authority's tunnel certificate does, no bot, user or admin certificate can",
+			identity.Quote(identity.Truncate(cert.Subject.CommonName, 64)), identity.TunnelSPIFFEPath)
+	}
 	a.refresh(r.Context())
 	lc, ok := a.state.Load().set.LeafClusters[name]
-	if !ok || identity.CheckName("leaf", name) != nil {
+	if !ok {
 		return "", identity.Errorf(identity.CodeUnknownLeaf, "cluster %s does not know leaf cluster %s; an admin of %s adds a leaf_cluster resource named after it with its ca_pin",
 			a.cfg.ClusterName, identity.Quote(identity.Truncate(name, 64)), a.cfg.ClusterName)
 	}
@@ -191,6 +210,21 @@ func (a *Authority) tunnelLeaf(r *http.Request) (string, error) {
 			name, name, identity.Quote(identity.Truncate(err.Error(), 120)))
 	}
 	return name, nil
+}
+
+// TunnelIdentity returns the leaf a tunnel certificate names: its one URI
+// SAN must be spiffe://<leaf>/mbot/cluster-tunnel (identity.TunnelSPIFFEPath)
+// with a valid cluster name.
+func TunnelIdentity(cert *x509.Certificate) (string, bool) {
+	if len(cert.URIs) != 1 {
+		return "", false
+	}
+	u := cert.URIs[0]
+	if u.Scheme != "spiffe" || u.Path != identity.TunnelSPIFFEPath || u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Port() != "" ||
+		identity.CheckName("leaf", u.Host) != nil {
+		return "", false
+	}
+	return u.Host, true
 }
 
 // handleRelay forwards an exchange, unchanged, down the named leaf's
@@ -257,7 +291,7 @@ func (a *Authority) relay(ctx context.Context, leaf string, body []byte, readErr
 			seen = "last seen " + s.LastSeen.UTC().Format(time.RFC3339)
 		}
 		return 0, nil, &identity.Error{Code: identity.CodeLeafUnreachable, Err: err,
-			Message: fmt.Sprintf("leaf cluster %s is not connected to root %s (%s); its authority redials by itself, so retry shortly, or send the exchange to the leaf directly (leaf_clusters[].url in mbot.yaml)",
+			Message: fmt.Sprintf("leaf cluster %s is not connected to root %s (%s); while it runs and trusts this root its authority redials by itself, so retry shortly, or send the exchange to the leaf directly (leaf_clusters[].url in mbot.yaml)",
 				leaf, a.cfg.ClusterName, seen)}
 	}
 	defer resp.Body.Close()
@@ -266,7 +300,98 @@ func (a *Authority) relay(ctx context.Context, leaf string, body []byte, readErr
 		return 0, nil, &identity.Error{Code: identity.CodeLeafUnreachable, Err: err,
 			Message: fmt.Sprintf("leaf cluster %s dropped its tunnel while answering; retry", leaf)}
 	}
+	if resp.StatusCode == http.StatusOK {
+		if err := a.checkLeafAnswer(ctx, leaf, answer); err != nil {
+			return 0, nil, err
+		}
+	}
 	return resp.StatusCode, answer, nil
+}
+
+// sshKeys parses authorized_keys lines into their keys' wire form.
+func sshKeys(lines string) []string {
+	var out []string
+	for _, line := range strings.Split(lines, "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		if k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line)); err == nil {
+			out = append(out, string(k.Marshal()))
+		} else {
+			out = append(out, "unparsable: "+line)
+		}
+	}
+	return out
+}
+
+// checkLeafAnswer is the root's defence in depth for what it relays: a
+// leaf's answer is passed on only if its CAs are the ones the root knows
+// for that leaf (leaf_cluster spec.ca_pin and the CAs the leaf announced
+// over the pinned tunnel), its identity certificates chain to them, and it
+// names the leaf. Otherwise nothing of it reaches the client.
+func (a *Authority) checkLeafAnswer(ctx context.Context, leaf string, answer []byte) error {
+	refuse := func(format string, args ...any) error {
+		return identity.Errorf(identity.CodeLeafAnswerUnverified, "the answer of leaf cluster %s down its tunnel %s, so root %s did not pass it on and nothing was written; check the leaf's log and spec.ca_pin of leaf_cluster %s (mbot authority export --type ca-pin on the leaf)",
+			leaf, fmt.Sprintf(format, args...), a.cfg.ClusterName, leaf)
+	}
+	lc, ok := a.state.Load().set.LeafClusters[leaf]
+	if !ok {
+		return refuse("came after its leaf_cluster was removed")
+	}
+	known, ok := a.leafCAs.get(leaf, lc.Spec.CAPin)
+	if !ok {
+		a.learnLeafCAs(ctx, leaf) // just attached: learn them first
+		known, _ = a.leafCAs.get(leaf, lc.Spec.CAPin)
+	}
+	var resp identity.JoinResponse
+	if err := json.Unmarshal(answer, &resp); err != nil {
+		return refuse("is not a join answer")
+	}
+	if resp.ClusterName != leaf {
+		return refuse("names cluster %s", identity.Quote(identity.Truncate(resp.ClusterName, 64)))
+	}
+	pool := x509.NewCertPool()
+	n := 0
+	for rest := []byte(resp.TLSCA); ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil || !c.IsCA {
+			return refuse("holds a TLS CA bundle entry that is no CA certificate")
+		}
+		if pin := CAPin(c); pin != lc.Spec.CAPin && !slices.Contains(known.pins, pin) {
+			return refuse("holds TLS CA %s, which the leaf_cluster does not pin and the leaf did not announce", pin)
+		}
+		pool.AddCert(c)
+		n++
+	}
+	if n == 0 {
+		return refuse("holds no TLS CA")
+	}
+	for _, k := range sshKeys(resp.SSHHostCA) {
+		if !slices.Contains(known.sshHost, k) {
+			return refuse("holds an SSH host CA the leaf did not announce over its tunnel (known_hosts would trust it)")
+		}
+	}
+	for _, out := range resp.Outputs {
+		if out.Type != "" && out.Type != identity.OutputIdentity {
+			continue // signed by CAs of other kinds, which the root does not know
+		}
+		block, _ := pem.Decode([]byte(out.TLSCertificate))
+		if block == nil {
+			return refuse("holds identity output %s without a certificate", identity.Quote(identity.Truncate(out.Name, 64)))
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err == nil {
+			_, err = c.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		}
+		if err != nil {
+			return refuse("holds a certificate for output %s that does not chain to the leaf's TLS CA", identity.Quote(identity.Truncate(out.Name, 64)))
+		}
+	}
+	return nil
 }
 
 // lockView is this authority's locks as pushed to leaves: those an
@@ -386,11 +511,16 @@ func (a *Authority) LeafTunnels(ctx context.Context) (map[string]store.LeafTunne
 	return a.store.LeafTunnels(ctx)
 }
 
-// runLeafTunnels keeps one tunnel attached to the root of every enabled
-// trusted cluster, started and stopped as the resources change.
+// runLeafTunnels keeps one tunnel attached to the root of every trusted
+// cluster, started and stopped as the resources change. A disabled trust
+// keeps its tunnel, and so does a removed one until this authority
+// stops: through it, jobs relayed by the root are told trust_disabled (and
+// recorded here) for as long as the trust is off, rather than the root
+// answering leaf_unreachable.
 func (a *Authority) runLeafTunnels(ctx context.Context) {
 	type running struct {
 		url, pin string
+		removed  *atomic.Bool
 		stop     context.CancelFunc
 	}
 	tunnels := map[string]*running{}
@@ -399,23 +529,34 @@ func (a *Authority) runLeafTunnels(ctx context.Context) {
 		want := a.state.Load().set.TrustedClusters
 		for name, t := range tunnels {
 			tc, ok := want[name]
-			if !ok || !tc.Spec.Enabled || tc.Spec.Root.URL != t.url || tc.Spec.Root.CAPin != t.pin {
+			switch {
+			case !ok:
+				if !t.removed.Swap(true) {
+					a.log.Warn("trusted cluster removed: its tunnel stays attached, answering trust_disabled to exchanges the root relays, until this authority stops",
+						"trusted_cluster", name, "root", t.url)
+					a.auditAdmin(ctx, &store.AuditEvent{Event: "trust", Allowed: true, JoinToken: name, Claims: map[string]string{"root_url": t.url},
+						Message: "trusted_cluster " + name + " was removed: its tunnel to " + t.url + " stays attached and answers trust_disabled until this authority stops"})
+				}
+			case tc.Spec.Root.URL != t.url || tc.Spec.Root.CAPin != t.pin:
 				t.stop()
 				delete(tunnels, name)
+			default:
+				t.removed.Store(false)
 			}
 		}
 		for _, name := range slices.Sorted(maps.Keys(want)) {
 			tc := want[name]
-			if _, ok := tunnels[name]; ok || !tc.Spec.Enabled {
+			if _, ok := tunnels[name]; ok {
 				continue
 			}
-			l, err := a.leafTunnel(tc)
+			removed := &atomic.Bool{}
+			l, err := a.leafTunnel(tc, removed)
 			if err != nil {
 				a.log.Error("trusted cluster: cannot dial its root", "trusted_cluster", name, "err", err)
 				continue
 			}
 			tctx, stop := context.WithCancel(ctx)
-			tunnels[name] = &running{url: tc.Spec.Root.URL, pin: tc.Spec.Root.CAPin, stop: stop}
+			tunnels[name] = &running{url: tc.Spec.Root.URL, pin: tc.Spec.Root.CAPin, removed: removed, stop: stop}
 			go l.Run(tctx)
 		}
 	}
@@ -443,8 +584,10 @@ func (a *Authority) runLeafTunnels(ctx context.Context) {
 }
 
 // leafTunnel is the tunnel to tc's root: it serves exchanges relayed by
-// the root and the root's bot locks.
-func (a *Authority) leafTunnel(tc *resources.TrustedCluster) (*tunnel.Leaf, error) {
+// the root and the root's bot locks. Once removed is set (the
+// trusted_cluster was removed), it refuses every exchange (trust_disabled)
+// and takes no locks.
+func (a *Authority) leafTunnel(tc *resources.TrustedCluster, removed *atomic.Bool) (*tunnel.Leaf, error) {
 	cfg, err := client.PinnedTLSConfig(tc.Spec.Root.URL, tc.Spec.Root.CAPin)
 	if err != nil {
 		return nil, err
@@ -462,6 +605,17 @@ func (a *Authority) leafTunnel(tc *resources.TrustedCluster) (*tunnel.Leaf, erro
 	mux := newRoutes()
 	from := "tunnel from " + tc.Spec.Root.URL
 	mux.HandleFunc("POST "+identity.PathExchange, func(w http.ResponseWriter, r *http.Request) {
+		if removed.Load() {
+			claimed := tc.Spec.Root.ClusterName
+			if claimed == "" {
+				claimed = root.Cluster()
+			}
+			if claimed == "" {
+				claimed = tc.Metadata.Name
+			}
+			a.serveExchangeRefused(w, r, from, trustDisabled(a.cfg.ClusterName, claimed, tc.Metadata.Name, true))
+			return
+		}
 		a.serveExchange(w, r, from)
 	})
 	// The root asks for this authority's TLS CAs, so that it follows their rotation.
@@ -472,7 +626,9 @@ func (a *Authority) leafTunnel(tc *resources.TrustedCluster) (*tunnel.Leaf, erro
 			writeError(w, identity.Errorf(identity.CodeBadRequest, "not a lock list: %v", err))
 			return
 		}
-		a.trust.SetLocks(root, &view)
+		if !removed.Load() {
+			a.trust.SetLocks(root, &view)
+		}
 		w.WriteHeader(http.StatusNoContent)
 	})
 	// Every request down the tunnel is the root's: never held back, but its
@@ -484,14 +640,15 @@ func (a *Authority) leafTunnel(tc *resources.TrustedCluster) (*tunnel.Leaf, erro
 
 // tunnelCertificate is a fresh client certificate for this authority's
 // tunnels, from the TLS CA that signs its serving certificate (the one its
-// pin names, also during a rotation): CN = cluster_name, as the root's
-// leaf_cluster names it.
+// pin names, also during a rotation). Its one URI SAN,
+// spiffe://<cluster_name>/mbot/cluster-tunnel, is what the root checks and
+// names the leaf by; CN = cluster_name too, for the roots of before.
 func (a *Authority) tunnelCertificate() (*tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	id := &url.URL{Scheme: "spiffe", Host: a.cfg.ClusterName, Path: "/authority"}
+	id := &url.URL{Scheme: "spiffe", Host: a.cfg.ClusterName, Path: identity.TunnelSPIFFEPath}
 	cas := a.CAs()
 	signed, err := cas.servingTLS.Sign(&x509.Certificate{
 		Subject:     pkix.Name{CommonName: a.cfg.ClusterName, Organization: []string{a.cfg.ClusterName}},

@@ -43,6 +43,24 @@ func (a *Authority) serveExchange(w http.ResponseWriter, r *http.Request, remote
 	writeJSON(w, http.StatusOK, resp)
 }
 
+// serveExchangeRefused answers an exchange with refusal, recorded in the
+// audit log with who the request claims to be.
+func (a *Authority) serveExchangeRefused(w http.ResponseWriter, r *http.Request, remote string, refusal error) {
+	ev := &store.AuditEvent{Event: exchangeMethod, Method: exchangeMethod, Remote: remote}
+	var req identity.ExchangeRequest
+	if err := decodeBody(w, r, &req); err == nil {
+		if chain, err := trust.Presented(&req); err == nil {
+			claimed, bot := trust.ClaimedRoot(chain[0])
+			ev.Bot = identity.Truncate(bot, identity.MaxNameLen)
+			ev.Claims = map[string]string{"root_cluster": identity.Truncate(claimed, 64), "remote_roles": strings.Join(chain[0].Subject.OrganizationalUnit, ",")}
+			ev.ClaimsUnverified = true
+		}
+	}
+	e := a.recordRefusal(r.Context(), ev, refusal)
+	a.log.Warn("exchange refused", "root_cluster", ev.Claims["root_cluster"], "bot", ev.Bot, "code", e.Code, "reason", ev.Message, "remote", ev.Remote)
+	writeError(w, e)
+}
+
 // Exchange certifies, with this authority's CAs, the keys an exchange
 // request asks for on behalf of a root identity, and records the outcome
 // in the audit log either way. A refusal is an *identity.Error.
@@ -164,33 +182,63 @@ func (a *Authority) exchange(ctx context.Context, req *identity.ExchangeRequest,
 	return resp, nil
 }
 
-// trustedRoot finds the trusted cluster whose root is cluster claimed.
+// trustedRoot finds the trusted cluster whose root is cluster claimed: the
+// one that pins that cluster_name (spec.root.cluster_name), else the one
+// whose root reports it. Two roots reporting one name are refused, never
+// one of them picked: a second root must not pass for another.
 func (a *Authority) trustedRoot(ctx context.Context, st *state, claimed string) (*resources.TrustedCluster, *trust.Root, error) {
 	names := slices.Sorted(maps.Keys(st.set.TrustedClusters))
 	a.trust.Forget(st.set.TrustedClusters)
+	var found []string
 	for _, name := range names {
 		tc := st.set.TrustedClusters[name]
+		if tc.Spec.Root.ClusterName == claimed {
+			found = []string{name}
+			break
+		}
+		if tc.Spec.Root.ClusterName != "" {
+			continue // pinned to another name
+		}
 		root := a.trust.Get(tc)
 		cluster := root.Cluster()
-		if cluster == "" && tc.Spec.Enabled {
+		if cluster == "" {
+			// Disabled too: its tunnel stays, and trust_disabled needs the name.
 			if _, c, err := a.trust.Bundle(ctx, root); err == nil {
 				cluster = c
 			}
 		}
 		if cluster == "" {
-			cluster = name // not fetched (disabled): its name is the best guess
+			cluster = name // the root is not reached: its name is the best guess
 		}
-		if cluster != claimed {
-			continue
+		if cluster == claimed {
+			found = append(found, name)
 		}
-		if !tc.Spec.Enabled {
-			return nil, nil, identity.Errorf(identity.CodeTrustDisabled, "cluster %s trusts root cluster %s no more: trusted_cluster %s has enabled: false; an admin of %s enables it again with mbot apply",
-				a.cfg.ClusterName, claimed, name, a.cfg.ClusterName)
-		}
-		return tc, root, nil
 	}
-	return nil, nil, identity.Errorf(identity.CodeUnknownRoot, "cluster %s trusts no root cluster named %s; an admin of %s adds a trusted_cluster for it (spec.root: its url and ca_pin)",
-		a.cfg.ClusterName, identity.Quote(identity.Truncate(claimed, 64)), a.cfg.ClusterName)
+	switch len(found) {
+	case 0:
+		return nil, nil, identity.Errorf(identity.CodeUnknownRoot, "cluster %s trusts no root cluster named %s; an admin of %s adds a trusted_cluster for it (spec.root: its url, ca_pin and cluster_name)",
+			a.cfg.ClusterName, identity.Quote(identity.Truncate(claimed, 64)), a.cfg.ClusterName)
+	case 1:
+	default:
+		return nil, nil, identity.Errorf(identity.CodeRootNameCollision, "on cluster %s, the roots of trusted_clusters %s all report cluster_name %s, so none is trusted for it; an admin of %s pins the real root's name in its spec.root.cluster_name (and removes or corrects the other)",
+			a.cfg.ClusterName, strings.Join(found, ", "), claimed, a.cfg.ClusterName)
+	}
+	tc := st.set.TrustedClusters[found[0]]
+	if !tc.Spec.Enabled {
+		return nil, nil, trustDisabled(a.cfg.ClusterName, claimed, tc.Metadata.Name, false)
+	}
+	return tc, a.trust.Get(tc), nil
+}
+
+// trustDisabled is the refusal of an exchange of root claimed on leaf,
+// whose trusted_cluster tc has enabled: false, or was removed.
+func trustDisabled(leaf, claimed, tc string, removed bool) error {
+	if removed {
+		return identity.Errorf(identity.CodeTrustDisabled, "leaf cluster %s trusts root cluster %s no more: its trusted_cluster %s was removed; an admin of %s applies it again to restore the trust",
+			leaf, claimed, tc, leaf)
+	}
+	return identity.Errorf(identity.CodeTrustDisabled, "leaf cluster %s trusts root cluster %s no more: trusted_cluster %s has enabled: false; an admin of %s enables it again with mbot apply",
+		leaf, claimed, tc, leaf)
 }
 
 // roleUnmapped is the refusal of an exchange whose root roles give no leaf role.

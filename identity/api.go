@@ -344,6 +344,12 @@ const (
 	CodeUnknownRoot ErrorCode = "unknown_root"
 	// CodeTrustDisabled: the trusted_cluster is there with enabled: false.
 	CodeTrustDisabled ErrorCode = "trust_disabled"
+	// CodeRootNameCollision: the roots of two trusted_clusters report the
+	// same cluster_name and neither pins it (spec.root.cluster_name).
+	CodeRootNameCollision ErrorCode = "root_name_collision"
+	// CodeLeafAnswerUnverified: (root relay) the leaf's answer holds a CA
+	// the root does not know for that leaf; it is not passed on.
+	CodeLeafAnswerUnverified ErrorCode = "leaf_answer_unverified"
 	// CodeRoleUnmapped: no root role of the identity maps to a leaf role.
 	CodeRoleUnmapped ErrorCode = "role_unmapped"
 	// CodeRootUnavailable: the leaf cannot vouch for what the root says
@@ -374,7 +380,7 @@ func (c ErrorCode) HTTPStatus() int {
 		return 401
 	case CodeIssuerUnavailable, CodeRootUnavailable, CodeStoreUnavailable, CodeLeafBusy:
 		return 503
-	case CodeLeafUnreachable:
+	case CodeLeafUnreachable, CodeLeafAnswerUnverified:
 		return 502
 	case CodeInternal:
 		return 500

@@ -31,6 +31,13 @@ const (
 // PathRelay is the root's relay of an exchange to leaf over its tunnel.
 func PathRelay(leaf string) string { return "/v1/clusters/" + url.PathEscape(leaf) + "/exchange" }
 
+// TunnelSPIFFEPath is the path of the one URI SAN of a leaf's tunnel
+// certificate, spiffe://<leaf cluster_name>/mbot/cluster-tunnel: the
+// identity a root checks a tunnel by. No bot (/bot/<name>, or
+// /cluster/<root>/bot/<name> when exchanged), user (/user/<name>) or admin
+// (/admin/<name>) certificate can carry it, since names hold no "/".
+const TunnelSPIFFEPath = "/mbot/cluster-tunnel"
+
 // TunnelProtocol is the Upgrade token of the tunnel: HTTP/2 with the root
 // as the client, the leaf as the server.
 const TunnelProtocol = "mbot-tunnel/1"
@@ -44,6 +51,10 @@ type ClusterCAResponse struct {
 	// TLSCA is the PEM bundle of every TLS CA certificate whose bot
 	// identities the authority issues or still honours.
 	TLSCA string `json:"tls_ca"`
+	// SSHHostCA is the SSH host CA public keys in authorized_keys format,
+	// one a line: what a root checks a leaf's answers relayed down its
+	// tunnel by, with TLSCA (a leaf announces them over the pinned tunnel).
+	SSHHostCA string `json:"ssh_host_ca,omitempty"`
 }
 
 // ExchangeRequest is a root identity's request for leaf certificates. The

@@ -34,6 +34,12 @@ type TrustedClusterSpec struct {
 type TrustedRoot struct {
 	URL   string `yaml:"url" json:"url"`
 	CAPin string `yaml:"ca_pin" json:"ca_pin"`
+	// ClusterName pins the root's cluster_name: the root at URL must
+	// report it, and root identities naming it are this trust's alone. Two
+	// trusted clusters may not pin the same name. Without it, the name the
+	// root reports is used, and two roots reporting one name are refused
+	// (root_name_collision) rather than one of them picked.
+	ClusterName string `yaml:"cluster_name,omitempty" json:"cluster_name,omitempty"`
 }
 
 // RoleMapping maps root roles to leaf roles, as Teleport's role_map does:
@@ -100,6 +106,11 @@ func checkTrustedCluster(root *yaml.Node, spec *TrustedClusterSpec, fail nodeFai
 	}
 	if err := CheckCAPin("spec.root.ca_pin", spec.Root.CAPin); err != nil {
 		return fail(orSpec(root, "root"), "%v", err)
+	}
+	if n := spec.Root.ClusterName; n != "" {
+		if err := identity.CheckName("spec.root.cluster_name", n); err != nil {
+			return fail(orSpec(root, "root"), "%v (the root's cluster_name, as its authority.yaml says)", err)
+		}
 	}
 	maps := Lookup(root, "spec", "role_map")
 	if len(spec.RoleMap) == 0 {

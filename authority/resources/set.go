@@ -67,6 +67,19 @@ func (s *Set) CheckReferences() error {
 			}
 		}
 	}
+	pinned := map[string]string{}
+	for _, name := range slices.Sorted(maps.Keys(s.TrustedClusters)) {
+		tc := s.TrustedClusters[name]
+		n := tc.Spec.Root.ClusterName
+		if n == "" {
+			continue
+		}
+		if other, ok := pinned[n]; ok {
+			return fmt.Errorf("%s: trusted_cluster %q pins root cluster_name %q, which trusted_cluster %q pins already; one root cluster name is one trust: check which root really reports %q (GET /v1/cluster/ca) and remove or correct the other",
+				tc.Source, name, n, other, n)
+		}
+		pinned[n] = name
+	}
 	for _, name := range slices.Sorted(maps.Keys(s.JoinTokens)) {
 		t := s.JoinTokens[name]
 		if _, ok := s.Bots[t.Spec.Bot]; !ok {
@@ -75,6 +88,53 @@ func (s *Set) CheckReferences() error {
 		}
 	}
 	return nil
+}
+
+// CheckClusterNames refuses a bot named like a trusted_cluster or
+// leaf_cluster (or like the root cluster a trusted_cluster pins), and a
+// cluster resource named like a bot or like the admin identity (admin):
+// defence in depth, so that no certificate a leaf's CA signs for a bot or
+// user reads like the leaf itself (the root checks a tunnel by its
+// tunnel identity, never by the CN). Checked at mbot apply and mbot bots add.
+func (s *Set) CheckClusterNames(admin string) error {
+	clusters := map[string]string{}
+	for name, tc := range s.TrustedClusters {
+		clusters[name] = fmt.Sprintf("%s: trusted_cluster %q", tc.Source, name)
+		if pinned := tc.Spec.Root.ClusterName; pinned != "" {
+			clusters[pinned] = fmt.Sprintf("%s: trusted_cluster %q (its spec.root.cluster_name)", tc.Source, name)
+		}
+	}
+	for name, lc := range s.LeafClusters {
+		clusters[name] = fmt.Sprintf("%s: leaf_cluster %q", lc.Source, name)
+	}
+	for _, name := range slices.Sorted(maps.Keys(clusters)) {
+		if b, ok := s.Bots[name]; ok {
+			return fmt.Errorf("bot %q (%s) is named like a cluster this authority trusts or serves (%s); bots, users and admins may not share a cluster's name: rename the bot",
+				name, b.Source, clusters[name])
+		}
+		if name == admin {
+			return fmt.Errorf("%s is named like this authority's admin identity (%q); bots, users and admins may not share a cluster's name: name the resource after the cluster's cluster_name, which may not be %q",
+				clusters[name], admin, admin)
+		}
+	}
+	return nil
+}
+
+// ClusterNamed says which trusted_cluster or leaf_cluster (or the root
+// cluster a trusted_cluster pins) is named name, "" for none.
+func (s *Set) ClusterNamed(name string) string {
+	if _, ok := s.TrustedClusters[name]; ok {
+		return "trusted_cluster " + name
+	}
+	if _, ok := s.LeafClusters[name]; ok {
+		return "leaf_cluster " + name
+	}
+	for _, tn := range slices.Sorted(maps.Keys(s.TrustedClusters)) {
+		if s.TrustedClusters[tn].Spec.Root.ClusterName == name {
+			return "trusted_cluster " + tn + " (its spec.root.cluster_name)"
+		}
+	}
+	return ""
 }
 
 // CheckRemovable refuses to remove kind/name while another resource refers

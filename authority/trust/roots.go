@@ -53,9 +53,12 @@ type Root struct {
 	// Name is the trusted_cluster's name; URL and Pin where it was fetched.
 	Name, URL, Pin string
 
-	mu      sync.Mutex
-	cluster string
-	pool    *x509.CertPool
+	mu sync.Mutex
+	// pinnedCluster is spec.root.cluster_name: the cluster_name the root
+	// must report ("" to take what it reports).
+	pinnedCluster string
+	cluster       string
+	pool          *x509.CertPool
 	// announced are the pins of the CAs in the bundle last fetched: the
 	// root named them over a connection pinned to Pin (or to one it named
 	// before), so the leaf follows the root's TLS CA rotation by them.
@@ -74,8 +77,15 @@ func (rs *Roots) Get(tc *resources.TrustedCluster) *Root {
 	defer rs.mu.Unlock()
 	r := rs.roots[tc.Metadata.Name]
 	if r == nil || r.URL != tc.Spec.Root.URL || r.Pin != tc.Spec.Root.CAPin {
-		r = &Root{Name: tc.Metadata.Name, URL: tc.Spec.Root.URL, Pin: tc.Spec.Root.CAPin}
+		r = &Root{Name: tc.Metadata.Name, URL: tc.Spec.Root.URL, Pin: tc.Spec.Root.CAPin, pinnedCluster: tc.Spec.Root.ClusterName}
 		rs.roots[tc.Metadata.Name] = r
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pinnedCluster != tc.Spec.Root.ClusterName {
+		// The same root and tunnel (its locks stay); its bundle is fetched
+		// again and checked against the new pin.
+		r.pinnedCluster, r.pool, r.cluster = tc.Spec.Root.ClusterName, nil, ""
 	}
 	return r
 }
@@ -151,6 +161,10 @@ func (rs *Roots) Refresh(ctx context.Context, r *Root) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if err == nil && r.pinnedCluster != "" && resp.ClusterName != r.pinnedCluster {
+		err = fmt.Errorf("the root at %s reports cluster_name %s, but trusted_cluster %s pins spec.root.cluster_name %s; correct the pin, or the url if it reaches another root",
+			r.URL, identity.Quote(resp.ClusterName), r.Name, r.pinnedCluster)
+	}
 	r.lastErr = err
 	if err != nil {
 		return err
