@@ -176,7 +176,7 @@ func TestDatabaseOutputs(t *testing.T) {
 	pgServer, pgConf := dc.signDatabaseServer(t, "postgres")
 	for _, want := range []string{
 		"ssl = on\n", "ssl_cert_file = '" + filepath.Join(pgServer, "server.crt") + "'\n", "ssl_key_file = '" + filepath.Join(pgServer, "server.key") + "'\n",
-		"ssl_ca_file = '" + filepath.Join(pgServer, "client-ca.crt") + "'\n", "hostssl all all 0.0.0.0/0 cert\n", "chmod 0600",
+		"ssl_ca_file = '" + filepath.Join(pgServer, "client-ca.crt") + "'\n", "hostssl all all 0.0.0.0/0 cert\n", "--owner postgres",
 	} {
 		if !strings.Contains(pgConf, want) {
 			t.Errorf("mbot sign --format postgres does not print %q:\n%s", want, pgConf)

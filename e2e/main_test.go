@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mbot-dev/mbot/internal/testtimeout"
 )
 
 // mbotBin is the mbot binary under test, built once by TestMain.
@@ -25,6 +27,9 @@ var mbotBin string
 const commandTimeout = 30 * time.Second
 
 func TestMain(m *testing.M) {
+	// The suite starts real servers one test after another: on 2 shared
+	// cores it can need more than go test's default 10 minutes.
+	testtimeout.Raise(40 * time.Minute)
 	os.Exit(runTests(m))
 }
 
