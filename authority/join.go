@@ -299,6 +299,15 @@ func (a *Authority) grant(st *state, ls *locks.Set, bot *resources.Bot, joinToke
 		if err != nil {
 			return nil, err
 		}
+		if signed.SSHHost != nil {
+			// The host's sshd reads the KRL from the output (RevokedKeys), so
+			// each renewal brings it up to date in the same request.
+			krl, err := RevocationList(context.Background(), a.store, a.CAs(), ls, "ssh-krl", "", time.Now())
+			if err != nil {
+				return nil, err
+			}
+			signed.SSHHost.RevokedKeys = krl
+		}
 		resp.Outputs = append(resp.Outputs, *signed)
 		for _, r := range grant.Roles {
 			if !slices.Contains(ev.Roles, r) {

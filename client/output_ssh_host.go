@@ -27,15 +27,18 @@ const (
 	FileSSHHostCert = "ssh_host-cert.pub"
 	// FileSSHHostUserCA is the SSH user CA (sshd's TrustedUserCAKeys).
 	FileSSHHostUserCA = "ssh_host-user-ca.pub"
-	// FileSSHDConfigSnippet holds the HostKey, HostCertificate and
-	// TrustedUserCAKeys lines, for sshd_config's Include.
+	// FileSSHHostRevokedKeys is the OpenSSH KRL of the user CA's locked
+	// certificates (sshd's RevokedKeys), always written, possibly empty.
+	FileSSHHostRevokedKeys = "revoked_keys"
+	// FileSSHDConfigSnippet holds the HostKey, HostCertificate,
+	// TrustedUserCAKeys and RevokedKeys lines, for sshd_config's Include.
 	FileSSHDConfigSnippet = "sshd_config.snippet"
 	FileSSHHostJSON       = "ssh_host.json"
 )
 
 func init() {
 	outputKinds[OutputTypeSSHHost] = sshHostOutput{}
-	identity.RegisterFiles(FileSSHHostKey, FileSSHHostPubKey, FileSSHHostCert, FileSSHHostUserCA, FileSSHDConfigSnippet, FileSSHHostJSON)
+	identity.RegisterFiles(FileSSHHostKey, FileSSHHostPubKey, FileSSHHostCert, FileSSHHostUserCA, FileSSHHostRevokedKeys, FileSSHDConfigSnippet, FileSSHHostJSON)
 }
 
 // SSHHostOutput is what an ssh_host output asks for in mbot.yaml:
@@ -115,6 +118,12 @@ func (sshHostOutput) render(dir string, keys *identity.Keys, resp *identity.Join
 	if strings.ContainsFunc(dir, func(r rune) bool { return r < ' ' || r == 0x7f || r == '"' || r == '\\' }) || strings.TrimSpace(dir) != dir {
 		return nil, fmt.Errorf("the destination %s has a control character, '\"', '\\' or surrounding space, which sshd_config cannot hold", identity.Quote(dir))
 	}
+	// sshd refuses every login if RevokedKeys names a file it cannot read,
+	// so the file is always written: empty (no key revoked) if the
+	// authority sent no list.
+	if len(g.RevokedKeys) > 0 && !bytes.HasPrefix(g.RevokedKeys, []byte("SSHKRL\n\x00")) {
+		return nil, errors.New("the authority's revoked keys are not an OpenSSH KRL")
+	}
 	keyPEM, err := keys.SSHPrivateKeyPEM(g.HostNames[0])
 	if err != nil {
 		return nil, err
@@ -124,13 +133,14 @@ func (sshHostOutput) render(dir string, keys *identity.Keys, resp *identity.Join
 	fmt.Fprintf(&snippet, "# mbot ssh_host output %s: bot %s, host names %s; valid until %s\n",
 		identity.Quote(grant.Name), identity.Quote(resp.Bot), strings.Join(g.HostNames, ","), grant.NotAfter.UTC().Format(time.RFC3339))
 	fmt.Fprintf(&snippet, "# use: Include %s near the top of sshd_config (before any Match), then start or reload sshd.\n", path(FileSSHDConfigSnippet))
-	snippet.WriteString("# sshd reads these files only when it starts or gets SIGHUP: after mbot start renews them, reload sshd.\n")
-	fmt.Fprintf(&snippet, "HostKey %s\nHostCertificate %s\nTrustedUserCAKeys %s\n", path(FileSSHHostKey), path(FileSSHHostCert), path(FileSSHHostUserCA))
+	snippet.WriteString("# sshd reads the key, certificate and user CA only when it starts or gets SIGHUP: after mbot start renews them, reload sshd.\n")
+	snippet.WriteString("# It reads revoked_keys (the KRL of locked certificates) at every connection: no reload needed for it.\n")
+	fmt.Fprintf(&snippet, "HostKey %s\nHostCertificate %s\nTrustedUserCAKeys %s\nRevokedKeys %s\n", path(FileSSHHostKey), path(FileSSHHostCert), path(FileSSHHostUserCA), path(FileSSHHostRevokedKeys))
 
 	sum := SSHHostSummary{Cluster: resp.ClusterName, Bot: resp.Bot, Output: grant.Name, Type: OutputTypeSSHHost, HostNames: g.HostNames,
 		Roles: grant.Roles, NotBefore: grant.NotBefore, NotAfter: grant.NotAfter, Serial: grant.SSHSerial,
 		Files: map[string]string{"key": FileSSHHostKey, "public_key": FileSSHHostPubKey, "certificate": FileSSHHostCert,
-			"user_ca": FileSSHHostUserCA, "sshd_config": FileSSHDConfigSnippet}}
+			"user_ca": FileSSHHostUserCA, "revoked_keys": FileSSHHostRevokedKeys, "sshd_config": FileSSHDConfigSnippet}}
 	sumJSON, err := json.MarshalIndent(sum, "", "  ")
 	if err != nil {
 		return nil, err
@@ -140,6 +150,7 @@ func (sshHostOutput) render(dir string, keys *identity.Keys, resp *identity.Join
 		{Name: FileSSHHostPubKey, Data: []byte(keys.SSHPublicKey()), Mode: 0o644},
 		{Name: FileSSHHostCert, Data: []byte(grant.SSHCertificate + "\n"), Mode: 0o644},
 		{Name: FileSSHHostUserCA, Data: []byte(userCA), Mode: 0o644},
+		{Name: FileSSHHostRevokedKeys, Data: bytes.Clone(g.RevokedKeys), Mode: 0o644},
 		{Name: FileSSHDConfigSnippet, Data: snippet.Bytes(), Mode: 0o644},
 		{Name: FileSSHHostJSON, Data: append(sumJSON, '\n'), Mode: 0o644},
 	}, nil

@@ -148,13 +148,13 @@ func TestRenderSSHHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, mode := range map[string]os.FileMode{"ssh_host": 0o600, "ssh_host.pub": 0o644, "ssh_host-cert.pub": 0o644, "ssh_host-user-ca.pub": 0o644,
-		"sshd_config.snippet": 0o644, "ssh_host.json": 0o644} {
+		"revoked_keys": 0o644, "sshd_config.snippet": 0o644, "ssh_host.json": 0o644} {
 		if f, ok := files[name]; !ok || f.Mode != mode {
 			t.Errorf("%s: written %t, mode %o, want %o", name, ok, f.Mode, mode)
 		}
 	}
-	if len(files) != 6 {
-		t.Errorf("%d files written, want 6", len(files))
+	if len(files) != 7 {
+		t.Errorf("%d files written, want 7", len(files))
 	}
 	priv, err := ssh.ParseRawPrivateKey(files["ssh_host"].Data)
 	if k, ok := priv.(*ed25519.PrivateKey); err != nil || !ok || !k.Equal(keys.SSH) {
@@ -171,6 +171,7 @@ func TestRenderSSHHost(t *testing.T) {
 		"\nHostKey \"/run/mbot/ci's host/ssh_host\"\n",
 		"\nHostCertificate \"/run/mbot/ci's host/ssh_host-cert.pub\"\n",
 		"\nTrustedUserCAKeys \"/run/mbot/ci's host/ssh_host-user-ca.pub\"\n",
+		"\nRevokedKeys \"/run/mbot/ci's host/revoked_keys\"\n",
 		"reload sshd",
 	} {
 		if !strings.Contains(snippet, line) {

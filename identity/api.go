@@ -249,6 +249,9 @@ type SSHHostGrant struct {
 	HostNames []string `json:"host_names"`
 	// UserCA is the SSH user CA public key in authorized_keys format.
 	UserCA string `json:"user_ca"`
+	// RevokedKeys is the OpenSSH KRL of the user CA's locked certificates
+	// (GET /v1/revocations/ssh-krl), for sshd's RevokedKeys.
+	RevokedKeys []byte `json:"revoked_keys,omitempty"`
 }
 
 // KubernetesGrant is what a kubernetes output needs to reach its API
