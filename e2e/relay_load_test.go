@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -147,7 +148,8 @@ func TestRelayFlood(t *testing.T) {
 func stalledLeaf(t *testing.T, ctx context.Context, root *cluster, name string) string {
 	t.Helper()
 	ca := testservers.NewCA(t, name+" TLS CA")
-	certPEM, keyPEM := ca.Issue(t, testservers.Leaf{CommonName: name})
+	certPEM, keyPEM := ca.Issue(t, testservers.Leaf{CommonName: name,
+		URIs: []*url.URL{{Scheme: "spiffe", Host: name, Path: identity.TunnelSPIFFEPath}}})
 	cert, err := tls.X509KeyPair(append(certPEM, ca.CertPEM...), keyPEM)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/big"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -137,7 +138,10 @@ func rogueClientCert(t *testing.T, cn string) tls.Certificate {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: cn},
 		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, ca, key.Public(), caKey)
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		// The tunnel identity a leaf's tunnel certificate carries, so that
+		// the root refuses it for its CA or its name, not for lacking it.
+		URIs: []*url.URL{{Scheme: "spiffe", Host: cn, Path: identity.TunnelSPIFFEPath}}}, ca, key.Public(), caKey)
 	if err != nil {
 		t.Fatal(err)
 	}
