@@ -277,23 +277,39 @@ func BenchmarkIssueMultiOutput(b *testing.B) {
 	b.ReportMetric(float64(1+len(multiOutputs)), "outputs")
 }
 
-// BenchmarkStart measures process start: `mbot --version`.
+// BenchmarkStart measures process start: `mbot --version`, and the same
+// for bench/minimal, a program that links the design card's packages and
+// does only the unavoidable work, run alternately in the same loop so the
+// ratio compares the two in the same window of a shared machine.
 func BenchmarkStart(b *testing.B) {
 	bin := buildMbot(b)
-	latencies := make([]time.Duration, b.N)
+	minimal := buildMinimal(b)
+	mbotTimes := make([]time.Duration, b.N)
+	minimalTimes := make([]time.Duration, b.N)
+	run := func(path string) time.Duration {
+		t0 := time.Now()
+		if msg, err := exec.Command(path, "--version").CombinedOutput(); err != nil {
+			b.Fatalf("%s --version: %v\n%s", path, err, msg)
+		}
+		return time.Since(t0)
+	}
 	b.ResetTimer()
 	for i := range b.N {
-		t0 := time.Now()
-		if msg, err := exec.Command(bin, "--version").CombinedOutput(); err != nil {
-			b.Fatalf("mbot --version: %v\n%s", err, msg)
-		}
-		latencies[i] = time.Since(t0)
+		mbotTimes[i] = run(bin)
+		minimalTimes[i] = run(minimal)
 	}
 	b.StopTimer()
-	slices.Sort(latencies)
-	b.ReportMetric(ms(latencies[len(latencies)/2]), "p50-ms")
+	slices.Sort(mbotTimes)
+	slices.Sort(minimalTimes)
+	mbotP50, minimalP50 := mbotTimes[len(mbotTimes)/2], minimalTimes[len(minimalTimes)/2]
+	b.ReportMetric(ms(mbotP50), "p50-ms")
+	b.ReportMetric(ms(minimalP50), "minimal-p50-ms")
+	b.ReportMetric(float64(mbotP50)/float64(minimalP50), "x-minimal")
 	if st, err := os.Stat(bin); err == nil {
 		b.ReportMetric(float64(st.Size())/(1<<20), "binary-MB")
+	}
+	if st, err := os.Stat(minimal); err == nil {
+		b.ReportMetric(float64(st.Size())/(1<<20), "minimal-binary-MB")
 	}
 }
 
@@ -301,28 +317,45 @@ var (
 	buildOnce sync.Once
 	binPath   string
 	buildErr  error
+
+	minimalOnce sync.Once
+	minimalPath string
+	minimalErr  error
 )
 
 // buildMbot builds the mbot binary the way a release does (.goreleaser.yaml:
 // static, stripped, without urfave/cli's man page generator).
 func buildMbot(b *testing.B) string {
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "mbot-bench-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "mbot")
-		cmd := exec.Command("go", "build", "-trimpath", "-tags", "urfave_cli_no_docs", "-ldflags", "-s -w", "-o", binPath, "github.com/mbot-dev/mbot")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, msg)
-		}
-	})
+	buildOnce.Do(func() { binPath, buildErr = releaseBuild("github.com/mbot-dev/mbot", "mbot") })
 	if buildErr != nil {
 		b.Fatal(buildErr)
 	}
 	return binPath
+}
+
+// buildMinimal builds bench/minimal with the same flags as buildMbot.
+func buildMinimal(b *testing.B) string {
+	minimalOnce.Do(func() {
+		minimalPath, minimalErr = releaseBuild("github.com/mbot-dev/mbot/bench/minimal", "minimal")
+	})
+	if minimalErr != nil {
+		b.Fatal(minimalErr)
+	}
+	return minimalPath
+}
+
+func releaseBuild(pkg, name string) (string, error) {
+	dir, err := os.MkdirTemp("", "mbot-bench-")
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-trimpath", "-tags", "urfave_cli_no_docs", "-ldflags", "-s -w", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, msg)
+	}
+	return out, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
