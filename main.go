@@ -7,7 +7,6 @@ import (
 	"os"
 
 	"github.com/mbot-dev/mbot/commands"
-	_ "github.com/mbot-dev/mbot/internal/prefault"
 )
 
 func main() {

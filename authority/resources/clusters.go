@@ -10,6 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/mbot-dev/mbot/identity"
+	"github.com/mbot-dev/mbot/internal/lazyregexp"
 )
 
 // Kinds of the trusted-cluster resources (SPEC §8): a leaf authority
@@ -84,7 +85,7 @@ func (l *LeafCluster) Document() Document {
 }
 
 // pinPattern is the CA pin format of SPEC §3.
-var pinPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+var pinPattern = lazyregexp.New(`^sha256:[0-9a-f]{64}$`)
 
 // CheckCAPin checks a CA pin: sha256: and 64 lower-case hex digits.
 func CheckCAPin(what, pin string) error {
@@ -167,7 +168,7 @@ func CompileRemoteRole(remote string) (*regexp.Regexp, error) {
 }
 
 // captureRef is a reference to a numbered capture in a local role.
-var captureRef = regexp.MustCompile(`\$\{?([0-9]+)\}?`)
+var captureRef = lazyregexp.New(`\$\{?([0-9]+)\}?`)
 
 // checkLocalRole checks a local role of a role_map entry: a role name, or
 // a template of re's captures ($1, ${1}) that expands to one.
