@@ -65,6 +65,8 @@ type Authority struct {
 	// limiter caps the work of addresses it limits (guard.go).
 	refusals refusalLimiter
 	limiter  *limiter
+	// revocations holds the revocation lists as last rendered (revocation.go).
+	revocations *revocationCache
 	// issuer is the OIDC issuer URL once Serve knows its port (issuerURL).
 	issuer atomic.Pointer[string]
 	// trust is what this authority, as a leaf, knows of its roots;
@@ -245,7 +247,7 @@ func openStore(ctx context.Context, cfg *Config, opts Options) (*Authority, erro
 	m := newMetrics()
 	a := &Authority{cfg: cfg, store: timedStore{Store: st, m: m}, metrics: m, log: opts.Logger, kek: kek,
 		env:   &verify.Env{Audience: cfg.Audience, HTTPClient: opts.HTTPClient, Now: opts.Now, Observe: m.outbound},
-		trust: trust.NewRoots(client.FetchClusterCA, nil), hub: tunnel.NewHub(), limiter: newLimiter()}
+		trust: trust.NewRoots(client.FetchClusterCA, nil), hub: tunnel.NewHub(), limiter: newLimiter(), revocations: newRevocationCache()}
 	a.env.Keypairs = st
 	m.watch(a, st.Pools())
 	cas, err := LoadCAs(ctx, st, cfg.ClusterName, kek)

@@ -26,3 +26,12 @@ func (c *CAs) PrivateKeys() map[string]crypto.Signer {
 // RefreshNow reads the store again if another process changed it, as a
 // join does at most every reloadInterval.
 func (a *Authority) RefreshNow(ctx context.Context) bool { return a.refreshNow(ctx) }
+
+// RevocationRenders is how many times the HTTP API rendered the list of
+// typ and purpose.
+func (a *Authority) RevocationRenders(typ, purpose string) int {
+	e := a.revocations.entry(typ, purpose)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.renders
+}

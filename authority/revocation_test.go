@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -121,5 +122,64 @@ func TestRevocationsEndpoint(t *testing.T) {
 	}
 	if rec := get("/v1/revocations/crl/ssh-host", ""); rec.Code != http.StatusBadRequest {
 		t.Errorf("GET a CRL of ssh-host: %d, want 400", rec.Code)
+	}
+}
+
+// TestRevocationsRenderedOncePerChange: the lists are public and answered
+// 200, which the guard does not charge, so 200 concurrent requests render
+// each list once, not 200 times (a CRL of 10,000 serials takes 51 ms to
+// sign); a lock renders it anew at once, and the locked join's
+// certificate is in the next answer.
+func TestRevocationsRenderedOncePerChange(t *testing.T) {
+	a, ci := openAuthority(t)
+	ctx := context.Background()
+	h := a.Handler()
+	get := func(path string) []byte {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		if rec.Code != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", path, rec.Code, rec.Body)
+		}
+		return rec.Body.Bytes()
+	}
+	const path = "/v1/revocations/crl/tls"
+	var wg sync.WaitGroup
+	for range 200 {
+		wg.Go(func() { get(path) })
+	}
+	wg.Wait()
+	if n := a.RevocationRenders("crl", "tls"); n != 1 {
+		t.Errorf("200 concurrent GET %s rendered the CRL %d times; want once", path, n)
+	}
+	parse := func(pemData []byte) int {
+		n := 0
+		for rest := pemData; ; {
+			var b *pem.Block
+			if b, rest = pem.Decode(rest); b == nil {
+				return n
+			}
+			crl, err := x509.ParseRevocationList(b.Bytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += len(crl.RevokedCertificateEntries)
+		}
+	}
+	if n := parse(get(path)); n != 0 {
+		t.Fatalf("the CRL lists %d serials before any lock", n)
+	}
+	out := newOutput(t, "identity")
+	if _, err := a.Join(ctx, joinRequest("github-deploy", "github", githubToken(t, ci, nil), time.Hour, out), "127.0.0.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Store().AddLock(ctx, &store.Lock{Kind: "join_token", Target: "github-deploy", Reason: "leaked", Time: time.Now(), LockedBy: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	a.RefreshNow(ctx)
+	if n := parse(get(path)); n != 1 {
+		t.Errorf("right after the lock, the CRL lists %d serials; want the locked join's 1", n)
+	}
+	if n := a.RevocationRenders("crl", "tls"); n != 2 {
+		t.Errorf("the CRL was rendered %d times after one lock; want 2", n)
 	}
 }
