@@ -252,11 +252,11 @@ type revocationEntry struct {
 	mu sync.Mutex
 	// renders counts the renderings, for the tests.
 	renders int
-	locks *locks.Set
-	cas   *CAs
-	made  time.Time
-	list  []byte
-	etag  string
+	locks   *locks.Set
+	cas     *CAs
+	made    time.Time
+	list    []byte
+	etag    string
 }
 
 func (e *revocationEntry) get(ctx context.Context, a *Authority, typ, purpose string) ([]byte, string, error) {
