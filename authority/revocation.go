@@ -198,6 +198,10 @@ func ExportRevocations(ctx context.Context, st store.Store, cas *CAs, typ, purpo
 // and revocationFresh, however many ask at once.
 func (a *Authority) handleRevocations(w http.ResponseWriter, r *http.Request) {
 	typ, purpose := r.PathValue("type"), r.PathValue("purpose")
+	// A lock set a moment ago by another process (mbot lock in local mode,
+	// another replica) is in the list fetched right after it: one versions
+	// query, as a join makes, before the cached list is looked at.
+	a.refreshNow(r.Context())
 	e := a.revocations.entry(typ, purpose)
 	if e == nil {
 		// Not a list there is: RevocationList says which there are.

@@ -3,11 +3,14 @@
 package testservers
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -18,6 +21,10 @@ type NginxConfig struct {
 	// ssl_certificate_key and ssl_client_certificate (the CA, or SPIFFE
 	// trust bundle, that client certificates must chain to).
 	ServerCert, ServerKey, ClientCA []byte
+	// CRL is PEM CRLs for ssl_crl (nginx then checks every client
+	// certificate's chain against them); none when empty. Reload reads
+	// ssl/client.crl again.
+	CRL []byte
 	// VerifyClient is ssl_verify_client: "on" unless set ("optional"
 	// lets a handler see $ssl_client_verify).
 	VerifyClient string
@@ -35,6 +42,9 @@ type Nginx struct {
 	Prefix string
 	// Conf is the whole nginx.conf, to log when a test fails.
 	Conf string
+
+	bin, conf string
+	proc      *process
 }
 
 // StartNginx starts nginx in the foreground (daemon off) in a fresh prefix
@@ -54,7 +64,13 @@ func StartNginx(t testing.TB, cfg NginxConfig) *Nginx {
 	}
 	// nginx reads the certificates as the master (the test's user); workers
 	// need none of the files.
-	for name, content := range map[string][]byte{"server.crt": cfg.ServerCert, "server.key": cfg.ServerKey, "client_ca.crt": cfg.ClientCA} {
+	files := map[string][]byte{"server.crt": cfg.ServerCert, "server.key": cfg.ServerKey, "client_ca.crt": cfg.ClientCA}
+	crl := ""
+	if len(cfg.CRL) > 0 {
+		files["client.crl"] = cfg.CRL
+		crl = "ssl_crl " + filepath.Join(ssl, "client.crl") + ";"
+	}
+	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(ssl, name), content, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -93,20 +109,46 @@ http {
         ssl_certificate_key %[4]s/server.key;
         ssl_client_certificate %[4]s/client_ca.crt;
         ssl_verify_client %[5]s;
+        %[7]s
         %[6]s
     }
 }
-`, prefix, tmp, n.Port, ssl, verify, server)
+`, prefix, tmp, n.Port, ssl, verify, server, crl)
 	conf := filepath.Join(prefix, "nginx.conf")
 	if err := os.WriteFile(conf, []byte(n.Conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// -e: before it reads nginx.conf, nginx opens its compiled-in error log
 	// (/var/log/nginx), which a test's user may not be able to write.
-	proc := startProcess(t, "nginx", exec.Command(nginx, "-p", prefix+"/", "-c", conf, "-e", "stderr"), syscall.SIGTERM)
-	proc.waitUntil(t, listening("127.0.0.1:"+strconv.Itoa(n.Port)))
+	n.bin, n.conf = nginx, conf
+	n.proc = startProcess(t, "nginx", exec.Command(nginx, "-p", prefix+"/", "-c", conf, "-e", "stderr"), syscall.SIGTERM)
+	n.proc.waitUntil(t, listening("127.0.0.1:"+strconv.Itoa(n.Port)))
 	return n
 }
+
+// Reload writes crl as ssl/client.crl and runs nginx -s reload, as an
+// operator does after fetching a new CRL, then waits until a new worker
+// has taken over (nginx logs "gracefully shutting down" for the old one):
+// connections after Reload returns are checked against crl.
+func (n *Nginx) Reload(t testing.TB, crl []byte) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(n.Prefix, "ssl", "client.crl"), crl, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := strings.Count(n.proc.logs.String(), "gracefully shutting down")
+	if out, err := exec.Command(n.bin, "-p", n.Prefix+"/", "-c", n.conf, "-e", "stderr", "-s", "reload").CombinedOutput(); err != nil {
+		t.Fatalf("nginx -s reload: %v\n%s", err, out)
+	}
+	n.proc.waitUntil(t, func(context.Context) error {
+		if strings.Count(n.proc.logs.String(), "gracefully shutting down") > before {
+			return nil
+		}
+		return errors.New("the old worker has not shut down yet")
+	})
+}
+
+// Logs is what nginx wrote to its error log (stderr).
+func (n *Nginx) Logs() string { return n.proc.logs.String() }
 
 // Curl runs curl as a test's user would, with PATH, an empty HOME and args
 // (e.g. --cert svid.pem --key svid_key.pem --cacert bundle.pem n.URL),
