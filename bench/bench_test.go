@@ -350,7 +350,11 @@ func releaseBuild(pkg, name string) (string, error) {
 		return "", err
 	}
 	out := filepath.Join(dir, name)
-	cmd := exec.Command("go", "build", "-trimpath", "-tags", "urfave_cli_no_docs", "-ldflags", "-s -w", "-o", out, pkg)
+	// A release sets the version with -X (.goreleaser.yaml), so mbot does
+	// not parse the embedded build information at start; bench/minimal
+	// has its version as a constant.
+	ldflags := "-s -w -X github.com/mbot-dev/mbot/commands.version=v0.0.0-bench"
+	cmd := exec.Command("go", "build", "-trimpath", "-tags", "urfave_cli_no_docs", "-ldflags", ldflags, "-o", out, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, msg)

@@ -117,9 +117,19 @@ func flagString(f cli.Flag) string {
 
 // Run runs the command line and returns the process exit code.
 func Run(args []string) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := App().RunContext(ctx, args); err != nil {
+	app := App()
+	// SIGINT and SIGTERM cancel the command's context (mbot issue removes
+	// what it has not finished writing), from the app's Before on: --version
+	// and --help have nothing to clean up and do not pay for the handler's
+	// goroutines and locked thread.
+	stop := func() {}
+	defer func() { stop() }()
+	before := app.Before
+	app.Before = func(c *cli.Context) error {
+		c.Context, stop = signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+		return before(c)
+	}
+	if err := app.RunContext(context.Background(), args); err != nil {
 		fmt.Fprintf(os.Stderr, "mbot: %v\n", err)
 		var usage usageError
 		if errors.As(err, &usage) || errors.Is(err, client.ErrMissingSettings) || errors.Is(err, client.ErrBadSetting) {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mbot-dev/mbot/client"
@@ -116,7 +117,7 @@ Flags and MBOT_* variables override mbot.yaml.
 
 // joinMethodsHelp lists every join method: the detected ones in detection
 // order with their signals, then those only --join-method picks.
-func joinMethodsHelp() string {
+var joinMethodsHelp = sync.OnceValue(func() string {
 	var b strings.Builder
 	b.WriteString("Join methods --join-method auto detects, in this order, by their signals:\n")
 	detected := map[string]bool{}
@@ -132,7 +133,7 @@ func joinMethodsHelp() string {
 		}
 	}
 	return strings.TrimSuffix(b.String(), "\n")
-}
+})
 
 // issueOptions reads the flags (and MBOT_* variables) issue and start share.
 func issueOptions(c *cli.Context) client.IssueOptions {

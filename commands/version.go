@@ -44,6 +44,10 @@ func versionLine(info *debug.BuildInfo, ok bool) (line, short string) {
 
 // buildVersion is versionLine for this binary.
 func buildVersion() (line, short string) {
+	if version != "dev" {
+		// A release build: no need to parse the embedded build information.
+		return versionLine(nil, false)
+	}
 	info, ok := debug.ReadBuildInfo()
 	return versionLine(info, ok)
 }
