@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -61,6 +62,7 @@ func init() {
 			}
 			return AzureDevOpsAudience
 		},
+		checkRules:  checkAzureDevOpsRules,
 		tokenClaims: []string{"org_id", "prj_id", "def_id", "rpo_id", "rpo_uri", "rpo_ref"},
 		claims:      azureDevOpsIdentity,
 	})
@@ -76,10 +78,18 @@ func azureDevOpsIdentity(tok *oidc.IDToken) (policy.Claims, error) {
 	if err := tok.Claims(&c); err != nil {
 		return nil, err
 	}
-	if err := requireJWTClaims("sub", c.Sub, "org_id", c.OrganizationID, "prj_id", c.ProjectID); err != nil {
+	if err := requireJWTClaims("sub", c.Sub); err != nil {
 		return nil, err
 	}
 	kind, path, ok := strings.Cut(c.Sub, "://")
+	// A pipeline's token names its run; a service connection's carries only
+	// the standard claims and its sub (Teleport's RFD 211 shows both), its
+	// organization pinned by the issuer.
+	if kind == "p" {
+		if err := requireJWTClaims("org_id", c.OrganizationID, "prj_id", c.ProjectID); err != nil {
+			return nil, err
+		}
+	}
 	parts := strings.Split(path, "/")
 	if !ok || (kind != "p" && kind != "sc") || len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
 		return nil, fmt.Errorf("sub %q is not of the form p://<organization>/<project>/<pipeline> or sc://<organization>/<project>/<service connection>", c.Sub)
@@ -96,4 +106,33 @@ func azureDevOpsIdentity(tok *oidc.IDToken) (policy.Claims, error) {
 		fields["service_connection"] = parts[2]
 	}
 	return requireClaims(fields)
+}
+
+// azureDevOpsPipelineOnly are the rule fields only a pipeline's own token
+// (sub p://...) carries: a service connection's token has its sub and the
+// standard claims alone.
+var azureDevOpsPipelineOnly = []string{"pipeline_name", "project_id", "definition_id", "repository_id",
+	"repository_uri", "repository_version", "repository_ref"}
+
+// checkAzureDevOpsRules refuses a rule that names a service connection and a
+// field its token never carries, which could never match.
+func checkAzureDevOpsRules(rules []policy.AllowRule) error {
+	for i, r := range rules {
+		var sc bool
+		var never []string
+		for _, f := range r.Fields {
+			switch {
+			case f.Name == "service_connection":
+				sc = true
+			case slices.Contains(azureDevOpsPipelineOnly, f.Name):
+				never = append(never, f.Name)
+			}
+		}
+		if sc && len(never) > 0 {
+			return fmt.Errorf("line %d: allow[%d] names service_connection and %s, but a service connection's token (sub sc://<organization>/<project>/<connection>) "+
+				"carries no %s: the rule could never match; drop %s (the connection's own settings say which pipelines may use it), or rule on pipeline_name for the pipeline's own token",
+				r.Line, i, strings.Join(never, ", "), strings.Join(never, ", "), strings.Join(never, ", "))
+		}
+	}
+	return nil
 }

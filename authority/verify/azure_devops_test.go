@@ -49,9 +49,21 @@ func TestAzureDevOpsRules(t *testing.T) {
 		},
 		{
 			name: "every documented rule field",
-			allow: "  - sub: sc://acme/infra/mbot-deploy\n    organization_name: acme\n    project_name: infra\n    service_connection: mbot-deploy\n" +
+			allow: "  - sub: p://acme/infra/deploy\n    organization_name: acme\n    project_name: infra\n    pipeline_name: deploy\n" +
 				"    project_id: 6d1b9f2e-3c4d-4e5f-8a9b-0c1d2e3f4a5b\n    definition_id: \"42\"\n    repository_id: a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d\n" +
 				"    repository_uri: https://dev.azure.com/acme/infra/_git/app\n    repository_version: e1b4c8a5f9f5b4e1f2d5c8a9b7e6d5c4b3a29180\n    repository_ref: refs/heads/main\n",
+			edit:      func(c map[string]any) { c["sub"] = "p://acme/infra/deploy" },
+			wantMatch: true,
+		},
+		{
+			// As Teleport's RFD 211 shows one: its sub and the standard claims.
+			name:  "a service connection's token as Azure DevOps sends it",
+			allow: "  - organization_name: acme\n    project_name: infra\n    service_connection: mbot-deploy\n",
+			edit: func(c map[string]any) {
+				for _, k := range []string{"org_id", "prj_id", "def_id", "rpo_id", "rpo_uri", "rpo_ver", "rpo_ref", "run_id"} {
+					delete(c, k)
+				}
+			},
 			wantMatch: true,
 		},
 		{
@@ -86,9 +98,9 @@ func TestAzureDevOpsRules(t *testing.T) {
 			wantInReason: []string{"p://<organization>/<project>/<pipeline>"},
 		},
 		{
-			name:         "no org_id claim",
+			name:         "a pipeline's token without org_id",
 			allow:        "  - project_name: infra\n",
-			edit:         func(c map[string]any) { delete(c, "org_id") },
+			edit:         func(c map[string]any) { c["sub"] = "p://acme/infra/deploy"; delete(c, "org_id") },
 			wantCode:     identity.CodeClaimMissing,
 			wantInReason: []string{`"org_id"`, "Azure Pipelines"},
 		},
@@ -102,6 +114,13 @@ func TestAzureDevOpsCompile(t *testing.T) {
 		{"organization by name", "organization_id: acme\nallow:\n  - project_name: infra\n", `organization_id "acme" is not an Azure DevOps organization id`},
 		{"organization glob", "organization_id: \"*\"\nallow:\n  - project_name: infra\n", "is not an Azure DevOps organization id"},
 		{"unknown rule field", "organization_id: " + azureDevOpsOrg + "\nallow:\n  - branch: main\n", `unknown field "branch"`},
+		// A service connection's token carries no repository or pipeline
+		// claims: such a rule could never match.
+		{"service connection and ref", "organization_id: " + azureDevOpsOrg + "\nallow:\n  - service_connection: mbot-deploy\n    repository_ref: refs/heads/main\n",
+			"names service_connection and repository_ref, but a service connection's token"},
+		{"service connection and pipeline", "organization_id: " + azureDevOpsOrg + "\nallow:\n  - project_name: infra\n  - service_connection: mbot-deploy\n    pipeline_name: deploy\n",
+			"allow[1] names service_connection and pipeline_name"},
+		{"service connection", "organization_id: " + azureDevOpsOrg + "\nallow:\n  - project_name: infra\n    service_connection: mbot-deploy\n", ""},
 	})
 	// The issuer is the organization's own, by default.
 	v, err := compile(t, "azure_devops", "organization_id: "+azureDevOpsOrg+"\nallow:\n  - project_name: infra\n", newEnv(nil))
