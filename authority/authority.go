@@ -256,6 +256,10 @@ func openStore(ctx context.Context, cfg *Config, opts Options) (*Authority, erro
 		return nil, err
 	}
 	a.cas.Store(cas)
+	if a.env.ChallengeKey, err = loadChallengeKey(ctx, st, kek); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if err := a.lockSet.reload(ctx, st); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("reading bot locks: %w", err)

@@ -265,7 +265,7 @@ func TestMigrateKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, "8 CA keys sealed with the key from "+filepath.Join(dir, "kek")) {
+	if !strings.Contains(out, "9 CA keys sealed with the key from "+filepath.Join(dir, "kek")) {
 		t.Errorf("migrate-keys said %q", out)
 	}
 	checkNoKeysOnDisk(t, sealed.DataDir, keys)
@@ -299,7 +299,7 @@ func TestMigrateKeys(t *testing.T) {
 		a.Close()
 		t.Error("started with the old key after re-keying")
 	}
-	if out, err = authority.MigrateKeys(t.Context(), rekeyed, authority.MigrateKeysRequest{Unseal: true}); err != nil || !strings.Contains(out, "8 CA keys stored in the clear") {
+	if out, err = authority.MigrateKeys(t.Context(), rekeyed, authority.MigrateKeysRequest{Unseal: true}); err != nil || !strings.Contains(out, "9 CA keys stored in the clear") {
 		t.Fatalf("unseal: %q, %v", out, err)
 	}
 	started(plain)

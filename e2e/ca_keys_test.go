@@ -30,7 +30,7 @@ func TestMigrateKeysCLI(t *testing.T) {
 	if res.code == 0 || !strings.Contains(res.stderr, "mbot authority migrate-keys --config authority.yaml") {
 		t.Fatalf("export with a key on a store in the clear: %s", res)
 	}
-	if res := mustMbot(t, withKEK, "authority", "migrate-keys", "--config", config); !strings.Contains(res.stdout, "8 CA keys sealed with the key from $MBOT_CA_KEK") {
+	if res := mustMbot(t, withKEK, "authority", "migrate-keys", "--config", config); !strings.Contains(res.stdout, "9 CA keys sealed with the key from $MBOT_CA_KEK") {
 		t.Errorf("migrate-keys: %s", res)
 	}
 	if res := mustMbot(t, withKEK, "authority", "migrate-keys", "--config", config); !strings.Contains(res.stdout, "nothing to do") {

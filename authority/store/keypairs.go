@@ -20,14 +20,8 @@ import (
 // when the admin binds another key or issues a new secret, the row starts
 // over, lock included.
 
-// Challenge refusals: the nonce is unknown (or was pruned), was already
-// answered, or expired.
-var (
-	ErrChallengeUnknown  = errors.New("no such challenge")
-	ErrChallengeUsed     = errors.New("challenge already used")
-	ErrChallengeExpired  = errors.New("challenge expired")
-	ErrTooManyChallenges = errors.New("too many outstanding challenges")
-)
+// ErrChallengeUsed refuses a challenge answered before.
+var ErrChallengeUsed = errors.New("challenge already used")
 
 // KeypairBinding is the state of one bound_keypair join token.
 type KeypairBinding struct {
@@ -75,69 +69,27 @@ type KeypairMismatch struct {
 
 func (e *KeypairMismatch) Error() string { return e.Lock.Reason }
 
-// AddKeypairChallenge records a challenge nonce for joinToken, asked for
-// by requester (an address), until expires. At most max unanswered
-// challenges are kept per join token and requester: anyone may ask, and
-// one address can neither grow the table without end nor use up the
-// challenges of the runner's.
-func (s *sqlStore) AddKeypairChallenge(ctx context.Context, joinToken, requester, nonce string, expires time.Time, max int) error {
-	return s.wrap("recording a keypair challenge", s.addKeypairChallenge(ctx, joinToken, requester, nonce, expires, max))
+// UseKeypairChallenge records that the challenge nonce of joinToken was
+// answered, by requester, until expires: the authority issues challenges
+// without storing them (verify/bound_keypair.go) and records each only
+// once its signature verified. Each is answered once: the second answer,
+// on any replica, gets ErrChallengeUsed.
+func (s *sqlStore) UseKeypairChallenge(ctx context.Context, joinToken, requester, nonce string, expires time.Time) error {
+	return s.wrap("answering a keypair challenge", s.useKeypairChallenge(ctx, joinToken, requester, nonce, expires))
 }
 
-func (s *sqlStore) addKeypairChallenge(ctx context.Context, joinToken, requester, nonce string, expires time.Time, max int) error {
-	tx, err := s.write.BeginTx(ctx, nil)
+func (s *sqlStore) useKeypairChallenge(ctx context.Context, joinToken, requester, nonce string, expires time.Time) error {
+	res, err := s.write.ExecContext(ctx, `INSERT INTO keypair_challenges (nonce, join_token, requester, expires, used) VALUES ($1, $2, $3, $4, 1)
+ON CONFLICT (nonce) DO NOTHING`, nonce, joinToken, requester, expires.UnixNano())
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback()
-	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM keypair_challenges WHERE join_token = $1 AND requester = $2 AND expires > $3 AND used = 0`,
-		joinToken, requester, time.Now().UnixNano()).Scan(&n); err != nil {
+	if n, err := res.RowsAffected(); err != nil {
 		return err
-	}
-	if n >= max {
-		return ErrTooManyChallenges
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO keypair_challenges (nonce, join_token, requester, expires, used) VALUES ($1, $2, $3, $4, 0)`,
-		nonce, joinToken, requester, expires.UnixNano()); err != nil {
-		return err
-	}
-	return tx.Commit()
-}
-
-// UseKeypairChallenge marks the challenge nonce of joinToken as answered.
-// Each challenge is answered once: the second answer gets ErrChallengeUsed.
-func (s *sqlStore) UseKeypairChallenge(ctx context.Context, joinToken, nonce string, now time.Time) error {
-	return s.wrap("answering a keypair challenge", s.useKeypairChallenge(ctx, joinToken, nonce, now))
-}
-
-func (s *sqlStore) useKeypairChallenge(ctx context.Context, joinToken, nonce string, now time.Time) error {
-	tx, err := s.write.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	var expires, used int64
-	err = tx.QueryRowContext(ctx, `SELECT expires, used FROM keypair_challenges WHERE nonce = $1 AND join_token = $2`+s.engine.forUpdate,
-		nonce, joinToken).Scan(&expires, &used)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return ErrChallengeUnknown
-	case err != nil:
-		return err
-	case used != 0:
-		return ErrChallengeUsed
-	case now.UnixNano() >= expires:
-		return ErrChallengeExpired
-	}
-	res, err := tx.ExecContext(ctx, `UPDATE keypair_challenges SET used = 1 WHERE nonce = $1 AND used = 0`, nonce)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n != 1 {
+	} else if n != 1 {
 		return ErrChallengeUsed
 	}
-	return tx.Commit()
+	return nil
 }
 
 // PruneKeypairChallenges forgets challenges that expired before before.

@@ -74,42 +74,26 @@ func testKeypairSequence(t *testing.T, db *testDB) {
 	}
 }
 
-// testKeypairChallenges: challenges are bounded per address, answered once,
-// for their join token only, and until they expire.
+// testKeypairChallenges: a challenge is recorded answered once, for every
+// handle, until it is pruned after it expired.
 func testKeypairChallenges(t *testing.T, db *testDB) {
 	st := db.open(t)
 	ctx := context.Background()
 	now := time.Now()
-	if err := st.AddKeypairChallenge(ctx, "t", "192.0.2.1", "n1", now.Add(time.Minute), 2); err != nil {
+	if err := st.UseKeypairChallenge(ctx, "t", "192.0.2.1", "n1", now.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.AddKeypairChallenge(ctx, "t", "192.0.2.1", "n2", now.Add(time.Minute), 2); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.AddKeypairChallenge(ctx, "t", "192.0.2.1", "n3", now.Add(time.Minute), 2); !errors.Is(err, store.ErrTooManyChallenges) {
-		t.Fatalf("a third outstanding challenge: %v; want ErrTooManyChallenges", err)
-	}
-	// Another address still gets its own.
-	if err := st.AddKeypairChallenge(ctx, "t", "198.51.100.7", "n4", now.Add(time.Minute), 2); err != nil {
-		t.Fatalf("a challenge for another address: %v", err)
-	}
-	if err := st.UseKeypairChallenge(ctx, "other", "n1", now); !errors.Is(err, store.ErrChallengeUnknown) {
-		t.Errorf("a challenge answered for another join token: %v; want ErrChallengeUnknown", err)
-	}
-	if err := st.UseKeypairChallenge(ctx, "t", "n1", now); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.UseKeypairChallenge(ctx, "t", "n1", now); !errors.Is(err, store.ErrChallengeUsed) {
+	if err := st.UseKeypairChallenge(ctx, "t", "198.51.100.7", "n1", now.Add(time.Minute)); !errors.Is(err, store.ErrChallengeUsed) {
 		t.Errorf("a challenge answered twice: %v; want ErrChallengeUsed", err)
 	}
-	if err := st.UseKeypairChallenge(ctx, "t", "n2", now.Add(2*time.Minute)); !errors.Is(err, store.ErrChallengeExpired) {
-		t.Errorf("an expired challenge: %v; want ErrChallengeExpired", err)
+	if err := st.UseKeypairChallenge(ctx, "t", "192.0.2.1", "n2", now.Add(time.Minute)); err != nil {
+		t.Fatalf("another challenge: %v", err)
 	}
 	if err := st.PruneKeypairChallenges(ctx, now.Add(2*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.UseKeypairChallenge(ctx, "t", "n2", now); !errors.Is(err, store.ErrChallengeUnknown) {
-		t.Errorf("a pruned challenge: %v; want ErrChallengeUnknown", err)
+	if err := st.UseKeypairChallenge(ctx, "t", "192.0.2.1", "n1", now.Add(3*time.Minute)); err != nil {
+		t.Errorf("a pruned challenge recorded again: %v", err)
 	}
 }
 
@@ -123,10 +107,9 @@ func testKeypairRaces(t *testing.T, db *testDB) {
 	handles := []store.Store{a, b}
 	for round := range 20 {
 		nonce := fmt.Sprintf("n%d", round)
-		if err := a.AddKeypairChallenge(ctx, "t", "192.0.2.1", nonce, time.Now().Add(time.Minute), 100); err != nil {
-			t.Fatal(err)
-		}
-		errs := race(handles, func(st store.Store) error { return st.UseKeypairChallenge(ctx, "t", nonce, time.Now()) })
+		errs := race(handles, func(st store.Store) error {
+			return st.UseKeypairChallenge(ctx, "t", "192.0.2.1", nonce, time.Now().Add(time.Minute))
+		})
 		if ok, used := count(errs, nil), count(errs, store.ErrChallengeUsed); ok != 1 || used != 1 {
 			t.Fatalf("round %d: one challenge answered on two handles at once: %v; want one admitted, one ErrChallengeUsed", round, errs)
 		}

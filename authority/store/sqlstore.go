@@ -104,7 +104,7 @@ func isAnswer(err error) bool {
 		keypair  *KeypairMismatch
 	)
 	for _, answer := range []error{ErrNotLocked, ErrUnknownChain, ErrUnlockedChain, ErrUnknownInstance, ErrAlreadyLocked,
-		ErrConflict, ErrChallengeUnknown, ErrChallengeUsed, ErrChallengeExpired, ErrTooManyChallenges} {
+		ErrConflict, ErrChallengeUsed} {
 		if errors.Is(err, answer) {
 			return true
 		}

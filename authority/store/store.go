@@ -107,8 +107,7 @@ type Store interface {
 
 	// The keypair calls keep the join sequence and challenges of
 	// bound_keypair join tokens (keypairs.go).
-	AddKeypairChallenge(ctx context.Context, joinToken, requester, nonce string, expires time.Time, max int) error
-	UseKeypairChallenge(ctx context.Context, joinToken, nonce string, now time.Time) error
+	UseKeypairChallenge(ctx context.Context, joinToken, requester, nonce string, expires time.Time) error
 	PruneKeypairChallenges(ctx context.Context, before time.Time) error
 	KeypairBinding(ctx context.Context, joinToken string) (*KeypairBinding, error)
 	AdvanceKeypair(ctx context.Context, j KeypairJoin) error

@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -37,15 +39,10 @@ const ChallengeTTL = 60 * time.Second
 // joins and within what every store engine keeps in a signed integer.
 const maxSequence = 1 << 52
 
-// maxChallenges bounds the unanswered challenges kept per join token and
-// address: a runner needs one at a time, and anyone may ask for them.
-const maxChallenges = 16
-
 // KeypairStore keeps the challenges and the join sequence of bound_keypair
 // join tokens (authority/store/keypairs.go).
 type KeypairStore interface {
-	AddKeypairChallenge(ctx context.Context, joinToken, requester, nonce string, expires time.Time, max int) error
-	UseKeypairChallenge(ctx context.Context, joinToken, nonce string, now time.Time) error
+	UseKeypairChallenge(ctx context.Context, joinToken, requester, nonce string, expires time.Time) error
 	KeypairBinding(ctx context.Context, joinToken string) (*store.KeypairBinding, error)
 	AdvanceKeypair(ctx context.Context, j store.KeypairJoin) error
 }
@@ -73,10 +70,9 @@ type RequestVerifier interface {
 	VerifyJoin(ctx context.Context, proof string, jc JoinContext) (*Admission, error)
 }
 
-// Challenger hands out challenges for a join token's proofs; requester
-// (the caller's address) bounds how many each caller may hold.
+// Challenger hands out challenges for a join token's proofs.
 type Challenger interface {
-	Challenge(ctx context.Context, requester string) (*identity.ChallengeResponse, error)
+	Challenge(ctx context.Context) (*identity.ChallengeResponse, error)
 }
 
 // boundKeypairSection is spec.bound_keypair: the public key the join token
@@ -224,26 +220,62 @@ func (v *boundKeypairVerifier) store() (KeypairStore, error) {
 	return v.env.Keypairs, nil
 }
 
-// Challenge hands out a fresh single-use nonce for this join token.
-func (v *boundKeypairVerifier) Challenge(ctx context.Context, requester string) (*identity.ChallengeResponse, error) {
-	st, err := v.store()
+// Challenge hands out a fresh single-use nonce for this join token. It
+// stores nothing: the nonce carries its expiry and a MAC under the key all
+// replicas share (Env.ChallengeKey), so that anyone may ask for any
+// number without using up the runner's; the join that answers it records
+// it once its signature verified (VerifyJoin).
+func (v *boundKeypairVerifier) Challenge(ctx context.Context) (*identity.ChallengeResponse, error) {
+	key, err := v.challengeKey()
 	if err != nil {
 		return nil, err
 	}
-	raw := make([]byte, 32)
-	if _, err := rand.Read(raw); err != nil {
+	expires := v.env.now().Add(ChallengeTTL).UTC()
+	msg := make([]byte, challengeHead)
+	binary.BigEndian.PutUint64(msg, uint64(expires.UnixNano()))
+	if _, err := rand.Read(msg[8:]); err != nil {
 		return nil, err
 	}
-	c := &identity.ChallengeResponse{Nonce: hex.EncodeToString(raw), Expires: v.env.now().Add(ChallengeTTL).UTC()}
-	err = st.AddKeypairChallenge(ctx, v.name, requester, c.Nonce, c.Expires, maxChallenges)
-	if errors.Is(err, store.ErrTooManyChallenges) {
-		return nil, &identity.Error{Code: identity.CodeRateLimited, RetryAfter: ChallengeTTL,
-			Message: fmt.Sprintf("join token %q has %d unanswered challenges for this address; answer one, or retry in %s when they expire", v.name, maxChallenges, ChallengeTTL)}
+	nonce := append(msg, v.challengeMAC(key, msg)...)
+	return &identity.ChallengeResponse{Nonce: hex.EncodeToString(nonce), Expires: expires}, nil
+}
+
+// A challenge nonce is hex of: its expiry (Unix nanoseconds, 8 bytes), 16
+// random bytes, and HMAC-SHA256 over the join token's name, its binding
+// (the bound key's fingerprint or the registration secret's hash) and
+// those 24 bytes: a challenge of one join token, or of the same token
+// before an admin bound another key, answers no other.
+const (
+	challengeHead = 8 + 16
+	challengeLen  = challengeHead + sha256.Size
+)
+
+func (v *boundKeypairVerifier) challengeMAC(key, head []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("mbot bound_keypair challenge v1\x00" + v.name + "\x00" + v.binding + "\x00"))
+	m.Write(head)
+	return m.Sum(nil)
+}
+
+func (v *boundKeypairVerifier) challengeKey() ([]byte, error) {
+	if len(v.env.ChallengeKey) == 0 {
+		return nil, errors.New("this authority has no challenge key (verify.Env.ChallengeKey is unset)")
 	}
+	return v.env.ChallengeKey, nil
+}
+
+// openChallenge checks that nonce is a challenge this authority (any
+// replica) issued for this join token, and returns its expiry.
+func (v *boundKeypairVerifier) openChallenge(nonce string) (time.Time, error) {
+	key, err := v.challengeKey()
 	if err != nil {
-		return nil, fmt.Errorf("recording a challenge: %w", err)
+		return time.Time{}, err
 	}
-	return c, nil
+	raw, err := hex.DecodeString(nonce)
+	if err != nil || len(raw) != challengeLen || !hmac.Equal(raw[challengeHead:], v.challengeMAC(key, raw[:challengeHead])) {
+		return time.Time{}, identity.Errorf(identity.CodeProofInvalid, "join token %q: this authority issued no such challenge for it; ask %s for one with this join token", v.name, identity.PathJoinChallenge)
+	}
+	return time.Unix(0, int64(binary.BigEndian.Uint64(raw))), nil
 }
 
 // VerifyJoin checks, in order: the challenge (issued for this join token,
@@ -266,15 +298,12 @@ func (v *boundKeypairVerifier) VerifyJoin(ctx context.Context, proof string, jc 
 		return nil, identity.Errorf(identity.CodeBadRequest, "join token %q: sequence %d is beyond any join sequence; restore the .state file beside the key, or have an admin bind the key again", v.name, p.Sequence)
 	}
 	now := v.env.now()
-	switch err := st.UseKeypairChallenge(ctx, v.name, p.Nonce, now); {
-	case errors.Is(err, store.ErrChallengeUsed):
-		return nil, identity.Errorf(identity.CodeProofReplayed, "join token %q: this challenge was already answered; each is answered once, so ask for a new one (mbot issue does)", v.name)
-	case errors.Is(err, store.ErrChallengeExpired):
+	challengeExpires, err := v.openChallenge(p.Nonce)
+	if err != nil {
+		return nil, err
+	}
+	if !now.Before(challengeExpires) {
 		return nil, identity.Errorf(identity.CodeProofExpired, "join token %q: the challenge expired (it may be answered for %s); ask for a new one and answer it at once", v.name, ChallengeTTL)
-	case errors.Is(err, store.ErrChallengeUnknown):
-		return nil, identity.Errorf(identity.CodeProofInvalid, "join token %q: this authority issued no such challenge for it; ask %s for one with this join token", v.name, identity.PathJoinChallenge)
-	case err != nil:
-		return nil, fmt.Errorf("using a challenge: %w", err)
 	}
 
 	cur, err := st.KeypairBinding(ctx, v.name)
@@ -325,6 +354,14 @@ func (v *boundKeypairVerifier) VerifyJoin(ctx context.Context, proof string, jc 
 	if err := verifySSHSignature(signer, signed, p.Signature); err != nil {
 		return nil, identity.Errorf(identity.CodeKeypairMismatch, "join token %q: the signature by key %s does not verify over this challenge and request (%v); "+
 			"sign with the private key of that public key, as mbot issue --join-method bound_keypair does", v.name, ssh.FingerprintSHA256(signer), err)
+	}
+	// Recorded only now that the key signed it: a stranger's answers
+	// use up nothing.
+	switch err := st.UseKeypairChallenge(ctx, v.name, jc.Remote, p.Nonce, challengeExpires); {
+	case errors.Is(err, store.ErrChallengeUsed):
+		return nil, identity.Errorf(identity.CodeProofReplayed, "join token %q: this challenge was already answered; each is answered once, so ask for a new one (mbot issue does)", v.name)
+	case err != nil:
+		return nil, fmt.Errorf("using a challenge: %w", err)
 	}
 	claims["public_key"] = []string{ssh.FingerprintSHA256(signer)}
 	claims["sequence"] = []string{strconv.FormatUint(p.Sequence, 10)}

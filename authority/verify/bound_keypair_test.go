@@ -31,7 +31,10 @@ func keypairEnv(t *testing.T) (*verify.Env, *time.Time) {
 	}
 	t.Cleanup(func() { st.Close() })
 	clock := time.Now()
-	return &verify.Env{Audience: "acme", Keypairs: st, Now: func() time.Time { return clock }}, &clock
+	key := make([]byte, 32)
+	rand.Read(key)
+	return &verify.Env{Audience: "acme", Keypairs: st, Now: func() time.Time { return clock },
+		ChallengeKey: key}, &clock
 }
 
 func newSigner(t *testing.T) ssh.Signer {
@@ -65,7 +68,7 @@ type keypairJoin struct {
 
 func (j keypairJoin) proof(t *testing.T, v verify.Verifier) string {
 	t.Helper()
-	c, err := v.(verify.Challenger).Challenge(context.Background(), "192.0.2.1")
+	c, err := v.(verify.Challenger).Challenge(context.Background())
 	if err != nil {
 		t.Fatalf("Challenge: %v", err)
 	}
@@ -157,7 +160,7 @@ func TestBoundKeypairJoin(t *testing.T) {
 		wantRefusal(t, err, identity.CodeKeypairMismatch, "does not verify")
 	})
 	t.Run("reused challenge", func(t *testing.T) {
-		c, err := v.(verify.Challenger).Challenge(context.Background(), "192.0.2.1")
+		c, err := v.(verify.Challenger).Challenge(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,7 +172,7 @@ func TestBoundKeypairJoin(t *testing.T) {
 		wantRefusal(t, err, identity.CodeProofReplayed, "already answered")
 	})
 	t.Run("expired challenge", func(t *testing.T) {
-		c, err := v.(verify.Challenger).Challenge(context.Background(), "192.0.2.1")
+		c, err := v.(verify.Challenger).Challenge(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -180,6 +183,49 @@ func TestBoundKeypairJoin(t *testing.T) {
 	t.Run("unknown challenge", func(t *testing.T) {
 		_, err := join(v, keypairJoin{signer: runner, sequence: 3}.answer(t, "00ff"), "192.0.2.1:1005")
 		wantRefusal(t, err, identity.CodeProofInvalid, "no such challenge")
+	})
+	t.Run("a stranger's answer uses up nothing", func(t *testing.T) {
+		c, err := v.(verify.Challenger).Challenge(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = join(v, keypairJoin{signer: newSigner(t), sequence: 3}.answer(t, c.Nonce), "192.0.2.9:4")
+		wantRefusal(t, err, identity.CodeKeypairMismatch, "another key")
+		if _, err := join(v, keypairJoin{signer: runner, sequence: 3}.answer(t, c.Nonce), "192.0.2.1:1007"); err != nil {
+			t.Fatalf("the runner answering the challenge a stranger answered first: %v", err)
+		}
+	})
+	t.Run("forged challenges", func(t *testing.T) {
+		c, err := v.(verify.Challenger).Challenge(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A later expiry with the MAC of the issued one.
+		later := []byte(c.Nonce)
+		later[15] = "0123456789abcdef"[(strings.IndexByte("0123456789abcdef", later[15])+1)%16]
+		_, err = join(v, keypairJoin{signer: runner, sequence: 4}.answer(t, string(later)), "192.0.2.1:1008")
+		wantRefusal(t, err, identity.CodeProofInvalid, "no such challenge")
+		// A challenge of another authority (another key).
+		otherEnv, _ := keypairEnv(t)
+		other := mustCompile(t, "bound_keypair", "public_key: "+authorized(runner)+"\n", otherEnv)
+		oc, err := other.(verify.Challenger).Challenge(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = join(v, keypairJoin{signer: runner, sequence: 4}.answer(t, oc.Nonce), "192.0.2.1:1009")
+		wantRefusal(t, err, identity.CodeProofInvalid, "no such challenge")
+		// A challenge of the same join token bound to another key (before
+		// an admin bound this one).
+		rebound := mustCompile(t, "bound_keypair", "public_key: "+authorized(newSigner(t))+"\n", env)
+		rc, err := rebound.(verify.Challenger).Challenge(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = join(v, keypairJoin{signer: runner, sequence: 4}.answer(t, rc.Nonce), "192.0.2.1:1010")
+		wantRefusal(t, err, identity.CodeProofInvalid, "no such challenge")
+		if _, err := join(v, keypairJoin{signer: runner, sequence: 4}.answer(t, c.Nonce), "192.0.2.1:1011"); err != nil {
+			t.Fatalf("the issued challenge after the forged ones: %v", err)
+		}
 	})
 	t.Run("not a proof", func(t *testing.T) {
 		_, err := join(v, "a token secret", "192.0.2.1:1006")

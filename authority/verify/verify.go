@@ -75,6 +75,11 @@ type Env struct {
 	// Keypairs keeps the challenges and join sequences of bound_keypair
 	// join tokens; without it, that method refuses every join.
 	Keypairs KeypairStore
+	// ChallengeKey authenticates bound_keypair challenges (HMAC-SHA256):
+	// the same on every replica of the authority, which can then check a
+	// challenge another issued without storing it. Without it, that
+	// method refuses every challenge.
+	ChallengeKey []byte
 	// Observe, if set, is told of every call made to another service to
 	// judge a proof (CallSTS, CallTokenReview, CallOIDCDiscovery,
 	// CallJWKS): how long it took and whether it failed. The authority
