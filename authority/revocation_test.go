@@ -16,6 +16,7 @@ import (
 
 	"github.com/mbot-dev/mbot/authority"
 	"github.com/mbot-dev/mbot/authority/store"
+	"github.com/mbot-dev/mbot/internal/skipreport"
 )
 
 // TestRevocationListsOfALockedBot: after a join token lock, the KRL that
@@ -26,7 +27,7 @@ import (
 func TestRevocationListsOfALockedBot(t *testing.T) {
 	for _, tool := range []string{"ssh-keygen", "openssl"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (CI installs openssh-client and openssl)", tool)
+			skipreport.Skipf(t, "%s is not installed (CI installs openssh-client and openssl)", tool)
 		}
 	}
 	a, ci := openAuthority(t)

@@ -13,6 +13,7 @@ import (
 	"github.com/mbot-dev/mbot/authority"
 	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/internal/simci"
+	"github.com/mbot-dev/mbot/internal/skipreport"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -133,7 +134,7 @@ func TestSSHRoleOptions(t *testing.T) {
 	t.Run("ssh-keygen -L", func(t *testing.T) {
 		keygen, err := exec.LookPath("ssh-keygen")
 		if err != nil {
-			t.Skip("ssh-keygen is not installed")
+			skipreport.Skip(t, "ssh-keygen is not installed")
 		}
 		resp, err := a.Join(t.Context(), joinRequest("github-ops", "github", githubToken(t, ci, nil), time.Hour,
 			newOutput(t, "identity", "tunnel")), "test")

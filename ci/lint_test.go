@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mbot-dev/mbot/internal/cispec"
+	"github.com/mbot-dev/mbot/internal/skipreport"
 	"gopkg.in/yaml.v3"
 )
 
@@ -64,7 +65,7 @@ func unavailable(t *testing.T, format string, args ...any) {
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
 	}
-	t.Skip(msg)
+	skipreport.Skip(t, msg)
 }
 
 // slowCheck skips a check that takes minutes on a fresh machine (building
@@ -73,10 +74,10 @@ func unavailable(t *testing.T, format string, args ...any) {
 func slowCheck(t *testing.T, what string) {
 	t.Helper()
 	if testing.Short() {
-		t.Skipf("%s takes a while; not in -short", what)
+		skipreport.Skipf(t, "%s takes a while; not in -short", what)
 	}
 	if os.Getenv("CI") != "true" && os.Getenv("MBOT_SLOW_CHECKS") != "1" {
-		t.Skipf("%s takes minutes on a fresh machine; .ci/run runs it (or set MBOT_SLOW_CHECKS=1)", what)
+		skipreport.Skipf(t, "%s takes minutes on a fresh machine; .ci/run runs it (or set MBOT_SLOW_CHECKS=1)", what)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mbot-dev/mbot/internal/skipreport"
 	"github.com/mbot-dev/mbot/internal/testtimeout"
 )
 
@@ -13,5 +14,5 @@ import (
 // empty build cache on 2 shared cores they can take longer.
 func TestMain(m *testing.M) {
 	testtimeout.Raise(30 * time.Minute)
-	os.Exit(m.Run())
+	os.Exit(skipreport.Main(m))
 }

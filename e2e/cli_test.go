@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mbot-dev/mbot/internal/skipreport"
 )
 
 // TestCompletion checks `mbot completion bash|zsh|fish`: each script is
@@ -163,7 +165,7 @@ func TestVersionFromCheckout(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(root, ".git")); err != nil || !fi.IsDir() {
 		// The go command stamps VCS information only where .git is a
 		// directory: not in a git worktree (a .git file) or an exported tree.
-		t.Skip("the checkout has no .git directory (a git worktree or an exported tree): the go command embeds no VCS information")
+		skipreport.Skip(t, "the checkout has no .git directory (a git worktree or an exported tree): the go command embeds no VCS information")
 	}
 	git := func(args ...string) string {
 		out, err := exec.Command("git", append([]string{"-C", root}, args...)...).Output()

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mbot-dev/mbot/internal/skipreport"
 	"github.com/mbot-dev/mbot/internal/testservers"
 )
 
@@ -241,7 +242,7 @@ func TestDatabaseMariaDB(t *testing.T) {
 	})
 	t.Run("mysql in PATH", func(t *testing.T) {
 		if _, err := exec.LookPath("mysql"); err != nil {
-			t.Skip("no mysql in PATH (Debian's mariadb-client-compat has it); the mariadb client ran the same my.cnf")
+			skipreport.Skip(t, "no mysql in PATH (Debian's mariadb-client-compat has it); the mariadb client ran the same my.cnf")
 		}
 		res := run(t, clientEnv(t), "mysql", "--defaults-extra-file="+cnf, "-e", "select current_user()")
 		if res.code != 0 || !strings.Contains(res.stdout, dbUser+"@%") {
@@ -265,7 +266,7 @@ func TestDatabaseMariaDB(t *testing.T) {
 		// where the machine has another name for 127.0.0.1.
 		alias := loopbackAlias(t)
 		if alias == "" {
-			t.Skip("no name other than localhost for 127.0.0.1 in /etc/hosts")
+			skipreport.Skip(t, "no name other than localhost for 127.0.0.1 in /etc/hosts")
 		}
 		res = run(t, clientEnv(t), client, "--defaults-extra-file="+cnf, "--host="+alias, "-e", "select 1")
 		if res.code == 0 || !strings.Contains(res.stderr, "certificate") {

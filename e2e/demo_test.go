@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/mbot-dev/mbot/internal/skipreport"
 )
 
 // demoSSH reports whether the demo can log in over SSH here: sshd and ssh
@@ -278,14 +280,14 @@ func TestDemoLastLine(t *testing.T) {
 // refuses the session, and the demo says so and exits non-zero.
 func TestDemoLoginFails(t *testing.T) {
 	if !demoSSH(t) {
-		t.Skip("sshd or ssh is not installed")
+		skipreport.Skip(t, "sshd or ssh is not installed")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("running the demo as nobody needs root")
+		skipreport.Skip(t, "running the demo as nobody needs root")
 	}
 	nobody, err := user.Lookup("nobody")
 	if err != nil {
-		t.Skipf("no user nobody: %v", err)
+		skipreport.Skipf(t, "no user nobody: %v", err)
 	}
 	uid, _ := strconv.Atoi(nobody.Uid)
 	gid, _ := strconv.Atoi(nobody.Gid)

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/mbot-dev/mbot/internal/cispec"
+	"github.com/mbot-dev/mbot/internal/skipreport"
 	"gopkg.in/yaml.v3"
 )
 
@@ -50,7 +51,7 @@ func requireCommands(t *testing.T, names ...string) {
 			if os.Getenv("CI") == "true" {
 				t.Fatal(msg)
 			}
-			t.Skip(msg)
+			skipreport.Skip(t, msg)
 		}
 	}
 }
@@ -123,7 +124,7 @@ func (r *release) requests() []string {
 func startRelease(t *testing.T, tampered bool) *release {
 	t.Helper()
 	if runtime.GOOS != "linux" && runtime.GOOS != "darwin" {
-		t.Skipf("no simulated release for %s", runtime.GOOS)
+		skipreport.Skipf(t, "no simulated release for %s", runtime.GOOS)
 	}
 	bin := readFile(t, releasedMbot(t))
 	r := &release{asset: fmt.Sprintf("mbot_%s_%s_%s.tar.gz", releaseVersion, runtime.GOOS, runtime.GOARCH)}
@@ -247,7 +248,7 @@ func runnerArch(t *testing.T) string {
 	case "arm64":
 		return "ARM64"
 	}
-	t.Skipf("GitHub has no runner for %s", runtime.GOARCH)
+	skipreport.Skipf(t, "GitHub has no runner for %s", runtime.GOARCH)
 	return ""
 }
 

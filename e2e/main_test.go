@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mbot-dev/mbot/internal/skipreport"
 	"github.com/mbot-dev/mbot/internal/testtimeout"
 )
 
@@ -52,7 +53,7 @@ func runTests(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: building mbot: %v\n", err)
 		return 1
 	}
-	return m.Run()
+	return skipreport.Main(m)
 }
 
 // result is how a finished subprocess ended.
@@ -241,7 +242,7 @@ func requireTool(t *testing.T, name string, extraPaths ...string) string {
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
 	}
-	t.Skip(msg)
+	skipreport.Skip(t, msg)
 	return ""
 }
 

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mbot-dev/mbot/internal/skipreport"
 )
 
 // terminal is an interactive shell on a pseudo-terminal: what it echoes
@@ -31,7 +33,7 @@ func startTerminal(t *testing.T, env []string, argv ...string) *terminal {
 	t.Helper()
 	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
 	if err != nil {
-		t.Skipf("no pseudo-terminal here: %v", err)
+		skipreport.Skipf(t, "no pseudo-terminal here: %v", err)
 	}
 	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
 		t.Fatal(err)
@@ -149,7 +151,7 @@ func TestCompletionInShells(t *testing.T) {
 				if os.Getenv("CI") == "true" {
 					t.Fatalf("%s is not installed: in CI (.ci/run installs it) its completion must be tested", shell)
 				}
-				t.Skipf("%s is not installed: its completion is not tested", shell)
+				skipreport.Skipf(t, "%s is not installed: its completion is not tested", shell)
 			}
 			home := t.TempDir()
 			env := withVars(nil, map[string]string{"PATH": pathWithMbot(mbotBin), "HOME": home, "TERM": "xterm", "LANG": "C.UTF-8"})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mbot-dev/mbot/identity"
+	"github.com/mbot-dev/mbot/internal/skipreport"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -294,7 +295,7 @@ func TestWriteDirFailureKeepsPrevious(t *testing.T) {
 
 func TestWriteDirReadOnlyParent(t *testing.T) {
 	if os.Geteuid() == 0 {
-		t.Skip("root writes into read-only directories")
+		skipreport.Skip(t, "root writes into read-only directories")
 	}
 	parent := t.TempDir()
 	dir := filepath.Join(parent, "mbot")
@@ -469,7 +470,7 @@ func TestRenderIdentity(t *testing.T) {
 	t.Run("ssh_config read by OpenSSH", func(t *testing.T) {
 		sshPath, err := exec.LookPath("ssh")
 		if err != nil {
-			t.Skip("no ssh client")
+			skipreport.Skip(t, "no ssh client")
 		}
 		cfg := filepath.Join(t.TempDir(), "ssh_config")
 		if err := os.WriteFile(cfg, fileNamed(t, files, "ssh_config").Data, 0o600); err != nil {

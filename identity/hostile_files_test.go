@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/mbot-dev/mbot/identity"
+	"github.com/mbot-dev/mbot/internal/skipreport"
 )
 
 // TestHostileValuesInSSHConfig writes identities whose values come from a
@@ -17,7 +18,7 @@ import (
 func TestHostileValuesInSSHConfig(t *testing.T) {
 	sshPath, err := exec.LookPath("ssh")
 	if err != nil {
-		t.Skip("no ssh client")
+		skipreport.Skip(t, "no ssh client")
 	}
 	const inject = "\n    ProxyCommand touch /tmp/mbot-pwned"
 	cases := []struct {

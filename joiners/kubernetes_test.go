@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/mbot-dev/mbot/internal/simci"
+	"github.com/mbot-dev/mbot/internal/skipreport"
 	"github.com/mbot-dev/mbot/joiners"
 )
 
@@ -121,7 +122,7 @@ func TestKubernetesProof(t *testing.T) {
 	})
 	t.Run("unreadable file", func(t *testing.T) {
 		if os.Geteuid() == 0 {
-			t.Skip("root reads every file")
+			skipreport.Skip(t, "root reads every file")
 		}
 		locked := filepath.Join(t.TempDir(), "token")
 		if err := os.WriteFile(locked, []byte("x.y.z"), 0o000); err != nil {

@@ -4,6 +4,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/mbot-dev/mbot/internal/skipreport"
 )
 
 // TestShellQuote checks that what the demo prints for copying into a shell
@@ -11,7 +13,7 @@ import (
 func TestShellQuote(t *testing.T) {
 	sh, err := exec.LookPath("sh")
 	if err != nil {
-		t.Skip("no sh")
+		skipreport.Skip(t, "no sh")
 	}
 	for _, arg := range []string{"plain", "/tmp/mbot-demo/ssh_config", "http://127.0.0.1:1/github/token?api-version=2.0",
 		"it's", "a b", "$(whoami)", "`id`", "x;y", "", "*", "'"} {

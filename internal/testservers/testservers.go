@@ -45,6 +45,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mbot-dev/mbot/internal/skipreport"
 )
 
 // startTimeout bounds how long a server may take to become ready.
@@ -76,7 +78,7 @@ func missing(t testing.TB, msg string) {
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
 	}
-	t.Skip(msg)
+	skipreport.Skip(t, msg)
 }
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
