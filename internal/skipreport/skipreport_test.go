@@ -15,9 +15,13 @@ import (
 func TestMain(m *testing.M) { os.Exit(skipreport.Main(m)) }
 
 // The child tests: skipped only when this binary runs itself as a child.
-func TestChildNoSSHD(t *testing.T)  { child(t, "sshd is not installed (install openssh-server, or run .ci/run)") }
-func TestChildNoSSHD2(t *testing.T) { child(t, "sshd is not installed (install openssh-server, or run .ci/run)") }
-func TestChildNoTTY(t *testing.T)   { child(t, "no pseudo-terminal here: open /dev/ptmx: no such file") }
+func TestChildNoSSHD(t *testing.T) {
+	child(t, "sshd is not installed (install openssh-server, or run .ci/run)")
+}
+func TestChildNoSSHD2(t *testing.T) {
+	child(t, "sshd is not installed (install openssh-server, or run .ci/run)")
+}
+func TestChildNoTTY(t *testing.T) { child(t, "no pseudo-terminal here: open /dev/ptmx: no such file") }
 func TestChildRuns(t *testing.T) {
 	if os.Getenv("SKIPREPORT_CHILD") == "" {
 		t.Skip("a child test")
