@@ -59,6 +59,7 @@ var conformance = []struct {
 	{"CARotationRows", testCARotationRows},
 	{"LeafTunnels", testLeafTunnels},
 	{"IssuedCertificates", testIssuedCertificates},
+	{"AuditIndex", testAuditIndex},
 }
 
 // TestConformanceSQLite runs the suite on SQLite in a fresh data_dir per test.

@@ -59,6 +59,8 @@ type IssuedFilter struct {
 	CA      string
 	Serial  string
 	Bot     string
+	// AuditID keeps the certificates issued with that audit record.
+	AuditID int64
 	Limit   int
 }
 
@@ -133,6 +135,9 @@ func (s *sqlStore) IssuedCertificates(ctx context.Context, f IssuedFilter) ([]Is
 	}
 	if f.Bot != "" {
 		where = append(where, "bot = "+arg(f.Bot))
+	}
+	if f.AuditID != 0 {
+		where = append(where, "audit_id = "+arg(f.AuditID))
 	}
 	q := `SELECT record, audit_id FROM issued_certificates`
 	if len(where) > 0 {

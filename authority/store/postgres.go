@@ -57,6 +57,7 @@ INSERT INTO locks (kind, target, reason, time, expires, locked_by) SELECT 'admin
 DELETE FROM admin_locks;
 `,
 	3: issuedSchema,
+	4: pgAuditIndexMigration,
 }
 
 // migrationLock is the pg_advisory_xact_lock key that replicas starting at

@@ -104,7 +104,11 @@ func OpenSQLite(ctx context.Context, dataDir string) (Store, error) {
 		return nil, err
 	}
 	write.SetMaxOpenConns(1) // one connection: SQLite has one writer at a time anyway
-	if _, err := write.ExecContext(ctx, sqliteSchema+caRotationsSchema+issuedSchema); err != nil {
+	if _, err := write.ExecContext(ctx, sqliteSchema+caRotationsSchema+issuedSchema+sqliteAuditIndexSchema); err != nil {
+		write.Close()
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	if err := indexSQLiteAudit(ctx, write); err != nil {
 		write.Close()
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -315,23 +314,6 @@ func auditRecord(ev *AuditEvent) (string, error) {
 }
 
 func (s *sqlStore) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error) {
-	var (
-		where []string
-		args  []any
-	)
-	arg := func(v any) string {
-		args = append(args, v)
-		return "$" + strconv.Itoa(len(args))
-	}
-	if !f.Since.IsZero() {
-		where = append(where, "time >= "+arg(f.Since.UnixNano()))
-	}
-	if f.Bot != "" {
-		where = append(where, "bot = "+arg(f.Bot))
-	}
-	if f.DeniedOnly {
-		where = append(where, "NOT allowed")
-	}
 	_, bare, prefixed := strings.Cut(f.Serial, ":")
 	if f.Serial != "" {
 		if !prefixed {
@@ -340,17 +322,8 @@ func (s *sqlStore) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, 
 		if strings.Trim(bare, "0123456789ABCDEF") != "" {
 			return nil, fmt.Errorf("serial %q is not a normalised serial", f.Serial)
 		}
-		// Narrowed in SQL, matched exactly below.
-		where = append(where, "record LIKE "+arg(`%:`+bare+`"%`))
 	}
-	q := `SELECT id, record FROM audit`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY id DESC"
-	if f.Limit > 0 {
-		q += fmt.Sprintf(" LIMIT %d", f.Limit)
-	}
+	q, args := s.listAuditQuery(f)
 	out, err := func() ([]AuditEvent, error) {
 		rows, err := s.read.QueryContext(ctx, q, args...)
 		if err != nil {
@@ -391,10 +364,27 @@ func (s *sqlStore) PruneProofs(ctx context.Context, now time.Time) error {
 	return s.wrap("pruning used proofs", err)
 }
 
+// PruneAudit deletes the records older than before with their terms and
+// per-minute counts (audit_index.go).
 func (s *sqlStore) PruneAudit(ctx context.Context, before time.Time) (int64, error) {
-	res, err := s.write.ExecContext(ctx, `DELETE FROM audit WHERE time < $1`, before.UnixNano())
-	if err != nil {
-		return 0, s.wrap("pruning the audit log", err)
-	}
-	return res.RowsAffected()
+	n, err := func() (int64, error) {
+		tx, err := s.write.BeginTx(ctx, nil)
+		if err != nil {
+			return 0, err
+		}
+		defer tx.Rollback()
+		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_terms WHERE audit_id IN (SELECT id FROM audit WHERE time < $1)`, before.UnixNano()); err != nil {
+			return 0, err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM audit WHERE time < $1`, before.UnixNano())
+		if err != nil {
+			return 0, err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_minutes WHERE minute < $1`, before.UnixNano()/nanosPerMinute); err != nil {
+			return 0, err
+		}
+		n, _ := res.RowsAffected()
+		return n, tx.Commit()
+	}()
+	return n, s.wrap("pruning the audit log", err)
 }

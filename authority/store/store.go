@@ -78,6 +78,9 @@ type Store interface {
 	Audit(ctx context.Context, ev *AuditEvent) error
 	// ListAudit returns audit events, newest first.
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
+	// AuditSummary counts a span of the audit log by step, outcome,
+	// refusal code and project, from per-minute counts (audit_index.go).
+	AuditSummary(ctx context.Context, f SummaryFilter) (*AuditSummary, error)
 	// PruneProofs forgets used proofs that have expired.
 	PruneProofs(ctx context.Context, now time.Time) error
 	// PruneAudit deletes audit records older than before.
@@ -180,4 +183,15 @@ type AuditFilter struct {
 	// locks.NormalizeSerial writes it ("ssh:N", "tls:HEX", or bare for either).
 	Serial string
 	Limit  int
+
+	// Until keeps records before this time; BeforeID those older than the
+	// record with this id (the next page, newest first).
+	Until    time.Time
+	BeforeID int64
+	// JoinToken, Method, Code (a refusal code) and Event keep the records
+	// with that field; AdmittedOnly the admitted ones; Claims those with
+	// every claim given (repository=acme/app).
+	JoinToken, Method, Code, Event string
+	AdmittedOnly                   bool
+	Claims                         map[string]string
 }

@@ -1,0 +1,375 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The audit log is read by the console (mbot console) and mbot audit with
+// filters on fields that live in the record's JSON: join token, method,
+// refusal code, claims, serials. Two tables, kept by a trigger on every
+// insert into audit whatever path wrote it, make those reads cost what
+// they return instead of a scan of the log:
+//
+//   - audit_terms holds one row per (term, record): "bot=deployer",
+//     "join_token=github-main", "method=github", "code=rule_mismatch",
+//     "result=refused", "event=join", "claim:repository=acme/app",
+//     "serial=tls:3F2A...". A filter reads the records of its most
+//     selective term newest first along the primary key (keyset paging by
+//     id) and checks the others by key.
+//   - audit_minutes counts records per minute, event, outcome, refusal
+//     code and project (the first identifying claim: repository,
+//     project_path, ...), so that the overview's charts of the last 24 h
+//     read a few thousand rows whatever the log holds. On PostgreSQL each
+//     backend counts in rows of its own (shard), so that replicas and
+//     committers never wait for each other's counters.
+//
+// PruneAudit prunes both with the log.
+
+// auditProject is the SQL expression of a record's project over the
+// claims object c (a JSON value): its first identifying claim. sub is left
+// out: it differs per ref and would make every ref a project.
+func auditProject(get func(key string) string) string {
+	keys := []string{"repository", "project_path", "vcs_origin", "project_id", "workspace_name", "space_id", "aws_arn", "service_account"}
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = get(k)
+	}
+	return "coalesce(" + strings.Join(parts, ", ") + ", '')"
+}
+
+// sqliteAuditTerms are the terms of row r (new in the trigger, audit's
+// alias a in the backfill), each a SELECT of (term, id) with what it adds
+// to the FROM clause; NULL terms (absent fields) are dropped.
+func sqliteAuditTerms(r string) []string {
+	from, list := "", ""
+	if r != "new" {
+		from, list = " FROM audit "+r, "audit "+r+", "
+	}
+	rec := r + ".record"
+	return []string{
+		fmt.Sprintf(`SELECT 'bot=' || %[1]s.bot, %[1]s.id%[2]s WHERE %[1]s.bot <> ''`, r, from),
+		fmt.Sprintf(`SELECT 'event=' || %[1]s.event, %[1]s.id%[2]s`, r, from),
+		fmt.Sprintf(`SELECT CASE WHEN %[1]s.allowed THEN 'result=admitted' ELSE 'result=refused' END, %[1]s.id%[2]s`, r, from),
+		fmt.Sprintf(`SELECT 'join_token=' || json_extract(%[3]s, '$.join_token'), %[1]s.id%[2]s WHERE json_extract(%[3]s, '$.join_token') IS NOT NULL`, r, from, rec),
+		fmt.Sprintf(`SELECT 'method=' || json_extract(%[3]s, '$.method'), %[1]s.id%[2]s WHERE json_extract(%[3]s, '$.method') IS NOT NULL`, r, from, rec),
+		fmt.Sprintf(`SELECT 'code=' || json_extract(%[3]s, '$.code'), %[1]s.id%[2]s WHERE json_extract(%[3]s, '$.code') IS NOT NULL`, r, from, rec),
+		fmt.Sprintf(`SELECT 'claim:' || j.key || '=' || j.value, %[1]s.id FROM %[2]sjson_each(%[3]s, '$.claims') j`, r, list, rec),
+		fmt.Sprintf(`SELECT 'serial=' || j.value, %[1]s.id FROM %[2]sjson_each(%[3]s, '$.serials') j`, r, list, rec),
+	}
+}
+
+func sqliteAuditProject(r string) string {
+	return auditProject(func(k string) string { return fmt.Sprintf(`json_extract(%s.record, '$.claims.%s')`, r, k) })
+}
+
+const sqliteAuditIndexSchema = `
+CREATE TABLE IF NOT EXISTS audit_terms (term TEXT NOT NULL, audit_id INTEGER NOT NULL, PRIMARY KEY (term, audit_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audit_terms_id ON audit_terms (audit_id);
+CREATE TABLE IF NOT EXISTS audit_minutes (minute INTEGER NOT NULL, event TEXT NOT NULL, allowed INTEGER NOT NULL, code TEXT NOT NULL,
+	project TEXT NOT NULL, shard INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (minute, event, allowed, code, project, shard)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS issued_certificates_audit ON issued_certificates (audit_id);
+`
+
+// sqliteAuditTrigger keeps both tables on every insert into audit.
+func sqliteAuditTrigger() string {
+	var b strings.Builder
+	b.WriteString("CREATE TRIGGER audit_indexed AFTER INSERT ON audit BEGIN\n")
+	for _, t := range sqliteAuditTerms("new") {
+		b.WriteString("\tINSERT OR IGNORE INTO audit_terms (term, audit_id) " + t + ";\n")
+	}
+	return b.String() + `
+	INSERT INTO audit_minutes (minute, event, allowed, code, project, shard, n)
+		VALUES (new.time / 60000000000, new.event, new.allowed, coalesce(json_extract(new.record, '$.code'), ''), ` + sqliteAuditProject("new") + `, 0, 1)
+		ON CONFLICT (minute, event, allowed, code, project, shard) DO UPDATE SET n = n + 1;
+END;`
+}
+
+// indexSQLiteAudit creates the trigger, once, and indexes the records
+// written before it, in one transaction: another process sharing data_dir
+// writes either before (and is backfilled) or after (and is indexed by the
+// trigger).
+func indexSQLiteAudit(ctx context.Context, db *sql.DB) error {
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'audit_indexed'`).Scan(&n); err != nil || n > 0 {
+		return err
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'audit_indexed'`).Scan(&n); err != nil || n > 0 {
+		return err
+	}
+	backfill := []string{sqliteAuditTrigger()}
+	for _, t := range sqliteAuditTerms("a") {
+		backfill = append(backfill, "INSERT OR IGNORE INTO audit_terms (term, audit_id) "+t)
+	}
+	for _, q := range append(backfill,
+		`INSERT INTO audit_minutes (minute, event, allowed, code, project, shard, n)
+			SELECT a.time / 60000000000, a.event, a.allowed, coalesce(json_extract(a.record, '$.code'), ''), ` + sqliteAuditProject("a") + `, 0, count(*)
+			FROM audit a GROUP BY 1, 2, 3, 4, 5 ON CONFLICT DO NOTHING`,
+	) {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("indexing the audit log: %w", err)
+		}
+	}
+	return tx.Commit()
+}
+
+// pgAuditIndexMigration is PostgreSQL's schema version 4: the tables, the
+// trigger, and the records written before it.
+var pgAuditIndexMigration = func() string {
+	project := auditProject(func(k string) string { return fmt.Sprintf(`(r->'claims'->>'%s')`, k) })
+	terms := func(row, r string) string {
+		return fmt.Sprintf(`SELECT 'bot=' || %[1]s.bot AS term WHERE %[1]s.bot <> ''
+		UNION ALL SELECT 'event=' || %[1]s.event
+		UNION ALL SELECT CASE WHEN %[1]s.allowed THEN 'result=admitted' ELSE 'result=refused' END
+		UNION ALL SELECT 'join_token=' || (%[2]s->>'join_token')
+		UNION ALL SELECT 'method=' || (%[2]s->>'method')
+		UNION ALL SELECT 'code=' || (%[2]s->>'code')
+		UNION ALL SELECT 'claim:' || key || '=' || value FROM jsonb_each_text(coalesce(%[2]s->'claims', '{}'::jsonb))
+		UNION ALL SELECT 'serial=' || value FROM jsonb_array_elements_text(coalesce(%[2]s->'serials', '[]'::jsonb))`, row, r)
+	}
+	return `
+CREATE TABLE audit_terms (term TEXT NOT NULL, audit_id BIGINT NOT NULL, PRIMARY KEY (term, audit_id));
+CREATE INDEX audit_terms_id ON audit_terms (audit_id);
+CREATE TABLE audit_minutes (minute BIGINT NOT NULL, event TEXT NOT NULL, allowed BOOLEAN NOT NULL, code TEXT NOT NULL,
+	project TEXT NOT NULL, shard INTEGER NOT NULL, n BIGINT NOT NULL, PRIMARY KEY (minute, event, allowed, code, project, shard));
+CREATE INDEX issued_certificates_audit ON issued_certificates (audit_id);
+CREATE FUNCTION audit_indexed() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE r jsonb := NEW.record::jsonb;
+BEGIN
+	INSERT INTO audit_terms (term, audit_id) SELECT t.term, NEW.id FROM (` + terms("NEW", "r") + `) t
+		WHERE t.term IS NOT NULL ON CONFLICT DO NOTHING;
+	INSERT INTO audit_minutes (minute, event, allowed, code, project, shard, n)
+		VALUES (NEW.time / 60000000000, NEW.event, NEW.allowed, coalesce(r->>'code', ''), ` + project + `, pg_backend_pid(), 1)
+		ON CONFLICT (minute, event, allowed, code, project, shard) DO UPDATE SET n = audit_minutes.n + 1;
+	RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER audit_indexed AFTER INSERT ON audit FOR EACH ROW EXECUTE FUNCTION audit_indexed();
+INSERT INTO audit_terms (term, audit_id) SELECT t.term, a.id FROM audit a, LATERAL (SELECT a.record::jsonb AS r) j,
+	LATERAL (` + terms("a", "j.r") + `) t WHERE t.term IS NOT NULL ON CONFLICT DO NOTHING;
+INSERT INTO audit_minutes (minute, event, allowed, code, project, shard, n)
+	SELECT a.time / 60000000000, a.event, a.allowed, coalesce(r->>'code', ''), ` + project + `, 0, count(*)
+	FROM audit a, LATERAL (SELECT a.record::jsonb AS r) j GROUP BY 1, 2, 3, 4, 5;
+`
+}()
+
+// auditTerms are f's conditions as audit_terms terms, the most selective
+// first (the query reads the first along its index); alternatives are
+// terms of which a record needs one (a bare serial: ssh: or tls:).
+func auditTerms(f AuditFilter) (terms []string, alternatives []string) {
+	if f.Serial != "" {
+		if strings.Contains(f.Serial, ":") {
+			terms = append(terms, "serial="+f.Serial)
+		} else {
+			alternatives = []string{"serial=ssh:" + f.Serial, "serial=tls:" + f.Serial}
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(f.Claims)) {
+		terms = append(terms, "claim:"+k+"="+f.Claims[k])
+	}
+	for _, t := range [][2]string{{"join_token", f.JoinToken}, {"bot", f.Bot}, {"code", f.Code}, {"method", f.Method}, {"event", f.Event}} {
+		if t[1] != "" {
+			terms = append(terms, t[0]+"="+t[1])
+		}
+	}
+	switch {
+	case f.DeniedOnly:
+		terms = append(terms, "result=refused")
+	case f.AdmittedOnly:
+		terms = append(terms, "result=admitted")
+	}
+	return terms, alternatives
+}
+
+// listAuditQuery is ListAudit's query for f: driven by the record ids of
+// its first term when it has terms, else by the audit table's ids; time
+// bounds become id bounds (ids grow with commits, so the least id at or
+// after a time bounds exactly), so that every read walks one index
+// newest first and stops after f.Limit rows.
+func (s *sqlStore) listAuditQuery(f AuditFilter) (string, []any) {
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	terms, alternatives := auditTerms(f)
+	idCol := "a.id"
+	from := "audit a"
+	var where []string
+	switch {
+	case len(alternatives) > 0:
+		ph := make([]string, len(alternatives))
+		for i, t := range alternatives {
+			ph[i] = arg(t)
+		}
+		from = "audit_terms t0 CROSS JOIN audit a"
+		idCol = "t0.audit_id"
+		where = append(where, "t0.term IN ("+strings.Join(ph, ", ")+")", "a.id = t0.audit_id")
+	case len(terms) > 0:
+		from = "audit_terms t0 CROSS JOIN audit a"
+		idCol = "t0.audit_id"
+		where = append(where, "t0.term = "+arg(terms[0]), "a.id = t0.audit_id")
+		terms = terms[1:]
+	}
+	for i, t := range terms {
+		alias := fmt.Sprintf("t%d", i+1)
+		from += " CROSS JOIN audit_terms " + alias
+		where = append(where, alias+".term = "+arg(t), alias+".audit_id = "+idCol)
+	}
+	if f.BeforeID > 0 {
+		where = append(where, idCol+" < "+arg(f.BeforeID))
+	}
+	if !f.Since.IsZero() {
+		since := arg(f.Since.UnixNano())
+		where = append(where, idCol+" >= coalesce((SELECT min(id) FROM audit WHERE time >= "+since+"), 9223372036854775807)", "a.time >= "+since)
+	}
+	if !f.Until.IsZero() {
+		until := arg(f.Until.UnixNano())
+		where = append(where, idCol+" <= coalesce((SELECT max(id) FROM audit WHERE time < "+until+"), 0)", "a.time < "+until)
+	}
+	if f.Serial != "" {
+		_, bare, prefixed := strings.Cut(f.Serial, ":")
+		if !prefixed {
+			bare = f.Serial
+		}
+		// Narrowed by the terms, matched exactly by the caller.
+		where = append(where, "a.record LIKE "+arg(`%:`+bare+`"%`))
+	}
+	q := "SELECT a.id, a.record FROM " + from
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY " + idCol + " DESC"
+	if f.Limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	}
+	return q, args
+}
+
+// AuditSummary is what the console's overview shows of a span of the
+// audit log, read from audit_minutes.
+type AuditSummary struct {
+	Since, Until time.Time
+	Step         time.Duration
+	// Buckets are the span's steps, oldest first, each with its admitted
+	// and refused records of the event.
+	Buckets []AuditBucket
+	// Codes are the refusals by code, Projects the records by project,
+	// each the most first.
+	Codes    []NamedCount
+	Projects []NamedCount
+	Admitted, Refused int64
+}
+
+// AuditBucket is one step of an AuditSummary.
+type AuditBucket struct {
+	Start             time.Time
+	Admitted, Refused int64
+}
+
+// NamedCount is a count of records under a name (a code, a project).
+type NamedCount struct {
+	Name string
+	N    int64
+}
+
+// SummaryFilter selects an AuditSummary.
+type SummaryFilter struct {
+	Since, Until time.Time
+	Step         time.Duration
+	// Event is the audit event counted ("join").
+	Event string
+	// Top bounds Codes and Projects (default 10).
+	Top int
+}
+
+const nanosPerMinute = int64(time.Minute)
+
+func (s *sqlStore) AuditSummary(ctx context.Context, f SummaryFilter) (*AuditSummary, error) {
+	if f.Step < time.Minute {
+		f.Step = time.Minute
+	}
+	if f.Top <= 0 {
+		f.Top = 10
+	}
+	if f.Until.IsZero() {
+		f.Until = time.Now()
+	}
+	step := int64(f.Step / time.Minute)
+	first := f.Since.UnixNano() / nanosPerMinute
+	first -= first % step
+	last := (f.Until.UnixNano() + nanosPerMinute - 1) / nanosPerMinute
+	sum := &AuditSummary{Since: time.Unix(0, first*nanosPerMinute).UTC(), Until: f.Until, Step: f.Step}
+	for m := first; m < last; m += step {
+		sum.Buckets = append(sum.Buckets, AuditBucket{Start: time.Unix(0, m*nanosPerMinute).UTC()})
+	}
+	err := func() error {
+		rows, err := s.read.QueryContext(ctx, `SELECT minute, allowed, sum(n) FROM audit_minutes
+			WHERE minute >= $1 AND minute < $2 AND event = $3 GROUP BY minute, allowed`, first, last, f.Event)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				minute, n int64
+				allowed   bool
+			)
+			if err := rows.Scan(&minute, &allowed, &n); err != nil {
+				return err
+			}
+			i := int((minute - first) / step)
+			if i < 0 || i >= len(sum.Buckets) {
+				continue
+			}
+			if allowed {
+				sum.Buckets[i].Admitted += n
+				sum.Admitted += n
+			} else {
+				sum.Buckets[i].Refused += n
+				sum.Refused += n
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		top := func(q string) ([]NamedCount, error) {
+			rows, err := s.read.QueryContext(ctx, q, first, last, f.Event, f.Top)
+			if err != nil {
+				return nil, err
+			}
+			defer rows.Close()
+			var out []NamedCount
+			for rows.Next() {
+				var c NamedCount
+				if err := rows.Scan(&c.Name, &c.N); err != nil {
+					return nil, err
+				}
+				out = append(out, c)
+			}
+			return out, rows.Err()
+		}
+		if sum.Codes, err = top(`SELECT code, sum(n) FROM audit_minutes WHERE minute >= $1 AND minute < $2 AND event = $3 AND NOT allowed
+			GROUP BY code ORDER BY 2 DESC, 1 LIMIT $4`); err != nil {
+			return err
+		}
+		sum.Projects, err = top(`SELECT project, sum(n) FROM audit_minutes WHERE minute >= $1 AND minute < $2 AND event = $3 AND project <> ''
+			GROUP BY project ORDER BY 2 DESC, 1 LIMIT $4`)
+		return err
+	}()
+	if err != nil {
+		return nil, s.wrap("summarising the audit log", err)
+	}
+	return sum, nil
+}
