@@ -34,6 +34,9 @@ type Unlocked = authority.Unlocked
 // JoinTokenUnlocked is what UnlockJoinToken lifted.
 type JoinTokenUnlocked = authority.JoinTokenUnlocked
 
+// CAStatus is every CA's rotation phase and fingerprints.
+type CAStatus = authority.CAStatus
+
 // BotInstance is one token-joined runner of a bot: its renewal chain.
 type BotInstance = store.BotInstance
 
@@ -79,6 +82,12 @@ type Client interface {
 	Locks(ctx context.Context) ([]Lock, error)
 	// Audit lists audit records, newest first.
 	Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error)
+	// AuditSummary counts a span of the audit log (the console's overview).
+	AuditSummary(ctx context.Context, f store.SummaryFilter) (*store.AuditSummary, error)
+	// Issued lists the certificates issued with one audit record.
+	Issued(ctx context.Context, auditID int64) ([]store.IssuedCertificate, error)
+	// CAStatus returns every CA's rotation phase and fingerprints.
+	CAStatus(ctx context.Context) (*CAStatus, error)
 	// Settings returns the cluster-wide settings.
 	Settings(ctx context.Context) (*Settings, error)
 	// LeafTunnels returns the tunnel of every leaf cluster this root has

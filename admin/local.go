@@ -45,7 +45,11 @@ func (l *Local) Apply(ctx context.Context, file string, data []byte) ([]string, 
 	return names, nil
 }
 
-func (l *Local) Resources(context.Context) (*resources.Set, error) { return l.auth.Resources(), nil }
+// Resources are those in effect now: a change another process made counts.
+func (l *Local) Resources(ctx context.Context) (*resources.Set, error) {
+	l.auth.Refresh(ctx)
+	return l.auth.Resources(), nil
+}
 
 func (l *Local) Delete(ctx context.Context, kind, name string) error {
 	return l.auth.Delete(ctx, kind, name, l.actor)
@@ -83,7 +87,8 @@ func (l *Local) UnlockLock(ctx context.Context, kind, target string) (*LockLifte
 	return l.auth.UnlockLock(ctx, kind, target, l.actor)
 }
 
-func (l *Local) Locks(context.Context) ([]Lock, error) {
+func (l *Local) Locks(ctx context.Context) ([]Lock, error) {
+	l.auth.Refresh(ctx)
 	list := l.auth.Locks().List(time.Now())
 	if list == nil {
 		list = []Lock{}
@@ -94,6 +99,19 @@ func (l *Local) Locks(context.Context) ([]Lock, error) {
 func (l *Local) Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {
 	return l.auth.Store().ListAudit(ctx, f)
 }
+
+func (l *Local) AuditSummary(ctx context.Context, f store.SummaryFilter) (*store.AuditSummary, error) {
+	return l.auth.Store().AuditSummary(ctx, f)
+}
+
+func (l *Local) Issued(ctx context.Context, auditID int64) ([]store.IssuedCertificate, error) {
+	return l.auth.Store().IssuedCertificates(ctx, store.IssuedFilter{AuditID: auditID, Limit: 1000})
+}
+
+func (l *Local) CAStatus(ctx context.Context) (*CAStatus, error) { return l.auth.CAStatus(ctx) }
+
+// Actor is who the audit log names for this client's changes.
+func (l *Local) Actor() string { return l.actor }
 
 func (l *Local) Settings(context.Context) (*Settings, error) {
 	s := SettingsOf(l.auth.Config())

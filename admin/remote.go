@@ -162,25 +162,43 @@ func (r *Remote) Locks(ctx context.Context) ([]Lock, error) {
 }
 
 func (r *Remote) Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {
-	q := url.Values{}
+	var events []store.AuditEvent
+	err := r.api.Do(ctx, http.MethodGet, authority.PathAdminAudit+"?"+authority.AuditQuery(f).Encode(), nil, &events)
+	return events, err
+}
+
+func (r *Remote) AuditSummary(ctx context.Context, f store.SummaryFilter) (*store.AuditSummary, error) {
+	q := url.Values{"event": {f.Event}}
 	if !f.Since.IsZero() {
 		q.Set("since", f.Since.UTC().Format(time.RFC3339Nano))
 	}
-	if f.Bot != "" {
-		q.Set("bot", f.Bot)
+	if !f.Until.IsZero() {
+		q.Set("until", f.Until.UTC().Format(time.RFC3339Nano))
 	}
-	if f.DeniedOnly {
-		q.Set("denied", "true")
+	if f.Step > 0 {
+		q.Set("step", f.Step.String())
 	}
-	if f.Serial != "" {
-		q.Set("serial", f.Serial)
+	if f.Top > 0 {
+		q.Set("top", strconv.Itoa(f.Top))
 	}
-	if f.Limit > 0 {
-		q.Set("limit", strconv.Itoa(f.Limit))
+	var sum store.AuditSummary
+	if err := r.api.Do(ctx, http.MethodGet, authority.PathAdminAuditSummary+"?"+q.Encode(), nil, &sum); err != nil {
+		return nil, err
 	}
-	var events []store.AuditEvent
-	err := r.api.Do(ctx, http.MethodGet, authority.PathAdminAudit+"?"+q.Encode(), nil, &events)
-	return events, err
+	return &sum, nil
+}
+
+func (r *Remote) Issued(ctx context.Context, auditID int64) ([]store.IssuedCertificate, error) {
+	var out []store.IssuedCertificate
+	return out, r.api.Do(ctx, http.MethodGet, authority.PathAdminIssued+"?audit_id="+strconv.FormatInt(auditID, 10), nil, &out)
+}
+
+func (r *Remote) CAStatus(ctx context.Context) (*CAStatus, error) {
+	var st CAStatus
+	if err := r.api.Do(ctx, http.MethodGet, authority.PathAdminCAs, nil, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
 }
 
 func (r *Remote) Settings(ctx context.Context) (*Settings, error) {

@@ -46,6 +46,14 @@ const (
 	// LockRequest); PathAdminLocks + "/unlock" lifts one (POST, a
 	// LockRequest's kind and target).
 	PathAdminLocks = "/v1/admin/locks"
+	// PathAdminAuditSummary counts a span of the audit log (GET, since,
+	// until, step, event, top), as the console's overview shows it.
+	PathAdminAuditSummary = "/v1/admin/audit/summary"
+	// PathAdminCAs lists the CAs' rotation phases and fingerprints (GET).
+	PathAdminCAs = "/v1/admin/cas"
+	// PathAdminIssued lists issued certificates (GET, ?audit_id=N: those
+	// issued with that audit record).
+	PathAdminIssued = "/v1/admin/issued"
 )
 
 // AdminDirName is the directory under data_dir where the first start writes
@@ -154,6 +162,11 @@ func (a *Authority) registerAdmin(mux *routes) {
 		writeJSON(w, http.StatusOK, list)
 	}))
 	mux.HandleFunc("POST "+PathAdminLocks, a.adminHandler(a.handleLock))
+	mux.HandleFunc("GET "+PathAdminAuditSummary, a.adminHandler(a.handleAuditSummary))
+	mux.HandleFunc("GET "+PathAdminCAs, a.adminHandler(func(w http.ResponseWriter, r *http.Request, _ string) {
+		writeJSON(w, http.StatusOK, a.CAs().Status())
+	}))
+	mux.HandleFunc("GET "+PathAdminIssued, a.adminHandler(a.handleIssued))
 	mux.HandleFunc("POST "+PathAdminLocks+"/unlock", a.adminHandler(a.handleUnlockLock))
 }
 
@@ -299,31 +312,10 @@ func (a *Authority) handleUnlockAdmin(w http.ResponseWriter, r *http.Request, ac
 }
 
 func (a *Authority) handleAudit(w http.ResponseWriter, r *http.Request, _ string) {
-	q := r.URL.Query()
-	f := store.AuditFilter{Bot: q.Get("bot"), DeniedOnly: q.Get("denied") == "true"}
-	if s := q.Get("serial"); s != "" {
-		serial, err := locks.NormalizeSerial(s)
-		if err != nil {
-			writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
-			return
-		}
-		f.Serial = serial
-	}
-	if s := q.Get("since"); s != "" {
-		t, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			writeError(w, identity.Errorf(identity.CodeBadRequest, "since=%q is not an RFC 3339 time", s))
-			return
-		}
-		f.Since = t
-	}
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 {
-			writeError(w, identity.Errorf(identity.CodeBadRequest, "limit=%q is not a count", s))
-			return
-		}
-		f.Limit = n
+	f, err := ParseAuditQuery(r.URL.Query())
+	if err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
+		return
 	}
 	events, err := a.store.ListAudit(r.Context(), f)
 	if err != nil {
@@ -334,6 +326,164 @@ func (a *Authority) handleAudit(w http.ResponseWriter, r *http.Request, _ string
 		events = []store.AuditEvent{}
 	}
 	writeJSON(w, http.StatusOK, events)
+}
+
+// AuditQuery is f as GET PathAdminAudit's query; ParseAuditQuery reads it back.
+func AuditQuery(f store.AuditFilter) url.Values {
+	q := url.Values{}
+	set := func(k, v string) {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if !f.Since.IsZero() {
+		q.Set("since", f.Since.UTC().Format(time.RFC3339Nano))
+	}
+	if !f.Until.IsZero() {
+		q.Set("until", f.Until.UTC().Format(time.RFC3339Nano))
+	}
+	set("bot", f.Bot)
+	set("serial", f.Serial)
+	set("join_token", f.JoinToken)
+	set("method", f.Method)
+	set("code", f.Code)
+	set("event", f.Event)
+	if f.DeniedOnly {
+		q.Set("denied", "true")
+	}
+	if f.AdmittedOnly {
+		q.Set("admitted", "true")
+	}
+	for k, v := range f.Claims {
+		q.Add("claim", k+"="+v)
+	}
+	if f.BeforeID > 0 {
+		q.Set("before", strconv.FormatInt(f.BeforeID, 10))
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	return q
+}
+
+// ParseAuditQuery reads an audit filter from GET PathAdminAudit's query.
+func ParseAuditQuery(q url.Values) (store.AuditFilter, error) {
+	f := store.AuditFilter{Bot: q.Get("bot"), DeniedOnly: q.Get("denied") == "true", AdmittedOnly: q.Get("admitted") == "true",
+		JoinToken: q.Get("join_token"), Method: q.Get("method"), Code: q.Get("code"), Event: q.Get("event")}
+	if s := q.Get("serial"); s != "" {
+		serial, err := locks.NormalizeSerial(s)
+		if err != nil {
+			return f, err
+		}
+		f.Serial = serial
+	}
+	for _, k := range []string{"since", "until"} {
+		s := q.Get(k)
+		if s == "" {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return f, fmt.Errorf("%s=%q is not an RFC 3339 time", k, s)
+		}
+		if k == "since" {
+			f.Since = t
+		} else {
+			f.Until = t
+		}
+	}
+	for _, c := range q["claim"] {
+		k, v, ok := strings.Cut(c, "=")
+		if !ok || k == "" {
+			return f, fmt.Errorf("claim=%q is not NAME=VALUE (repository=acme/app)", c)
+		}
+		if f.Claims == nil {
+			f.Claims = map[string]string{}
+		}
+		f.Claims[k] = v
+	}
+	for _, k := range []string{"before", "limit"} {
+		s := q.Get(k)
+		if s == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 {
+			return f, fmt.Errorf("%s=%q is not a count", k, s)
+		}
+		if k == "before" {
+			f.BeforeID = n
+		} else {
+			f.Limit = int(n)
+		}
+	}
+	return f, nil
+}
+
+func (a *Authority) handleAuditSummary(w http.ResponseWriter, r *http.Request, _ string) {
+	q := r.URL.Query()
+	f := store.SummaryFilter{Event: q.Get("event")}
+	for _, k := range []string{"since", "until"} {
+		if s := q.Get(k); s != "" {
+			t, err := time.Parse(time.RFC3339Nano, s)
+			if err != nil {
+				writeError(w, identity.Errorf(identity.CodeBadRequest, "%s=%q is not an RFC 3339 time", k, s))
+				return
+			}
+			if k == "since" {
+				f.Since = t
+			} else {
+				f.Until = t
+			}
+		}
+	}
+	if s := q.Get("step"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < time.Minute || d > 24*time.Hour {
+			writeError(w, identity.Errorf(identity.CodeBadRequest, "step=%q is not a duration from 1m to 24h", s))
+			return
+		}
+		f.Step = d
+	}
+	if s := q.Get("top"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 100 {
+			writeError(w, identity.Errorf(identity.CodeBadRequest, "top=%q is not a count from 1 to 100", s))
+			return
+		}
+		f.Top = n
+	}
+	// At most 2 days of minutes: a summary reads one row per minute.
+	if f.Until.IsZero() {
+		f.Until = time.Now()
+	}
+	if f.Until.Sub(f.Since)/max(f.Step, time.Minute) > 3000 {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "since..until spans more than 3000 steps of %s; give a later since or a longer step", max(f.Step, time.Minute)))
+		return
+	}
+	sum, err := a.store.AuditSummary(r.Context(), f)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sum)
+}
+
+func (a *Authority) handleIssued(w http.ResponseWriter, r *http.Request, _ string) {
+	id, err := strconv.ParseInt(r.URL.Query().Get("audit_id"), 10, 64)
+	if err != nil || id <= 0 {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "audit_id=%q is not an audit record's id", r.URL.Query().Get("audit_id")))
+		return
+	}
+	list, err := a.store.IssuedCertificates(r.Context(), store.IssuedFilter{AuditID: id, Limit: 1000})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if list == nil {
+		list = []store.IssuedCertificate{}
+	}
+	writeJSON(w, http.StatusOK, list)
 }
 
 func (a *Authority) handleSettings(w http.ResponseWriter, _ *http.Request, _ string) {

@@ -299,3 +299,58 @@ func (c *CAs) verifiedByTLSCA(cert *x509.Certificate) bool {
 	}
 	return false
 }
+
+// CAState is one CA as the console shows it: its rotation phase and the
+// fingerprints of the CAs trusted for it, the signing one first.
+type CAState struct {
+	CA           string    `json:"ca"`
+	Phase        string    `json:"phase"`
+	Grace        string    `json:"grace,omitempty"`
+	Started      time.Time `json:"started,omitzero"`
+	GraceEnds    time.Time `json:"grace_ends,omitzero"`
+	Fingerprints []string  `json:"fingerprints"`
+}
+
+// CAStatus is every CA's state and the CA pin of the serving certificate
+// (and the pin after a TLS rotation, while one runs).
+type CAStatus struct {
+	CAs     []CAState `json:"cas"`
+	Pin     string    `json:"ca_pin"`
+	NextPin string    `json:"next_ca_pin,omitempty"`
+}
+
+// Status is what RotationStatus prints, as data.
+func (c *CAs) Status() *CAStatus {
+	st := &CAStatus{Pin: c.Pin()}
+	for _, def := range caDefs {
+		set := c.sets[def.name]
+		s := CAState{CA: def.name, Phase: PhaseStandby}
+		if set.rotation.CA != "" {
+			s.Phase, s.Grace, s.Started = set.rotation.Phase, set.rotation.Grace.String(), set.rotation.Started
+			if !set.rotation.NewSignsSince.IsZero() {
+				s.GraceEnds = set.rotation.NewSignsSince.Add(set.rotation.Grace)
+			}
+		}
+		for _, m := range set.trusted() {
+			s.Fingerprints = append(s.Fingerprints, fingerprint(def, m))
+		}
+		st.CAs = append(st.CAs, s)
+	}
+	if set := c.sets[caTLS]; set.next != nil {
+		st.NextPin = CAPin(set.next.cert)
+	}
+	return st
+}
+
+// CAStatus reads the CAs' state from the store: a rotation another
+// process stepped counts at once.
+func (a *Authority) CAStatus(ctx context.Context) (*CAStatus, error) {
+	cas, err := LoadCAs(ctx, a.store.Store, a.cfg.ClusterName, a.kek)
+	if err != nil {
+		return nil, err
+	}
+	return cas.Status(), nil
+}
+
+// Refresh reads the resources and locks again if another process changed them.
+func (a *Authority) Refresh(ctx context.Context) { a.refreshNow(ctx) }

@@ -53,6 +53,7 @@ func App() *cli.App {
 			tokensCommand(),
 			auditCommand(),
 			lintCommand(),
+			consoleCommand(),
 			demoCommand(),
 			completionCommand(),
 		},
@@ -91,7 +92,7 @@ var categories = map[string]string{
 	"issue": categoryJob, "start": categoryJob, "demo": categoryJob, "completion": categoryJob,
 	"authority": categoryAuthority, "sign": categoryAuthority,
 	"apply": categoryAdmin, "get": categoryAdmin, "rm": categoryAdmin, "bots": categoryAdmin, "lock": categoryAdmin,
-	"unlock": categoryAdmin, "tokens": categoryAdmin, "audit": categoryAdmin, "lint": categoryAdmin,
+	"unlock": categoryAdmin, "tokens": categoryAdmin, "audit": categoryAdmin, "lint": categoryAdmin, "console": categoryAdmin,
 }
 
 // urfaveFlagString is urfave/cli's own rendering of a flag's help line.

@@ -32,14 +32,15 @@ import (
 //
 // PruneAudit prunes both with the log.
 
-// auditProject is the SQL expression of a record's project over the
-// claims object c (a JSON value): its first identifying claim. sub is left
-// out: it differs per ref and would make every ref a project.
+// auditProject is the SQL expression of a record's project, given how to
+// read a claim: its first identifying claim as NAME=VALUE (as the audit
+// filter's claim takes it). sub is left out: it differs per ref and would
+// make every ref a project.
 func auditProject(get func(key string) string) string {
 	keys := []string{"repository", "project_path", "vcs_origin", "project_id", "workspace_name", "space_id", "aws_arn", "service_account"}
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = get(k)
+		parts[i] = "'" + k + "=' || " + get(k)
 	}
 	return "coalesce(" + strings.Join(parts, ", ") + ", '')"
 }
@@ -114,7 +115,7 @@ func indexSQLiteAudit(ctx context.Context, db *sql.DB) error {
 	}
 	for _, q := range append(backfill,
 		`INSERT INTO audit_minutes (minute, event, allowed, code, project, shard, n)
-			SELECT a.time / 60000000000, a.event, a.allowed, coalesce(json_extract(a.record, '$.code'), ''), ` + sqliteAuditProject("a") + `, 0, count(*)
+			SELECT a.time / 60000000000, a.event, a.allowed, coalesce(json_extract(a.record, '$.code'), ''), `+sqliteAuditProject("a")+`, 0, count(*)
 			FROM audit a GROUP BY 1, 2, 3, 4, 5 ON CONFLICT DO NOTHING`,
 	) {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
@@ -267,8 +268,8 @@ type AuditSummary struct {
 	Buckets []AuditBucket
 	// Codes are the refusals by code, Projects the records by project,
 	// each the most first.
-	Codes    []NamedCount
-	Projects []NamedCount
+	Codes             []NamedCount
+	Projects          []NamedCount
 	Admitted, Refused int64
 }
 

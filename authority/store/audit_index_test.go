@@ -58,8 +58,8 @@ func testAuditIndex(t *testing.T, db *testDB) {
 	if !slices.Equal(sum.Codes, wantCodes) {
 		t.Errorf("codes %+v, want %+v", sum.Codes, wantCodes)
 	}
-	if len(sum.Projects) == 0 || sum.Projects[0] != (store.NamedCount{Name: "acme/app", N: 3}) {
-		t.Errorf("projects %+v, want acme/app first with 3 (repository and project_path)", sum.Projects)
+	if len(sum.Projects) != 4 || sum.Projects[0] != (store.NamedCount{Name: "repository=acme/app", N: 2}) {
+		t.Errorf("projects %+v, want repository=acme/app first with 2 of 4", sum.Projects)
 	}
 	hour, err := st.AuditSummary(ctx, store.SummaryFilter{Since: t0.Add(-24 * time.Hour), Step: time.Hour, Event: "join"})
 	if err != nil || hour.Admitted != 3 || len(hour.Buckets) < 24 || len(hour.Buckets) > 26 {
