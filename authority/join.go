@@ -308,6 +308,14 @@ func (a *Authority) grant(st *state, ls *locks.Set, bot *resources.Bot, joinToke
 			}
 			signed.SSHHost.RevokedKeys = krl
 		}
+		if signed.DatabaseServer != nil {
+			// Likewise the database server's ssl_crl_file / ssl_crl.
+			crl, err := RevocationList(context.Background(), a.store, a.CAs(), ls, "crl", caDatabaseClient, time.Now())
+			if err != nil {
+				return nil, err
+			}
+			signed.DatabaseServer.CRL = string(crl)
+		}
 		resp.Outputs = append(resp.Outputs, *signed)
 		for _, r := range grant.Roles {
 			if !slices.Contains(ev.Roles, r) {

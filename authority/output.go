@@ -96,6 +96,7 @@ func checkOutput(out *identity.OutputRequest) (outputKeys, error) {
 	for typ, set := range map[string]bool{
 		identity.OutputDatabase: out.Database != nil, identity.OutputKubernetes: out.Kubernetes != nil,
 		identity.OutputApplication: out.Application != nil, identity.OutputJWT: out.JWT != nil, identity.OutputSSHHost: out.SSHHost != nil,
+		identity.OutputDatabaseServer: out.DatabaseServer != nil,
 	} {
 		if set && typ != out.OutputType() {
 			return outputKeys{}, identity.Errorf(identity.CodeBadRequest, "output %q of type %s carries a %s request; send only its own type's", out.Name, out.OutputType(), typ)
@@ -140,9 +141,10 @@ func checkOutput(out *identity.OutputRequest) (outputKeys, error) {
 // grantMatchers match a value against a role field's entries, for the
 // fields whose entries are patterns; the others match equal.
 var grantMatchers = map[string]func(pattern, value string) bool{
-	resources.FieldHostNames: identity.MatchDNSPattern,
-	resources.FieldDNSSANs:   identity.MatchDNSPattern,
-	resources.FieldSPIFFEIDs: identity.MatchSPIFFEPattern,
+	resources.FieldHostNames:     identity.MatchDNSPattern,
+	resources.FieldDNSSANs:       identity.MatchDNSPattern,
+	resources.FieldSPIFFEIDs:     identity.MatchSPIFFEPattern,
+	resources.FieldDBServerNames: identity.MatchServerName,
 }
 
 // notGranted is the refusal of a value no role the output uses grants:

@@ -127,7 +127,7 @@ func obtain(ctx context.Context, o IssueOptions, root *API, dirs []string, keys 
 	}
 	issued := make([]IssuedOutput, len(o.Outputs))
 	write := func(idx []int, r *identity.JoinResponse) error {
-		done, err := writeOutputs(ctx, o.kube, pick(o.Outputs, idx), pick(dirs, idx), pick(keys, idx), r, written)
+		done, err := writeOutputs(ctx, o.kube, pick(o.Outputs, idx), pick(dirs, idx), pick(keys, idx), r, written, o.wrote)
 		for i, d := range done {
 			issued[idx[i]] = d
 		}

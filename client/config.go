@@ -80,13 +80,27 @@ type Output struct {
 	// Authority is the leaf's URL, to exchange there directly rather than
 	// through the root's relay; its ca_pin comes from leaf_clusters.
 	Authority string `yaml:"authority"`
+	// Owner is USER[:GROUP] to give the destination directory and its files
+	// to, for a server that reads them as its own user (owner: postgres);
+	// mbot must run as root.
+	Owner string `yaml:"owner"`
+	// Reload is the command mbot start runs after each successful write of
+	// the output (reload.go), such as [systemctl, reload, postgresql].
+	Reload ReloadCommand `yaml:"reload"`
+	// ReloadTimeout bounds Reload (default DefaultReloadTimeout); the
+	// command is killed when it passes.
+	ReloadTimeout ReloadTimeout `yaml:"reload_timeout"`
 
 	// The fields of each output type, one struct per type (output_<type>.go).
-	DatabaseOutput    `yaml:",inline"`
-	KubernetesOutput  `yaml:",inline"`
-	SSHHostOutput     `yaml:",inline"`
-	ApplicationOutput `yaml:",inline"`
-	JWTOutput         `yaml:",inline"`
+	DatabaseOutput       `yaml:",inline"`
+	KubernetesOutput     `yaml:",inline"`
+	SSHHostOutput        `yaml:",inline"`
+	ApplicationOutput    `yaml:",inline"`
+	JWTOutput            `yaml:",inline"`
+	DatabaseServerOutput `yaml:",inline"`
+
+	// owner is Owner looked up on this host; nil for none.
+	owner *identity.Owner
 }
 
 // Duration is a time.Duration written as "1h" or "90m".
@@ -278,6 +292,9 @@ func (o *Output) CheckAndSetDefaults() error {
 		if err := identity.CheckName("cluster", o.Cluster); err != nil {
 			return badField("cluster", "%v", err)
 		}
+	}
+	if err := o.checkOwnerAndReload(); err != nil {
+		return err
 	}
 	if o.Authority != "" {
 		if o.Cluster == "" {

@@ -188,7 +188,7 @@ func TestUnknownOutputField(t *testing.T) {
 		notListed  []string
 	}{
 		{"database", "outputs:\n  - destination: ./a\n  - type: database\n    destination: ./db\n    databse: prod-pg\n",
-			`mbot.yaml:5: unknown field "databse" in output 2 (type database) (did you mean database?); its fields: type, destination, roles, name, cluster, authority, database, username, db_name`,
+			`mbot.yaml:5: unknown field "databse" in output 2 (type database) (did you mean database?); its fields: type, destination, roles, name, cluster, authority, owner, reload, reload_timeout, database, username, db_name`,
 			[]string{"kubernetes_cluster", "host_names"}},
 		{"kubernetes, flow style", "outputs: [{type: kubernetes, destination: ./k, kubernetes_clustr: prod}]\n",
 			`mbot.yaml:1: unknown field "kubernetes_clustr" in output 1 (type kubernetes) (did you mean kubernetes_cluster?)`,

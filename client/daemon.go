@@ -142,6 +142,9 @@ func resolveSettings(o DaemonOptions) (*settings, error) {
 		return nil, fmt.Errorf("%s %s must be shorter than --ttl %s, so that the outputs are renewed before they expire (default: a third of the TTL)",
 			where, s.interval, s.issue.TTL)
 	}
+	if err := checkReloadPrograms(s.issue.Outputs); err != nil {
+		return nil, err
+	}
 	dirs, err := outputDirs(s.issue.Outputs)
 	if err != nil {
 		return nil, err
@@ -167,6 +170,14 @@ type daemon struct {
 	pending *pendingKeys
 	// lastProof is the fingerprint of the last proof the authority saw.
 	lastProof [sha256.Size]byte
+	// written are the outputs the attempt under way has written, whose
+	// reload commands run when it ends, whether or not it succeeded.
+	written []writtenOutput
+}
+
+// wrote records an output just written, for its reload command.
+func (d *daemon) wrote(out Output, dir string) {
+	d.written = append(d.written, writtenOutput{out: out, dir: dir})
 }
 
 // errSameProof is what a renewal waits on when the platform hands out the
@@ -225,6 +236,12 @@ func (d *daemon) loop(ctx context.Context) error {
 		case <-timer.C:
 		}
 		res, err := d.refresh(ctx)
+		// Each output written is reloaded, also when a later one failed:
+		// its files are in place either way. An output not written is not.
+		if failed := reloadWritten(ctx, d.log, d.written); failed > 0 {
+			d.health.reloadFailed(failed)
+		}
+		d.written = nil
 		if ctx.Err() != nil {
 			d.stopping()
 			return nil
@@ -281,6 +298,7 @@ func (d *daemon) join(ctx context.Context) (*IssueResult, error) {
 	d.pending = nil
 	var written []string
 	o := d.set.issue
+	o.wrote = d.wrote
 	o.checkProof = d.checkProof
 	o.sentProof = func(fingerprint [sha256.Size]byte) { d.lastProof = fingerprint }
 	res, err := issue(ctx, o, d.set.dirs, &written)

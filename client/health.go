@@ -36,6 +36,9 @@ type HealthReport struct {
 	NotAfter *time.Time `json:"not_after"`
 	// LastError is why the last attempt failed; empty after a success.
 	LastError string `json:"last_error"`
+	// ReloadFailures counts the outputs' reload commands that failed since
+	// the daemon started (reload: in mbot.yaml); it never goes down.
+	ReloadFailures int `json:"reload_failures"`
 }
 
 // health is the daemon's state as /healthz reports it.
@@ -43,7 +46,15 @@ type health struct {
 	mu                    sync.Mutex
 	lastRenewal, notAfter time.Time
 	lastError             string
+	reloadFailures        int
 	now                   func() time.Time
+}
+
+// reloadFailed counts n failed reload commands.
+func (h *health) reloadFailed(n int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.reloadFailures += n
 }
 
 func newHealth() *health { return &health{now: time.Now} }
@@ -79,7 +90,7 @@ func (h *health) validUntil() time.Time {
 func (h *health) report() (HealthReport, int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	r := HealthReport{LastError: h.lastError}
+	r := HealthReport{LastError: h.lastError, ReloadFailures: h.reloadFailures}
 	if !h.lastRenewal.IsZero() {
 		t := h.lastRenewal.UTC()
 		r.LastRenewal = &t

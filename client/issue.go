@@ -65,6 +65,9 @@ type IssueOptions struct {
 	sentProof func(fingerprint [sha256.Size]byte)
 	// kube writes the outputs whose destination is a Secret; set by issue.
 	kube *kubeTargets
+	// wrote, when set, is called for each output as soon as it is written
+	// (mbot start runs its reload command then).
+	wrote func(out Output, dir string)
 }
 
 // IssueResult is what a successful issue wrote.
@@ -130,7 +133,7 @@ func Issue(ctx context.Context, o IssueOptions) (*IssueResult, error) {
 			if o.Outputs[i].Destination.Secret != nil {
 				continue
 			}
-			if ok, rerr := identity.RemoveStale(dir); ok && rerr == nil {
+			if ok, rerr := identity.RemoveStaleOwned(dir, o.Outputs[i].owner); ok && rerr == nil {
 				if slices.Contains(written, dir) {
 					partial = append(partial, dir)
 				} else {
@@ -254,6 +257,9 @@ func (o *IssueOptions) check() error {
 		out := &o.Outputs[i]
 		if err := out.CheckAndSetDefaults(); err != nil {
 			return fmt.Errorf("output %d: %w", i+1, err)
+		}
+		if err := out.lookupOwner(); err != nil {
+			return err
 		}
 		for j := range i {
 			if o.Outputs[j].Name == out.Name {
@@ -499,7 +505,7 @@ func checkDestinations(outputs []Output, dirs []string) ([]string, error) {
 		if outputs[i].Destination.Secret != nil {
 			continue // checked with the API server (kubeTargets.check)
 		}
-		if err := identity.CheckDir(dir); err != nil {
+		if err := identity.CheckDirOwned(dir, outputs[i].owner); err != nil {
 			return nil, fmt.Errorf("output %q: %w", outputs[i].Name, err)
 		}
 		for _, p := range identity.MissingParents(dir) {
@@ -545,7 +551,11 @@ func newOutputKeys(outputs []Output) ([]*identity.Keys, []identity.OutputRequest
 
 // writeOutputs writes each output's directory or Secret from the
 // authority's answer, adding each directory it writes to written.
-func writeOutputs(ctx context.Context, kube *kubeTargets, outputs []Output, dirs []string, keys []*identity.Keys, resp *identity.JoinResponse, written *[]string) ([]IssuedOutput, error) {
+func writeOutputs(ctx context.Context, kube *kubeTargets, outputs []Output, dirs []string, keys []*identity.Keys, resp *identity.JoinResponse,
+	written *[]string, wrote func(Output, string)) ([]IssuedOutput, error) {
+	if wrote == nil {
+		wrote = func(Output, string) {}
+	}
 	if len(resp.Outputs) != len(outputs) {
 		return nil, fmt.Errorf("the authority answered with %d outputs for %d asked", len(resp.Outputs), len(outputs))
 	}
@@ -580,10 +590,11 @@ func writeOutputs(ctx context.Context, kube *kubeTargets, outputs []Output, dirs
 		if outputs[i].Destination.Secret != nil {
 			continue
 		}
-		if err := identity.WriteDir(dirs[i], rendered[i]); err != nil {
+		if err := identity.WriteDirOwned(dirs[i], rendered[i], outputs[i].owner); err != nil {
 			return nil, fmt.Errorf("output %q: %w", outputs[i].Name, err)
 		}
 		*written = append(*written, dirs[i])
+		wrote(outputs[i], dirs[i])
 	}
 	// Secrets come last, each in one write: Issue never removes a Secret,
 	// so one is written only once every directory is.
@@ -598,6 +609,7 @@ func writeOutputs(ctx context.Context, kube *kubeTargets, outputs []Output, dirs
 		r, _ := kube.ref(outputs[i])
 		issued[i].Secret = r.String()
 		issued[i].Conflicts = res.Conflicts
+		wrote(outputs[i], dirs[i])
 	}
 	return issued, nil
 }

@@ -110,6 +110,7 @@ func (d *daemon) renewWithIdentity(ctx context.Context) (*IssueResult, error) {
 	}
 	var written []string
 	o := s.issue
+	o.wrote = d.wrote
 	o.withKube()
 	defer o.kube.close()
 	issued, resp, err := obtain(ctx, o, api, s.dirs, keys, requests, rj, renew, &written)

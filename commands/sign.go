@@ -3,10 +3,8 @@ package commands
 import (
 	"fmt"
 	"os"
-	"os/user"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -231,29 +229,15 @@ func writeOwned(c *cli.Context, dir string, files []identity.File) error {
 	return nil
 }
 
-// lookupOwner reads --owner USER[:GROUP] (names or numeric ids; the
-// group defaults to the user's primary group). An empty owner is none.
+// lookupOwner reads --owner USER[:GROUP] (identity.LookupOwner). An
+// empty owner is none: -1, -1.
 func lookupOwner(owner string) (uid, gid int, err error) {
-	if owner == "" {
+	o, err := identity.LookupOwner(owner)
+	if err != nil {
+		return 0, 0, usagef("--owner %v", err)
+	}
+	if o == nil {
 		return -1, -1, nil
 	}
-	name, group, hasGroup := strings.Cut(owner, ":")
-	u, err := user.Lookup(name)
-	if err != nil {
-		if u, err = user.LookupId(name); err != nil {
-			return 0, 0, usagef("--owner %s: there is no user %s on this host", identity.Quote(owner), identity.Quote(name))
-		}
-	}
-	uid, _ = strconv.Atoi(u.Uid)
-	gid, _ = strconv.Atoi(u.Gid)
-	if hasGroup {
-		g, err := user.LookupGroup(group)
-		if err != nil {
-			if g, err = user.LookupGroupId(group); err != nil {
-				return 0, 0, usagef("--owner %s: there is no group %s on this host", identity.Quote(owner), identity.Quote(group))
-			}
-		}
-		gid, _ = strconv.Atoi(g.Gid)
-	}
-	return uid, gid, nil
+	return o.UID, o.GID, nil
 }

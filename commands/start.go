@@ -28,7 +28,13 @@ that certificate is valid. Other methods join again with a fresh proof.
 If the authority cannot be reached, the daemon keeps the current credentials
 and retries with backoff; it never exits because renewals fail.
 GET /healthz on --health-addr answers 200 while the credentials are valid and
-503 otherwise, with {status, last_renewal, not_after, last_error}.
+503 otherwise, with {status, last_renewal, not_after, last_error,
+reload_failures}.
+
+An output's reload: in --config (a command, such as [systemctl, reload,
+postgresql]) runs after each successful write of that output, never through
+a shell and never after a failed write; it is killed after reload_timeout
+(default 30s). A failure is logged with the output's name and exit status.
 
 SIGHUP reloads --config and renews at once; SIGTERM and SIGINT stop the
 daemon (exit 0) and leave the outputs in place.`,

@@ -67,6 +67,9 @@ const (
 	OutputApplication = "application"
 	OutputJWT         = "workload-identity-jwt"
 	OutputSSHHost     = "ssh_host"
+	// OutputDatabaseServer is a database server's own certificate, the
+	// database-client CA it checks clients by and that CA's CRL.
+	OutputDatabaseServer = "database_server"
 )
 
 // OutputRequest asks for certificates on one output's keys. Which keys it
@@ -90,6 +93,8 @@ type OutputRequest struct {
 	Application *ApplicationRequest `json:"application,omitempty"`
 	JWT         *JWTRequest         `json:"jwt,omitempty"`
 	SSHHost     *SSHHostRequest     `json:"ssh_host,omitempty"`
+	// DatabaseServer asks for a database server's certificate.
+	DatabaseServer *DatabaseServerRequest `json:"database_server,omitempty"`
 }
 
 // OutputType is the request's type, OutputIdentity when unset.
@@ -145,6 +150,12 @@ type SSHHostRequest struct {
 	HostNames []string `json:"host_names"`
 }
 
+// DatabaseServerRequest asks for a database server's certificate for
+// the names clients dial: DNS names and IP addresses.
+type DatabaseServerRequest struct {
+	ServerNames []string `json:"server_names"`
+}
+
 // JoinResponse carries every certificate of one join and the CA material
 // needed to trust the authority's servers.
 type JoinResponse struct {
@@ -185,6 +196,8 @@ type OutputResponse struct {
 	SSHHost     *SSHHostGrant     `json:"ssh_host,omitempty"`
 	Application *ApplicationGrant `json:"application,omitempty"`
 	JWT         *JWTGrant         `json:"jwt,omitempty"`
+	// DatabaseServer is a database_server output's grant.
+	DatabaseServer *DatabaseServerGrant `json:"database_server,omitempty"`
 }
 
 // ApplicationGrant is what an application output holds beside its
@@ -252,6 +265,21 @@ type SSHHostGrant struct {
 	// RevokedKeys is the OpenSSH KRL of the user CA's locked certificates
 	// (GET /v1/revocations/ssh-krl), for sshd's RevokedKeys.
 	RevokedKeys []byte `json:"revoked_keys,omitempty"`
+}
+
+// DatabaseServerGrant is what a database_server output needs besides its
+// server certificate (OutputResponse.TLSCertificate): the names it is
+// valid for, the CA clients' certificates are checked by and its CRL.
+type DatabaseServerGrant struct {
+	// ServerNames are the certificate's DNS names (lower-case) and IP
+	// addresses, in the order asked.
+	ServerNames []string `json:"server_names"`
+	// ClientCA is the PEM bundle of the database-client CA: both CAs while
+	// it is rotated.
+	ClientCA string `json:"client_ca"`
+	// CRL is the database-client CA's CRL in PEM (GET /crl/database-client),
+	// one per CA of ClientCA.
+	CRL string `json:"crl"`
 }
 
 // KubernetesGrant is what a kubernetes output needs to reach its API

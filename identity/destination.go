@@ -32,12 +32,21 @@ import (
 // CheckDir checks, without changing anything, that an identity can be
 // written to dir: callers run it before a join or a signing so that a bad
 // destination costs no proof and no certificate.
-func CheckDir(dir string) error {
+func CheckDir(dir string) error { return CheckDirOwned(dir, nil) }
+
+// Owner is the user and group an output directory and its files are given
+// to (owner: in mbot.yaml, mbot sign --owner), for a server that reads its
+// credentials as its own user: PostgreSQL refuses a key it does not own.
+// A directory of that user is then mbot's to replace too.
+type Owner struct{ UID, GID int }
+
+// CheckDirOwned is CheckDir for a directory written for owner (nil: none).
+func CheckDirOwned(dir string, owner *Owner) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return err
 	}
-	return checkDir(abs, nil)
+	return checkDir(abs, nil, owner)
 }
 
 // MissingParents returns the directories WriteDir will create (mode 0700)
@@ -59,12 +68,17 @@ func MissingParents(dir string) []string {
 // An existing dir is replaced only if it holds nothing but files mbot
 // writes, so a mistyped --out never deletes someone's files; a dir that is
 // a symbolic link or belongs to another user is refused (see CheckDir).
-func WriteDir(dir string, files []File) error {
+func WriteDir(dir string, files []File) error { return WriteDirOwned(dir, files, nil) }
+
+// WriteDirOwned is WriteDir giving the directory and its files to owner
+// (nil: none) before they are moved into place, so that the server never
+// sees them owned by anyone else. It needs the privilege to chown (root).
+func WriteDirOwned(dir string, files []File, owner *Owner) error {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return err
 	}
-	if err := checkDir(dir, files); err != nil {
+	if err := checkDir(dir, files, owner); err != nil {
 		return err
 	}
 	parent := filepath.Dir(dir)
@@ -90,7 +104,7 @@ func WriteDir(dir string, files []File) error {
 			os.RemoveAll(tmp) // removes a link planted at tmp, never its target
 		}
 	}()
-	if err := writeFiles(tmp, made, files); err != nil {
+	if err := writeFiles(tmp, made, files, owner); err != nil {
 		return err
 	}
 	if raceHook != nil {
@@ -110,12 +124,13 @@ func WriteDir(dir string, files []File) error {
 		// files mbot writes: remove those by name, then the directory. If
 		// a link was put in dir's place after the check, tmp is that link:
 		// remove only the link, never files behind it.
-		if old, err := os.Lstat(tmp); err == nil && old.IsDir() && ownedByUs(old) {
+		if old, err := os.Lstat(tmp); err == nil && old.IsDir() && ownedBy(old, owner) {
 			_ = removeIdentityFiles(tmp, files)
 		}
 		_ = os.Remove(tmp)
 	}
 	if now, err := os.Lstat(dir); err != nil || !os.SameFile(now, made) {
+		// made is the directory as created: the same inode after a chown.
 		return fmt.Errorf("%s was replaced by something else while mbot wrote it; is %s writable by other users? Choose a directory only you can write to", dir, parent)
 	}
 	return syncDir(parent)
@@ -127,7 +142,7 @@ var raceHook func(dir string)
 
 // writeFiles creates files in tmp, the directory just made whose Lstat is
 // made, through a handle on that very directory.
-func writeFiles(tmp string, made fs.FileInfo, files []File) error {
+func writeFiles(tmp string, made fs.FileInfo, files []File, owner *Owner) error {
 	root, err := os.OpenRoot(tmp)
 	if err != nil {
 		return fmt.Errorf("writing identity: %w", err)
@@ -141,6 +156,18 @@ func writeFiles(tmp string, made fs.FileInfo, files []File) error {
 			return fmt.Errorf("writing %s: %w", f.Name, err)
 		}
 	}
+	if owner == nil {
+		return nil
+	}
+	// The files first, the directory last: until then only mbot can enter it.
+	for _, f := range files {
+		if err := root.Lchown(f.Name, owner.UID, owner.GID); err != nil {
+			return fmt.Errorf("giving %s to %d:%d: %w (owner: needs mbot to run as root)", f.Name, owner.UID, owner.GID, err)
+		}
+	}
+	if err := root.Lchown(".", owner.UID, owner.GID); err != nil {
+		return fmt.Errorf("giving %s to %d:%d: %w (owner: needs mbot to run as root)", tmp, owner.UID, owner.GID, err)
+	}
 	return nil
 }
 
@@ -149,9 +176,12 @@ func writeFiles(tmp string, made fs.FileInfo, files []File) error {
 // fresh ones. It removes only files mbot writes, never through a symbolic
 // link and never in a directory of another user. It reports whether it
 // removed any.
-func RemoveStale(dir string) (bool, error) {
+func RemoveStale(dir string) (bool, error) { return RemoveStaleOwned(dir, nil) }
+
+// RemoveStaleOwned is RemoveStale for a directory written for owner (nil: none).
+func RemoveStaleOwned(dir string, owner *Owner) (bool, error) {
 	st, err := os.Lstat(dir)
-	if err != nil || !st.IsDir() || !ownedByUs(st) {
+	if err != nil || !st.IsDir() || !ownedBy(st, owner) {
 		return false, nil
 	}
 	if !slices.ContainsFunc(summaryFiles, func(name string) bool {
@@ -188,7 +218,7 @@ func removeIdentityFiles(dir string, files []File) error {
 
 // checkDir checks the absolute path dir as WriteDir's destination; files
 // are the names it will write, which an existing dir may hold too.
-func checkDir(dir string, files []File) error {
+func checkDir(dir string, files []File, owner *Owner) error {
 	if err := checkPathChars(dir); err != nil {
 		return err
 	}
@@ -205,7 +235,7 @@ func checkDir(dir string, files []File) error {
 	if !st.IsDir() {
 		return fmt.Errorf("%s exists and is not a directory; choose another --out", dir)
 	}
-	if uid, ok := ownerUID(st); ok && !ownedByUs(st) {
+	if uid, ok := ownerUID(st); ok && !ownedBy(st, owner) {
 		return fmt.Errorf("%s belongs to another user (uid %d; mbot runs as uid %d), so that user decides what is in it; mbot writes credentials only into a directory of its own: choose another --out",
 			dir, uid, os.Geteuid())
 	}
@@ -295,9 +325,10 @@ func isMissing(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
 }
 
-func ownedByUs(st fs.FileInfo) bool {
+// ownedBy reports whether st belongs to the user mbot runs as or to owner.
+func ownedBy(st fs.FileInfo, owner *Owner) bool {
 	uid, ok := ownerUID(st)
-	return !ok || uid == os.Geteuid()
+	return !ok || uid == os.Geteuid() || owner != nil && uid == owner.UID
 }
 
 // writeNew creates name in root; O_EXCL refuses anything already there,

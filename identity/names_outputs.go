@@ -2,6 +2,7 @@ package identity
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"unicode/utf8"
 )
@@ -168,4 +169,50 @@ func CheckHostName(what, name string) error {
 			what, Quote(Truncate(name, 64)), Quote(Truncate(name, 64)))
 	}
 	return nil
+}
+
+// CheckServerNamePattern checks a role's db_server_names entry: an IP
+// address, or a DNS name that may start with '*.' (one label).
+func CheckServerNamePattern(what, name string) error {
+	if isIP(name) {
+		return nil
+	}
+	if err := CheckDNSPattern(what, name); err != nil {
+		return fmt.Errorf("%w, or an IP address", err)
+	}
+	return nil
+}
+
+// CheckServerName checks a name a database server's certificate is asked
+// for (server_names of a database_server output): an IP address, or a DNS
+// name without a wildcard: a certificate names each server exactly.
+func CheckServerName(what, name string) error {
+	if isIP(name) {
+		return nil
+	}
+	if err := CheckDNSPattern(what, name); err != nil {
+		return fmt.Errorf("%w, or an IP address", err)
+	}
+	if strings.HasPrefix(name, "*.") {
+		return fmt.Errorf("%s %s is a wildcard; a server certificate names each server exactly: ask for the server's own name (a role's db_server_names pattern %s grants one label in place of '*')",
+			what, Quote(Truncate(name, 64)), Quote(Truncate(name, 64)))
+	}
+	return nil
+}
+
+// MatchServerName reports whether a server name matches a db_server_names
+// pattern: the same IP address, or a DNS name as MatchDNSPattern matches.
+func MatchServerName(pattern, name string) bool {
+	p, perr := netip.ParseAddr(pattern)
+	n, nerr := netip.ParseAddr(name)
+	if perr == nil || nerr == nil {
+		return perr == nil && nerr == nil && p.Unmap() == n.Unmap()
+	}
+	return MatchDNSPattern(pattern, name)
+}
+
+// isIP reports whether s is an IP address without a zone.
+func isIP(s string) bool {
+	a, err := netip.ParseAddr(s)
+	return err == nil && a.Zone() == ""
 }

@@ -29,7 +29,7 @@ func TestWriteFilesRefusesPlantedLinks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := writeFiles(tmp, made, files); err == nil || !strings.Contains(err.Error(), "writing key") {
+		if err := writeFiles(tmp, made, files, nil); err == nil || !strings.Contains(err.Error(), "writing key") {
 			t.Errorf("writeFiles over a planted link: %v, want an error writing key", err)
 		}
 	})
@@ -51,7 +51,7 @@ func TestWriteFilesRefusesPlantedLinks(t *testing.T) {
 		if err := os.Symlink(other, tmp); err != nil {
 			t.Fatal(err)
 		}
-		if err := writeFiles(tmp, made, files); err == nil || !strings.Contains(err.Error(), "was replaced") {
+		if err := writeFiles(tmp, made, files, nil); err == nil || !strings.Contains(err.Error(), "was replaced") {
 			t.Errorf("writeFiles into a replaced directory: %v, want an error saying it was replaced", err)
 		}
 		if entries, _ := os.ReadDir(other); len(entries) != 0 {

@@ -18,6 +18,8 @@ const (
 	FieldDNSSANs          = "dns_sans"
 	FieldJWTAudiences     = "jwt_audiences"
 	FieldHostNames        = "host_names"
+	// FieldDBServerNames grants database_server outputs their names.
+	FieldDBServerNames = "db_server_names"
 )
 
 // GrantField is one of those role fields: its name, what one value is
@@ -42,6 +44,7 @@ var GrantFields = []GrantField{
 	{FieldDNSSANs, "DNS SAN", identity.CheckDNSPattern, func(s *RoleSpec) []string { return s.DNSSANs }},
 	{FieldJWTAudiences, "JWT audience", identity.CheckAudience, func(s *RoleSpec) []string { return s.JWTAudiences }},
 	{FieldHostNames, "host name", identity.CheckDNSPattern, func(s *RoleSpec) []string { return s.HostNames }},
+	{FieldDBServerNames, "database server name", identity.CheckServerNamePattern, func(s *RoleSpec) []string { return s.DBServerNames }},
 }
 
 // checkGrantValue checks one entry of a grant field as written: a literal

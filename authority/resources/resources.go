@@ -73,6 +73,9 @@ type RoleSpec struct {
 	DNSSANs          []string `yaml:"dns_sans,omitempty" json:"dns_sans,omitempty"`
 	JWTAudiences     []string `yaml:"jwt_audiences,omitempty" json:"jwt_audiences,omitempty"`
 	HostNames        []string `yaml:"host_names,omitempty" json:"host_names,omitempty"`
+	// DBServerNames are the DNS names (patterns) and IP addresses that
+	// database_server outputs may certify a database server for.
+	DBServerNames []string `yaml:"db_server_names,omitempty" json:"db_server_names,omitempty"`
 }
 
 // BotSpec is a machine identity: the roles it may use and its traits.
