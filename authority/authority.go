@@ -55,6 +55,8 @@ type Authority struct {
 	checked atomic.Int64
 	// lockReadErrors quiets the error of reading locks while the store is down.
 	lockReadErrors repeatedErrorLog
+	// lockViewErrors quiets the error of reading the locks to push to leaves.
+	lockViewErrors repeatedErrorLog
 	lockSet        lockSet
 	// adminOnly is set by OpenLocal: the store is opened for admin commands,
 	// never to serve joins, so a join token stored before allow rules had to
@@ -77,6 +79,9 @@ type Authority struct {
 	leafCAs leafCAs
 	// lockPushes pushes the locks to each leaf on its own (clusters.go).
 	lockPushes lockPushes
+	// pushedSerials are the certificates the pushed claim and join_token
+	// locks cover (clusters.go).
+	pushedSerials pushedSerials
 	// fixing is set by OpenLocal when the stored resources do not load:
 	// admin commands then work on what does, so that the rest can be
 	// replaced or removed.

@@ -88,7 +88,11 @@ func (a *Authority) handleTunnel(w http.ResponseWriter, r *http.Request) {
 		Claims: map[string]string{"leaf": leaf}, Message: "leaf " + leaf + " attached its tunnel"})
 	go func() {
 		ctx := context.WithoutCancel(r.Context())
-		a.pushLocks(ctx, leaf, a.lockView())
+		if view, err := a.lockView(ctx); err != nil {
+			a.log.Error("reading the locks to push to a leaf", "leaf", leaf, "err", err)
+		} else {
+			a.pushLocks(ctx, leaf, view)
+		}
 		a.learnLeafCAs(ctx, leaf)
 	}()
 }
@@ -395,23 +399,79 @@ func (a *Authority) checkLeafAnswer(ctx context.Context, leaf string, answer []b
 }
 
 // lockView is this authority's locks as pushed to leaves: those an
-// exchange of one of its identities can meet.
-func (a *Authority) lockView() *identity.LockView {
+// exchange of one of its identities can meet. A claim or join_token lock
+// names the unexpired identity certificates it covers, which the leaf
+// cannot tell from the certificate itself; when those cannot be read, no
+// view is pushed (a leaf that hears nothing for MaxLockAge refuses every
+// exchange).
+func (a *Authority) lockView(ctx context.Context) (*identity.LockView, error) {
+	ls, now := a.Locks(), time.Now()
+	covered, err := a.pushedSerials.of(ctx, a.store, ls, now)
+	if err != nil {
+		return nil, err
+	}
 	view := &identity.LockView{Locked: map[string]string{}, Instances: map[string]string{}, Locks: []identity.LockEntry{}}
-	for _, l := range a.Locks().List(time.Now()) {
+	for _, l := range ls.List(now) {
 		switch l.Kind {
 		case locks.KindBot:
 			view.Locked[l.Target] = l.Reason
 		case locks.KindInstance:
 			view.Instances[l.Target] = l.Reason
 		case locks.KindCert, locks.KindClaim, locks.KindRole:
+		case locks.KindJoinToken:
+			if l.Automatic {
+				continue // a copied bound_keypair key: its verifier refuses its joins
+			}
 		default:
 			continue
 		}
 		view.Locks = append(view.Locks, identity.LockEntry{Kind: l.Kind, Target: l.Target, Reason: l.Reason, Since: l.Since,
-			Expires: l.Expires, LockedBy: l.LockedBy})
+			Expires: l.Expires, LockedBy: l.LockedBy, Serials: covered[l.Name()]})
 	}
-	return view
+	return view, nil
+}
+
+// pushedSerials are, per claim and join_token lock (by Name), the
+// unexpired identity certificates it covers, as of one lock set. A lock
+// set's covered certificates only shrink as they expire (what a lock
+// covers is refused from then on, and a join or renewal committed before
+// it is in the store when the set is read), so they are read from the
+// store once per lock set, not at every push.
+type pushedSerials struct {
+	mu      sync.Mutex
+	set     *locks.Set
+	serials map[string][]string
+}
+
+func (p *pushedSerials) of(ctx context.Context, st store.Store, ls *locks.Set, now time.Time) (map[string][]string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.set == ls {
+		return p.serials, nil
+	}
+	var named []locks.Lock
+	for _, l := range ls.List(now) {
+		if l.Kind == locks.KindClaim || l.Kind == locks.KindJoinToken && !l.Automatic {
+			named = append(named, l)
+		}
+	}
+	serials := map[string][]string{}
+	if len(named) > 0 {
+		issued, err := st.IssuedCertificates(ctx, store.IssuedFilter{ValidAt: now, CA: caTLS + "-ca"})
+		if err != nil {
+			return nil, fmt.Errorf("reading the certificates the claim and join_token locks cover: %w", err)
+		}
+		for _, l := range named {
+			one := locks.NewSet(0, []locks.Lock{l})
+			for _, c := range issued {
+				if _, ok := one.Match(locks.Subject{JoinToken: c.JoinToken, Claims: c.Claims}, now); ok {
+					serials[l.Name()] = append(serials[l.Name()], "tls:"+c.Serial)
+				}
+			}
+		}
+	}
+	p.set, p.serials = ls, serials
+	return serials, nil
 }
 
 // pushLocks sends view down leaf's tunnel.
@@ -480,11 +540,15 @@ func (a *Authority) runLeafHub(ctx context.Context) {
 		}
 		a.refresh(ctx)
 		if current := a.Locks(); current != pushed || now.Sub(lastPush) >= lockHeartbeat {
-			view := a.lockView()
-			for _, leaf := range a.hub.Leaves() {
-				a.lockPushes.push(ctx, leaf, view, a.pushLocks)
+			if view, err := a.lockView(ctx); err != nil {
+				a.lockViewErrors.failed(a.log, "reading the locks to push to the leaves; the leaves keep the last ones", err)
+			} else {
+				a.lockViewErrors.succeeded(a.log, "reading the locks to push to the leaves works again")
+				for _, leaf := range a.hub.Leaves() {
+					a.lockPushes.push(ctx, leaf, view, a.pushLocks)
+				}
+				pushed, lastPush = current, now
 			}
-			pushed, lastPush = current, now
 		}
 		if now.Sub(lastLearn) >= lockHeartbeat {
 			// Aside, so that a slow leaf never holds up the lock pushes.

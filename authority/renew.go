@@ -97,7 +97,19 @@ func (a *Authority) renew(ctx context.Context, req *identity.RenewRequest, cert 
 		return nil, err
 	}
 	ev.Bot, ev.JoinToken = botName, lineage.JoinToken
-	ev.Claims = map[string]string{"generation": strconv.FormatUint(lineage.Generation, 10), "tls_serial": serialString(cert.SerialNumber)}
+	// The join's identifying claims, as recorded with the certificate
+	// presented, go on with every renewal: a claim lock covers the whole
+	// chain, its revocation lists and the leaves' exchanges included.
+	joined, err := a.joinClaims(ctx, cert)
+	if err != nil {
+		return nil, err
+	}
+	ev.Claims = map[string]string{}
+	for k, v := range joined {
+		ev.Claims[k] = v
+	}
+	ev.Claims["generation"] = strconv.FormatUint(lineage.Generation, 10)
+	ev.Claims["tls_serial"] = serialString(cert.SerialNumber)
 
 	a.refresh(ctx)
 	st, ls := a.state.Load(), a.Locks()
@@ -107,7 +119,7 @@ func (a *Authority) renew(ctx context.Context, req *identity.RenewRequest, cert 
 			"have an admin run mbot tokens add --bot %s and join again with the new secret", lineage.JoinToken, botName, botName)
 	}
 	bot := st.set.Bots[botName] // the join token's bot exists: references are checked
-	if err := checkLocks(ls, locks.Subject{Bot: botName, Instance: lineage.Chain, JoinToken: lineage.JoinToken,
+	if err := checkLocks(ls, locks.Subject{Bot: botName, Instance: lineage.Chain, JoinToken: lineage.JoinToken, Claims: joined,
 		Serials: []string{"tls:" + serialString(cert.SerialNumber)}}, "renewal"); err != nil {
 		return nil, err
 	}
@@ -147,6 +159,26 @@ func (a *Authority) renew(ctx context.Context, req *identity.RenewRequest, cert 
 	}
 	ev.Allowed = true
 	return resp, nil
+}
+
+// joinClaims are the identifying claims of the join a renewal chain
+// started with, as recorded with cert (the chain's latest certificate);
+// none for a certificate recorded before certificates were.
+func (a *Authority) joinClaims(ctx context.Context, cert *x509.Certificate) (map[string]string, error) {
+	issued, err := a.store.IssuedCertificates(ctx, store.IssuedFilter{CA: caTLS + "-ca", Serial: serialString(cert.SerialNumber), Limit: 1})
+	if err != nil {
+		return nil, fmt.Errorf("reading the certificate presented: %w", err)
+	}
+	if len(issued) == 0 {
+		return nil, nil
+	}
+	claims := map[string]string{}
+	for k, v := range issued[0].Claims {
+		if k != "generation" && k != "tls_serial" {
+			claims[k] = v
+		}
+	}
+	return claims, nil
 }
 
 // renewingBot checks that cert is a current bot certificate of this

@@ -19,7 +19,7 @@ func lockCommand() *cli.Command {
 		ArgsUsage: "bot/NAME | bot_instance/ID | join_token/NAME | role/NAME | cert/SERIAL | admin/NAME | --claim NAME=VALUE | --admin NAME",
 		Description: `Sets a lock. When mbot lock returns, every authority replica sharing the
 store refuses what it covers, and leaf clusters refuse the root's locked
-bots, instances, certificates, roles and claims within a second:
+bots, instances, certificates, roles, join tokens and claims within a second:
 
    bot/NAME           every join and renewal of the bot (bot_locked)
    bot_instance/ID    the renewals of one token-joined runner (instance_locked)

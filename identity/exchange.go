@@ -151,4 +151,9 @@ type LockEntry struct {
 	Since    time.Time `json:"locked_since"`
 	Expires  time.Time `json:"expires,omitzero"`
 	LockedBy string    `json:"locked_by"`
+	// Serials are, for a claim or join_token lock, the root's unexpired
+	// identity certificates it covers (tls:HEX), which the leaf refuses:
+	// a root certificate carries neither its join's claims nor its join
+	// token. A leaf from before them ignores the lock.
+	Serials []string `json:"serials,omitempty"`
 }

@@ -56,6 +56,11 @@ type Lock struct {
 	// Cluster is the root cluster whose lock a leaf enforces; "" for this
 	// cluster's own.
 	Cluster string `json:"cluster,omitempty"`
+	// Serials are, for a root's claim or join_token lock on a leaf, the
+	// root's unexpired identity certificates it covers ("tls:HEX"): a root
+	// certificate carries neither its join's claims nor its join token, so
+	// the root names the certificates (Match refuses them).
+	Serials []string `json:"serials,omitempty"`
 }
 
 // Name is the lock's KIND/TARGET, as mbot lock and mbot unlock take it.
@@ -153,6 +158,9 @@ type Set struct {
 	generation int64
 	locks      map[key][]Lock
 	claims     int // how many claim locks, so that joins without any skip the claims
+	// covered are the locks that name the certificates they cover
+	// (Lock.Serials), by serial.
+	covered map[string][]Lock
 }
 
 // NewSet returns the set of locks, as of generation.
@@ -163,6 +171,12 @@ func NewSet(generation int64, list []Lock) *Set {
 		s.locks[k] = append(s.locks[k], l)
 		if l.Kind == KindClaim {
 			s.claims++
+		}
+		for _, serial := range l.Serials {
+			if s.covered == nil {
+				s.covered = map[string][]Lock{}
+			}
+			s.covered[serial] = append(s.covered[serial], l)
 		}
 	}
 	return s
@@ -254,6 +268,13 @@ func (s *Set) Match(sub Subject, now time.Time) (Lock, bool) {
 			// its verifier, in the transaction that checks the join
 			// sequence, with what to do about the copied key.
 			if l.Active(now) && !(l.Kind == KindJoinToken && l.Automatic) {
+				return l, true
+			}
+		}
+	}
+	for _, serial := range sub.Serials {
+		for _, l := range s.covered[serial] {
+			if l.Active(now) {
 				return l, true
 			}
 		}

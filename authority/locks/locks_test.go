@@ -106,3 +106,35 @@ func TestCovers(t *testing.T) {
 		t.Error("an ssh: serial lock covers an X.509 certificate of the same number")
 	}
 }
+
+// TestMatchCoveredSerials: a root's claim or join_token lock on a leaf
+// names the root certificates it covers; Match refuses those by serial,
+// as the lock they come from, until it expires, and nothing else.
+func TestMatchCoveredSerials(t *testing.T) {
+	now := time.Now()
+	set := locks.NewSet(0, []locks.Lock{
+		{Kind: locks.KindClaim, Target: "repository=acme/app", Reason: "repository compromised", Since: now, Cluster: "root.example",
+			Serials: []string{"tls:AB12", "tls:CD34"}},
+		{Kind: locks.KindJoinToken, Target: "runner-1", Reason: "stolen", Since: now, Expires: now.Add(time.Minute), Cluster: "root.example",
+			Serials: []string{"tls:EF56"}},
+	})
+	for _, c := range []struct {
+		serial string
+		at     time.Time
+		want   string
+	}{
+		{"tls:CD34", now, "claim/repository=acme/app"},
+		{"tls:EF56", now, "join_token/runner-1"},
+		{"tls:EF56", now.Add(2 * time.Minute), ""},
+		{"tls:9999", now, ""},
+		{"CD34", now, ""}, // the serials are the root's, with their prefix
+	} {
+		l, ok := set.Match(locks.Subject{Bot: "deployer", Serials: []string{c.serial}}, c.at)
+		if ok != (c.want != "") || ok && l.Name() != c.want {
+			t.Errorf("serial %s at +%s: Match = %q %v, want %q", c.serial, c.at.Sub(now), l.Name(), ok, c.want)
+		}
+		if ok && !strings.Contains(l.Refusal("exchange").Message, "on root cluster root.example") {
+			t.Errorf("serial %s: the refusal does not name the root: %s", c.serial, l.Refusal("exchange").Message)
+		}
+	}
+}

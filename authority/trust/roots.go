@@ -222,7 +222,7 @@ func (rs *Roots) SetLocks(r *Root, view *identity.LockView) {
 	defer r.mu.Unlock()
 	for _, e := range view.Locks {
 		list = append(list, locks.Lock{Kind: e.Kind, Target: e.Target, Reason: e.Reason, Since: e.Since, Expires: e.Expires,
-			LockedBy: e.LockedBy, Cluster: r.cluster})
+			LockedBy: e.LockedBy, Cluster: r.cluster, Serials: e.Serials})
 	}
 	if len(view.Locks) == 0 {
 		// A root from before lock entries pushes its bot and instance locks only.
