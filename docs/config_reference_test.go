@@ -9,6 +9,7 @@ import (
 
 	"github.com/mbot-dev/mbot/authority"
 	"github.com/mbot-dev/mbot/client"
+	"github.com/mbot-dev/mbot/internal/configdoc"
 	"github.com/mbot-dev/mbot/joiners"
 )
 
@@ -77,6 +78,29 @@ func TestConfigReferences(t *testing.T) {
 			if !documented(string(data), path) {
 				t.Errorf("docs/%s does not document %s (a field of %s)", tc.page, path, tc.typ)
 			}
+		}
+	}
+}
+
+// TestConfigTablesGenerated checks that the field tables of the
+// configuration references are as go generate ./docs writes them from the
+// config structs (internal/configdoc): a row per field, in the struct's
+// order, and none left Undocumented.
+func TestConfigTablesGenerated(t *testing.T) {
+	for _, p := range configdoc.Pages {
+		data, err := os.ReadFile(p.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := configdoc.Regenerate(string(data), p.Tables)
+		if err != nil {
+			t.Fatalf("docs/%s: %v", p.Path, err)
+		}
+		if want != string(data) {
+			t.Errorf("docs/%s is stale: run go generate ./docs", p.Path)
+		}
+		if strings.Contains(want, configdoc.Undocumented) {
+			t.Errorf("docs/%s has fields marked %s: describe them", p.Path, configdoc.Undocumented)
 		}
 	}
 }

@@ -5,3 +5,4 @@
 package docs
 
 //go:generate go run ../internal/clidoc/gen reference/cli.md
+//go:generate go run ../internal/configdoc/gen .
