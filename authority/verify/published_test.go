@@ -460,3 +460,63 @@ func startAnyHostIssuer(t *testing.T, issuers []string) *anyHostIssuer {
 func (i *anyHostIssuer) sign(t *testing.T, claims map[string]any) string {
 	return i.key.Sign(t, claims)
 }
+
+// TestPublishedSTSResponses feeds the GetCallerIdentity responses of AWS's
+// API reference (testdata/claims/published/iam-*.xml, verbatim: with its
+// namespace and ResponseMetadata) through the iam verifier, from a loopback
+// STS, with the rule docs/platforms/aws.md shows (aws_account and an
+// assumed role's aws_arn, here the example's role): the assumed role's is
+// admitted, the IAM user's refused, and admitted by a rule naming the user.
+// (The signature of the request is checked by simci's STS stand-in in
+// aws_test.go; here STS's answer is the published one.)
+func TestPublishedSTSResponses(t *testing.T) {
+	read := func(name string) []byte {
+		data, err := os.ReadFile(filepath.Join(publishedDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(data, []byte("<!-- source: ")) {
+			t.Fatalf("%s names no source", name)
+		}
+		return data
+	}
+	const roleRule = "  - aws_account: \"123456789012\"\n    aws_arn: \"arn:aws:sts::123456789012:assumed-role/my-role-name/*\"\n"
+	const userRule = "  - aws_arn: \"arn:aws:iam::123456789012:user/Alice\"\n"
+	for _, tc := range []struct {
+		file, rule string
+		admit      bool
+		want       policy.Claims
+	}{
+		{"iam-assumed-role.xml", roleRule, true, policy.Claims{"aws_account": {"123456789012"},
+			"aws_arn": {"arn:aws:sts::123456789012:assumed-role/my-role-name/my-role-session-name"}}},
+		{"iam-user.xml", roleRule, false, nil},
+		{"iam-user.xml", userRule, true, policy.Claims{"aws_account": {"123456789012"}, "aws_arn": {"arn:aws:iam::123456789012:user/Alice"}}},
+	} {
+		name := "role rule"
+		if tc.rule == userRule {
+			name = "user rule"
+		}
+		t.Run(tc.file+"/"+name, func(t *testing.T) {
+			body := read(tc.file)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/xml")
+				_, _ = w.Write(body)
+			}))
+			t.Cleanup(srv.Close)
+			v := mustCompile(t, "iam", iamSection(srv.URL, tc.rule), awsEnv())
+			adm, err := v.Verify(t.Context(), awsProof{url: srv.URL + "/"}.sign(t))
+			if err != nil {
+				t.Fatalf("AWS's published response was refused: %v", err)
+			}
+			for k, want := range tc.want {
+				if got := adm.Claims[k]; !slices.Equal(got, want) {
+					t.Errorf("claim %s = %v, want %v", k, got, want)
+				}
+			}
+			ok, why := policy.MatchRules(v.Rules(), adm.Claims)
+			if ok != tc.admit {
+				t.Errorf("rule\n%smatches: %v (%s), want %v", tc.rule, ok, why, tc.admit)
+			}
+		})
+	}
+}
