@@ -244,14 +244,7 @@ func TestDatabaseServerOutput(t *testing.T) {
 
 	// Two bots' database certificates, both admitted.
 	issueAs := func(token, user, name string) string {
-		dir := filepath.Join(work, name)
-		cfg := filepath.Join(work, name+".yaml")
-		writeFile(t, cfg, fmt.Sprintf("authority: %s\nca_pin: %s\ntoken: %s\noutputs:\n  - destination: %s\n  - type: database\n    destination: %s\n    database: %s\n    username: %s\n    db_name: %s\n",
-			dc.url, dc.pin, token, filepath.Join(work, name+"-id"), dir, real, user, dbName), 0o644)
-		if res := mbot(t, dc.jobEnv(gitHubJob(t, dc.cluster)), "issue", "--config", cfg); res.code != 0 {
-			t.Fatalf("mbot issue as %s: %s", token, res)
-		}
-		return dir
+		return issueDatabaseClient(t, dc, work, real, token, user, name)
 	}
 	lockedDir, otherDir := issueAs(dbToken, dbUser, "locked"), issueAs(dbOtherTok, dbOther, "other")
 	psql := func(dir string) result {
@@ -262,14 +255,11 @@ func TestDatabaseServerOutput(t *testing.T) {
 			t.Fatalf("psql with %s before the lock: %s", dir, res)
 		}
 	}
-	var locked struct{ Serial string }
-	if err := json.Unmarshal([]byte(readFile(t, filepath.Join(lockedDir, "database.json"))), &locked); err != nil || locked.Serial == "" {
-		t.Fatalf("%s/database.json: no serial (%v)", lockedDir, err)
-	}
+	lockedSerial := clientSerial(t, lockedDir)
 
 	mustMbot(t, baseEnv(dc.home), "lock", "bot/"+dbBot, "--reason", "CI secret leaked", "--config", dc.config)
 	waitFor(t, "a renewal with "+dbBot+"'s certificate in the CRL", d, func() bool {
-		return slices.Contains(readDBServerSummary(hostDir).RevokedSerials, locked.Serial)
+		return slices.Contains(readDBServerSummary(hostDir).RevokedSerials, lockedSerial)
 	})
 	var res result
 	waitFor(t, "PostgreSQL to refuse "+dbBot+"'s certificate", d, func() bool { res = psql(lockedDir); return res.code != 0 })
@@ -286,6 +276,93 @@ func TestDatabaseServerOutput(t *testing.T) {
 		if res.code == 0 || !strings.Contains(res.stdout+res.stderr, "certificate revoked") {
 			t.Errorf("openssl verify -crl_check of the locked certificate: %s", res)
 		}
+	}
+	d.running(t)
+}
+
+// issueDatabaseClient runs mbot issue with join token into work/name: an
+// identity output and a database output for database user of the
+// database resource db.
+func issueDatabaseClient(t *testing.T, dc *databaseCluster, work, db, token, user, name string) string {
+	t.Helper()
+	dir := filepath.Join(work, name)
+	cfg := filepath.Join(work, name+".yaml")
+	writeFile(t, cfg, fmt.Sprintf("authority: %s\nca_pin: %s\ntoken: %s\noutputs:\n  - destination: %s\n  - type: database\n    destination: %s\n    database: %s\n    username: %s\n    db_name: %s\n",
+		dc.url, dc.pin, token, filepath.Join(work, name+"-id"), dir, db, user, dbName), 0o644)
+	if res := mbot(t, dc.jobEnv(gitHubJob(t, dc.cluster)), "issue", "--config", cfg); res.code != 0 {
+		t.Fatalf("mbot issue as %s: %s", token, res)
+	}
+	return dir
+}
+
+// clientSerial is the serial of the database output in dir.
+func clientSerial(t *testing.T, dir string) string {
+	t.Helper()
+	var sum struct{ Serial string }
+	if err := json.Unmarshal([]byte(readFile(t, filepath.Join(dir, "database.json"))), &sum); err != nil || sum.Serial == "" {
+		t.Fatalf("%s/database.json: no serial (%v)", dir, err)
+	}
+	return sum.Serial
+}
+
+// TestDatabaseServerMariaDB: a real MariaDB reads nothing but the
+// database_server output's mariadb.cnf.snippet (!include) for its TLS
+// files, CRL included; mbot start reloads it with FLUSH SSL. After mbot
+// lock bot/migrator and the next renewal, MariaDB refuses migrator's
+// still-valid certificate and admits the other bot's.
+func TestDatabaseServerMariaDB(t *testing.T) {
+	dc := startDatabaseCluster(t)
+	work := t.TempDir()
+	resources := filepath.Join(work, "db-server.yaml")
+	writeFile(t, resources, fmt.Sprintf(dbServerResourcesYAML, dc.ci.URL), 0o600)
+	mustMbot(t, baseEnv(dc.home), "apply", "--config", dc.config, "-f", resources)
+
+	hostDir := filepath.Join(sharedTempDir(t, "mbot-db-server-"), "mbot")
+	hostConfig := filepath.Join(work, "host.yaml")
+	owner := serverAccountName("mysql")
+	writeFile(t, hostConfig, fmt.Sprintf(dbServerHostYAML, dc.url, dc.pin, filepath.Join(work, "host-id"), hostDir, owner, ""), 0o644)
+	d := startProc(t, dc.jobEnv(dc.ci.GitHubEnv()), mbotBin, "start", "--config", hostConfig, "--ttl", daemonTTL, "--renewal-interval", daemonInterval)
+	waitFor(t, "the first database_server output", d, func() bool { return readDBServerSummary(hostDir).Serial != "" })
+
+	my := testservers.StartMariaDB(t, testservers.MariaDBConfig{OptionFile: filepath.Join(hostDir, "mariadb.cnf.snippet")})
+	if got := my.Exec(t, "SELECT @@ssl_crl, @@require_secure_transport"); got != filepath.Join(hostDir, "client-ca.crl")+"\t1" {
+		t.Fatalf("MariaDB does not read the snippet's ssl_crl and require_secure_transport: %q", got)
+	}
+	my.Exec(t, "CREATE DATABASE "+dbName+";"+
+		"CREATE USER '"+dbUser+"'@'%' REQUIRE SUBJECT '/CN="+dbUser+"'; GRANT ALL ON "+dbName+".* TO '"+dbUser+"'@'%';"+
+		"CREATE USER '"+dbOther+"'@'%' REQUIRE SUBJECT '/CN="+dbOther+"'; GRANT ALL ON "+dbName+".* TO '"+dbOther+"'@'%';")
+	const real = "my-db-server"
+	dc.applyDatabase(t, real, "mysql", my.Port, "")
+
+	reload := fmt.Sprintf("    reload: [%s, --no-defaults, --protocol=socket, %q, --user=root, -e, FLUSH SSL]\n", my.ClientPath(), "--socket="+my.Socket)
+	writeFile(t, hostConfig, fmt.Sprintf(dbServerHostYAML, dc.url, dc.pin, filepath.Join(work, "host-id"), hostDir, owner, reload), 0o644)
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reload command to run", d, func() bool { return strings.Contains(d.logs.String(), "ran the output's reload command") })
+
+	lockedDir := issueDatabaseClient(t, dc, work, real, dbToken, dbUser, "locked")
+	otherDir := issueDatabaseClient(t, dc, work, real, dbOtherTok, dbOther, "other")
+	connect := func(dir string) result {
+		return run(t, clientEnv(t), my.ClientPath(), "--defaults-extra-file="+filepath.Join(dir, "my.cnf"), "-N", "-B", "-e", "select current_user()")
+	}
+	for dir, user := range map[string]string{lockedDir: dbUser, otherDir: dbOther} {
+		if res := connect(dir); res.code != 0 || strings.TrimSpace(res.stdout) != user+"@%" {
+			t.Fatalf("mariadb with %s before the lock: %s", dir, res)
+		}
+	}
+	lockedSerial := clientSerial(t, lockedDir)
+	mustMbot(t, baseEnv(dc.home), "lock", "bot/"+dbBot, "--reason", "CI secret leaked", "--config", dc.config)
+	waitFor(t, "a renewal with "+dbBot+"'s certificate in the CRL", d, func() bool {
+		return slices.Contains(readDBServerSummary(hostDir).RevokedSerials, lockedSerial)
+	})
+	var res result
+	waitFor(t, "MariaDB to refuse "+dbBot+"'s certificate", d, func() bool { res = connect(lockedDir); return res.code != 0 })
+	if !strings.Contains(res.stderr, "certificate revoked") {
+		t.Errorf("mariadb with %s's revoked certificate: %s; want a refusal saying certificate revoked", dbBot, res)
+	}
+	if res := connect(otherDir); res.code != 0 || strings.TrimSpace(res.stdout) != dbOther+"@%" {
+		t.Fatalf("mariadb as %s after %s's lock: %s", dbOtherBot, dbBot, res)
 	}
 	d.running(t)
 }

@@ -20,6 +20,11 @@ type MariaDBConfig struct {
 	// ssl-verify-server-cert the server certificate must name the host the
 	// client connects to (127.0.0.1 or localhost).
 	ServerCert, ServerKey, ClientCA []byte
+	// OptionFile, when set, is an option file (such as a database_server
+	// output's mariadb.cnf.snippet, where mbot left it) that the server
+	// reads with !include for its ssl_* settings, instead of copies of
+	// ServerCert, ServerKey and ClientCA.
+	OptionFile string
 }
 
 // MariaDB is a running MariaDB server on 127.0.0.1:Port with TLS.
@@ -49,9 +54,18 @@ func StartMariaDB(t testing.TB, cfg MariaDBConfig) *MariaDB {
 
 	data, ssl := filepath.Join(dir, "data"), filepath.Join(dir, "ssl")
 	a.mkdir(t, ssl)
-	a.writeFile(t, filepath.Join(ssl, "server.crt"), cfg.ServerCert, 0o644)
-	a.writeFile(t, filepath.Join(ssl, "server.key"), cfg.ServerKey, 0o600)
-	a.writeFile(t, filepath.Join(ssl, "client_ca.crt"), cfg.ClientCA, 0o644)
+	defaults := "--no-defaults"
+	sslArgs := []string{"--ssl-cert=" + filepath.Join(ssl, "server.crt"), "--ssl-key=" + filepath.Join(ssl, "server.key"),
+		"--ssl-ca=" + filepath.Join(ssl, "client_ca.crt")}
+	if cfg.OptionFile != "" {
+		cnf := filepath.Join(dir, "my.cnf")
+		a.writeFile(t, cnf, []byte("!include "+cfg.OptionFile+"\n"), 0o644)
+		defaults, sslArgs = "--defaults-file="+cnf, nil
+	} else {
+		a.writeFile(t, filepath.Join(ssl, "server.crt"), cfg.ServerCert, 0o644)
+		a.writeFile(t, filepath.Join(ssl, "server.key"), cfg.ServerKey, 0o600)
+		a.writeFile(t, filepath.Join(ssl, "client_ca.crt"), cfg.ClientCA, 0o644)
+	}
 
 	// Small and unsafe on a crash: a test's server lives for seconds.
 	tuning := []string{"--innodb-buffer-pool-size=16M", "--innodb-log-file-size=4M",
@@ -59,10 +73,9 @@ func StartMariaDB(t testing.TB, cfg MariaDBConfig) *MariaDB {
 	mustRun(t, "mariadb-install-db", a.command(dir, installDB, append([]string{"--no-defaults", "--datadir=" + data,
 		"--auth-root-authentication-method=normal", "--skip-test-db"}, tuning...)...))
 
-	args := append([]string{"--no-defaults", "--datadir=" + data, "--socket=" + m.Socket,
+	args := append([]string{defaults, "--datadir=" + data, "--socket=" + m.Socket,
 		"--port=" + strconv.Itoa(m.Port), "--bind-address=127.0.0.1", "--pid-file=" + filepath.Join(dir, "mysqld.pid"),
-		"--ssl-cert=" + filepath.Join(ssl, "server.crt"), "--ssl-key=" + filepath.Join(ssl, "server.key"),
-		"--ssl-ca=" + filepath.Join(ssl, "client_ca.crt"), "--log-warnings=3"}, tuning...)
+		"--log-warnings=3"}, append(sslArgs, tuning...)...)
 	proc := startProcess(t, "mariadbd", a.command(dir, mariadbd, args...), syscall.SIGTERM)
 	proc.waitUntil(t, func(ctx context.Context) error {
 		out, err := exec.CommandContext(ctx, admin, "--no-defaults", "--protocol=socket", "--socket="+m.Socket,
