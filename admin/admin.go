@@ -46,11 +46,12 @@ type AdminLock = locks.Lock
 // Lock is one lock of the authority's lock set (mbot get locks).
 type Lock = locks.Lock
 
-// LockRequest asks for a lock; LockAdded is what it set, LockLifted what
-// an unlock lifted.
+// LockRequest asks for a lock; LockAdded is what it set (Unrevocable: the
+// kubeconfigs and JWT-SVIDs it covers), LockLifted what an unlock lifted.
 type (
 	LockRequest = authority.LockRequest
 	LockAdded   = authority.LockAdded
+	Unrevocable = authority.Unrevocable
 	LockLifted  = authority.LockLifted
 )
 

@@ -336,6 +336,16 @@ func (a *Authority) grant(st *state, ls *locks.Set, bot *resources.Bot, joinToke
 			issued.CA, issued.Serial = tlsCA, signed.TLSSerial
 			ev.Certificates = append(ev.Certificates, issued)
 		}
+		if signed.JWT != nil {
+			// No list revokes a JWT-SVID: it is recorded, by its jti, so that
+			// mbot lock can say until when those it covers stay valid.
+			for _, s := range signed.JWT.SVIDs {
+				if jti := jwtID(s.Token); jti != "" {
+					issued.CA, issued.Serial = jwtIssuedCA, jti
+					ev.Certificates = append(ev.Certificates, issued)
+				}
+			}
+		}
 		if ev.NotAfter.IsZero() || signed.NotAfter.After(ev.NotAfter) {
 			ev.NotAfter = signed.NotAfter
 		}

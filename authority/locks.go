@@ -234,6 +234,81 @@ type LockRequest struct {
 type LockAdded struct {
 	Lock  locks.Lock `json:"lock"`
 	Notes []string   `json:"notes"`
+	// Unrevocable are the unexpired credentials the lock covers that no
+	// revocation list reaches, by kind: they stay valid until they expire.
+	Unrevocable []Unrevocable `json:"unrevocable"`
+}
+
+// Unrevocable is how many unexpired credentials of one kind a lock covers
+// that cannot be revoked, and when the last of them expires.
+type Unrevocable struct {
+	// Kind is "kubeconfig" (a kubernetes output's client certificate:
+	// kube-apiserver reads no CRL) or "jwt-svid" (a JWT-SVID has no list).
+	Kind         string    `json:"kind"`
+	Count        int       `json:"count"`
+	LatestExpiry time.Time `json:"latest_expiry"`
+}
+
+// unrevocableKinds are the issued-certificate CAs whose credentials no
+// revocation list reaches, and what mbot lock calls them.
+var unrevocableKinds = []struct{ ca, kind string }{
+	{caKubernetesClient + "-ca", "kubeconfig"},
+	{jwtIssuedCA, "jwt-svid"},
+}
+
+// unrevocable reads the unexpired kubeconfigs and JWT-SVIDs that lock covers.
+func (a *Authority) unrevocable(ctx context.Context, lock locks.Lock, now time.Time) ([]Unrevocable, error) {
+	one := locks.NewSet(0, []locks.Lock{lock})
+	out := []Unrevocable{}
+	for _, k := range unrevocableKinds {
+		issued, err := a.store.IssuedCertificates(ctx, store.IssuedFilter{ValidAt: now, CA: k.ca})
+		if err != nil {
+			return nil, fmt.Errorf("reading the %ss issued: %w", k.kind, err)
+		}
+		u := Unrevocable{Kind: k.kind}
+		for _, c := range issued {
+			sub := locks.Subject{Bot: c.Bot, Instance: c.BotInstance, JoinToken: c.JoinToken, Roles: c.Roles, Claims: c.Claims,
+				Serials: []string{locks.CertSerial(c.CA, c.Serial)}}
+			if _, ok := one.Covers(sub, now); ok {
+				u.Count++
+				if c.NotAfter.After(u.LatestExpiry) {
+					u.LatestExpiry = c.NotAfter.UTC()
+				}
+			}
+		}
+		if u.Count > 0 {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
+
+// unrevocableNotes say what of the lock's cover stays valid, and until when.
+func unrevocableNotes(list []Unrevocable, now time.Time) []string {
+	if len(list) == 0 {
+		return []string{"no kubeconfigs (kubernetes outputs) or JWT-SVIDs it covers are unexpired; those cannot be revoked (kube-apiserver reads no revocation list, and a JWT-SVID has none), " +
+			"so a kubeconfig stops only at its expiry, a JWT-SVID within 1 h, and neither is renewed once locked"}
+	}
+	var parts []string
+	for _, u := range list {
+		until := fmt.Sprintf("the last expires at %s (in %s)", u.LatestExpiry.Format(time.RFC3339), u.LatestExpiry.Sub(now).Round(time.Second))
+		switch u.Kind {
+		case "kubeconfig":
+			parts = append(parts, fmt.Sprintf("%d %s (kubernetes outputs) it covers cannot be revoked, since kube-apiserver reads no revocation list: "+
+				"they stay valid until they expire and are not renewed; %s", u.Count, plural(u.Count, "kubeconfig", "kubeconfigs"), until))
+		default:
+			parts = append(parts, fmt.Sprintf("%d %s it covers cannot be revoked (a JWT-SVID has no revocation list): each lives at most 1 h and is not renewed once locked; %s",
+				u.Count, plural(u.Count, "JWT-SVID", "JWT-SVIDs"), until))
+		}
+	}
+	return parts
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // maxLockExpiry bounds --expires: a lock meant to last longer stays until
@@ -288,13 +363,21 @@ func (a *Authority) Lock(ctx context.Context, req LockRequest, actor string) (*L
 	ev.Bound()
 	a.auditAdmin(ctx, ev)
 	a.log.Warn("locked; what the lock covers is refused", "lock", name, "expires", l.Expires, "by", actor)
-	out := &LockAdded{Lock: lock}
+	out := &LockAdded{Lock: lock, Unrevocable: []Unrevocable{}}
 	if l.Kind != locks.KindAdmin {
-		out.Notes = []string{
-			"every join, renewal and exchange it covers is refused from now on, by every replica, and by leaf clusters within a second",
-			"kubeconfigs (kubernetes outputs) and JWT-SVIDs already issued cannot be revoked: Kubernetes reads no revocation list and a JWT-SVID carries no serial; " +
-				"they stop working when they expire (JWT-SVIDs within 1 h, kubeconfigs within their TTL) and are not renewed",
+		// The lock is set: a failure to read what it cannot revoke is said, not returned.
+		var notes []string
+		if out.Unrevocable, err = a.unrevocable(ctx, lock, now); err != nil {
+			out.Unrevocable = []Unrevocable{}
+			notes = []string{"the kubeconfigs and JWT-SVIDs it covers could not be read (" + identity.Truncate(err.Error(), 200) + "); they cannot be revoked, " +
+				"stay valid until they expire (a JWT-SVID within 1 h) and are not renewed"}
+		} else {
+			notes = unrevocableNotes(out.Unrevocable, now)
 		}
+		out.Notes = append([]string{
+			"every join, renewal and exchange it covers is refused from now on, by every replica, and by leaf clusters within a second; " +
+				"its unexpired SSH user and X.509 certificates are in the KRL and CRLs (GET /v1/revocations/...), which servers honour once they fetch them"},
+			notes...)
 	}
 	return out, nil
 }

@@ -117,6 +117,25 @@ func (jwtOutput) sign(sc *signCtx) (*identity.OutputResponse, error) {
 	}, nil
 }
 
+// jwtIssuedCA is what the issued certificates name as the CA of a
+// JWT-SVID (the key mbot authority export --type jwt-jwks publishes); its
+// serial is the token's jti.
+const jwtIssuedCA = "jwt-jwks"
+
+// jwtID is the jti of a JWT-SVID this authority just signed; "" if it
+// does not parse.
+func jwtID(token string) string {
+	tok, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		return ""
+	}
+	var c jwt.Claims
+	if err := tok.UnsafeClaimsWithoutVerification(&c); err != nil {
+		return ""
+	}
+	return c.ID
+}
+
 // newJTI is a JWT ID: 128 random bits, hex.
 func newJTI() string {
 	var b [16]byte

@@ -34,8 +34,11 @@ bots, instances, certificates, roles, join tokens and claims within a second:
 
 --reason says why (the refusal and mbot get locks show it); --expires ends
 the lock by itself, after a duration (2h) or at an RFC 3339 time. The lock
-and its unlock are recorded in mbot audit. Kubeconfigs and JWT-SVIDs already
-issued cannot be revoked: they stop at their expiry and are not renewed.
+and its unlock are recorded in mbot audit. The unexpired SSH user and X.509
+certificates it covers go into the KRL and CRLs. Kubeconfigs (kube-apiserver
+reads no CRL) and JWT-SVIDs (at most 1 h) already issued cannot be revoked:
+they stop at their expiry and are not renewed; mbot lock says how many it
+covers and when the last expires (-o json: unrevocable).
 Examples:
 
    mbot lock bot/deployer --reason "CI secret leaked" --config authority.yaml

@@ -29,7 +29,8 @@ CREATE INDEX IF NOT EXISTS issued_certificates_serial ON issued_certificates (se
 type IssuedCertificate struct {
 	// CA is the CA that signed it, named as mbot authority export --type
 	// names it: ssh-user-ca, ssh-host-ca, tls-ca, database-client-ca,
-	// database-server-ca, kubernetes-client-ca, spiffe-ca.
+	// database-server-ca, kubernetes-client-ca, spiffe-ca; jwt-jwks for a
+	// JWT-SVID, whose Serial is its jti.
 	CA string `json:"ca"`
 	// Serial is the SSH certificate's serial in decimal, or the X.509
 	// certificate's in upper-case hexadecimal, as the audit log writes them
