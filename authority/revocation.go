@@ -209,14 +209,19 @@ func (a *Authority) handleRevocations(w http.ResponseWriter, r *http.Request) {
 		writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
 		return
 	}
-	list, etag, err := e.get(r.Context(), a, typ, purpose)
+	list, etag, modified, err := e.get(r.Context(), a, typ, purpose)
 	if err != nil {
 		writeError(w, identity.Errorf(identity.CodeStoreUnavailable, "the revocation list cannot be read now: %v", err))
 		return
 	}
 	w.Header().Set("ETag", etag)
 	w.Header().Set("Cache-Control", "public, max-age=60")
-	if r.Header.Get("If-None-Match") == etag {
+	// Last-Modified is when the revoked serials (or the CAs, or the hour
+	// the ETag counts) last changed, not when the list was last rendered.
+	w.Header().Set("Last-Modified", modified.UTC().Format(http.TimeFormat))
+	inm := r.Header.Get("If-None-Match")
+	ims, imsErr := http.ParseTime(r.Header.Get("If-Modified-Since"))
+	if inm == etag || inm == "" && imsErr == nil && !modified.Truncate(time.Second).After(ims) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
@@ -261,25 +266,29 @@ type revocationEntry struct {
 	made    time.Time
 	list    []byte
 	etag    string
+	// modified is when etag last changed.
+	modified time.Time
 }
 
-func (e *revocationEntry) get(ctx context.Context, a *Authority, typ, purpose string) ([]byte, string, error) {
+func (e *revocationEntry) get(ctx context.Context, a *Authority, typ, purpose string) ([]byte, string, time.Time, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	ls, cas, now := a.Locks(), a.CAs(), time.Now()
 	if e.list != nil && e.locks == ls && e.cas == cas && now.Sub(e.made) < revocationFresh && now.After(e.made) {
-		return e.list, e.etag, nil
+		return e.list, e.etag, e.modified, nil
 	}
 	list, err := RevocationList(ctx, a.store, cas, ls, typ, purpose, now)
 	if err != nil {
-		return nil, "", err
+		return nil, "", time.Time{}, err
 	}
 	// A CRL kept on a 304 must not pass its nextUpdate: the hour counts too.
 	sum := sha256.Sum256(append(revocationDigest(typ, list), now.Truncate(time.Hour).Format(time.RFC3339)...))
 	e.locks, e.cas, e.made, e.list = ls, cas, now, list
 	e.renders++
-	e.etag = `"` + hex.EncodeToString(sum[:16]) + `"`
-	return e.list, e.etag, nil
+	if etag := `"` + hex.EncodeToString(sum[:16]) + `"`; etag != e.etag {
+		e.etag, e.modified = etag, now
+	}
+	return e.list, e.etag, e.modified, nil
 }
 
 // revocationDigest is what the ETag covers: the revoked serials and CA

@@ -184,3 +184,44 @@ func TestRevocationsRenderedOncePerChange(t *testing.T) {
 		t.Errorf("the CRL was rendered %d times after one lock; want 2", n)
 	}
 }
+
+// TestRevocationsLastModified: a list's Last-Modified is when its revoked
+// serials last changed, not when it was last rendered: If-Modified-Since
+// with it gets 304 while nothing changed, and 200 with a later
+// Last-Modified once a lock adds a serial.
+func TestRevocationsLastModified(t *testing.T) {
+	a, ci := openAuthority(t)
+	ctx := context.Background()
+	h := a.Handler()
+	const path = "/v1/revocations/crl/tls"
+	get := func(ims string) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		if ims != "" {
+			req.Header.Set("If-Modified-Since", ims)
+		}
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	first := get("")
+	modified := first.Header().Get("Last-Modified")
+	if first.Code != http.StatusOK || modified == "" || first.Header().Get("ETag") == "" || first.Header().Get("Cache-Control") == "" {
+		t.Fatalf("GET %s: %d, headers %v", path, first.Code, first.Header())
+	}
+	if rec := get(modified); rec.Code != http.StatusNotModified {
+		t.Errorf("If-Modified-Since its Last-Modified, nothing changed: %d, want 304", rec.Code)
+	}
+	out := newOutput(t, "identity")
+	if _, err := a.Join(ctx, joinRequest("github-deploy", "github", githubToken(t, ci, nil), time.Hour, out), "127.0.0.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // Last-Modified counts in seconds
+	if err := a.Store().AddLock(ctx, &store.Lock{Kind: "join_token", Target: "github-deploy", Reason: "leaked", Time: time.Now(), LockedBy: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	rec := get(modified)
+	if rec.Code != http.StatusOK || rec.Header().Get("Last-Modified") == modified {
+		t.Errorf("If-Modified-Since the old Last-Modified after a lock: %d, Last-Modified %q (was %q); want 200 and a later one",
+			rec.Code, rec.Header().Get("Last-Modified"), modified)
+	}
+}
