@@ -13,7 +13,7 @@ func TestBotLoginsGrants(t *testing.T) {
 	set := parseSet(t, role("db", `{db_users: ["{{internal.db_user}}", ci_migrate], db_names: [app], kubernetes_groups: ["team-{{internal.team}}"]}`)+
 		role("ssh", `{logins: [deploy]}`)+
 		bot("ci", `{roles: [db, ssh], traits: {db_user: [ci_payments], team: [a, b]}}`))
-	got := admin.BotLogins(set, set.Bots["ci"])
+	got := admin.BotLogins(set, set.Bots["ci"], "acme")
 	want := map[string][]string{"db_users": {"ci_payments", "ci_migrate"}, "db_names": {"app"}, "kubernetes_groups": {"team-a", "team-b"}}
 	if !reflect.DeepEqual(got[0].Grants, want) {
 		t.Errorf("role db grants %q, want %q", got[0].Grants, want)

@@ -43,9 +43,14 @@ type RoleLogins struct {
 	Grants map[string][]string `json:"grants,omitempty"`
 }
 
-// BotLogins expands, role by role, the logins each of bot's roles grants it.
-func BotLogins(set *resources.Set, bot *resources.Bot) []RoleLogins {
+// BotLogins expands, role by role, the logins each of bot's roles grants
+// it on cluster ("" when unknown: {{mbot.cluster}} then expands to nothing).
+// An {{mbot.*}} template that expands to nothing is not listed as empty:
+// {{mbot.root_cluster}} does so for a cluster's own bots by design (it is
+// for identities exchanged from a root), and no trait would fill it.
+func BotLogins(set *resources.Set, bot *resources.Bot, cluster string) []RoleLogins {
 	literal := literalLogins(set)
+	traits := resources.IdentityTraits(bot.Spec.Traits, bot.Metadata.Name, cluster, "")
 	out := make([]RoleLogins, 0, len(bot.Spec.Roles))
 	for _, name := range bot.Spec.Roles {
 		rl := RoleLogins{Role: name, Logins: []Login{}}
@@ -56,11 +61,14 @@ func BotLogins(set *resources.Set, bot *resources.Bot) []RoleLogins {
 		}
 		rl.Defined = true
 		for _, entry := range role.Spec.Logins {
-			expanded := policy.ExpandTemplate(entry, bot.Spec.Traits)
+			expanded := policy.ExpandTemplate(entry, traits)
 			template := ""
+			// The authority's {{mbot.*}} facts are no trait someone set for
+			// another purpose: no pitfall, and never empty by mistake.
+			variable := strings.HasPrefix(resources.TemplateTrait(entry), "mbot.")
 			if isTemplate(entry) {
 				template = entry
-				if len(expanded) == 0 {
+				if len(expanded) == 0 && !variable {
 					rl.Empty = append(rl.Empty, entry)
 				}
 			}
@@ -68,12 +76,12 @@ func BotLogins(set *resources.Set, bot *resources.Bot) []RoleLogins {
 				if slices.ContainsFunc(rl.Logins, func(x Login) bool { return x.Name == l }) {
 					continue
 				}
-				rl.Logins = append(rl.Logins, Login{Name: l, Template: template, TraitOnly: template != "" && !literal[l]})
+				rl.Logins = append(rl.Logins, Login{Name: l, Template: template, TraitOnly: template != "" && !variable && !literal[l]})
 			}
 		}
 		for _, f := range resources.GrantFields {
 			for _, entry := range f.Get(&role.Spec) {
-				for _, v := range policy.ExpandTemplate(entry, bot.Spec.Traits) {
+				for _, v := range policy.ExpandTemplate(entry, traits) {
 					if rl.Grants == nil {
 						rl.Grants = map[string][]string{}
 					}
@@ -154,7 +162,11 @@ func Lint(set *resources.Set, settings *Settings) *Report {
 	r := &Report{Bots: []BotReport{}, Findings: []Finding{}}
 	for _, name := range slices.Sorted(maps.Keys(set.Bots)) {
 		bot := set.Bots[name]
-		roles := BotLogins(set, bot)
+		cluster := ""
+		if settings != nil {
+			cluster = settings.ClusterName
+		}
+		roles := BotLogins(set, bot, cluster)
 		r.Bots = append(r.Bots, BotReport{Bot: name, Roles: roles})
 		r.Findings = append(r.Findings, lintBot(set, bot, roles, settings)...)
 	}

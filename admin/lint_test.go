@@ -68,6 +68,17 @@ func TestBotLogins(t *testing.T) {
 				Empty:  []string{"{{internal.db_users}}", "svc-{{internal.team}}"}}},
 		},
 		{
+			name: "mbot variables: the cluster's own bot",
+			docs: role("ci", `{logins: ["ci-{{mbot.cluster}}", "{{mbot.bot}}", "from-{{mbot.root_cluster}}"]}`) +
+				bot("deployer", `{roles: [ci]}`),
+			// {{mbot.root_cluster}} is for exchanged identities: nothing for
+			// an own bot, and not reported as empty.
+			want: []admin.RoleLogins{{Role: "ci", Defined: true, Logins: []admin.Login{
+				{Name: "ci-acme", Template: "ci-{{mbot.cluster}}"},
+				{Name: "deployer", Template: "{{mbot.bot}}"},
+			}}},
+		},
+		{
 			name: "one row per role, in the bot's order",
 			docs: role("a", `{logins: [x]}`) + role("b", `{logins: ["{{internal.logins}}"]}`) +
 				bot("deployer", `{roles: [b, a]}`),
@@ -80,7 +91,7 @@ func TestBotLogins(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			set := parseSet(t, tc.docs)
-			got := admin.BotLogins(set, set.Bots["deployer"])
+			got := admin.BotLogins(set, set.Bots["deployer"], "acme")
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("BotLogins:\n got %+v\nwant %+v", got, tc.want)
 			}
@@ -92,7 +103,7 @@ func TestBotLoginsUndefinedRole(t *testing.T) {
 	set := resources.NewSet(nil)
 	b := &resources.Bot{Metadata: resources.Metadata{Name: "orphan"}, Spec: resources.BotSpec{Roles: []string{"gone"}}}
 	set.Bots["orphan"] = b
-	got := admin.BotLogins(set, b)
+	got := admin.BotLogins(set, b, "acme")
 	if len(got) != 1 || got[0].Defined || got[0].Role != "gone" {
 		t.Errorf("BotLogins of a bot with an undefined role = %+v", got)
 	}

@@ -108,6 +108,12 @@ func (a *Authority) exchange(ctx context.Context, req *identity.ExchangeRequest,
 	ev.Bot = identity.Truncate(bot, identity.MaxNameLen)
 	ev.Claims = map[string]string{"root_cluster": claimed, "remote_roles": strings.Join(chain[0].Subject.OrganizationalUnit, ",")}
 	ev.ClaimsUnverified = true
+	if claimed == "" {
+		// An identity a leaf issued on an exchange (/mbot/cluster/<root>/bot/<bot>)
+		// is no bot of that leaf: trust is not transitive.
+		return nil, identity.Errorf(identity.CodeExchangeInvalid, "certificate %s is not a bot identity (URI SAN spiffe://<root cluster>/bot/<bot>); exchange the tls.crt of a bot's identity output of the root, not one a leaf issued on an exchange",
+			identity.Quote(identity.Truncate(chain[0].Subject.CommonName, 64)))
+	}
 
 	// Trust disabled or removed by another process (mbot apply, mbot rm in
 	// local mode) stops exchanges at once: one version query per exchange.
@@ -161,10 +167,17 @@ func (a *Authority) exchange(ctx context.Context, req *identity.ExchangeRequest,
 	if err != nil {
 		return nil, err
 	}
-	// The root's bot, on this leaf: the mapped roles and no traits.
+	// The root's name goes into the certificates' names (a SPIFFE ID path
+	// segment, a CN, an SSH key ID): a name, whatever the root reports.
+	if err := identity.CheckName("root cluster name", exch.RootCluster); err != nil {
+		return nil, identity.Errorf(identity.CodeExchangeInvalid, "the root identity names its cluster %s, which this leaf cannot name it by (%v); the root's cluster_name must be a name",
+			identity.Quote(identity.Truncate(exch.RootCluster, 64)), err)
+	}
+	// The root's bot, on this leaf: the mapped roles and no traits, named
+	// apart from this leaf's own bots (exchangedName).
 	leafBot := &resources.Bot{Metadata: resources.Metadata{Name: exch.Bot}, Spec: resources.BotSpec{Roles: local}}
 	ls := a.Locks()
-	resp, err := a.grant(st, ls, leafBot, tc.Metadata.Name, exchangeMethod, p.Outputs, p.TTLSeconds, keys, identity.Lineage{}, exch.NotAfter, ev)
+	resp, err := a.grant(st, ls, leafBot, exch.RootCluster, tc.Metadata.Name, exchangeMethod, p.Outputs, p.TTLSeconds, keys, identity.Lineage{}, exch.NotAfter, ev)
 	if err != nil {
 		return nil, err
 	}

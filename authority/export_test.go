@@ -4,6 +4,10 @@ import (
 	"context"
 	"crypto"
 	"time"
+
+	"github.com/mbot-dev/mbot/authority/resources"
+	"github.com/mbot-dev/mbot/authority/store"
+	"github.com/mbot-dev/mbot/identity"
 )
 
 // RecordBursts records a summary of every burst of rate-limited requests
@@ -34,4 +38,17 @@ func (a *Authority) RevocationRenders(typ, purpose string) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.renders
+}
+
+// SignExchanged signs outputs as an exchange does once the root identity
+// is verified and its roles mapped: for bot of root cluster root, holding
+// leaf roles, under trusted cluster tc.
+func (a *Authority) SignExchanged(bot, root, tc string, roles []string, outputs []identity.OutputRequest) (*identity.JoinResponse, error) {
+	keys, err := parseKeys(exchangeMethod, outputs, 3600)
+	if err != nil {
+		return nil, err
+	}
+	leafBot := &resources.Bot{Metadata: resources.Metadata{Name: bot}, Spec: resources.BotSpec{Roles: roles}}
+	return a.grant(a.state.Load(), a.Locks(), leafBot, root, tc, exchangeMethod, outputs, 3600, keys, identity.Lineage{},
+		time.Now().Add(time.Hour), &store.AuditEvent{Event: exchangeMethod})
 }

@@ -236,7 +236,7 @@ func (a *Authority) admit(st *state, ls *locks.Set, tok *compiledToken, req *ide
 	if err := checkLocks(ls, locks.Subject{Bot: bot.Metadata.Name, JoinToken: req.JoinToken, Claims: ev.Claims}, "join"); err != nil {
 		return nil, err
 	}
-	return a.grant(st, ls, bot, req.JoinToken, req.Method, req.Outputs, req.TTLSeconds, keys, lineage, time.Time{}, ev)
+	return a.grant(st, ls, bot, "", req.JoinToken, req.Method, req.Outputs, req.TTLSeconds, keys, lineage, time.Time{}, ev)
 }
 
 // recordCIPlatform adds the CI platform the client reports to the audit
@@ -261,9 +261,15 @@ func recordCIPlatform(ev *store.AuditEvent, reported string) {
 // the part of a join that a renewal and a trusted cluster's exchange
 // repeat. Certificates of a renewal chain carry its lineage (zero for joins
 // that renew by joining again). No certificate outlives limit, when set
-// (an exchange's: the root identity it was exchanged for).
-func (a *Authority) grant(st *state, ls *locks.Set, bot *resources.Bot, joinToken, method string, outputs []identity.OutputRequest,
+// (an exchange's: the root identity it was exchanged for). root is the
+// root cluster of an exchanged identity, "" for this cluster's own bots:
+// the certificates name an exchanged identity apart (exchangedName).
+func (a *Authority) grant(st *state, ls *locks.Set, bot *resources.Bot, root, joinToken, method string, outputs []identity.OutputRequest,
 	ttlSeconds int64, keys []outputKeys, lineage identity.Lineage, limit time.Time, ev *store.AuditEvent) (*identity.JoinResponse, error) {
+	// The bot as the roles' templates see it: its traits and the {{mbot.*}} variables.
+	tb := *bot
+	tb.Spec.Traits = resources.IdentityTraits(bot.Spec.Traits, bot.Metadata.Name, a.cfg.ClusterName, root)
+	bot = &tb
 	resp := &identity.JoinResponse{
 		ClusterName:  a.cfg.ClusterName,
 		Bot:          bot.Metadata.Name,
@@ -293,7 +299,7 @@ func (a *Authority) grant(st *state, ls *locks.Set, bot *resources.Bot, joinToke
 				out.Name, limit.UTC().Format(time.RFC3339)))
 		}
 		kind := outputKinds[out.OutputType()] // checked by parseKeys
-		signed, err := kind.sign(&signCtx{cas: a.CAs(), cluster: a.cfg.ClusterName, set: st.set, bot: bot, joinToken: joinToken,
+		signed, err := kind.sign(&signCtx{cas: a.CAs(), cluster: a.cfg.ClusterName, root: root, set: st.set, bot: bot, joinToken: joinToken,
 			out: &outputs[i], grant: grant, keys: keys[i], lineage: lineage, notAfter: notAfter,
 			issuer: a.issuerURL(), claims: ev.Claims})
 		if err != nil {

@@ -43,8 +43,11 @@ func outputTypeNames() []string { return slices.Sorted(maps.Keys(outputKinds)) }
 
 // signCtx is everything an output kind signs from.
 type signCtx struct {
-	cas       *CAs
-	cluster   string
+	cas     *CAs
+	cluster string
+	// root is the root cluster of an exchanged identity, "" for the
+	// cluster's own bots.
+	root      string
 	set       *resources.Set
 	bot       *resources.Bot
 	joinToken string
@@ -63,6 +66,46 @@ type signCtx struct {
 
 // botName is the signing bot's name.
 func (sc *signCtx) botName() string { return sc.bot.Metadata.Name }
+
+// The names an exchanged identity's certificates carry, apart from the
+// leaf's own bot of the same name (docs/trusted-clusters.md, "Exchanged
+// identities"): SPIFFE ID spiffe://<leaf>/mbot/cluster/<root>/bot/<bot>
+// (URI SAN, JWT-SVID sub), X.509 subject CN=<root>/<bot>,
+// O=mbot-root:<root>, SSH key ID bot=<root>/<bot> cluster=<root>. Own bots
+// keep /bot/<bot>, CN=<bot>, O=<cluster>, bot=<bot>.
+
+// subjectName is the CN of the identity's certificates and the name its
+// SSH key IDs give: the bot, or <root>/<bot> when exchanged.
+func (sc *signCtx) subjectName() string {
+	if sc.root != "" {
+		return identity.ExchangedSubject(sc.root, sc.botName())
+	}
+	return sc.botName()
+}
+
+// organization is the O of the identity's certificates.
+func (sc *signCtx) organization() string {
+	if sc.root != "" {
+		return identity.ExchangedOrganization(sc.root)
+	}
+	return sc.cluster
+}
+
+// defaultSPIFFEPath is the SPIFFE ID path of an output that asks for none.
+func (sc *signCtx) defaultSPIFFEPath() string {
+	if sc.root != "" {
+		return identity.ExchangedSPIFFEPath(sc.root, sc.botName())
+	}
+	return "/bot/" + sc.botName()
+}
+
+// keyIDName starts the SSH key IDs: who the certificate is for.
+func (sc *signCtx) keyIDName() string {
+	if sc.root != "" {
+		return fmt.Sprintf("bot=%s cluster=%s", sc.subjectName(), sc.root)
+	}
+	return "bot=" + sc.botName()
+}
 
 // x509Response is the answer for an output of type typ whose one
 // certificate is cert (database, kubernetes, application): the caller adds

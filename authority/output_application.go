@@ -74,7 +74,8 @@ func checkSPIFFEIDRequest(asked string) error {
 }
 
 // spiffeIDFor resolves an output's spiffe_id in the cluster's trust domain
-// (default /bot/<bot>) and checks that the output's roles grant it.
+// (default /bot/<bot>, /mbot/cluster/<root>/bot/<bot> for an exchanged
+// identity) and checks that the output's roles grant it.
 func spiffeIDFor(sc *signCtx, asked string) (spiffeid.ID, error) {
 	td, err := spiffeid.TrustDomainFromString(sc.cluster)
 	if err != nil {
@@ -86,7 +87,7 @@ func spiffeIDFor(sc *signCtx, asked string) (spiffeid.ID, error) {
 	var id spiffeid.ID
 	switch {
 	case asked == "":
-		id, err = spiffeid.FromSegments(td, "bot", sc.botName())
+		id, err = spiffeid.FromPath(td, sc.defaultSPIFFEPath())
 	case strings.HasPrefix(asked, "/"):
 		id, err = spiffeid.FromPath(td, asked)
 	default:
@@ -103,10 +104,31 @@ func spiffeIDFor(sc *signCtx, asked string) (spiffeid.ID, error) {
 	if err := identity.CheckSPIFFEPath("spiffe_id", path); err != nil {
 		return spiffeid.ID{}, identity.Errorf(identity.CodeBadRequest, "output %q: %v", sc.out.Name, err)
 	}
+	if err := checkSPIFFENamespace(sc, path); err != nil {
+		return spiffeid.ID{}, err
+	}
 	if !slices.ContainsFunc(sc.grant.Granted(resources.FieldSPIFFEIDs), func(p string) bool { return identity.MatchSPIFFEPattern(p, path) }) {
 		return spiffeid.ID{}, notGranted(sc, resources.FieldSPIFFEIDs, "SPIFFE ID path", path)
 	}
 	return id, nil
+}
+
+// checkSPIFFENamespace keeps the leaf's own bots and exchanged identities
+// apart whatever the roles grant: /mbot/ is the authority's (an exchanged
+// identity holds its own /mbot/cluster/<root>/bot/<bot> there and nothing
+// else, an own bot nothing), and /bot/ is the own bots' (an exchanged
+// identity holds nothing there).
+func checkSPIFFENamespace(sc *signCtx, path string) error {
+	own := path == sc.defaultSPIFFEPath()
+	switch {
+	case strings.HasPrefix(path, identity.ReservedSPIFFEPrefix) && !(own && sc.root != ""):
+		return identity.Errorf(identity.CodeRoleDenied, "output %q: SPIFFE ID path %s is under %s, which the authority names itself (tunnels, identities exchanged from a root cluster) and no role grants; ask for a path outside it (or none for %s)",
+			sc.out.Name, identity.Quote(identity.Truncate(path, 64)), identity.ReservedSPIFFEPrefix, sc.defaultSPIFFEPath())
+	case sc.root != "" && strings.HasPrefix(path, "/bot/"):
+		return identity.Errorf(identity.CodeRoleDenied, "output %q: SPIFFE ID path %s names a bot of cluster %s, and bot %q of root cluster %s is not one: its SPIFFE ID is %s (ask for none, or a path outside /bot/)",
+			sc.out.Name, identity.Quote(identity.Truncate(path, 64)), sc.cluster, sc.botName(), sc.root, sc.defaultSPIFFEPath())
+	}
+	return nil
 }
 
 func (applicationOutput) audit(resp *identity.OutputResponse) string {
@@ -135,7 +157,7 @@ func (applicationOutput) sign(sc *signCtx) (*identity.OutputResponse, error) {
 	// An X.509-SVID leaf (SPIFFE X509-SVID §4, §5): exactly one URI SAN,
 	// no CA, digitalSignature only; it serves both ends of mutual TLS.
 	cert, err := sc.cas.SPIFFE.Sign(&x509.Certificate{
-		Subject:               pkix.Name{Organization: []string{sc.cluster}},
+		Subject:               pkix.Name{Organization: []string{sc.organization()}},
 		URIs:                  []*url.URL{uri},
 		DNSNames:              r.DNSSANs,
 		NotAfter:              sc.notAfter,

@@ -2,6 +2,7 @@ package authority
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 
 	"github.com/mbot-dev/mbot/identity"
@@ -10,7 +11,8 @@ import (
 
 // identityOutput is the identity output type: an SSH user certificate for
 // the grant's logins (ssh-user CA) and an X.509 client certificate with CN
-// = bot name (tls CA).
+// = bot name and the bot's SPIFFE ID (tls CA); an exchanged identity's
+// name the root too (signCtx.subjectName).
 type identityOutput struct{}
 
 func init() { outputKinds[identity.OutputIdentity] = identityOutput{} }
@@ -27,7 +29,7 @@ func (identityOutput) audit(resp *identity.OutputResponse) string {
 
 // sign certifies one output's keys for its grant.
 func (identityOutput) sign(sc *signCtx) (*identity.OutputResponse, error) {
-	bot, g, keys := sc.botName(), sc.grant, sc.keys
+	g, keys := sc.grant, sc.keys
 	notAfter := sc.notAfter
 	serial := RandomSSHSerial()
 	if err := checkPrincipals(g.Logins); err != nil {
@@ -37,9 +39,9 @@ func (identityOutput) sign(sc *signCtx) (*identity.OutputResponse, error) {
 	if len(principals) == 0 {
 		// OpenSSH reads a certificate without principals as valid for every
 		// login, so a bot with no logins gets one that matches no account.
-		principals = []string{noLoginPrincipal + bot}
+		principals = []string{noLoginPrincipal + sc.subjectName()}
 	}
-	keyID := fmt.Sprintf("bot=%s join_token=%s output=%s serial=%d", bot, sc.joinToken, sc.out.Name, serial) + provenanceKeyID(sc.claims)
+	keyID := fmt.Sprintf("%s join_token=%s output=%s serial=%d", sc.keyIDName(), sc.joinToken, sc.out.Name, serial) + provenanceKeyID(sc.claims)
 	extensions := sc.provenance()
 	if sc.lineage.Generation > 0 {
 		keyID += fmt.Sprintf(" generation=%d", sc.lineage.Generation)
@@ -60,8 +62,8 @@ func (identityOutput) sign(sc *signCtx) (*identity.OutputResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	tlsCert, err := sc.cas.SignTLSClient(TLSClientRequest{PublicKey: keys.tls, Bot: bot, Cluster: sc.cluster,
-		Roles: g.Roles, NotAfter: notAfter, Extensions: extensions})
+	tlsCert, err := sc.cas.SignTLSClient(TLSClientRequest{PublicKey: keys.tls, Name: sc.subjectName(), Organization: sc.organization(),
+		SPIFFEID: &url.URL{Scheme: "spiffe", Host: sc.cluster, Path: sc.defaultSPIFFEPath()}, Roles: g.Roles, NotAfter: notAfter, Extensions: extensions})
 	if err != nil {
 		return nil, err
 	}

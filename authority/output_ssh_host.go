@@ -71,7 +71,7 @@ func (sshHostOutput) sign(sc *signCtx) (*identity.OutputResponse, error) {
 	serial := RandomSSHSerial()
 	cert, err := sc.cas.SignSSHHost(SSHCertRequest{
 		Key:        sc.keys.ssh,
-		KeyID:      fmt.Sprintf("bot=%s join_token=%s output=%s type=ssh_host serial=%d", sc.botName(), sc.joinToken, sc.out.Name, serial),
+		KeyID:      fmt.Sprintf("%s join_token=%s output=%s type=ssh_host serial=%d", sc.keyIDName(), sc.joinToken, sc.out.Name, serial),
 		Principals: names,
 		NotAfter:   sc.notAfter,
 		Serial:     serial,

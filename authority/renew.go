@@ -125,7 +125,7 @@ func (a *Authority) renew(ctx context.Context, req *identity.RenewRequest, cert 
 	}
 	presented := lineage.Generation
 	lineage.Generation++
-	resp, err := a.grant(st, ls, bot, lineage.JoinToken, tok.token.Spec.Method, req.Outputs, req.TTLSeconds, keys, lineage, time.Time{}, ev)
+	resp, err := a.grant(st, ls, bot, "", lineage.JoinToken, tok.token.Spec.Method, req.Outputs, req.TTLSeconds, keys, lineage, time.Time{}, ev)
 	if err != nil {
 		return nil, err
 	}

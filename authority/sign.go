@@ -70,21 +70,23 @@ func RandomSSHSerial() uint64 {
 // TLSClientRequest describes a bot's X.509 client certificate.
 type TLSClientRequest struct {
 	PublicKey any
-	Bot       string
-	Cluster   string
-	Roles     []string
-	NotAfter  time.Time
+	// Name is the CN, Organization the O, SPIFFEID the one URI SAN.
+	Name         string
+	Organization string
+	SPIFFEID     *url.URL
+	Roles        []string
+	NotAfter     time.Time
 	// Extensions are added as they are (the renewal lineage of token joins).
 	Extensions []pkix.Extension
 }
 
-// SignTLSClient issues an mTLS client certificate: CN = bot name, URI SAN
-// spiffe://<cluster>/bot/<bot>, roles in OU.
+// SignTLSClient issues an mTLS client certificate: CN = the bot's name,
+// O = its cluster, URI SAN its SPIFFE ID (spiffe://<cluster>/bot/<bot>),
+// roles in OU.
 func (c *CAs) SignTLSClient(r TLSClientRequest) (*SignedCert, error) {
-	spiffe := &url.URL{Scheme: "spiffe", Host: r.Cluster, Path: "/bot/" + r.Bot}
 	return c.signTLS(&x509.Certificate{
-		Subject:         pkix.Name{CommonName: r.Bot, Organization: []string{r.Cluster}, OrganizationalUnit: r.Roles},
-		URIs:            []*url.URL{spiffe},
+		Subject:         pkix.Name{CommonName: r.Name, Organization: []string{r.Organization}, OrganizationalUnit: r.Roles},
+		URIs:            []*url.URL{r.SPIFFEID},
 		NotAfter:        r.NotAfter,
 		KeyUsage:        x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},

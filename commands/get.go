@@ -119,6 +119,13 @@ identity), when, why and until when (mbot lock, mbot unlock).`,
 				}
 				return writeJoinTokens(os.Stdout, set, docs, used, time.Now())
 			}
+			if kind == resources.KindBot {
+				settings, err := client.Settings(c.Context)
+				if err != nil {
+					return err
+				}
+				return writeBots(os.Stdout, set, docs, settings.ClusterName)
+			}
 			return writeTable(os.Stdout, set, kind, docs)
 		},
 	}
@@ -188,6 +195,35 @@ func selectDocument(docs []resources.Document, name string) []resources.Document
 	return nil
 }
 
+// writeBots prints bots with what their roles grant them on cluster, templates expanded.
+func writeBots(w io.Writer, set *resources.Set, docs []resources.Document, cluster string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	traitOnly := false
+	fmt.Fprintln(tw, "NAME\tROLE\tLOGINS (templates expanded)")
+	for _, d := range docs {
+		bot := set.Bots[d.Metadata.Name]
+		for i, rl := range admin.BotLogins(set, bot, cluster) {
+			name := ""
+			if i == 0 {
+				name = displayName(bot.Metadata.Name)
+			}
+			logins, marked := formatLogins(rl)
+			traitOnly = traitOnly || marked
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", name, displayName(rl.Role), logins)
+			for _, g := range formatGrants(rl) {
+				fmt.Fprintf(tw, "\t\t%s\n", g)
+			}
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if traitOnly {
+		fmt.Fprint(w, traitOnlyNote)
+	}
+	return nil
+}
+
 // writeTable prints docs of kind as a table.
 func writeTable(w io.Writer, set *resources.Set, kind string, docs []resources.Document) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -209,30 +245,7 @@ func writeTable(w io.Writer, set *resources.Set, kind string, docs []resources.D
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", displayName(d.Metadata.Name), orNone(strings.Join(spec.Logins, ", ")), maxTTL, mfa, trust)
 		}
 	case resources.KindBot:
-		traitOnly := false
-		fmt.Fprintln(tw, "NAME\tROLE\tLOGINS (templates expanded)")
-		for _, d := range docs {
-			bot := set.Bots[d.Metadata.Name]
-			for i, rl := range admin.BotLogins(set, bot) {
-				name := ""
-				if i == 0 {
-					name = displayName(bot.Metadata.Name)
-				}
-				logins, marked := formatLogins(rl)
-				traitOnly = traitOnly || marked
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", name, displayName(rl.Role), logins)
-				for _, g := range formatGrants(rl) {
-					fmt.Fprintf(tw, "\t\t%s\n", g)
-				}
-			}
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-		if traitOnly {
-			fmt.Fprint(w, traitOnlyNote)
-		}
-		return nil
+		return writeBots(w, set, docs, "")
 	case resources.KindDatabase:
 		fmt.Fprintln(tw, "NAME\tPROTOCOL\tURI\tSERVER CA")
 		for _, d := range docs {

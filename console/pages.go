@@ -139,9 +139,13 @@ func (s *Server) bots(r *http.Request, v *view) error {
 	if err != nil {
 		return err
 	}
+	settings, err := s.opts.Client.Settings(ctx)
+	if err != nil {
+		return err
+	}
 	var out []*botView
 	for _, name := range slices.Sorted(maps.Keys(set.Bots)) {
-		b := &botView{Name: name, Roles: admin.BotLogins(set, set.Bots[name])}
+		b := &botView{Name: name, Roles: admin.BotLogins(set, set.Bots[name], settings.ClusterName)}
 		tokens := map[string]bool{}
 		for _, tn := range slices.Sorted(maps.Keys(set.JoinTokens)) {
 			if tok := set.JoinTokens[tn]; tok.Spec.Bot == name {

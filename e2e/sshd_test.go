@@ -22,6 +22,12 @@ type sshServer struct {
 // startSSHD starts sshd in the foreground and stops it when the test ends.
 func startSSHD(t *testing.T, c *cluster) *sshServer {
 	t.Helper()
+	return startSSHDWith(t, c, "")
+}
+
+// startSSHDWith is startSSHD with extra lines of sshd_config.
+func startSSHDWith(t *testing.T, c *cluster, extra string) *sshServer {
+	t.Helper()
 	sshd := requireTool(t, "sshd", "/usr/sbin/sshd")
 	s := &sshServer{ssh: requireTool(t, "ssh"), port: freePort(t)}
 
@@ -46,7 +52,7 @@ PidFile %s
 PrintMotd no
 PrintLastLog no
 UseDNS no
-`, s.port, filepath.Join(hostDir, "key"), filepath.Join(hostDir, "key-cert.pub"), userCA, filepath.Join(dir, "sshd.pid"))
+`, s.port, filepath.Join(hostDir, "key"), filepath.Join(hostDir, "key-cert.pub"), userCA, filepath.Join(dir, "sshd.pid")) + extra
 	if os.Geteuid() == 0 {
 		// root logs in only with PermitRootLogin, and sshd's privilege
 		// separation needs its empty chroot directory.

@@ -34,9 +34,31 @@ func PathRelay(leaf string) string { return "/v1/clusters/" + url.PathEscape(lea
 // TunnelSPIFFEPath is the path of the one URI SAN of a leaf's tunnel
 // certificate, spiffe://<leaf cluster_name>/mbot/cluster-tunnel: the
 // identity a root checks a tunnel by. No bot (/bot/<name>, or
-// /cluster/<root>/bot/<name> when exchanged), user (/user/<name>) or admin
-// (/admin/<name>) certificate can carry it, since names hold no "/".
+// /mbot/cluster/<root>/bot/<name> when exchanged), user (/user/<name>) or
+// admin (/admin/<name>) certificate can carry it, since names hold no "/".
 const TunnelSPIFFEPath = "/mbot/cluster-tunnel"
+
+// ReservedSPIFFEPrefix starts the SPIFFE ID paths an authority names
+// itself (tunnels, exchanged identities): no role grants one to a bot.
+const ReservedSPIFFEPrefix = "/mbot/"
+
+// ExchangedSPIFFEPath is the SPIFFE ID path of bot of root cluster root
+// on the leaf that exchanged its root identity,
+// /mbot/cluster/<root>/bot/<bot>: in the leaf's trust domain, never the
+// /bot/<bot> of the leaf's own bot of that name. root and bot are names
+// (CheckName), so each is one path segment.
+func ExchangedSPIFFEPath(root, bot string) string {
+	return ReservedSPIFFEPrefix + "cluster/" + root + "/bot/" + bot
+}
+
+// ExchangedSubject is the CN of an exchanged identity's certificate and
+// the name its SSH key ID gives, <root>/<bot>: a bot's own name holds no "/".
+func ExchangedSubject(root, bot string) string { return root + "/" + bot }
+
+// ExchangedOrganization is the O of an exchanged identity's certificate,
+// mbot-root:<root>, where the leaf's own bots have the leaf's cluster name
+// (which holds no ":").
+func ExchangedOrganization(root string) string { return "mbot-root:" + root }
 
 // TunnelProtocol is the Upgrade token of the tunnel: HTTP/2 with the root
 // as the client, the leaf as the server.
