@@ -28,12 +28,15 @@ import (
 // Undocumented fills the cells of a field the page has no row for.
 const Undocumented = "(undocumented)"
 
-// Table is one generated table: the struct whose fields it lists, and how
-// deep it goes (0: every leaf, dotted; 1: the top-level fields only).
+// Table is one generated table: the struct whose fields it lists, how deep
+// it goes (0: every leaf, dotted; 1: the top-level fields only), and whether
+// it leaves out the fields of inline structs (Own: an output's own fields,
+// not those of its types, which the page lists by type).
 type Table struct {
 	Name  string
 	Type  reflect.Type
 	Depth int
+	Own   bool
 }
 
 // Fields are the YAML paths of t's fields, in struct order: inline structs
@@ -42,11 +45,18 @@ type Table struct {
 // leaves.
 func Fields(t reflect.Type, depth int) []string {
 	var out []string
-	walk(t, "", 1, depth, &out)
+	walk(t, "", 1, depth, false, &out)
 	return out
 }
 
-func walk(t reflect.Type, prefix string, level, depth int, out *[]string) {
+// OwnFields are Fields without those of t's inline structs.
+func OwnFields(t reflect.Type, depth int) []string {
+	var out []string
+	walk(t, "", 1, depth, true, &out)
+	return out
+}
+
+func walk(t reflect.Type, prefix string, level, depth int, own bool, out *[]string) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -57,7 +67,9 @@ func walk(t reflect.Type, prefix string, level, depth int, out *[]string) {
 			continue
 		}
 		if strings.Contains(opts, "inline") {
-			walk(f.Type, prefix, level, depth, out)
+			if !own {
+				walk(f.Type, prefix, level, depth, own, out)
+			}
 			continue
 		}
 		if name == "" {
@@ -68,7 +80,7 @@ func walk(t reflect.Type, prefix string, level, depth int, out *[]string) {
 			ft = ft.Elem()
 		}
 		if ft.Kind() == reflect.Struct && hasYAMLFields(ft) && (depth == 0 || level < depth) {
-			walk(ft, prefix+name+".", level+1, depth, out)
+			walk(ft, prefix+name+".", level+1, depth, false, out)
 			continue
 		}
 		*out = append(*out, prefix+name)
@@ -113,7 +125,11 @@ func Regenerate(page string, tables []Table) (string, error) {
 		}
 		var b strings.Builder
 		b.WriteString(lines[0] + "\n" + lines[1] + "\n")
-		for _, path := range Fields(tb.Type, tb.Depth) {
+		fields := Fields(tb.Type, tb.Depth)
+		if tb.Own {
+			fields = OwnFields(tb.Type, tb.Depth)
+		}
+		for _, path := range fields {
 			rest, ok := cells[path]
 			if !ok {
 				rest = strings.Repeat(" "+Undocumented+" |", columns-1)
@@ -134,5 +150,8 @@ type Page struct {
 // Pages are the configuration references whose tables are generated.
 var Pages = []Page{
 	{"reference/authority-yaml.md", []Table{{Name: "authority.Config", Type: reflect.TypeFor[authority.Config]()}}},
-	{"reference/mbot-yaml.md", []Table{{Name: "client.Config", Type: reflect.TypeFor[client.Config](), Depth: 1}}},
+	{"reference/mbot-yaml.md", []Table{
+		{Name: "client.Config", Type: reflect.TypeFor[client.Config](), Depth: 1},
+		{Name: "client.Output", Type: reflect.TypeFor[client.Output](), Depth: 1, Own: true},
+	}},
 }
