@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/mbot-dev/mbot/admin"
+	"github.com/mbot-dev/mbot/identity"
 )
 
 //go:embed templates/*.html
@@ -49,7 +50,7 @@ var SecurityHeaders = map[string]string{
 		"frame-ancestors 'none'; base-uri 'none'",
 	"X-Frame-Options":              "DENY",
 	"X-Content-Type-Options":       "nosniff",
-	"Referrer-Policy":              "no-referrer",
+	"Referrer-Policy":              "same-origin",
 	"Cache-Control":                "no-store",
 	"Cross-Origin-Opener-Policy":   "same-origin",
 	"Cross-Origin-Resource-Policy": "same-origin",
@@ -242,7 +243,7 @@ func checkPost(r *http.Request, csrf string) error {
 		return fmt.Errorf("it came from another site (%s)", site)
 	}
 	if origin := r.Header.Get("Origin"); origin != "" && origin != "http://"+r.Host {
-		return errors.New("it came from another origin")
+		return fmt.Errorf("it came from origin %s, not http://%s", identity.Printable(origin), identity.Printable(r.Host))
 	}
 	r.Body = http.MaxBytesReader(nil, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {

@@ -7,8 +7,10 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -258,3 +260,20 @@ func TestHostileValuesAreText(t *testing.T) {
 	}
 }
 
+// TestBrowserDriverNotInBinary: chromedp drives the browser tests only; the
+// mbot binary does not link it.
+func TestBrowserDriverNotInBinary(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/mbot-dev/mbot").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	deps := strings.Fields(string(out))
+	if !slices.Contains(deps, "github.com/mbot-dev/mbot/console") {
+		t.Fatal("the mbot binary does not link the console: go list -deps is not listing what it links")
+	}
+	for _, dep := range deps {
+		if strings.HasPrefix(dep, "github.com/chromedp/") {
+			t.Errorf("the mbot binary links %s", dep)
+		}
+	}
+}

@@ -184,8 +184,8 @@ type auditForm struct {
 type auditData struct {
 	Form    auditForm
 	Records []store.AuditEvent
-	// Next is the query of the next page; empty on the last.
-	Next string
+	// Next is the query of the next page (escaped); empty on the last.
+	Next template.URL
 }
 
 // auditFilter reads the audit page's form into a filter.
@@ -266,7 +266,7 @@ func (s *Server) audit(r *http.Request, v *view) error {
 	if len(data.Records) == pageSize {
 		q := r.URL.Query()
 		q.Set("before", strconv.FormatInt(data.Records[len(data.Records)-1].ID, 10))
-		data.Next = q.Encode()
+		data.Next = template.URL(q.Encode())
 	}
 	return nil
 }
@@ -455,14 +455,16 @@ func parseTemplates() (map[string]*template.Template, error) {
 			return t.UTC().Format("2006-01-02 15:04:05Z")
 		},
 		"join": strings.Join,
-		"query": func(kv ...string) string {
+		// query is a URL's query of names and values, each escaped
+		// (template.URL: the template must not escape it again).
+		"query": func(kv ...string) template.URL {
 			q := url.Values{}
 			for i := 0; i+1 < len(kv); i += 2 {
 				q.Set(kv[i], kv[i+1])
 			}
-			return q.Encode()
+			return template.URL(q.Encode())
 		},
-		"details":   details,
+		"details": details,
 		// input is a value echoed into a form field: control characters,
 		// which no one types, are replaced.
 		"input": func(s string) string {
