@@ -39,7 +39,7 @@ spec:
     issuer: %[2]s
     allow:
       - project_name: infra
-        service_connection: mbot-deploy
+        pipeline_name: deploy
         repository_ref: refs/heads/main
 ---
 kind: join_token
@@ -164,8 +164,9 @@ func platformCases(pc *platformsCluster) []methodCase {
 		{
 			method: "azure_devops", token: "azure-devops-e2e",
 			job: func(t *testing.T, c *cluster, override map[string]any) methodJob {
+				// The pipeline's own token (sub p://acme/infra/deploy): a
+				// service connection's carries no repository_ref to rule on.
 				env := c.ci.AzureDevOpsEnv(withOverride(simci.AzureDevOpsClaims(), override))
-				env["MBOT_AZURE_SERVICE_CONNECTION_ID"] = simci.AzureDevOpsServiceConnection
 				return methodJob{env: c.jobEnv(env)}
 			},
 			mismatch: map[string]any{"rpo_ref": "refs/heads/feature"}, field: "repository_ref",

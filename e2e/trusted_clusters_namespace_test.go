@@ -248,4 +248,3 @@ func TestTrustedClustersExchangedNamespace(t *testing.T) {
 		}
 	})
 }
-
