@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"github.com/mbot-dev/mbot/internal/skipreport"
 	"io"
 	"net/http"
 	"net/url"
@@ -42,7 +43,7 @@ func chromium(t *testing.T) string {
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
 	}
-	t.Skip(msg)
+	skipreport.Skip(t, msg)
 	return ""
 }
 
