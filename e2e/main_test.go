@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mbot-dev/mbot/internal/skipreport"
+	"github.com/mbot-dev/mbot/internal/testservers"
 )
 
 // mbotBin is the mbot binary under test, built once by TestMain.
@@ -127,16 +128,9 @@ func withVars(env []string, vars map[string]string) []string {
 	return out
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+// freePort returns a TCP port on 127.0.0.1 for a server the test starts
+// (testservers.FreePort: below the ephemeral range, never twice).
+func freePort(t *testing.T) int { return testservers.FreePort(t) }
 
 // waitForPort waits until addr accepts connections or exited is closed.
 func waitForPort(t *testing.T, addr string, exited <-chan struct{}, logs *syncBuffer) {
