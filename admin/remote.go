@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -25,6 +26,8 @@ import (
 // ca.crt and admin.json, as the authority writes to <data_dir>/admin).
 type Remote struct {
 	api *client.API
+	// readOnly: the identity's certificate is a read-only admin's.
+	readOnly bool
 }
 
 // OpenRemote reads the admin identity in dir. authorityURL overrides the
@@ -57,8 +60,12 @@ func OpenRemote(dir, authorityURL string) (*Remote, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Remote{api: api}, nil
+	return &Remote{api: api, readOnly: cert.Leaf != nil && slices.Contains(cert.Leaf.Subject.OrganizationalUnit, authority.AdminReadOnly)}, nil
 }
+
+// ReadOnly says the identity is a read-only admin's (mbot sign --admin
+// --read-only): the admin API refuses its changes with admin_read_only.
+func (r *Remote) ReadOnly() bool { return r.readOnly }
 
 func (r *Remote) Apply(ctx context.Context, file string, data []byte) ([]string, error) {
 	var out struct {

@@ -153,6 +153,93 @@ func withLocalNames(names []string) []string {
 	return out
 }
 
+// AdminSignRequest is what mbot sign --admin asks for: an admin identity
+// directory for admin Admin, like the one every start writes to
+// <data_dir>/admin, read-only or not.
+type AdminSignRequest struct {
+	Admin    string
+	ReadOnly bool
+	// TTL is its lifetime: 0 for admin_identity_ttl, at most max_admin_ttl.
+	TTL time.Duration
+	// OSUser is who ran the command, for the audit log; empty means the
+	// current OS user.
+	OSUser string
+}
+
+// SignedAdmin is an admin identity directory's files.
+type SignedAdmin struct {
+	Files    []identity.File
+	NotAfter time.Time
+}
+
+// SignAdmin issues an admin identity for req.Admin: its certificate's URI
+// SAN is spiffe://<cluster>/admin/<name> (mbot lock --admin NAME refuses
+// it), and a read-only one is answered only its reads by the admin API.
+// admin.json names the authority as the issuer URL does (tls_names, else
+// the listen address); --authority overrides it. Every signing, and every
+// refused attempt, is recorded in the audit log.
+func (a *Authority) SignAdmin(ctx context.Context, req AdminSignRequest) (*SignedAdmin, error) {
+	if req.OSUser == "" {
+		req.OSUser = currentOSUser()
+	}
+	ev := &store.AuditEvent{Event: "sign.admin", Remote: "local admin " + req.OSUser,
+		Claims: map[string]string{"admin": req.Admin, "os_user": req.OSUser, "read_only": strconv.FormatBool(req.ReadOnly)}}
+	signed, err := a.signAdmin(req, ev)
+	if err != nil {
+		ev.Allowed, ev.Message = false, err.Error()
+		var refusal *identity.Error
+		if errors.As(err, &refusal) {
+			ev.Code, ev.Message = string(refusal.Code), refusal.Message
+		}
+	}
+	if aerr := a.store.Audit(context.WithoutCancel(ctx), ev); aerr != nil {
+		if err != nil {
+			a.log.Error("recording refused admin signing", "err", aerr)
+			return nil, err
+		}
+		return nil, fmt.Errorf("recording the signing in the audit log: %w", aerr)
+	}
+	return signed, err
+}
+
+func (a *Authority) signAdmin(req AdminSignRequest, ev *store.AuditEvent) (*SignedAdmin, error) {
+	// The name becomes the certificate's CN and a SPIFFE path segment.
+	if err := identity.CheckName("--admin", req.Admin); err != nil {
+		return nil, identity.Errorf(identity.CodeBadRequest, "%v", err)
+	}
+	if c := a.state.Load().set.ClusterNamed(req.Admin); c != "" {
+		return nil, identity.Errorf(identity.CodeBadRequest, "--admin %s is named like a cluster (%s); bots, users and admins may not share a cluster's name: pick another name",
+			req.Admin, c)
+	}
+	ttl, maxTTL := req.TTL, time.Duration(a.cfg.MaxAdminTTL)
+	if ttl == 0 {
+		ttl = min(time.Duration(a.cfg.AdminIdentityTTL), maxTTL)
+	}
+	switch {
+	case ttl < 0:
+		return nil, identity.Errorf(identity.CodeBadRequest, "--ttl %s is negative", ttl)
+	case ttl > maxTTL:
+		return nil, identity.Errorf(identity.CodeBadRequest, "--ttl %s is above max_admin_ttl (%s) in %s; ask for at most %s, or raise max_admin_ttl if an admin identity that long is really meant",
+			shortDuration(ttl), shortDuration(maxTTL), a.cfg.path, shortDuration(maxTTL))
+	}
+	ev.Claims["ttl"] = shortDuration(ttl)
+	_, port, _ := net.SplitHostPort(a.cfg.Listen)
+	files, cert, err := a.adminIdentity(req.Admin, time.Now().Add(ttl), req.ReadOnly, a.defaultIssuer(port))
+	if err != nil {
+		return nil, err
+	}
+	serial := serialString(cert.Serial)
+	kind := "admin identity"
+	if req.ReadOnly {
+		kind = "read-only admin identity"
+	}
+	ev.Allowed, ev.NotAfter = true, cert.NotAfter
+	ev.Message = fmt.Sprintf("%s %q until %s", kind, req.Admin, cert.NotAfter.UTC().Format(time.RFC3339))
+	ev.Serials = []string{"tls:" + serial}
+	ev.Certificates = []store.IssuedCertificate{{CA: "tls-ca", Serial: serial, NotAfter: cert.NotAfter}}
+	return &SignedAdmin{Files: files, NotAfter: cert.NotAfter}, nil
+}
+
 // UserSignRequest is what mbot sign --user asks for: a long-lived identity
 // for a person or a service outside CI, signed deliberately by an admin on
 // the authority host (what tctl auth sign is to Teleport).

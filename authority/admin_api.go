@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -66,6 +67,9 @@ type AdminInfo struct {
 	Authority string `json:"authority"`
 	CAPin     string `json:"ca_pin"`
 	Name      string `json:"name"`
+	// ReadOnly says the identity may only read (its certificate carries
+	// AdminReadOnly; that is what the authority goes by).
+	ReadOnly bool `json:"read_only,omitempty"`
 }
 
 // AdminSettings are the cluster-wide settings the admin API reports.
@@ -99,34 +103,50 @@ func (a *Authority) adminSPIFFE() string { return "spiffe://" + a.cfg.ClusterNam
 // certificate, or an error when the caller is not an admin. Bot
 // certificates, signed by the same CA, are refused.
 func (a *Authority) adminName(r *http.Request) (string, error) {
+	name, _, err := a.adminOf(r)
+	return name, err
+}
+
+// adminOf is adminName and whether the identity is read-only.
+func (a *Authority) adminOf(r *http.Request) (name string, readOnly bool, err error) {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-		return "", identity.Errorf(identity.CodeAdminRequired, "the admin API needs an admin identity: pass --auth DIR with the identity the authority wrote to <data_dir>/%s", AdminDirName)
+		return "", false, identity.Errorf(identity.CodeAdminRequired, "the admin API needs an admin identity: pass --auth DIR with the identity the authority wrote to <data_dir>/%s", AdminDirName)
 	}
 	leaf := r.TLS.VerifiedChains[0][0]
 	for _, u := range leaf.URIs {
 		if name, ok := strings.CutPrefix(u.String(), a.adminSPIFFE()); ok && name != "" {
-			return name, nil
+			return name, slices.Contains(leaf.Subject.OrganizationalUnit, AdminReadOnly), nil
 		}
 	}
-	return "", identity.Errorf(identity.CodeAdminRequired, "certificate %q is not an admin identity of cluster %s; bot identities cannot administer the authority", leaf.Subject.CommonName, a.cfg.ClusterName)
+	return "", false, identity.Errorf(identity.CodeAdminRequired, "certificate %q is not an admin identity of cluster %s; bot identities cannot administer the authority", leaf.Subject.CommonName, a.cfg.ClusterName)
 }
 
 func (a *Authority) adminHandler(h func(w http.ResponseWriter, r *http.Request, actor string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		name, err := a.adminName(r)
+		name, readOnly, err := a.adminOf(r)
 		if err != nil {
 			writeError(w, err)
 			return
 		}
 		actor := fmt.Sprintf("admin %s from %s", name, r.RemoteAddr)
+		request := identity.Truncate(r.Method+" "+r.URL.Path, 200)
 		// A lock written by another process counts at once: one version
 		// query per admin request.
 		a.refreshNow(r.Context())
 		if lock, ok := a.Locks().Lookup(locks.KindAdmin, name, time.Now()); ok {
 			refusal := lock.Refusal("admin API request")
 			a.auditAdmin(r.Context(), &store.AuditEvent{Event: "admin.refused", Code: string(identity.CodeAdminLocked), Remote: actor,
-				Claims:  map[string]string{"admin": name, "request": identity.Truncate(r.Method+" "+r.URL.Path, 200)},
+				Claims:  map[string]string{"admin": name, "request": request},
 				Message: refusal.Err.Error()})
+			writeError(w, refusal)
+			return
+		}
+		if readOnly && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			refusal := identity.Errorf(identity.CodeAdminReadOnly, "admin %q has a read-only identity: the admin API answers its reads (mbot get, audit, lint, console) and refuses %s; "+
+				"use an identity that may change things (<data_dir>/admin, or mbot sign --admin NAME without --read-only)", name, identity.Printable(request))
+			a.auditAdmin(r.Context(), &store.AuditEvent{Event: "admin.refused", Code: string(identity.CodeAdminReadOnly), Remote: actor,
+				Claims:  map[string]string{"admin": name, "request": request, "read_only": "true"},
+				Message: refusal.Message})
 			writeError(w, refusal)
 			return
 		}
@@ -514,36 +534,14 @@ func (a *Authority) ensureAdminIdentity(ctx context.Context, addr net.Addr) erro
 			}
 		}
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
 	const name = adminName
 	if _, ok := a.Locks().Lookup(locks.KindAdmin, name, time.Now()); ok {
 		a.log.Warn("admin \"admin\" is locked: the admin API refuses the identity written now until mbot unlock --admin admin --config on this host", "dir", dir)
 	}
 	notAfter := time.Now().Add(ttl)
-	spiffe, _ := url.Parse(a.adminSPIFFE() + name)
-	cert, err := a.CAs().signTLS(&x509.Certificate{
-		Subject:     pkixName(name, a.cfg.ClusterName),
-		URIs:        []*url.URL{spiffe},
-		NotAfter:    notAfter,
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}, key.Public())
+	files, _, err := a.adminIdentity(name, notAfter, false, "https://"+dialable(addr))
 	if err != nil {
 		return err
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return err
-	}
-	info, _ := json.MarshalIndent(AdminInfo{Authority: "https://" + dialable(addr), CAPin: a.CAs().Pin(), Name: name}, "", "  ")
-	files := []identity.File{
-		{Name: identity.FileTLSKey, Data: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), Mode: 0o600},
-		{Name: identity.FileTLSCert, Data: []byte(cert.PEM()), Mode: 0o644},
-		{Name: identity.FileCA, Data: a.CAs().TLSCertPEM, Mode: 0o644},
-		{Name: "admin.json", Data: append(info, '\n'), Mode: 0o644},
 	}
 	if err := identity.WriteDir(dir, files); err != nil {
 		return fmt.Errorf("writing the admin identity: %w", err)
@@ -551,6 +549,47 @@ func (a *Authority) ensureAdminIdentity(ctx context.Context, addr net.Addr) erro
 	a.audit(ctx, "sign.admin", "authority start", fmt.Sprintf("admin identity %q in %s until %s", name, dir, notAfter.UTC().Format(time.RFC3339)))
 	a.log.Info("wrote an admin identity", "dir", dir, "not_after", notAfter)
 	return nil
+}
+
+// AdminReadOnly is the Organizational Unit of a read-only admin identity's
+// certificate (mbot sign --admin NAME --read-only): the admin API answers
+// its reads and refuses everything else with admin_read_only. The CA that
+// signs bots' certificates signs it, so no one else can set it.
+const AdminReadOnly = "read-only"
+
+// adminIdentity signs an admin identity for admin name until notAfter (read
+// only or not) and returns its files, admin.json naming authorityURL.
+func (a *Authority) adminIdentity(name string, notAfter time.Time, readOnly bool, authorityURL string) ([]identity.File, *SignedCert, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	spiffe, _ := url.Parse(a.adminSPIFFE() + name)
+	subject := pkixName(name, a.cfg.ClusterName)
+	if readOnly {
+		subject.OrganizationalUnit = []string{AdminReadOnly}
+	}
+	cert, err := a.CAs().signTLS(&x509.Certificate{
+		Subject:     subject,
+		URIs:        []*url.URL{spiffe},
+		NotAfter:    notAfter,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, key.Public())
+	if err != nil {
+		return nil, nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	info, _ := json.MarshalIndent(AdminInfo{Authority: authorityURL, CAPin: a.CAs().Pin(), Name: name, ReadOnly: readOnly}, "", "  ")
+	return []identity.File{
+		{Name: identity.FileTLSKey, Data: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), Mode: 0o600},
+		{Name: identity.FileTLSCert, Data: []byte(cert.PEM()), Mode: 0o644},
+		{Name: identity.FileCA, Data: a.CAs().TLSCertPEM, Mode: 0o644},
+		{Name: "admin.json", Data: append(info, '\n'), Mode: 0o644},
+	}, cert, nil
 }
 
 // dialable turns a listen address into one a local client can dial.

@@ -30,6 +30,15 @@ recorded in the audit log:
    mbot sign --config authority.yaml --user alice --roles deploy --logins alice --ttl 720h --out ./alice
    ssh -F ./alice/ssh_config web1.acme.internal
 
+An admin identity for the admin API (--auth DIR), like the one every start
+writes to <data_dir>/admin, for another admin; with --read-only the admin
+API answers its reads (mbot get, audit, lint, console) and refuses every
+change (admin_read_only). It lives admin_identity_ttl unless --ttl says
+otherwise (at most max_admin_ttl), and is recorded in the audit log:
+
+   mbot sign --config authority.yaml --admin carol --read-only --out ./carol
+   mbot console --auth ./carol
+
 A database server's certificate (signed by the database-server CA) and the
 CA it must check clients by (the database-client CA), with the exact
 postgresql.conf and pg_hba.conf or my.cnf lines printed:
@@ -42,8 +51,10 @@ postgresql.conf and pg_hba.conf or my.cnf lines printed:
 			&cli.StringFlag{Name: "user", Usage: "user name, like a bot's: lower-case letters, digits, - _ . (a long-lived user identity)"},
 			&cli.StringFlag{Name: "roles", Usage: "with --user: comma-separated roles whose logins the user gets"},
 			&cli.StringFlag{Name: "logins", Usage: "with --user: the user's logins trait, for {{internal.logins}} in the roles"},
+			&cli.StringFlag{Name: "admin", Usage: "admin name, like a bot's (an admin identity for --auth; mbot lock --admin NAME refuses it)"},
+			&cli.BoolFlag{Name: "read-only", Usage: "with --admin: the identity may only read (the admin API refuses its changes: admin_read_only)"},
 			&cli.StringFlag{Name: "out", Required: true, Usage: "directory to write the credentials to"},
-			&cli.DurationFlag{Name: "ttl", Usage: "certificate lifetime (--host: default 8760h; --user: required, at most max_admin_ttl)"},
+			&cli.DurationFlag{Name: "ttl", Usage: "certificate lifetime (--host: default 8760h; --user: required, at most max_admin_ttl; --admin: admin_identity_ttl unless given, at most max_admin_ttl)"},
 			&cli.StringFlag{Name: "owner", Usage: "USER[:GROUP] to give the --out directory and its files to (as root), for a server that reads them as its own user: --owner postgres"},
 		},
 		Action: func(c *cli.Context) error {
@@ -53,9 +64,23 @@ postgresql.conf and pg_hba.conf or my.cnf lines printed:
 			if _, _, err := lookupOwner(c.String("owner")); err != nil {
 				return err
 			}
+			if c.IsSet("read-only") && !c.IsSet("admin") {
+				return usagef("--read-only goes with --admin NAME (an admin identity)")
+			}
+			given := 0
+			for _, f := range []string{"host", "user", "admin"} {
+				if c.IsSet(f) {
+					given++
+				}
+			}
 			switch {
-			case c.IsSet("host") && c.IsSet("user"):
-				return usagef("mbot sign takes --host or --user, not both")
+			case given > 1:
+				return usagef("mbot sign takes one of --host, --user and --admin")
+			case c.IsSet("admin"):
+				if c.IsSet("format") || c.IsSet("roles") || c.IsSet("logins") {
+					return usagef("--format, --roles and --logins do not go with --admin: an admin identity is for the admin API")
+				}
+				return signAdmin(c)
 			case c.IsSet("user"):
 				if c.IsSet("format") {
 					return usagef("--format goes with --host (a database server), not --user")
@@ -70,7 +95,7 @@ postgresql.conf and pg_hba.conf or my.cnf lines printed:
 				}
 				return signHost(c)
 			}
-			return usagef("mbot sign needs --host NAME[,NAME] or --user NAME")
+			return usagef("mbot sign needs --host NAME[,NAME], --user NAME or --admin NAME")
 		},
 	}
 }
@@ -189,6 +214,41 @@ func signUser(c *cli.Context) error {
 	out := signed.Output
 	fmt.Fprintf(os.Stderr, "mbot: signed user %q: roles %s, logins %s, valid until %s (recorded in the audit log)\nmbot: wrote %s (use: ssh -F %s/ssh_config <host>)\n",
 		c.String("user"), strings.Join(out.Roles, ","), strings.Join(out.Logins, ","), out.NotAfter.UTC().Format(time.RFC3339), dir, dir)
+	return nil
+}
+
+func signAdmin(c *cli.Context) error {
+	dir, err := filepath.Abs(c.String("out"))
+	if err != nil {
+		return err
+	}
+	created, err := checkOut(dir)
+	if err != nil {
+		return err
+	}
+	cfg, err := authority.LoadConfig(c.String("config"))
+	if err != nil {
+		return err
+	}
+	a, err := authority.OpenLocal(c.Context, cfg, authority.Options{})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	signed, err := a.SignAdmin(c.Context, authority.AdminSignRequest{Admin: c.String("admin"), ReadOnly: c.Bool("read-only"), TTL: c.Duration("ttl")})
+	if err != nil {
+		return err
+	}
+	if err := writeOwned(c, dir, signed.Files); err != nil {
+		return err
+	}
+	reportCreated(created)
+	kind := "admin identity"
+	if c.Bool("read-only") {
+		kind = "read-only admin identity"
+	}
+	fmt.Fprintf(os.Stderr, "mbot: signed a %s for %q, valid until %s (recorded in the audit log)\nmbot: wrote %s (use: --auth %s; mbot lock --admin %s revokes it)\n",
+		kind, c.String("admin"), signed.NotAfter.UTC().Format(time.RFC3339), dir, dir, c.String("admin"))
 	return nil
 }
 

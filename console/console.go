@@ -59,7 +59,8 @@ var SecurityHeaders = map[string]string{
 // Options configure a console.
 type Options struct {
 	Client admin.Client
-	// ReadOnly hides the actions and refuses them.
+	// ReadOnly hides the actions and refuses them. A client whose
+	// ReadOnly() says so (a read-only admin identity) makes it read-only too.
 	ReadOnly bool
 	// Addr is the address the console listens on (host:port), which the
 	// printed URL names.
@@ -90,6 +91,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if ro, ok := opts.Client.(interface{ ReadOnly() bool }); ok && ro.ReadOnly() {
+		opts.ReadOnly = true
 	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
@@ -162,7 +166,7 @@ func (s *Server) guard(next http.Handler) http.Handler {
 		}
 		if r.Method == http.MethodPost {
 			if s.opts.ReadOnly {
-				s.refuse(w, r, http.StatusForbidden, "This console is read-only (mbot console --read-only): it takes no action.")
+				s.refuse(w, r, http.StatusForbidden, "This console is read-only (mbot console --read-only, or a read-only admin identity): it takes no action.")
 				return
 			}
 			if err := checkPost(r, csrf); err != nil {

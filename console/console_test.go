@@ -21,6 +21,7 @@ import (
 	"github.com/mbot-dev/mbot/authority/locks"
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/console"
+	"github.com/mbot-dev/mbot/identity"
 	"github.com/mbot-dev/mbot/internal/authoritytest"
 )
 
@@ -55,7 +56,13 @@ type env struct {
 func start(t *testing.T, readOnly bool) *env {
 	t.Helper()
 	e := authoritytest.Start(t, "console.test", botsYAML, "")
-	client, err := admin.OpenRemote(filepath.Join(e.DataDir, authority.AdminDirName), "")
+	return startOn(t, e, filepath.Join(e.DataDir, authority.AdminDirName), readOnly)
+}
+
+// startOn is a console on e through the admin identity in adminDir.
+func startOn(t *testing.T, e *authoritytest.Env, adminDir string, readOnly bool) *env {
+	t.Helper()
+	client, err := admin.OpenRemote(adminDir, e.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +216,30 @@ func TestSessionAndCSRF(t *testing.T) {
 }
 
 func TestReadOnly(t *testing.T) {
-	e := start(t, true)
+	t.Run("--read-only", func(t *testing.T) { checkReadOnly(t, start(t, true)) })
+	// A console on a read-only admin identity is read-only without the flag.
+	t.Run("read-only admin identity", func(t *testing.T) {
+		auth := authoritytest.Start(t, "console.test", botsYAML, "")
+		signed, err := auth.Authority.SignAdmin(t.Context(), authority.AdminSignRequest{Admin: "viewer", ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(t.TempDir(), "viewer")
+		if err := identity.WriteDir(dir, signed.Files); err != nil {
+			t.Fatal(err)
+		}
+		e := startOn(t, auth, dir, false)
+		b := checkReadOnly(t, e)
+		_, page := get(t, b, e.srv.URL+"/audit?event=sign.admin")
+		if !strings.Contains(page, "read-only admin identity") {
+			t.Errorf("the audit page through a read-only identity does not show its signing:\n%s", page)
+		}
+	})
+}
+
+// checkReadOnly: e's console offers no action and refuses one; it returns
+// the logged-in browser.
+func checkReadOnly(t *testing.T, e *env) *http.Client {
 	b := e.login(t)
 	_, page := get(t, b, e.srv.URL+"/actions")
 	if strings.Contains(page, "lock-form") || !strings.Contains(page, "read-only") {
@@ -229,6 +259,7 @@ func TestReadOnly(t *testing.T) {
 	if _, ok := e.auth.Authority.Locks().Lookup(locks.KindBot, "deployer", time.Now()); ok {
 		t.Fatal("a read-only console locked the bot")
 	}
+	return b
 }
 
 // TestHostileValuesAreText: claims and names chosen by a caller reach

@@ -393,7 +393,7 @@ func (s *Server) act(r *http.Request, v *view) error {
 		return err
 	}
 	if s.opts.ReadOnly {
-		return badf("this console is read-only (mbot console --read-only): it takes no action")
+		return badf("this console is read-only (mbot console --read-only, or a read-only admin identity): it takes no action")
 	}
 	if d.Form.Op != "lock" && d.Form.Op != "unlock" {
 		return badf("op %q is not lock or unlock", d.Form.Op)

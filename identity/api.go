@@ -342,6 +342,9 @@ const (
 	// CodeAdminLocked: the admin API request came with an identity of an
 	// admin that is locked (mbot lock --admin).
 	CodeAdminLocked ErrorCode = "admin_locked"
+	// CodeAdminReadOnly: a read-only admin identity (mbot sign --admin
+	// --read-only) asked the admin API to change something.
+	CodeAdminReadOnly ErrorCode = "admin_read_only"
 	// CodeRateLimited: too many refused requests came from the caller's
 	// address; the answer carries Retry-After.
 	CodeRateLimited ErrorCode = "rate_limited"
