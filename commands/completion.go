@@ -114,7 +114,7 @@ func registerCompletions(app *cli.App) {
 				withArgs(c, a)
 			}
 			for _, f := range c.Flags {
-				if v, ok := values[path+" --"+f.Names()[0]]; ok {
+				if v, ok := values[path+" --"+flagName(f)]; ok {
 					withValues(f, v)
 				}
 			}
@@ -123,6 +123,25 @@ func registerCompletions(app *cli.App) {
 	}
 	walk(app.Commands, "")
 	app.BashComplete = printCompletions
+}
+
+// flagName is f's name, read from the flag itself: Names (urfave/cli's
+// FlagNames) runs a regular expression on each name, and
+// registerCompletions runs at every start.
+func flagName(f cli.Flag) string {
+	switch f := f.(type) {
+	case *cli.StringFlag:
+		return f.Name
+	case *cli.BoolFlag:
+		return f.Name
+	case *cli.DurationFlag:
+		return f.Name
+	case *cli.IntFlag:
+		return f.Name
+	case *cli.StringSliceFlag:
+		return f.Name
+	}
+	return f.Names()[0]
 }
 
 // firstArg offers values for a command's first argument only.

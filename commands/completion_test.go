@@ -7,6 +7,7 @@ import (
 
 	"github.com/mbot-dev/mbot/authority"
 	"github.com/mbot-dev/mbot/joiners"
+	"github.com/urfave/cli/v2"
 )
 
 // TestCompletions checks the candidates offered for the word last typed:
@@ -55,5 +56,29 @@ func TestCompletions(t *testing.T) {
 				t.Errorf("mbot %s<TAB> offers %q", name, w)
 			}
 		}
+	}
+}
+
+// TestFlagNameIsNames: flagName, which registerCompletions uses instead of
+// urfave/cli's Names to spare a regular expression per flag at start,
+// names every flag of every command as Names does.
+func TestFlagNameIsNames(t *testing.T) {
+	app := App()
+	var walk func(cmds []*cli.Command)
+	n := 0
+	walk = func(cmds []*cli.Command) {
+		for _, c := range cmds {
+			for _, f := range c.Flags {
+				n++
+				if got, want := flagName(f), f.Names()[0]; got != want {
+					t.Errorf("%s: flagName %q, Names()[0] %q", c.FullName(), got, want)
+				}
+			}
+			walk(c.Subcommands)
+		}
+	}
+	walk(app.Commands)
+	if n < 50 {
+		t.Fatalf("walked %d flags; expected every command's", n)
 	}
 }
