@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mbot-dev/mbot/authority/resources"
@@ -127,23 +128,29 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 // yaml.v3's "field lisen not found in type authority.Config".
 var unknownConfigField = lazyregexp.New(`field (\S+) not found in type authority\.(\w+)`)
 
-// configSections are authority.yaml's mappings by Go type: where a field
-// is, and the fields it has.
-var configSections = map[string]struct {
+// configSection is one of authority.yaml's mappings: where a field is,
+// and the fields it has.
+type configSection struct {
 	where  string
 	fields []string
-}{
-	"Config":          {"authority.yaml's top level", suggest.YAMLFields(Config{})},
-	"StorageConfig":   {"storage", suggest.YAMLFields(StorageConfig{})},
-	"SSHConfig":       {"ssh", suggest.YAMLFields(SSHConfig{})},
-	"CAKeyEncryption": {"ca_key_encryption", suggest.YAMLFields(CAKeyEncryption{})},
 }
+
+// configSections are authority.yaml's mappings by Go type, built on first
+// use (reflection a process that reads no authority.yaml does not pay for).
+var configSections = sync.OnceValue(func() map[string]configSection {
+	return map[string]configSection{
+		"Config":          {"authority.yaml's top level", suggest.YAMLFields(Config{})},
+		"StorageConfig":   {"storage", suggest.YAMLFields(StorageConfig{})},
+		"SSHConfig":       {"ssh", suggest.YAMLFields(SSHConfig{})},
+		"CAKeyEncryption": {"ca_key_encryption", suggest.YAMLFields(CAKeyEncryption{})},
+	}
+})
 
 // unknownConfigFieldMessage says which field of authority.yaml is unknown,
 // with the nearest known one and the fields of its section.
 func unknownConfigFieldMessage(m string) string {
 	sub := unknownConfigField.FindStringSubmatch(m)
-	section, ok := configSections[sub[2]]
+	section, ok := configSections()[sub[2]]
 	if !ok {
 		return strings.ReplaceAll(m, "in type authority.", "in ")
 	}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -87,10 +88,14 @@ var priorities = map[Joiner]int{}
 // with priority 0 and are only used by --join-method.
 func register(j Joiner, priority int) {
 	priorities[j] = priority
-	detectionOrder = append(detectionOrder, j)
-	sort.SliceStable(detectionOrder, func(a, b int) bool {
-		return priorities[detectionOrder[a]] < priorities[detectionOrder[b]]
-	})
+	// After every joiner of the same or a lower priority: the order a
+	// stable sort would give, without sorting on each of the package's
+	// initializers.
+	i := len(detectionOrder)
+	for i > 0 && priorities[detectionOrder[i-1]] > priority {
+		i--
+	}
+	detectionOrder = slices.Insert(detectionOrder, i, j)
 }
 
 // Detect picks the joiner for the platform the job runs on.

@@ -3,6 +3,7 @@ package resources
 import (
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/mbot-dev/mbot/internal/lazyregexp"
 	"github.com/mbot-dev/mbot/internal/suggest"
@@ -15,19 +16,22 @@ type fieldOwner struct {
 }
 
 // fieldOwners maps the Go types yaml.v3 names in an unknown-field error to
-// what the user wrote.
-var fieldOwners = map[string]fieldOwner{
-	"RoleSpec":              {"role spec", suggest.YAMLFields(RoleSpec{})},
-	"BotSpec":               {"bot spec", suggest.YAMLFields(BotSpec{})},
-	"DatabaseSpec":          {"database spec", suggest.YAMLFields(DatabaseSpec{})},
-	"KubernetesClusterSpec": {"kubernetes_cluster spec", suggest.YAMLFields(KubernetesClusterSpec{})},
-	"TrustedClusterSpec":    {"trusted_cluster spec", suggest.YAMLFields(TrustedClusterSpec{})},
-	"TrustedRoot":           {"trusted_cluster spec.root", suggest.YAMLFields(TrustedRoot{})},
-	"RoleMapping":           {"a role_map entry", suggest.YAMLFields(RoleMapping{})},
-	"LeafClusterSpec":       {"leaf_cluster spec", suggest.YAMLFields(LeafClusterSpec{})},
-	"Metadata":              {"metadata", suggest.YAMLFields(Metadata{})},
-	"envelope":              {"a resource", suggest.YAMLFields(envelope[BotSpec]{})},
-}
+// what the user wrote. Built on first use: reading the fields by reflection
+// is no work for a process that never meets an unknown field.
+var fieldOwners = sync.OnceValue(func() map[string]fieldOwner {
+	return map[string]fieldOwner{
+		"RoleSpec":              {"role spec", suggest.YAMLFields(RoleSpec{})},
+		"BotSpec":               {"bot spec", suggest.YAMLFields(BotSpec{})},
+		"DatabaseSpec":          {"database spec", suggest.YAMLFields(DatabaseSpec{})},
+		"KubernetesClusterSpec": {"kubernetes_cluster spec", suggest.YAMLFields(KubernetesClusterSpec{})},
+		"TrustedClusterSpec":    {"trusted_cluster spec", suggest.YAMLFields(TrustedClusterSpec{})},
+		"TrustedRoot":           {"trusted_cluster spec.root", suggest.YAMLFields(TrustedRoot{})},
+		"RoleMapping":           {"a role_map entry", suggest.YAMLFields(RoleMapping{})},
+		"LeafClusterSpec":       {"leaf_cluster spec", suggest.YAMLFields(LeafClusterSpec{})},
+		"Metadata":              {"metadata", suggest.YAMLFields(Metadata{})},
+		"envelope":              {"a resource", suggest.YAMLFields(envelope[BotSpec]{})},
+	}
+})
 
 // yaml.v3's "field rolez not found in type resources.BotSpec".
 var unknownField = lazyregexp.New(`(?s)^(\d+: )field (.*) not found in type resources\.(\w+)(?:\[[^\]]*\])?$`)
@@ -41,7 +45,7 @@ func unknownFieldMessage(e string) string {
 	if m == nil {
 		return e
 	}
-	owner, ok := fieldOwners[m[3]]
+	owner, ok := fieldOwners()[m[3]]
 	if !ok {
 		return e
 	}
