@@ -2,8 +2,6 @@ package authority_test
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -57,16 +55,7 @@ spec:
 
 func openExchangedAuthority(t *testing.T) (*authority.Authority, *simci.Issuer) {
 	t.Helper()
-	ci, err := simci.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ci.Close() })
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "bots.yaml"), []byte(strings.ReplaceAll(exchangedYAML, "ISSUER", ci.URL)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return openWithConfig(t, dir), ci
+	return openAuthorityFrom(t, exchangedYAML)
 }
 
 // TestExchangedIdentityNamedApart: cluster acme's own bot deployer and

@@ -118,16 +118,32 @@ spec:
 // cluster acme in a temporary directory, with botsYAML applied.
 func openAuthority(t *testing.T) (*authority.Authority, *simci.Issuer) {
 	t.Helper()
+	return openAuthorityFrom(t, botsYAML)
+}
+
+// openAuthorityFrom is openAuthority with resourcesYAML applied instead.
+func openAuthorityFrom(t *testing.T, resourcesYAML string) (*authority.Authority, *simci.Issuer) {
+	t.Helper()
+	ci, dir := startWithResources(t, resourcesYAML)
+	return openWithConfig(t, dir), ci
+}
+
+// startWithResources starts a simulated CI issuer and writes resourcesYAML,
+// ISSUER or %[1]s standing for the issuer's URL, to bots.yaml in a new
+// temporary directory, which it returns.
+func startWithResources(t *testing.T, resourcesYAML string) (*simci.Issuer, string) {
+	t.Helper()
 	ci, err := simci.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ci.Close() })
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "bots.yaml"), []byte(strings.ReplaceAll(botsYAML, "ISSUER", ci.URL)), 0o600); err != nil {
+	text := strings.NewReplacer("ISSUER", ci.URL, "%[1]s", ci.URL).Replace(resourcesYAML)
+	if err := os.WriteFile(filepath.Join(dir, "bots.yaml"), []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return openWithConfig(t, dir), ci
+	return ci, dir
 }
 
 func openWithConfig(t *testing.T, dir string) *authority.Authority {
@@ -142,7 +158,13 @@ func openWithConfig(t *testing.T, dir string) *authority.Authority {
 
 func tryOpen(t *testing.T, dir string) (*authority.Authority, error) {
 	t.Helper()
-	cfgYAML := "cluster_name: acme\ndata_dir: data\nresources: [bots.yaml]\nssh:\n  host_patterns: ['*.acme.internal']\n"
+	return tryOpenWith(t, dir, "")
+}
+
+// tryOpenWith is tryOpen with extraConfig appended to authority.yaml.
+func tryOpenWith(t *testing.T, dir, extraConfig string) (*authority.Authority, error) {
+	t.Helper()
+	cfgYAML := "cluster_name: acme\ndata_dir: data\nresources: [bots.yaml]\nssh:\n  host_patterns: ['*.acme.internal']\n" + extraConfig
 	cfg, err := authority.ParseConfig(filepath.Join(dir, "authority.yaml"), []byte(cfgYAML))
 	if err != nil {
 		t.Fatal(err)

@@ -8,8 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -87,16 +85,7 @@ spec:
 
 func openSPIFFEAuthority(t *testing.T) (*authority.Authority, *simci.Issuer) {
 	t.Helper()
-	ci, err := simci.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ci.Close() })
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "bots.yaml"), []byte(strings.ReplaceAll(spiffeYAML, "%[1]s", ci.URL)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return openWithConfig(t, dir), ci
+	return openAuthorityFrom(t, spiffeYAML)
 }
 
 func applicationOutput(t *testing.T, name, spiffeID string, dnsSANs []string, roles ...string) output {

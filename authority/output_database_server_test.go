@@ -4,8 +4,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -57,16 +55,7 @@ spec:
 
 func openDBServerAuthority(t *testing.T) (*authority.Authority, *simci.Issuer) {
 	t.Helper()
-	ci, err := simci.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ci.Close() })
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "bots.yaml"), []byte(strings.ReplaceAll(dbServerYAML, "ISSUER", ci.URL)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return openWithConfig(t, dir), ci
+	return openAuthorityFrom(t, dbServerYAML)
 }
 
 func dbServerOutput(t *testing.T, names ...string) output {

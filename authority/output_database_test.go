@@ -83,16 +83,7 @@ spec:
 
 func openDatabaseAuthority(t *testing.T) (*authority.Authority, *simci.Issuer) {
 	t.Helper()
-	ci, err := simci.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ci.Close() })
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "bots.yaml"), []byte(strings.ReplaceAll(databaseYAML, "ISSUER", ci.URL)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return openWithConfig(t, dir), ci
+	return openAuthorityFrom(t, databaseYAML)
 }
 
 func databaseOutput(t *testing.T, name, db, user, dbName string, roles ...string) output {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,7 +19,6 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/mbot-dev/mbot/authority"
 	"github.com/mbot-dev/mbot/identity"
-	"github.com/mbot-dev/mbot/internal/simci"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
@@ -194,15 +192,7 @@ func TestJWTSVIDWithGoOIDC(t *testing.T) {
 }
 
 func TestIssuerURLSet(t *testing.T) {
-	ci, err := simci.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ci.Close() })
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "bots.yaml"), []byte(strings.ReplaceAll(spiffeYAML, "%[1]s", ci.URL)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	ci, dir := startWithResources(t, spiffeYAML)
 	cfg, err := authority.ParseConfig(filepath.Join(dir, "authority.yaml"),
 		[]byte("cluster_name: acme\ndata_dir: data\nresources: [bots.yaml]\ntls_names: [auth.acme.internal]\nissuer_url: https://mbot.acme.com/\n"))
 	if err != nil {

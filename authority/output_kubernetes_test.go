@@ -9,8 +9,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -121,19 +119,9 @@ func testCAPEM(t *testing.T) string {
 
 func openKubernetesAuthority(t *testing.T) (*authority.Authority, *simci.Issuer, string) {
 	t.Helper()
-	ci, err := simci.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ci.Close() })
 	caPEM := testCAPEM(t)
-	yml := strings.ReplaceAll(kubernetesYAML, "ISSUER", ci.URL)
-	yml = strings.ReplaceAll(yml, "CAPEM", "    "+strings.ReplaceAll(caPEM, "\n", "\n    "))
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "bots.yaml"), []byte(yml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return openWithConfig(t, dir), ci, caPEM
+	a, ci := openAuthorityFrom(t, strings.ReplaceAll(kubernetesYAML, "CAPEM", "    "+strings.ReplaceAll(caPEM, "\n", "\n    ")))
+	return a, ci, caPEM
 }
 
 func kubernetesOutput(t *testing.T, name, cluster, user string, groups []string, roles ...string) output {

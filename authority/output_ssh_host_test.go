@@ -3,8 +3,6 @@ package authority_test
 import (
 	"bytes"
 	"errors"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,16 +63,7 @@ spec:
 
 func openSSHHostAuthority(t *testing.T) (*authority.Authority, *simci.Issuer) {
 	t.Helper()
-	ci, err := simci.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ci.Close() })
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "bots.yaml"), []byte(strings.ReplaceAll(sshHostYAML, "ISSUER", ci.URL)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return openWithConfig(t, dir), ci
+	return openAuthorityFrom(t, sshHostYAML)
 }
 
 func sshHostOutput(t *testing.T, name string, names []string, roles ...string) output {

@@ -72,17 +72,7 @@ spec:
 
 func openWithRoleOptions(t *testing.T) (*authority.Authority, *simci.Issuer) {
 	t.Helper()
-	ci, err := simci.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ci.Close() })
-	dir := t.TempDir()
-	text := strings.ReplaceAll(botsYAML+roleOptionsYAML, "ISSUER", ci.URL)
-	if err := os.WriteFile(filepath.Join(dir, "bots.yaml"), []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return openWithConfig(t, dir), ci
+	return openAuthorityFrom(t, botsYAML+roleOptionsYAML)
 }
 
 func sshCertOf(t *testing.T, text string) *ssh.Certificate {

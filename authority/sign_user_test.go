@@ -4,9 +4,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"io"
-	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,15 +26,7 @@ func openAuthorityWith(t *testing.T, extraConfig string) *authority.Authority {
 	if err := os.WriteFile(filepath.Join(dir, "bots.yaml"), []byte(strings.ReplaceAll(botsYAML, "ISSUER", "https://issuer.invalid")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfgYAML := "cluster_name: acme\ndata_dir: data\nresources: [bots.yaml]\nssh:\n  host_patterns: ['*.acme.internal']\n" + extraConfig
-	cfg, err := authority.ParseConfig(filepath.Join(dir, "authority.yaml"), []byte(cfgYAML))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := authority.Open(t.Context(), cfg, authority.Options{
-		HTTPClient: &http.Client{Timeout: 5 * time.Second},
-		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	a, err := tryOpenWith(t, dir, extraConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
