@@ -148,8 +148,8 @@ func (databaseOutput) render(dir string, keys *identity.Keys, resp *identity.Joi
 	if err != nil {
 		return nil, err
 	}
-	if strings.ContainsFunc(dir, func(r rune) bool { return r < ' ' || r == 0x7f }) || strings.TrimSpace(dir) != dir {
-		return nil, fmt.Errorf("the destination %s has a control character or surrounding space, which connection files cannot hold", identity.Quote(dir))
+	if err := checkDestinationInFile(dir, "connection files"); err != nil {
+		return nil, err
 	}
 	path := func(name string) string { return filepath.Join(dir, name) }
 	header := fmt.Sprintf("# mbot database output %s: bot %s, database %s (%s), user %s; valid until %s\n",
@@ -275,6 +275,16 @@ func checkPEMCertificates(what, s string) error {
 	}
 	if n == 0 || strings.TrimSpace(string(rest)) != "" {
 		return fmt.Errorf("the authority's %s is not PEM certificates", what)
+	}
+	return nil
+}
+
+// checkDestinationInFile checks that dir, which files of kind files name,
+// holds no control character and no surrounding space: those files end a
+// value at a newline and trim it.
+func checkDestinationInFile(dir, files string) error {
+	if strings.ContainsFunc(dir, func(r rune) bool { return r < ' ' || r == 0x7f }) || strings.TrimSpace(dir) != dir {
+		return fmt.Errorf("the destination %s has a control character or surrounding space, which %s cannot hold", identity.Quote(dir), files)
 	}
 	return nil
 }

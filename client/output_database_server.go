@@ -139,8 +139,8 @@ func (databaseServerOutput) render(dir string, keys *identity.Keys, resp *identi
 	}
 	// Both servers' configuration files end a value at a newline; the
 	// quotes below escape the rest.
-	if strings.ContainsFunc(dir, func(r rune) bool { return r < ' ' || r == 0x7f }) || strings.TrimSpace(dir) != dir {
-		return nil, fmt.Errorf("the destination %s has a control character or surrounding space, which postgresql.conf and my.cnf cannot hold", identity.Quote(dir))
+	if err := checkDestinationInFile(dir, "postgresql.conf and my.cnf"); err != nil {
+		return nil, err
 	}
 	path := func(name string) string { return filepath.Join(dir, name) }
 	header := fmt.Sprintf("# mbot database_server output %s: bot %s, server names %s; valid until %s\n",
