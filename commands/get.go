@@ -402,7 +402,7 @@ func orNone(s string) string {
 	return s
 }
 
-// getBotInstances prints the instances of every bot, or of the bot in args.
+// getLocks prints every lock.
 func getLocks(c *cli.Context, format string) error {
 	client, err := openAdmin(c)
 	if err != nil {
@@ -413,18 +413,24 @@ func getLocks(c *cli.Context, format string) error {
 	if err != nil {
 		return err
 	}
+	return writeListAs(os.Stdout, format, list, writeLocks)
+}
+
+// writeListAs prints list as YAML or JSON when format names one, else as
+// table prints it.
+func writeListAs[T any](w io.Writer, format string, list T, table func(io.Writer, T) error) error {
 	switch format {
 	case "yaml":
 		out, err := yaml.Marshal(list)
 		if err != nil {
 			return err
 		}
-		_, err = os.Stdout.Write(out)
+		_, err = w.Write(out)
 		return err
 	case "json":
-		return writeJSON(os.Stdout, list)
+		return writeJSON(w, list)
 	}
-	return writeLocks(os.Stdout, list)
+	return table(w, list)
 }
 
 // writeLocks prints locks as a table; reasons and names come from the
@@ -447,6 +453,7 @@ func writeLocks(w io.Writer, list []admin.Lock) error {
 	return tw.Flush()
 }
 
+// getBotInstances prints the instances of every bot, or of the bot in args.
 func getBotInstances(c *cli.Context, format string, args []string) error {
 	bot := ""
 	if len(args) == 1 {
@@ -461,18 +468,7 @@ func getBotInstances(c *cli.Context, format string, args []string) error {
 	if err != nil {
 		return err
 	}
-	switch format {
-	case "yaml":
-		out, err := yaml.Marshal(list)
-		if err != nil {
-			return err
-		}
-		_, err = os.Stdout.Write(out)
-		return err
-	case "json":
-		return writeJSON(os.Stdout, list)
-	}
-	return writeInstances(os.Stdout, list)
+	return writeListAs(os.Stdout, format, list, writeInstances)
 }
 
 // writeInstances prints bot instances as a table; every value comes from

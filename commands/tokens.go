@@ -10,6 +10,7 @@ import (
 
 	"github.com/mbot-dev/mbot/admin"
 	"github.com/mbot-dev/mbot/authority"
+	"github.com/mbot-dev/mbot/authority/resources"
 	"github.com/mbot-dev/mbot/authority/verify"
 	"github.com/mbot-dev/mbot/identity"
 	"github.com/mbot-dev/mbot/joiners"
@@ -65,29 +66,15 @@ instead, and admits every join signed by it (docs/platforms/self-hosted-keypair.
 					default:
 						return usagef("--method %s: mbot tokens add creates token or bound_keypair join tokens; write other methods as resources (mbot apply)", identity.Quote(c.String("method")))
 					}
-					bot, name := c.String("bot"), c.String("name")
-					if err := identity.CheckName("--bot", bot); err != nil {
-						return usagef("%v", err)
-					}
-					if name == "" {
-						name = tokenName(bot, randomHex(4))
-					}
-					if err := identity.CheckName("--name", name); err != nil {
-						return usagef("%v", err)
-					}
-					cfg, err := authority.LoadConfig(c.String("config"))
+					bot, name, err := tokenBotAndName(c)
 					if err != nil {
 						return err
 					}
-					local, err := admin.OpenLocal(c.Context, cfg)
+					local, set, err := openLocalResources(c)
 					if err != nil {
 						return err
 					}
 					defer local.Close()
-					set, err := local.Resources(c.Context)
-					if err != nil {
-						return err
-					}
 					if _, exists := set.JoinTokens[name]; exists {
 						return usagef("a join token named %q exists already; pick another --name, or remove it first with mbot rm join_token/%s", name, name)
 					}
@@ -118,6 +105,44 @@ instead, and admits every join signed by it (docs/platforms/self-hosted-keypair.
 			},
 		},
 	}
+}
+
+// tokenBotAndName reads mbot tokens add's --bot and --name, the name
+// defaulting to tokenName's; --rotate needs --name.
+func tokenBotAndName(c *cli.Context) (bot, name string, err error) {
+	bot, name = c.String("bot"), c.String("name")
+	if err := identity.CheckName("--bot", bot); err != nil {
+		return "", "", usagef("%v", err)
+	}
+	if c.Bool("rotate") && name == "" {
+		return "", "", usagef("--rotate replaces the key of an existing join token: name it with --name")
+	}
+	if name == "" {
+		name = tokenName(bot, randomHex(4))
+	}
+	if err := identity.CheckName("--name", name); err != nil {
+		return "", "", usagef("%v", err)
+	}
+	return bot, name, nil
+}
+
+// openLocalResources opens the store of the authority --config names, on
+// the authority host, and reads its resources. The caller closes it.
+func openLocalResources(c *cli.Context) (*admin.Local, *resources.Set, error) {
+	cfg, err := authority.LoadConfig(c.String("config"))
+	if err != nil {
+		return nil, nil, err
+	}
+	local, err := admin.OpenLocal(c.Context, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	set, err := local.Resources(c.Context)
+	if err != nil {
+		local.Close()
+		return nil, nil, err
+	}
+	return local, set, nil
 }
 
 // tokenName is the default join token name, <bot>-token-<random>, with the

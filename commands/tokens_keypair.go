@@ -5,10 +5,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/mbot-dev/mbot/admin"
-	"github.com/mbot-dev/mbot/authority"
 	"github.com/mbot-dev/mbot/authority/verify"
-	"github.com/mbot-dev/mbot/identity"
 	"github.com/mbot-dev/mbot/joiners"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/ssh"
@@ -18,18 +15,9 @@ import (
 // addBoundKeypairToken is mbot tokens add --method bound_keypair: it binds
 // a join token to a public key, or to a registration secret printed once.
 func addBoundKeypairToken(c *cli.Context, ttl time.Duration) error {
-	bot, name := c.String("bot"), c.String("name")
-	if err := identity.CheckName("--bot", bot); err != nil {
-		return usagef("%v", err)
-	}
-	if c.Bool("rotate") && name == "" {
-		return usagef("--rotate replaces the key of an existing join token: name it with --name")
-	}
-	if name == "" {
-		name = tokenName(bot, randomHex(4))
-	}
-	if err := identity.CheckName("--name", name); err != nil {
-		return usagef("%v", err)
+	bot, name, err := tokenBotAndName(c)
+	if err != nil {
+		return err
 	}
 	var section keypairSection
 	var fingerprint string
@@ -49,19 +37,11 @@ func addBoundKeypairToken(c *cli.Context, ttl time.Duration) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := authority.LoadConfig(c.String("config"))
-	if err != nil {
-		return err
-	}
-	local, err := admin.OpenLocal(c.Context, cfg)
+	local, set, err := openLocalResources(c)
 	if err != nil {
 		return err
 	}
 	defer local.Close()
-	set, err := local.Resources(c.Context)
-	if err != nil {
-		return err
-	}
 	existing, exists := set.JoinTokens[name]
 	switch {
 	case exists && !c.Bool("rotate"):
