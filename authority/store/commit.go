@@ -29,8 +29,26 @@ type pendingWrite struct {
 	chain   *Chain // a token join's renewal chain, started if the proof is new
 	// seen is what the join was admitted on: it is written only if the
 	// resources and locks are still those (else ErrStale).
-	seen   Seen
+	seen Seen
+	// record and issued are the event's audit record and certificate rows,
+	// marshalled by the caller before it queues the write: the committer
+	// is one goroutine per engine connection, and JSON costs no lock.
+	record string
+	issued []issuedRow
 	result chan error
+}
+
+// marshal sets w's record and issued rows from its event, unless set.
+func (w *pendingWrite) marshal() error {
+	if w.record != "" {
+		return nil
+	}
+	var err error
+	if w.issued, err = issuedRows(w.event); err != nil {
+		return err
+	}
+	w.record, err = auditRecord(w.event)
+	return err
 }
 
 // commit hands w to the committer and waits until it is durable. Joins that
@@ -43,6 +61,9 @@ func (s *sqlStore) commit(ctx context.Context, w *pendingWrite) error {
 		w.event.Time = time.Now().UTC()
 	}
 	w.event.Bound()
+	if err := w.marshal(); err != nil {
+		return err
+	}
 	w.result = make(chan error, 1)
 	select {
 	case s.writes <- w:
@@ -101,7 +122,13 @@ func (s *sqlStore) commitBatch(batch []*pendingWrite) {
 	}
 	results := make([]error, len(batch))
 	var err error
-	for attempt := 0; ; attempt++ {
+	for _, w := range batch {
+		// Set by commit; a write queued directly (tests) is marshalled here.
+		if err = w.marshal(); err != nil {
+			break
+		}
+	}
+	for attempt := 0; err == nil; attempt++ {
 		clear(results)
 		if s.engine.writeBatch != nil {
 			err = s.engine.writeBatch(s, batch, results)
@@ -127,7 +154,7 @@ func (s *sqlStore) tryBatch(batch []*pendingWrite, results []error) error {
 		return err
 	}
 	defer tx.Rollback()
-	useProof, addAudit := tx.StmtContext(ctx, s.useProof), tx.StmtContext(ctx, s.addAudit)
+	useProof, addAudit, addIssued := tx.StmtContext(ctx, s.useProof), tx.StmtContext(ctx, s.addAudit), tx.StmtContext(ctx, s.addIssued)
 	var now *Versions // read once, in the batch's transaction (SQLite's one writer: nothing commits between)
 	for i, w := range batch {
 		if w.seen.Check {
@@ -157,7 +184,7 @@ func (s *sqlStore) tryBatch(batch []*pendingWrite, results []error) error {
 				}
 			}
 		}
-		if err := insertAudit(ctx, tx, addAudit, w.event); err != nil {
+		if err := insertAudit(ctx, addAudit, addIssued, w); err != nil {
 			return err
 		}
 	}

@@ -96,18 +96,17 @@ type issuedRow struct {
 	Record      string `json:"record"`
 }
 
-// insertIssued records ev's certificates within tx, under the audit record auditID.
-func insertIssued(ctx context.Context, tx *sql.Tx, ev *AuditEvent, auditID int64) error {
-	rows, err := issuedRows(ev)
-	if err != nil {
-		return err
-	}
+// insertIssuedSQL records one issued certificate. Serials are random (64
+// bits for SSH, 128 for X.509): a repeat is a certificate recorded twice,
+// not a second one.
+const insertIssuedSQL = `INSERT INTO issued_certificates (ca, serial, not_after, bot, bot_instance, join_token, audit_id, record)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (ca, serial) DO NOTHING`
+
+// insertIssued records ev's certificates (rows, from issuedRows) with stmt
+// (insertIssuedSQL prepared in the transaction), under the audit record auditID.
+func insertIssued(ctx context.Context, stmt *sql.Stmt, ev *AuditEvent, rows []issuedRow, auditID int64) error {
 	for _, r := range rows {
-		// Serials are random (64 bits for SSH, 128 for X.509): a repeat
-		// is a certificate recorded twice, not a second one.
-		if _, err := tx.ExecContext(ctx, `INSERT INTO issued_certificates (ca, serial, not_after, bot, bot_instance, join_token, audit_id, record)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (ca, serial) DO NOTHING`,
-			r.CA, r.Serial, r.NotAfter, ev.Bot, r.BotInstance, ev.JoinToken, auditID, r.Record); err != nil {
+		if _, err := stmt.ExecContext(ctx, r.CA, r.Serial, r.NotAfter, ev.Bot, r.BotInstance, ev.JoinToken, auditID, r.Record); err != nil {
 			return err
 		}
 	}

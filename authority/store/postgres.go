@@ -228,11 +228,7 @@ func writeBatchPipelined(s *sqlStore, batch []*pendingWrite, results []error) er
 		pc := driverConn.(*stdlib.Conn).Conn()
 		b := &pgx.Batch{}
 		for _, w := range batch {
-			record, err := auditRecord(w.event)
-			if err != nil {
-				return err
-			}
-			ev := w.event
+			record, ev := w.record, w.event
 			var (
 				ctes  []string
 				audit string
@@ -264,11 +260,7 @@ func writeBatchPipelined(s *sqlStore, batch []*pendingWrite, results []error) er
 			if len(ev.Certificates) > 0 {
 				// The certificates go in under the audit record's id, in
 				// the same statement: none is recorded for a replay.
-				issued, err := issuedRows(ev)
-				if err != nil {
-					return err
-				}
-				rows, err := json.Marshal(issued)
+				rows, err := json.Marshal(w.issued)
 				if err != nil {
 					return err
 				}

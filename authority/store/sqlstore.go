@@ -19,9 +19,9 @@ type sqlStore struct {
 	engine engine
 	write  *sql.DB
 	read   *sql.DB
-	// useProof and addAudit are prepared once: SQLite parses a statement
-	// in about the time it takes to run it.
-	useProof, addAudit *sql.Stmt
+	// useProof, addAudit and addIssued are prepared once: SQLite parses a
+	// statement in about the time it takes to run it.
+	useProof, addAudit, addIssued *sql.Stmt
 	// writes feeds the group committers (see commit.go).
 	writes    chan *pendingWrite
 	committed sync.WaitGroup
@@ -68,6 +68,9 @@ func newSQLStore(ctx context.Context, e engine, write, read *sql.DB) (*sqlStore,
 	var err error
 	if s.useProof, err = write.PrepareContext(ctx, `INSERT INTO used_proofs (id, expires) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`); err == nil {
 		s.addAudit, err = write.PrepareContext(ctx, `INSERT INTO audit (time, event, allowed, bot, record) VALUES ($1, $2, $3, $4, $5) RETURNING id`)
+	}
+	if err == nil {
+		s.addIssued, err = write.PrepareContext(ctx, insertIssuedSQL)
 	}
 	if err != nil {
 		return nil, s.wrap("preparing statements", err)
@@ -290,18 +293,16 @@ func (s *sqlStore) Audit(ctx context.Context, ev *AuditEvent) error {
 	return s.commit(ctx, &pendingWrite{event: ev})
 }
 
-// insertAudit appends ev to the audit log within tx (stmt is addAudit in
-// tx), and records the certificates issued with it under its id.
-func insertAudit(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, ev *AuditEvent) error {
-	record, err := auditRecord(ev)
-	if err != nil {
-		return err
-	}
+// insertAudit appends w's event to the audit log (addAudit and addIssued
+// are the prepared statements in the write's transaction), and records the
+// certificates issued with it under its id.
+func insertAudit(ctx context.Context, addAudit, addIssued *sql.Stmt, w *pendingWrite) error {
+	ev := w.event
 	var id int64
-	if err := stmt.QueryRowContext(ctx, ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, record).Scan(&id); err != nil {
+	if err := addAudit.QueryRowContext(ctx, ev.Time.UnixNano(), ev.Event, ev.Allowed, ev.Bot, w.record).Scan(&id); err != nil {
 		return err
 	}
-	return insertIssued(ctx, tx, ev, id)
+	return insertIssued(ctx, addIssued, ev, w.issued, id)
 }
 
 // auditRecord is ev as the audit table's record column holds it.
