@@ -3,20 +3,11 @@
 package bench
 
 import (
-	"bytes"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/mbot-dev/mbot/identity"
 	"github.com/mbot-dev/mbot/internal/authoritytest"
 	"github.com/mbot-dev/mbot/internal/testservers"
 )
@@ -65,60 +56,15 @@ func startEnvWith(tb testing.TB, extraConfig string) *envWith {
 
 // benchJoinsThrough runs b.N joins, request i through replicas[i%len].
 func benchJoinsThrough(b *testing.B, replicas []*authoritytest.Env) {
-	e := &env{replicas[0]}
-	tokens := e.mintTokens(b, b.N)
-	keys, err := identity.NewKeys()
-	if err != nil {
-		b.Fatal(err)
-	}
-	hosts := make([]string, len(replicas))
-	tlsCfgs := make([]*tls.Config, len(replicas))
+	targets := make([]joinTarget, len(replicas))
 	for i, r := range replicas {
-		hosts[i] = r.URL[len("https://"):]
-		roots := x509.NewCertPool()
-		roots.AddCert(r.Authority.CAs().TLSCert)
-		tlsCfgs[i] = &tls.Config{RootCAs: roots, CurvePreferences: identity.TLSCurves, MinVersion: tls.VersionTLS13}
+		targets[i] = targetOf(r)
 	}
-	requests := make([][]byte, b.N)
-	for i, tok := range tokens {
-		body, _ := json.Marshal(identity.JoinRequest{
-			JoinToken: "github-deploy", Method: "github", Proof: tok, TTLSeconds: 3600,
-			Outputs: []identity.OutputRequest{{Name: "identity", SSHPublicKey: keys.SSHPublicKey(), TLSPublicKey: keys.TLSPublicKeyPEM()}},
-		})
-		req, _ := http.NewRequest(http.MethodPost, "https://"+hosts[i%len(hosts)]+identity.PathJoin, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Close = true
-		var buf bytes.Buffer
-		if err := req.Write(&buf); err != nil {
-			b.Fatal(err)
-		}
-		requests[i] = buf.Bytes()
-	}
-	latencies := make([]time.Duration, b.N)
-	var next, failures atomic.Int64
+	load := mbotJoinLoad(b, replicas[0].Issuer, targets, b.N)
 	b.ResetTimer()
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range concurrency {
-		wg.Go(func() {
-			for i := int(next.Add(1)) - 1; i < b.N; i = int(next.Add(1)) - 1 {
-				t0 := time.Now()
-				r := i % len(hosts)
-				if err := joinOnce(hosts[r], tlsCfgs[r], requests[i]); err != nil {
-					if failures.Add(1) == 1 {
-						b.Error(err)
-					}
-				}
-				latencies[i] = time.Since(t0)
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	r := runLoad(b, b.N, load)
 	b.StopTimer()
-	slices.Sort(latencies)
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "joins/s")
-	b.ReportMetric(ms(latencies[len(latencies)/2]), "p50-ms")
-	b.ReportMetric(ms(latencies[len(latencies)*99/100]), "p99-ms")
-	b.ReportMetric(float64(failures.Load()), "failures")
+	b.ReportMetric(r.rate, "joins/s")
+	b.ReportMetric(ms(r.p50), "p50-ms")
+	b.ReportMetric(ms(r.p99), "p99-ms")
 }
