@@ -5,7 +5,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -43,20 +42,7 @@ func rootIdentity(t *testing.T, tc *trustedClusters) string {
 // output of the leaf, as mbot issue sends it.
 func exchangeBody(t *testing.T, dir string) []byte {
 	t.Helper()
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := identity.NewKeys()
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, err := identity.NewExchange(&identity.ExchangePayload{Cluster: leafName, Time: time.Now(), TTLSeconds: 600,
-		Outputs: []identity.OutputRequest{{Name: "eu", SSHPublicKey: keys.SSHPublicKey(), TLSPublicKey: keys.TLSPublicKeyPEM()}}},
-		readFile(t, filepath.Join(dir, "tls.crt")), cert.PrivateKey.(crypto.Signer))
-	if err != nil {
-		t.Fatal(err)
-	}
+	req := signedExchange(t, dir, "eu")
 	body, err := json.Marshal(req)
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"crypto"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -204,20 +203,7 @@ func TestTrustedClustersExchangedNamespace(t *testing.T) {
 		// The exchanged identity presented to the leaf as a root identity:
 		// it is no bot identity of any root, and trust is not transitive.
 		id := filepath.Join(exch, "identity")
-		cert, err := tls.LoadX509KeyPair(filepath.Join(id, "tls.crt"), filepath.Join(id, "tls.key"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		keys, err := identity.NewKeys()
-		if err != nil {
-			t.Fatal(err)
-		}
-		req, err := identity.NewExchange(&identity.ExchangePayload{Cluster: leafName, Time: time.Now(), TTLSeconds: 600,
-			Outputs: []identity.OutputRequest{{Name: "again", SSHPublicKey: keys.SSHPublicKey(), TLSPublicKey: keys.TLSPublicKeyPEM()}}},
-			readFile(t, filepath.Join(id, "tls.crt")), cert.PrivateKey.(crypto.Signer))
-		if err != nil {
-			t.Fatal(err)
-		}
+		req := signedExchange(t, id, "again")
 		api, err := client.NewAPI(tc.leaf.url, tc.leaf.pin)
 		if err != nil {
 			t.Fatal(err)

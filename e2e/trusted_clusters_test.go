@@ -500,6 +500,21 @@ func wantNoOutput(t *testing.T, dir string, outputs ...string) {
 // output through the root's relay, as mbot issue does.
 func exchangeWith(t *testing.T, tc *trustedClusters, dir string) error {
 	t.Helper()
+	req := signedExchange(t, dir, "eu")
+	api, err := client.NewAPI(tc.root.url, tc.root.pin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	defer cancel()
+	return api.Do(ctx, http.MethodPost, identity.PathRelay(leafName), req, nil)
+}
+
+// signedExchange is an exchange of the root identity in dir for one leaf
+// output named output, signed as mbot issue signs it.
+func signedExchange(t *testing.T, dir, output string) *identity.ExchangeRequest {
+	t.Helper()
 	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
 	if err != nil {
 		t.Fatal(err)
@@ -509,19 +524,12 @@ func exchangeWith(t *testing.T, tc *trustedClusters, dir string) error {
 		t.Fatal(err)
 	}
 	req, err := identity.NewExchange(&identity.ExchangePayload{Cluster: leafName, Time: time.Now(), TTLSeconds: 600,
-		Outputs: []identity.OutputRequest{{Name: "eu", SSHPublicKey: keys.SSHPublicKey(), TLSPublicKey: keys.TLSPublicKeyPEM()}}},
+		Outputs: []identity.OutputRequest{{Name: output, SSHPublicKey: keys.SSHPublicKey(), TLSPublicKey: keys.TLSPublicKeyPEM()}}},
 		readFile(t, filepath.Join(dir, "tls.crt")), cert.PrivateKey.(crypto.Signer))
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, err := client.NewAPI(tc.root.url, tc.root.pin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer api.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
-	defer cancel()
-	return api.Do(ctx, http.MethodPost, identity.PathRelay(leafName), req, nil)
+	return req
 }
 
 // pemBlocks are the PEM blocks of data, sorted.
