@@ -21,26 +21,8 @@ import (
 	"github.com/mbot-dev/mbot/internal/simci"
 )
 
-const botsYAML = `kind: role
-version: v1
-metadata: {name: deploy}
-spec: {logins: [ci]}
----
-kind: bot
-version: v1
-metadata: {name: deployer}
-spec: {roles: [deploy]}
----
-kind: join_token
-version: v1
-metadata: {name: github-deploy}
-spec:
-  bot: deployer
-  method: github
-  github:
-    issuer: %[1]s
-    allow: [{repository: acme/app}]
-`
+// botsYAML is the admin tests' resources: bot deployer and its join token.
+const botsYAML = authoritytest.DeployerYAML
 
 // startAuthority serves an authority on loopback and returns it with its data_dir.
 func startAuthority(t *testing.T) (*authority.Authority, string, *simci.Issuer) {

@@ -14,33 +14,12 @@ import (
 	"github.com/mbot-dev/mbot/internal/authoritytest"
 )
 
-const deployerYAML = `kind: role
-version: v1
-metadata: {name: deploy}
-spec: {logins: [ci]}
----
-kind: bot
-version: v1
-metadata: {name: deployer}
-spec: {roles: [deploy]}
----
-kind: join_token
-version: v1
-metadata: {name: github-deploy}
-spec:
-  bot: deployer
-  method: github
-  github:
-    issuer: %[1]s
-    allow: [{repository: acme/app}]
-`
-
 // TestIssueRefusesHostileDestinations runs mbot issue's join against a real
 // authority with destinations it must not write. Each is refused before the
 // proof is fetched (the authority records no join), with a message naming
 // the output and the path, and nothing is written, a link's target included.
 func TestIssueRefusesHostileDestinations(t *testing.T) {
-	e := authoritytest.Start(t, "paths.test", deployerYAML, "")
+	e := authoritytest.Start(t, "paths.test", authoritytest.DeployerYAML, "")
 	env := e.Issuer.GitHubEnv()
 	tests := []struct {
 		name string
@@ -101,7 +80,7 @@ func TestIssueRefusesHostileDestinations(t *testing.T) {
 // TestIssueCreatesMissingParents checks that missing parents of --out are
 // created 0700 and that the run says so.
 func TestIssueCreatesMissingParents(t *testing.T) {
-	e := authoritytest.Start(t, "paths.test", deployerYAML, "")
+	e := authoritytest.Start(t, "paths.test", authoritytest.DeployerYAML, "")
 	env := e.Issuer.GitHubEnv()
 	base := t.TempDir()
 	out := filepath.Join(base, "creds", "ci", "mbot")

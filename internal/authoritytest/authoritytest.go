@@ -17,6 +17,30 @@ import (
 	"github.com/mbot-dev/mbot/internal/simci"
 )
 
+// DeployerYAML is the smallest resources file for Start: bot deployer with
+// role deploy (login ci), and join token github-deploy admitting the
+// issuer's GitHub Actions tokens of acme/app.
+const DeployerYAML = `kind: role
+version: v1
+metadata: {name: deploy}
+spec: {logins: [ci]}
+---
+kind: bot
+version: v1
+metadata: {name: deployer}
+spec: {roles: [deploy]}
+---
+kind: join_token
+version: v1
+metadata: {name: github-deploy}
+spec:
+  bot: deployer
+  method: github
+  github:
+    issuer: %[1]s
+    allow: [{repository: acme/app}]
+`
+
 // Env is a running authority and its issuer.
 type Env struct {
 	Issuer    *simci.Issuer
