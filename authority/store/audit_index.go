@@ -25,12 +25,15 @@ import (
 //     id) and checks the others by key.
 //   - audit_minutes counts records per minute, event, outcome, refusal
 //     code and project (the first identifying claim: repository,
-//     project_path, ...), so that the overview's charts of the last 24 h
-//     read a few thousand rows whatever the log holds. On PostgreSQL each
-//     backend counts in rows of its own (shard), so that replicas and
-//     committers never wait for each other's counters.
+//     project_path, ...), for the overview's top projects; and
+//     audit_minute_totals the same without the project, for its charts
+//     and refusal codes: a minute of joins from a thousand repositories is
+//     a thousand rows of the first and two or three of the second, so the
+//     charts of the last 24 h read a few thousand rows whatever the log
+//     holds. On PostgreSQL each backend counts in rows of its own (shard),
+//     so that replicas and committers never wait for each other's counters.
 //
-// PruneAudit prunes both with the log.
+// PruneAudit prunes them with the log.
 
 // auditProject is the SQL expression of a record's project, given how to
 // read a claim: its first identifying claim as NAME=VALUE (as the audit
@@ -76,6 +79,8 @@ CREATE INDEX IF NOT EXISTS audit_terms_id ON audit_terms (audit_id);
 CREATE TABLE IF NOT EXISTS audit_minutes (minute INTEGER NOT NULL, event TEXT NOT NULL, allowed INTEGER NOT NULL, code TEXT NOT NULL,
 	project TEXT NOT NULL, shard INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (minute, event, allowed, code, project, shard)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS issued_certificates_audit ON issued_certificates (audit_id);
+CREATE TABLE IF NOT EXISTS audit_minute_totals (minute INTEGER NOT NULL, event TEXT NOT NULL, allowed INTEGER NOT NULL, code TEXT NOT NULL,
+	shard INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (minute, event, allowed, code, shard)) WITHOUT ROWID;
 `
 
 // sqliteAuditTrigger keeps both tables on every insert into audit.
@@ -89,16 +94,31 @@ func sqliteAuditTrigger() string {
 	INSERT INTO audit_minutes (minute, event, allowed, code, project, shard, n)
 		VALUES (new.time / 60000000000, new.event, new.allowed, coalesce(json_extract(new.record, '$.code'), ''), ` + sqliteAuditProject("new") + `, 0, 1)
 		ON CONFLICT (minute, event, allowed, code, project, shard) DO UPDATE SET n = n + 1;
+	INSERT INTO audit_minute_totals (minute, event, allowed, code, shard, n)
+		VALUES (new.time / 60000000000, new.event, new.allowed, coalesce(json_extract(new.record, '$.code'), ''), 0, 1)
+		ON CONFLICT (minute, event, allowed, code, shard) DO UPDATE SET n = n + 1;
 END;`
 }
+
+// backfillMinuteTotals counts audit_minute_totals from audit_minutes.
+const backfillMinuteTotals = `INSERT INTO audit_minute_totals (minute, event, allowed, code, shard, n)
+	SELECT minute, event, allowed, code, 0, sum(n) FROM audit_minutes GROUP BY minute, event, allowed, code`
 
 // indexSQLiteAudit creates the trigger, once, and indexes the records
 // written before it, in one transaction: another process sharing data_dir
 // writes either before (and is backfilled) or after (and is indexed by the
-// trigger).
+// trigger). A trigger from before audit_minute_totals is replaced, and the
+// totals counted from audit_minutes.
 func indexSQLiteAudit(ctx context.Context, db *sql.DB) error {
-	var n int
-	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'audit_indexed'`).Scan(&n); err != nil || n > 0 {
+	const triggerSQL = `SELECT coalesce((SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'audit_indexed'), '')`
+	current := func(q interface {
+		QueryRowContext(context.Context, string, ...any) *sql.Row
+	}) (exists, upToDate bool, err error) {
+		var trigger string
+		err = q.QueryRowContext(ctx, triggerSQL).Scan(&trigger)
+		return trigger != "", strings.Contains(trigger, "audit_minute_totals"), err
+	}
+	if _, ok, err := current(db); err != nil || ok {
 		return err
 	}
 	tx, err := db.BeginTx(ctx, nil)
@@ -106,18 +126,23 @@ func indexSQLiteAudit(ctx context.Context, db *sql.DB) error {
 		return err
 	}
 	defer tx.Rollback()
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'audit_indexed'`).Scan(&n); err != nil || n > 0 {
+	exists, ok, err := current(tx)
+	if err != nil || ok {
 		return err
 	}
-	backfill := []string{sqliteAuditTrigger()}
-	for _, t := range sqliteAuditTerms("a") {
-		backfill = append(backfill, "INSERT OR IGNORE INTO audit_terms (term, audit_id) "+t)
-	}
-	for _, q := range append(backfill,
-		`INSERT INTO audit_minutes (minute, event, allowed, code, project, shard, n)
+	var steps []string
+	if exists {
+		steps = []string{`DROP TRIGGER audit_indexed`, sqliteAuditTrigger(), `DELETE FROM audit_minute_totals`, backfillMinuteTotals}
+	} else {
+		steps = []string{sqliteAuditTrigger()}
+		for _, t := range sqliteAuditTerms("a") {
+			steps = append(steps, "INSERT OR IGNORE INTO audit_terms (term, audit_id) "+t)
+		}
+		steps = append(steps, `INSERT INTO audit_minutes (minute, event, allowed, code, project, shard, n)
 			SELECT a.time / 60000000000, a.event, a.allowed, coalesce(json_extract(a.record, '$.code'), ''), `+sqliteAuditProject("a")+`, 0, count(*)
-			FROM audit a GROUP BY 1, 2, 3, 4, 5 ON CONFLICT DO NOTHING`,
-	) {
+			FROM audit a GROUP BY 1, 2, 3, 4, 5 ON CONFLICT DO NOTHING`, `DELETE FROM audit_minute_totals`, backfillMinuteTotals)
+	}
+	for _, q := range steps {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("indexing the audit log: %w", err)
 		}
@@ -125,12 +150,12 @@ func indexSQLiteAudit(ctx context.Context, db *sql.DB) error {
 	return tx.Commit()
 }
 
-// pgAuditIndexMigration is PostgreSQL's schema version 4: the tables, the
-// trigger, and the records written before it.
-var pgAuditIndexMigration = func() string {
-	project := auditProject(func(k string) string { return fmt.Sprintf(`(r->'claims'->>'%s')`, k) })
-	terms := func(row, r string) string {
-		return fmt.Sprintf(`SELECT 'bot=' || %[1]s.bot AS term WHERE %[1]s.bot <> ''
+// pgAuditProject is a record's project in PostgreSQL's trigger, r its jsonb.
+var pgAuditProject = auditProject(func(k string) string { return fmt.Sprintf(`(r->'claims'->>'%s')`, k) })
+
+// pgAuditTerms are the terms of audit row row whose record (jsonb) is r.
+func pgAuditTerms(row, r string) string {
+	return fmt.Sprintf(`SELECT 'bot=' || %[1]s.bot AS term WHERE %[1]s.bot <> ''
 		UNION ALL SELECT 'event=' || %[1]s.event
 		UNION ALL SELECT CASE WHEN %[1]s.allowed THEN 'result=admitted' ELSE 'result=refused' END
 		UNION ALL SELECT 'join_token=' || (%[2]s->>'join_token')
@@ -138,32 +163,57 @@ var pgAuditIndexMigration = func() string {
 		UNION ALL SELECT 'code=' || (%[2]s->>'code')
 		UNION ALL SELECT 'claim:' || key || '=' || value FROM jsonb_each_text(coalesce(%[2]s->'claims', '{}'::jsonb))
 		UNION ALL SELECT 'serial=' || value FROM jsonb_array_elements_text(coalesce(%[2]s->'serials', '[]'::jsonb))`, row, r)
+}
+
+// pgAuditIndexFunction is the trigger function's text, the totals counted
+// from version 5 on.
+func pgAuditIndexFunction(totals bool) string {
+	f := `CREATE FUNCTION audit_indexed() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE r jsonb := NEW.record::jsonb;
+BEGIN
+	INSERT INTO audit_terms (term, audit_id) SELECT t.term, NEW.id FROM (` + pgAuditTerms("NEW", "r") + `) t
+		WHERE t.term IS NOT NULL ON CONFLICT DO NOTHING;
+	INSERT INTO audit_minutes (minute, event, allowed, code, project, shard, n)
+		VALUES (NEW.time / 60000000000, NEW.event, NEW.allowed, coalesce(r->>'code', ''), ` + pgAuditProject + `, pg_backend_pid(), 1)
+		ON CONFLICT (minute, event, allowed, code, project, shard) DO UPDATE SET n = audit_minutes.n + 1;
+`
+	if totals {
+		f = strings.Replace(f, "CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1) + `	INSERT INTO audit_minute_totals (minute, event, allowed, code, shard, n)
+		VALUES (NEW.time / 60000000000, NEW.event, NEW.allowed, coalesce(r->>'code', ''), pg_backend_pid(), 1)
+		ON CONFLICT (minute, event, allowed, code, shard) DO UPDATE SET n = audit_minute_totals.n + 1;
+`
 	}
-	return `
+	return f + `	RETURN NULL;
+END
+$fn$;
+`
+}
+
+// pgAuditIndexMigration is PostgreSQL's schema version 4: the tables, the
+// trigger, and the records written before it.
+var pgAuditIndexMigration = `
 CREATE TABLE audit_terms (term TEXT NOT NULL, audit_id BIGINT NOT NULL, PRIMARY KEY (term, audit_id));
 CREATE INDEX audit_terms_id ON audit_terms (audit_id);
 CREATE TABLE audit_minutes (minute BIGINT NOT NULL, event TEXT NOT NULL, allowed BOOLEAN NOT NULL, code TEXT NOT NULL,
 	project TEXT NOT NULL, shard INTEGER NOT NULL, n BIGINT NOT NULL, PRIMARY KEY (minute, event, allowed, code, project, shard));
 CREATE INDEX issued_certificates_audit ON issued_certificates (audit_id);
-CREATE FUNCTION audit_indexed() RETURNS trigger LANGUAGE plpgsql AS $fn$
-DECLARE r jsonb := NEW.record::jsonb;
-BEGIN
-	INSERT INTO audit_terms (term, audit_id) SELECT t.term, NEW.id FROM (` + terms("NEW", "r") + `) t
-		WHERE t.term IS NOT NULL ON CONFLICT DO NOTHING;
-	INSERT INTO audit_minutes (minute, event, allowed, code, project, shard, n)
-		VALUES (NEW.time / 60000000000, NEW.event, NEW.allowed, coalesce(r->>'code', ''), ` + project + `, pg_backend_pid(), 1)
-		ON CONFLICT (minute, event, allowed, code, project, shard) DO UPDATE SET n = audit_minutes.n + 1;
-	RETURN NULL;
-END
-$fn$;
-CREATE TRIGGER audit_indexed AFTER INSERT ON audit FOR EACH ROW EXECUTE FUNCTION audit_indexed();
+` + pgAuditIndexFunction(false) + `CREATE TRIGGER audit_indexed AFTER INSERT ON audit FOR EACH ROW EXECUTE FUNCTION audit_indexed();
 INSERT INTO audit_terms (term, audit_id) SELECT t.term, a.id FROM audit a, LATERAL (SELECT a.record::jsonb AS r) j,
-	LATERAL (` + terms("a", "j.r") + `) t WHERE t.term IS NOT NULL ON CONFLICT DO NOTHING;
+	LATERAL (` + pgAuditTerms("a", "j.r") + `) t WHERE t.term IS NOT NULL ON CONFLICT DO NOTHING;
 INSERT INTO audit_minutes (minute, event, allowed, code, project, shard, n)
-	SELECT a.time / 60000000000, a.event, a.allowed, coalesce(r->>'code', ''), ` + project + `, 0, count(*)
+	SELECT a.time / 60000000000, a.event, a.allowed, coalesce(r->>'code', ''), ` + pgAuditProject + `, 0, count(*)
 	FROM audit a, LATERAL (SELECT a.record::jsonb AS r) j GROUP BY 1, 2, 3, 4, 5;
 `
-}()
+
+// pgAuditTotalsMigration is PostgreSQL's schema version 5: the counts
+// without the project, kept by the trigger from now on and counted from
+// audit_minutes for what came before. Writers wait for it (the lock), so
+// that no record is counted by the old trigger after the backfill read.
+var pgAuditTotalsMigration = `
+LOCK TABLE audit IN SHARE ROW EXCLUSIVE MODE;
+CREATE TABLE audit_minute_totals (minute BIGINT NOT NULL, event TEXT NOT NULL, allowed BOOLEAN NOT NULL, code TEXT NOT NULL,
+	shard INTEGER NOT NULL, n BIGINT NOT NULL, PRIMARY KEY (minute, event, allowed, code, shard));
+` + pgAuditIndexFunction(true) + backfillMinuteTotals + ";\n"
 
 // auditTerms are f's conditions as audit_terms terms, the most selective
 // first (the query reads the first along its index); alternatives are
@@ -259,7 +309,7 @@ func (s *sqlStore) listAuditQuery(f AuditFilter) (string, []any) {
 }
 
 // AuditSummary is what the console's overview shows of a span of the
-// audit log, read from audit_minutes.
+// audit log, read from audit_minute_totals and audit_minutes.
 type AuditSummary struct {
 	Since, Until time.Time
 	Step         time.Duration
@@ -316,7 +366,7 @@ func (s *sqlStore) AuditSummary(ctx context.Context, f SummaryFilter) (*AuditSum
 		sum.Buckets = append(sum.Buckets, AuditBucket{Start: time.Unix(0, m*nanosPerMinute).UTC()})
 	}
 	err := func() error {
-		rows, err := s.read.QueryContext(ctx, `SELECT minute, allowed, sum(n) FROM audit_minutes
+		rows, err := s.read.QueryContext(ctx, `SELECT minute, allowed, sum(n) FROM audit_minute_totals
 			WHERE minute >= $1 AND minute < $2 AND event = $3 GROUP BY minute, allowed`, first, last, f.Event)
 		if err != nil {
 			return err
@@ -361,7 +411,7 @@ func (s *sqlStore) AuditSummary(ctx context.Context, f SummaryFilter) (*AuditSum
 			}
 			return out, rows.Err()
 		}
-		if sum.Codes, err = top(`SELECT code, sum(n) FROM audit_minutes WHERE minute >= $1 AND minute < $2 AND event = $3 AND NOT allowed
+		if sum.Codes, err = top(`SELECT code, sum(n) FROM audit_minute_totals WHERE minute >= $1 AND minute < $2 AND event = $3 AND NOT allowed
 			GROUP BY code ORDER BY 2 DESC, 1 LIMIT $4`); err != nil {
 			return err
 		}

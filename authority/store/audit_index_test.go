@@ -195,3 +195,49 @@ func TestAuditIndexBackfill(t *testing.T) {
 		t.Errorf("backfilled summary: %d admitted, %d refused (%v); want 3 and 2", sum.Admitted, sum.Refused, err)
 	}
 }
+
+// TestAuditTotalsBackfill: a store indexed before audit_minute_totals (its
+// trigger counts only audit_minutes) gets the trigger that counts both and
+// the totals of its records when it is opened.
+func TestAuditTotalsBackfill(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	ctx := context.Background()
+	st, err := store.OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Minute)
+	events := auditIndexEvents(t0)
+	for i := range events {
+		if err := st.Audit(ctx, &events[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, store.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`DROP TRIGGER audit_indexed`, `CREATE TRIGGER audit_indexed AFTER INSERT ON audit BEGIN SELECT 1; END`, `DELETE FROM audit_minute_totals`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	st, err = store.OpenSQLite(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	sum, err := st.AuditSummary(ctx, store.SummaryFilter{Since: t0.Add(-time.Minute), Event: "join"})
+	if err != nil || sum.Admitted != 3 || sum.Refused != 2 || len(sum.Codes) != 2 {
+		t.Fatalf("summary after the upgrade: %d admitted, %d refused, codes %v (%v); want 3, 2 and two codes", sum.Admitted, sum.Refused, sum.Codes, err)
+	}
+	// The new trigger counts the next record.
+	if err := st.Audit(ctx, &store.AuditEvent{Time: t0.Add(5 * time.Minute), Event: "join", Allowed: true, Bot: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if sum, err := st.AuditSummary(ctx, store.SummaryFilter{Since: t0.Add(-time.Minute), Event: "join"}); err != nil || sum.Admitted != 4 {
+		t.Errorf("a record after the upgrade: %v admitted (%v), want 4", sum.Admitted, err)
+	}
+}

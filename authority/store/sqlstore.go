@@ -384,6 +384,9 @@ func (s *sqlStore) PruneAudit(ctx context.Context, before time.Time) (int64, err
 		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_minutes WHERE minute < $1`, before.UnixNano()/nanosPerMinute); err != nil {
 			return 0, err
 		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_minute_totals WHERE minute < $1`, before.UnixNano()/nanosPerMinute); err != nil {
+			return 0, err
+		}
 		n, _ := res.RowsAffected()
 		return n, tx.Commit()
 	}()
