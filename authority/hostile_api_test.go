@@ -97,7 +97,7 @@ func post(t *testing.T, c *http.Client, env *authoritytest.Env, path string, bod
 // keys and a proof from the issuer, for a case to spoil.
 func request(t *testing.T, iss *simci.Issuer, edit func(r *identity.JoinRequest)) []byte {
 	t.Helper()
-	r := joinRequest("github-deploy", "github", mint(t, iss, nil), time.Hour, newOutput(t, "identity"))
+	r := joinRequest("github-deploy", "github", githubToken(t, iss, nil), time.Hour, newOutput(t, "identity"))
 	if edit != nil {
 		edit(r)
 	}
@@ -106,21 +106,6 @@ func request(t *testing.T, iss *simci.Issuer, edit func(r *identity.JoinRequest)
 		t.Fatal(err)
 	}
 	return data
-}
-
-// mint signs a GitHub token for acme/app with the issuer's real key.
-func mint(t *testing.T, iss *simci.Issuer, edit func(c map[string]any)) string {
-	t.Helper()
-	c := simci.GitHubClaims()
-	c["aud"] = "acme"
-	if edit != nil {
-		edit(c)
-	}
-	tok, err := iss.Mint(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
 }
 
 func dataDirSize(t *testing.T, dir string) int64 {
@@ -216,12 +201,12 @@ func TestHostileJoinRequests(t *testing.T) {
 		{"proof of 200 KB", request(t, iss, func(r *identity.JoinRequest) { r.Proof = strings.Repeat("a", 200<<10) }), []identity.ErrorCode{identity.CodeBadRequest}},
 		{"proof that is not a JWT", request(t, iss, func(r *identity.JoinRequest) { r.Proof = "not-a-jwt\n\x1b[2J" }), []identity.ErrorCode{identity.CodeProofInvalid}},
 		{"JWT with a 1 MB claim", request(t, iss, func(r *identity.JoinRequest) {
-			r.Proof = mint(t, iss, func(c map[string]any) { c["repository"] = strings.Repeat("evil/", 1<<20/5) })
+			r.Proof = githubToken(t, iss, func(c map[string]any) { c["repository"] = strings.Repeat("evil/", 1<<20/5) })
 		}), []identity.ErrorCode{identity.CodeBadRequest}},
 		{"signed JWT with a 12 KB claim of escapes", request(t, iss, func(r *identity.JoinRequest) {
-			r.Proof = mint(t, iss, func(c map[string]any) { c["repository"] = "evil/" + strings.Repeat("x\x1b[2J\n", 2<<10) })
+			r.Proof = githubToken(t, iss, func(c map[string]any) { c["repository"] = "evil/" + strings.Repeat("x\x1b[2J\n", 2<<10) })
 		}), []identity.ErrorCode{identity.CodeRuleMismatch}},
-		{"signed JWT with 2000 claims", request(t, iss, func(r *identity.JoinRequest) { r.Proof = mint(t, iss, manyClaims) }),
+		{"signed JWT with 2000 claims", request(t, iss, func(r *identity.JoinRequest) { r.Proof = githubToken(t, iss, manyClaims) }),
 			[]identity.ErrorCode{identity.CodeRuleMismatch}},
 		{"unknown join token", request(t, iss, func(r *identity.JoinRequest) { r.JoinToken = "github-typo" }), []identity.ErrorCode{identity.CodeUnknownJoinToken}},
 	}

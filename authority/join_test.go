@@ -210,12 +210,26 @@ type output struct {
 
 func newOutput(t *testing.T, name string, roles ...string) output {
 	t.Helper()
+	k := newKeys(t)
+	return output{keys: k, req: identity.OutputRequest{Name: name, Roles: roles,
+		SSHPublicKey: k.SSHPublicKey(), TLSPublicKey: k.TLSPublicKeyPEM()}}
+}
+
+// tlsOutput is the output req with fresh keys, asking for its TLS key.
+func tlsOutput(t *testing.T, req identity.OutputRequest) output {
+	t.Helper()
+	k := newKeys(t)
+	req.TLSPublicKey = k.TLSPublicKeyPEM()
+	return output{keys: k, req: req}
+}
+
+func newKeys(t *testing.T) *identity.Keys {
+	t.Helper()
 	k, err := identity.NewKeys()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return output{keys: k, req: identity.OutputRequest{Name: name, Roles: roles,
-		SSHPublicKey: k.SSHPublicKey(), TLSPublicKey: k.TLSPublicKeyPEM()}}
+	return k
 }
 
 func joinRequest(joinToken, method, proof string, ttl time.Duration, outs ...output) *identity.JoinRequest {

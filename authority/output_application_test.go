@@ -90,12 +90,8 @@ func openSPIFFEAuthority(t *testing.T) (*authority.Authority, *simci.Issuer) {
 
 func applicationOutput(t *testing.T, name, spiffeID string, dnsSANs []string, roles ...string) output {
 	t.Helper()
-	k, err := identity.NewKeys()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return output{keys: k, req: identity.OutputRequest{Name: name, Type: identity.OutputApplication, Roles: roles, TLSPublicKey: k.TLSPublicKeyPEM(),
-		Application: &identity.ApplicationRequest{SPIFFEID: spiffeID, DNSSANs: dnsSANs}}}
+	return tlsOutput(t, identity.OutputRequest{Name: name, Type: identity.OutputApplication, Roles: roles,
+		Application: &identity.ApplicationRequest{SPIFFEID: spiffeID, DNSSANs: dnsSANs}})
 }
 
 // x509SVID parses an application output's answer as go-spiffe does: it

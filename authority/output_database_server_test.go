@@ -60,12 +60,8 @@ func openDBServerAuthority(t *testing.T) (*authority.Authority, *simci.Issuer) {
 
 func dbServerOutput(t *testing.T, names ...string) output {
 	t.Helper()
-	k, err := identity.NewKeys()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return output{keys: k, req: identity.OutputRequest{Name: "pg", Type: identity.OutputDatabaseServer, TLSPublicKey: k.TLSPublicKeyPEM(),
-		DatabaseServer: &identity.DatabaseServerRequest{ServerNames: names}}}
+	return tlsOutput(t, identity.OutputRequest{Name: "pg", Type: identity.OutputDatabaseServer,
+		DatabaseServer: &identity.DatabaseServerRequest{ServerNames: names}})
 }
 
 // TestDatabaseServerOutput: a database_server output gets a server

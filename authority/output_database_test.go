@@ -88,12 +88,8 @@ func openDatabaseAuthority(t *testing.T) (*authority.Authority, *simci.Issuer) {
 
 func databaseOutput(t *testing.T, name, db, user, dbName string, roles ...string) output {
 	t.Helper()
-	k, err := identity.NewKeys()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return output{keys: k, req: identity.OutputRequest{Name: name, Type: identity.OutputDatabase, Roles: roles, TLSPublicKey: k.TLSPublicKeyPEM(),
-		Database: &identity.DatabaseRequest{Database: db, Username: user, DBName: dbName}}}
+	return tlsOutput(t, identity.OutputRequest{Name: name, Type: identity.OutputDatabase, Roles: roles,
+		Database: &identity.DatabaseRequest{Database: db, Username: user, DBName: dbName}})
 }
 
 // TestDatabaseOutput: a database output gets a client certificate with CN

@@ -126,12 +126,8 @@ func openKubernetesAuthority(t *testing.T) (*authority.Authority, *simci.Issuer,
 
 func kubernetesOutput(t *testing.T, name, cluster, user string, groups []string, roles ...string) output {
 	t.Helper()
-	k, err := identity.NewKeys()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return output{keys: k, req: identity.OutputRequest{Name: name, Type: identity.OutputKubernetes, Roles: roles, TLSPublicKey: k.TLSPublicKeyPEM(),
-		Kubernetes: &identity.KubernetesRequest{Cluster: cluster, User: user, Groups: groups}}}
+	return tlsOutput(t, identity.OutputRequest{Name: name, Type: identity.OutputKubernetes, Roles: roles,
+		Kubernetes: &identity.KubernetesRequest{Cluster: cluster, User: user, Groups: groups}})
 }
 
 // TestKubernetesOutput: a kubernetes output gets a client certificate with

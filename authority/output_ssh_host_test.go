@@ -68,10 +68,7 @@ func openSSHHostAuthority(t *testing.T) (*authority.Authority, *simci.Issuer) {
 
 func sshHostOutput(t *testing.T, name string, names []string, roles ...string) output {
 	t.Helper()
-	k, err := identity.NewKeys()
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := newKeys(t)
 	return output{keys: k, req: identity.OutputRequest{Name: name, Type: identity.OutputSSHHost, Roles: roles, SSHPublicKey: k.SSHPublicKey(),
 		SSHHost: &identity.SSHHostRequest{HostNames: names}}}
 }
