@@ -27,13 +27,20 @@ func TestParseDatabaseOutput(t *testing.T) {
 	if db.Type != OutputTypeDatabase || db.Database != "prod-pg" || db.Username != "ci_migrate" || db.DBName != "app" || db.Name != "db" {
 		t.Errorf("output %+v", db)
 	}
-	for _, tc := range []struct{ name, yaml, want string }{
+	wantConfigRefusals(t, []struct{ name, yaml, want string }{
 		{"no database", "outputs:\n  - type: database\n    destination: ./db\n    username: ci\n", "mbot.yaml:2: outputs[0].database: is required"},
 		{"no username", "outputs:\n  - type: database\n    destination: ./db\n    database: pg\n", "outputs[0].username: is required"},
 		{"bad username", "outputs:\n  - type: database\n    destination: ./db\n    database: pg\n    username: \"-U x\"\n", "mbot.yaml:5: outputs[0].username:"},
 		{"bad db_name", "outputs:\n  - type: database\n    destination: ./db\n    database: pg\n    username: ci\n    db_name: \"a b\"\n", "mbot.yaml:6: outputs[0].db_name: db_name \"a b\" is not a database name"},
 		{"database field on identity", "outputs:\n  - destination: ./id\n    username: ci\n", "mbot.yaml:3: outputs[0].username: belongs to outputs of type database, not identity"},
-	} {
+	})
+}
+
+// wantConfigRefusals checks that ParseConfig refuses each case's mbot.yaml
+// with an error that contains want.
+func wantConfigRefusals(t *testing.T, cases []struct{ name, yaml, want string }) {
+	t.Helper()
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig("mbot.yaml", []byte(tc.yaml))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -23,19 +23,12 @@ func TestParseSSHHostOutput(t *testing.T) {
 	if h.Type != OutputTypeSSHHost || !slices.Equal(h.HostNames, []string{"web1.ci.acme.internal", "web1"}) || h.Name != "host" {
 		t.Errorf("output %+v", h)
 	}
-	for _, tc := range []struct{ name, yaml, want string }{
+	wantConfigRefusals(t, []struct{ name, yaml, want string }{
 		{"no names", "outputs:\n  - type: ssh_host\n    destination: ./host\n", "mbot.yaml:2: outputs[0].host_names: is required"},
 		{"wildcard", "outputs:\n  - type: ssh_host\n    destination: ./host\n    host_names: [\"*.ci.acme.internal\"]\n", "outputs[0].host_names: host name \"*.ci.acme.internal\" is a wildcard"},
 		{"not a name", "outputs:\n  - type: ssh_host\n    destination: ./host\n    host_names: [\"web1 web2\"]\n", "is not a DNS name"},
 		{"host_names on identity", "outputs:\n  - destination: ./id\n    host_names: [web1]\n", "outputs[0].host_names: belongs to outputs of type ssh_host, not identity"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseConfig("mbot.yaml", []byte(tc.yaml))
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("err = %v, want %q", err, tc.want)
-			}
-		})
-	}
+	})
 }
 
 // TestHostNamesFlag: --host-names makes the one output of a run without
