@@ -346,6 +346,33 @@ func TestAPIErrors(t *testing.T) {
 	}
 }
 
+// refusingJoins serves an authority whose first refusals joins are
+// answered status with code, message and Retry-After retryAfter, and the
+// rest admitted as bot deployer; *calls counts the joins it answered.
+func refusingJoins(t *testing.T, ca *testCA, refusals int, retryAfter string, status int, code identity.ErrorCode, message string) (api *client.API, calls *int) {
+	t.Helper()
+	calls = new(int)
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+identity.PathJoin, func(w http.ResponseWriter, r *http.Request) {
+		*calls++
+		w.Header().Set("Content-Type", "application/json")
+		if *calls <= refusals {
+			w.Header().Set("Retry-After", retryAfter)
+			w.WriteHeader(status)
+			_ = json.NewEncoder(w).Encode(identity.ErrorResponse{Code: code, Message: message})
+			return
+		}
+		_ = json.NewEncoder(w).Encode(identity.JoinResponse{ClusterName: "acme", Bot: "deployer"})
+	})
+	srv := startAuthority(t, ca.issue(t, loopback), mux)
+	api, err := client.NewAPI(srv.URL, ca.pin())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(api.CloseIdleConnections)
+	return api, calls
+}
+
 // TestJoinHonoursRetryAfter answers joins 429 rate_limited with
 // Retry-After: Join waits and retries when the wait fits its deadline, and
 // otherwise returns the refusal with the authority's message at once.
@@ -367,32 +394,14 @@ func TestJoinHonoursRetryAfter(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			calls := 0
-			mux := http.NewServeMux()
-			mux.HandleFunc("POST "+identity.PathJoin, func(w http.ResponseWriter, r *http.Request) {
-				calls++
-				w.Header().Set("Content-Type", "application/json")
-				if calls <= tc.limited {
-					w.Header().Set("Retry-After", tc.retryAfter)
-					w.WriteHeader(http.StatusTooManyRequests)
-					_ = json.NewEncoder(w).Encode(identity.ErrorResponse{Code: identity.CodeRateLimited, Message: "too many refusals from 127.0.0.1"})
-					return
-				}
-				_ = json.NewEncoder(w).Encode(identity.JoinResponse{ClusterName: "acme", Bot: "deployer"})
-			})
-			srv := startAuthority(t, ca.issue(t, loopback), mux)
-			api, err := client.NewAPI(srv.URL, ca.pin())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer api.CloseIdleConnections()
+			api, calls := refusingJoins(t, ca, tc.limited, tc.retryAfter, http.StatusTooManyRequests, identity.CodeRateLimited, "too many refusals from 127.0.0.1")
 			ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
 			defer cancel()
 			start := time.Now()
 			resp, err := api.Join(ctx, &identity.JoinRequest{JoinToken: "github-deploy", Method: "github", Proof: "jwt"})
 			took := time.Since(start)
-			if calls != tc.wantCalls {
-				t.Errorf("%d requests, want %d", calls, tc.wantCalls)
+			if *calls != tc.wantCalls {
+				t.Errorf("%d requests, want %d", *calls, tc.wantCalls)
 			}
 			if took < tc.wantWait || took > tc.wantWait+time.Second {
 				t.Errorf("took %s, want about %s", took, tc.wantWait)
@@ -433,30 +442,12 @@ func TestJoinRetriesWhileStoreUnavailable(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			calls := 0
-			mux := http.NewServeMux()
-			mux.HandleFunc("POST "+identity.PathJoin, func(w http.ResponseWriter, r *http.Request) {
-				calls++
-				w.Header().Set("Content-Type", "application/json")
-				if calls <= tc.unavailable {
-					w.Header().Set("Retry-After", "1")
-					w.WriteHeader(http.StatusServiceUnavailable)
-					_ = json.NewEncoder(w).Encode(identity.ErrorResponse{Code: identity.CodeStoreUnavailable, Message: "the authority's store (its database) is unavailable"})
-					return
-				}
-				_ = json.NewEncoder(w).Encode(identity.JoinResponse{ClusterName: "acme", Bot: "deployer"})
-			})
-			srv := startAuthority(t, ca.issue(t, loopback), mux)
-			api, err := client.NewAPI(srv.URL, ca.pin())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer api.CloseIdleConnections()
+			api, calls := refusingJoins(t, ca, tc.unavailable, "1", http.StatusServiceUnavailable, identity.CodeStoreUnavailable, "the authority's store (its database) is unavailable")
 			ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
 			defer cancel()
 			resp, err := api.Join(ctx, &identity.JoinRequest{JoinToken: "github-deploy", Method: "github", Proof: "jwt"})
-			if calls < tc.wantMin {
-				t.Errorf("%d requests, want at least %d", calls, tc.wantMin)
+			if *calls < tc.wantMin {
+				t.Errorf("%d requests, want at least %d", *calls, tc.wantMin)
 			}
 			if !tc.wantErr {
 				if err != nil || resp.Bot != "deployer" {
