@@ -125,23 +125,29 @@ func obtain(ctx context.Context, o IssueOptions, root *API, dirs []string, keys 
 			resp.Outputs = resp.Outputs[:len(resp.Outputs)-1]
 		}
 	}
+	// Everything is rendered before anything is written, so that a bad
+	// answer for any output leaves every destination untouched.
 	issued := make([]IssuedOutput, len(o.Outputs))
-	write := func(idx []int, r *identity.JoinResponse) error {
-		done, err := writeOutputs(ctx, o.kube, pick(o.Outputs, idx), pick(dirs, idx), pick(keys, idx), r, written, o.wrote)
-		for i, d := range done {
-			issued[idx[i]] = d
+	rendered := make([][]identity.File, len(o.Outputs))
+	render := func(idx []int, r *identity.JoinResponse) error {
+		done, files, err := renderOutputs(pick(o.Outputs, idx), pick(dirs, idx), pick(keys, idx), r)
+		for i := range done {
+			issued[idx[i]], rendered[idx[i]] = done[i], files[i]
 		}
 		return err
 	}
 	if len(plan.root) > 0 {
-		if err := write(plan.root, resp); err != nil {
+		if err := render(plan.root, resp); err != nil {
 			return nil, nil, err
 		}
 	}
 	for g, leaf := range plan.leaves {
-		if err := write(leaf.outputs, leafResps[g]); err != nil {
+		if err := render(leaf.outputs, leafResps[g]); err != nil {
 			return nil, nil, err
 		}
+	}
+	if err := writeOutputs(ctx, o.kube, o.Outputs, dirs, rendered, issued, written, o.wrote); err != nil {
+		return nil, nil, err
 	}
 	return issued, resp, nil
 }

@@ -201,6 +201,7 @@ func (c *Config) checkAndSetDefaults(path string, root *yaml.Node) error {
 	if len(c.Outputs) == 0 {
 		return fail([]string{"outputs"}, "is required: list at least one output, such as {type: identity, destination: ./mbot}")
 	}
+	canon := canonicalDirs{}
 	for i := range c.Outputs {
 		o := &c.Outputs[i]
 		at := func(field string) []string { return []string{"outputs", strconv.Itoa(i), field} }
@@ -213,7 +214,7 @@ func (c *Config) checkAndSetDefaults(path string, root *yaml.Node) error {
 			return fail(at("type"), "%v", err)
 		}
 		for j := range i {
-			if err := distinctDestinations(c.Outputs[j].Destination, o.Destination, fmt.Sprintf("outputs[%d]", j)); err != nil {
+			if err := canon.distinct(c.Outputs[j].Destination, o.Destination, fmt.Sprintf("outputs[%d]", j)); err != nil {
 				return fail(at("destination"), "%v", err)
 			}
 		}
@@ -322,10 +323,22 @@ func outputNameFrom(dest string) string {
 	return name
 }
 
-// distinctDestinations refuses output b when it would write the same
-// directory or Secret as output a (named other), or a directory inside it
-// or around it (writing the outer one would replace the inner).
-func distinctDestinations(da, db Destination, other string) error {
+// canonicalDirs are destination directories as canonicalDir resolves
+// them, each resolved once however many outputs it is compared with.
+type canonicalDirs map[string]string
+
+func (c canonicalDirs) get(dir string) string {
+	if d, ok := c[dir]; ok {
+		return d
+	}
+	c[dir] = canonicalDir(dir)
+	return c[dir]
+}
+
+// distinct refuses output b when it would write the same directory or
+// Secret as output a (named other), or a directory inside it or around it
+// (writing the outer one would replace the inner).
+func (c canonicalDirs) distinct(da, db Destination, other string) error {
 	if da.Secret != nil || db.Secret != nil {
 		if da.Secret != nil && db.Secret != nil && da.Secret.Name == db.Secret.Name && da.Secret.Namespace == db.Secret.Namespace {
 			return fmt.Errorf("%s is already the destination of %s; give each output its own Secret", db, other)
@@ -333,7 +346,7 @@ func distinctDestinations(da, db Destination, other string) error {
 		return nil
 	}
 	a, b := da.Dir, db.Dir
-	ca, cb := canonicalDir(a), canonicalDir(b)
+	ca, cb := c.get(a), c.get(b)
 	switch {
 	case ca == cb:
 		return fmt.Errorf("%s is already the destination of %s; give each output its own directory", b, other)

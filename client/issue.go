@@ -253,6 +253,7 @@ func (o *IssueOptions) check() error {
 	if o.TTL < 0 {
 		return fmt.Errorf("--ttl %s must be positive", o.TTL)
 	}
+	canon := canonicalDirs{}
 	for i := range o.Outputs {
 		out := &o.Outputs[i]
 		if err := out.CheckAndSetDefaults(); err != nil {
@@ -265,7 +266,7 @@ func (o *IssueOptions) check() error {
 			if o.Outputs[j].Name == out.Name {
 				return fmt.Errorf("outputs %d and %d are both named %q; give each its own name", j+1, i+1, out.Name)
 			}
-			if err := distinctDestinations(o.Outputs[j].Destination, out.Destination, fmt.Sprintf("output %d", j+1)); err != nil {
+			if err := canon.distinct(o.Outputs[j].Destination, out.Destination, fmt.Sprintf("output %d", j+1)); err != nil {
 				return err
 			}
 		}
@@ -549,50 +550,65 @@ func newOutputKeys(outputs []Output) ([]*identity.Keys, []identity.OutputRequest
 	return keys, requests, nil
 }
 
-// writeOutputs writes each output's directory or Secret from the
-// authority's answer, adding each directory it writes to written.
-func writeOutputs(ctx context.Context, kube *kubeTargets, outputs []Output, dirs []string, keys []*identity.Keys, resp *identity.JoinResponse,
-	written *[]string, wrote func(Output, string)) ([]IssuedOutput, error) {
-	if wrote == nil {
-		wrote = func(Output, string) {}
-	}
+// renderOutputs lays out each output's files from the authority's answer
+// resp, checking every value, and says what each output is.
+func renderOutputs(outputs []Output, dirs []string, keys []*identity.Keys, resp *identity.JoinResponse) ([]IssuedOutput, [][]identity.File, error) {
 	if len(resp.Outputs) != len(outputs) {
-		return nil, fmt.Errorf("the authority answered with %d outputs for %d asked", len(resp.Outputs), len(outputs))
+		return nil, nil, fmt.Errorf("the authority answered with %d outputs for %d asked", len(resp.Outputs), len(outputs))
 	}
-	// Everything is rendered before anything is written, so that a bad
-	// answer leaves the destinations untouched.
-	var issued []IssuedOutput
+	issued := make([]IssuedOutput, len(outputs))
 	rendered := make([][]identity.File, len(outputs))
 	for i, out := range outputs {
 		grant := &resp.Outputs[i]
 		if grant.Name != out.Name {
-			return nil, fmt.Errorf("the authority answered output %q where %q was asked", grant.Name, out.Name)
+			return nil, nil, fmt.Errorf("the authority answered output %q where %q was asked", grant.Name, out.Name)
 		}
 		if want := out.Type; grant.Type != want && (grant.Type != "" || want != OutputTypeIdentity) {
-			return nil, fmt.Errorf("the authority answered output %q with type %s where %s was asked", out.Name, identity.Quote(grant.Type), want)
+			return nil, nil, fmt.Errorf("the authority answered output %q with type %s where %s was asked", out.Name, identity.Quote(grant.Type), want)
 		}
 		var err error
 		if rendered[i], err = outputKinds[out.Type].render(dirs[i], keys[i], resp, grant); err != nil {
-			return nil, fmt.Errorf("output %q: %w", out.Name, err)
+			return nil, nil, fmt.Errorf("output %q: %w", out.Name, err)
 		}
-		done := IssuedOutput{Dir: dirs[i], Grant: grant}
+		issued[i] = IssuedOutput{Dir: dirs[i], Grant: grant}
 		if out.Destination.Secret != nil {
-			done.Secret = out.Destination.String()
+			issued[i].Secret = out.Destination.String()
 		}
 		if d, ok := outputKinds[out.Type].(summarizer); ok {
-			done.Summary = d.summary(dirs[i], grant)
+			issued[i].Summary = d.summary(dirs[i], grant)
 		}
-		issued = append(issued, done)
 	}
-	// Each directory is replaced atomically; if one fails, Issue removes
-	// the ones written before it along with every other stale identity.
+	return issued, rendered, nil
+}
+
+// writeOutputs writes each output's directory or Secret, as rendered,
+// adding each directory it writes to written and filling in issued's
+// Secrets.
+func writeOutputs(ctx context.Context, kube *kubeTargets, outputs []Output, dirs []string, rendered [][]identity.File, issued []IssuedOutput,
+	written *[]string, wrote func(Output, string)) error {
+	if wrote == nil {
+		wrote = func(Output, string) {}
+	}
+	// The directories are written together, all or nothing: if one
+	// cannot be, none is replaced (and Issue removes earlier identities).
+	var onDisk []identity.OutputDir
+	var at []int
 	for i := range outputs {
-		if outputs[i].Destination.Secret != nil {
-			continue
+		if outputs[i].Destination.Secret == nil {
+			onDisk = append(onDisk, identity.OutputDir{Path: dirs[i], Files: rendered[i], Owner: outputs[i].owner})
+			at = append(at, i)
 		}
-		if err := identity.WriteDirOwned(dirs[i], rendered[i], outputs[i].owner); err != nil {
-			return nil, fmt.Errorf("output %q: %w", outputs[i].Name, err)
+	}
+	if len(onDisk) > 0 {
+		if err := identity.WriteDirs(onDisk); err != nil {
+			var de *identity.DirError
+			if errors.As(err, &de) {
+				return fmt.Errorf("output %q: %w", outputs[at[de.Index]].Name, de.Err)
+			}
+			return err
 		}
+	}
+	for _, i := range at {
 		*written = append(*written, dirs[i])
 		wrote(outputs[i], dirs[i])
 	}
@@ -604,14 +620,14 @@ func writeOutputs(ctx context.Context, kube *kubeTargets, outputs []Output, dirs
 		}
 		res, err := kube.write(ctx, outputs[i], rendered[i])
 		if err != nil {
-			return nil, fmt.Errorf("output %q: %w", outputs[i].Name, err)
+			return fmt.Errorf("output %q: %w", outputs[i].Name, err)
 		}
 		r, _ := kube.ref(outputs[i])
 		issued[i].Secret = r.String()
 		issued[i].Conflicts = res.Conflicts
 		wrote(outputs[i], dirs[i])
 	}
-	return issued, nil
+	return nil
 }
 
 func inGitHubActions(env joiners.Env) bool { return env("GITHUB_ACTIONS") == "true" }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"unicode"
 	"unicode/utf8"
@@ -74,66 +75,195 @@ func WriteDir(dir string, files []File) error { return WriteDirOwned(dir, files,
 // (nil: none) before they are moved into place, so that the server never
 // sees them owned by anyone else. It needs the privilege to chown (root).
 func WriteDirOwned(dir string, files []File, owner *Owner) error {
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return err
+	err := WriteDirs([]OutputDir{{Path: dir, Files: files, Owner: owner}})
+	if de, ok := err.(*DirError); ok {
+		return de.Err
 	}
-	if err := checkDir(dir, files, owner); err != nil {
-		return err
+	return err
+}
+
+// OutputDir is one directory of WriteDirs: where, exactly which files, and
+// who they are given to (nil: nobody else).
+type OutputDir struct {
+	Path  string
+	Files []File
+	Owner *Owner
+}
+
+// DirError is WriteDirs' failure at one of its directories, dirs[Index].
+type DirError struct {
+	Index int
+	Err   error
+}
+
+func (e *DirError) Error() string { return e.Err.Error() }
+func (e *DirError) Unwrap() error { return e.Err }
+
+// WriteDirs replaces every directory of dirs as WriteDir does, all or
+// nothing: each is checked, then all are written at once, each into its
+// own temporary directory, and only when every one is complete are they
+// moved into place, one rename each. If a write or a rename fails, the
+// directories already moved are put back, so every destination is left as
+// it was. The parents are synced once each, together, at the end: one
+// journal commit for the run rather than one per directory.
+func WriteDirs(dirs []OutputDir) error {
+	st := make([]*stagedDir, len(dirs))
+	for i, d := range dirs {
+		abs, err := filepath.Abs(d.Path)
+		if err != nil {
+			return &DirError{i, err}
+		}
+		if err := checkDir(abs, d.Files, d.Owner); err != nil {
+			return &DirError{i, err}
+		}
+		for j := range i {
+			if p := st[j].Path; p == abs || strings.HasPrefix(abs, p+string(filepath.Separator)) || strings.HasPrefix(p, abs+string(filepath.Separator)) {
+				return &DirError{i, fmt.Errorf("%s and %s are the same or nested directories; give each output its own", p, abs)}
+			}
+		}
+		st[i] = &stagedDir{OutputDir: OutputDir{Path: abs, Files: d.Files, Owner: d.Owner}}
 	}
-	parent := filepath.Dir(dir)
-	for _, p := range missingParents(dir) {
-		if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("creating %s: %w", p, err)
+	for i, s := range st {
+		for _, p := range missingParents(s.Path) {
+			if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+				return &DirError{i, fmt.Errorf("creating %s: %w", p, err)}
+			}
 		}
 	}
-	// MkdirTemp makes a new directory, 0700, under a random name: mkdir
-	// never follows a link planted at the name, it fails and picks another.
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".new-")
-	if err != nil {
-		return fmt.Errorf("writing identity next to %s: %w", dir, err)
-	}
-	made, err := os.Lstat(tmp)
-	if err != nil {
-		os.RemoveAll(tmp)
-		return err
-	}
-	moved := false
 	defer func() {
-		if !moved {
-			os.RemoveAll(tmp) // removes a link planted at tmp, never its target
+		for _, s := range st {
+			if !s.moved && s.tmp != "" {
+				os.RemoveAll(s.tmp) // removes a link planted at tmp, never its target
+			}
 		}
 	}()
-	if err := writeFiles(tmp, made, files, owner); err != nil {
+	if err := eachDir(st, (*stagedDir).stage); err != nil {
 		return err
 	}
-	if raceHook != nil {
-		raceHook(dir)
-	}
-	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
-		if err := renameNoReplace(tmp, dir); err != nil {
-			return fmt.Errorf("moving identity into %s: %w", dir, err)
+	for i, s := range st {
+		if raceHook != nil {
+			raceHook(s.Path)
 		}
-		moved = true
+		if err := s.moveIntoPlace(); err != nil {
+			for _, done := range slices.Backward(st[:i]) {
+				done.putBack()
+			}
+			return &DirError{i, err}
+		}
+	}
+	// Every directory is in place: remove the earlier identities, then
+	// make the renames durable, each parent once.
+	_ = eachDir(st, (*stagedDir).removeEarlier)
+	var parents []*stagedDir
+	for _, s := range st {
+		if !slices.ContainsFunc(parents, func(p *stagedDir) bool { return filepath.Dir(p.Path) == filepath.Dir(s.Path) }) {
+			parents = append(parents, s)
+		}
+	}
+	return eachDir(parents, func(s *stagedDir) error { return syncDir(filepath.Dir(s.Path)) })
+}
+
+// eachDir runs f on every directory at once and returns the first
+// directory's error, in the order of dirs.
+func eachDir(dirs []*stagedDir, f func(*stagedDir) error) error {
+	errs := make([]error, len(dirs))
+	if len(dirs) == 1 {
+		errs[0] = f(dirs[0])
 	} else {
-		if err := swapDirs(tmp, dir); err != nil {
-			return fmt.Errorf("replacing %s: %w", dir, err)
+		var wg sync.WaitGroup
+		for i, s := range dirs {
+			wg.Go(func() { errs[i] = f(s) })
 		}
-		moved = true
-		// tmp now holds the earlier identity, checked above to be only
-		// files mbot writes: remove those by name, then the directory. If
-		// a link was put in dir's place after the check, tmp is that link:
-		// remove only the link, never files behind it.
-		if old, err := os.Lstat(tmp); err == nil && old.IsDir() && ownedBy(old, owner) {
-			_ = removeIdentityFiles(tmp, files)
-		}
-		_ = os.Remove(tmp)
+		wg.Wait()
 	}
-	if now, err := os.Lstat(dir); err != nil || !os.SameFile(now, made) {
+	for i, err := range errs {
+		if err != nil {
+			return &DirError{i, err}
+		}
+	}
+	return nil
+}
+
+// stagedDir is one directory of WriteDirs on its way into place.
+type stagedDir struct {
+	OutputDir
+	// tmp is the temporary directory beside Path that the files are
+	// written in; once moved, it holds what Path held (existed), if anything.
+	tmp  string
+	made fs.FileInfo // tmp as created
+	// existed says Path held an earlier identity, exchanged into tmp.
+	existed, moved bool
+}
+
+// stage writes the files into a new temporary directory beside Path.
+func (s *stagedDir) stage() error {
+	// MkdirTemp makes a new directory, 0700, under a random name: mkdir
+	// never follows a link planted at the name, it fails and picks another.
+	tmp, err := os.MkdirTemp(filepath.Dir(s.Path), "."+filepath.Base(s.Path)+".new-")
+	if err != nil {
+		return fmt.Errorf("writing identity next to %s: %w", s.Path, err)
+	}
+	s.tmp = tmp
+	if s.made, err = os.Lstat(tmp); err != nil {
+		return err
+	}
+	return writeFiles(tmp, s.made, s.Files, s.Owner)
+}
+
+// moveIntoPlace renames the staged directory to Path, exchanging it with an
+// earlier identity there, and checks that Path is then that directory.
+func (s *stagedDir) moveIntoPlace() error {
+	if _, err := os.Lstat(s.Path); errors.Is(err, fs.ErrNotExist) {
+		if err := renameNoReplace(s.tmp, s.Path); err != nil {
+			return fmt.Errorf("moving identity into %s: %w", s.Path, err)
+		}
+	} else {
+		if err := swapDirs(s.tmp, s.Path); err != nil {
+			return fmt.Errorf("replacing %s: %w", s.Path, err)
+		}
+		s.existed = true
+	}
+	s.moved = true
+	if now, err := os.Lstat(s.Path); err != nil || !os.SameFile(now, s.made) {
 		// made is the directory as created: the same inode after a chown.
-		return fmt.Errorf("%s was replaced by something else while mbot wrote it; is %s writable by other users? Choose a directory only you can write to", dir, parent)
+		// What was exchanged out is removed as an earlier identity would be.
+		_ = s.removeEarlier()
+		return fmt.Errorf("%s was replaced by something else while mbot wrote it; is %s writable by other users? Choose a directory only you can write to", s.Path, filepath.Dir(s.Path))
 	}
-	return syncDir(parent)
+	return nil
+}
+
+// putBack undoes moveIntoPlace after another directory failed: Path holds
+// again what it held, and the new directory is back at tmp, to be removed.
+func (s *stagedDir) putBack() {
+	var err error
+	if s.existed {
+		err = swapDirs(s.tmp, s.Path)
+	} else {
+		err = renameNoReplace(s.Path, s.tmp)
+	}
+	if err != nil {
+		return // left in place; the caller removes what a failed run wrote
+	}
+	s.moved, s.existed = false, false
+	if now, err := os.Lstat(s.tmp); err != nil || !os.SameFile(now, s.made) {
+		s.tmp = "" // not ours to remove
+	}
+}
+
+// removeEarlier removes what moveIntoPlace exchanged out of Path: the
+// earlier identity, checked to be only files mbot writes. If a link was put
+// in Path's place after the check, tmp is that link: only the link is
+// removed, never files behind it.
+func (s *stagedDir) removeEarlier() error {
+	if !s.existed {
+		return nil
+	}
+	if old, err := os.Lstat(s.tmp); err == nil && old.IsDir() && ownedBy(old, s.Owner) {
+		_ = removeIdentityFiles(s.tmp, s.Files)
+	}
+	_ = os.Remove(s.tmp)
+	return nil
 }
 
 // raceHook, set by tests, runs between the checks and the rename, where
@@ -198,19 +328,21 @@ func RemoveStaleOwned(dir string, owner *Owner) (bool, error) {
 }
 
 // removeIdentityFiles removes the files mbot writes (and those named in
-// files) from dir; os.Remove unlinks a link without following it.
+// files) from dir; os.Remove unlinks a link without following it. Only the
+// names dir holds are tried, not every name of every output type.
 func removeIdentityFiles(dir string, files []File) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
 	var errs []error
-	for _, name := range identityFiles {
+	for _, e := range entries {
+		name := e.Name()
+		if !slices.Contains(identityFiles, name) && !slices.ContainsFunc(files, func(f File) bool { return f.Name == name }) {
+			continue
+		}
 		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
-		}
-	}
-	for _, f := range files {
-		if !slices.Contains(identityFiles, f.Name) {
-			if err := os.Remove(filepath.Join(dir, f.Name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				errs = append(errs, err)
-			}
 		}
 	}
 	return errors.Join(errs...)
