@@ -57,7 +57,10 @@ const stepCARounds = 3
 // chain, the same key exchange (identity.TLSCurves) and the same
 // load generator:
 //
-//	go test ./bench -run '^$' -bench JoinsVsStepCA -benchtime 3000x
+//	go test ./bench -run '^$' -bench JoinsVsStepCA -benchtime 3000x -timeout 30m
+//
+// (The first run compiles step-ca: about ten minutes on a busy 2-core
+// machine, half a minute once the build cache holds it.)
 //
 // x-step-ca is mbot's joins/s over step-ca's jobs/s (the median round);
 // min-x and max-x are the rounds' extremes.
