@@ -132,9 +132,10 @@ func startClusterEnv(t *testing.T, env []string, resources func(c *cluster) stri
 	return startClusterConfig(t, env, resources, "")
 }
 
-// startClusterConfig is startClusterEnv with extraConfig appended to the
-// authority's authority.yaml.
-func startClusterConfig(t *testing.T, env []string, resources func(c *cluster) string, extraConfig string) (*cluster, *background) {
+// newCluster is a cluster yet to start: its simulated CI issuer, the
+// current user's login, a home, and the address and authority.yaml path
+// of its authority in dir.
+func newCluster(t *testing.T) (c *cluster, dir, addr string) {
 	t.Helper()
 	u, err := user.Current()
 	if err != nil {
@@ -145,10 +146,16 @@ func startClusterConfig(t *testing.T, env []string, resources func(c *cluster) s
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ci.Close() })
+	dir = t.TempDir()
+	addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	return &cluster{ci: ci, config: filepath.Join(dir, "authority.yaml"), url: "https://" + addr, login: u.Username, home: t.TempDir()}, dir, addr
+}
 
-	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	c := &cluster{ci: ci, config: filepath.Join(dir, "authority.yaml"), url: "https://" + addr, login: u.Username, home: t.TempDir()}
+// startClusterConfig is startClusterEnv with extraConfig appended to the
+// authority's authority.yaml.
+func startClusterConfig(t *testing.T, env []string, resources func(c *cluster) string, extraConfig string) (*cluster, *background) {
+	t.Helper()
+	c, dir, addr := newCluster(t)
 	writeFile(t, c.config, fmt.Sprintf(authorityYAML, clusterName, addr, filepath.Join(dir, "data"))+extraConfig, 0o600)
 	writeFile(t, filepath.Join(dir, "bots.yaml"), resources(c), 0o600)
 

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -116,22 +115,11 @@ type daemonCluster struct {
 
 func startDaemonCluster(t *testing.T) *daemonCluster {
 	t.Helper()
-	u, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ci, err := simci.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ci.Close() })
-	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	c := &cluster{ci: ci, config: filepath.Join(dir, "authority.yaml"), url: "https://" + addr, login: u.Username, home: t.TempDir()}
+	c, dir, addr := newCluster(t)
 	projectID := simci.CircleCIClaims(circleOrgID)["oidc.circleci.com/project-id"].(string)
 	writeFile(t, c.config, fmt.Sprintf(authorityYAML, clusterName, addr, filepath.Join(dir, "data")), 0o600)
 	writeFile(t, filepath.Join(dir, "bots.yaml"), fmt.Sprintf(botsYAML, roleName, botName, c.login,
-		tokenGitHub, tokenGitLab, tokenCircleCI, ci.URL, circleOrgID, projectID), 0o600)
+		tokenGitHub, tokenGitLab, tokenCircleCI, c.ci.URL, circleOrgID, projectID), 0o600)
 	dc := &daemonCluster{cluster: c, addr: addr}
 	dc.startAuthority(t)
 	c.pin = strings.TrimSpace(c.export(t, "ca-pin"))

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mbot-dev/mbot/internal/simci"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -71,20 +69,9 @@ spec:
 // startSSHHostCluster is startCluster with sshHostAuthorityYAML and sshHostYAML.
 func startSSHHostCluster(t *testing.T) *cluster {
 	t.Helper()
-	u, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ci, err := simci.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ci.Close() })
-	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	c := &cluster{ci: ci, config: filepath.Join(dir, "authority.yaml"), url: "https://" + addr, login: u.Username, home: t.TempDir()}
+	c, dir, addr := newCluster(t)
 	writeFile(t, c.config, fmt.Sprintf(sshHostAuthorityYAML, clusterName, addr, filepath.Join(dir, "data")), 0o600)
-	writeFile(t, filepath.Join(dir, "bots.yaml"), fmt.Sprintf(sshHostYAML, c.login, ci.URL), 0o600)
+	writeFile(t, filepath.Join(dir, "bots.yaml"), fmt.Sprintf(sshHostYAML, c.login, c.ci.URL), 0o600)
 	auth := startBackground(t, baseEnv(c.home), true, mbotBin, "authority", "start", "--config", c.config)
 	waitForPort(t, addr, auth.exited, auth.logs)
 	c.pin = strings.TrimSpace(c.export(t, "ca-pin"))
