@@ -59,6 +59,16 @@ func openKEK(t *testing.T, cfg *authority.Config) (*authority.Authority, error) 
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 }
 
+// mustOpenKEK is openKEK for a start that must succeed.
+func mustOpenKEK(t *testing.T, cfg *authority.Config) *authority.Authority {
+	t.Helper()
+	a, err := openKEK(t, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
 // secretForms are the byte strings that would betray a private key on
 // disk: its PKCS #8 DER, the first line of its PEM body, and its raw
 // secret (Ed25519 seed, ECDSA scalar).
@@ -125,10 +135,7 @@ func keysOnDisk(t *testing.T, dataDir string, keys map[string]crypto.Signer) []s
 func TestCAKeysSealedAtRest(t *testing.T) {
 	dir := t.TempDir()
 	cfg := kekConfig(t, dir, writeKEK(t, dir, "kek"))
-	a, err := openKEK(t, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := mustOpenKEK(t, cfg)
 	if _, err := authority.RotateCA(t.Context(), a.Store(), a.CAs(), authority.RotateRequest{Type: "ssh-user", Grace: time.Hour, Now: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
@@ -145,10 +152,7 @@ func TestCAKeysSealedAtRest(t *testing.T) {
 	a.Close()
 	checkNoKeysOnDisk(t, cfg.DataDir, keys)
 
-	again, err := openKEK(t, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	again := mustOpenKEK(t, cfg)
 	defer again.Close()
 	if again.CAs().Pin() != pin {
 		t.Error("the TLS CA changed between starts")
@@ -171,16 +175,10 @@ func mustKEK(t *testing.T, cfg *authority.Config) *authority.KEK {
 func TestCAKeysRefusedStarts(t *testing.T) {
 	dir := t.TempDir()
 	sealed := kekConfig(t, dir, writeKEK(t, dir, "kek"))
-	a, err := openKEK(t, sealed)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := mustOpenKEK(t, sealed)
 	a.Close()
 	plainDir := t.TempDir()
-	a, err = openKEK(t, kekConfig(t, plainDir, ""))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a = mustOpenKEK(t, kekConfig(t, plainDir, ""))
 	a.Close()
 
 	cases := []struct {
@@ -218,10 +216,7 @@ func TestCAKeysRefusedStarts(t *testing.T) {
 func TestCAKeysNotSwappable(t *testing.T) {
 	dir := t.TempDir()
 	cfg := kekConfig(t, dir, writeKEK(t, dir, "kek"))
-	a, err := openKEK(t, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := mustOpenKEK(t, cfg)
 	rows, err := a.Store().ListCAs(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -249,10 +244,7 @@ func TestCAKeysNotSwappable(t *testing.T) {
 func TestMigrateKeys(t *testing.T) {
 	dir := t.TempDir()
 	plain := kekConfig(t, dir, "")
-	a, err := openKEK(t, plain)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := mustOpenKEK(t, plain)
 	keys := a.CAs().PrivateKeys()
 	pin := a.CAs().Pin()
 	a.Close()
@@ -274,10 +266,7 @@ func TestMigrateKeys(t *testing.T) {
 	}
 	started := func(cfg *authority.Config) {
 		t.Helper()
-		a, err := openKEK(t, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		a := mustOpenKEK(t, cfg)
 		defer a.Close()
 		if a.CAs().Pin() != pin {
 			t.Error("the TLS CA changed")
@@ -407,10 +396,7 @@ func TestCAKeysDocYAML(t *testing.T) {
 func TestCAKeysUnknownEnvelope(t *testing.T) {
 	dir := t.TempDir()
 	cfg := kekConfig(t, dir, writeKEK(t, dir, "kek"))
-	a, err := openKEK(t, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := mustOpenKEK(t, cfg)
 	rows, err := a.Store().ListCAs(t.Context())
 	if err != nil {
 		t.Fatal(err)
