@@ -1,6 +1,7 @@
 package authority_test
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
@@ -92,6 +93,29 @@ func databaseOutput(t *testing.T, name, db, user, dbName string, roles ...string
 		Database: &identity.DatabaseRequest{Database: db, Username: user, DBName: dbName}})
 }
 
+// checkClientCert checks that cert is a client certificate for the 2h
+// asked, no CA, on key, that of cas's X.509 CAs only wantCA verifies.
+func checkClientCert(t *testing.T, cert *x509.Certificate, cas *authority.CAs, key crypto.PublicKey, wantCA string) {
+	t.Helper()
+	if len(cert.ExtKeyUsage) != 1 || cert.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth || cert.IsCA {
+		t.Errorf("key usages %v, CA %t", cert.ExtKeyUsage, cert.IsCA)
+	}
+	if d := time.Until(cert.NotAfter); d > 2*time.Hour || d < 2*time.Hour-time.Minute {
+		t.Errorf("valid for %s, want the 2h asked", d)
+	}
+	if pub, ok := cert.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(key) {
+		t.Error("certificate is not on the output's key")
+	}
+	for name, ca := range map[string]*authority.X509CA{"tls": cas.TLS, "database-client": cas.DatabaseClient, "kubernetes-client": cas.KubernetesClient, "spiffe": cas.SPIFFE} {
+		roots := x509.NewCertPool()
+		roots.AddCert(ca.Cert)
+		_, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		if (name == wantCA) != (err == nil) {
+			t.Errorf("verify under the %s CA: %v", name, err)
+		}
+	}
+}
+
 // TestDatabaseOutput: a database output gets a client certificate with CN
 // = the user alone, under the database-client CA only, for client
 // authentication only, and the server's address and CA; the audit record
@@ -117,23 +141,7 @@ func TestDatabaseOutput(t *testing.T) {
 	if cert.Subject.String() != "CN=ci_migrate" || len(cert.URIs)+len(cert.DNSNames)+len(cert.IPAddresses)+len(cert.EmailAddresses) != 0 {
 		t.Errorf("subject %q, SANs %v %v: want CN=ci_migrate alone", cert.Subject, cert.URIs, cert.DNSNames)
 	}
-	if len(cert.ExtKeyUsage) != 1 || cert.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth || cert.IsCA {
-		t.Errorf("key usages %v, CA %t", cert.ExtKeyUsage, cert.IsCA)
-	}
-	if d := cert.NotAfter.Sub(time.Now()); d > 2*time.Hour || d < 2*time.Hour-time.Minute {
-		t.Errorf("valid for %s, want the 2h asked", d)
-	}
-	if pub, ok := cert.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(db.keys.TLS.Public()) {
-		t.Error("certificate is not on the output's key")
-	}
-	for name, ca := range map[string]*authority.X509CA{"tls": cas.TLS, "database-client": cas.DatabaseClient, "kubernetes-client": cas.KubernetesClient, "spiffe": cas.SPIFFE} {
-		roots := x509.NewCertPool()
-		roots.AddCert(ca.Cert)
-		_, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-		if (name == "database-client") != (err == nil) {
-			t.Errorf("verify under the %s CA: %v", name, err)
-		}
-	}
+	checkClientCert(t, cert, cas, db.keys.TLS.Public(), "database-client")
 	ev := lastAudit(t, a)
 	if !ev.Allowed || len(ev.Outputs) != 2 || ev.Outputs[1] != "db type=database database=prod-pg user=ci_migrate db_name=app" {
 		t.Errorf("audit outputs %q", ev.Outputs)

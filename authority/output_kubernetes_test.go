@@ -171,23 +171,7 @@ func TestKubernetesOutput(t *testing.T) {
 			if len(cert.URIs)+len(cert.DNSNames)+len(cert.IPAddresses)+len(cert.EmailAddresses) != 0 {
 				t.Errorf("SANs %v %v %v: want none", cert.URIs, cert.DNSNames, cert.IPAddresses)
 			}
-			if len(cert.ExtKeyUsage) != 1 || cert.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth || cert.IsCA {
-				t.Errorf("key usages %v, CA %t", cert.ExtKeyUsage, cert.IsCA)
-			}
-			if d := time.Until(cert.NotAfter); d > 2*time.Hour || d < 2*time.Hour-time.Minute {
-				t.Errorf("valid for %s, want the 2h asked", d)
-			}
-			if pub, ok := cert.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(kube.keys.TLS.Public()) {
-				t.Error("certificate is not on the output's key")
-			}
-			for name, ca := range map[string]*authority.X509CA{"tls": cas.TLS, "database-client": cas.DatabaseClient, "kubernetes-client": cas.KubernetesClient, "spiffe": cas.SPIFFE} {
-				roots := x509.NewCertPool()
-				roots.AddCert(ca.Cert)
-				_, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-				if (name == "kubernetes-client") != (err == nil) {
-					t.Errorf("verify under the %s CA: %v", name, err)
-				}
-			}
+			checkClientCert(t, cert, cas, kube.keys.TLS.Public(), "kubernetes-client")
 			// The identity output's certificate is not the kubernetes-client CA's.
 			roots := x509.NewCertPool()
 			roots.AddCert(cas.KubernetesClient.Cert)
