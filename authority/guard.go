@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,29 +28,36 @@ import (
 //     limitedSlots shared by every limited address (the work of refusals
 //     under a global cap); if it is refused, it is not recorded or logged
 //     one by one but counted into its address's burst, summarised in one
-//     audit record (recordBursts), and its answer is held for
-//     refusalTarpit, so that a flood gets a few answers a second per
-//     connection instead of the authority's CPU.
+//     audit record (recordBursts), and its answer is paced: sent in turn,
+//     at most limitedAnswers a second over all addresses (so are the
+//     rate_limited answers to requests that found no slot). A flood waits
+//     for its answers, so what it makes the authority read, verify and
+//     answer is capped for the whole authority, however many connections
+//     or addresses it sends from, and the CPU goes to the requests that
+//     are admitted.
 //   - A refusal with a 5xx (the authority's own trouble, or a leaf's)
-//     draws like any other but is never held back.
+//     draws like any other but is never paced.
 //
 // Handlers record refusals with recordRefusal or auditAdmin and log them
 // with logRefusal: those read the request's state and leave out what the
 // guard summarises.
 
 // limitedSlots is how many requests from addresses with an empty bucket
-// are served at once, over all addresses; maxLimited bounds those waiting
-// for a slot or held back (each holds a connection and a goroutine), and
-// limitedWait how long one waits for a slot. A request beyond them is
-// answered rate_limited without being read.
-var limitedSlots = max(4, 4*runtime.GOMAXPROCS(0))
+// are served at once, over all addresses (each reads at most maxBody):
+// enough for the valid jobs of a fleet behind one NAT address besides the
+// flood's few in service, since a flood's answers are paced. maxLimited
+// bounds those waiting for a slot or for their answer's turn (each holds a
+// connection and a goroutine), and limitedWait how long one waits for a
+// slot. A request beyond them is answered rate_limited without being read.
+var limitedSlots = max(64, 32*runtime.GOMAXPROCS(0))
 
 const (
 	maxLimited  = 1024
 	limitedWait = 5 * time.Second
-	// refusalTarpit holds back the answer to a refusal of a limited
-	// address: a flood over N connections gets N answers a second.
-	refusalTarpit = time.Second
+	// limitedAnswers is how many refusals of limited addresses are
+	// answered a second, over all addresses: a flood over any number of
+	// connections gets that many answers a second, not the authority's CPU.
+	limitedAnswers = 15
 )
 
 // guard is the middleware every API request goes through.
@@ -68,6 +76,8 @@ type guard struct {
 type limiter struct {
 	slots   chan struct{}
 	waiting atomic.Int64
+	mu      sync.Mutex
+	next    time.Time // the earliest time the next paced answer may be sent
 }
 
 func newLimiter() *limiter { return &limiter{slots: make(chan struct{}, limitedSlots)} }
@@ -109,6 +119,7 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			a.metrics.limited.Inc()
 			a.refusals.count(key, time.Now(), burstDropped, identity.CodeRateLimited, routeOf(r, g))
+			a.limiter.pace(r.Context())
 			writeError(w, rateLimited(key, wait))
 			return
 		}
@@ -136,7 +147,7 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		a.refusals.count(key, time.Now(), burstSummarised, code, routeOf(r, g))
 		if g.charge && status < 500 && status != http.StatusTooManyRequests && !gw.hijacked {
-			a.limiter.hold(r.Context())
+			a.limiter.pace(r.Context())
 		}
 	}
 }
@@ -172,20 +183,41 @@ func (l *limiter) enter(ctx context.Context) (release func(), ok bool) {
 	return nil, false
 }
 
-// hold holds back a limited refusal's answer for refusalTarpit, unless
-// maxLimited are held already.
-func (l *limiter) hold(ctx context.Context) {
+// pace holds back a limited refusal's answer until its turn (reserve),
+// unless maxLimited wait already.
+func (l *limiter) pace(ctx context.Context) {
 	if l.waiting.Add(1) > maxLimited {
 		l.waiting.Add(-1)
 		return
 	}
 	defer l.waiting.Add(-1)
-	t := time.NewTimer(refusalTarpit)
+	now := time.Now()
+	t := time.NewTimer(l.reserve(now).Sub(now))
 	defer t.Stop()
 	select {
 	case <-t.C:
 	case <-ctx.Done():
 	}
+}
+
+// reserve returns when the answer to a limited refusal made at now is
+// sent: 1/limitedAnswers after the one reserved before it. Turns given up
+// (a client that hung up) are not given back, so the queue is cut at the
+// turn of the last of maxLimited waiting: clients that hang up cannot
+// push the others' answers further off than that.
+func (l *limiter) reserve(now time.Time) time.Time {
+	const step = time.Second / limitedAnswers
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at := now
+	if l.next.After(at) {
+		at = l.next
+	}
+	if last := now.Add(maxLimited * step); at.After(last) {
+		at = last
+	}
+	l.next = at.Add(step)
+	return at
 }
 
 // guardWriter notes the status and refusal code a handler answers with.

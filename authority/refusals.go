@@ -19,14 +19,16 @@ import (
 
 // Refusals are limited per remote address by a token bucket: every
 // request takes a token when it is admitted (guard.go), and an answer below
-// 400 gives it back, so only refusals spend them. An address may be
-// refused refusalBurst times in a row, then refusalRate times a second,
-// with a record and a log line each. While its bucket is empty its
+// 400 gives it back, so only refusals spend them, and it earns back
+// refusalRate a second up to refusalBurst. Each refusal that finds a token
+// is recorded and logged one by one. While its bucket is empty its
 // requests are still served, valid proofs admitted, but its refusals are
 // counted into a burst that one audit record summarises (recordBursts),
-// and their answers are held back (refusalTarpit). A CI fleet behind one
-// NAT address that joins successfully never empties its bucket, and a
-// stranger on the same address who empties it does not keep the fleet out.
+// and their answers are paced (guard.go). While the burst lasts the
+// bucket earns nothing back: 20, then none until it is summarised. A CI
+// fleet behind one NAT address that joins successfully never empties its
+// bucket, and a stranger on the same address who empties it does not keep
+// the fleet out.
 const (
 	refusalBurst = 20
 	refusalRate  = 2 // per second
@@ -90,10 +92,16 @@ func refusalKey(remote string) string {
 	return ip.String()
 }
 
-// refill adds the tokens earned since the bucket was last updated.
+// refill adds the tokens earned since the bucket was last updated. None
+// are earned while the address is in a burst: its bucket stays empty
+// until the burst is summarised, so that a flood that goes on is recorded
+// one by one refusalBurst times, not refusalBurst and then refusalRate a
+// second for as long as it lasts.
 func (b *refusalBucket) refill(now time.Time) {
 	if elapsed := now.Sub(b.updated).Seconds(); elapsed > 0 {
-		b.tokens = min(refusalBurst, b.tokens+elapsed*refusalRate)
+		if b.burst == nil {
+			b.tokens = min(refusalBurst, b.tokens+elapsed*refusalRate)
+		}
 		b.updated = now
 	}
 }
@@ -203,6 +211,7 @@ func (l *refusalLimiter) bursts(now time.Time, all bool) []burstSummary {
 	for k, b := range l.buckets {
 		if s := b.burst; s != nil && (all || now.Sub(s.last) >= burstQuiet || now.Sub(s.first) >= burstEvery) {
 			out = append(out, *s)
+			b.refill(now) // tokens are earned from the summary on
 			b.burst = nil
 		}
 		b.refill(now)

@@ -57,21 +57,52 @@ func TestRefusalLimiter(t *testing.T) {
 	if got := l.bursts(now.Add(burstQuiet/2), false); len(got) != 0 {
 		t.Fatalf("burst summarised while it goes on: %+v", got)
 	}
-	// refusalRate tokens a second: half a second later one request may pass.
-	if took, _, _ := l.take("a", now.Add(time.Second/refusalRate)); !took {
-		t.Fatal("the bucket does not refill")
+	// While the burst lasts, the bucket earns nothing back: 20, then none.
+	if took, _, _ := l.take("a", now.Add(burstQuiet/2)); took {
+		t.Fatal("a token was earned back while the burst goes on")
 	}
 	got := l.bursts(now.Add(burstQuiet), false)
 	if len(got) != 1 || got[0].addr != "a" || got[0].summarised != 9 || got[0].dropped != 1 ||
 		got[0].codes["bad_request"] != 9 || got[0].routes["POST /v1/join"] != 10 {
 		t.Fatalf("bursts %+v, want one of 9 summarised and 1 dropped request from a", got)
 	}
+	// From the summary on, refusalRate tokens a second: half a second
+	// later one request may pass.
+	if took, _, _ := l.take("a", now.Add(burstQuiet+time.Second/refusalRate)); !took {
+		t.Fatal("the bucket does not refill once its burst is summarised")
+	}
 	if again := l.bursts(now.Add(2*burstQuiet), false); len(again) != 0 {
 		t.Fatalf("a burst is summarised twice: %+v", again)
 	}
-	// Full again after burstQuiet: the addresses are forgotten.
+	// Full again: the addresses are forgotten.
+	l.bursts(now.Add(3*burstQuiet), false)
 	if len(l.buckets) != 0 {
 		t.Errorf("%d buckets kept; a refilled bucket is forgotten", len(l.buckets))
+	}
+}
+
+// TestRefusalsSustainedFlood: a flood that goes on for minutes is recorded
+// one by one refusalBurst times, then a summary about once a minute
+// (burstEvery) and nothing else; it does not earn back refusalRate records a second.
+func TestRefusalsSustainedFlood(t *testing.T) {
+	var l refusalLimiter
+	now := time.Unix(1_800_000_000, 0)
+	recorded, summaries := 0, 0
+	for ms := 0; ms < 3*60*1000; ms += 20 { // 50 refusals a second for 3 minutes
+		at := now.Add(time.Duration(ms) * time.Millisecond)
+		if took, _, _ := l.take("a", at); took {
+			recorded++
+		} else {
+			l.count("a", at, burstSummarised, "bad_request", "POST /v1/join")
+		}
+		if ms%5000 == 0 {
+			summaries += len(l.bursts(at, false))
+		}
+	}
+	// Each summary lets the bucket earn again for the moment until the
+	// next refusal opens the next burst: a fraction of a token.
+	if recorded != refusalBurst || summaries < 2 {
+		t.Errorf("a 3-minute flood: %d refusals recorded one by one and %d summaries, want %d and one a minute", recorded, summaries, refusalBurst)
 	}
 }
 
