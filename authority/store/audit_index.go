@@ -283,7 +283,11 @@ func (s *sqlStore) listAuditQuery(f AuditFilter) (string, []any) {
 	}
 	if !f.Since.IsZero() {
 		since := arg(f.Since.UnixNano())
-		where = append(where, idCol+" >= coalesce((SELECT min(id) FROM audit WHERE time >= "+since+"), 9223372036854775807)", "a.time >= "+since)
+		// min(id + 0), not min(id): both engines would read min(id) along
+		// the ids from the oldest record until one is recent enough, the
+		// whole log for since=1h; this reads the time index's entries
+		// since then.
+		where = append(where, idCol+" >= coalesce((SELECT min(id + 0) FROM audit WHERE time >= "+since+"), 9223372036854775807)", "a.time >= "+since)
 	}
 	if !f.Until.IsZero() {
 		until := arg(f.Until.UnixNano())
