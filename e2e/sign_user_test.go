@@ -154,7 +154,7 @@ func TestSignUser(t *testing.T) {
 			{"session-mfa-role", []string{"--user", "alice", "--roles", roleMFA, "--ttl", "720h"}, 1, []string{roleMFA, "require_session_mfa", "per-session MFA"}},
 			{"unknown-role", []string{"--user", "alice", "--roles", "nope", "--ttl", "720h"}, 1, []string{`"nope"`, roleA}},
 			{"no-ttl", []string{"--user", "alice", "--roles", roleA}, 2, []string{"--ttl"}},
-			{"host-and-user", []string{"--user", "alice", "--host", "localhost", "--roles", roleA, "--ttl", "1h"}, 2, []string{"--host or --user"}},
+			{"host-and-user", []string{"--user", "alice", "--host", "localhost", "--roles", roleA, "--ttl", "1h"}, 2, []string{"one of --host, --user and --admin"}},
 			{"neither", []string{"--roles", roleA, "--ttl", "1h"}, 2, []string{"--host", "--user"}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
