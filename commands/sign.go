@@ -177,19 +177,7 @@ func signUser(c *cli.Context) error {
 	if !c.IsSet("ttl") {
 		return usagef("mbot sign --user needs --ttl: a long-lived credential is never given by default")
 	}
-	dir, err := filepath.Abs(c.String("out"))
-	if err != nil {
-		return err
-	}
-	created, err := checkOut(dir)
-	if err != nil {
-		return err
-	}
-	cfg, err := authority.LoadConfig(c.String("config"))
-	if err != nil {
-		return err
-	}
-	a, err := authority.OpenLocal(c.Context, cfg, authority.Options{})
+	dir, created, a, err := openLocalOut(c)
 	if err != nil {
 		return err
 	}
@@ -218,19 +206,7 @@ func signUser(c *cli.Context) error {
 }
 
 func signAdmin(c *cli.Context) error {
-	dir, err := filepath.Abs(c.String("out"))
-	if err != nil {
-		return err
-	}
-	created, err := checkOut(dir)
-	if err != nil {
-		return err
-	}
-	cfg, err := authority.LoadConfig(c.String("config"))
-	if err != nil {
-		return err
-	}
-	a, err := authority.OpenLocal(c.Context, cfg, authority.Options{})
+	dir, created, a, err := openLocalOut(c)
 	if err != nil {
 		return err
 	}
@@ -250,6 +226,30 @@ func signAdmin(c *cli.Context) error {
 	fmt.Fprintf(os.Stderr, "mbot: signed a %s for %q, valid until %s (recorded in the audit log)\nmbot: wrote %s (use: --auth %s; mbot lock --admin %s revokes it)\n",
 		kind, c.String("admin"), signed.NotAfter.UTC().Format(time.RFC3339), dir, dir, c.String("admin"))
 	return nil
+}
+
+// openLocalOut resolves and checks --out (before anything is signed) and
+// opens the authority of --config, for mbot sign --user and --admin; it
+// returns --out, the parent directories writing will create, and the
+// authority, which the caller closes.
+func openLocalOut(c *cli.Context) (string, []string, *authority.Authority, error) {
+	dir, err := filepath.Abs(c.String("out"))
+	if err != nil {
+		return "", nil, nil, err
+	}
+	created, err := checkOut(dir)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	cfg, err := authority.LoadConfig(c.String("config"))
+	if err != nil {
+		return "", nil, nil, err
+	}
+	a, err := authority.OpenLocal(c.Context, cfg, authority.Options{})
+	if err != nil {
+		return "", nil, nil, err
+	}
+	return dir, created, a, nil
 }
 
 // checkOut refuses an --out that mbot would not write into before anything
