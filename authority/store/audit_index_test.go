@@ -156,29 +156,28 @@ func indexesOf(got, events []store.AuditEvent) []int {
 	return idx
 }
 
-// TestAuditIndexBackfill: a store written before the audit index (no
-// trigger, no terms) is indexed when it is opened.
-func TestAuditIndexBackfill(t *testing.T) {
+// reopenedAfter writes events to a new SQLite store, runs queries on its
+// database directly (what an older mbot left), and opens it again, closed
+// when the test ends.
+func reopenedAfter(t *testing.T, events []store.AuditEvent, queries ...string) store.Store {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "data")
 	ctx := context.Background()
 	st, err := store.OpenSQLite(ctx, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t0 := time.Now().Add(-time.Hour).Truncate(time.Minute)
-	events := auditIndexEvents(t0)
 	for i := range events {
 		if err := st.Audit(ctx, &events[i]); err != nil {
 			t.Fatal(err)
 		}
 	}
 	st.Close()
-	// What an older mbot left: the records alone.
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, store.FileName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{`DROP TRIGGER audit_indexed`, `DELETE FROM audit_terms`, `DELETE FROM audit_minutes`} {
+	for _, q := range queries {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatal(err)
 		}
@@ -188,7 +187,18 @@ func TestAuditIndexBackfill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// TestAuditIndexBackfill: a store written before the audit index (no
+// trigger, no terms) is indexed when it is opened.
+func TestAuditIndexBackfill(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Minute)
+	events := auditIndexEvents(t0)
+	// What an older mbot left: the records alone.
+	st := reopenedAfter(t, events, `DROP TRIGGER audit_indexed`, `DELETE FROM audit_terms`, `DELETE FROM audit_minutes`)
 	checkAuditFilters(t, st, t0, events)
 	sum, err := st.AuditSummary(ctx, store.SummaryFilter{Since: t0.Add(-time.Minute), Event: "join"})
 	if err != nil || sum.Admitted != 3 || sum.Refused != 2 {
@@ -200,35 +210,9 @@ func TestAuditIndexBackfill(t *testing.T) {
 // trigger counts only audit_minutes) gets the trigger that counts both and
 // the totals of its records when it is opened.
 func TestAuditTotalsBackfill(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "data")
 	ctx := context.Background()
-	st, err := store.OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	t0 := time.Now().Add(-time.Hour).Truncate(time.Minute)
-	events := auditIndexEvents(t0)
-	for i := range events {
-		if err := st.Audit(ctx, &events[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	st.Close()
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, store.FileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{`DROP TRIGGER audit_indexed`, `CREATE TRIGGER audit_indexed AFTER INSERT ON audit BEGIN SELECT 1; END`, `DELETE FROM audit_minute_totals`} {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	db.Close()
-	st, err = store.OpenSQLite(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := reopenedAfter(t, auditIndexEvents(t0), `DROP TRIGGER audit_indexed`, `CREATE TRIGGER audit_indexed AFTER INSERT ON audit BEGIN SELECT 1; END`, `DELETE FROM audit_minute_totals`)
 	sum, err := st.AuditSummary(ctx, store.SummaryFilter{Since: t0.Add(-time.Minute), Event: "join"})
 	if err != nil || sum.Admitted != 3 || sum.Refused != 2 || len(sum.Codes) != 2 {
 		t.Fatalf("summary after the upgrade: %d admitted, %d refused, codes %v (%v); want 3, 2 and two codes", sum.Admitted, sum.Refused, sum.Codes, err)
