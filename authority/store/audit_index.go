@@ -51,10 +51,14 @@ func auditProject(get func(key string) string) string {
 // sqliteAuditTerms are the terms of row r (new in the trigger, audit's
 // alias a in the backfill), each a SELECT of (term, id) with what it adds
 // to the FROM clause; NULL terms (absent fields) are dropped.
-func sqliteAuditTerms(r string) []string {
+func sqliteAuditTerms(r string) []string { return sqliteAuditTermsFrom(r, "audit") }
+
+// sqliteAuditTermsFrom is sqliteAuditTerms of the rows of table (audit, or
+// a subquery of it) as r.
+func sqliteAuditTermsFrom(r, table string) []string {
 	from, list := "", ""
 	if r != "new" {
-		from, list = " FROM audit "+r, "audit "+r+", "
+		from, list = " FROM "+table+" "+r, table+" "+r+", "
 	}
 	rec := r + ".record"
 	return []string{
@@ -75,7 +79,7 @@ func sqliteAuditProject(r string) string {
 
 const sqliteAuditIndexSchema = `
 CREATE TABLE IF NOT EXISTS audit_terms (term TEXT NOT NULL, audit_id INTEGER NOT NULL, PRIMARY KEY (term, audit_id)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS audit_terms_id ON audit_terms (audit_id);
+DROP INDEX IF EXISTS audit_terms_id;
 CREATE TABLE IF NOT EXISTS audit_minutes (minute INTEGER NOT NULL, event TEXT NOT NULL, allowed INTEGER NOT NULL, code TEXT NOT NULL,
 	project TEXT NOT NULL, shard INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (minute, event, allowed, code, project, shard)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS issued_certificates_audit ON issued_certificates (audit_id);
@@ -149,6 +153,27 @@ func indexSQLiteAudit(ctx context.Context, db *sql.DB) error {
 	}
 	return tx.Commit()
 }
+
+// The terms are found by their primary key only. An index by record
+// (audit_terms_id, until schema version 6) was a second B-tree insert per
+// term, a fifth of a join's record, for pruning alone: pruning computes
+// the terms of the records it deletes again, from the records, and
+// deletes them by key.
+
+// sqlitePruneTerms deletes the terms of the records before $1. The
+// compound query is wrapped in a SELECT so that SQLite looks each pair up
+// by the primary key rather than scanning audit_terms against it.
+var sqlitePruneTerms = "DELETE FROM audit_terms WHERE (term, audit_id) IN (SELECT * FROM (" +
+	strings.Join(sqliteAuditTermsFrom("a", "(SELECT id, bot, event, allowed, record FROM audit WHERE time < $1)"), " UNION ALL ") + "))"
+
+// pgPruneTerms deletes the terms of the records before $1.
+var pgPruneTerms = `DELETE FROM audit_terms x USING (SELECT t.term, a.id FROM audit a, LATERAL (SELECT a.record::jsonb AS r) j,
+	LATERAL (` + pgAuditTerms("a", "j.r") + `) t WHERE a.time < $1 AND t.term IS NOT NULL) o WHERE x.term = o.term AND x.audit_id = o.id`
+
+// pgDropTermsByRecordMigration is PostgreSQL's schema version 6 (see
+// sqlitePruneTerms).
+const pgDropTermsByRecordMigration = `DROP INDEX IF EXISTS audit_terms_id;
+`
 
 // pgAuditProject is a record's project in PostgreSQL's trigger, r its jsonb.
 var pgAuditProject = auditProject(func(k string) string { return fmt.Sprintf(`(r->'claims'->>'%s')`, k) })

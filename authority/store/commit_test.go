@@ -116,3 +116,32 @@ func TestSQLiteStatementJournalInMemory(t *testing.T) {
 		}
 	}
 }
+
+// TestSQLitePruneTermsByKey: pruning finds each term of a pruned record by
+// audit_terms' primary key; a scan of audit_terms would read every term of
+// the log every ten minutes.
+func TestSQLitePruneTermsByKey(t *testing.T) {
+	opened, err := OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := opened.(*sqlStore)
+	defer st.Close()
+	rows, err := st.write.Query("EXPLAIN QUERY PLAN "+sqlitePruneTerms, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if len(plan) == 0 || plan[0] != "SEARCH audit_terms USING PRIMARY KEY (term=? AND audit_id=?)" {
+		t.Errorf("pruning the terms: plan %q, want audit_terms searched by its primary key first", plan)
+	}
+}

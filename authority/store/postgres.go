@@ -59,6 +59,7 @@ DELETE FROM admin_locks;
 	3: issuedSchema,
 	4: pgAuditIndexMigration,
 	5: pgAuditTotalsMigration,
+	6: pgDropTermsByRecordMigration,
 }
 
 // migrationLock is the pg_advisory_xact_lock key that replicas starting at

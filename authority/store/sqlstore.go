@@ -374,7 +374,11 @@ func (s *sqlStore) PruneAudit(ctx context.Context, before time.Time) (int64, err
 			return 0, err
 		}
 		defer tx.Rollback()
-		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_terms WHERE audit_id IN (SELECT id FROM audit WHERE time < $1)`, before.UnixNano()); err != nil {
+		pruneTerms := sqlitePruneTerms
+		if s.engine.name == "postgres" {
+			pruneTerms = pgPruneTerms
+		}
+		if _, err := tx.ExecContext(ctx, pruneTerms, before.UnixNano()); err != nil {
 			return 0, err
 		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM audit WHERE time < $1`, before.UnixNano())
