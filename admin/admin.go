@@ -83,6 +83,9 @@ type Client interface {
 	Locks(ctx context.Context) ([]Lock, error)
 	// Audit lists audit records, newest first.
 	Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error)
+	// AuditScan lists them reading at most f.Scan index entries, and says
+	// how far back it looked if that came first (the console's pages).
+	AuditScan(ctx context.Context, f store.AuditFilter) (*store.AuditScan, error)
 	// AuditSummary counts a span of the audit log (the console's overview).
 	AuditSummary(ctx context.Context, f store.SummaryFilter) (*store.AuditSummary, error)
 	// Issued lists the certificates issued with one audit record.

@@ -100,6 +100,10 @@ func (l *Local) Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditEv
 	return l.auth.Store().ListAudit(ctx, f)
 }
 
+func (l *Local) AuditScan(ctx context.Context, f store.AuditFilter) (*store.AuditScan, error) {
+	return l.auth.Store().ScanAudit(ctx, f)
+}
+
 func (l *Local) AuditSummary(ctx context.Context, f store.SummaryFilter) (*store.AuditSummary, error) {
 	return l.auth.Store().AuditSummary(ctx, f)
 }

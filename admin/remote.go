@@ -174,6 +174,14 @@ func (r *Remote) Audit(ctx context.Context, f store.AuditFilter) ([]store.AuditE
 	return events, err
 }
 
+func (r *Remote) AuditScan(ctx context.Context, f store.AuditFilter) (*store.AuditScan, error) {
+	var scan store.AuditScan
+	if err := r.api.Do(ctx, http.MethodGet, authority.PathAdminAuditScan+"?"+authority.AuditQuery(f).Encode(), nil, &scan); err != nil {
+		return nil, err
+	}
+	return &scan, nil
+}
+
 func (r *Remote) AuditSummary(ctx context.Context, f store.SummaryFilter) (*store.AuditSummary, error) {
 	q := url.Values{"event": {f.Event}}
 	if !f.Since.IsZero() {

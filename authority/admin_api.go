@@ -50,6 +50,11 @@ const (
 	// PathAdminAuditSummary counts a span of the audit log (GET, since,
 	// until, step, event, top), as the console's overview shows it.
 	PathAdminAuditSummary = "/v1/admin/audit/summary"
+	// PathAdminAuditScan is PathAdminAudit reading at most scan index
+	// entries (GET, its filters and scan=N): a store.AuditScan, which says
+	// how far back it looked when the window ran out first (the console's
+	// audit page).
+	PathAdminAuditScan = "/v1/admin/audit/scan"
 	// PathAdminCAs lists the CAs' rotation phases and fingerprints (GET).
 	PathAdminCAs = "/v1/admin/cas"
 	// PathAdminIssued lists issued certificates (GET, ?audit_id=N: those
@@ -183,6 +188,7 @@ func (a *Authority) registerAdmin(mux *routes) {
 	}))
 	mux.HandleFunc("POST "+PathAdminLocks, a.adminHandler(a.handleLock))
 	mux.HandleFunc("GET "+PathAdminAuditSummary, a.adminHandler(a.handleAuditSummary))
+	mux.HandleFunc("GET "+PathAdminAuditScan, a.adminHandler(a.handleAuditScan))
 	mux.HandleFunc("GET "+PathAdminCAs, a.adminHandler(func(w http.ResponseWriter, r *http.Request, _ string) {
 		writeJSON(w, http.StatusOK, a.CAs().Status())
 	}))
@@ -348,6 +354,29 @@ func (a *Authority) handleAudit(w http.ResponseWriter, r *http.Request, _ string
 	writeJSON(w, http.StatusOK, events)
 }
 
+// MaxAuditScan bounds a PathAdminAuditScan request's window.
+const MaxAuditScan = 100_000
+
+func (a *Authority) handleAuditScan(w http.ResponseWriter, r *http.Request, _ string) {
+	f, err := ParseAuditQuery(r.URL.Query())
+	if err == nil && (f.Scan < 1 || f.Scan > MaxAuditScan) {
+		err = fmt.Errorf("scan=%q is not a count from 1 to %d (the index entries to read)", r.URL.Query().Get("scan"), MaxAuditScan)
+	}
+	if err != nil {
+		writeError(w, identity.Errorf(identity.CodeBadRequest, "%v", err))
+		return
+	}
+	scan, err := a.store.ScanAudit(r.Context(), f)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if scan.Records == nil {
+		scan.Records = []store.AuditEvent{}
+	}
+	writeJSON(w, http.StatusOK, scan)
+}
+
 // AuditQuery is f as GET PathAdminAudit's query; ParseAuditQuery reads it back.
 func AuditQuery(f store.AuditFilter) url.Values {
 	q := url.Values{}
@@ -382,6 +411,9 @@ func AuditQuery(f store.AuditFilter) url.Values {
 	}
 	if f.Limit > 0 {
 		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	if f.Scan > 0 {
+		q.Set("scan", strconv.Itoa(f.Scan))
 	}
 	return q
 }
@@ -422,7 +454,7 @@ func ParseAuditQuery(q url.Values) (store.AuditFilter, error) {
 		}
 		f.Claims[k] = v
 	}
-	for _, k := range []string{"before", "limit"} {
+	for _, k := range []string{"before", "limit", "scan"} {
 		s := q.Get(k)
 		if s == "" {
 			continue
@@ -431,10 +463,13 @@ func ParseAuditQuery(q url.Values) (store.AuditFilter, error) {
 		if err != nil || n < 0 {
 			return f, fmt.Errorf("%s=%q is not a count", k, s)
 		}
-		if k == "before" {
+		switch k {
+		case "before":
 			f.BeforeID = n
-		} else {
-			f.Limit = int(n)
+		case "limit":
+			f.Limit = int(min(n, 1<<31-1))
+		default:
+			f.Scan = int(min(n, 1<<31-1))
 		}
 	}
 	return f, nil

@@ -83,7 +83,7 @@ var refusalCodes = []identity.ErrorCode{
 // storeOperations are the store calls timed (timedStore), by name.
 var storeOperations = []string{
 	"record_join", "audit", "start_chain", "advance_generation", "resources_version", "resources", "put_resources",
-	"delete_resource", "list_audit", "prune_proofs", "prune_audit", "unlock_bot", "unlock_instance", "bot_instances",
+	"delete_resource", "list_audit", "scan_audit", "prune_proofs", "prune_audit", "unlock_bot", "unlock_instance", "bot_instances",
 	"reload_locks", "versions", "ping",
 }
 

@@ -119,6 +119,13 @@ func (s timedStore) ListAudit(ctx context.Context, f store.AuditFilter) ([]store
 	return evs, err
 }
 
+func (s timedStore) ScanAudit(ctx context.Context, f store.AuditFilter) (*store.AuditScan, error) {
+	start := time.Now()
+	scan, err := s.Store.ScanAudit(ctx, f)
+	s.m.storeCall("scan_audit", start, err)
+	return scan, err
+}
+
 func (s timedStore) PruneProofs(ctx context.Context, now time.Time) error {
 	start := time.Now()
 	err := s.Store.PruneProofs(ctx, now)

@@ -268,55 +268,103 @@ func auditTerms(f AuditFilter) (terms []string, alternatives []string) {
 	return terms, alternatives
 }
 
-// listAuditQuery is ListAudit's query for f: driven by the record ids of
-// its first term when it has terms, else by the audit table's ids; time
-// bounds become id bounds (ids grow with commits, so the least id at or
-// after a time bounds exactly), so that every read walks one index
-// newest first and stops after f.Limit rows.
-func (s *sqlStore) listAuditQuery(f AuditFilter) (string, []any) {
-	var args []any
+// auditTimeSlack bounds how far the order of two records' ids and the
+// order of their times may disagree: a record is stamped when it is
+// queued and gets its id when its batch is inserted (milliseconds later),
+// and replicas on one PostgreSQL stamp with their own clocks. A time
+// bound becomes an id bound read from the time index within this much of
+// the bound (auditIDBound), so that it costs the records of one slack, not
+// those between the bound and either end of the log; a record stamped
+// more than this much out of order near a bound could be left out of it.
+const auditTimeSlack = time.Minute
+
+// auditIDBound is the SQL of the least id of a record at or after t
+// (since) or the greatest id of one before t (until), or NULL if there is
+// none. The time index finds the first record past the bound by time
+// (one seek), and the ids of the records within auditTimeSlack of it
+// settle the id: if ids and times disagree by less than the slack, no
+// record on the bound's side has an id beyond it.
+func auditIDBound(since bool, t, slack string) string {
+	if since {
+		return "(SELECT min(id) FROM audit WHERE time >= " + t + " AND time < (SELECT min(time) FROM audit WHERE time >= " + t + ") + " + slack + ")"
+	}
+	return "(SELECT max(id) FROM audit WHERE time < " + t + " AND time > (SELECT max(time) FROM audit WHERE time < " + t + ") - " + slack + ")"
+}
+
+// listAuditQuery is ListAudit's query for f: it walks the record ids of
+// f's first term newest first (its alternatives', or the audit table's
+// ids when f has no term), checks the other terms by key, reads the
+// matching records and stops after f.Limit. Time bounds become id bounds
+// (auditIDBound) and are checked on the record too, so that they are
+// exact. With f.Scan, the walk reads at most that many ids; scanned, run
+// with the first nScanned args, counts the ids of that window and one more
+// and returns the window's oldest id and its time: where a short page
+// stopped looking, if anything older is left.
+func (s *sqlStore) listAuditQuery(f AuditFilter) (query string, args []any, scanned string, nScanned int) {
 	arg := func(v any) string {
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
 	}
 	terms, alternatives := auditTerms(f)
-	idCol := "a.id"
-	from := "audit a"
-	var where []string
+	driver, idCol := "SELECT id FROM audit WHERE id > 0", "id"
+	var bounds []string
 	switch {
 	case len(alternatives) > 0:
 		ph := make([]string, len(alternatives))
 		for i, t := range alternatives {
 			ph[i] = arg(t)
 		}
-		from = "audit_terms t0 CROSS JOIN audit a"
-		idCol = "t0.audit_id"
-		where = append(where, "t0.term IN ("+strings.Join(ph, ", ")+")", "a.id = t0.audit_id")
+		driver, idCol = "SELECT audit_id AS id FROM audit_terms WHERE term IN ("+strings.Join(ph, ", ")+")", "audit_id"
 	case len(terms) > 0:
-		from = "audit_terms t0 CROSS JOIN audit a"
-		idCol = "t0.audit_id"
-		where = append(where, "t0.term = "+arg(terms[0]), "a.id = t0.audit_id")
+		driver, idCol = "SELECT audit_id AS id FROM audit_terms WHERE term = "+arg(terms[0]), "audit_id"
 		terms = terms[1:]
 	}
+	if f.BeforeID > 0 {
+		bounds = append(bounds, idCol+" < "+arg(f.BeforeID))
+	}
+	var since, until string
+	if !f.Since.IsZero() || !f.Until.IsZero() {
+		slack := arg(int64(auditTimeSlack))
+		if !f.Since.IsZero() {
+			since = arg(f.Since.UnixNano())
+			bounds = append(bounds, idCol+" >= coalesce("+auditIDBound(true, since, slack)+", 9223372036854775807)")
+		}
+		if !f.Until.IsZero() {
+			until = arg(f.Until.UnixNano())
+			bounds = append(bounds, idCol+" <= coalesce("+auditIDBound(false, until, slack)+", 0)")
+		}
+	}
+	for _, b := range bounds {
+		driver += " AND " + b
+	}
+	if f.Scan > 0 {
+		// The window is an id bound, the oldest of its Scan newest ids
+		// (read from the index alone), so that the page still stops at
+		// f.Limit matches in id order instead of reading all of the window.
+		window := driver + " ORDER BY " + idCol + fmt.Sprintf(" DESC LIMIT %d", f.Scan)
+		nScanned = len(args)
+		// One entry past the window says whether anything older is left.
+		scanned = "SELECT (SELECT count(*) FROM (" + driver + " ORDER BY " + idCol + fmt.Sprintf(" DESC LIMIT %d", f.Scan+1) + ") e), w.id, a.time" +
+			" FROM (SELECT min(id) AS id FROM (" + window + ") d) w LEFT JOIN audit a ON a.id = w.id"
+		driver += " AND " + idCol + " >= coalesce((SELECT min(id) FROM (" + window + ") d), 0)"
+	}
+	// The other terms are checked by key before the record is read (the
+	// CROSS JOINs keep SQLite in this order): an id that fails them costs
+	// an index probe, not a read of its record.
+	from := "(" + driver + ") w"
+	var where []string
 	for i, t := range terms {
 		alias := fmt.Sprintf("t%d", i+1)
 		from += " CROSS JOIN audit_terms " + alias
-		where = append(where, alias+".term = "+arg(t), alias+".audit_id = "+idCol)
+		where = append(where, alias+".term = "+arg(t), alias+".audit_id = w.id")
 	}
-	if f.BeforeID > 0 {
-		where = append(where, idCol+" < "+arg(f.BeforeID))
+	from += " CROSS JOIN audit a"
+	where = append(where, "a.id = w.id")
+	if since != "" {
+		where = append(where, "a.time >= "+since)
 	}
-	if !f.Since.IsZero() {
-		since := arg(f.Since.UnixNano())
-		// min(id + 0), not min(id): both engines would read min(id) along
-		// the ids from the oldest record until one is recent enough, the
-		// whole log for since=1h; this reads the time index's entries
-		// since then.
-		where = append(where, idCol+" >= coalesce((SELECT min(id + 0) FROM audit WHERE time >= "+since+"), 9223372036854775807)", "a.time >= "+since)
-	}
-	if !f.Until.IsZero() {
-		until := arg(f.Until.UnixNano())
-		where = append(where, idCol+" <= coalesce((SELECT max(id) FROM audit WHERE time < "+until+"), 0)", "a.time < "+until)
+	if until != "" {
+		where = append(where, "a.time < "+until)
 	}
 	if f.Serial != "" {
 		_, bare, prefixed := strings.Cut(f.Serial, ":")
@@ -326,15 +374,11 @@ func (s *sqlStore) listAuditQuery(f AuditFilter) (string, []any) {
 		// Narrowed by the terms, matched exactly by the caller.
 		where = append(where, "a.record LIKE "+arg(`%:`+bare+`"%`))
 	}
-	q := "SELECT a.id, a.record FROM " + from
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY " + idCol + " DESC"
+	query = "SELECT a.id, a.record FROM " + from + " WHERE " + strings.Join(where, " AND ") + " ORDER BY w.id DESC"
 	if f.Limit > 0 {
-		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+		query += fmt.Sprintf(" LIMIT %d", f.Limit)
 	}
-	return q, args
+	return query, args, scanned, nScanned
 }
 
 // AuditSummary is what the console's overview shows of a span of the

@@ -60,6 +60,8 @@ var conformance = []struct {
 	{"LeafTunnels", testLeafTunnels},
 	{"IssuedCertificates", testIssuedCertificates},
 	{"AuditIndex", testAuditIndex},
+	{"AuditScan", testAuditScan},
+	{"AuditTimeBoundsOutOfOrder", testAuditTimeBoundsOutOfOrder},
 }
 
 // TestConformanceSQLite runs the suite on SQLite in a fresh data_dir per test.

@@ -315,6 +315,15 @@ func auditRecord(ev *AuditEvent) (string, error) {
 }
 
 func (s *sqlStore) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error) {
+	f.Scan = 0
+	scan, err := s.ScanAudit(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	return scan.Records, nil
+}
+
+func (s *sqlStore) ScanAudit(ctx context.Context, f AuditFilter) (*AuditScan, error) {
 	_, bare, prefixed := strings.Cut(f.Serial, ":")
 	if f.Serial != "" {
 		if !prefixed {
@@ -324,14 +333,17 @@ func (s *sqlStore) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, 
 			return nil, fmt.Errorf("serial %q is not a normalised serial", f.Serial)
 		}
 	}
-	q, args := s.listAuditQuery(f)
-	out, err := func() ([]AuditEvent, error) {
+	if f.Scan < 0 {
+		return nil, fmt.Errorf("scan %d is negative", f.Scan)
+	}
+	q, args, scanned, nScanned := s.listAuditQuery(f)
+	out := &AuditScan{}
+	err := func() error {
 		rows, err := s.read.QueryContext(ctx, q, args...)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		defer rows.Close()
-		var out []AuditEvent
 		for rows.Next() {
 			var (
 				id     int64
@@ -339,10 +351,10 @@ func (s *sqlStore) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, 
 				ev     AuditEvent
 			)
 			if err := rows.Scan(&id, &record); err != nil {
-				return nil, err
+				return err
 			}
 			if err := json.Unmarshal(record, &ev); err != nil {
-				return nil, err
+				return err
 			}
 			ev.ID = id
 			if f.Serial != "" && !slices.ContainsFunc(ev.Serials, func(s string) bool {
@@ -351,11 +363,32 @@ func (s *sqlStore) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, 
 			}) {
 				continue
 			}
-			out = append(out, ev)
+			out.Records = append(out.Records, ev)
 		}
-		return out, rows.Err()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if scanned == "" || (f.Limit > 0 && len(out.Records) >= f.Limit) {
+			return nil
+		}
+		// A short page: is anything left past its window, and where did it end?
+		var (
+			n        int64
+			oldest   sql.NullInt64
+			oldestAt sql.NullInt64
+		)
+		if err := s.read.QueryRowContext(ctx, scanned, args[:nScanned]...).Scan(&n, &oldest, &oldestAt); err != nil {
+			return err
+		}
+		if n > int64(f.Scan) && oldest.Valid {
+			out.ScannedTo = &AuditMark{ID: oldest.Int64, Time: time.Unix(0, oldestAt.Int64).UTC()}
+		}
+		return nil
 	}()
-	return out, s.wrap("reading the audit log", err)
+	if err != nil {
+		return nil, s.wrap("reading the audit log", err)
+	}
+	return out, nil
 }
 
 // PruneProofs forgets used proofs that have expired: an expired proof is

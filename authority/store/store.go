@@ -76,8 +76,12 @@ type Store interface {
 	RecordJoinSeen(ctx context.Context, proofID string, expires time.Time, ev *AuditEvent, c *Chain, seen Seen) error
 	// Audit appends ev to the audit log.
 	Audit(ctx context.Context, ev *AuditEvent) error
-	// ListAudit returns audit events, newest first.
+	// ListAudit returns audit events, newest first: every match up to
+	// f.Limit, whatever it reads to find them (f.Scan is ignored).
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
+	// ScanAudit is ListAudit reading at most f.Scan index entries (one
+	// page of the console): it says where it stopped if that came first.
+	ScanAudit(ctx context.Context, f AuditFilter) (*AuditScan, error)
 	// AuditSummary counts a span of the audit log by step, outcome,
 	// refusal code and project, from per-minute counts (audit_index.go).
 	AuditSummary(ctx context.Context, f SummaryFilter) (*AuditSummary, error)
@@ -194,4 +198,28 @@ type AuditFilter struct {
 	JoinToken, Method, Code, Event string
 	AdmittedOnly                   bool
 	Claims                         map[string]string
+
+	// Scan, for ScanAudit, bounds the index entries one read walks: those
+	// of the filter's driving term, or the log's ids without one. A page
+	// of filters that few records match together then costs Scan entries,
+	// not every record of the driving term (0: no bound).
+	Scan int
+}
+
+// AuditScan is what ScanAudit read: the matches, newest first, and, when
+// it read its Scan entries before finding Limit matches, how far back it
+// looked.
+type AuditScan struct {
+	Records []AuditEvent `json:"records"`
+	// ScannedTo is the oldest record the read looked at: no record between
+	// it and the last of Records (or BeforeID) matches. The next read
+	// continues with BeforeID = ScannedTo.ID. Nil when the read reached the
+	// oldest record within the filter's bounds.
+	ScannedTo *AuditMark `json:"scanned_to,omitempty"`
+}
+
+// AuditMark is a point of the audit log: a record's id and time.
+type AuditMark struct {
+	ID   int64     `json:"id"`
+	Time time.Time `json:"time"`
 }

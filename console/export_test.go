@@ -1,0 +1,4 @@
+package console
+
+// ScanWindow is how many index entries an audit page reads at most.
+const ScanWindow = scanWindow
