@@ -55,7 +55,7 @@ func (a *Authority) joinChallenge(ctx context.Context, req *identity.ChallengeRe
 	a.refresh(ctx)
 	st := a.state.Load()
 	tok, err := st.joinToken(req.JoinToken)
-	if err != nil && a.refreshNow(ctx) {
+	if err != nil && a.changedSince(ctx, st, a.Locks()) {
 		st = a.state.Load()
 		tok, err = st.joinToken(req.JoinToken)
 	}

@@ -52,3 +52,27 @@ func (a *Authority) SignExchanged(bot, root, tc string, roles []string, outputs 
 	return a.grant(a.state.Load(), a.Locks(), leafBot, root, tc, exchangeMethod, outputs, 3600, keys, identity.Lineage{},
 		time.Now().Add(time.Hour), &store.AuditEvent{Event: exchangeMethod})
 }
+
+// BeforeVersions makes every read of the store's versions call before
+// first, as if another goroutine acted just then.
+func (a *Authority) BeforeVersions(before func()) {
+	a.store.Store = versionsHook{Store: a.store.Store, before: before}
+}
+
+type versionsHook struct {
+	store.Store
+	before func()
+}
+
+func (h versionsHook) Versions(ctx context.Context) (store.Versions, error) {
+	h.before()
+	return h.Store.Versions(ctx)
+}
+
+// Reload reads the resources and locks again, as the change listener does
+// on another replica's notification.
+func (a *Authority) Reload(ctx context.Context) error { return a.reload(ctx) }
+
+// MarkChecked says the store was just checked for changes: a join's own
+// check waits reloadInterval from now.
+func (a *Authority) MarkChecked() { a.checked.Store(time.Now().UnixNano()) }

@@ -114,9 +114,11 @@ func (a *Authority) join(ctx context.Context, req *identity.JoinRequest, ev *sto
 	a.refresh(ctx)
 	st, ls := a.state.Load(), a.Locks()
 	tok, err := st.joinToken(req.JoinToken)
-	if err != nil && a.refreshNow(ctx) {
+	if err != nil && a.changedSince(ctx, st, ls) {
 		// A join token applied a moment ago by another process (mbot tokens
-		// add, mbot apply) may not be loaded yet: look once more.
+		// add, mbot apply) may not be loaded yet: look once more. Whoever
+		// loaded it (this join, or the replica's change listener at the same
+		// moment), the state is newer than st.
 		st, ls = a.state.Load(), a.Locks()
 		tok, err = st.joinToken(req.JoinToken)
 	}
