@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,6 +24,9 @@ import (
 	"github.com/mbot-dev/mbot/authority"
 	"github.com/mbot-dev/mbot/authority/store"
 	"github.com/mbot-dev/mbot/console"
+	"github.com/mbot-dev/mbot/internal/testservers"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
 )
 
 // consoleBots is how many bots (each with two join tokens) the console
@@ -74,6 +78,65 @@ const generateIssuedSQL = `INSERT INTO issued_certificates (ca, serial, not_afte
 		FROM (SELECT id, time, bot, json_extract(record, '$.join_token') AS join_token, json_extract(record, '$.claims') AS claims,
 			json_extract(record, '$.time') AS issued, substr(json_extract(record, '$.serials[' || $2 || ']'), 5) AS serial
 			FROM audit WHERE time >= $3 AND allowed)`
+
+// generatePostgresAuditSQL is generateAuditSQL in PostgreSQL's functions:
+// the same records, in id order.
+const generatePostgresAuditSQL = `INSERT INTO audit (time, event, allowed, bot, record)
+	SELECT t, 'join', allowed, bot, (CASE WHEN allowed THEN
+		base || jsonb_build_object('roles', jsonb_build_array('deploy'), 'outputs', jsonb_build_array('identity (identity): logins ci'),
+			'serials', jsonb_build_array('tls:' || upper(to_hex(1152921504606846976 + i)), 'ssh:' || i),
+			'not_after', to_char(to_timestamp(t / 1e9 + 3600) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+	ELSE base || jsonb_build_object('code', code, 'message', 'join token ' || tok || ': no allow rule matches ' || repo) END)::text
+	FROM (SELECT i, t, allowed, bot, repo, 'token-' || (i % 100) AS tok,
+		(ARRAY['rule_mismatch','proof_replayed','wrong_audience','token_expired','bot_locked'])[i / 10 % 5 + 1] AS code,
+		jsonb_build_object('id', 0, 'time', to_char(to_timestamp(t / 1e9) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), 'event', 'join',
+			'allowed', allowed, 'bot', bot, 'join_token', 'token-' || (i % 100), 'method', 'github',
+			'claims', jsonb_build_object('repository', repo, 'ref', 'refs/heads/main', 'sub', 'repo:' || repo || ':ref:refs/heads/main',
+				'workflow', 'deploy', 'run_id', i::text),
+			'remote', '10.0.' || (i % 250) || '.' || (i % 200 + 1) || ':443') AS base
+		FROM (SELECT i, $2::bigint - ($1::bigint - i) * $3::bigint AS t, i % 10 <> 0 AS allowed, 'bot-' || (i % 50) AS bot,
+			CASE WHEN i = $1::bigint / 2 THEN 'acme/needle' ELSE 'acme/app-' || (i % 1000) END AS repo
+			FROM generate_series(1, $1::bigint) i) r) x
+	ORDER BY i`
+
+// generatePostgresIssuedSQL is generateIssuedSQL in PostgreSQL's functions.
+const generatePostgresIssuedSQL = `INSERT INTO issued_certificates (ca, serial, not_after, bot, bot_instance, join_token, audit_id, record)
+	SELECT $1::text, serial, time + 86400000000000, bot, '', join_token, id,
+		jsonb_build_object('ca', $1::text, 'serial', serial, 'not_after', to_char(to_timestamp(time / 1e9 + 86400) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+			'output', 'identity', 'output_type', 'identity', 'bot', bot, 'join_token', join_token, 'claims', r->'claims', 'issued', r->>'time', 'audit_id', id)::text
+	FROM (SELECT id, time, bot, r, r->>'join_token' AS join_token, substr(r->'serials'->>$2::int, 5) AS serial
+		FROM (SELECT id, time, bot, record::jsonb AS r FROM audit WHERE time >= $3::bigint AND allowed) a) x`
+
+// fillAuditPostgres is fillAuditSQLite on the PostgreSQL store at dsn:
+// the same records through PostgreSQL's trigger, then VACUUM ANALYZE, as
+// autovacuum would leave a table this size.
+func fillAuditPostgres(tb testing.TB, dsn string, n int, now time.Time) {
+	tb.Helper()
+	ctx := context.Background()
+	st, err := store.OpenPostgres(ctx, dsn)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	st.Close()
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer db.Close()
+	start := time.Now()
+	if _, err := db.ExecContext(ctx, generatePostgresAuditSQL, n, now.UnixNano(), int64(consoleRecordGap)); err != nil {
+		tb.Fatalf("generating %d audit records: %v", n, err)
+	}
+	for k, ca := range []string{"tls-ca", "ssh-user-ca"} {
+		if _, err := db.ExecContext(ctx, generatePostgresIssuedSQL, ca, k, now.Add(-24*time.Hour).UnixNano()); err != nil {
+			tb.Fatalf("recording the certificates of the last day's joins: %v", err)
+		}
+	}
+	if _, err := db.ExecContext(ctx, `VACUUM ANALYZE`); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Logf("generated %d audit records on PostgreSQL in %v", n, time.Since(start).Round(time.Millisecond))
+}
 
 // fillAuditSQLite writes n join records into the SQLite store of dataDir
 // in one statement, through the store's own schema and trigger (which
@@ -227,14 +290,15 @@ type consoleEnv struct {
 }
 
 // startConsoleEnv serves an authority whose store fill prepares in its
-// data_dir, and a console on it whose clock starts at the time fill returns.
-func startConsoleEnv(b *testing.B, records int, fill func(dataDir string) time.Time) *consoleEnv {
+// data_dir (or in the store extraConfig names), and a console on it whose
+// clock starts at the time fill returns.
+func startConsoleEnv(b *testing.B, records int, extraConfig string, fill func(dataDir string) time.Time) *consoleEnv {
 	b.Helper()
 	dir := b.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "bots.yaml"), []byte(consoleResources()), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	cfg, err := authority.ParseConfig(filepath.Join(dir, "authority.yaml"), []byte("cluster_name: acme\nlisten: 127.0.0.1:0\ndata_dir: data\nresources: [bots.yaml]\n"))
+	cfg, err := authority.ParseConfig(filepath.Join(dir, "authority.yaml"), []byte("cluster_name: acme\nlisten: 127.0.0.1:0\ndata_dir: data\nresources: [bots.yaml]\n"+extraConfig))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -299,51 +363,9 @@ func (e *consoleEnv) get(b *testing.B, path, want string) int {
 //	go test ./bench -run '^$' -bench ConsolePages1M -benchtime 20x
 func BenchmarkConsolePages1M(b *testing.B) {
 	const large, day = 1_000_000, 40_000
-	onLarge := startConsoleEnv(b, large, func(dir string) time.Time { return cachedAuditStore(b, dir, large) })
-	onDay := startConsoleEnv(b, day, func(dir string) time.Time { return cachedAuditStore(b, dir, day) })
-	// Both stores have records 1 to 40,000: record 777 is 30 days old in
-	// the large one, a day old in the other; record n/2 is acme/needle.
-	serialOf := func(i int) string { return fmt.Sprintf("%X", 1<<60+i) }
-	pages := []struct{ name, path, want string }{
-		{"overview", "/", "Joins per minute, last hour"},
-		{"bots", "/bots", "bot-49"},
-		{"clusters", "/clusters", "Trusted clusters"},
-		{"actions", "/actions", "lock-form"},
-		{"audit", "/audit", "acme/app-"},
-		{"audit-page-2", "/audit?before=HALF", "acme/app-"},
-		{"audit-refused", "/audit?result=refused", "refused"},
-		{"audit-code", "/audit?code=bot_locked", "bot_locked"},
-		{"audit-bot-refused", "/audit?bot=bot-7&result=refused", "bot-7"},
-		{"audit-claim", "/audit?claim=repository%3Dacme%2Fapp-777", "acme/app-777"},
-		{"audit-claim-needle", "/audit?claim=repository%3Dacme%2Fneedle", "acme/needle"},
-		{"audit-join-token-hour", "/audit?join_token=token-3&since=1h", "token-3"},
-		{"audit-code-day", "/audit?code=bot_locked&event=join&since=24h", "bot_locked"},
-		{"audit-serial", "/audit?serial=tls:" + serialOf(777), "acme/app-777"},
-		{"audit-serial-bare", "/audit?serial=777", "acme/app-777"},
-		{"record", "/audit/777", "Audit record 777"},
-	}
-	for _, p := range pages {
-		b.Run(p.name, func(b *testing.B) {
-			largePath := strings.Replace(p.path, "HALF", strconv.Itoa(large/2), 1)
-			dayPath := strings.Replace(p.path, "HALF", strconv.Itoa(day/2), 1)
-			onLarge.get(b, largePath, p.want)
-			onDay.get(b, dayPath, p.want)
-			var tLarge, tDay time.Duration
-			var size int
-			for b.Loop() {
-				t0 := time.Now()
-				size = onLarge.get(b, largePath, p.want)
-				t1 := time.Now()
-				onDay.get(b, dayPath, p.want)
-				tLarge += t1.Sub(t0)
-				tDay += time.Since(t1)
-			}
-			b.ReportMetric(float64(tLarge.Microseconds())/float64(b.N)/1000, "ms-1M")
-			b.ReportMetric(float64(tDay.Microseconds())/float64(b.N)/1000, "ms-40k")
-			b.ReportMetric(float64(tLarge)/float64(tDay), "x-40k")
-			b.ReportMetric(float64(size), "bytes")
-		})
-	}
+	onLarge := startConsoleEnv(b, large, "", func(dir string) time.Time { return cachedAuditStore(b, dir, large) })
+	onDay := startConsoleEnv(b, day, "", func(dir string) time.Time { return cachedAuditStore(b, dir, day) })
+	benchConsolePages(b, onLarge, onDay)
 	// The overview's counts of the last 24 h on the large store: from
 	// audit_minute_totals (charts, codes) and audit_minutes (top projects),
 	// against all three from audit_minutes, as before the totals.
@@ -388,4 +410,93 @@ func BenchmarkConsolePages1M(b *testing.B) {
 		b.ReportMetric(float64(tMinutes.Microseconds())/float64(b.N)/1000, "ms-minutes-only")
 		b.ReportMetric(float64(tMinutes)/float64(tTotals), "x-faster")
 	})
+}
+
+// consolePages are the pages the console benchmarks load, with what each
+// must show. Both stores have records 1 to 40,000 (or to their size): record
+// 777 is 30 days old in the large one, a day old in the other; record n/2
+// (HALF) is acme/needle.
+func consolePages() []struct{ name, path, want string } {
+	serialOf := func(i int) string { return fmt.Sprintf("%X", 1<<60+i) }
+	return []struct{ name, path, want string }{
+		{"overview", "/", "Joins per minute, last hour"},
+		{"bots", "/bots", "bot-49"},
+		{"clusters", "/clusters", "Trusted clusters"},
+		{"actions", "/actions", "lock-form"},
+		{"audit", "/audit", "acme/app-"},
+		{"audit-page-2", "/audit?before=HALF", "acme/app-"},
+		{"audit-refused", "/audit?result=refused", "refused"},
+		{"audit-code", "/audit?code=bot_locked", "bot_locked"},
+		{"audit-bot-refused", "/audit?bot=bot-7&result=refused", "bot-7"},
+		{"audit-bot-refused-on", "/audit?bot=bot-7&result=refused&before=HALF", "bot-7"},
+		{"audit-claim", "/audit?claim=repository%3Dacme%2Fapp-777", "acme/app-777"},
+		{"audit-claim-needle", "/audit?claim=repository%3Dacme%2Fneedle", "acme/needle"},
+		{"audit-join-token-hour", "/audit?join_token=token-3&since=1h", "token-3"},
+		{"audit-code-day", "/audit?code=bot_locked&event=join&since=24h", "bot_locked"},
+		{"audit-until-day", "/audit?until=24h", "acme/app-"},
+		{"audit-until-far", "/audit?until=UNTIL", "acme/app-"},
+		{"audit-since-far", "/audit?since=UNTIL&result=refused", "refused"},
+		{"audit-serial", "/audit?serial=tls:" + serialOf(777), "acme/app-777"},
+		{"audit-serial-bare", "/audit?serial=777", "acme/app-777"},
+		{"record", "/audit/777", "Audit record 777"},
+	}
+}
+
+// benchConsolePages loads each of consolePages on onLarge and on onDay
+// alternately and reports both and their ratio. UNTIL is a time half way
+// through each store.
+func benchConsolePages(b *testing.B, onLarge, onDay *consoleEnv) {
+	for _, p := range consolePages() {
+		b.Run(p.name, func(b *testing.B) {
+			path := func(e *consoleEnv) string {
+				back := time.Duration(e.records/2) * consoleRecordGap
+				return strings.NewReplacer("HALF", strconv.Itoa(e.records/2), "UNTIL", url.QueryEscape(e.now.Add(-back).UTC().Format(time.RFC3339))).Replace(p.path)
+			}
+			largePath, dayPath := path(onLarge), path(onDay)
+			onLarge.get(b, largePath, p.want)
+			onDay.get(b, dayPath, p.want)
+			var tLarge, tDay time.Duration
+			var size int
+			for b.Loop() {
+				t0 := time.Now()
+				size = onLarge.get(b, largePath, p.want)
+				t1 := time.Now()
+				onDay.get(b, dayPath, p.want)
+				tLarge += t1.Sub(t0)
+				tDay += time.Since(t1)
+			}
+			b.ReportMetric(float64(tLarge.Microseconds())/float64(b.N)/1000, "ms-large")
+			b.ReportMetric(float64(tDay.Microseconds())/float64(b.N)/1000, "ms-small")
+			b.ReportMetric(float64(tLarge)/float64(tDay), "x-small")
+			b.ReportMetric(float64(size), "bytes")
+		})
+	}
+}
+
+// BenchmarkConsolePagesPostgres is BenchmarkConsolePages1M on PostgreSQL:
+// the same records (generatePostgresAuditSQL), the large store of
+// MBOT_BENCH_PG_RECORDS (default 1,000,000) against its last 4% (40,000
+// of 1,000,000), generated through PostgreSQL's trigger at each run.
+//
+//	go test ./bench -run '^$' -bench ConsolePagesPostgres -benchtime 10x -timeout 60m
+func BenchmarkConsolePagesPostgres(b *testing.B) {
+	large := 1_000_000
+	if s := os.Getenv("MBOT_BENCH_PG_RECORDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 25_000 {
+			b.Fatalf("MBOT_BENCH_PG_RECORDS=%q: want a count of at least 25,000", s)
+		}
+		large = n
+	}
+	day := large / 25
+	pg := testservers.StartPostgresForStore(b)
+	onStore := func(records int, name string) *consoleEnv {
+		dsn := pg.CreateDatabase(b, name)
+		now := time.Now()
+		return startConsoleEnv(b, records, testservers.PostgresStorageYAML(b, dsn), func(string) time.Time {
+			fillAuditPostgres(b, dsn, records, now)
+			return now
+		})
+	}
+	benchConsolePages(b, onStore(large, "console_large"), onStore(day, "console_small"))
 }

@@ -283,12 +283,14 @@ const auditTimeSlack = time.Minute
 // none. The time index finds the first record past the bound by time
 // (one seek), and the ids of the records within auditTimeSlack of it
 // settle the id: if ids and times disagree by less than the slack, no
-// record on the bound's side has an id beyond it.
+// record on the bound's side has an id beyond it. id + 0, not id: both
+// engines would read min(id) or max(id) along the ids from an end of the
+// log until a record is in the time range.
 func auditIDBound(since bool, t, slack string) string {
 	if since {
-		return "(SELECT min(id) FROM audit WHERE time >= " + t + " AND time < (SELECT min(time) FROM audit WHERE time >= " + t + ") + " + slack + ")"
+		return "(SELECT min(id + 0) FROM audit WHERE time >= " + t + " AND time < (SELECT min(time) FROM audit WHERE time >= " + t + ") + " + slack + ")"
 	}
-	return "(SELECT max(id) FROM audit WHERE time < " + t + " AND time > (SELECT max(time) FROM audit WHERE time < " + t + ") - " + slack + ")"
+	return "(SELECT max(id + 0) FROM audit WHERE time < " + t + " AND time > (SELECT max(time) FROM audit WHERE time < " + t + ") - " + slack + ")"
 }
 
 // listAuditQuery is ListAudit's query for f: it walks the record ids of
@@ -307,7 +309,6 @@ func (s *sqlStore) listAuditQuery(f AuditFilter) (query string, args []any, scan
 	}
 	terms, alternatives := auditTerms(f)
 	driver, idCol := "SELECT id FROM audit WHERE id > 0", "id"
-	var bounds []string
 	switch {
 	case len(alternatives) > 0:
 		ph := make([]string, len(alternatives))
@@ -319,35 +320,56 @@ func (s *sqlStore) listAuditQuery(f AuditFilter) (query string, args []any, scan
 		driver, idCol = "SELECT audit_id AS id FROM audit_terms WHERE term = "+arg(terms[0]), "audit_id"
 		terms = terms[1:]
 	}
+	// The id range is read once (WITH r, and WITH win for the window) and
+	// bounds every term's ids, not only the driving one's: PostgreSQL may
+	// merge-join the terms, which reads each along the range it is given.
+	var with []string
+	var before, since, until string
 	if f.BeforeID > 0 {
-		bounds = append(bounds, idCol+" < "+arg(f.BeforeID))
+		before = arg(f.BeforeID)
 	}
-	var since, until string
 	if !f.Since.IsZero() || !f.Until.IsZero() {
 		slack := arg(int64(auditTimeSlack))
+		lo, hi := "0", "9223372036854775807"
 		if !f.Since.IsZero() {
 			since = arg(f.Since.UnixNano())
-			bounds = append(bounds, idCol+" >= coalesce("+auditIDBound(true, since, slack)+", 9223372036854775807)")
+			lo = "coalesce(" + auditIDBound(true, since, slack) + ", 9223372036854775807)"
 		}
 		if !f.Until.IsZero() {
 			until = arg(f.Until.UnixNano())
-			bounds = append(bounds, idCol+" <= coalesce("+auditIDBound(false, until, slack)+", 0)")
+			hi = "coalesce(" + auditIDBound(false, until, slack) + ", 0)"
 		}
+		with = append(with, "r AS (SELECT "+lo+" AS lo, "+hi+" AS hi)")
 	}
-	for _, b := range bounds {
-		driver += " AND " + b
+	window := false
+	idBounds := func(col string) string {
+		var c string
+		if before != "" {
+			c += " AND " + col + " < " + before
+		}
+		if since != "" || until != "" {
+			c += " AND " + col + " >= (SELECT lo FROM r) AND " + col + " <= (SELECT hi FROM r)"
+		}
+		if window {
+			c += " AND " + col + " >= coalesce((SELECT lo FROM win), 0)"
+		}
+		return c
 	}
 	if f.Scan > 0 {
 		// The window is an id bound, the oldest of its Scan newest ids
 		// (read from the index alone), so that the page still stops at
 		// f.Limit matches in id order instead of reading all of the window.
-		window := driver + " ORDER BY " + idCol + fmt.Sprintf(" DESC LIMIT %d", f.Scan)
+		newest := func(n int) string {
+			return driver + idBounds(idCol) + " ORDER BY " + idCol + fmt.Sprintf(" DESC LIMIT %d", n)
+		}
+		with = append(with, "win AS (SELECT min(id) AS lo FROM ("+newest(f.Scan)+") d)")
 		nScanned = len(args)
 		// One entry past the window says whether anything older is left.
-		scanned = "SELECT (SELECT count(*) FROM (" + driver + " ORDER BY " + idCol + fmt.Sprintf(" DESC LIMIT %d", f.Scan+1) + ") e), w.id, a.time" +
-			" FROM (SELECT min(id) AS id FROM (" + window + ") d) w LEFT JOIN audit a ON a.id = w.id"
-		driver += " AND " + idCol + " >= coalesce((SELECT min(id) FROM (" + window + ") d), 0)"
+		scanned = "WITH " + strings.Join(with, ", ") + " SELECT (SELECT count(*) FROM (" + newest(f.Scan+1) + ") e), w.lo, a.time" +
+			" FROM win w LEFT JOIN audit a ON a.id = w.lo"
+		window = true
 	}
+	driver += idBounds(idCol)
 	// The other terms are checked by key before the record is read (the
 	// CROSS JOINs keep SQLite in this order): an id that fails them costs
 	// an index probe, not a read of its record.
@@ -356,7 +378,7 @@ func (s *sqlStore) listAuditQuery(f AuditFilter) (query string, args []any, scan
 	for i, t := range terms {
 		alias := fmt.Sprintf("t%d", i+1)
 		from += " CROSS JOIN audit_terms " + alias
-		where = append(where, alias+".term = "+arg(t), alias+".audit_id = w.id")
+		where = append(where, alias+".term = "+arg(t)+idBounds(alias+".audit_id"), alias+".audit_id = w.id")
 	}
 	from += " CROSS JOIN audit a"
 	where = append(where, "a.id = w.id")
@@ -374,7 +396,10 @@ func (s *sqlStore) listAuditQuery(f AuditFilter) (query string, args []any, scan
 		// Narrowed by the terms, matched exactly by the caller.
 		where = append(where, "a.record LIKE "+arg(`%:`+bare+`"%`))
 	}
-	query = "SELECT a.id, a.record FROM " + from + " WHERE " + strings.Join(where, " AND ") + " ORDER BY w.id DESC"
+	if len(with) > 0 {
+		query = "WITH " + strings.Join(with, ", ") + " "
+	}
+	query += "SELECT a.id, a.record FROM " + from + " WHERE " + strings.Join(where, " AND ") + " ORDER BY w.id DESC"
 	if f.Limit > 0 {
 		query += fmt.Sprintf(" LIMIT %d", f.Limit)
 	}
