@@ -366,6 +366,72 @@ func BenchmarkConsolePages1M(b *testing.B) {
 	onLarge := startConsoleEnv(b, large, "", func(dir string) time.Time { return cachedAuditStore(b, dir, large) })
 	onDay := startConsoleEnv(b, day, "", func(dir string) time.Time { return cachedAuditStore(b, dir, day) })
 	benchConsolePages(b, onLarge, onDay)
+	// A window of the driving term's ids (what the console reads, at most
+	// 5,000 of them) against a zigzag (leapfrog) intersection of the
+	// terms' id lists with a budget of as many index seeks, on the large
+	// store: how far back each searches per millisecond.
+	b.Run("intersection", func(b *testing.B) {
+		st, err := store.OpenSQLite(context.Background(), onLarge.dataDir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer st.Close()
+		db, err := sql.Open("sqlite", "file:"+filepath.Join(onLarge.dataDir, store.FileName)+"?mode=ro")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer db.Close()
+		const budget = 5000
+		for _, c := range []struct {
+			name   string
+			filter store.AuditFilter
+			terms  []string // in auditTerms' order
+		}{
+			{"bot-7-refused", store.AuditFilter{Bot: "bot-7", DeniedOnly: true}, []string{"bot=bot-7", "result=refused"}},
+			{"bot-7-admitted", store.AuditFilter{Bot: "bot-7", AdmittedOnly: true}, []string{"bot=bot-7", "result=admitted"}},
+			{"ref-bot-7-bot-locked", store.AuditFilter{Claims: map[string]string{"ref": "refs/heads/main"}, Bot: "bot-7", Code: "bot_locked"},
+				[]string{"claim:ref=refs/heads/main", "bot=bot-7", "code=bot_locked"}},
+		} {
+			b.Run(c.name, func(b *testing.B) {
+				f := c.filter
+				f.Limit, f.Scan = pageSize, budget
+				newest := int64(large)
+				var tWindow, tZigzag time.Duration
+				var backWindow, backZigzag int64
+				q, args := leapfrogSQL(c.terms, pageSize, budget)
+				for b.Loop() {
+					t0 := time.Now()
+					scan, err := st.ScanAudit(context.Background(), f)
+					if err != nil {
+						b.Fatal(err)
+					}
+					t1 := time.Now()
+					var matched, oldest int64
+					if err := db.QueryRow(q, args...).Scan(&matched, &oldest); err != nil {
+						b.Fatal(err)
+					}
+					tWindow += t1.Sub(t0)
+					tZigzag += time.Since(t1)
+					backWindow = newest
+					switch {
+					case scan.ScannedTo != nil:
+						backWindow = newest - scan.ScannedTo.ID
+					case len(scan.Records) > 0:
+						backWindow = newest - scan.Records[len(scan.Records)-1].ID
+					}
+					backZigzag = newest - oldest
+					if len(scan.Records) != int(matched) {
+						b.Fatalf("the window found %d records, the zigzag %d", len(scan.Records), matched)
+					}
+				}
+				b.ReportMetric(float64(tWindow.Microseconds())/float64(b.N)/1000, "ms-window")
+				b.ReportMetric(float64(backWindow), "back-window")
+				b.ReportMetric(float64(tZigzag.Microseconds())/float64(b.N)/1000, "ms-zigzag")
+				b.ReportMetric(float64(backZigzag), "back-zigzag")
+				b.ReportMetric((float64(backZigzag)/float64(tZigzag))/(float64(backWindow)/float64(tWindow)), "x-zigzag-per-ms")
+			})
+		}
+	})
 	// The overview's counts of the last 24 h on the large store: from
 	// audit_minute_totals (charts, codes) and audit_minutes (top projects),
 	// against all three from audit_minutes, as before the totals.
@@ -499,4 +565,34 @@ func BenchmarkConsolePagesPostgres(b *testing.B) {
 		})
 	}
 	benchConsolePages(b, onStore(large, "console_large"), onStore(day, "console_small"))
+}
+
+// pageSize is the console's audit page.
+const pageSize = 50
+
+// leapfrogSQL is a zigzag intersection of terms' id lists in audit_terms,
+// newest first, as one recursive query: each step seeks the next term's
+// greatest id at or below the candidate; len(terms) equal results in a row
+// are a match. It stops after limit matches or budget seeks, and returns
+// the matches and the oldest id it reached.
+func leapfrogSQL(terms []string, limit, budget int) (string, []any) {
+	k := len(terms)
+	args := make([]any, k)
+	var pick strings.Builder
+	pick.WriteString("CASE (t + 1) % " + strconv.Itoa(k))
+	for i, t := range terms {
+		args[i] = t
+		fmt.Fprintf(&pick, " WHEN %d THEN $%d", i, i+1)
+	}
+	pick.WriteString(" END")
+	run := "CASE WHEN x = prev THEN run + 1 ELSE 1 END"
+	q := fmt.Sprintf(`WITH RECURSIVE z(step, x, t, prev, run, n) AS (
+		SELECT 0, (SELECT max(audit_id) FROM audit_terms WHERE term = $1), 0, NULL, 0, 0
+		UNION ALL
+		SELECT step + 1,
+			(SELECT max(audit_id) FROM audit_terms WHERE term = %[1]s AND audit_id <= CASE WHEN %[2]s = %[3]d THEN x - 1 ELSE x END),
+			(t + 1) %% %[3]d, x, %[2]s, n + CASE WHEN %[2]s = %[3]d THEN 1 ELSE 0 END
+		FROM z WHERE x IS NOT NULL AND step < %[4]d AND n < %[5]d)
+	SELECT coalesce(sum(CASE WHEN %[2]s = %[3]d THEN 1 ELSE 0 END), 0), coalesce(min(x), 0) FROM z`, pick.String(), run, k, budget, limit)
+	return q, args
 }
