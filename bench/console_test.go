@@ -433,6 +433,7 @@ func consolePages() []struct{ name, path, want string } {
 		{"audit-code", "/audit?code=bot_locked", "bot_locked"},
 		{"audit-bot-refused", "/audit?bot=bot-7&result=refused", "bot-7"},
 		{"audit-bot-refused-on", "/audit?bot=bot-7&result=refused&before=HALF", "bot-7"},
+		{"audit-ref-bot-code", "/audit?claim=ref%3Drefs%2Fheads%2Fmain&bot=bot-7&code=bot_locked", "records match"},
 		{"audit-claim", "/audit?claim=repository%3Dacme%2Fapp-777", "acme/app-777"},
 		{"audit-claim-needle", "/audit?claim=repository%3Dacme%2Fneedle", "acme/needle"},
 		{"audit-join-token-hour", "/audit?join_token=token-3&since=1h", "token-3"},

@@ -241,7 +241,8 @@ CREATE TABLE audit_minute_totals (minute BIGINT NOT NULL, event TEXT NOT NULL, a
 ` + pgAuditIndexFunction(true) + backfillMinuteTotals + ";\n"
 
 // auditTerms are f's conditions as audit_terms terms, the most selective
-// first (the query reads the first along its index); alternatives are
+// first as a rule (the query reads the first along its index; ScanAudit
+// picks the rarest near its page, rarestAuditTerm); alternatives are
 // terms of which a record needs one (a bare serial: ssh: or tls:).
 func auditTerms(f AuditFilter) (terms []string, alternatives []string) {
 	if f.Serial != "" {
@@ -302,12 +303,17 @@ func auditIDBound(since bool, t, slack string) string {
 // with the first nScanned args, counts the ids of that window and one more
 // and returns the window's oldest id and its time: where a short page
 // stopped looking, if anything older is left.
-func (s *sqlStore) listAuditQuery(f AuditFilter) (query string, args []any, scanned string, nScanned int) {
+//
+// drive, if one of f's terms, drives the walk instead of the first.
+func (s *sqlStore) listAuditQuery(f AuditFilter, drive string) (query string, args []any, scanned string, nScanned int) {
 	arg := func(v any) string {
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
 	}
 	terms, alternatives := auditTerms(f)
+	if i := slices.Index(terms, drive); i > 0 {
+		terms = slices.Concat([]string{drive}, terms[:i], terms[i+1:])
+	}
 	driver, idCol := "SELECT id FROM audit WHERE id > 0", "id"
 	switch {
 	case len(alternatives) > 0:
@@ -404,6 +410,37 @@ func (s *sqlStore) listAuditQuery(f AuditFilter) (query string, args []any, scan
 		query += fmt.Sprintf(" LIMIT %d", f.Limit)
 	}
 	return query, args, scanned, nScanned
+}
+
+// rarestAuditTerm is the term of f whose newest f.Scan ids (older than
+// f.BeforeID) reach furthest back: the one whose window, driving the
+// read, searches most of the log. The fixed order of auditTerms puts
+// claims first, and a claim every record has (ref=refs/heads/main) would
+// drive a window of the last few hours. Each term costs a read of its
+// window's ids in the index alone. Empty when f has fewer than two terms.
+func (s *sqlStore) rarestAuditTerm(ctx context.Context, f AuditFilter) (string, error) {
+	terms, alternatives := auditTerms(f)
+	if len(terms) < 2 || len(alternatives) > 0 || f.Scan <= 0 {
+		return "", nil
+	}
+	q := fmt.Sprintf(`SELECT count(*), coalesce(min(audit_id), 0) FROM (SELECT audit_id FROM audit_terms WHERE term = $1 AND audit_id < $2
+		ORDER BY audit_id DESC LIMIT %d) d`, f.Scan)
+	before := f.BeforeID
+	if before <= 0 {
+		before = 1<<63 - 1
+	}
+	best, bestN, bestFloor := "", int64(0), int64(0)
+	for _, t := range terms {
+		var n, floor int64
+		if err := s.read.QueryRowContext(ctx, q, t, before).Scan(&n, &floor); err != nil {
+			return "", err
+		}
+		// Fewer than a window left: the whole rest of the term is one page.
+		if best == "" || (n < int64(f.Scan) && n < bestN) || (bestN == int64(f.Scan) && n == int64(f.Scan) && floor > 0 && floor < bestFloor) {
+			best, bestN, bestFloor = t, n, floor
+		}
+	}
+	return best, nil
 }
 
 // AuditSummary is what the console's overview shows of a span of the

@@ -27,7 +27,7 @@ func TestAuditQueryPlans(t *testing.T) {
 		{Bot: "bot-7", DeniedOnly: true, Until: now.Add(-24 * time.Hour), Limit: 50, Scan: 5000},
 		{Serial: "17", Until: now, Limit: 50, Scan: 5000},
 	} {
-		q, args, scanned, n := s.listAuditQuery(f)
+		q, args, scanned, n := s.listAuditQuery(f, "")
 		queries := map[string][]any{q: args}
 		if scanned != "" {
 			queries[scanned] = args[:n]

@@ -29,8 +29,11 @@ func testAuditScan(t *testing.T, db *testDB) {
 		}
 		return got[0].ID
 	}
-	// deployer's records are 5, 4, 1 and 0; of them only 1 is refused.
-	f := store.AuditFilter{Bot: "deployer", DeniedOnly: true, Limit: 50, Scan: 2}
+	// deployer's records are 5, 4, 1 and 0; of them only 1 is refused
+	// (refused are 3 and 1). A window of one entry: the first goes along
+	// the refusals, which reach further back; the second's windows are
+	// alike (record 1) and it goes along deployer's, which has more.
+	f := store.AuditFilter{Bot: "deployer", DeniedOnly: true, Limit: 50, Scan: 1}
 	var pages [][]int
 	var marks []int64
 	for range 4 {
@@ -45,17 +48,19 @@ func testAuditScan(t *testing.T, db *testDB) {
 		marks = append(marks, scan.ScannedTo.ID)
 		f.BeforeID = scan.ScannedTo.ID
 	}
-	if want := [][]int{nil, {1}}; !slices.EqualFunc(pages, want, slices.Equal) {
-		t.Errorf("bot=deployer&result=refused two index entries at a time: pages %v, want %v", pages, want)
+	if want := [][]int{nil, {1}, nil}; !slices.EqualFunc(pages, want, slices.Equal) {
+		t.Errorf("bot=deployer&result=refused one index entry at a time: pages %v, want %v", pages, want)
 	}
-	if want := []int64{idOf(4)}; !slices.Equal(marks, want) {
-		t.Errorf("the pages stopped looking at records %v, want %v (record 4; the second window held the oldest)", marks, want)
+	if want := []int64{idOf(3), idOf(1)}; !slices.Equal(marks, want) {
+		t.Errorf("the pages stopped looking at records %v, want %v (records 3 and 1; the third found no refusal left)", marks, want)
 	}
 	f = store.AuditFilter{Bot: "deployer", DeniedOnly: true, Limit: 50, Scan: 2}
 	if got, err := st.ListAudit(ctx, f); err != nil || !slices.Equal(indexesOf(got, events), []int{1}) {
 		t.Errorf("ListAudit of bot=deployer&result=refused: %v (%v), want record 1 whatever Scan says", indexesOf(got, events), err)
 	}
-	scan, err := st.ScanAudit(ctx, store.AuditFilter{Bot: "deployer", DeniedOnly: true, Limit: 50, Scan: 1, BeforeID: idOf(4)})
+	// Both windows of one before record 2 hold record 1; deployer's has
+	// record 0 after it.
+	scan, err := st.ScanAudit(ctx, store.AuditFilter{Bot: "deployer", DeniedOnly: true, Limit: 50, Scan: 1, BeforeID: idOf(2)})
 	if err != nil || scan.ScannedTo == nil || scan.ScannedTo.ID != idOf(1) || !scan.ScannedTo.Time.Equal(events[1].Time) {
 		t.Errorf("a window of record 1 says it looked back to %+v (%v), want record 1 at %v", scan.ScannedTo, err, events[1].Time)
 	}
@@ -79,6 +84,39 @@ func testAuditScan(t *testing.T, db *testDB) {
 	}
 	if _, err := st.ScanAudit(ctx, store.AuditFilter{Scan: -1}); err == nil {
 		t.Error("a negative scan is accepted")
+	}
+}
+
+// testAuditScanRarestTerm: the window is read along the filter's rarest
+// term near the page, not its first: a claim every record has does not
+// make a page search only its few newest records.
+func testAuditScanRarestTerm(t *testing.T, db *testDB) {
+	st := db.open(t)
+	ctx := context.Background()
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Minute)
+	events := make([]store.AuditEvent, 12)
+	for i := range events {
+		bot := "common"
+		if i == 0 {
+			bot = "rare"
+		}
+		events[i] = store.AuditEvent{Time: t0.Add(time.Duration(i) * time.Second), Event: "join", Allowed: true, Bot: bot,
+			Claims: map[string]string{"workflow": "deploy"}}
+		if err := st.Audit(ctx, &events[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := store.AuditFilter{Claims: map[string]string{"workflow": "deploy"}, Bot: "rare", Limit: 50, Scan: 3}
+	scan, err := st.ScanAudit(ctx, f)
+	if err != nil || !slices.Equal(indexesOf(scan.Records, events), []int{0}) || scan.ScannedTo != nil {
+		t.Errorf("workflow=deploy&bot=rare, windows of 3: %v stopping at %+v (%v); want record 0 on the first page, read along bot=rare", indexesOf(scan.Records, events), scan.ScannedTo, err)
+	}
+	// A term no record has answers at once: nothing, and nothing to go on
+	// searching.
+	f = store.AuditFilter{Claims: map[string]string{"workflow": "deploy"}, Bot: "common", DeniedOnly: true, Limit: 50, Scan: 3}
+	scan, err = st.ScanAudit(ctx, f)
+	if err != nil || len(scan.Records) != 0 || scan.ScannedTo != nil {
+		t.Errorf("workflow=deploy&bot=common&result=refused: %v stopping at %+v (%v); want none and no search on", indexesOf(scan.Records, events), scan.ScannedTo, err)
 	}
 }
 

@@ -61,6 +61,7 @@ var conformance = []struct {
 	{"IssuedCertificates", testIssuedCertificates},
 	{"AuditIndex", testAuditIndex},
 	{"AuditScan", testAuditScan},
+	{"AuditScanRarestTerm", testAuditScanRarestTerm},
 	{"AuditTimeBoundsOutOfOrder", testAuditTimeBoundsOutOfOrder},
 }
 

@@ -336,9 +336,13 @@ func (s *sqlStore) ScanAudit(ctx context.Context, f AuditFilter) (*AuditScan, er
 	if f.Scan < 0 {
 		return nil, fmt.Errorf("scan %d is negative", f.Scan)
 	}
-	q, args, scanned, nScanned := s.listAuditQuery(f)
+	drive, err := s.rarestAuditTerm(ctx, f)
+	if err != nil {
+		return nil, s.wrap("reading the audit log", err)
+	}
+	q, args, scanned, nScanned := s.listAuditQuery(f, drive)
 	out := &AuditScan{}
-	err := func() error {
+	err = func() error {
 		rows, err := s.read.QueryContext(ctx, q, args...)
 		if err != nil {
 			return err
