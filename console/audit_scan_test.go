@@ -27,14 +27,20 @@ func TestAuditPageSearchesOlder(t *testing.T) {
 	if err := st.Audit(ctx, refused); err != nil {
 		t.Fatal(err)
 	}
-	// Concurrent writes share commits (the store batches them).
+	// Newer than it, a window and more of each filter but none of both:
+	// deployer's admitted joins and another bot's refusals. Concurrent
+	// writes share commits (the store batches them).
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for w := range 8 {
 		wg.Go(func() {
-			for i := w; i < console.ScanWindow+10; i += 8 {
-				if err := st.Audit(ctx, &store.AuditEvent{Event: "join", Allowed: true, Bot: "deployer", JoinToken: "github-deploy", Method: "github",
-					Claims: map[string]string{"repository": "acme/app", "run_id": strconv.Itoa(i)}}); err != nil {
+			for i := w; i < 2*(console.ScanWindow+10); i += 8 {
+				ev := &store.AuditEvent{Event: "join", Allowed: true, Bot: "deployer", JoinToken: "github-deploy", Method: "github",
+					Claims: map[string]string{"repository": "acme/app", "run_id": strconv.Itoa(i)}}
+				if i%2 == 1 {
+					ev.Allowed, ev.Bot, ev.Code = false, "other", "rule_mismatch"
+				}
+				if err := st.Audit(ctx, ev); err != nil {
 					errs <- err
 					return
 				}
