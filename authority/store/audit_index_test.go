@@ -29,19 +29,27 @@ func auditIndexEvents(t0 time.Time) []store.AuditEvent {
 	}
 }
 
+// writeAuditIndexEvents writes auditIndexEvents, the first an hour ago,
+// and returns their start and the records as written.
+func writeAuditIndexEvents(t *testing.T, st store.Store) (time.Time, []store.AuditEvent) {
+	t.Helper()
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Minute)
+	events := auditIndexEvents(t0)
+	for i := range events {
+		if err := st.Audit(context.Background(), &events[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return t0, events
+}
+
 // testAuditIndex: every filter the console offers finds exactly its
 // records, newest first, page by page, and the per-minute counts agree
 // with the records.
 func testAuditIndex(t *testing.T, db *testDB) {
 	st := db.open(t)
 	ctx := context.Background()
-	t0 := time.Now().Add(-time.Hour).Truncate(time.Minute)
-	events := auditIndexEvents(t0)
-	for i := range events {
-		if err := st.Audit(ctx, &events[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	t0, events := writeAuditIndexEvents(t, st)
 	checkAuditFilters(t, st, t0, events)
 
 	sum, err := st.AuditSummary(ctx, store.SummaryFilter{Since: t0.Add(-time.Minute), Event: "join"})

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"strings"
 	"testing"
 	"time"
@@ -33,20 +34,7 @@ func TestAuditQueryPlans(t *testing.T) {
 			queries[scanned] = args[:n]
 		}
 		for q, args := range queries {
-			rows, err := s.read.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, args...)
-			if err != nil {
-				t.Fatalf("%s: %v", q, err)
-			}
-			var plan []string
-			for rows.Next() {
-				var id, parent, unused int
-				var detail string
-				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, detail)
-			}
-			rows.Close()
+			plan := queryPlan(t, s.read, q, args...)
 			for _, step := range plan {
 				if (strings.HasPrefix(step, "SCAN ") || strings.HasPrefix(step, "SEARCH ")) && strings.Contains(step, "audit") && !strings.Contains(step, "(") {
 					t.Errorf("%+v: the plan reads %q with no bound:\n%s\n%s", f, step, q, strings.Join(plan, "\n"))
@@ -54,4 +42,27 @@ func TestAuditQueryPlans(t *testing.T) {
 			}
 		}
 	}
+}
+
+// queryPlan is SQLite's EXPLAIN QUERY PLAN of q, one step's detail a line.
+func queryPlan(t *testing.T, db *sql.DB, q string, args ...any) []string {
+	t.Helper()
+	rows, err := db.Query("EXPLAIN QUERY PLAN "+q, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return plan
 }

@@ -15,13 +15,7 @@ import (
 func testAuditScan(t *testing.T, db *testDB) {
 	st := db.open(t)
 	ctx := context.Background()
-	t0 := time.Now().Add(-time.Hour).Truncate(time.Minute)
-	events := auditIndexEvents(t0)
-	for i := range events {
-		if err := st.Audit(ctx, &events[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	t0, events := writeAuditIndexEvents(t, st)
 	idOf := func(i int) int64 {
 		got, err := st.ListAudit(ctx, store.AuditFilter{Since: events[i].Time, Until: events[i].Time.Add(time.Nanosecond)})
 		if err != nil || len(got) != 1 {

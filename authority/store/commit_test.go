@@ -127,20 +127,7 @@ func TestSQLitePruneTermsByKey(t *testing.T) {
 	}
 	st := opened.(*sqlStore)
 	defer st.Close()
-	rows, err := st.write.Query("EXPLAIN QUERY PLAN "+sqlitePruneTerms, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var id, parent, unused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, detail)
-	}
+	plan := queryPlan(t, st.write, sqlitePruneTerms, 1)
 	if len(plan) == 0 || plan[0] != "SEARCH audit_terms USING PRIMARY KEY (term=? AND audit_id=?)" {
 		t.Errorf("pruning the terms: plan %q, want audit_terms searched by its primary key first", plan)
 	}
