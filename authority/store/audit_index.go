@@ -163,12 +163,16 @@ func indexSQLiteAudit(ctx context.Context, db *sql.DB) error {
 // sqlitePruneTerms deletes the terms of the records before $1. The
 // compound query is wrapped in a SELECT so that SQLite looks each pair up
 // by the primary key rather than scanning audit_terms against it.
-var sqlitePruneTerms = "DELETE FROM audit_terms WHERE (term, audit_id) IN (SELECT * FROM (" +
-	strings.Join(sqliteAuditTermsFrom("a", "(SELECT id, bot, event, allowed, record FROM audit WHERE time < $1)"), " UNION ALL ") + "))"
+func sqlitePruneTerms() string {
+	return "DELETE FROM audit_terms WHERE (term, audit_id) IN (SELECT * FROM (" +
+		strings.Join(sqliteAuditTermsFrom("a", "(SELECT id, bot, event, allowed, record FROM audit WHERE time < $1)"), " UNION ALL ") + "))"
+}
 
 // pgPruneTerms deletes the terms of the records before $1.
-var pgPruneTerms = `DELETE FROM audit_terms x USING (SELECT t.term, a.id FROM audit a, LATERAL (SELECT a.record::jsonb AS r) j,
+func pgPruneTerms() string {
+	return `DELETE FROM audit_terms x USING (SELECT t.term, a.id FROM audit a, LATERAL (SELECT a.record::jsonb AS r) j,
 	LATERAL (` + pgAuditTerms("a", "j.r") + `) t WHERE a.time < $1 AND t.term IS NOT NULL) o WHERE x.term = o.term AND x.audit_id = o.id`
+}
 
 // pgDropTermsByRecordMigration is PostgreSQL's schema version 6 (see
 // sqlitePruneTerms).
@@ -176,7 +180,9 @@ const pgDropTermsByRecordMigration = `DROP INDEX IF EXISTS audit_terms_id;
 `
 
 // pgAuditProject is a record's project in PostgreSQL's trigger, r its jsonb.
-var pgAuditProject = auditProject(func(k string) string { return fmt.Sprintf(`(r->'claims'->>'%s')`, k) })
+func pgAuditProject() string {
+	return auditProject(func(k string) string { return fmt.Sprintf(`(r->'claims'->>'%s')`, k) })
+}
 
 // pgAuditTerms are the terms of audit row row whose record (jsonb) is r.
 func pgAuditTerms(row, r string) string {
@@ -199,7 +205,7 @@ BEGIN
 	INSERT INTO audit_terms (term, audit_id) SELECT t.term, NEW.id FROM (` + pgAuditTerms("NEW", "r") + `) t
 		WHERE t.term IS NOT NULL ON CONFLICT DO NOTHING;
 	INSERT INTO audit_minutes (minute, event, allowed, code, project, shard, n)
-		VALUES (NEW.time / 60000000000, NEW.event, NEW.allowed, coalesce(r->>'code', ''), ` + pgAuditProject + `, pg_backend_pid(), 1)
+		VALUES (NEW.time / 60000000000, NEW.event, NEW.allowed, coalesce(r->>'code', ''), ` + pgAuditProject() + `, pg_backend_pid(), 1)
 		ON CONFLICT (minute, event, allowed, code, project, shard) DO UPDATE SET n = audit_minutes.n + 1;
 `
 	if totals {
@@ -216,7 +222,8 @@ $fn$;
 
 // pgAuditIndexMigration is PostgreSQL's schema version 4: the tables, the
 // trigger, and the records written before it.
-var pgAuditIndexMigration = `
+func pgAuditIndexMigration() string {
+	return `
 CREATE TABLE audit_terms (term TEXT NOT NULL, audit_id BIGINT NOT NULL, PRIMARY KEY (term, audit_id));
 CREATE INDEX audit_terms_id ON audit_terms (audit_id);
 CREATE TABLE audit_minutes (minute BIGINT NOT NULL, event TEXT NOT NULL, allowed BOOLEAN NOT NULL, code TEXT NOT NULL,
@@ -226,19 +233,22 @@ CREATE INDEX issued_certificates_audit ON issued_certificates (audit_id);
 INSERT INTO audit_terms (term, audit_id) SELECT t.term, a.id FROM audit a, LATERAL (SELECT a.record::jsonb AS r) j,
 	LATERAL (` + pgAuditTerms("a", "j.r") + `) t WHERE t.term IS NOT NULL ON CONFLICT DO NOTHING;
 INSERT INTO audit_minutes (minute, event, allowed, code, project, shard, n)
-	SELECT a.time / 60000000000, a.event, a.allowed, coalesce(r->>'code', ''), ` + pgAuditProject + `, 0, count(*)
+	SELECT a.time / 60000000000, a.event, a.allowed, coalesce(r->>'code', ''), ` + pgAuditProject() + `, 0, count(*)
 	FROM audit a, LATERAL (SELECT a.record::jsonb AS r) j GROUP BY 1, 2, 3, 4, 5;
 `
+}
 
 // pgAuditTotalsMigration is PostgreSQL's schema version 5: the counts
 // without the project, kept by the trigger from now on and counted from
 // audit_minutes for what came before. Writers wait for it (the lock), so
 // that no record is counted by the old trigger after the backfill read.
-var pgAuditTotalsMigration = `
+func pgAuditTotalsMigration() string {
+	return `
 LOCK TABLE audit IN SHARE ROW EXCLUSIVE MODE;
 CREATE TABLE audit_minute_totals (minute BIGINT NOT NULL, event TEXT NOT NULL, allowed BOOLEAN NOT NULL, code TEXT NOT NULL,
 	shard INTEGER NOT NULL, n BIGINT NOT NULL, PRIMARY KEY (minute, event, allowed, code, shard));
 ` + pgAuditIndexFunction(true) + backfillMinuteTotals + ";\n"
+}
 
 // auditTerms are f's conditions as audit_terms terms, the most selective
 // first as a rule (the query reads the first along its index; ScanAudit

@@ -127,7 +127,7 @@ func TestSQLitePruneTermsByKey(t *testing.T) {
 	}
 	st := opened.(*sqlStore)
 	defer st.Close()
-	plan := queryPlan(t, st.write, sqlitePruneTerms, 1)
+	plan := queryPlan(t, st.write, sqlitePruneTerms(), 1)
 	if len(plan) == 0 || plan[0] != "SEARCH audit_terms USING PRIMARY KEY (term=? AND audit_id=?)" {
 		t.Errorf("pruning the terms: plan %q, want audit_terms searched by its primary key first", plan)
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -21,8 +22,9 @@ import (
 // start; a version once released is never edited, only followed. The
 // tables are SQLite's, with PostgreSQL's types; what SQLite's triggers
 // delete with a bot or join token, DeleteResource deletes on both engines.
-var pgMigrations = []string{
-	1: `
+var pgMigrations = sync.OnceValue(func() []string {
+	return []string{
+		1: `
 CREATE TABLE cas (name TEXT PRIMARY KEY, pem BYTEA NOT NULL);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
 INSERT INTO meta (key, value) VALUES ('resources_version', 0);
@@ -51,16 +53,17 @@ CREATE TABLE keypair_challenges (nonce TEXT PRIMARY KEY, join_token TEXT NOT NUL
 CREATE INDEX keypair_challenges_token ON keypair_challenges (join_token, requester, expires);
 CREATE TABLE leaf_tunnels (leaf TEXT PRIMARY KEY, connected BOOLEAN NOT NULL, last_seen BIGINT NOT NULL);
 ` + caRotationsSchema,
-	2: locksSchema + `
+		2: locksSchema + `
 INSERT INTO meta (key, value) VALUES ('locks_version', 0);
 INSERT INTO locks (kind, target, reason, time, expires, locked_by) SELECT 'admin', admin, reason, time, 0, locked_by FROM admin_locks;
 DELETE FROM admin_locks;
 `,
-	3: issuedSchema,
-	4: pgAuditIndexMigration,
-	5: pgAuditTotalsMigration,
-	6: pgDropTermsByRecordMigration,
-}
+		3: issuedSchema,
+		4: pgAuditIndexMigration(),
+		5: pgAuditTotalsMigration(),
+		6: pgDropTermsByRecordMigration,
+	}
+})
 
 // migrationLock is the pg_advisory_xact_lock key that replicas starting at
 // once take in turn, so that each migration runs once ("mbot" in ASCII).
@@ -132,11 +135,12 @@ func migratePostgres(ctx context.Context, db *sql.DB) error {
 	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
 		return err
 	}
-	if current >= len(pgMigrations) {
-		return fmt.Errorf("the database's schema is version %d, newer than this mbot knows (%d): upgrade mbot", current, len(pgMigrations)-1)
+	migrations := pgMigrations()
+	if current >= len(migrations) {
+		return fmt.Errorf("the database's schema is version %d, newer than this mbot knows (%d): upgrade mbot", current, len(migrations)-1)
 	}
-	for v := current + 1; v < len(pgMigrations); v++ {
-		if _, err := tx.ExecContext(ctx, pgMigrations[v]); err != nil {
+	for v := current + 1; v < len(migrations); v++ {
+		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
 			return fmt.Errorf("schema migration %d: %w", v, err)
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied) VALUES ($1, $2)`, v, time.Now().Unix()); err != nil {

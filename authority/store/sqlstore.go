@@ -411,9 +411,9 @@ func (s *sqlStore) PruneAudit(ctx context.Context, before time.Time) (int64, err
 			return 0, err
 		}
 		defer tx.Rollback()
-		pruneTerms := sqlitePruneTerms
+		pruneTerms := sqlitePruneTerms()
 		if s.engine.name == "postgres" {
-			pruneTerms = pgPruneTerms
+			pruneTerms = pgPruneTerms()
 		}
 		if _, err := tx.ExecContext(ctx, pruneTerms, before.UnixNano()); err != nil {
 			return 0, err
